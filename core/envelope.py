@@ -1,0 +1,68 @@
+"""The event envelope: how a stored domain event travels on the EVENTS stream.
+
+One documented, library-independent JSON shape, so projections, notifiers, auditors' exports
+and other cities' systems read events without importing eventsourcing or our classes:
+
+    {"partition": "520102", "position": 17, "case_id": "…uuid…", "version": 3,
+     "type": "Dispatched", "at": "2026-11-23T08:00:00Z", "actor": "…", "role": "dispatcher",
+     "channel": "web", "reason": null, "command_id": "…", "prev_hash": "…", "hash": "…",
+     "data": {…event-specific fields…}}
+
+``position`` is the event's notification id in its partition's log: the exactly-once key of
+every consumer.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+COMMON = ("actor", "role", "channel", "reason", "command_id", "prev_hash", "hash")
+_INTERNAL = ("originator_id", "originator_version", "timestamp", "originator_topic")
+
+
+def to_envelope(partition: str, position: int, event: Any) -> dict[str, Any]:
+    """Turn a domain event object (as eventsourcing rebuilt it) into the envelope dict."""
+    attrs = dict(vars(event))
+    at = attrs.get("timestamp")
+    envelope: dict[str, Any] = {
+        "partition": partition,
+        "position": position,
+        "case_id": str(attrs["originator_id"]),
+        "version": int(attrs["originator_version"]),
+        "type": type(event).__name__,
+        "at": _utc(at) if isinstance(at, datetime) else at,
+    }
+    for key in COMMON:
+        envelope[key] = attrs.get(key)
+    envelope["data"] = {
+        k: _plain(v) for k, v in attrs.items() if k not in COMMON and k not in _INTERNAL
+    }
+    return envelope
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _plain(value: Any) -> Any:
+    """Values as JSON-friendly Python (UUIDs to str); datetimes stay datetimes for orjson."""
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, datetime):
+        return _utc(value)
+    if hasattr(value, "value") and not isinstance(value, int | float | str | bool):
+        return value.value  # enums
+    return value
+
+
+def parse_time(value: Any) -> datetime | None:
+    """Envelope times arrive as ISO strings after a trip through JSON."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))

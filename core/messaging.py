@@ -1,0 +1,138 @@
+"""NATS JetStream topology: stream names, subjects and their one-time set-up.
+
+Why these shapes (see docs/architecture.md):
+- ``<p>.cmd.<partition>.<verb>`` on the COMMANDS stream: the partition (district code) in the
+  subject lets N workers each take a disjoint subject filter.
+- ``<p>.evt.<partition>.<EventType>`` on the EVENTS stream, published by the relay with
+  ``Nats-Msg-Id = <partition>:<position>`` so a relay restart cannot publish an event twice.
+- ``<p>.dlq.<source>`` on the DLQ stream: poison messages with the reason in headers.
+- ``<p>.res.<command_id>``: core-NATS replies with a command's outcome, so the HTTP gateway can
+  answer 200/409 for lifecycle commands without any shared state with the workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from core.logging import get_logger
+
+log = get_logger("messaging")
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Names derived from one prefix, so tests can run side by side on one server."""
+
+    prefix: str = "GRID"
+
+    @property
+    def subject_root(self) -> str:
+        return self.prefix.lower()
+
+    @property
+    def commands_stream(self) -> str:
+        return f"{self.prefix}_COMMANDS"
+
+    @property
+    def events_stream(self) -> str:
+        return f"{self.prefix}_EVENTS"
+
+    @property
+    def dlq_stream(self) -> str:
+        return f"{self.prefix}_DLQ"
+
+    def command_subject(self, partition: str, verb: str) -> str:
+        return f"{self.subject_root}.cmd.{partition}.{verb}"
+
+    def command_filter(self, partition: str | None = None) -> str:
+        return f"{self.subject_root}.cmd.{partition or '*'}.>"
+
+    def event_subject(self, partition: str, event_type: str) -> str:
+        return f"{self.subject_root}.evt.{partition}.{event_type}"
+
+    def event_filter(self, partition: str | None = None) -> str:
+        return f"{self.subject_root}.evt.{partition or '*'}.>"
+
+    def dlq_subject(self, source: str) -> str:
+        return f"{self.subject_root}.dlq.{source}"
+
+    def reply_subject(self, command_id: str) -> str:
+        return f"{self.subject_root}.res.{command_id}"
+
+
+async def connect(url: str, name: str) -> Client:
+    """Connect with unbounded reconnects: a NATS restart must never kill a process."""
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats.error", error=str(exc))
+
+    async def on_disconnect() -> None:
+        log.warning("nats.disconnected")
+
+    async def on_reconnect() -> None:
+        log.info("nats.reconnected")
+
+    return await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+    )
+
+
+async def ensure_streams(
+    js: JetStreamContext, topo: Topology, dedupe_window_s: float = 120.0, replicas: int = 1
+) -> None:
+    """Create or update the three streams; safe to call from every process at start-up."""
+    configs = [
+        StreamConfig(
+            name=topo.commands_stream,
+            subjects=[f"{topo.subject_root}.cmd.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            duplicate_window=dedupe_window_s,
+            max_age=7 * 24 * 3600.0,
+            num_replicas=replicas,
+        ),
+        StreamConfig(
+            name=topo.events_stream,
+            subjects=[f"{topo.subject_root}.evt.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            duplicate_window=dedupe_window_s,
+            max_age=30 * 24 * 3600.0,
+            discard=DiscardPolicy.OLD,
+            num_replicas=replicas,
+        ),
+        StreamConfig(
+            name=topo.dlq_stream,
+            subjects=[f"{topo.subject_root}.dlq.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+        ),
+    ]
+    for config in configs:
+        try:
+            await js.stream_info(config.name or "")
+            await js.update_stream(config)
+        except NotFoundError:
+            await js.add_stream(config)
+
+
+async def delete_streams(js: JetStreamContext, topo: Topology) -> None:
+    """Remove the streams of a topology (tests clean up their own prefix)."""
+    for name in (topo.commands_stream, topo.events_stream, topo.dlq_stream):
+        try:
+            await js.delete_stream(name)
+        except NotFoundError:
+            pass

@@ -1,0 +1,50 @@
+"""Runtime settings, read once from the environment (prefix-free names, as operators expect).
+
+Why pydantic-settings: every knob is typed and validated at start-up, so a typo in a URL or a
+negative batch size fails loudly before anything is accepted from a citizen.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """All configuration of one griddispatch process."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    nats_url: str | None = Field(default=None, description="External NATS; embedded when unset")
+    database_url: str | None = Field(default=None, description="External PostgreSQL; embedded when unset")
+    state_dir: Path = Field(default=Path(".state"), alias="GRID_STATE_DIR")
+    city_dir: Path = Field(default=REPO_ROOT / "deploy" / "cities" / "guiyang", alias="GRID_CITY")
+    categories_file: Path = Field(
+        default=REPO_ROOT / "deploy" / "categories.v1.json", alias="GRID_CATEGORIES"
+    )
+    http_host: str = Field(default="127.0.0.1", alias="GRID_HTTP_HOST")
+    http_port: int = Field(default=8319, alias="GRID_HTTP_PORT")
+    stream_prefix: str = Field(
+        default="GRID", alias="GRID_STREAM_PREFIX",
+        description="Prefix of JetStream streams and subjects; tests use a unique one each",
+    )
+    db_schema: str = Field(default="public", alias="GRID_DB_SCHEMA")
+    worker_batch: int = Field(default=500, ge=1, le=10_000, alias="GRID_WORKER_BATCH")
+    relay_batch: int = Field(default=1_000, ge=1, le=50_000, alias="GRID_RELAY_BATCH")
+    max_deliver: int = Field(default=5, ge=1, alias="GRID_MAX_DELIVER")
+    dedupe_window_s: float = Field(default=120.0, gt=0, alias="GRID_DEDUPE_WINDOW")
+    command_reply_timeout_s: float = Field(default=5.0, gt=0, alias="GRID_REPLY_TIMEOUT")
+    jwt_secret: str = Field(default="change-me-in-production", alias="GRID_JWT_SECRET")
+    log_json: bool = Field(default=False, alias="GRID_LOG_JSON")
+    log_level: str = Field(default="INFO", alias="GRID_LOG_LEVEL")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached: the environment is read once)."""
+    return Settings()

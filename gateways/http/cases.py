@@ -1,0 +1,207 @@
+"""The case queue and case commands: ``GET /v1/cases``, ``GET /v1/cases/{no}``,
+``POST /v1/cases/{no}/actions/{verb}``.
+
+Reads come from the read models (projections). Commands go through NATS to the worker that
+owns the case's partition; the gateway waits (briefly) for the worker's outcome on a reply
+subject so that a dispatcher gets 200, or 409 with the allowed actions, at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from datetime import datetime
+from typing import Any, Literal
+
+import orjson
+from fastapi import APIRouter, Body, Depends, Header, Path, Query
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from aggregates.commands import ARGS, Command, Outcome
+from aggregates.states import STATUS_ZH, Status, allowed_actions
+from core import codec
+from core.clock import Clock
+from core.ids import new_key
+from gateways.http.deps import get_clock, get_runtime
+from gateways.http.errors import ApiError
+from gateways.http.identity import Principal, current_principal
+from gateways.runtime import Runtime
+
+router = APIRouter(prefix="/v1", tags=["cases 案件"])
+
+LIST_COLUMNS = (
+    "case_no, status, category, kind, grid, community, district, level, node, department, "
+    "priority, description, address, lat, lon, reporter_name, reporter_phone, source, channel, "
+    "reported_at, updated_at, due_at, due_step, warning, overdue, supervised, escalations, "
+    "rework_count, return_count, extension_count, satisfaction, duplicate_of, version"
+)
+
+# Which error code of a refused command maps to which HTTP status.
+ERROR_STATUS = {"illegal_transition": 409, "not_permitted": 403, "invalid_command": 422,
+                "not_found": 404}
+PUBLIC_VERBS = sorted(v for v in ARGS if v not in ("report", "mark_warning", "mark_overdue"))
+
+
+def _encode_cursor(reported_at: datetime, case_no: str) -> str:
+    raw = orjson.dumps([reported_at.isoformat(), case_no])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        at, case_no = orjson.loads(base64.urlsafe_b64decode(padded))
+        return datetime.fromisoformat(at), str(case_no)
+    except (ValueError, TypeError) as exc:
+        raise ApiError(400, "invalid_cursor", "cursor is not one this API issued") from exc
+
+
+def _row(record: Any) -> dict[str, Any]:
+    row = dict(record)
+    row["status_zh"] = STATUS_ZH.get(Status(row["status"]), row["status"])
+    return row
+
+
+@router.get("/cases")
+async def list_cases(
+    runtime: Runtime = Depends(get_runtime),
+    status: list[str] | None = Query(default=None, max_length=20),
+    district: str | None = Query(default=None, max_length=40),
+    community: str | None = Query(default=None, max_length=40),
+    grid: str | None = Query(default=None, max_length=40),
+    department: str | None = Query(default=None, max_length=80),
+    priority: Literal["urgent", "important", "ordinary"] | None = None,
+    limit: int = Query(default=50, ge=1, le=500),
+    cursor: str | None = Query(default=None, max_length=400),
+) -> dict[str, Any]:
+    """The queue, newest first, filtered; follow ``next_cursor`` for the next page."""
+    where: list[str] = []
+    params: list[Any] = []
+    if status:
+        unknown = [s for s in status if s not in {x.value for x in Status}]
+        if unknown:
+            raise ApiError(422, "unknown_status", f"unknown status {unknown[0]}",
+                           statuses=[s.value for s in Status])
+        params.append(status)
+        where.append(f"status = ANY(${len(params)})")
+    for column, value in (("district", district), ("community", community), ("grid", grid),
+                          ("department", department), ("priority", priority)):
+        if value is not None:
+            params.append(value)
+            where.append(f"{column} = ${len(params)}")
+    if cursor:
+        at, case_no = _decode_cursor(cursor)
+        params.extend([at, case_no])
+        where.append(f"(reported_at, case_no) < (${len(params) - 1}, ${len(params)})")
+    params.append(limit + 1)
+    sql = (f"SELECT {LIST_COLUMNS} FROM case_queue "
+           f"{'WHERE ' + ' AND '.join(where) if where else ''} "
+           f"ORDER BY reported_at DESC, case_no DESC LIMIT ${len(params)}")
+    async with runtime.pool.acquire() as conn:
+        records = await conn.fetch(sql, *params)
+    items = [_row(r) for r in records[:limit]]
+    next_cursor = None
+    if len(records) > limit:
+        last = records[limit - 1]
+        next_cursor = _encode_cursor(last["reported_at"], last["case_no"])
+    return {"items": items, "next_cursor": next_cursor, "count": len(items)}
+
+
+async def _case_row(runtime: Runtime, case_no: str) -> dict[str, Any]:
+    async with runtime.pool.acquire() as conn:
+        record = await conn.fetchrow("SELECT * FROM case_queue WHERE case_no = $1", case_no)
+    if record is None:
+        raise ApiError(404, "not_found", f"case {case_no} not found")
+    return dict(record)
+
+
+@router.get("/cases/{case_no}")
+async def get_case(
+    case_no: str = Path(max_length=40),
+    runtime: Runtime = Depends(get_runtime),
+    principal: Principal = Depends(current_principal),
+) -> dict[str, Any]:
+    """One case with its timeline and the actions the caller may take now."""
+    row = await _case_row(runtime, case_no)
+    async with runtime.pool.acquire() as conn:
+        timeline = await conn.fetch(
+            "SELECT version, type, at, actor, role, channel, reason, data FROM case_timeline "
+            "WHERE case_id = $1 ORDER BY version", row["case_id"])
+    row["status_zh"] = STATUS_ZH.get(Status(row["status"]), row["status"])
+    row["case_id"] = str(row["case_id"])
+    row["timeline"] = [dict(t) for t in timeline]
+    row["allowed_actions"] = [
+        a.value for a in allowed_actions(Status(row["status"]), principal.role)
+        if a.value in PUBLIC_VERBS
+    ]
+    return row
+
+
+@router.post(
+    "/cases/{case_no}/actions/{verb}",
+    responses={200: {"description": "done"}, 202: {"description": "queued, outcome pending"},
+               403: {"description": "role may not"}, 404: {"description": "no such case"},
+               409: {"description": "illegal in the case's state"},
+               422: {"description": "invalid arguments"}},
+)
+async def act_on_case(
+    case_no: str = Path(max_length=40),
+    verb: str = Path(max_length=40),
+    args: dict[str, Any] = Body(default_factory=dict),
+    runtime: Runtime = Depends(get_runtime),
+    clock: Clock = Depends(get_clock),
+    principal: Principal = Depends(current_principal),
+    idempotency_key: str | None = Header(default=None, min_length=8, max_length=200),
+) -> JSONResponse:
+    """Run a lifecycle command (file 立案, dispatch 派遣, …) and return its outcome."""
+    if verb not in PUBLIC_VERBS:
+        raise ApiError(404, "unknown_action", f"unknown action {verb!r}", actions=PUBLIC_VERBS)
+    row = await _case_row(runtime, case_no)
+    if verb == "mark_duplicate" and isinstance(args.get("of_case_no"), str):
+        original = await _case_row(runtime, args["of_case_no"])
+        args = {**args, "of_case_id": str(original["case_id"])}
+    try:
+        command = Command(
+            command_id=idempotency_key or new_key(), verb=verb,  # type: ignore[arg-type]
+            case_id=str(row["case_id"]), case_no=case_no, partition=row["partition"],
+            actor=principal.user_id, role=principal.role, channel=principal.channel,
+            at=clock.now(), args=args,
+        )
+        command.parsed_args()
+    except ValidationError as exc:
+        problems = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+                    for e in exc.errors()]
+        raise ApiError(422, "validation_error", "; ".join(
+            f"{p['field']}: {p['message']}" for p in problems), problems=problems) from exc
+    outcome = await send_command(runtime, command)
+    if outcome is None:
+        return JSONResponse({"status": "queued", "command_id": command.command_id,
+                             "case_no": case_no}, status_code=202)
+    if outcome.ok:
+        return JSONResponse(outcome.model_dump(mode="json"), status_code=200)
+    error = outcome.error or {"error": "refused"}
+    return JSONResponse(error, status_code=ERROR_STATUS.get(str(error.get("error")), 409))
+
+
+async def send_command(runtime: Runtime, command: Command) -> Outcome | None:
+    """Publish to JetStream and wait for the worker's outcome (None on timeout)."""
+    reply_subject = runtime.topo.reply_subject(command.command_id)
+    sub = await runtime.nc.subscribe(reply_subject, max_msgs=1)
+    try:
+        try:
+            await runtime.js.publish(
+                runtime.topo.command_subject(command.partition, command.verb),
+                codec.dumps(command.model_dump(mode="json")),
+                headers={"Nats-Msg-Id": f"{command.verb}:{command.command_id}"},
+                timeout=5,
+            )
+        except Exception as exc:
+            raise ApiError(503, "broker_unavailable", f"could not queue: {exc!r}") from exc
+        try:
+            msg = await sub.next_msg(timeout=runtime.settings.command_reply_timeout_s)
+        except (asyncio.TimeoutError, TimeoutError, Exception):
+            return None
+        return Outcome.model_validate(codec.loads(msg.data))
+    finally:
+        await sub.unsubscribe()

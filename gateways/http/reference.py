@@ -1,0 +1,80 @@
+"""Reference data the forms and validators use: categories, grids, departments, the tree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+
+from gateways.http.deps import get_runtime
+from gateways.http.errors import ApiError
+from gateways.runtime import Runtime
+
+router = APIRouter(prefix="/v1", tags=["reference 基礎數據"])
+
+
+@router.get("/categories")
+async def list_categories(
+    runtime: Runtime = Depends(get_runtime),
+    q: str | None = Query(default=None, max_length=100, description="search zh / en"),
+    kind: str | None = Query(default=None, max_length=20),
+) -> dict[str, Any]:
+    """The category catalogue (部件 / 事件 / 網格治理) with limits and conditions."""
+    catalogue = runtime.ref.catalogue
+    cats = catalogue.search(q) if q else catalogue.all()
+    if kind:
+        cats = [c for c in cats if c.kind == kind]
+    return {"version": catalogue.version, "items": [c.model_dump() for c in cats]}
+
+
+@router.get("/grids")
+async def list_grids(
+    runtime: Runtime = Depends(get_runtime),
+    under: str | None = Query(default=None, max_length=40, description="a node code"),
+) -> dict[str, Any]:
+    """Unit grids (網格): code, name, community, centroid."""
+    j = runtime.ref.jurisdiction
+    if under is not None and under not in j.nodes and under not in j.grids:
+        raise ApiError(404, "not_found", f"unknown node {under}")
+    codes = j.grids_under(under) if under else sorted(j.grids)
+    items = []
+    for code in codes:
+        grid = j.grid(code)
+        lat, lon = grid.centroid
+        items.append({
+            "code": grid.code, "name_zh": grid.name_zh, "name_en": grid.name_en,
+            "community": grid.parent, "district": j.partition_of(code),
+            "lat": round(lat, 6), "lon": round(lon, 6), "households": grid.households,
+        })
+    return {"items": items, "count": len(items)}
+
+
+@router.get("/grids.geojson")
+async def grids_geojson(
+    runtime: Runtime = Depends(get_runtime),
+    under: str | None = Query(default=None, max_length=40),
+) -> dict[str, Any]:
+    """Grid polygons as GeoJSON for the command-centre map."""
+    return runtime.ref.jurisdiction.to_geojson(under)
+
+
+@router.get("/jurisdiction")
+async def jurisdiction_tree(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    """Levels and nodes of the jurisdiction tree (grids listed separately)."""
+    j = runtime.ref.jurisdiction
+    return {
+        "city": {"code": j.city_code, "name_zh": j.name_zh, "name_en": j.name_en},
+        "levels": [lv.model_dump() for lv in j.levels],
+        "nodes": [n.model_dump() for n in j.nodes.values()],
+    }
+
+
+@router.get("/departments")
+async def list_departments(
+    runtime: Runtime = Depends(get_runtime),
+    node: str | None = Query(default=None, max_length=40),
+) -> dict[str, Any]:
+    """Departments (處置部門) per node, with their function tags."""
+    j = runtime.ref.jurisdiction
+    deps = j.departments_at(node) if node else list(j.departments.values())
+    return {"items": [d.model_dump() for d in deps]}

@@ -1,0 +1,120 @@
+"""Process wiring: connect to NATS and PostgreSQL, load reference data, run the roles.
+
+Roles are the parts of the data flow (gateway, worker, relay, projector); ``gridctl up`` runs
+all of them in one process, ``gridctl run <role>`` runs one so it can be scaled out. Each role
+is an asyncio task that survives outages of its dependencies by itself (retry with jitter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from aggregates.service import CaseService
+from core.db import create_pool, ensure_schema, wait_for_database
+from core.eventstore import StoreRegistry
+from core.logging import get_logger
+from core.messaging import Topology, connect, ensure_streams
+from core.refdata import Reference, load_reference
+from core.settings import Settings
+from gateways.relay import RELAY_DDL, Relay
+from gateways.worker import Worker
+from projections.base import Projection
+from projections.queue import QueueProjection
+from projections.runner import ProjectionRunner, setup
+from projections.timeline import TimelineProjection
+
+log = get_logger("runtime")
+
+ROLES = ("worker", "relay", "projector")
+
+
+def all_projections() -> list[Projection]:
+    """Every read model, in the order they are created and rebuilt."""
+    return [QueueProjection(), TimelineProjection()]
+
+
+@dataclass
+class Runtime:
+    """Connections and shared objects of one process."""
+
+    settings: Settings
+    nats_url: str
+    database_url: str
+    ref: Reference
+    topo: Topology
+    nc: Client
+    js: JetStreamContext
+    pool: asyncpg.Pool
+    stores: StoreRegistry
+    service: CaseService
+    stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    workers: list[Worker] = field(default_factory=list)
+    relay: Relay | None = None
+    projectors: list[ProjectionRunner] = field(default_factory=list)
+
+    @classmethod
+    async def open(cls, settings: Settings, nats_url: str, database_url: str) -> Runtime:
+        ref = load_reference(settings)
+        topo = Topology(settings.stream_prefix)
+        await wait_for_database(database_url)
+        await ensure_schema(database_url, settings.db_schema)
+        nc = await connect(nats_url, name="griddispatch")
+        js = nc.jetstream(timeout=10)
+        await ensure_streams(js, topo, settings.dedupe_window_s)
+        pool = await create_pool(database_url, settings.db_schema)
+        async with pool.acquire() as conn:
+            await conn.execute(RELAY_DDL)
+        await setup(pool, all_projections())
+        stores = StoreRegistry(database_url, settings.db_schema)
+        # Open every partition's store now: creates the tables before anyone reads them.
+        await asyncio.to_thread(lambda: [stores.get(p) for p in ref.partitions])
+        service = CaseService(ref.catalogue, ref.jurisdiction, ref.calendar)
+        return cls(settings, nats_url, database_url, ref, topo, nc, js, pool, stores, service)
+
+    def start(self, roles: Iterable[str], partitions: list[str] | None = None) -> None:
+        """Start the given roles as tasks; ``partitions`` limits workers and the relay."""
+        parts = partitions or self.ref.partitions
+        for role in roles:
+            if role == "worker":
+                for p in parts:
+                    worker = Worker(
+                        self.nc, self.js, self.topo, self.stores, self.service, partition=p,
+                        batch=self.settings.worker_batch, max_deliver=self.settings.max_deliver,
+                    )
+                    self.workers.append(worker)
+                    self.tasks.append(asyncio.create_task(worker.run(self.stop_event)))
+            elif role == "relay":
+                self.relay = Relay(self.stores, parts, self.js, self.topo, self.pool,
+                                   batch=self.settings.relay_batch)
+                self.tasks.append(asyncio.create_task(self.relay.run(self.stop_event)))
+            elif role == "projector":
+                for projection in all_projections():
+                    runner = ProjectionRunner(projection, self.js, self.topo, self.pool)
+                    self.projectors.append(runner)
+                    self.tasks.append(asyncio.create_task(runner.run(self.stop_event)))
+            else:
+                raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+        log.info("runtime.started", roles=list(roles), partitions=parts)
+
+    async def close(self) -> None:
+        """Graceful stop: let in-flight batches finish, then close connections."""
+        self.stop_event.set()
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=15)
+        for task in self.tasks:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+        with contextlib.suppress(Exception):
+            await self.pool.close()
+        await asyncio.to_thread(self.stores.close)
+        log.info("runtime.closed")

@@ -1,0 +1,268 @@
+"""The command worker: pulls commands in batches and saves many aggregates per transaction.
+
+Why batches: eventsourcing serialises inserts per events table, so one transaction per case
+caps a partition at a few hundred cases/s; one transaction for a whole batch gets thousands.
+A batch that conflicts (a report whose key was already stored after the NATS dedupe window,
+or a concurrent writer on the same case) is retried command by command, so one bad apple
+never blocks the others. Messages are acknowledged only after the commit; a redelivered
+command is recognised (case id already stored / command id already applied) and changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from pydantic import ValidationError
+
+from aggregates.case import Case
+from aggregates.commands import Command, Outcome
+from aggregates.errors import DomainError
+from aggregates.service import CaseService
+from core import codec
+from core.eventstore import CaseStore, StoreRegistry
+from core.logging import get_logger
+from core.messaging import Topology
+from core.retry import backoff_delays
+
+log = get_logger("worker")
+
+
+@dataclass
+class BatchResult:
+    """What one partition batch produced, message by message (same order as the input)."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    saved_events: int = 0
+
+
+def _ok(cmd: Command, case: Case, duplicate: bool = False) -> Outcome:
+    return Outcome(
+        command_id=cmd.command_id, ok=True, case_no=cmd.case_no, verb=cmd.verb,
+        status=str(getattr(case.status, "value", case.status)), version=case.version,
+        duplicate=duplicate,
+    )
+
+
+def _refused(cmd: Command, error: dict[str, Any]) -> Outcome:
+    return Outcome(
+        command_id=cmd.command_id, ok=False, case_no=cmd.case_no, verb=cmd.verb, error=error
+    )
+
+
+def _load(store: CaseStore, case_id: UUID) -> Case | None:
+    try:
+        case = store.repository.get(case_id)
+    except AggregateNotFoundError:
+        return None
+    assert isinstance(case, Case)
+    return case
+
+
+def process_batch(store: CaseStore, service: CaseService, commands: list[Command]) -> BatchResult:
+    """Apply a batch of one partition's commands and save them in ONE transaction.
+
+    Blocking (psycopg): run it in a thread. Falls back to one transaction per command when the
+    batch save hits a conflict.
+    """
+    touched: dict[UUID, Case] = {}
+    outcomes: list[Outcome] = []
+
+    def load(case_id: UUID) -> Case | None:
+        if case_id in touched:
+            return touched[case_id]
+        return _load(store, case_id)
+
+    for cmd in commands:
+        case_id = UUID(cmd.case_id)
+        try:
+            if cmd.verb == "report" and case_id in touched:
+                outcomes.append(_ok(cmd, touched[case_id], duplicate=True))
+                continue
+            current = None if cmd.verb == "report" else load(case_id)
+            for case in service.execute(cmd, current, load):
+                touched[case.id] = case
+            outcomes.append(_ok(cmd, touched[case_id]))
+        except DomainError as exc:
+            outcomes.append(_refused(cmd, exc.to_dict()))
+        except ValidationError as exc:
+            outcomes.append(_refused(cmd, {"error": "invalid_command", "message": str(exc)}))
+    pending = sum(len(c.pending_events) for c in touched.values())  # type: ignore[attr-defined]
+    if not touched:
+        return BatchResult(outcomes, 0)
+    try:
+        store.save(*touched.values())
+        return BatchResult(outcomes, pending)
+    except IntegrityError:
+        log.info("worker.batch_conflict", size=len(commands))
+        return process_one_by_one(store, service, commands)
+
+
+def process_one_by_one(
+    store: CaseStore, service: CaseService, commands: list[Command], attempts: int = 5
+) -> BatchResult:
+    """The slow, precise path: one transaction per command, conflicts resolved individually."""
+    result = BatchResult()
+    for cmd in commands:
+        case_id = UUID(cmd.case_id)
+        for attempt in range(attempts):
+            try:
+                existing = _load(store, case_id)
+                if cmd.verb == "report" and existing is not None:
+                    result.outcomes.append(_ok(cmd, existing, duplicate=True))
+                    break
+                changed: dict[UUID, Case] = {}
+
+                def load(cid: UUID, _changed: dict[UUID, Case] = changed) -> Case | None:
+                    return _changed.get(cid) or _load(store, cid)
+
+                for case in service.execute(cmd, existing, load):
+                    changed[case.id] = case
+                result.saved_events += sum(
+                    len(c.pending_events) for c in changed.values()  # type: ignore[attr-defined]
+                )
+                store.save(*changed.values())
+                result.outcomes.append(_ok(cmd, changed[case_id]))
+                break
+            except DomainError as exc:
+                result.outcomes.append(_refused(cmd, exc.to_dict()))
+                break
+            except ValidationError as exc:
+                result.outcomes.append(
+                    _refused(cmd, {"error": "invalid_command", "message": str(exc)})
+                )
+                break
+            except IntegrityError:
+                if attempt == attempts - 1:
+                    raise
+                log.info("worker.conflict_retry", case_no=cmd.case_no, attempt=attempt + 1)
+    return result
+
+
+class Worker:
+    """One pull consumer over a set of partitions (all of them by default)."""
+
+    def __init__(
+        self,
+        nc: Client,
+        js: JetStreamContext,
+        topo: Topology,
+        stores: StoreRegistry,
+        service: CaseService,
+        partition: str | None = None,
+        batch: int = 500,
+        max_deliver: int = 5,
+        durable: str | None = None,
+    ) -> None:
+        self.nc = nc
+        self.js = js
+        self.topo = topo
+        self.stores = stores
+        self.service = service
+        self.partition = partition
+        self.batch = batch
+        self.max_deliver = max_deliver
+        self.durable = durable or (f"worker_{partition}" if partition else "worker_all")
+        self.processed = 0
+        self.dead_lettered = 0
+
+    async def _subscribe(self) -> Any:
+        """A durable pull consumer; one filter subject (nats-server 2.9 has no multi-filter),
+        so a process serving several partitions runs one Worker per partition."""
+        config = ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=60.0,
+            max_deliver=self.max_deliver + 1,
+            max_ack_pending=20_000,
+        )
+        return await self.js.pull_subscribe(
+            self.topo.command_filter(self.partition),
+            durable=self.durable,
+            stream=self.topo.commands_stream,
+            config=config,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fetch, process, ack — until ``stop``; in-flight batches finish before returning."""
+        sub = None
+        delays = backoff_delays()
+        while not stop.is_set():
+            try:
+                if sub is None:
+                    sub = await self._subscribe()
+                try:
+                    msgs = await sub.fetch(self.batch, timeout=0.5)
+                except (NatsTimeout, asyncio.TimeoutError):
+                    continue
+                await self.handle(msgs)
+                delays = backoff_delays()
+            except Exception as exc:  # noqa: BLE001 - the worker must survive any outage
+                delay = next(delays)
+                log.warning("worker.retry", error=repr(exc), delay_s=round(delay, 2))
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+
+    async def handle(self, msgs: list[Msg]) -> None:
+        """Decode, group by partition, process each partition batch in a thread, then ack."""
+        by_partition: dict[str, list[tuple[Msg, Command]]] = defaultdict(list)
+        for msg in msgs:
+            try:
+                cmd = Command.model_validate(codec.loads(msg.data))
+                cmd.parsed_args()
+            except (ValueError, ValidationError) as exc:
+                await self.dead_letter(msg, f"invalid command: {exc}")
+                continue
+            by_partition[cmd.partition].append((msg, cmd))
+        for partition, items in by_partition.items():
+            commands = [cmd for _, cmd in items]
+            try:
+                result = await asyncio.to_thread(
+                    process_batch, self.stores.get(partition), self.service, commands
+                )
+            except Exception as exc:
+                for msg, cmd in items:
+                    delivered = msg.metadata.num_delivered if msg.metadata else 1
+                    if delivered >= self.max_deliver:
+                        await self.dead_letter(msg, f"failed {delivered} times: {exc!r}")
+                    else:
+                        await msg.nak(delay=min(30.0, 0.5 * 2**delivered))
+                log.error("worker.batch_failed", partition=partition, error=repr(exc))
+                continue
+            for (msg, _), outcome in zip(items, result.outcomes, strict=True):
+                await msg.ack()
+                await self.nc.publish(
+                    self.topo.reply_subject(outcome.command_id),
+                    codec.dumps(outcome.model_dump()),
+                )
+            self.processed += len(items)
+            log.debug("worker.batch", partition=partition, size=len(items),
+                      events=result.saved_events)
+
+    async def dead_letter(self, msg: Msg, reason: str) -> None:
+        """Move a poison message to the DLQ with its reason, then terminate it."""
+        headers = dict(msg.headers or {})
+        headers.update({
+            "Grid-DLQ-Reason": reason[:1000],
+            "Grid-DLQ-Subject": msg.subject,
+            "Grid-DLQ-Deliveries": str(msg.metadata.num_delivered if msg.metadata else 0),
+        })
+        headers.pop("Nats-Msg-Id", None)
+        await self.js.publish(self.topo.dlq_subject("commands"), msg.data, headers=headers)
+        await msg.term()
+        self.dead_lettered += 1
+        log.warning("worker.dead_letter", subject=msg.subject, reason=reason[:200])

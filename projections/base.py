@@ -1,0 +1,40 @@
+"""What every read model is: a name, its tables, and how a batch of events changes them.
+
+The runner (projections/runner.py) owns delivery and exactly-once bookkeeping; a projection
+only says how rows change. Because ``apply`` runs inside the runner's transaction together
+with the position update, a crash anywhere either keeps both or neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import asyncpg
+
+Envelope = dict[str, Any]
+
+POSITIONS_DDL = """
+CREATE TABLE IF NOT EXISTS projection_positions (
+    projection text NOT NULL,
+    partition text NOT NULL,
+    position bigint NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (projection, partition)
+);
+"""
+
+
+class Projection(Protocol):
+    """A read model fed by event envelopes in per-partition order."""
+
+    name: str
+    tables: Sequence[str]
+
+    def ddl(self) -> str:
+        """CREATE statements (idempotent) for the model's tables and indexes."""
+        ...
+
+    async def apply(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
+        """Apply new events (already de-duplicated by position) inside the open transaction."""
+        ...

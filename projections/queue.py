@@ -1,0 +1,241 @@
+"""The case queue read model: one row per case, what dispatchers list, filter and open.
+
+Status and deadline per event type are mapped here from the event *facts* (the event says
+what happened; this table says what the row shows). The mapping is deliberately a plain
+dict so that a reviewer can compare it line by line with aggregates/states.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from core.envelope import parse_time
+from projections.base import Envelope
+
+STATUS_AFTER: dict[str, str] = {
+    "Reported": "reported",
+    "Filed": "filed",
+    "Rejected": "rejected",
+    "MarkedDuplicate": "merged",
+    "Dispatched": "dispatched",
+    "Accepted": "in_progress",
+    "Returned": "returned",
+    "Suspended": "suspended",
+    "Resumed": "in_progress",
+    "ResultReported": "awaiting_verification",
+    "VerificationPassed": "verified",
+    "VerificationFailed": "dispatched",
+    "Escalated": "filed",
+    "Closed": "closed",
+}
+TERMINAL = frozenset({"rejected", "merged", "closed"})
+
+# event type -> (data field holding the new deadline, step the deadline belongs to)
+DUE_AFTER: dict[str, tuple[str | None, str | None]] = {
+    "Reported": ("file_due", "file"),
+    "Filed": ("dispatch_due", "dispatch"),
+    "Dispatched": ("handle_due", "handle"),
+    "ExtensionApproved": ("new_due", "handle"),
+    "Resumed": ("new_due", "handle"),
+    "VerificationFailed": ("new_due", "handle"),
+    "Escalated": ("dispatch_due", "dispatch"),
+    "Returned": ("dispatch_due", "dispatch"),
+    "ResultReported": (None, None),
+    "Rejected": (None, None),
+    "MarkedDuplicate": (None, None),
+    "Closed": (None, None),
+}
+
+COLUMNS: tuple[str, ...] = (
+    "case_id", "case_no", "partition", "status", "category", "kind", "grid", "community",
+    "district", "level", "node", "department", "priority", "description", "address", "lat",
+    "lon", "reporter_name", "reporter_phone", "reporter_type", "source", "channel", "photos",
+    "proposal", "reported_at", "updated_at", "due_at", "due_step", "warning", "overdue",
+    "supervised", "supervision_orders", "escalations", "rework_count", "return_count",
+    "extension_count", "pending_extension", "satisfaction", "duplicate_of", "closed_at",
+    "version", "last_event", "last_position",
+)
+
+DDL = """
+CREATE TABLE IF NOT EXISTS case_queue (
+    case_id uuid PRIMARY KEY,
+    case_no text NOT NULL UNIQUE,
+    partition text NOT NULL,
+    status text NOT NULL,
+    category text NOT NULL,
+    kind text,
+    grid text NOT NULL,
+    community text,
+    district text,
+    level text,
+    node text,
+    department text,
+    priority text,
+    description text,
+    address text,
+    lat double precision,
+    lon double precision,
+    reporter_name text,
+    reporter_phone text,
+    reporter_type text,
+    source text,
+    channel text,
+    photos jsonb NOT NULL DEFAULT '[]',
+    proposal jsonb,
+    reported_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL,
+    due_at timestamptz,
+    due_step text,
+    warning boolean NOT NULL DEFAULT false,
+    overdue boolean NOT NULL DEFAULT false,
+    supervised boolean NOT NULL DEFAULT false,
+    supervision_orders integer NOT NULL DEFAULT 0,
+    escalations integer NOT NULL DEFAULT 0,
+    rework_count integer NOT NULL DEFAULT 0,
+    return_count integer NOT NULL DEFAULT 0,
+    extension_count integer NOT NULL DEFAULT 0,
+    pending_extension jsonb,
+    satisfaction text,
+    duplicate_of text,
+    closed_at timestamptz,
+    version integer NOT NULL,
+    last_event text NOT NULL,
+    last_position bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS case_queue_status_idx ON case_queue (status, reported_at DESC);
+CREATE INDEX IF NOT EXISTS case_queue_district_idx ON case_queue (district, status, reported_at DESC);
+CREATE INDEX IF NOT EXISTS case_queue_grid_idx ON case_queue (grid, status);
+CREATE INDEX IF NOT EXISTS case_queue_dept_idx ON case_queue (department, status, due_at);
+CREATE INDEX IF NOT EXISTS case_queue_due_idx ON case_queue (due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS case_queue_reported_idx ON case_queue (reported_at DESC, case_no);
+"""
+
+
+def apply_event(row: dict[str, Any] | None, env: Envelope) -> dict[str, Any] | None:
+    """Pure: the row after one event (None stays None for events of unknown cases)."""
+    etype: str = env["type"]
+    data: dict[str, Any] = env.get("data") or {}
+    at = parse_time(env["at"])
+    if etype == "Reported":
+        reporter = data.get("reporter") or {}
+        row = {c: None for c in COLUMNS}
+        row.update(
+            case_id=env["case_id"], case_no=data.get("case_no"), partition=env["partition"],
+            category=data.get("category"), kind=data.get("kind"), grid=data.get("grid"),
+            community=data.get("community"), district=data.get("district"),
+            level=data.get("level"), node=(data.get("proposal") or {}).get("node"),
+            priority=data.get("priority"), description=data.get("description"),
+            address=data.get("address"), lat=data.get("lat"), lon=data.get("lon"),
+            reporter_name=reporter.get("name"), reporter_phone=reporter.get("phone"),
+            reporter_type=reporter.get("type"), source=data.get("source"),
+            channel=env.get("channel"), photos=data.get("photos") or [],
+            proposal=data.get("proposal"), reported_at=at, warning=False, overdue=False,
+            supervised=False, supervision_orders=0, escalations=0, rework_count=0,
+            return_count=0, extension_count=0,
+        )
+    elif row is None:
+        return None
+    else:
+        row = dict(row)
+    _apply_changes(row, etype, data)
+    if etype in STATUS_AFTER:
+        row["status"] = STATUS_AFTER[etype]
+        if row["status"] == "closed":
+            row["closed_at"] = at
+    if etype in DUE_AFTER:
+        field, step = DUE_AFTER[etype]
+        due = parse_time(data.get(field)) if field else None
+        if field is None or due is not None:
+            row["due_at"], row["due_step"] = due, step
+            row["warning"] = row["overdue"] = False
+    row["updated_at"] = at
+    row["version"] = env["version"]
+    row["last_event"] = etype
+    row["last_position"] = env["position"]
+    return row
+
+
+def _apply_changes(row: dict[str, Any], etype: str, data: dict[str, Any]) -> None:
+    """Field changes other than status and deadline."""
+    if etype == "Dispatched":
+        row.update(department=data.get("department"), level=data.get("level"),
+                   node=data.get("node"), priority=data.get("priority"))
+    elif etype == "Returned":
+        row["return_count"] += 1
+    elif etype == "ExtensionRequested":
+        row["pending_extension"] = {"hours": data.get("hours"), "reason": data.get("reason")}
+    elif etype == "ExtensionApproved":
+        row["extension_count"] += 1
+        row["pending_extension"] = None
+    elif etype == "ExtensionRefused":
+        row["pending_extension"] = None
+    elif etype == "VerificationFailed":
+        row["rework_count"] += 1
+    elif etype == "Escalated":
+        row["escalations"] += 1
+        row.update(level=data.get("to_level"), node=data.get("to_node"), department=None)
+        if data.get("proposal"):
+            row["proposal"] = data["proposal"]
+    elif etype == "Supervised":
+        row["supervised"] = True
+        row["supervision_orders"] += 1
+    elif etype == "ReturnVisited":
+        row["satisfaction"] = data.get("satisfaction")
+    elif etype == "MarkedDuplicate":
+        row["duplicate_of"] = data.get("of_case_no")
+    elif etype == "WarningMarked":
+        row["warning"] = True
+    elif etype == "OverdueMarked":
+        row["overdue"] = True
+        row["warning"] = True
+
+
+class QueueProjection:
+    """Maintains ``case_queue`` with one read and one upsert per batch."""
+
+    name = "queue"
+    tables = ("case_queue",)
+
+    def ddl(self) -> str:
+        return DDL
+
+    async def apply(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
+        ids = list({e["case_id"] for e in envelopes})
+        existing = await conn.fetch("SELECT * FROM case_queue WHERE case_id = ANY($1::uuid[])", ids)
+        rows: dict[str, dict[str, Any] | None] = {str(r["case_id"]): dict(r) for r in existing}
+        for env in envelopes:
+            rows[env["case_id"]] = apply_event(rows.get(env["case_id"]), env)
+        records = [_record(r) for r in rows.values() if r is not None]
+        if not records:
+            return
+        cols = ", ".join(COLUMNS)
+        params = ", ".join(f"${i + 1}" for i in range(len(COLUMNS)))
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS if c != "case_id")
+        await conn.executemany(
+            f"INSERT INTO case_queue ({cols}) VALUES ({params}) "
+            f"ON CONFLICT (case_id) DO UPDATE SET {updates}",
+            records,
+        )
+
+
+def _record(row: dict[str, Any]) -> tuple[Any, ...]:
+    out = []
+    for col in COLUMNS:
+        value = row.get(col)
+        if col == "case_id":
+            value = str(value)
+        elif isinstance(value, str) and col in ("reported_at", "updated_at", "due_at", "closed_at"):
+            value = parse_time(value)
+        out.append(value)
+    return tuple(out)
+
+
+def is_open(status: str) -> bool:
+    return status not in TERMINAL
+
+
+__all__ = ["DDL", "QueueProjection", "apply_event", "is_open", "datetime"]

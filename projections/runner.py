@@ -1,0 +1,133 @@
+"""Runs projections: live from the EVENTS stream, or rebuilt from the event store.
+
+Exactly-once: each projection keeps, per partition, the position of the last event it applied
+in ``projection_positions``, updated in the same transaction as its rows. Events at or below
+that position (JetStream redeliveries, a relay re-publish) are skipped; messages are acked
+only after the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import asyncpg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from core import codec
+from core.logging import get_logger
+from core.messaging import Topology
+from core.retry import backoff_delays
+from projections.base import POSITIONS_DDL, Envelope, Projection
+
+log = get_logger("projector")
+
+
+async def setup(pool: asyncpg.Pool, projections: Sequence[Projection]) -> None:
+    """Create the positions table and every projection's tables (idempotent)."""
+    async with pool.acquire() as conn:
+        await conn.execute(POSITIONS_DDL)
+        for projection in projections:
+            await conn.execute(projection.ddl())
+
+
+async def apply_batch(
+    conn: asyncpg.Connection, projection: Projection, envelopes: Sequence[Envelope]
+) -> int:
+    """Apply the not-yet-applied envelopes in one transaction; returns how many were new."""
+    async with conn.transaction():
+        rows = await conn.fetch(
+            "SELECT partition, position FROM projection_positions WHERE projection = $1 "
+            "FOR UPDATE",
+            projection.name,
+        )
+        positions = {r["partition"]: r["position"] for r in rows}
+        fresh: list[Envelope] = []
+        for env in envelopes:
+            partition = env["partition"]
+            if env["position"] > positions.get(partition, 0):
+                fresh.append(env)
+                positions[partition] = env["position"]
+        if not fresh:
+            return 0
+        await projection.apply(conn, fresh)
+        await conn.executemany(
+            "INSERT INTO projection_positions (projection, partition, position) "
+            "VALUES ($1, $2, $3) ON CONFLICT (projection, partition) "
+            "DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
+            [(projection.name, p, pos) for p, pos in positions.items()],
+        )
+        return len(fresh)
+
+
+class ProjectionRunner:
+    """A durable pull consumer on EVENTS feeding one projection."""
+
+    def __init__(
+        self,
+        projection: Projection,
+        js: JetStreamContext,
+        topo: Topology,
+        pool: asyncpg.Pool,
+        batch: int = 1000,
+        on_applied: Callable[[list[Envelope]], Any] | None = None,
+        durable_prefix: str = "proj",
+    ) -> None:
+        self.projection = projection
+        self.js = js
+        self.topo = topo
+        self.pool = pool
+        self.batch = batch
+        self.on_applied = on_applied
+        self.durable = f"{durable_prefix}_{projection.name}"
+        self.applied = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        sub = None
+        delays = backoff_delays()
+        while not stop.is_set():
+            try:
+                if sub is None:
+                    sub = await self.js.pull_subscribe(
+                        self.topo.event_filter(),
+                        durable=self.durable,
+                        stream=self.topo.events_stream,
+                        config=ConsumerConfig(
+                            durable_name=self.durable,
+                            ack_policy=AckPolicy.ALL,
+                            deliver_policy=DeliverPolicy.ALL,
+                            ack_wait=60.0,
+                            max_ack_pending=50_000,
+                        ),
+                    )
+                try:
+                    msgs = await sub.fetch(self.batch, timeout=0.5)
+                except (NatsTimeout, asyncio.TimeoutError):
+                    continue
+                envelopes = []
+                for msg in msgs:
+                    try:
+                        envelopes.append(codec.loads(msg.data))
+                    except ValueError:
+                        log.error("projector.bad_event", subject=msg.subject)
+                async with self.pool.acquire() as conn:
+                    fresh = await apply_batch(conn, self.projection, envelopes)
+                await msgs[-1].ack()  # AckPolicy.ALL: acks everything up to this one
+                self.applied += fresh
+                if fresh and self.on_applied is not None:
+                    result = self.on_applied(envelopes)
+                    if asyncio.iscoroutine(result):
+                        await result
+                delays = backoff_delays()
+            except Exception as exc:  # noqa: BLE001 - projections must outlive outages
+                delay = next(delays)
+                log.warning("projector.retry", projection=self.projection.name,
+                            error=repr(exc), delay_s=round(delay, 2))
+                sub = None if "consumer" in repr(exc).lower() else sub
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                except TimeoutError:
+                    pass

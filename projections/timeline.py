@@ -1,0 +1,63 @@
+"""The case timeline read model: every event of every case, in order, for the case panel.
+
+The auditor's authoritative history is read from the event store itself (it must prove
+integrity); this table serves the command centre's timeline fast and filterable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from core.envelope import parse_time
+from projections.base import Envelope
+
+DDL = """
+CREATE TABLE IF NOT EXISTS case_timeline (
+    case_id uuid NOT NULL,
+    version integer NOT NULL,
+    partition text NOT NULL,
+    position bigint NOT NULL,
+    type text NOT NULL,
+    at timestamptz NOT NULL,
+    actor text,
+    role text,
+    channel text,
+    reason text,
+    command_id text,
+    data jsonb NOT NULL,
+    prev_hash text,
+    hash text,
+    PRIMARY KEY (case_id, version)
+);
+CREATE INDEX IF NOT EXISTS case_timeline_actor_idx ON case_timeline (actor, at);
+CREATE INDEX IF NOT EXISTS case_timeline_at_idx ON case_timeline (at);
+"""
+
+
+class TimelineProjection:
+    """Appends one row per event; a replayed event (same case and version) is ignored."""
+
+    name = "timeline"
+    tables = ("case_timeline",)
+
+    def ddl(self) -> str:
+        return DDL
+
+    async def apply(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
+        await conn.executemany(
+            "INSERT INTO case_timeline (case_id, version, partition, position, type, at, actor, "
+            "role, channel, reason, command_id, data, prev_hash, hash) VALUES "
+            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
+            "ON CONFLICT (case_id, version) DO NOTHING",
+            [
+                (
+                    e["case_id"], e["version"], e["partition"], e["position"], e["type"],
+                    parse_time(e["at"]), e.get("actor"), e.get("role"), e.get("channel"),
+                    e.get("reason"), e.get("command_id"), e.get("data") or {},
+                    e.get("prev_hash"), e.get("hash"),
+                )
+                for e in envelopes
+            ],
+        )
