@@ -113,7 +113,11 @@ class Runtime:
         for task in self.tasks:
             task.cancel()
         with contextlib.suppress(Exception):
-            await self.nc.drain()
+            # Every task has finished its batch: flush replies, then close. (drain() would
+            # wait out the pull subscriptions' pending fetch requests for 30 s.)
+            await self.nc.flush(timeout=2)
+        with contextlib.suppress(Exception):
+            await self.nc.close()
         with contextlib.suppress(Exception):
             await self.pool.close()
         await asyncio.to_thread(self.stores.close)
