@@ -13,10 +13,27 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Verb = Literal[
-    "report", "file", "reject", "mark_duplicate", "dispatch", "accept", "return_case",
-    "request_extension", "approve_extension", "refuse_extension", "suspend", "resume",
-    "report_result", "verify_pass", "verify_fail", "escalate", "supervise", "close",
-    "return_visit", "mark_warning", "mark_overdue",
+    "report",
+    "file",
+    "reject",
+    "mark_duplicate",
+    "dispatch",
+    "accept",
+    "return_case",
+    "request_extension",
+    "approve_extension",
+    "refuse_extension",
+    "suspend",
+    "resume",
+    "report_result",
+    "verify_pass",
+    "verify_fail",
+    "escalate",
+    "supervise",
+    "close",
+    "return_visit",
+    "mark_warning",
+    "mark_overdue",
 ]
 Priority = Literal["urgent", "important", "ordinary"]
 Satisfaction = Literal["satisfied", "basically_satisfied", "dissatisfied"]

@@ -111,11 +111,15 @@ class CaseService:
         )
 
     # -- filing ---------------------------------------------------------------------------
-    def _file(self, case: Case, cat: Category, args: FileArgs, ctx: dict[str, Any], _l: Loader) -> None:
+    def _file(
+        self, case: Case, cat: Category, args: FileArgs, ctx: dict[str, Any], _l: Loader
+    ) -> None:
         due = deadlines.due_at(cat, case.priority, "dispatch", ctx["at"], self.calendar)
         case.file(note=args.note, dispatch_due=due, **ctx)
 
-    def _reject(self, case: Case, _c: Category, args: ReasonArgs, ctx: dict[str, Any], _l: Loader) -> None:
+    def _reject(
+        self, case: Case, _c: Category, args: ReasonArgs, ctx: dict[str, Any], _l: Loader
+    ) -> None:
         case.reject(reason=args.reason, **ctx)
 
     def _mark_duplicate(
@@ -132,7 +136,9 @@ class CaseService:
         # Check the original first so that neither aggregate changes if either step is refused.
         original_ctx = dict(ctx, command_id=f"{ctx['command_id']}:link")
         original.link_reporter(
-            reporter=case.reporter, from_case_no=case.case_no, reason=args.reason,
+            reporter=case.reporter,
+            from_case_no=case.case_no,
+            reason=args.reason,
             **original_ctx,
         )
         case.mark_duplicate(
@@ -170,10 +176,14 @@ class CaseService:
             **ctx,
         )
 
-    def _accept(self, case: Case, _c: Category, _a: NoteArgs, ctx: dict[str, Any], _l: Loader) -> None:
+    def _accept(
+        self, case: Case, _c: Category, _a: NoteArgs, ctx: dict[str, Any], _l: Loader
+    ) -> None:
         case.accept(**ctx)
 
-    def _return_case(self, case: Case, _c: Category, args: ReasonArgs, ctx: dict[str, Any], _l: Loader) -> None:
+    def _return_case(
+        self, case: Case, _c: Category, args: ReasonArgs, ctx: dict[str, Any], _l: Loader
+    ) -> None:
         case.return_case(reason=args.reason, **ctx)
 
     def _request_extension(
@@ -198,12 +208,16 @@ class CaseService:
     ) -> None:
         case.refuse_extension(reason=args.reason, **ctx)
 
-    def _suspend(self, case: Case, _c: Category, args: SuspendArgs, ctx: dict[str, Any], _l: Loader) -> None:
+    def _suspend(
+        self, case: Case, _c: Category, args: SuspendArgs, ctx: dict[str, Any], _l: Loader
+    ) -> None:
         if args.review_at <= ctx["at"]:
             raise InvalidCommand("review date must be in the future", "review_at")
         case.suspend(reason=args.reason, review_at=args.review_at, **ctx)
 
-    def _resume(self, case: Case, cat: Category, _a: NoteArgs, ctx: dict[str, Any], _l: Loader) -> None:
+    def _resume(
+        self, case: Case, cat: Category, _a: NoteArgs, ctx: dict[str, Any], _l: Loader
+    ) -> None:
         paused_at = case.suspended_at
         if case.due is not None and paused_at is not None:
             new_due = deadlines.resume(case.due, paused_at, ctx["at"], cat.clock, self.calendar)
@@ -250,10 +264,14 @@ class CaseService:
             **ctx,
         )
 
-    def _supervise(self, case: Case, _c: Category, args: ReasonArgs, ctx: dict[str, Any], _l: Loader) -> None:
+    def _supervise(
+        self, case: Case, _c: Category, args: ReasonArgs, ctx: dict[str, Any], _l: Loader
+    ) -> None:
         case.supervise(reason=args.reason, **ctx)
 
-    def _close(self, case: Case, _c: Category, args: NoteArgs, ctx: dict[str, Any], _l: Loader) -> None:
+    def _close(
+        self, case: Case, _c: Category, args: NoteArgs, ctx: dict[str, Any], _l: Loader
+    ) -> None:
         case.close(note=args.note, **ctx)
 
     def _return_visit(
@@ -261,10 +279,14 @@ class CaseService:
     ) -> None:
         case.return_visit(satisfaction=args.satisfaction, comment=args.comment, **ctx)
 
-    def _mark_warning(self, case: Case, _c: Category, args: StepArgs, ctx: dict[str, Any], _l: Loader) -> None:
+    def _mark_warning(
+        self, case: Case, _c: Category, args: StepArgs, ctx: dict[str, Any], _l: Loader
+    ) -> None:
         case.mark_warning(step=args.step, due=args.due, **ctx)
 
-    def _mark_overdue(self, case: Case, _c: Category, args: StepArgs, ctx: dict[str, Any], _l: Loader) -> None:
+    def _mark_overdue(
+        self, case: Case, _c: Category, args: StepArgs, ctx: dict[str, Any], _l: Loader
+    ) -> None:
         case.mark_overdue(step=args.step, due=args.due, **ctx)
 
     # -- helpers --------------------------------------------------------------------------

@@ -26,7 +26,9 @@ def check_schema(schema: str) -> str:
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typename in ("json", "jsonb"):
         await conn.set_type_codec(
-            typename, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads,
+            typename,
+            encoder=lambda v: orjson.dumps(v).decode(),
+            decoder=orjson.loads,
             schema="pg_catalog",
         )
 
@@ -68,7 +70,7 @@ async def wait_for_database(database_url: str, timeout: float = 30.0) -> None:
             conn = await asyncpg.connect(database_url, timeout=2)
             await conn.close()
             return
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, asyncpg.PostgresError):
             if asyncio.get_running_loop().time() > deadline:
                 raise
             await asyncio.sleep(0.3)

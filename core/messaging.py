@@ -12,6 +12,7 @@ Why these shapes (see docs/architecture.md):
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import nats
@@ -132,7 +133,5 @@ async def ensure_streams(
 async def delete_streams(js: JetStreamContext, topo: Topology) -> None:
     """Remove the streams of a topology (tests clean up their own prefix)."""
     for name in (topo.commands_stream, topo.events_stream, topo.dlq_stream):
-        try:
+        with contextlib.suppress(NotFoundError):
             await js.delete_stream(name)
-        except NotFoundError:
-            pass

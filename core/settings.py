@@ -21,7 +21,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
 
     nats_url: str | None = Field(default=None, description="External NATS; embedded when unset")
-    database_url: str | None = Field(default=None, description="External PostgreSQL; embedded when unset")
+    database_url: str | None = Field(
+        default=None, description="External PostgreSQL; embedded when unset"
+    )
     state_dir: Path = Field(default=Path(".state"), alias="GRID_STATE_DIR")
     city_dir: Path = Field(default=REPO_ROOT / "deploy" / "cities" / "guiyang", alias="GRID_CITY")
     categories_file: Path = Field(
@@ -30,7 +32,8 @@ class Settings(BaseSettings):
     http_host: str = Field(default="127.0.0.1", alias="GRID_HTTP_HOST")
     http_port: int = Field(default=8319, alias="GRID_HTTP_PORT")
     stream_prefix: str = Field(
-        default="GRID", alias="GRID_STREAM_PREFIX",
+        default="GRID",
+        alias="GRID_STREAM_PREFIX",
         description="Prefix of JetStream streams and subjects; tests use a unique one each",
     )
     db_schema: str = Field(default="public", alias="GRID_DB_SCHEMA")

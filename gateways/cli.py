@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import uvicorn
 from rich.console import Console
 
 from core.logging import configure_logging, get_logger
 from core.settings import Settings, get_settings
 
-app = typer.Typer(help="griddispatch — grid management and case dispatch (網格化管理).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="griddispatch — grid management and case dispatch (網格化管理).", no_args_is_help=True
+)
 console = Console(stderr=True)
 log = get_logger("cli")
 
@@ -49,6 +49,7 @@ def up(
 async def _up(settings: Settings, sample: int) -> None:
     from core.embedded import EmbeddedNats, EmbeddedPostgres
     from gateways.http.app import create_app
+    from gateways.http.server import make_server
     from gateways.runtime import ROLES, Runtime
     from gateways.sample import load_sample_reports
 
@@ -61,7 +62,9 @@ async def _up(settings: Settings, sample: int) -> None:
             nats_srv = EmbeddedNats(state / "nats", port=_port_from_env("GRID_NATS_PORT", 4333))
             await asyncio.to_thread(nats_srv.start)
             nats_url = nats_srv.url
-            console.print(f"[green]embedded NATS JetStream[/] at {nats_url} (data {state / 'nats'})")
+            console.print(
+                f"[green]embedded NATS JetStream[/] at {nats_url} (data {state / 'nats'})"
+            )
         if not database_url:
             pg_srv = EmbeddedPostgres(state / "postgres", port=_port_from_env("GRID_PG_PORT", 5433))
             await asyncio.to_thread(pg_srv.start)
@@ -70,19 +73,19 @@ async def _up(settings: Settings, sample: int) -> None:
         runtime = await Runtime.open(settings, nats_url, database_url)
         runtime.start(ROLES)
         api = create_app(runtime)
-        server = uvicorn.Server(uvicorn.Config(
-            api, host=settings.http_host, port=settings.http_port, log_level="warning",
-            access_log=False,
-        ))
+        server = make_server(api, settings.http_host, settings.http_port)
         base = f"http://{settings.http_host}:{settings.http_port}"
-        console.print(f"[bold]command centre[/]  {base}/\n[bold]API docs[/]        {base}/docs\n"
-                      f"[bold]Open311[/]         {base}/open311/v2/services.json\n"
-                      "Ctrl-C stops everything cleanly.")
-        if sample:
-            asyncio.create_task(load_sample_reports(runtime, sample))
+        console.print(
+            f"[bold]command centre[/]  {base}/\n[bold]API docs[/]        {base}/docs\n"
+            f"[bold]Open311[/]         {base}/open311/v2/services.json\n"
+            "Ctrl-C stops everything cleanly."
+        )
+        sample_task = asyncio.create_task(load_sample_reports(runtime, sample)) if sample else None
         try:
             await server.serve()
         finally:
+            if sample_task is not None:
+                sample_task.cancel()
             await runtime.close()
     finally:
         if pg_srv is not None:
@@ -106,8 +109,10 @@ def run(
     settings = _settings(None, port)
     configure_logging(settings.log_level, settings.log_json)
     if not settings.nats_url or not settings.database_url:
-        console.print("[red]gridctl run needs NATS_URL and DATABASE_URL[/] (use `gridctl up` "
-                      "for the embedded all-in-one mode)")
+        console.print(
+            "[red]gridctl run needs NATS_URL and DATABASE_URL[/] (use `gridctl up` "
+            "for the embedded all-in-one mode)"
+        )
         raise typer.Exit(2)
     parts = [p.strip() for p in partitions.split(",")] if partitions else None
     asyncio.run(_run(settings, role, parts))
@@ -115,15 +120,14 @@ def run(
 
 async def _run(settings: Settings, role: str, partitions: list[str] | None) -> None:
     from gateways.http.app import create_app
+    from gateways.http.server import make_server
     from gateways.runtime import ROLES, Runtime
 
     assert settings.nats_url and settings.database_url
     runtime = await Runtime.open(settings, settings.nats_url, settings.database_url)
     try:
         if role == "gateway":
-            server = uvicorn.Server(uvicorn.Config(
-                create_app(runtime), host=settings.http_host, port=settings.http_port,
-                log_level="warning", access_log=False))
+            server = make_server(create_app(runtime), settings.http_host, settings.http_port)
             await server.serve()
             return
         if role not in ROLES:

@@ -21,7 +21,7 @@ from core.envelope import to_envelope
 from core.eventstore import StoreRegistry
 from core.logging import get_logger
 from core.messaging import Topology
-from core.retry import backoff_delays
+from core.retry import backoff_delays, sleep_or_stop
 
 log = get_logger("relay")
 
@@ -42,9 +42,7 @@ def read_envelopes(
     notifications = store.recorder.select_notifications(
         start=after, limit=limit, inclusive_of_start=False
     )
-    return [
-        to_envelope(partition, n.id, store.mapper.to_domain_event(n)) for n in notifications
-    ]
+    return [to_envelope(partition, n.id, store.mapper.to_domain_event(n)) for n in notifications]
 
 
 class Relay:
@@ -86,11 +84,11 @@ class Relay:
                     moved += await self.pump(partition)
                 delays = backoff_delays()
                 if moved == 0:
-                    await _sleep_or_stop(stop, 0.05)
-            except Exception as exc:  # noqa: BLE001 - a relay must outlive any outage
+                    await sleep_or_stop(stop, 0.05)
+            except Exception as exc:
                 delay = next(delays)
                 log.warning("relay.retry", error=repr(exc), delay_s=round(delay, 2))
-                await _sleep_or_stop(stop, delay)
+                await sleep_or_stop(stop, delay)
 
     async def pump(self, partition: str) -> int:
         """Publish the next batch of one partition; returns how many events moved."""
@@ -123,10 +121,3 @@ class Relay:
         self.positions[partition] = last
         self.published += len(envelopes)
         return len(envelopes)
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass

@@ -87,14 +87,26 @@ class Runtime:
             if role == "worker":
                 for p in parts:
                     worker = Worker(
-                        self.nc, self.js, self.topo, self.stores, self.service, partition=p,
-                        batch=self.settings.worker_batch, max_deliver=self.settings.max_deliver,
+                        self.nc,
+                        self.js,
+                        self.topo,
+                        self.stores,
+                        self.service,
+                        partition=p,
+                        batch=self.settings.worker_batch,
+                        max_deliver=self.settings.max_deliver,
                     )
                     self.workers.append(worker)
                     self.tasks.append(asyncio.create_task(worker.run(self.stop_event)))
             elif role == "relay":
-                self.relay = Relay(self.stores, parts, self.js, self.topo, self.pool,
-                                   batch=self.settings.relay_batch)
+                self.relay = Relay(
+                    self.stores,
+                    parts,
+                    self.js,
+                    self.topo,
+                    self.pool,
+                    batch=self.settings.relay_batch,
+                )
                 self.tasks.append(asyncio.create_task(self.relay.run(self.stop_event)))
             elif role == "projector":
                 for projection in all_projections():

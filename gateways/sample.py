@@ -38,14 +38,27 @@ async def load_sample_reports(runtime: Runtime, count: int) -> None:
         case_id = case_id_for_key(key)
         district = runtime.ref.jurisdiction.partition_of(grid.code)
         args = ReportArgs(
-            category=category.code, grid=grid.code, community=grid.parent, district=district,
-            lat=lat, lon=lon, description=f"{category.name_zh}：{DESCRIPTIONS[category.kind]}",
-            reporter=Reporter(id=grid.team.inspector, type="inspector"), source="inspector_app",
+            category=category.code,
+            grid=grid.code,
+            community=grid.parent,
+            district=district,
+            lat=lat,
+            lon=lon,
+            description=f"{category.name_zh}：{DESCRIPTIONS[category.kind]}",
+            reporter=Reporter(id=grid.team.inspector, type="inspector"),
+            source="inspector_app",
         )
         cmd = Command(
-            command_id=key, verb="report", case_id=str(case_id), case_no=case_no_for_id(case_id),
-            partition=district, actor=grid.team.inspector, role="inspector",
-            channel="inspector_app", at=clock.now(), args=args.model_dump(mode="json"),
+            command_id=key,
+            verb="report",
+            case_id=str(case_id),
+            case_no=case_no_for_id(case_id),
+            partition=district,
+            actor=grid.team.inspector,
+            role="inspector",
+            channel="inspector_app",
+            at=clock.now(),
+            args=args.model_dump(mode="json"),
         )
         try:
             await runtime.js.publish(
@@ -53,7 +66,7 @@ async def load_sample_reports(runtime: Runtime, count: int) -> None:
                 codec.dumps(cmd.model_dump(mode="json")),
                 headers={"Nats-Msg-Id": f"report:{key}"},
             )
-        except Exception as exc:  # noqa: BLE001 - samples are a convenience only
+        except Exception as exc:
             log.warning("sample.failed", error=repr(exc))
             return
     log.info("sample.loaded", count=count)

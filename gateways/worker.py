@@ -34,7 +34,7 @@ from core import codec
 from core.eventstore import CaseStore, StoreRegistry
 from core.logging import get_logger
 from core.messaging import Topology
-from core.retry import backoff_delays
+from core.retry import backoff_delays, sleep_or_stop
 
 log = get_logger("worker")
 
@@ -49,8 +49,12 @@ class BatchResult:
 
 def _ok(cmd: Command, case: Case, duplicate: bool = False) -> Outcome:
     return Outcome(
-        command_id=cmd.command_id, ok=True, case_no=cmd.case_no, verb=cmd.verb,
-        status=str(getattr(case.status, "value", case.status)), version=case.version,
+        command_id=cmd.command_id,
+        ok=True,
+        case_no=cmd.case_no,
+        verb=cmd.verb,
+        status=str(getattr(case.status, "value", case.status)),
+        version=case.version,
         duplicate=duplicate,
     )
 
@@ -63,7 +67,7 @@ def _refused(cmd: Command, error: dict[str, Any]) -> Outcome:
 
 def _load(store: CaseStore, case_id: UUID) -> Case | None:
     try:
-        case = store.repository.get(case_id)
+        case: Any = store.repository.get(case_id)
     except AggregateNotFoundError:
         return None
     assert isinstance(case, Case)
@@ -91,8 +95,8 @@ def process_batch(store: CaseStore, service: CaseService, commands: list[Command
                 outcomes.append(_ok(cmd, touched[case_id], duplicate=True))
                 continue
             current = None if cmd.verb == "report" else load(case_id)
-            for case in service.execute(cmd, current, load):
-                touched[case.id] = case
+            for changed_case in service.execute(cmd, current, load):
+                touched[changed_case.id] = changed_case
             outcomes.append(_ok(cmd, touched[case_id]))
         except DomainError as exc:
             outcomes.append(_refused(cmd, exc.to_dict()))
@@ -130,7 +134,8 @@ def process_one_by_one(
                 for case in service.execute(cmd, existing, load):
                     changed[case.id] = case
                 result.saved_events += sum(
-                    len(c.pending_events) for c in changed.values()  # type: ignore[attr-defined]
+                    len(c.pending_events)
+                    for c in changed.values()  # type: ignore[attr-defined]
                 )
                 store.save(*changed.values())
                 result.outcomes.append(_ok(cmd, changed[case_id]))
@@ -205,17 +210,15 @@ class Worker:
                     sub = await self._subscribe()
                 try:
                     msgs = await sub.fetch(self.batch, timeout=0.5)
-                except (NatsTimeout, asyncio.TimeoutError):
+                except (TimeoutError, NatsTimeout):
                     continue
-                await self.handle(msgs)
+                if msgs:
+                    await self.handle(msgs)
                 delays = backoff_delays()
-            except Exception as exc:  # noqa: BLE001 - the worker must survive any outage
+            except Exception as exc:
                 delay = next(delays)
                 log.warning("worker.retry", error=repr(exc), delay_s=round(delay, 2))
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
+                await sleep_or_stop(stop, delay)
 
     async def handle(self, msgs: list[Msg]) -> None:
         """Decode, group by partition, process each partition batch in a thread, then ack."""
@@ -235,7 +238,7 @@ class Worker:
                     process_batch, self.stores.get(partition), self.service, commands
                 )
             except Exception as exc:
-                for msg, cmd in items:
+                for msg, _cmd in items:
                     delivered = msg.metadata.num_delivered if msg.metadata else 1
                     if delivered >= self.max_deliver:
                         await self.dead_letter(msg, f"failed {delivered} times: {exc!r}")
@@ -250,17 +253,20 @@ class Worker:
                     codec.dumps(outcome.model_dump()),
                 )
             self.processed += len(items)
-            log.debug("worker.batch", partition=partition, size=len(items),
-                      events=result.saved_events)
+            log.debug(
+                "worker.batch", partition=partition, size=len(items), events=result.saved_events
+            )
 
     async def dead_letter(self, msg: Msg, reason: str) -> None:
         """Move a poison message to the DLQ with its reason, then terminate it."""
         headers = dict(msg.headers or {})
-        headers.update({
-            "Grid-DLQ-Reason": reason[:1000],
-            "Grid-DLQ-Subject": msg.subject,
-            "Grid-DLQ-Deliveries": str(msg.metadata.num_delivered if msg.metadata else 0),
-        })
+        headers.update(
+            {
+                "Grid-DLQ-Reason": reason[:1000],
+                "Grid-DLQ-Subject": msg.subject,
+                "Grid-DLQ-Deliveries": str(msg.metadata.num_delivered if msg.metadata else 0),
+            }
+        )
         headers.pop("Nats-Msg-Id", None)
         await self.js.publish(self.topo.dlq_subject("commands"), msg.data, headers=headers)
         await msg.term()

@@ -29,7 +29,11 @@ class Projection(Protocol):
     """A read model fed by event envelopes in per-partition order."""
 
     name: str
-    tables: Sequence[str]
+
+    @property
+    def tables(self) -> Sequence[str]:
+        """The tables this projection owns (dropped and recreated by a rebuild)."""
+        ...
 
     def ddl(self) -> str:
         """CREATE statements (idempotent) for the model's tables and indexes."""

@@ -51,13 +51,49 @@ DUE_AFTER: dict[str, tuple[str | None, str | None]] = {
 }
 
 COLUMNS: tuple[str, ...] = (
-    "case_id", "case_no", "partition", "status", "category", "kind", "grid", "community",
-    "district", "level", "node", "department", "priority", "description", "address", "lat",
-    "lon", "reporter_name", "reporter_phone", "reporter_type", "source", "channel", "photos",
-    "proposal", "reported_at", "updated_at", "due_at", "due_step", "warning", "overdue",
-    "supervised", "supervision_orders", "escalations", "rework_count", "return_count",
-    "extension_count", "pending_extension", "satisfaction", "duplicate_of", "closed_at",
-    "version", "last_event", "last_position",
+    "case_id",
+    "case_no",
+    "partition",
+    "status",
+    "category",
+    "kind",
+    "grid",
+    "community",
+    "district",
+    "level",
+    "node",
+    "department",
+    "priority",
+    "description",
+    "address",
+    "lat",
+    "lon",
+    "reporter_name",
+    "reporter_phone",
+    "reporter_type",
+    "source",
+    "channel",
+    "photos",
+    "proposal",
+    "reported_at",
+    "updated_at",
+    "due_at",
+    "due_step",
+    "warning",
+    "overdue",
+    "supervised",
+    "supervision_orders",
+    "escalations",
+    "rework_count",
+    "return_count",
+    "extension_count",
+    "pending_extension",
+    "satisfaction",
+    "duplicate_of",
+    "closed_at",
+    "version",
+    "last_event",
+    "last_position",
 )
 
 DDL = """
@@ -107,7 +143,8 @@ CREATE TABLE IF NOT EXISTS case_queue (
     last_position bigint NOT NULL
 );
 CREATE INDEX IF NOT EXISTS case_queue_status_idx ON case_queue (status, reported_at DESC);
-CREATE INDEX IF NOT EXISTS case_queue_district_idx ON case_queue (district, status, reported_at DESC);
+CREATE INDEX IF NOT EXISTS case_queue_district_idx
+    ON case_queue (district, status, reported_at DESC);
 CREATE INDEX IF NOT EXISTS case_queue_grid_idx ON case_queue (grid, status);
 CREATE INDEX IF NOT EXISTS case_queue_dept_idx ON case_queue (department, status, due_at);
 CREATE INDEX IF NOT EXISTS case_queue_due_idx ON case_queue (due_at) WHERE due_at IS NOT NULL;
@@ -124,18 +161,37 @@ def apply_event(row: dict[str, Any] | None, env: Envelope) -> dict[str, Any] | N
         reporter = data.get("reporter") or {}
         row = {c: None for c in COLUMNS}
         row.update(
-            case_id=env["case_id"], case_no=data.get("case_no"), partition=env["partition"],
-            category=data.get("category"), kind=data.get("kind"), grid=data.get("grid"),
-            community=data.get("community"), district=data.get("district"),
-            level=data.get("level"), node=(data.get("proposal") or {}).get("node"),
-            priority=data.get("priority"), description=data.get("description"),
-            address=data.get("address"), lat=data.get("lat"), lon=data.get("lon"),
-            reporter_name=reporter.get("name"), reporter_phone=reporter.get("phone"),
-            reporter_type=reporter.get("type"), source=data.get("source"),
-            channel=env.get("channel"), photos=data.get("photos") or [],
-            proposal=data.get("proposal"), reported_at=at, warning=False, overdue=False,
-            supervised=False, supervision_orders=0, escalations=0, rework_count=0,
-            return_count=0, extension_count=0,
+            case_id=env["case_id"],
+            case_no=data.get("case_no"),
+            partition=env["partition"],
+            category=data.get("category"),
+            kind=data.get("kind"),
+            grid=data.get("grid"),
+            community=data.get("community"),
+            district=data.get("district"),
+            level=data.get("level"),
+            node=(data.get("proposal") or {}).get("node"),
+            priority=data.get("priority"),
+            description=data.get("description"),
+            address=data.get("address"),
+            lat=data.get("lat"),
+            lon=data.get("lon"),
+            reporter_name=reporter.get("name"),
+            reporter_phone=reporter.get("phone"),
+            reporter_type=reporter.get("type"),
+            source=data.get("source"),
+            channel=env.get("channel"),
+            photos=data.get("photos") or [],
+            proposal=data.get("proposal"),
+            reported_at=at,
+            warning=False,
+            overdue=False,
+            supervised=False,
+            supervision_orders=0,
+            escalations=0,
+            rework_count=0,
+            return_count=0,
+            extension_count=0,
         )
     elif row is None:
         return None
@@ -162,8 +218,12 @@ def apply_event(row: dict[str, Any] | None, env: Envelope) -> dict[str, Any] | N
 def _apply_changes(row: dict[str, Any], etype: str, data: dict[str, Any]) -> None:
     """Field changes other than status and deadline."""
     if etype == "Dispatched":
-        row.update(department=data.get("department"), level=data.get("level"),
-                   node=data.get("node"), priority=data.get("priority"))
+        row.update(
+            department=data.get("department"),
+            level=data.get("level"),
+            node=data.get("node"),
+            priority=data.get("priority"),
+        )
     elif etype == "Returned":
         row["return_count"] += 1
     elif etype == "ExtensionRequested":
@@ -238,4 +298,4 @@ def is_open(status: str) -> bool:
     return status not in TERMINAL
 
 
-__all__ = ["DDL", "QueueProjection", "apply_event", "is_open", "datetime"]
+__all__ = ["DDL", "QueueProjection", "apply_event", "datetime", "is_open"]

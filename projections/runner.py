@@ -20,7 +20,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from core import codec
 from core.logging import get_logger
 from core.messaging import Topology
-from core.retry import backoff_delays
+from core.retry import backoff_delays, sleep_or_stop
 from projections.base import POSITIONS_DDL, Envelope, Projection
 
 log = get_logger("projector")
@@ -40,8 +40,7 @@ async def apply_batch(
     """Apply the not-yet-applied envelopes in one transaction; returns how many were new."""
     async with conn.transaction():
         rows = await conn.fetch(
-            "SELECT partition, position FROM projection_positions WHERE projection = $1 "
-            "FOR UPDATE",
+            "SELECT partition, position FROM projection_positions WHERE projection = $1 FOR UPDATE",
             projection.name,
         )
         positions = {r["partition"]: r["position"] for r in rows}
@@ -105,7 +104,9 @@ class ProjectionRunner:
                     )
                 try:
                     msgs = await sub.fetch(self.batch, timeout=0.5)
-                except (NatsTimeout, asyncio.TimeoutError):
+                except (TimeoutError, NatsTimeout):
+                    continue
+                if not msgs:
                     continue
                 envelopes = []
                 for msg in msgs:
@@ -122,12 +123,13 @@ class ProjectionRunner:
                     if asyncio.iscoroutine(result):
                         await result
                 delays = backoff_delays()
-            except Exception as exc:  # noqa: BLE001 - projections must outlive outages
+            except Exception as exc:
                 delay = next(delays)
-                log.warning("projector.retry", projection=self.projection.name,
-                            error=repr(exc), delay_s=round(delay, 2))
+                log.warning(
+                    "projector.retry",
+                    projection=self.projection.name,
+                    error=repr(exc),
+                    delay_s=round(delay, 2),
+                )
                 sub = None if "consumer" in repr(exc).lower() else sub
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
+                await sleep_or_stop(stop, delay)

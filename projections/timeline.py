@@ -53,10 +53,20 @@ class TimelineProjection:
             "ON CONFLICT (case_id, version) DO NOTHING",
             [
                 (
-                    e["case_id"], e["version"], e["partition"], e["position"], e["type"],
-                    parse_time(e["at"]), e.get("actor"), e.get("role"), e.get("channel"),
-                    e.get("reason"), e.get("command_id"), e.get("data") or {},
-                    e.get("prev_hash"), e.get("hash"),
+                    e["case_id"],
+                    e["version"],
+                    e["partition"],
+                    e["position"],
+                    e["type"],
+                    parse_time(e["at"]),
+                    e.get("actor"),
+                    e.get("role"),
+                    e.get("channel"),
+                    e.get("reason"),
+                    e.get("command_id"),
+                    e.get("data") or {},
+                    e.get("prev_hash"),
+                    e.get("hash"),
                 )
                 for e in envelopes
             ],

@@ -1,17 +1,22 @@
-"""Shared fixtures: real NATS and real PostgreSQL, isolated per test session.
+"""Shared fixtures: real NATS and real PostgreSQL, isolated per test.
 
-Each session gets its own JetStream stream prefix and its own PostgreSQL schema on the
-services named by TEST_NATS_URL / TEST_DATABASE_URL (default: the local ones on 4222 / 5432),
-and removes both at the end, so test runs never see each other's data.
+Which servers: TEST_NATS_URL / TEST_DATABASE_URL if set; else the local services on
+127.0.0.1:4222 / :5432 (database ``test``) if they answer; else (a fresh laptop) embedded
+nats-server and PostgreSQL from the wheels, started once for the session on free ports and
+stopped at the end. Each test gets its own JetStream stream prefix and PostgreSQL schema and
+removes both, so runs never see each other's data.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -21,8 +26,53 @@ import pytest
 from core.clock import FixedClock
 from core.settings import Settings
 
-NATS_URL = os.environ.get("TEST_NATS_URL", "nats://127.0.0.1:4222")
-DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+LOCAL_NATS = "nats://127.0.0.1:4222"
+LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/test"
+_embedded: list[Any] = []
+
+
+def nats_url() -> str:
+    return os.environ["TEST_NATS_URL"]
+
+
+def database_url() -> str:
+    return os.environ["TEST_DATABASE_URL"]
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Pick (or start) the real servers before any test module is imported."""
+    from core.embedded import EmbeddedNats, EmbeddedPostgres
+
+    state = Path(tempfile.mkdtemp(prefix="griddispatch-test-"))
+    if "TEST_NATS_URL" not in os.environ:
+        if _answers("127.0.0.1", 4222):
+            os.environ["TEST_NATS_URL"] = LOCAL_NATS
+        else:
+            server = EmbeddedNats(state / "nats")
+            server.start()
+            _embedded.append(server)
+            os.environ["TEST_NATS_URL"] = server.url
+    if "TEST_DATABASE_URL" not in os.environ:
+        if _answers("127.0.0.1", 5432):
+            os.environ["TEST_DATABASE_URL"] = LOCAL_PG
+        else:
+            pg = EmbeddedPostgres(state / "pg")
+            pg.start()
+            _embedded.append(pg)
+            os.environ["TEST_DATABASE_URL"] = pg.url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    while _embedded:
+        _embedded.pop().stop()
 
 
 def unique_name(prefix: str) -> str:
@@ -37,19 +87,19 @@ def make_settings(**overrides: Any) -> Settings:
         "GRID_REPLY_TIMEOUT": 10.0,
     }
     base.update(overrides)
-    return Settings(nats_url=NATS_URL, database_url=DATABASE_URL, **base)
+    return Settings(nats_url=nats_url(), database_url=database_url(), **base)
 
 
 async def drop_everything(settings: Settings) -> None:
     """Remove the streams and the schema a test settings object owns."""
     from core.messaging import Topology, connect, delete_streams
 
-    nc = await connect(NATS_URL, "test-cleanup")
+    nc = await connect(nats_url(), "test-cleanup")
     try:
         await delete_streams(nc.jetstream(), Topology(settings.stream_prefix))
     finally:
         await nc.close()
-    conn = await asyncpg.connect(DATABASE_URL)
+    conn = await asyncpg.connect(database_url())
     try:
         await conn.execute(f"DROP SCHEMA IF EXISTS {settings.db_schema} CASCADE")
     finally:
@@ -69,7 +119,7 @@ async def system(clock: FixedClock) -> AsyncIterator[dict[str, Any]]:
     from gateways.runtime import ROLES, Runtime
 
     settings = make_settings()
-    runtime = await Runtime.open(settings, NATS_URL, DATABASE_URL)
+    runtime = await Runtime.open(settings, nats_url(), database_url())
     runtime.start(ROLES)
     app = create_app(runtime, clock)
     transport = httpx.ASGITransport(app=app)

@@ -8,7 +8,6 @@ subject so that a dispatcher gets 200, or 409 with the allowed actions, at once.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from datetime import datetime
 from typing import Any, Literal
@@ -38,8 +37,12 @@ LIST_COLUMNS = (
 )
 
 # Which error code of a refused command maps to which HTTP status.
-ERROR_STATUS = {"illegal_transition": 409, "not_permitted": 403, "invalid_command": 422,
-                "not_found": 404}
+ERROR_STATUS = {
+    "illegal_transition": 409,
+    "not_permitted": 403,
+    "invalid_command": 422,
+    "not_found": 404,
+}
 PUBLIC_VERBS = sorted(v for v in ARGS if v not in ("report", "mark_warning", "mark_overdue"))
 
 
@@ -81,12 +84,21 @@ async def list_cases(
     if status:
         unknown = [s for s in status if s not in {x.value for x in Status}]
         if unknown:
-            raise ApiError(422, "unknown_status", f"unknown status {unknown[0]}",
-                           statuses=[s.value for s in Status])
+            raise ApiError(
+                422,
+                "unknown_status",
+                f"unknown status {unknown[0]}",
+                statuses=[s.value for s in Status],
+            )
         params.append(status)
         where.append(f"status = ANY(${len(params)})")
-    for column, value in (("district", district), ("community", community), ("grid", grid),
-                          ("department", department), ("priority", priority)):
+    for column, value in (
+        ("district", district),
+        ("community", community),
+        ("grid", grid),
+        ("department", department),
+        ("priority", priority),
+    ):
         if value is not None:
             params.append(value)
             where.append(f"{column} = ${len(params)}")
@@ -95,9 +107,11 @@ async def list_cases(
         params.extend([at, case_no])
         where.append(f"(reported_at, case_no) < (${len(params) - 1}, ${len(params)})")
     params.append(limit + 1)
-    sql = (f"SELECT {LIST_COLUMNS} FROM case_queue "
-           f"{'WHERE ' + ' AND '.join(where) if where else ''} "
-           f"ORDER BY reported_at DESC, case_no DESC LIMIT ${len(params)}")
+    sql = (
+        f"SELECT {LIST_COLUMNS} FROM case_queue "
+        f"{'WHERE ' + ' AND '.join(where) if where else ''} "
+        f"ORDER BY reported_at DESC, case_no DESC LIMIT ${len(params)}"
+    )
     async with runtime.pool.acquire() as conn:
         records = await conn.fetch(sql, *params)
     items = [_row(r) for r in records[:limit]]
@@ -127,12 +141,15 @@ async def get_case(
     async with runtime.pool.acquire() as conn:
         timeline = await conn.fetch(
             "SELECT version, type, at, actor, role, channel, reason, data FROM case_timeline "
-            "WHERE case_id = $1 ORDER BY version", row["case_id"])
+            "WHERE case_id = $1 ORDER BY version",
+            row["case_id"],
+        )
     row["status_zh"] = STATUS_ZH.get(Status(row["status"]), row["status"])
     row["case_id"] = str(row["case_id"])
     row["timeline"] = [dict(t) for t in timeline]
     row["allowed_actions"] = [
-        a.value for a in allowed_actions(Status(row["status"]), principal.role)
+        a.value
+        for a in allowed_actions(Status(row["status"]), principal.role)
         if a.value in PUBLIC_VERBS
     ]
     return row
@@ -140,10 +157,14 @@ async def get_case(
 
 @router.post(
     "/cases/{case_no}/actions/{verb}",
-    responses={200: {"description": "done"}, 202: {"description": "queued, outcome pending"},
-               403: {"description": "role may not"}, 404: {"description": "no such case"},
-               409: {"description": "illegal in the case's state"},
-               422: {"description": "invalid arguments"}},
+    responses={
+        200: {"description": "done"},
+        202: {"description": "queued, outcome pending"},
+        403: {"description": "role may not"},
+        404: {"description": "no such case"},
+        409: {"description": "illegal in the case's state"},
+        422: {"description": "invalid arguments"},
+    },
 )
 async def act_on_case(
     case_no: str = Path(max_length=40),
@@ -163,21 +184,34 @@ async def act_on_case(
         args = {**args, "of_case_id": str(original["case_id"])}
     try:
         command = Command(
-            command_id=idempotency_key or new_key(), verb=verb,  # type: ignore[arg-type]
-            case_id=str(row["case_id"]), case_no=case_no, partition=row["partition"],
-            actor=principal.user_id, role=principal.role, channel=principal.channel,
-            at=clock.now(), args=args,
+            command_id=idempotency_key or new_key(),
+            verb=verb,  # type: ignore[arg-type]
+            case_id=str(row["case_id"]),
+            case_no=case_no,
+            partition=row["partition"],
+            actor=principal.user_id,
+            role=principal.role,
+            channel=principal.channel,
+            at=clock.now(),
+            args=args,
         )
         command.parsed_args()
     except ValidationError as exc:
-        problems = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
-                    for e in exc.errors()]
-        raise ApiError(422, "validation_error", "; ".join(
-            f"{p['field']}: {p['message']}" for p in problems), problems=problems) from exc
+        problems = [
+            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
+        ]
+        raise ApiError(
+            422,
+            "validation_error",
+            "; ".join(f"{p['field']}: {p['message']}" for p in problems),
+            problems=problems,
+        ) from exc
     outcome = await send_command(runtime, command)
     if outcome is None:
-        return JSONResponse({"status": "queued", "command_id": command.command_id,
-                             "case_no": case_no}, status_code=202)
+        return JSONResponse(
+            {"status": "queued", "command_id": command.command_id, "case_no": case_no},
+            status_code=202,
+        )
     if outcome.ok:
         return JSONResponse(outcome.model_dump(mode="json"), status_code=200)
     error = outcome.error or {"error": "refused"}
@@ -200,7 +234,7 @@ async def send_command(runtime: Runtime, command: Command) -> Outcome | None:
             raise ApiError(503, "broker_unavailable", f"could not queue: {exc!r}") from exc
         try:
             msg = await sub.next_msg(timeout=runtime.settings.command_reply_timeout_s)
-        except (asyncio.TimeoutError, TimeoutError, Exception):
+        except (TimeoutError, Exception):
             return None
         return Outcome.model_validate(codec.loads(msg.data))
     finally:

@@ -48,8 +48,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized",
-                 403: "forbidden", 413: "too_large", 429: "rate_limited"}
+        codes = {
+            404: "not_found",
+            405: "method_not_allowed",
+            401: "unauthorized",
+            403: "forbidden",
+            413: "too_large",
+            429: "rate_limited",
+        }
         return JSONResponse(
             {"error": codes.get(exc.status_code, "http_error"), "message": str(exc.detail)},
             status_code=exc.status_code,

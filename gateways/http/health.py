@@ -30,7 +30,7 @@ async def readyz(runtime: Runtime = Depends(get_runtime)) -> JSONResponse:
         async with runtime.pool.acquire(timeout=2) as conn:
             await conn.fetchval("SELECT 1")
         checks["postgres"] = True
-    except Exception:  # noqa: BLE001 - any failure means not ready
+    except Exception:
         checks["postgres"] = False
     ready = all(checks.values())
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)

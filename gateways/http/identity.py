@@ -10,10 +10,19 @@ from pydantic import BaseModel
 
 from gateways.http.errors import ApiError
 
-KNOWN_ROLES = frozenset({
-    "inspector", "call_taker", "shift_leader", "dispatcher", "handler", "supervisor",
-    "auditor", "admin", "system",
-})
+KNOWN_ROLES = frozenset(
+    {
+        "inspector",
+        "call_taker",
+        "shift_leader",
+        "dispatcher",
+        "handler",
+        "supervisor",
+        "auditor",
+        "admin",
+        "system",
+    }
+)
 
 
 class Principal(BaseModel):

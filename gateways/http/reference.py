@@ -41,11 +41,18 @@ async def list_grids(
     for code in codes:
         grid = j.grid(code)
         lat, lon = grid.centroid
-        items.append({
-            "code": grid.code, "name_zh": grid.name_zh, "name_en": grid.name_en,
-            "community": grid.parent, "district": j.partition_of(code),
-            "lat": round(lat, 6), "lon": round(lon, 6), "households": grid.households,
-        })
+        items.append(
+            {
+                "code": grid.code,
+                "name_zh": grid.name_zh,
+                "name_en": grid.name_en,
+                "community": grid.parent,
+                "district": j.partition_of(code),
+                "lat": round(lat, 6),
+                "lon": round(lon, 6),
+                "households": grid.households,
+            }
+        )
     return {"items": items, "count": len(items)}
 
 

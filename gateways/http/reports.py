@@ -60,8 +60,12 @@ def locate(runtime: Runtime, body: ReportIn) -> str:
         raise ApiError(422, "invalid_location", "give both lat and lon, or neither")
     if body.lat is not None and body.lon is not None:
         if not j.in_city(body.lat, body.lon):
-            raise ApiError(422, "outside_city", f"({body.lat}, {body.lon}) is outside {j.name_en}",
-                           bounds=j.bounds())
+            raise ApiError(
+                422,
+                "outside_city",
+                f"({body.lat}, {body.lon}) is outside {j.name_en}",
+                bounds=j.bounds(),
+            )
         grid = j.locate(body.lat, body.lon)
         if grid is None:
             if body.grid is None:
@@ -69,9 +73,12 @@ def locate(runtime: Runtime, body: ReportIn) -> str:
         elif body.grid is None or body.grid == grid.code:
             return grid.code
         else:
-            raise ApiError(422, "grid_mismatch",
-                           f"location lies in grid {grid.code}, not {body.grid}",
-                           located_grid=grid.code)
+            raise ApiError(
+                422,
+                "grid_mismatch",
+                f"location lies in grid {grid.code}, not {body.grid}",
+                located_grid=grid.code,
+            )
     if body.grid is None:
         raise ApiError(422, "missing_location", "give a grid code or lat/lon")
     if body.grid not in j.grids:
@@ -79,8 +86,12 @@ def locate(runtime: Runtime, body: ReportIn) -> str:
     return body.grid
 
 
-@router.post("/reports", status_code=202, response_model=ReportAccepted,
-             responses={422: {"description": "invalid report"}, 503: {"description": "broker down"}})
+@router.post(
+    "/reports",
+    status_code=202,
+    response_model=ReportAccepted,
+    responses={422: {"description": "invalid report"}, 503: {"description": "broker down"}},
+)
 async def post_report(
     body: ReportIn,
     runtime: Runtime = Depends(get_runtime),
@@ -90,11 +101,13 @@ async def post_report(
 ) -> JSONResponse:
     """Accept a report (上報). Answers 202 with the case number once the broker has it."""
     if body.category not in runtime.ref.catalogue:
-        raise ApiError(422, "unknown_category", f"unknown category {body.category}",
-                       field="category")
+        raise ApiError(
+            422, "unknown_category", f"unknown category {body.category}", field="category"
+        )
     if idempotency_key and body.idempotency_key and idempotency_key != body.idempotency_key:
-        raise ApiError(422, "idempotency_key_conflict",
-                       "Idempotency-Key header and body field differ")
+        raise ApiError(
+            422, "idempotency_key_conflict", "Idempotency-Key header and body field differ"
+        )
     key = idempotency_key or body.idempotency_key or new_key()
     grid_code = locate(runtime, body)
     j = runtime.ref.jurisdiction
@@ -106,15 +119,30 @@ async def post_report(
     case_id = case_id_for_key(key)
     case_no = case_no_for_id(case_id)
     args = ReportArgs(
-        category=body.category, grid=grid_code, community=community, district=district,
-        lat=body.lat, lon=body.lon, address=body.address, description=body.description,
-        reporter=reporter, source=body.source, client_time=body.client_time, photos=body.photos,
+        category=body.category,
+        grid=grid_code,
+        community=community,
+        district=district,
+        lat=body.lat,
+        lon=body.lon,
+        address=body.address,
+        description=body.description,
+        reporter=reporter,
+        source=body.source,
+        client_time=body.client_time,
+        photos=body.photos,
     )
     command = Command(
-        command_id=key, verb="report", case_id=str(case_id), case_no=case_no,
-        partition=district, actor=principal.user_id, role=principal.role,
+        command_id=key,
+        verb="report",
+        case_id=str(case_id),
+        case_no=case_no,
+        partition=district,
+        actor=principal.user_id,
+        role=principal.role,
         channel=principal.channel if principal.channel != "api" else body.source,
-        at=clock.now(), args=args.model_dump(mode="json"),
+        at=clock.now(),
+        args=args.model_dump(mode="json"),
     )
     try:
         ack = await runtime.js.publish(
@@ -126,8 +154,13 @@ async def post_report(
     except Exception as exc:
         raise ApiError(503, "broker_unavailable", f"could not queue the report: {exc!r}") from exc
     accepted = ReportAccepted(
-        case_no=case_no, case_id=str(case_id), idempotency_key=key,
-        duplicate=bool(ack.duplicate), grid=grid_code, district=district,
+        case_no=case_no,
+        case_id=str(case_id),
+        idempotency_key=key,
+        duplicate=bool(ack.duplicate),
+        grid=grid_code,
+        district=district,
     )
-    return JSONResponse(accepted.model_dump(), status_code=202,
-                        headers={"Location": f"/v1/cases/{case_no}"})
+    return JSONResponse(
+        accepted.model_dump(), status_code=202, headers={"Location": f"/v1/cases/{case_no}"}
+    )

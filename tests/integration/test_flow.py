@@ -10,7 +10,7 @@ import pytest
 
 from core.eventstore import table_name
 from core.ids import case_no_for_key
-from tests.conftest import DATABASE_URL, eventually
+from tests.conftest import database_url, eventually
 
 
 def report_body(**overrides: Any) -> dict[str, Any]:
@@ -41,8 +41,11 @@ async def test_report_by_location_becomes_visible(system: dict[str, Any]) -> Non
     grid = await first_grid(system)
     lat, lon = grid.centroid
     category = system["runtime"].ref.catalogue.all()[0].code
-    response = await client.post("/v1/reports", json=report_body(category=category, lat=lat, lon=lon),
-                                 headers={"Idempotency-Key": "flow-key-0001"})
+    response = await client.post(
+        "/v1/reports",
+        json=report_body(category=category, lat=lat, lon=lon),
+        headers={"Idempotency-Key": "flow-key-0001"},
+    )
     assert response.status_code == 202, response.text
     accepted = response.json()
     assert accepted["case_no"] == case_no_for_key("flow-key-0001")
@@ -53,8 +56,9 @@ async def test_report_by_location_becomes_visible(system: dict[str, Any]) -> Non
     assert case["category"] == category
     assert case["district"] == system["runtime"].ref.jurisdiction.partition_of(grid.code)
     assert case["timeline"][0]["type"] == "Reported"
-    listing = await client.get("/v1/cases", params={"status": "reported",
-                                                   "district": case["district"]})
+    listing = await client.get(
+        "/v1/cases", params={"status": "reported", "district": case["district"]}
+    )
     assert accepted["case_no"] in [c["case_no"] for c in listing.json()["items"]]
 
 
@@ -64,13 +68,15 @@ async def test_same_key_twice_gives_one_case(system: dict[str, Any]) -> None:
     category = system["runtime"].ref.catalogue.all()[1].code
     body = report_body(category=category, grid=grid.code)
     first = await client.post("/v1/reports", json=body, headers={"Idempotency-Key": "dup-key-0001"})
-    second = await client.post("/v1/reports", json=body, headers={"Idempotency-Key": "dup-key-0001"})
+    second = await client.post(
+        "/v1/reports", json=body, headers={"Idempotency-Key": "dup-key-0001"}
+    )
     assert first.status_code == second.status_code == 202
     assert first.json()["case_no"] == second.json()["case_no"]
     assert second.json()["duplicate"] is True
     await eventually(lambda: get_case(client, first.json()["case_no"]))
     partition = first.json()["district"]
-    conn = await asyncpg.connect(DATABASE_URL)
+    conn = await asyncpg.connect(database_url())
     try:
         count = await conn.fetchval(
             f"SELECT count(*) FROM {system['settings'].db_schema}.{table_name(partition)} "
