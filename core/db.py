@@ -13,6 +13,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from core import codec
+
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -27,7 +29,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     for typename in ("json", "jsonb"):
         await conn.set_type_codec(
             typename,
-            encoder=lambda v: orjson.dumps(v).decode(),
+            encoder=lambda v: codec.dumps(v).decode(),
             decoder=orjson.loads,
             schema="pg_catalog",
         )

@@ -57,6 +57,7 @@ class Runtime:
     service: CaseService
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    role_tasks: dict[str, list[asyncio.Task[Any]]] = field(default_factory=dict)
     workers: list[Worker] = field(default_factory=list)
     relay: Relay | None = None
     projectors: list[ProjectionRunner] = field(default_factory=list)
@@ -97,7 +98,7 @@ class Runtime:
                         max_deliver=self.settings.max_deliver,
                     )
                     self.workers.append(worker)
-                    self.tasks.append(asyncio.create_task(worker.run(self.stop_event)))
+                    self._spawn(role, worker.run(self.stop_event))
             elif role == "relay":
                 self.relay = Relay(
                     self.stores,
@@ -107,15 +108,37 @@ class Runtime:
                     self.pool,
                     batch=self.settings.relay_batch,
                 )
-                self.tasks.append(asyncio.create_task(self.relay.run(self.stop_event)))
+                self._spawn(role, self.relay.run(self.stop_event))
             elif role == "projector":
                 for projection in all_projections():
                     runner = ProjectionRunner(projection, self.js, self.topo, self.pool)
                     self.projectors.append(runner)
-                    self.tasks.append(asyncio.create_task(runner.run(self.stop_event)))
+                    self._spawn(role, runner.run(self.stop_event))
             else:
                 raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
         log.info("runtime.started", roles=list(roles), partitions=parts)
+
+    def _spawn(self, role: str, coro: Any) -> None:
+        task = asyncio.create_task(coro, name=role)
+        self.tasks.append(task)
+        self.role_tasks.setdefault(role, []).append(task)
+
+    async def stop_role(self, role: str) -> None:
+        """Cancel one role's tasks (tests and fault drills); ``start`` brings it back."""
+        tasks = self.role_tasks.pop(role, [])
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if role == "worker":
+            self.workers.clear()
+        elif role == "projector":
+            self.projectors.clear()
+        elif role == "relay":
+            self.relay = None
+
+    def consumers_ready(self) -> bool:
+        """True when every started role has a live task (none crashed or was stopped)."""
+        return all(not t.done() for tasks in self.role_tasks.values() for t in tasks)
 
     async def close(self) -> None:
         """Graceful stop: let in-flight batches finish, then close connections."""

@@ -34,13 +34,25 @@ async def setup(pool: asyncpg.Pool, projections: Sequence[Projection]) -> None:
             await conn.execute(projection.ddl())
 
 
+async def projection_lock(conn: asyncpg.Connection, name: str) -> None:
+    """Serialise writers of one projection (live runner vs. rebuild swap) for this transaction."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':projection:' || $1))", name
+    )
+
+
 async def apply_batch(
-    conn: asyncpg.Connection, projection: Projection, envelopes: Sequence[Envelope]
+    conn: asyncpg.Connection,
+    projection: Projection,
+    envelopes: Sequence[Envelope],
+    lock: bool = True,
 ) -> int:
     """Apply the not-yet-applied envelopes in one transaction; returns how many were new."""
     async with conn.transaction():
+        if lock:
+            await projection_lock(conn, projection.name)
         rows = await conn.fetch(
-            "SELECT partition, position FROM projection_positions WHERE projection = $1 FOR UPDATE",
+            "SELECT partition, position FROM projection_positions WHERE projection = $1",
             projection.name,
         )
         positions = {r["partition"]: r["position"] for r in rows}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from core.clock import Clock, SystemClock
-from gateways.http import cases, errors, health, reference, reports
+from gateways.http import cases, errors, health, middleware, reference, reports
 from gateways.runtime import Runtime
 
 
@@ -21,6 +21,7 @@ def create_app(runtime: Runtime, clock: Clock | None = None) -> FastAPI:
     app.state.runtime = runtime
     app.state.clock = clock or SystemClock()
     errors.install(app)
+    middleware.install(app)
     for module in (reports, cases, reference, health):
         app.include_router(module.router)
     return app

@@ -32,6 +32,7 @@ async def readyz(runtime: Runtime = Depends(get_runtime)) -> JSONResponse:
         checks["postgres"] = True
     except Exception:
         checks["postgres"] = False
+    checks["consumers"] = runtime.consumers_ready()
     ready = all(checks.values())
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
+import structlog
 from fastapi import APIRouter, Depends, Header
 from fastapi.responses import JSONResponse
 from pydantic import Field
@@ -19,11 +20,13 @@ from aggregates.commands import Command, Photo, ReportArgs, Reporter, Strict
 from core import codec
 from core.clock import Clock
 from core.ids import case_id_for_key, case_no_for_id, new_key
+from core.logging import get_logger
 from gateways.http.deps import get_clock, get_runtime
 from gateways.http.errors import ApiError
 from gateways.http.identity import Principal, current_principal
 from gateways.runtime import Runtime
 
+log = get_logger("gateway")
 router = APIRouter(prefix="/v1", tags=["intake 上報"])
 
 
@@ -118,6 +121,7 @@ async def post_report(
     )
     case_id = case_id_for_key(key)
     case_no = case_no_for_id(case_id)
+    structlog.contextvars.bind_contextvars(case_no=case_no)
     args = ReportArgs(
         category=body.category,
         grid=grid_code,
@@ -153,6 +157,7 @@ async def post_report(
         )
     except Exception as exc:
         raise ApiError(503, "broker_unavailable", f"could not queue the report: {exc!r}") from exc
+    log.info("report.accepted", grid=grid_code, duplicate=bool(ack.duplicate))
     accepted = ReportAccepted(
         case_no=case_no,
         case_id=str(case_id),
