@@ -129,6 +129,11 @@ class VerifyArgs(Strict):
     photos: list[Photo] = Field(default_factory=list, max_length=9)
 
 
+class VerifyFailArgs(Strict):
+    note: str = Field(min_length=1, max_length=_TEXT, description="what is still wrong")
+    photos: list[Photo] = Field(default_factory=list, max_length=9)
+
+
 class EscalateArgs(Strict):
     reason: str = Field(min_length=1, max_length=_TEXT)
     automatic: bool = False
@@ -140,7 +145,7 @@ class ReturnVisitArgs(Strict):
 
 
 class StepArgs(Strict):
-    step: Literal["file", "dispatch", "handle", "verify"]
+    step: Literal["file", "dispatch", "handle", "verify", "review"]
     due: datetime
 
 
@@ -159,7 +164,7 @@ ARGS: dict[str, type[Strict]] = {
     "resume": NoteArgs,
     "report_result": ResultArgs,
     "verify_pass": VerifyArgs,
-    "verify_fail": VerifyArgs,
+    "verify_fail": VerifyFailArgs,
     "escalate": EscalateArgs,
     "supervise": ReasonArgs,
     "close": NoteArgs,

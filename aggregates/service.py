@@ -10,7 +10,7 @@ loading other aggregates goes through the ``load`` callable the worker passes in
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from aggregates import deadlines, triage
@@ -31,10 +31,11 @@ from aggregates.commands import (
     StepArgs,
     SuspendArgs,
     VerifyArgs,
+    VerifyFailArgs,
 )
 from aggregates.errors import InvalidCommand
 from core.calendar import WorkCalendar
-from core.catalogue import Catalogue, Category, UnknownCategory
+from core.catalogue import Catalogue, Category, Priority, UnknownCategory
 from core.jurisdiction import Jurisdiction, UnknownCode
 
 Loader = Callable[[UUID], Case | None]
@@ -114,7 +115,7 @@ class CaseService:
     def _file(
         self, case: Case, cat: Category, args: FileArgs, ctx: dict[str, Any], _l: Loader
     ) -> None:
-        due = deadlines.due_at(cat, case.priority, "dispatch", ctx["at"], self.calendar)
+        due = deadlines.due_at(cat, _priority(case), "dispatch", ctx["at"], self.calendar)
         case.file(note=args.note, dispatch_due=due, **ctx)
 
     def _reject(
@@ -164,7 +165,7 @@ class CaseService:
                 "department",
             )
         node = self.jurisdiction.node(department.node)
-        priority = args.priority or case.priority
+        priority = args.priority or _priority(case)
         due = deadlines.due_at(cat, priority, "handle", ctx["at"], self.calendar)
         case.dispatch(
             department=department.code,
@@ -182,9 +183,11 @@ class CaseService:
         case.accept(**ctx)
 
     def _return_case(
-        self, case: Case, _c: Category, args: ReasonArgs, ctx: dict[str, Any], _l: Loader
+        self, case: Case, cat: Category, args: ReasonArgs, ctx: dict[str, Any], _l: Loader
     ) -> None:
-        case.return_case(reason=args.reason, **ctx)
+        # Back to the dispatcher, who must re-dispatch within the dispatch limit.
+        due = deadlines.due_at(cat, _priority(case), "dispatch", ctx["at"], self.calendar)
+        case.return_case(reason=args.reason, dispatch_due=due, **ctx)
 
     def _request_extension(
         self, case: Case, _c: Category, args: ExtensionArgs, ctx: dict[str, Any], _l: Loader
@@ -218,17 +221,20 @@ class CaseService:
     def _resume(
         self, case: Case, cat: Category, _a: NoteArgs, ctx: dict[str, Any], _l: Loader
     ) -> None:
-        paused_at = case.suspended_at
-        if case.due is not None and paused_at is not None:
-            new_due = deadlines.resume(case.due, paused_at, ctx["at"], cat.clock, self.calendar)
+        paused_at, paused_due = case.suspended_at, case.paused_due
+        if paused_due is not None and paused_at is not None:
+            new_due = deadlines.resume(paused_due, paused_at, ctx["at"], cat.clock, self.calendar)
         else:
-            new_due = deadlines.due_at(cat, case.priority, "handle", ctx["at"], self.calendar)
+            new_due = deadlines.due_at(cat, _priority(case), "handle", ctx["at"], self.calendar)
         case.resume(new_due=new_due, **ctx)
 
     def _report_result(
-        self, case: Case, _c: Category, args: ResultArgs, ctx: dict[str, Any], _l: Loader
+        self, case: Case, cat: Category, args: ResultArgs, ctx: dict[str, Any], _l: Loader
     ) -> None:
-        case.report_result(note=args.note, photos=[p.model_dump() for p in args.photos], **ctx)
+        due = deadlines.due_at(cat, _priority(case), "verify", ctx["at"], self.calendar)
+        case.report_result(
+            note=args.note, photos=[p.model_dump() for p in args.photos], verify_due=due, **ctx
+        )
 
     def _verify_pass(
         self, case: Case, _c: Category, args: VerifyArgs, ctx: dict[str, Any], _l: Loader
@@ -236,9 +242,9 @@ class CaseService:
         case.verify_pass(note=args.note, photos=[p.model_dump() for p in args.photos], **ctx)
 
     def _verify_fail(
-        self, case: Case, cat: Category, args: VerifyArgs, ctx: dict[str, Any], _l: Loader
+        self, case: Case, cat: Category, args: VerifyFailArgs, ctx: dict[str, Any], _l: Loader
     ) -> None:
-        due = deadlines.due_at(cat, case.priority, "handle", ctx["at"], self.calendar)
+        due = deadlines.due_at(cat, _priority(case), "handle", ctx["at"], self.calendar)
         case.verify_fail(
             note=args.note, photos=[p.model_dump() for p in args.photos], new_due=due, **ctx
         )
@@ -251,9 +257,9 @@ class CaseService:
         if to_level is not None:
             to_node = self.jurisdiction.command_node(case.grid, to_level).code
             proposal = triage.route_for_level(
-                cat, case.grid, to_level, self.jurisdiction, priority=case.priority
+                cat, case.grid, to_level, self.jurisdiction, priority=_priority(case)
             ).model_dump()
-        due = deadlines.due_at(cat, case.priority, "dispatch", ctx["at"], self.calendar)
+        due = deadlines.due_at(cat, _priority(case), "dispatch", ctx["at"], self.calendar)
         case.escalate(
             to_level=to_level,
             to_node=to_node,
@@ -290,8 +296,17 @@ class CaseService:
         case.mark_overdue(step=args.step, due=args.due, **ctx)
 
     # -- helpers --------------------------------------------------------------------------
+
     def _category(self, code: str) -> Category:
         try:
             return self.catalogue.get(code)
         except (UnknownCategory, KeyError) as exc:
             raise InvalidCommand(f"unknown category {code}", "category") from exc
+
+
+def _priority(case: Case) -> Priority:
+    """The case's priority as the typed literal the deadline policy expects."""
+    value = str(case.priority)
+    if value not in ("urgent", "important", "ordinary"):
+        raise InvalidCommand(f"case has unknown priority {value!r}", "priority")
+    return cast(Priority, value)

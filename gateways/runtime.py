@@ -24,7 +24,9 @@ from core.logging import get_logger
 from core.messaging import Topology, connect, ensure_streams
 from core.refdata import Reference, load_reference
 from core.settings import Settings
+from core.clock import Clock, SystemClock
 from gateways.relay import RELAY_DDL, Relay
+from gateways.watcher import SlaWatcher
 from gateways.worker import Worker
 from projections.base import Projection
 from projections.queue import QueueProjection
@@ -33,7 +35,7 @@ from projections.timeline import TimelineProjection
 
 log = get_logger("runtime")
 
-ROLES = ("worker", "relay", "projector")
+ROLES = ("worker", "relay", "projector", "watcher")
 
 
 def all_projections() -> list[Projection]:
@@ -61,6 +63,8 @@ class Runtime:
     workers: list[Worker] = field(default_factory=list)
     relay: Relay | None = None
     projectors: list[ProjectionRunner] = field(default_factory=list)
+    watcher: SlaWatcher | None = None
+    clock: Clock = field(default_factory=SystemClock)
 
     @classmethod
     async def open(cls, settings: Settings, nats_url: str, database_url: str) -> Runtime:
@@ -114,6 +118,10 @@ class Runtime:
                     runner = ProjectionRunner(projection, self.js, self.topo, self.pool)
                     self.projectors.append(runner)
                     self._spawn(role, runner.run(self.stop_event))
+            elif role == "watcher":
+                self.watcher = SlaWatcher(self.pool, self.js, self.topo, self.ref, self.clock,
+                                          interval_s=self.settings.watcher_interval_s)
+                self._spawn(role, self.watcher.run(self.stop_event))
             else:
                 raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
         log.info("runtime.started", roles=list(roles), partitions=parts)

@@ -16,6 +16,8 @@ import asyncpg
 from core.envelope import parse_time
 from projections.base import Envelope
 
+# Every event also carries ``to_status`` (the aggregate's own answer); this table is the
+# fallback for events recorded before that field existed.
 STATUS_AFTER: dict[str, str] = {
     "Reported": "reported",
     "Filed": "filed",
@@ -34,19 +36,23 @@ STATUS_AFTER: dict[str, str] = {
 }
 TERMINAL = frozenset({"rejected", "merged", "closed"})
 
-# event type -> (data field holding the new deadline, step the deadline belongs to)
+# event type -> (data field holding the new deadline, step it belongs to); mirrors the
+# aggregate's ``_set_due`` calls in aggregates/case.py one for one. A missing field clears the
+# deadline (the clock stops), exactly as the aggregate does.
 DUE_AFTER: dict[str, tuple[str | None, str | None]] = {
     "Reported": ("file_due", "file"),
     "Filed": ("dispatch_due", "dispatch"),
-    "Dispatched": ("handle_due", "handle"),
-    "ExtensionApproved": ("new_due", "handle"),
-    "Resumed": ("new_due", "handle"),
-    "VerificationFailed": ("new_due", "handle"),
-    "Escalated": ("dispatch_due", "dispatch"),
-    "Returned": ("dispatch_due", "dispatch"),
-    "ResultReported": (None, None),
     "Rejected": (None, None),
     "MarkedDuplicate": (None, None),
+    "Dispatched": ("handle_due", "handle"),
+    "Returned": ("dispatch_due", "dispatch"),
+    "ExtensionApproved": ("new_due", None),  # keeps the running step
+    "Suspended": ("review_at", "review"),
+    "Resumed": ("new_due", "handle"),
+    "ResultReported": ("verify_due", "verify"),
+    "VerificationPassed": ("close_due", "close"),
+    "VerificationFailed": ("new_due", "handle"),
+    "Escalated": ("dispatch_due", "dispatch"),
     "Closed": (None, None),
 }
 
@@ -79,6 +85,7 @@ COLUMNS: tuple[str, ...] = (
     "updated_at",
     "due_at",
     "due_step",
+    "due_started_at",
     "warning",
     "overdue",
     "supervised",
@@ -126,6 +133,7 @@ CREATE TABLE IF NOT EXISTS case_queue (
     updated_at timestamptz NOT NULL,
     due_at timestamptz,
     due_step text,
+    due_started_at timestamptz,
     warning boolean NOT NULL DEFAULT false,
     overdue boolean NOT NULL DEFAULT false,
     supervised boolean NOT NULL DEFAULT false,
@@ -198,16 +206,20 @@ def apply_event(row: dict[str, Any] | None, env: Envelope) -> dict[str, Any] | N
     else:
         row = dict(row)
     _apply_changes(row, etype, data)
-    if etype in STATUS_AFTER:
-        row["status"] = STATUS_AFTER[etype]
+    status = data.get("to_status") or STATUS_AFTER.get(etype)
+    if status:
+        row["status"] = status
+        if status != "in_progress":
+            row["pending_extension"] = None  # as the aggregate: only pending while handling
         if row["status"] == "closed":
             row["closed_at"] = at
     if etype in DUE_AFTER:
         field, step = DUE_AFTER[etype]
         due = parse_time(data.get(field)) if field else None
-        if field is None or due is not None:
-            row["due_at"], row["due_step"] = due, step
-            row["warning"] = row["overdue"] = False
+        row["due_at"] = due
+        row["due_step"] = (step or row.get("due_step") or "handle") if due is not None else None
+        row["due_started_at"] = at if due is not None else None
+        row["warning"] = row["overdue"] = False
     row["updated_at"] = at
     row["version"] = env["version"]
     row["last_event"] = etype
@@ -282,13 +294,16 @@ class QueueProjection:
         )
 
 
+_TIME_COLUMNS = ("reported_at", "updated_at", "due_at", "due_started_at", "closed_at")
+
+
 def _record(row: dict[str, Any]) -> tuple[Any, ...]:
     out = []
     for col in COLUMNS:
         value = row.get(col)
         if col == "case_id":
             value = str(value)
-        elif isinstance(value, str) and col in ("reported_at", "updated_at", "due_at", "closed_at"):
+        elif isinstance(value, str) and col in _TIME_COLUMNS:
             value = parse_time(value)
         out.append(value)
     return tuple(out)

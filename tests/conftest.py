@@ -120,6 +120,7 @@ async def system(clock: FixedClock) -> AsyncIterator[dict[str, Any]]:
 
     settings = make_settings()
     runtime = await Runtime.open(settings, nats_url(), database_url())
+    runtime.clock = clock  # the SLA watcher sees the same controllable time as the gateway
     runtime.start(ROLES)
     app = create_app(runtime, clock)
     transport = httpx.ASGITransport(app=app)
