@@ -14,6 +14,7 @@ DISPATCHER = {"X-Grid-User": "dispatcher-1", "X-Grid-Role": "dispatcher"}
 HANDLER = {"X-Grid-User": "handler-1", "X-Grid-Role": "handler"}
 INSPECTOR = {"X-Grid-User": "inspector-1", "X-Grid-Role": "inspector"}
 CALL_TAKER = {"X-Grid-User": "calltaker-1", "X-Grid-Role": "call_taker"}
+SHIFT_LEADER = {"X-Grid-User": "leader-1", "X-Grid-Role": "shift_leader"}
 
 
 async def act(
@@ -163,9 +164,7 @@ async def test_extension_suspension_and_duplicate(system: dict[str, Any]) -> Non
     await act(client, first, "accept", HANDLER)
     before = (await case_where(client, first, status="in_progress"))["due_at"]
     await act(client, first, "request_extension", HANDLER, hours=7, reason="需要協調車輛")
-    await act(
-        client, first, "approve_extension", DISPATCHER.copy() | {"X-Grid-Role": "shift_leader"}
-    )
+    await act(client, first, "approve_extension", SHIFT_LEADER)
     after = (await case_where(client, first, extension_count=1))["due_at"]
     assert after > before
     # A second extension needs a supervisor.
@@ -174,7 +173,7 @@ async def test_extension_suspension_and_duplicate(system: dict[str, Any]) -> Non
         client,
         first,
         "approve_extension",
-        DISPATCHER.copy() | {"X-Grid-Role": "shift_leader"},
+        SHIFT_LEADER,
         expect=422,
     )
     assert refused["error"] == "invalid_command"
@@ -182,7 +181,7 @@ async def test_extension_suspension_and_duplicate(system: dict[str, Any]) -> Non
         client,
         first,
         "refuse_extension",
-        DISPATCHER.copy() | {"X-Grid-Role": "shift_leader"},
+        SHIFT_LEADER,
         reason="不予延期",
     )
     clock.advance(hours=1)
