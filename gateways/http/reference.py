@@ -51,6 +51,12 @@ async def list_grids(
                 "lat": round(lat, 6),
                 "lon": round(lon, 6),
                 "households": grid.households,
+                "parents": [n.code for n in j.ancestors(code)],
+                "team": grid.team.model_dump(),
+                "polygon": {
+                    "type": "Polygon",
+                    "coordinates": [[list(p) for p in [*grid.polygon, grid.polygon[0]]]],
+                },
             }
         )
     return {"items": items, "count": len(items)}
