@@ -165,11 +165,15 @@ class CaseService:
                 "department",
             )
         node = self.jurisdiction.node(department.node)
+        # The case stays owned by the highest command level it has reached: a city centre that
+        # dispatches to a district bureau keeps the case; a community case dispatched to a
+        # district bureau (nothing suitable below) moves up to the district.
+        level = self._higher_level(case.level, node.level)
         priority = args.priority or _priority(case)
         due = deadlines.due_at(cat, priority, "handle", ctx["at"], self.calendar)
         case.dispatch(
             department=department.code,
-            level=node.level,
+            level=level,
             node=node.code,
             priority=priority,
             handle_due=due,
@@ -296,6 +300,10 @@ class CaseService:
         case.mark_overdue(step=args.step, due=args.due, **ctx)
 
     # -- helpers --------------------------------------------------------------------------
+    def _higher_level(self, a: str, b: str) -> str:
+        order = self.jurisdiction.command_levels()  # bottom-up
+        rank = {lvl: i for i, lvl in enumerate(order)}
+        return a if rank.get(a, -1) >= rank.get(b, -1) else b
 
     def _category(self, code: str) -> Category:
         try:
