@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 Verb = Literal[
     "report",
@@ -195,9 +195,14 @@ class Command(Strict):
             raise ValueError("time must carry a timezone")
         return value
 
+    _parsed: Strict | None = PrivateAttr(default=None)
+
     def parsed_args(self) -> Strict:
-        """The verb's argument model (raises pydantic.ValidationError on bad args)."""
-        return ARGS[self.verb].model_validate(self.args)
+        """The verb's argument model (raises pydantic.ValidationError on bad args); parsed
+        once per command, however many layers ask."""
+        if self._parsed is None:
+            self._parsed = ARGS[self.verb].model_validate(self.args)
+        return self._parsed
 
 
 class Outcome(BaseModel):

@@ -778,3 +778,12 @@ def _alive(proc: Any) -> bool:
         return bool(proc.is_running()) and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def spawn_child(argv: list[str], death_signal: int = signal.SIGTERM, **kwargs: Any) -> Any:
+    """Start a child process that is signalled when this process dies (Linux), in its own
+    session so a terminal's Ctrl-C reaches only the supervisor, which stops children in order.
+    """
+    return _spawn(
+        argv, preexec_fn=_death_signal_preexec(death_signal), start_new_session=True, **kwargs
+    )

@@ -16,6 +16,8 @@ def configure_logging(level: str = "INFO", json: bool = False) -> None:
     """Configure structlog and the stdlib root logger once per process."""
     numeric = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(stream=sys.stderr, level=numeric, format="%(message)s")
+    for noisy in ("httpx", "httpcore"):  # one line per request is the access log's job
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )

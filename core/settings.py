@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     max_deliver: int = Field(default=5, ge=1, alias="GRID_MAX_DELIVER")
     dedupe_window_s: float = Field(default=120.0, gt=0, alias="GRID_DEDUPE_WINDOW")
     command_reply_timeout_s: float = Field(default=5.0, gt=0, alias="GRID_REPLY_TIMEOUT")
+    projections: str = Field(
+        default="", alias="GRID_PROJECTIONS",
+        description="comma-separated read models this process projects (default: all)",
+    )
     watcher_interval_s: float = Field(default=5.0, gt=0, alias="GRID_WATCHER_INTERVAL")
     jwt_secret: str = Field(default="change-me-in-production", alias="GRID_JWT_SECRET")
     log_json: bool = Field(default=False, alias="GRID_LOG_JSON")

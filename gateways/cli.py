@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,6 +18,15 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 log = get_logger("cli")
+
+from gateways.cli_projections import app as projections_app  # noqa: E402
+
+app.add_typer(projections_app, name="projections")
+from gateways.cli_dlq import app as dlq_app  # noqa: E402
+from gateways.cli_users import app as users_app  # noqa: E402
+
+app.add_typer(users_app, name="users")
+app.add_typer(dlq_app, name="dlq")
 
 
 def _settings(state_dir: Path | None, port: int | None) -> Settings:
@@ -36,6 +45,9 @@ def up(
     port: Annotated[int | None, typer.Option(help="HTTP port of the gateway")] = None,
     host: Annotated[str | None, typer.Option(help="HTTP bind address")] = None,
     sample: Annotated[int, typer.Option(help="sample reports to load on an empty system")] = 12,
+    single_process: Annotated[
+        bool, typer.Option(help="run every role as a task of one process")
+    ] = False,
 ) -> None:
     """Run the whole system in one process tree: embedded NATS + PostgreSQL unless NATS_URL /
     DATABASE_URL are set, then gateway, workers, relay and projections."""
@@ -43,15 +55,12 @@ def up(
     if host:
         settings = settings.model_copy(update={"http_host": host})
     configure_logging(settings.log_level, settings.log_json)
-    asyncio.run(_up(settings, sample))
+    asyncio.run(_up(settings, sample, single_process))
 
 
-async def _up(settings: Settings, sample: int) -> None:
+async def _up(settings: Settings, sample: int, single_process: bool) -> None:
     from core.embedded import EmbeddedNats, EmbeddedPostgres
-    from gateways.http.app import create_app
-    from gateways.http.server import make_server
-    from gateways.runtime import ROLES, Runtime
-    from gateways.sample import load_sample_reports
+    from gateways.runtime import Runtime
 
     state = settings.state_dir.resolve()
     state.mkdir(parents=True, exist_ok=True)
@@ -70,22 +79,14 @@ async def _up(settings: Settings, sample: int) -> None:
             await asyncio.to_thread(pg_srv.start)
             database_url = pg_srv.url
             console.print(f"[green]embedded PostgreSQL[/] at {database_url}")
+        # Set-up (schemas, streams, tables, demo users) once, before any role starts.
         runtime = await Runtime.open(settings, nats_url, database_url)
-        runtime.start(ROLES)
-        api = create_app(runtime)
-        server = make_server(api, settings.http_host, settings.http_port)
-        base = f"http://{settings.http_host}:{settings.http_port}"
-        console.print(
-            f"[bold]command centre[/]  {base}/\n[bold]API docs[/]        {base}/docs\n"
-            f"[bold]Open311[/]         {base}/open311/v2/services.json\n"
-            "Ctrl-C stops everything cleanly."
-        )
-        sample_task = asyncio.create_task(load_sample_reports(runtime, sample)) if sample else None
         try:
-            await server.serve()
+            if single_process:
+                await _serve_in_process(runtime, settings, sample)
+            else:
+                await _serve_supervised(runtime, settings, sample, nats_url, database_url)
         finally:
-            if sample_task is not None:
-                sample_task.cancel()
             await runtime.close()
     finally:
         if pg_srv is not None:
@@ -95,13 +96,98 @@ async def _up(settings: Settings, sample: int) -> None:
         console.print("stopped.")
 
 
+def _banner(settings: Settings) -> None:
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    console.print(
+        f"[bold]command centre[/]  {base}/\n[bold]API docs[/]        {base}/docs\n"
+        f"[bold]Open311[/]         {base}/open311/v2/services.json\n"
+        "Ctrl-C stops everything cleanly."
+    )
+
+
+async def _serve_in_process(runtime: Any, settings: Settings, sample: int) -> None:
+    """Every role as a task of this one process (debugging, small pilots)."""
+    from gateways.http.app import create_app
+    from gateways.http.server import make_server
+    from gateways.runtime import ROLES
+    from gateways.sample import load_sample_reports
+
+    runtime.start(ROLES)
+    server = make_server(create_app(runtime), settings.http_host, settings.http_port)
+    _banner(settings)
+    sample_task = asyncio.create_task(load_sample_reports(runtime, sample)) if sample else None
+    try:
+        await server.serve()
+    finally:
+        if sample_task is not None:
+            sample_task.cancel()
+
+
+async def _serve_supervised(
+    runtime: Any, settings: Settings, sample: int, nats_url: str, database_url: str
+) -> None:
+    """One process per role, restarted if it dies; SIGINT/SIGTERM drains them in order."""
+    import signal
+
+    from gateways.runtime import ROLES
+    from gateways.sample import load_sample_reports
+    from gateways.supervisor import Supervisor, child_env
+
+    env = child_env(nats_url, database_url)
+    env.update(
+        {
+            "GRID_HTTP_HOST": settings.http_host,
+            "GRID_HTTP_PORT": str(settings.http_port),
+            "GRID_STATE_DIR": str(settings.state_dir.resolve()),
+        }
+    )
+    supervisor = Supervisor(["gateway", *ROLES], env, settings.state_dir.resolve() / "logs")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    supervisor.start()
+    try:
+        if not await _wait_http(settings, timeout=60):
+            console.print(
+                "[red]the gateway did not come up[/]; see "
+                f"{settings.state_dir.resolve() / 'logs' / 'gateway.log'}"
+            )
+        _banner(settings)
+        for child in supervisor.status():
+            console.print(f"  {child['role']:<10} pid {child['pid']}")
+        if sample:
+            await load_sample_reports(runtime, sample)
+        await supervisor.watch(stop)
+    finally:
+        await asyncio.to_thread(supervisor.stop)
+
+
+async def _wait_http(settings: Settings, timeout: float) -> bool:
+    import httpx
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    url = f"http://{settings.http_host}:{settings.http_port}/healthz"
+    async with httpx.AsyncClient() as client:
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                if (await client.get(url, timeout=1)).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.3)
+    return False
+
+
 def _port_from_env(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
 @app.command()
 def run(
-    role: Annotated[str, typer.Argument(help="gateway | worker | relay | projector")],
+    role: Annotated[
+        str, typer.Argument(help="gateway | worker | relay | projector | watcher | notifier")
+    ],
     partitions: Annotated[str | None, typer.Option(help="comma-separated district codes")] = None,
     port: Annotated[int | None, typer.Option(help="HTTP port (gateway)")] = None,
 ) -> None:

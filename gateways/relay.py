@@ -4,7 +4,9 @@ Why a relay and not "publish after save": a worker that crashes between the data
 and the publish would lose the event for every consumer. The relay reads each partition's
 notification log from its remembered position, publishes with ``Nats-Msg-Id =
 <partition>:<position>`` (JetStream drops a re-publish after a relay crash), waits for every
-acknowledgement, and only then advances its position in PostgreSQL.
+acknowledgement, and only then advances its position in PostgreSQL. In the same transaction
+it seals the batch into the running log chain (``log_chain``, see ``gateways.audit.chain``);
+each published event carries its chain value in the ``Grid-Log-Chain`` header.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import asyncpg
 from nats.js import JetStreamContext
 
 from core import codec
-from core.envelope import to_envelope
+from core.envelope import envelope_from_stored
 from core.eventstore import StoreRegistry
 from core.logging import get_logger
 from core.messaging import Topology
 from core.retry import backoff_delays, sleep_or_stop
+from gateways.audit.chain import CHAIN_HEADER, ChainSealer
 
 log = get_logger("relay")
 
@@ -42,8 +45,12 @@ def read_envelopes(
     notifications = store.recorder.select_notifications(
         start=after, limit=limit, inclusive_of_start=False
     )
-    return [to_envelope(partition, n.id, store.mapper.to_domain_event(n)) for n in notifications]
-
+    return [
+        envelope_from_stored(
+            partition, n.id, n.originator_id, n.originator_version, n.topic, n.state
+        )
+        for n in notifications
+    ]
 
 class Relay:
     """Follows every partition's log and publishes it; one instance per deployment (or per
@@ -66,11 +73,13 @@ class Relay:
         self.batch = batch
         self.positions: dict[str, int] = {}
         self.published = 0
+        self.sealer = ChainSealer()
 
     async def setup(self) -> None:
         async with self.pool.acquire() as conn:
             await conn.execute(RELAY_DDL)
             rows = await conn.fetch("SELECT partition, position FROM relay_positions")
+            await self.sealer.setup(conn)
         self.positions = {r["partition"]: r["position"] for r in rows}
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -93,24 +102,28 @@ class Relay:
     async def pump(self, partition: str) -> int:
         """Publish the next batch of one partition; returns how many events moved."""
         after = self.positions.get(partition, 0)
+        # Read from the sealed head if it is behind (events published before the chain
+        # existed are sealed, not re-published).
+        start = min(after, self.sealer.head(partition).position)
         envelopes = await asyncio.to_thread(
-            read_envelopes, self.stores, partition, after, self.batch
+            read_envelopes, self.stores, partition, start, self.batch
         )
         if not envelopes:
             return 0
+        seals = self.sealer.prepare(partition, envelopes)
+        chains = {s.position: s.chain for s in seals}
+        fresh = [env for env in envelopes if env["position"] > after]
         futures = []
-        for env in envelopes:
+        for env in fresh:
             subject = self.topo.event_subject(partition, env["type"])
-            futures.append(
-                await self.js.publish_async(
-                    subject,
-                    codec.dumps(env),
-                    headers={"Nats-Msg-Id": f"{partition}:{env['position']}"},
-                )
-            )
+            headers = {"Nats-Msg-Id": f"{partition}:{env['position']}"}
+            if env["position"] in chains:
+                headers[CHAIN_HEADER] = chains[env["position"]]
+            futures.append(await self.js.publish_async(subject, codec.dumps(env), headers=headers))
         await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
-        last = envelopes[-1]["position"]
-        async with self.pool.acquire() as conn:
+        last = max(after, envelopes[-1]["position"])
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self.sealer.write(conn, partition, seals)
             await conn.execute(
                 "INSERT INTO relay_positions (partition, position) VALUES ($1, $2) "
                 "ON CONFLICT (partition) DO UPDATE SET position = EXCLUDED.position, "
@@ -118,6 +131,7 @@ class Relay:
                 partition,
                 last,
             )
+        self.sealer.advance(partition, seals)
         self.positions[partition] = last
-        self.published += len(envelopes)
+        self.published += len(fresh)
         return len(envelopes)

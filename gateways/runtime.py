@@ -18,29 +18,45 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from aggregates.service import CaseService
+from core import users
+from core.clock import Clock, SystemClock
 from core.db import create_pool, ensure_schema, wait_for_database
 from core.eventstore import StoreRegistry
 from core.logging import get_logger
 from core.messaging import Topology, connect, ensure_streams
+from core.photos import PhotoStore
 from core.refdata import Reference, load_reference
 from core.settings import Settings
-from core.clock import Clock, SystemClock
 from gateways.relay import RELAY_DDL, Relay
 from gateways.watcher import SlaWatcher
 from gateways.worker import Worker
 from projections.base import Projection
+from projections.map import MapProjection
+from projections.metrics import MetricsProjection
 from projections.queue import QueueProjection
 from projections.runner import ProjectionRunner, setup
 from projections.timeline import TimelineProjection
 
 log = get_logger("runtime")
 
-ROLES = ("worker", "relay", "projector", "watcher")
+ROLES = ("worker", "relay", "projector", "watcher", "notifier")
+
+
+async def intake_setup(conn: asyncpg.Connection, settings: Settings) -> None:
+    """Tables of the intake side (photos, API clients, Open311 tokens, notifications)."""
+    from core import apikeys, photos
+    from gateways import notify
+    from gateways.http import open311
+
+    await photos.setup(conn)
+    await apikeys.setup(conn, settings.city_dir)
+    await open311.setup(conn)
+    await notify.setup(conn)
 
 
 def all_projections() -> list[Projection]:
     """Every read model, in the order they are created and rebuilt."""
-    return [QueueProjection(), TimelineProjection()]
+    return [QueueProjection(), TimelineProjection(), MapProjection(), MetricsProjection()]
 
 
 @dataclass
@@ -65,6 +81,8 @@ class Runtime:
     projectors: list[ProjectionRunner] = field(default_factory=list)
     watcher: SlaWatcher | None = None
     clock: Clock = field(default_factory=SystemClock)
+    photos: PhotoStore | None = None  # set by open(); bucket created on first upload
+    notifier: Any = None  # gateways.notify.Notifier when the notifier role runs
 
     @classmethod
     async def open(cls, settings: Settings, nats_url: str, database_url: str) -> Runtime:
@@ -76,14 +94,31 @@ class Runtime:
         js = nc.jetstream(timeout=10)
         await ensure_streams(js, topo, settings.dedupe_window_s)
         pool = await create_pool(database_url, settings.db_schema)
-        async with pool.acquire() as conn:
-            await conn.execute(RELAY_DDL)
-        await setup(pool, all_projections())
         stores = StoreRegistry(database_url, settings.db_schema)
-        # Open every partition's store now: creates the tables before anyone reads them.
-        await asyncio.to_thread(lambda: [stores.get(p) for p in ref.partitions])
+        # Schema set-up is idempotent but not concurrent-safe in PostgreSQL (two processes
+        # running CREATE TABLE IF NOT EXISTS at once can collide): one process at a time.
+        async with pool.acquire() as lock_conn:
+            await lock_conn.execute(
+                "SELECT pg_advisory_lock(hashtext('griddispatch-setup:' || current_schema()))"
+            )
+            try:
+                async with pool.acquire() as conn:
+                    await conn.execute(RELAY_DDL)
+                    await intake_setup(conn, settings)
+                await setup(pool, all_projections())
+                # Identity tables; demo users into an empty users table unless
+                # GRID_DEMO_USERS=false.
+                await users.setup(pool, ref.jurisdiction)
+                # Open every partition's store now: creates the tables before anyone reads.
+                await asyncio.to_thread(lambda: [stores.get(p) for p in ref.partitions])
+            finally:
+                await lock_conn.execute(
+                    "SELECT pg_advisory_unlock(hashtext('griddispatch-setup:' || current_schema()))"
+                )
         service = CaseService(ref.catalogue, ref.jurisdiction, ref.calendar)
-        return cls(settings, nats_url, database_url, ref, topo, nc, js, pool, stores, service)
+        runtime = cls(settings, nats_url, database_url, ref, topo, nc, js, pool, stores, service)
+        runtime.photos = PhotoStore(js, topo)
+        return runtime
 
     def start(self, roles: Iterable[str], partitions: list[str] | None = None) -> None:
         """Start the given roles as tasks; ``partitions`` limits workers and the relay."""
@@ -114,17 +149,33 @@ class Runtime:
                 )
                 self._spawn(role, self.relay.run(self.stop_event))
             elif role == "projector":
-                for projection in all_projections():
-                    runner = ProjectionRunner(projection, self.js, self.topo, self.pool)
-                    self.projectors.append(runner)
-                    self._spawn(role, runner.run(self.stop_event))
+                runner = ProjectionRunner(
+                    self._selected_projections(), self.js, self.topo, self.pool
+                )
+                self.projectors.append(runner)
+                self._spawn(role, runner.run(self.stop_event))
             elif role == "watcher":
                 self.watcher = SlaWatcher(self.pool, self.js, self.topo, self.ref, self.clock,
                                           interval_s=self.settings.watcher_interval_s)
                 self._spawn(role, self.watcher.run(self.stop_event))
+            elif role == "notifier":
+                from gateways.notify import Notifier
+
+                self.notifier = Notifier(self)
+                for coro in self.notifier.tasks(self.stop_event):
+                    self._spawn(role, coro)
             else:
                 raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
         log.info("runtime.started", roles=list(roles), partitions=parts)
+
+    def _selected_projections(self) -> list[Projection]:
+        """All read models, or the ones named in GRID_PROJECTIONS (comma-separated)."""
+        wanted = [n.strip() for n in self.settings.projections.split(",") if n.strip()]
+        chosen = [p for p in all_projections() if not wanted or p.name in wanted]
+        unknown = set(wanted) - {p.name for p in chosen}
+        if unknown:
+            raise ValueError(f"unknown projections {sorted(unknown)}")
+        return chosen
 
     def _spawn(self, role: str, coro: Any) -> None:
         task = asyncio.create_task(coro, name=role)

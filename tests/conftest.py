@@ -10,10 +10,12 @@ removes both, so runs never see each other's data.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import tempfile
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -144,3 +146,165 @@ async def eventually(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
         await asyncio.sleep(interval)
+
+
+# --------------------------------------------------------------------------- identity helpers
+
+DEMO_USERS_FILE = Path(__file__).resolve().parent.parent / "deploy" / "users.demo.json"
+
+#: role → the demo user (Guiyang sample city) that ``auth_headers(client, role)`` signs in as:
+#: city-level staff (see everything in the city), one handler, one inspector.
+ROLE_USERS: dict[str, str] = {
+    "inspector": "inspector-520102001001",
+    "call_taker": "calltaker",
+    "shift_leader": "shiftleader",
+    "dispatcher": "dispatcher",
+    "handler": "handler-D-520102-sanitation",
+    "supervisor": "supervisor",
+    "auditor": "auditor",
+    "admin": "admin",
+}
+
+_token_cache: weakref.WeakKeyDictionary[httpx.AsyncClient, dict[str, dict[str, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def demo_password(username: str) -> str:
+    """The documented demo password of a demo user (docs/identity.md)."""
+    import json
+
+    for user in json.loads(DEMO_USERS_FILE.read_text(encoding="utf-8"))["users"]:
+        if user["username"] == username:
+            return str(user["password"])
+    raise KeyError(f"no demo user {username!r} in {DEMO_USERS_FILE}")
+
+
+async def sign_in(
+    client: httpx.AsyncClient, who: str, password: str | None = None, **form: str
+) -> dict[str, Any]:
+    """``POST /v1/auth/token`` as a role (its demo user, see ROLE_USERS) or a username;
+    returns the token response (asserting 200)."""
+    username = ROLE_USERS.get(who, who)
+    response = await client.post(
+        "/v1/auth/token",
+        data={"username": username, "password": password or demo_password(username), **form},
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def auth_headers(client: httpx.AsyncClient, who: str = "dispatcher") -> dict[str, str]:
+    """``{"Authorization": "Bearer …"}`` for a role's demo user or a demo username, signed in
+    once per client (cached)."""
+    cache = _token_cache.setdefault(client, {})
+    if who not in cache:
+        cache[who] = await sign_in(client, who)
+    return {"Authorization": f"Bearer {cache[who]['access_token']}"}
+
+
+async def user_headers(
+    system: dict[str, Any],
+    username: str | None = None,
+    *,
+    role: str = "handler",
+    node: str | None = None,
+    department: str | None = None,
+    grids: tuple[str, ...] | list[str] = (),
+) -> dict[str, str]:
+    """Bearer headers for any user, created on the fly when missing (e.g. the handler of the
+    department a case was dispatched to). The token is minted directly (a real session and a
+    real JWT, no password round-trip), so every request still goes through the real checks."""
+    from core.users import IdentitySettings, UserStore, issue_access_token
+
+    runtime = system["runtime"]
+    store = UserStore(runtime.pool)
+    username = username or f"{role}-{department or node or '-'.join(grids)}"
+    user = await store.get(username)
+    if user is None:
+        user = await store.create(
+            username,
+            role,
+            None,
+            node=node,
+            department=department,
+            grids=list(grids),
+            jurisdiction=runtime.ref.jurisdiction,
+        )
+    scopes = user.effective_scopes
+    sid, _, _ = await store.create_session(user, scopes, "api", IdentitySettings())
+    token = issue_access_token(runtime.settings.jwt_secret, user, sid, scopes, 900)
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def asgi_call(
+    app: Any,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    linger: float = 0.3,
+) -> tuple[int, dict[str, str], bytes]:
+    """Call an ASGI app directly and return once the response is complete, or ``linger``
+    seconds after it started (endless responses: SSE streams), as (status, headers, body so
+    far). httpx's ASGITransport would wait for a stream's end, which never comes."""
+    raw_headers = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    if body is not None:
+        raw_headers += [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+    path_only, _, query = path.partition("?")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path_only,
+        "raw_path": path_only.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(b"host", b"test"), *raw_headers],
+        "client": ("127.0.0.1", 40000),
+        "server": ("test", 80),
+    }
+    sent_body = False
+    started = asyncio.Event()
+    done = asyncio.Event()
+    never = asyncio.Event()
+    status = 0
+    response_headers: dict[str, str] = {}
+    chunks: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent_body
+        if not sent_body:
+            sent_body = True
+            return {"type": "http.request", "body": body or b"", "more_body": False}
+        await never.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            response_headers.update(
+                {k.decode().lower(): v.decode() for k, v in message.get("headers", [])}
+            )
+            started.set()
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                done.set()
+
+    task = asyncio.create_task(app(scope, receive, send))
+    try:
+        await asyncio.wait_for(started.wait(), timeout=20)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), timeout=linger if status < 400 else 5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return status, response_headers, b"".join(chunks)

@@ -5,11 +5,33 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from core.clock import Clock, SystemClock
-from gateways.http import cases, errors, health, middleware, reference, reports
+from core.logging import get_logger
+from core.users import IdentitySettings
+from gateways import notify
+from gateways.http import (
+    access,
+    auth,
+    cases,
+    centre,
+    errors,
+    health,
+    identity,
+    intake_pages,
+    middleware,
+    open311,
+    pages,
+    photos,
+    ratelimit,
+    reference,
+    reports,
+    stream,
+)
 from gateways.runtime import Runtime
 
 
-def create_app(runtime: Runtime, clock: Clock | None = None) -> FastAPI:
+def create_app(
+    runtime: Runtime, clock: Clock | None = None, identity_settings: IdentitySettings | None = None
+) -> FastAPI:
     app = FastAPI(
         title="griddispatch",
         version="0.1.0",
@@ -20,8 +42,24 @@ def create_app(runtime: Runtime, clock: Clock | None = None) -> FastAPI:
     )
     app.state.runtime = runtime
     app.state.clock = clock or SystemClock()
+    app.state.identity = identity_settings or IdentitySettings()
+    if runtime.settings.jwt_secret == "change-me-in-production":
+        get_logger("gateway").warning(
+            "auth.default_jwt_secret", note="set GRID_JWT_SECRET to a long random value"
+        )
     errors.install(app)
+    identity.install(app)
     middleware.install(app)
-    for module in (reports, cases, reference, health):
+    ratelimit.install(app)
+    for module in (reports, cases, reference, health, auth):
         app.include_router(module.router)
+    app.include_router(auth.admin_router)
+    # Intake (issue 6): photos, Open311, notifications, the inspector / department / hotline pages.
+    for router in (photos.router, open311.router, open311.admin_router, notify.router):
+        app.include_router(router)
+    app.include_router(intake_pages.router)
+    app.include_router(centre.router)
+    app.include_router(stream.router)
+    pages.install(app)
+    access.install_openapi(app)
     return app

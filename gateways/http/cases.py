@@ -22,12 +22,17 @@ from aggregates.states import STATUS_ZH, Status, allowed_actions
 from core import codec
 from core.clock import Clock
 from core.ids import new_key
+from gateways.http.access import CASE_ACTORS, CASE_READERS, can_see, case_filter, case_not_found
 from gateways.http.deps import get_clock, get_runtime
 from gateways.http.errors import ApiError
-from gateways.http.identity import Principal, current_principal
+from gateways.http.identity import Principal, require
+from gateways.http.privacy import mask_case
 from gateways.runtime import Runtime
 
 router = APIRouter(prefix="/v1", tags=["cases 案件"])
+#: Readers see cases in their jurisdiction only (others: 404); actors run commands on them.
+case_reader = require(*CASE_READERS, scopes=("cases:read",))
+case_actor = require(*CASE_ACTORS, scopes=("cases:act",))
 
 LIST_COLUMNS = (
     "case_no, status, category, kind, grid, community, district, level, node, department, "
@@ -66,9 +71,10 @@ def _row(record: Any) -> dict[str, Any]:
     return row
 
 
-@router.get("/cases")
+@router.get("/cases", responses={400: {"description": "invalid cursor"}})
 async def list_cases(
     runtime: Runtime = Depends(get_runtime),
+    principal: Principal = Depends(case_reader),
     status: list[str] | None = Query(default=None, max_length=20),
     district: str | None = Query(default=None, max_length=40),
     community: str | None = Query(default=None, max_length=40),
@@ -79,8 +85,9 @@ async def list_cases(
     cursor: str | None = Query(default=None, max_length=400),
 ) -> dict[str, Any]:
     """The queue, newest first, filtered; follow ``next_cursor`` for the next page."""
-    where: list[str] = []
+    j = runtime.ref.jurisdiction
     params: list[Any] = []
+    where: list[str] = [case_filter(principal, j, params)]
     if status:
         unknown = [s for s in status if s not in {x.value for x in Status}]
         if unknown:
@@ -114,7 +121,7 @@ async def list_cases(
     )
     async with runtime.pool.acquire() as conn:
         records = await conn.fetch(sql, *params)
-    items = [_row(r) for r in records[:limit]]
+    items = [mask_case(principal, _row(r), j) for r in records[:limit]]
     next_cursor = None
     if len(records) > limit:
         last = records[limit - 1]
@@ -122,11 +129,12 @@ async def list_cases(
     return {"items": items, "next_cursor": next_cursor, "count": len(items)}
 
 
-async def _case_row(runtime: Runtime, case_no: str) -> dict[str, Any]:
+async def _case_row(runtime: Runtime, case_no: str, principal: Principal) -> dict[str, Any]:
+    """The case's row; 404 when it does not exist or lies outside the caller's jurisdiction."""
     async with runtime.pool.acquire() as conn:
         record = await conn.fetchrow("SELECT * FROM case_queue WHERE case_no = $1", case_no)
-    if record is None:
-        raise ApiError(404, "not_found", f"case {case_no} not found")
+    if record is None or not can_see(principal, dict(record), runtime.ref.jurisdiction):
+        raise case_not_found(case_no)
     return dict(record)
 
 
@@ -134,10 +142,10 @@ async def _case_row(runtime: Runtime, case_no: str) -> dict[str, Any]:
 async def get_case(
     case_no: str = Path(max_length=40),
     runtime: Runtime = Depends(get_runtime),
-    principal: Principal = Depends(current_principal),
+    principal: Principal = Depends(case_reader),
 ) -> dict[str, Any]:
     """One case with its timeline and the actions the caller may take now."""
-    row = await _case_row(runtime, case_no)
+    row = await _case_row(runtime, case_no, principal)
     async with runtime.pool.acquire() as conn:
         timeline = await conn.fetch(
             "SELECT version, type, at, actor, role, channel, reason, data FROM case_timeline "
@@ -152,7 +160,7 @@ async def get_case(
         for a in allowed_actions(Status(row["status"]), principal.role)
         if a.value in PUBLIC_VERBS
     ]
-    return row
+    return mask_case(principal, row, runtime.ref.jurisdiction)
 
 
 @router.post(
@@ -172,15 +180,15 @@ async def act_on_case(
     args: dict[str, Any] = Body(default_factory=dict),
     runtime: Runtime = Depends(get_runtime),
     clock: Clock = Depends(get_clock),
-    principal: Principal = Depends(current_principal),
+    principal: Principal = Depends(case_actor),
     idempotency_key: str | None = Header(default=None, min_length=8, max_length=200),
 ) -> JSONResponse:
     """Run a lifecycle command (file 立案, dispatch 派遣, …) and return its outcome."""
     if verb not in PUBLIC_VERBS:
         raise ApiError(404, "unknown_action", f"unknown action {verb!r}", actions=PUBLIC_VERBS)
-    row = await _case_row(runtime, case_no)
+    row = await _case_row(runtime, case_no, principal)
     if verb == "mark_duplicate" and isinstance(args.get("of_case_no"), str):
-        original = await _case_row(runtime, args["of_case_no"])
+        original = await _case_row(runtime, args["of_case_no"], principal)
         args = {**args, "of_case_id": str(original["case_id"])}
     try:
         command = Command(

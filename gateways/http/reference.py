@@ -8,9 +8,13 @@ from fastapi import APIRouter, Depends, Query
 
 from gateways.http.deps import get_runtime
 from gateways.http.errors import ApiError
+from gateways.http.identity import current_principal
 from gateways.runtime import Runtime
 
-router = APIRouter(prefix="/v1", tags=["reference 基礎數據"])
+#: Any signed-in user may read reference data (forms, maps, validators).
+router = APIRouter(
+    prefix="/v1", tags=["reference 基礎數據"], dependencies=[Depends(current_principal)]
+)
 
 
 @router.get("/categories")
@@ -27,7 +31,7 @@ async def list_categories(
     return {"version": catalogue.version, "items": [c.model_dump() for c in cats]}
 
 
-@router.get("/grids")
+@router.get("/grids", responses={404: {"description": "unknown node"}})
 async def list_grids(
     runtime: Runtime = Depends(get_runtime),
     under: str | None = Query(default=None, max_length=40, description="a node code"),
@@ -62,13 +66,16 @@ async def list_grids(
     return {"items": items, "count": len(items)}
 
 
-@router.get("/grids.geojson")
+@router.get("/grids.geojson", responses={404: {"description": "unknown node"}})
 async def grids_geojson(
     runtime: Runtime = Depends(get_runtime),
     under: str | None = Query(default=None, max_length=40),
 ) -> dict[str, Any]:
     """Grid polygons as GeoJSON for the command-centre map."""
-    return runtime.ref.jurisdiction.to_geojson(under)
+    j = runtime.ref.jurisdiction
+    if under is not None and under not in j.nodes and under not in j.grids:
+        raise ApiError(404, "not_found", f"unknown node {under}")
+    return j.to_geojson(under)
 
 
 @router.get("/jurisdiction")
@@ -82,12 +89,14 @@ async def jurisdiction_tree(runtime: Runtime = Depends(get_runtime)) -> dict[str
     }
 
 
-@router.get("/departments")
+@router.get("/departments", responses={404: {"description": "unknown node"}})
 async def list_departments(
     runtime: Runtime = Depends(get_runtime),
     node: str | None = Query(default=None, max_length=40),
 ) -> dict[str, Any]:
     """Departments (處置部門) per node, with their function tags."""
     j = runtime.ref.jurisdiction
+    if node is not None and node not in j.nodes:
+        raise ApiError(404, "not_found", f"unknown node {node}")
     deps = j.departments_at(node) if node else list(j.departments.values())
     return {"items": [d.model_dump() for d in deps]}

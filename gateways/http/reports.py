@@ -21,13 +21,17 @@ from core import codec
 from core.clock import Clock
 from core.ids import case_id_for_key, case_no_for_id, new_key
 from core.logging import get_logger
+from gateways.http import photos as photo_api
+from gateways.http.access import REPORTERS, check_report_location
 from gateways.http.deps import get_clock, get_runtime
 from gateways.http.errors import ApiError
-from gateways.http.identity import Principal, current_principal
+from gateways.http.identity import Principal, require
 from gateways.runtime import Runtime
 
 log = get_logger("gateway")
 router = APIRouter(prefix="/v1", tags=["intake 上報"])
+#: Inspectors (own grids) and call-takers (own centre) report; per-IP and per-token limits.
+reporter = require(*REPORTERS, scopes=("reports:create",), rate="intake")
 
 
 class ReportIn(Strict):
@@ -99,7 +103,7 @@ async def post_report(
     body: ReportIn,
     runtime: Runtime = Depends(get_runtime),
     clock: Clock = Depends(get_clock),
-    principal: Principal = Depends(current_principal),
+    principal: Principal = Depends(reporter),
     idempotency_key: str | None = Header(default=None, min_length=8, max_length=200),
 ) -> JSONResponse:
     """Accept a report (上報). Answers 202 with the case number once the broker has it."""
@@ -113,6 +117,8 @@ async def post_report(
         )
     key = idempotency_key or body.idempotency_key or new_key()
     grid_code = locate(runtime, body)
+    check_report_location(principal, grid_code, runtime.ref.jurisdiction)
+    await photo_api.check_refs(runtime, body.photos)
     j = runtime.ref.jurisdiction
     district = j.partition_of(grid_code)
     community = j.grid(grid_code).parent

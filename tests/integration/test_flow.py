@@ -10,7 +10,7 @@ import pytest
 
 from core.eventstore import table_name
 from core.ids import case_no_for_key
-from tests.conftest import database_url, eventually
+from tests.conftest import auth_headers, database_url, eventually
 
 
 def report_body(**overrides: Any) -> dict[str, Any]:
@@ -32,7 +32,7 @@ async def first_grid(system: dict[str, Any]) -> Any:
 
 
 async def get_case(client: Any, case_no: str) -> dict[str, Any] | None:
-    response = await client.get(f"/v1/cases/{case_no}")
+    response = await client.get(f"/v1/cases/{case_no}", headers=await auth_headers(client))
     return response.json() if response.status_code == 200 else None
 
 
@@ -44,7 +44,7 @@ async def test_report_by_location_becomes_visible(system: dict[str, Any]) -> Non
     response = await client.post(
         "/v1/reports",
         json=report_body(category=category, lat=lat, lon=lon),
-        headers={"Idempotency-Key": "flow-key-0001"},
+        headers={**await auth_headers(client, "call_taker"), "Idempotency-Key": "flow-key-0001"},
     )
     assert response.status_code == 202, response.text
     accepted = response.json()
@@ -57,7 +57,9 @@ async def test_report_by_location_becomes_visible(system: dict[str, Any]) -> Non
     assert case["district"] == system["runtime"].ref.jurisdiction.partition_of(grid.code)
     assert case["timeline"][0]["type"] == "Reported"
     listing = await client.get(
-        "/v1/cases", params={"status": "reported", "district": case["district"]}
+        "/v1/cases",
+        params={"status": "reported", "district": case["district"]},
+        headers=await auth_headers(client),
     )
     assert accepted["case_no"] in [c["case_no"] for c in listing.json()["items"]]
 
@@ -67,10 +69,9 @@ async def test_same_key_twice_gives_one_case(system: dict[str, Any]) -> None:
     grid = await first_grid(system)
     category = system["runtime"].ref.catalogue.all()[1].code
     body = report_body(category=category, grid=grid.code)
-    first = await client.post("/v1/reports", json=body, headers={"Idempotency-Key": "dup-key-0001"})
-    second = await client.post(
-        "/v1/reports", json=body, headers={"Idempotency-Key": "dup-key-0001"}
-    )
+    headers = {**await auth_headers(client, "call_taker"), "Idempotency-Key": "dup-key-0001"}
+    first = await client.post("/v1/reports", json=body, headers=headers)
+    second = await client.post("/v1/reports", json=body, headers=headers)
     assert first.status_code == second.status_code == 202
     assert first.json()["case_no"] == second.json()["case_no"]
     assert second.json()["duplicate"] is True
@@ -102,7 +103,10 @@ async def test_same_key_twice_gives_one_case(system: dict[str, Any]) -> None:
 async def test_bad_reports_are_refused_clearly(
     system: dict[str, Any], body: dict[str, Any], error: str
 ) -> None:
-    response = await system["client"].post("/v1/reports", json=body)
+    client = system["client"]
+    response = await client.post(
+        "/v1/reports", json=body, headers=await auth_headers(client, "call_taker")
+    )
     assert response.status_code == 422
     assert response.json()["error"] == error
     assert response.json()["message"]
@@ -110,9 +114,10 @@ async def test_bad_reports_are_refused_clearly(
 
 async def test_reference_data(system: dict[str, Any]) -> None:
     client = system["client"]
-    cats = (await client.get("/v1/categories")).json()
+    headers = await auth_headers(client, "inspector")
+    cats = (await client.get("/v1/categories", headers=headers)).json()
     assert len(cats["items"]) >= 30
-    grids = (await client.get("/v1/grids")).json()
+    grids = (await client.get("/v1/grids", headers=headers)).json()
     assert grids["count"] >= 66
     first = grids["items"][0]
     assert {"code", "name_zh", "community", "lat", "lon"} <= set(first)

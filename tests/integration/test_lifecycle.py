@@ -8,13 +8,25 @@ from typing import Any
 
 from core.clock import FixedClock
 from gateways.runtime import Runtime
-from tests.conftest import eventually
+from tests.conftest import auth_headers, eventually, user_headers
 
-DISPATCHER = {"X-Grid-User": "dispatcher-1", "X-Grid-Role": "dispatcher"}
-HANDLER = {"X-Grid-User": "handler-1", "X-Grid-Role": "handler"}
-INSPECTOR = {"X-Grid-User": "inspector-1", "X-Grid-Role": "inspector"}
-CALL_TAKER = {"X-Grid-User": "calltaker-1", "X-Grid-Role": "call_taker"}
-SHIFT_LEADER = {"X-Grid-User": "leader-1", "X-Grid-Role": "shift_leader"}
+# Bearer headers per role, filled per test by ``_sign_in`` (city-level demo users; the
+# inspector of grid 520102001001; handlers per department via ``user_headers``).
+DISPATCHER: dict[str, str] = {}
+INSPECTOR: dict[str, str] = {}
+CALL_TAKER: dict[str, str] = {}
+SHIFT_LEADER: dict[str, str] = {}
+
+
+async def _sign_in(client: Any) -> None:
+    for headers, role in (
+        (DISPATCHER, "dispatcher"),
+        (INSPECTOR, "inspector"),
+        (CALL_TAKER, "call_taker"),
+        (SHIFT_LEADER, "shift_leader"),
+    ):
+        headers.clear()
+        headers.update(await auth_headers(client, role))
 
 
 async def act(
@@ -41,6 +53,7 @@ async def case_where(client: Any, case_no: str, **expected: Any) -> dict[str, An
 async def test_full_closed_loop_with_escalation_and_rework(system: dict[str, Any]) -> None:
     client, rt, clock = system["client"], system["runtime"], system["clock"]
     assert isinstance(rt, Runtime) and isinstance(clock, FixedClock)
+    await _sign_in(client)
     j = rt.ref.jurisdiction
     grid = sorted(j.grids)[0]
     response = await client.post(
@@ -62,10 +75,15 @@ async def test_full_closed_loop_with_escalation_and_rework(system: dict[str, Any
     assert "file" in case["allowed_actions"]
 
     # An illegal command names the state and the allowed actions.
-    refused = await act(client, case_no, "accept", HANDLER, expect=409)
+    refused = await act(
+        client, case_no, "return_visit", CALL_TAKER, expect=409, satisfaction="satisfied"
+    )
     assert refused["error"] == "illegal_transition" and refused["status"] == "reported"
     # A role that may not: 403 with a machine-readable body.
-    assert (await act(client, case_no, "file", HANDLER, expect=403))["error"] == "not_permitted"
+    assert (await act(client, case_no, "file", INSPECTOR, expect=403))["error"] == "not_permitted"
+    # A handler sees only cases dispatched to its department: this one does not exist for it.
+    proposed = await user_headers(system, role="handler", department=case["proposal"]["department"])
+    assert (await act(client, case_no, "accept", proposed, expect=404))["error"] == "not_found"
 
     await act(client, case_no, "file", DISPATCHER, note="符合立案條件")
     await act(client, case_no, "dispatch", DISPATCHER)
@@ -104,6 +122,7 @@ async def test_full_closed_loop_with_escalation_and_rework(system: dict[str, Any
     )
     case = await case_where(client, case_no, status="dispatched", department=target)
     assert case["priority"] == "urgent" and target != community_dept
+    HANDLER = await user_headers(system, role="handler", department=target)
 
     clock.advance(minutes=10)
     await act(client, case_no, "accept", HANDLER)
@@ -141,6 +160,7 @@ async def test_full_closed_loop_with_escalation_and_rework(system: dict[str, Any
 async def test_extension_suspension_and_duplicate(system: dict[str, Any]) -> None:
     client, clock = system["client"], system["clock"]
     rt: Runtime = system["runtime"]
+    await _sign_in(client)
     grid = sorted(rt.ref.jurisdiction.grids)[10]
     numbers = []
     for i in range(2):
@@ -161,6 +181,8 @@ async def test_extension_suspension_and_duplicate(system: dict[str, Any]) -> Non
     await act(client, second, "mark_duplicate", DISPATCHER, of_case_no=first, reason="同一地點")
     await case_where(client, second, status="merged", duplicate_of=first)
     await act(client, first, "dispatch", DISPATCHER)
+    dispatched = await case_where(client, first, status="dispatched")
+    HANDLER = await user_headers(system, role="handler", department=dispatched["department"])
     await act(client, first, "accept", HANDLER)
     before = (await case_where(client, first, status="in_progress"))["due_at"]
     await act(client, first, "request_extension", HANDLER, hours=7, reason="需要協調車輛")

@@ -11,7 +11,7 @@ import asyncpg
 from core.eventstore import table_name
 from gateways.runtime import Runtime, all_projections
 from projections.rebuild import rebuild
-from tests.conftest import database_url, eventually
+from tests.conftest import auth_headers, database_url, eventually
 
 
 def _body(grid: str, category: str, text: str) -> dict[str, Any]:
@@ -34,9 +34,10 @@ async def test_hundred_concurrent_reports_make_hundred_cases(system: dict[str, A
     client, rt = system["client"], system["runtime"]
     grids = sorted(rt.ref.jurisdiction.grids)
     category = rt.ref.catalogue.all()[0].code
+    auth = await auth_headers(client, "call_taker")
     responses = await asyncio.gather(*[
         client.post("/v1/reports", json=_body(grids[i % len(grids)], category, f"report {i}"),
-                    headers={"Idempotency-Key": f"concurrent-{i:04d}"})
+                    headers={**auth, "Idempotency-Key": f"concurrent-{i:04d}"})
         for i in range(100)
     ])
     assert all(r.status_code == 202 for r in responses)
@@ -67,19 +68,23 @@ async def test_reports_queued_while_worker_down_become_one_case_each(
     system: dict[str, Any],
 ) -> None:
     client, rt = system["client"], system["runtime"]
+    auth = await auth_headers(client, "call_taker")
     await rt.stop_role("worker")  # relay and projector keep running
+    # The cancelled worker's last pull request lives on in the server for its 0.5 s expiry; a
+    # report arriving meanwhile is handed to it and redelivered only after ack_wait (60 s).
+    await asyncio.sleep(0.6)
     grid = sorted(rt.ref.jurisdiction.grids)[3]
     category = rt.ref.catalogue.all()[2].code
     numbers = []
     for i in range(20):
         r = await client.post("/v1/reports", json=_body(grid, category, f"queued {i}"),
-                              headers={"Idempotency-Key": f"queued-{i:04d}"})
+                              headers={**auth, "Idempotency-Key": f"queued-{i:04d}"})
         assert r.status_code == 202
         numbers.append(r.json()["case_no"])
     # Resend half of them while still down: the broker deduplicates.
     for i in range(10):
         await client.post("/v1/reports", json=_body(grid, category, f"queued {i}"),
-                          headers={"Idempotency-Key": f"queued-{i:04d}"})
+                          headers={**auth, "Idempotency-Key": f"queued-{i:04d}"})
     await asyncio.sleep(0.5)
     assert await _count_cases(system) == 0
     rt.start(["worker"])  # a fresh worker on the same durable consumers
@@ -93,9 +98,10 @@ async def test_rebuild_gives_identical_rows(system: dict[str, Any]) -> None:
     client, rt = system["client"], system["runtime"]
     grids = sorted(rt.ref.jurisdiction.grids)
     category = rt.ref.catalogue.all()[0].code
+    auth = await auth_headers(client, "call_taker")
     for i in range(30):
         await client.post("/v1/reports", json=_body(grids[i], category, f"rebuild {i}"),
-                          headers={"Idempotency-Key": f"rebuild-{i:04d}"})
+                          headers={**auth, "Idempotency-Key": f"rebuild-{i:04d}"})
     await eventually(lambda: _count_ok(system, 30), timeout=30)
     schema = system["settings"].db_schema
     async with rt.pool.acquire() as conn:
@@ -111,7 +117,7 @@ async def test_rebuild_gives_identical_rows(system: dict[str, Any]) -> None:
     assert [dict(r) for r in timeline_after] == [dict(r) for r in timeline_before]
     # The live projector keeps working after the swap.
     await client.post("/v1/reports", json=_body(grids[40], category, "after rebuild"),
-                      headers={"Idempotency-Key": "rebuild-after"})
+                      headers={**auth, "Idempotency-Key": "rebuild-after"})
     await eventually(lambda: _count_ok(system, 31), timeout=30)
 
 
@@ -127,8 +133,9 @@ async def test_invalid_bodies_publish_nothing(system: dict[str, Any]) -> None:
         ({**_body(grid, category, "bad phone"), "reporter": {"phone": "call me"}}, "reporter"),
         ({"category": category, "lat": 26.6, "description": "lat without lon"}, None),
     ]
+    auth = await auth_headers(client, "call_taker")
     for body, field in cases:
-        response = await client.post("/v1/reports", json=body)
+        response = await client.post("/v1/reports", json=body, headers=auth)
         assert response.status_code == 422, response.text
         payload = response.json()
         assert payload["error"]

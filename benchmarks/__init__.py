@@ -1,0 +1,1 @@
+"""Benchmarks: load generators and measurements that print numbers (never pass/fail)."""

@@ -1,0 +1,93 @@
+"""Shared helpers for the benchmarks: percentiles, RSS, synthetic reports, a runtime."""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+from pathlib import Path
+from typing import Any
+
+from aggregates.commands import Command, ReportArgs, Reporter
+from core.ids import case_id_for_key, case_no_for_id
+from core.refdata import Reference
+
+TEXTS = [
+    "路口垃圾暴露，氣味很大 (exposed garbage at the crossing)",
+    "井蓋破損，存在安全隱患 (broken manhole cover)",
+    "商戶佔道經營 (shop occupying the pavement)",
+    "樓道堆物堵塞消防通道 (stairwell blocked)",
+    "路燈不亮 (street lamp out)",
+]
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile (0–100) by nearest rank; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def summary_ms(values_s: list[float]) -> dict[str, float]:
+    ms = [v * 1000 for v in values_s]
+    return {
+        "n": len(ms),
+        "p50_ms": round(percentile(ms, 50), 2),
+        "p95_ms": round(percentile(ms, 95), 2),
+        "p99_ms": round(percentile(ms, 99), 2),
+        "mean_ms": round(statistics.fmean(ms), 2) if ms else float("nan"),
+    }
+
+
+def rss_mb(pid: int | None = None) -> float:
+    """Resident set size of a process in MB (Linux /proc)."""
+    status = Path(f"/proc/{pid or os.getpid()}/status").read_text()
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def report_body(ref: Reference, rng: random.Random) -> dict[str, Any]:
+    """A realistic report body: random grid (by location), category and text."""
+    grid = ref.jurisdiction.grid(rng.choice(sorted(ref.jurisdiction.grids)))
+    lat, lon = grid.centroid
+    category = rng.choice(ref.catalogue.all())
+    return {
+        "category": category.code,
+        "lat": lat,
+        "lon": lon,
+        "description": rng.choice(TEXTS),
+        "reporter": {"name": "測試", "phone": "13800000000", "type": "citizen"},
+        "source": "api",
+    }
+
+
+def report_command(ref: Reference, key: str, at: Any, rng: random.Random) -> Command:
+    """The command the gateway would publish for one synthetic report."""
+    grid = ref.jurisdiction.grid(rng.choice(sorted(ref.jurisdiction.grids)))
+    category = rng.choice(ref.catalogue.all())
+    district = ref.jurisdiction.partition_of(grid.code)
+    case_id = case_id_for_key(key)
+    args = ReportArgs(
+        category=category.code,
+        grid=grid.code,
+        community=grid.parent,
+        district=district,
+        description=rng.choice(TEXTS),
+        reporter=Reporter(name="測試", type="citizen"),
+    )
+    return Command(
+        command_id=key,
+        verb="report",
+        case_id=str(case_id),
+        case_no=case_no_for_id(case_id),
+        partition=district,
+        actor="bench",
+        role="system",
+        channel="bench",
+        at=at,
+        args=args.model_dump(mode="json"),
+    )

@@ -1,0 +1,236 @@
+"""Reading the event store's rows directly, for auditors: no aggregate, no eventsourcing mapper.
+
+Why not the eventsourcing mapper: an auditor's tool must read exactly what is stored and be
+fast over millions of rows. A row of ``cases_<p>_events`` is ``(notification_id,
+originator_id, originator_version, topic, state)``; ``state`` is the UTF-8 JSON that
+eventsourcing's JSON transcoder wrote for the event's fields, where datetimes are
+``{"_type_": "datetime_iso", "_data_": "<isoformat>"}`` and UUIDs
+``{"_type_": "uuid_hex", "_data_": "<32 hex>"}``.
+
+:func:`decode_state` turns ``state`` into plain JSON values with those two types already in
+their canonical text (``aggregates.integrity``: UTC ``…ffffffZ`` and hyphenated UUIDs), so the
+hashed payload of an event is ``state`` minus :data:`NOT_HASHED`, and canonical JSON of it is
+one ``json.dumps`` call (:func:`digest`) — identical bytes to ``canonical_json`` of the event
+object, which the unit tests pin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from aggregates.integrity import iso_utc
+from core.db import check_schema
+from core.eventstore import table_name
+
+#: Keys of ``state`` that are not in the hashed payload: the timestamp is hashed as "at",
+#: ``originator_topic`` is storage metadata of the first event, the hashes themselves, and
+#: eventsourcing's ``class_version`` marker. (originator_id / version are columns.)
+NOT_HASHED = frozenset({"timestamp", "originator_topic", "prev_hash", "hash", "class_version"})
+
+#: Fields common to every case event (who / how / why), shown first in histories.
+COMMON_FIELDS = ("actor", "role", "channel", "reason", "command_id", "from_status", "to_status")
+
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
+class UndecodableEvent(ValueError):
+    """A stored ``state`` that is not the JSON eventsourcing writes."""
+
+
+def _iso(text: str) -> str:
+    """Canonical UTC text of an eventsourcing ``datetime.isoformat()`` string."""
+    if len(text) == 32 and text.endswith("+00:00") and text[19] == ".":
+        return text[:26] + "Z"
+    if len(text) == 25 and text.endswith("+00:00"):
+        return text[:19] + ".000000Z"
+    return iso_utc(datetime.fromisoformat(text))
+
+
+def _uuid(text: str) -> str:
+    if len(text) == 32 and text == text.lower():
+        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    return str(UUID(text))
+
+
+def _hook(obj: dict[str, Any]) -> Any:
+    if len(obj) == 2 and "_type_" in obj and "_data_" in obj:
+        kind, data = obj["_type_"], obj["_data_"]
+        if kind == "datetime_iso":
+            return _iso(data)
+        if kind == "uuid_hex":
+            return _uuid(data)
+        raise UndecodableEvent(f"unsupported stored type {kind!r}")
+    return obj
+
+
+_DECODER = json.JSONDecoder(object_hook=_hook)
+
+
+def decode_state(state: bytes | memoryview | str) -> dict[str, Any]:
+    """The stored fields of one event as plain JSON values (datetimes / UUIDs as canonical
+    text). Raises :class:`UndecodableEvent`."""
+    try:
+        text = state if isinstance(state, str) else bytes(state).decode("utf-8")
+        value = _DECODER.decode(text)
+    except (UnicodeDecodeError, ValueError, TypeError) as exc:
+        raise UndecodableEvent(str(exc)) from exc
+    if not isinstance(value, dict):
+        raise UndecodableEvent("state is not a JSON object")
+    return value
+
+
+def event_type(topic: str) -> str:
+    """``aggregates.case:Case.Dispatched`` → ``Dispatched``."""
+    return topic.rpartition(":")[2].rpartition(".")[2]
+
+
+def payload_of(state: dict[str, Any]) -> dict[str, Any]:
+    """The hashed payload: every stored field except :data:`NOT_HASHED`."""
+    return {k: v for k, v in state.items() if k not in NOT_HASHED}
+
+
+def digest(
+    prev: str, case_id: str, version: int, etype: str, at: str, payload: dict[str, Any]
+) -> str:
+    """The per-case hash (``aggregates.integrity.event_hash``) of decoded values.
+
+    Raises ValueError for values canonical JSON refuses (NaN, infinities)."""
+    envelope = {"prev": prev, "case": case_id, "v": version, "type": etype, "at": at,
+                "data": payload}
+    return hashlib.sha256(_ENCODER.encode(envelope).encode("utf-8")).hexdigest()
+
+
+@dataclass
+class StoredRow:
+    """One decoded row of a partition's events table."""
+
+    partition: str
+    position: int
+    case_id: str
+    version: int
+    type: str
+    state: dict[str, Any]
+
+    @property
+    def at(self) -> str:
+        return str(self.state.get("timestamp"))
+
+    @property
+    def prev_hash(self) -> str:
+        return str(self.state.get("prev_hash", ""))
+
+    @property
+    def hash(self) -> str:
+        return str(self.state.get("hash", ""))
+
+    def payload(self) -> dict[str, Any]:
+        return payload_of(self.state)
+
+    def recompute(self, prev: str | None = None) -> str:
+        """The hash this row's content gives, chained to ``prev`` (default: its prev_hash)."""
+        return digest(
+            self.prev_hash if prev is None else prev,
+            self.case_id,
+            self.version,
+            self.type,
+            self.at,
+            self.payload(),
+        )
+
+    def as_export(self) -> dict[str, Any]:
+        """The export shape: exactly what the per-case hash covers, plus location."""
+        return {
+            "partition": self.partition,
+            "position": self.position,
+            "case_id": self.case_id,
+            "version": self.version,
+            "type": self.type,
+            "at": self.at,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+            "payload": self.payload(),
+        }
+
+
+# --------------------------------------------------------------------------- SQL access
+
+
+def connect(database_url: str) -> psycopg.Connection[Any]:
+    """A plain psycopg connection (autocommit off; callers open READ ONLY transactions)."""
+    return psycopg.connect(database_url, application_name="griddispatch-audit")
+
+
+def qualified(schema: str, partition: str) -> str:
+    if not partition.isalnum():
+        raise ValueError(f"partition must be alphanumeric, got {partition!r}")
+    return f"{check_schema(schema)}.{table_name(partition)}"
+
+
+def store_partitions(conn: psycopg.Connection[Any], schema: str) -> list[str]:
+    """Partitions that have an events table in ``schema`` (whatever the configuration says)."""
+    rows = conn.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+        "AND table_name ~ '^cases_[a-z0-9]+_events$'",
+        (check_schema(schema),),
+    ).fetchall()
+    return sorted(str(r[0])[len("cases_") : -len("_events")] for r in rows)
+
+
+def table_exists(conn: psycopg.Connection[Any], schema: str, table: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s)", (f"{check_schema(schema)}.{table}",)).fetchone()
+    return row is not None and row[0] is not None
+
+
+EVENT_COLUMNS = "notification_id, originator_id::text, originator_version, topic, state"
+
+
+def to_row(partition: str, record: tuple[Any, ...]) -> StoredRow:
+    position, case_id, version, topic, state = record
+    return StoredRow(partition, int(position), case_id, int(version), event_type(topic),
+                     decode_state(state))
+
+
+def case_rows(
+    conn: psycopg.Connection[Any], schema: str, partition: str, case_id: str
+) -> list[StoredRow]:
+    """Every stored event of one case, in version order."""
+    records = conn.execute(
+        f"SELECT {EVENT_COLUMNS} FROM {qualified(schema, partition)} "
+        "WHERE originator_id = %s ORDER BY originator_version",
+        (case_id,),
+    ).fetchall()
+    return [to_row(partition, r) for r in records]
+
+
+def scan(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    partition: str,
+    where: str = "TRUE",
+    params: tuple[Any, ...] = (),
+    itersize: int = 5000,
+    name: str = "audit_scan",
+) -> Iterator[tuple[Any, ...]]:
+    """Raw rows ``(position, case_id, version, topic, state)`` in position order through a
+    server-side cursor (constant memory). Call inside a transaction."""
+    cur = conn.cursor(name=name)
+    cur.itersize = itersize
+    try:
+        cur.execute(
+            f"SELECT {EVENT_COLUMNS} FROM {qualified(schema, partition)} "
+            f"WHERE {where} ORDER BY notification_id",
+            params,
+        )
+        yield from cur
+    finally:
+        cur.close()

@@ -1,0 +1,173 @@
+"""``gridctl projections …``: list the read models and rebuild them from the event store.
+
+A rebuild replays every stored event into fresh tables in a scratch schema while the live
+projector keeps running, then swaps them in under the projection's lock (see
+``projections/rebuild.py``); the result has exactly the rows the live projection would have.
+Rebuild after changing a projection's code, or to recover a damaged read model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from core.settings import Settings, get_settings
+
+app = typer.Typer(
+    help="Read models (投影): list them, rebuild them from the event store.",
+    no_args_is_help=True,
+)
+console = Console(stderr=True)
+
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="PostgreSQL URL (default: DATABASE_URL, else the embedded server of `gridctl up`)",
+    ),
+]
+
+
+def database_url(settings: Settings, given: str | None) -> str:
+    if given:
+        return given
+    if settings.database_url:
+        return settings.database_url
+    port = int(os.environ.get("GRID_PG_PORT", 5433))
+    return f"postgresql://postgres@127.0.0.1:{port}/griddispatch"
+
+
+def _projections(name: str | None) -> list[Any]:
+    from gateways.runtime import all_projections
+
+    everything = all_projections()
+    if name is None:
+        return everything
+    chosen = [p for p in everything if p.name == name]
+    if not chosen:
+        names = ", ".join(p.name for p in everything)
+        console.print(f"[red]unknown projection {name!r}[/]; projections: {names}")
+        raise typer.Exit(2)
+    return chosen
+
+
+@app.command("list")
+def list_projections(database: DatabaseOpt = None) -> None:
+    """Each read model with its tables, rows, applied positions and lag behind the store."""
+    settings = get_settings()
+    asyncio.run(_list(settings, database_url(settings, database)))
+
+
+async def _list(settings: Settings, url: str) -> None:
+    import asyncpg
+
+    from core.db import check_schema
+    from core.eventstore import StoreRegistry
+    from core.refdata import load_reference
+
+    schema = check_schema(settings.db_schema)
+    ref = load_reference(settings)
+    stores = StoreRegistry(url, schema)
+    conn = await asyncpg.connect(url, server_settings={"search_path": schema})
+    try:
+        heads: dict[str, int] = {}
+        for p in ref.partitions:
+            store = stores.get(p)
+            heads[p] = int(await asyncio.to_thread(store.recorder.max_notification_id) or 0)
+        has_positions = await conn.fetchval("SELECT to_regclass('projection_positions')")
+        table = Table(title=f"read models in schema {schema}")
+        for column in ("projection", "tables", "rows", "applied", "store head", "lag"):
+            table.add_column(column, justify="right" if column in ("rows", "lag") else "left")
+        for projection in _projections(None):
+            rows = []
+            for t in projection.tables:
+                exists = await conn.fetchval("SELECT to_regclass($1)", t)
+                rows.append(
+                    str(await conn.fetchval(f"SELECT count(*) FROM {t}")) if exists else "—"
+                )
+            positions: dict[str, int] = {}
+            if has_positions:
+                records = await conn.fetch(
+                    "SELECT partition, position FROM projection_positions WHERE projection = $1",
+                    projection.name,
+                )
+                positions = {r["partition"]: int(r["position"]) for r in records}
+            lag = sum(max(0, heads[p] - positions.get(p, 0)) for p in heads)
+            table.add_row(
+                projection.name,
+                "\n".join(projection.tables),
+                "\n".join(rows),
+                "\n".join(f"{p}: {positions.get(p, 0)}" for p in heads),
+                "\n".join(f"{p}: {heads[p]}" for p in heads),
+                str(lag),
+            )
+        Console().print(table)
+    finally:
+        await conn.close()
+        await asyncio.to_thread(stores.close)
+
+
+@app.command("rebuild")
+def rebuild_command(
+    name: Annotated[
+        str | None, typer.Argument(help="projection to rebuild (default: every one)")
+    ] = None,
+    database: DatabaseOpt = None,
+) -> None:
+    """Replay the event store into NAME's tables (or every projection), with a progress bar;
+    the live projector keeps running and continues from the rebuilt positions."""
+    settings = get_settings()
+    asyncio.run(_rebuild(settings, database_url(settings, database), name))
+
+
+async def _rebuild(settings: Settings, url: str, name: str | None) -> None:
+    from core.db import check_schema, ensure_schema
+    from core.eventstore import StoreRegistry
+    from core.refdata import load_reference
+    from projections.rebuild import rebuild
+
+    schema = check_schema(settings.db_schema)
+    await ensure_schema(url, schema)
+    ref = load_reference(settings)
+    stores = StoreRegistry(url, schema)
+    try:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress:
+            for projection in _projections(name):
+                task = progress.add_task(f"{projection.name:10}", total=None)
+
+                def report(done: int, total: int, task: Any = task) -> None:
+                    progress.update(task, completed=done, total=max(total, done) or None)
+
+                result = await rebuild(
+                    url, schema, projection, stores, ref.partitions, progress=report
+                )
+                progress.update(task, completed=result.events, total=max(result.events, 1))
+                rate = result.events / result.seconds if result.seconds else 0.0
+                progress.console.print(
+                    f"[green]{projection.name}[/]: {result.events} events in "
+                    f"{result.seconds:.2f} s ({rate:,.0f}/s), positions {result.positions}"
+                )
+    finally:
+        await asyncio.to_thread(stores.close)

@@ -1,0 +1,679 @@
+"""Open311 GeoReport v2 (https://wiki.open311.org/GeoReport_v2) under ``/open311/v2/``.
+
+Other cities' apps and "report a problem" widgets speak this protocol; behind it is the very
+same intake as the inspector app and the hotline (``POST /v1/reports`` → NATS → 202).
+
+Endpoints (each as ``.json`` and ``.xml``):
+
+* ``GET  discovery``                  — where the endpoint is and what it speaks;
+* ``GET  services``                   — the public categories (service_code = category code);
+* ``GET  services/{service_code}``    — a service definition (no extra attributes);
+* ``POST requests``                   — create a request; ``api_key`` required;
+* ``GET  requests``                   — search: service_request_id, service_code,
+                                         start_date, end_date, status (open / closed);
+* ``GET  requests/{service_request_id}``;
+* ``GET  tokens/{token}``             — the request id for the token POST returned.
+
+Mapping rules
+-------------
+* service_code ↔ category code, one to one (``category_for`` / ``service_code_for``), looked
+  up case-insensitively. Disputes (ZL01 矛盾糾紛) and care visits (ZL03 六必訪) concern named
+  households and are not offered nor listed here.
+* status: ``closed`` for our terminal statuses (結案 closed, 不予立案 rejected, 合併 merged),
+  ``open`` for every other one; ``status_notes`` carries the precise status (zh / en).
+* service_request_id = our case number (known at once: derived from the idempotency key), so
+  the POST answers with both the id and a token.
+* address_id = grid code (a request without lat/long names its grid); no geocoding of free
+  addresses.
+
+Errors use the spec's shape — ``[{"code": 400, "description": "…"}]`` or
+``<errors><error><code>400</code><description>…</description></error></errors>`` — with the
+HTTP status equal to ``code``. Reporter names, phones and e-mails are never published.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Coroutine, Iterable
+from datetime import datetime, timedelta
+from typing import Any
+from xml.etree import ElementTree as ET
+from zoneinfo import ZoneInfo
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from pydantic import ValidationError
+from starlette.datastructures import FormData
+
+from aggregates.commands import Reporter
+from core import apikeys
+from core.calendar import DEFAULT_TZ
+from core.catalogue import Category
+from core.clock import Clock
+from core.ids import new_key
+from gateways.http.deps import get_clock, get_runtime
+from gateways.http.errors import ApiError
+from gateways.http.identity import Principal, public, require
+from gateways.http.reports import ReportIn, post_report
+from gateways.runtime import Runtime
+
+TZ = ZoneInfo(DEFAULT_TZ)
+#: Category code prefixes not exposed through Open311 (they name private households).
+PRIVATE_PREFIXES: tuple[str, ...] = ("ZL01", "ZL03")
+#: Our statuses that Open311 calls ``closed``; every other status is ``open``.
+CLOSED_STATUSES = frozenset({"closed", "rejected", "merged"})
+STATUS_EN = {
+    "reported": "received, awaiting filing",
+    "filed": "filed, awaiting dispatch",
+    "rejected": "not accepted",
+    "merged": "duplicate of another request",
+    "dispatched": "dispatched to a department",
+    "in_progress": "being handled",
+    "returned": "being re-dispatched",
+    "suspended": "suspended",
+    "awaiting_verification": "fixed, awaiting on-site check",
+    "verified": "checked on site, awaiting closure",
+    "closed": "closed",
+}
+MAX_RESULTS = 1000
+DEFAULT_WINDOW = timedelta(days=90)
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{8,100}$")
+
+TOKENS_DDL = """
+CREATE TABLE IF NOT EXISTS open311_tokens (
+    token text PRIMARY KEY,
+    case_no text NOT NULL,
+    client_id text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+
+class Open311Error(Exception):
+    def __init__(self, code: int, description: str) -> None:
+        super().__init__(description)
+        self.code = code
+        self.description = description
+
+
+# --------------------------------------------------------------------------------- rendering
+
+
+def _fmt_of(request: Request) -> str:
+    return "xml" if request.url.path.endswith(".xml") else "json"
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return w3c(value)
+    return str(value)
+
+
+def to_xml(root: str, item: str, items: Iterable[dict[str, Any]]) -> bytes:
+    """The spec's XML: a root element holding one element per item, fields as children."""
+    top = ET.Element(root)
+    for entry in items:
+        node = ET.SubElement(top, item)
+        _fill(node, entry)
+    return b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(top, encoding="utf-8")
+
+
+def _fill(node: ET.Element, entry: dict[str, Any]) -> None:
+    for key, value in entry.items():
+        child = ET.SubElement(node, key)
+        if isinstance(value, list):
+            for element in value:
+                if isinstance(element, dict):
+                    _fill(ET.SubElement(child, key.rstrip("s") or key), element)
+                else:
+                    ET.SubElement(child, key.rstrip("s") or key).text = _text(element)
+        elif isinstance(value, dict):
+            _fill(child, value)
+        elif value is not None:
+            child.text = _text(value)
+
+
+def render(
+    request: Request, root: str, item: str, items: list[dict[str, Any]], status: int = 200
+) -> Response:
+    if _fmt_of(request) == "xml":
+        return Response(to_xml(root, item, items), status_code=status, media_type="text/xml")
+    return Response(
+        orjson.dumps(items, default=_text), status_code=status, media_type="application/json"
+    )
+
+
+def error_response(fmt: str, code: int, description: str) -> Response:
+    errors = [{"code": code, "description": description}]
+    if fmt == "xml":
+        return Response(to_xml("errors", "error", errors), code, media_type="text/xml")
+    return JSONResponse(errors, status_code=code)
+
+
+class Open311Route(APIRoute):
+    """Every failure under /open311/v2/ answers in the spec's error format and the format
+    (JSON / XML) the caller asked for."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def wrapped(request: Request) -> Response:
+            fmt = _fmt_of(request)
+            try:
+                return await handler(request)
+            except Open311Error as exc:
+                return error_response(fmt, exc.code, exc.description)
+            except ApiError as exc:
+                code = 400 if exc.status == 422 else exc.status
+                return error_response(fmt, code, str(exc.body.get("message", exc)))
+            except RequestValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e.get('loc', ()) if p not in ('query', 'body'))}"
+                    f": {e.get('msg', '')}"
+                    for e in exc.errors()
+                )
+                return error_response(fmt, 400, problems or "invalid request")
+
+        return wrapped
+
+
+#: Public: anyone may read services and requests; POST checks the client's api_key itself.
+router = APIRouter(
+    prefix="/open311/v2",
+    tags=["Open311 GeoReport v2"],
+    route_class=Open311Route,
+    dependencies=[Depends(public)],
+)
+admin_router = APIRouter(prefix="/v1/admin/api-clients", tags=["admin 管理"])
+ADMIN = require("admin")
+
+
+def _format(fmt: str) -> str:
+    if fmt not in ("json", "xml"):
+        raise Open311Error(404, f"unknown format {fmt!r}: use .json or .xml")
+    return fmt
+
+
+# ---------------------------------------------------------------------------------- mapping
+
+
+def is_public(category: Category) -> bool:
+    return not category.code.startswith(PRIVATE_PREFIXES)
+
+
+def service_code_for(category: str) -> str:
+    """Our category code → Open311 service_code (the same code)."""
+    return category
+
+
+def category_for(runtime: Runtime, service_code: str) -> Category:
+    """Open311 service_code → our category (case-insensitive); Open311Error 404 if none."""
+    catalogue = runtime.ref.catalogue
+    code = service_code.strip()
+    if code not in catalogue:
+        by_upper = {c.code.upper(): c.code for c in catalogue.all()}
+        code = by_upper.get(code.upper(), code)
+    if code not in catalogue or not is_public(catalogue.get(code)):
+        raise Open311Error(404, f"unknown service_code {service_code!r}")
+    return catalogue.get(code)
+
+
+def open311_status(status: str) -> str:
+    return "closed" if status in CLOSED_STATUSES else "open"
+
+
+def our_statuses(open311: str) -> list[str]:
+    """Open311 status filter value → our statuses."""
+    from aggregates.states import Status
+
+    if open311 == "closed":
+        return sorted(CLOSED_STATUSES)
+    if open311 == "open":
+        return sorted(s.value for s in Status if s.value not in CLOSED_STATUSES)
+    raise Open311Error(400, f"status must be 'open' or 'closed', not {open311!r}")
+
+
+def w3c(value: datetime) -> str:
+    return value.astimezone(TZ).isoformat(timespec="seconds")
+
+
+def _service(category: Category) -> dict[str, Any]:
+    return {
+        "service_code": service_code_for(category.code),
+        "service_name": f"{category.name_zh} {category.name_en}",
+        "description": " ".join(category.filing_conditions),
+        "metadata": False,
+        "type": "realtime",
+        "keywords": ", ".join([category.name_en, *category.aliases]),
+        "group": f"{category.group_zh} {category.group_en}",
+    }
+
+
+def _check_jurisdiction(runtime: Runtime, jurisdiction_id: str | None) -> None:
+    if jurisdiction_id and jurisdiction_id != runtime.ref.jurisdiction.city_code:
+        raise Open311Error(
+            404,
+            f"unknown jurisdiction_id {jurisdiction_id!r}; this endpoint serves "
+            f"{runtime.ref.jurisdiction.city_code}",
+        )
+
+
+def _request_item(runtime: Runtime, row: dict[str, Any]) -> dict[str, Any]:
+    catalogue = runtime.ref.catalogue
+    j = runtime.ref.jurisdiction
+    category = catalogue.get(row["category"]) if row["category"] in catalogue else None
+    department = j.departments.get(row["department"]) if row.get("department") else None
+    status = str(row["status"])
+    from aggregates.states import STATUS_ZH, Status
+
+    notes = f"{STATUS_ZH.get(Status(status), status)} · {STATUS_EN.get(status, status)}"
+    if row.get("duplicate_of"):
+        notes += f" · see {row['duplicate_of']}"
+    return {
+        "service_request_id": row["case_no"],
+        "status": open311_status(status),
+        "status_notes": notes,
+        "service_name": f"{category.name_zh} {category.name_en}" if category else row["category"],
+        "service_code": service_code_for(row["category"]),
+        "description": row["description"],
+        "agency_responsible": (
+            f"{department.name_zh} {department.name_en}" if department else None
+        ),
+        "service_notice": None,
+        "requested_datetime": w3c(row["reported_at"]),
+        "updated_datetime": w3c(row["updated_at"]),
+        "expected_datetime": (
+            w3c(row["due_at"]) if row.get("due_at") and status not in CLOSED_STATUSES else None
+        ),
+        "address": row.get("address"),
+        "address_id": row["grid"],
+        "zipcode": None,
+        "lat": row.get("lat"),
+        "long": row.get("lon"),
+        "media_url": None,
+    }
+
+
+_REQUEST_COLUMNS = (
+    "case_no, status, category, description, department, reported_at, updated_at, due_at, "
+    "address, grid, lat, lon, duplicate_of"
+)
+
+
+def _public_filter() -> str:
+    return " AND ".join(f"category NOT LIKE '{p}%'" for p in PRIVATE_PREFIXES)
+
+
+# --------------------------------------------------------------------------------- endpoints
+
+
+@router.get("/discovery.{fmt}", summary="Discovery")
+async def discovery(
+    request: Request, fmt: str, runtime: Runtime = Depends(get_runtime)
+) -> Response:
+    _format(fmt)
+    base = str(request.base_url).rstrip("/") + "/open311/v2/"
+    doc = {
+        "changeset": runtime.ref.catalogue.version,
+        "contact": "12319 城市管理熱線 (12319 city-management hotline)",
+        "key_service": "Ask the city for an api_key (one per client application).",
+        "endpoints": [
+            {
+                "specification": "http://wiki.open311.org/GeoReport_v2",
+                "url": base,
+                "changeset": runtime.ref.catalogue.version,
+                "type": "production",
+                "formats": ["application/json", "text/xml"],
+            }
+        ],
+    }
+    if fmt == "xml":
+        top = ET.Element("discovery")
+        _fill(top, doc)
+        body = b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(top, encoding="utf-8")
+        return Response(body, media_type="text/xml")
+    return JSONResponse(doc)
+
+
+@router.get("/services.{fmt}", summary="Service list")
+async def services(
+    request: Request,
+    fmt: str,
+    jurisdiction_id: str | None = None,
+    runtime: Runtime = Depends(get_runtime),
+) -> Response:
+    """Every public category as an Open311 service."""
+    _format(fmt)
+    _check_jurisdiction(runtime, jurisdiction_id)
+    items = [_service(c) for c in runtime.ref.catalogue.all() if is_public(c)]
+    return render(request, "services", "service", items)
+
+
+@router.get("/services/{service_code}.{fmt}", summary="Service definition")
+async def service_definition(
+    request: Request,
+    service_code: str,
+    fmt: str,
+    jurisdiction_id: str | None = None,
+    runtime: Runtime = Depends(get_runtime),
+) -> Response:
+    """Our services need no extra attributes (metadata false): the definition is empty."""
+    _format(fmt)
+    _check_jurisdiction(runtime, jurisdiction_id)
+    category = category_for(runtime, service_code)
+    code = service_code_for(category.code)
+    definition: dict[str, Any] = {"service_code": code, "attributes": []}
+    if fmt == "xml":
+        top = ET.Element("service_definition")
+        ET.SubElement(top, "service_code").text = code
+        ET.SubElement(top, "attributes")
+        body = b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(top, encoding="utf-8")
+        return Response(body, media_type="text/xml")
+    return JSONResponse(definition)
+
+
+def _field(form: FormData, request: Request, name: str) -> str | None:
+    value = form.get(name)
+    if value is None:
+        value = request.query_params.get(name)
+    if value is None or not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _float(form: FormData, request: Request, name: str) -> float | None:
+    value = _field(form, request, name)
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise Open311Error(400, f"{name} must be a number, not {value!r}") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise Open311Error(400, f"{name} must be a finite number")
+    return number
+
+
+@router.post("/requests.{fmt}", summary="POST Service Request", status_code=201)
+async def create_request(
+    request: Request,
+    fmt: str,
+    runtime: Runtime = Depends(get_runtime),
+    clock: Clock = Depends(get_clock),
+) -> Response:
+    """Create a service request (form-encoded, as the spec says). ``api_key`` required."""
+    _format(fmt)
+    content_type = request.headers.get("content-type", "")
+    form = await request.form(max_files=0, max_fields=100) if "form" in content_type else FormData()
+    api_key = _field(form, request, "api_key")
+    if not api_key:
+        raise Open311Error(403, "api_key is required to post a service request")
+    client = await apikeys.authenticate(runtime.pool, api_key)
+    if client is None:
+        raise Open311Error(403, "api_key is invalid or revoked")
+    _check_jurisdiction(runtime, _field(form, request, "jurisdiction_id"))
+    service_code = _field(form, request, "service_code")
+    if not service_code:
+        raise Open311Error(400, "service_code is required")
+    category = category_for(runtime, service_code)
+    lat, lon = _float(form, request, "lat"), _float(form, request, "long")
+    address_id = _field(form, request, "address_id")
+    address = _field(form, request, "address_string")
+    if (lat is None) != (lon is None):
+        raise Open311Error(400, "give both lat and long")
+    if lat is None and address_id is None:
+        raise Open311Error(
+            400,
+            "a location is required: lat and long, or address_id (the grid code); free "
+            "addresses alone cannot be placed in a grid",
+        )
+    description = _field(form, request, "description") or category.name_zh
+    media_url = _field(form, request, "media_url")
+    if media_url:
+        description = f"{description}\n[media_url] {media_url}"
+    name = " ".join(
+        p for p in (_field(form, request, "first_name"), _field(form, request, "last_name")) if p
+    )
+    reporter_id = (
+        _field(form, request, "email")
+        or _field(form, request, "account_id")
+        or _field(form, request, "device_id")
+    )
+    given = request.headers.get("idempotency-key", "")
+    token = given if _TOKEN.match(given) else new_key()
+    try:
+        reporter = Reporter(
+            name=name[:100] or None,
+            phone=_field(form, request, "phone"),
+            id=(reporter_id or "")[:100] or None,
+            type="open311",
+        )
+        body = ReportIn(
+            category=category.code,
+            grid=address_id,
+            lat=lat,
+            lon=lon,
+            address=address[:200] if address else None,
+            description=description[:2000],
+            reporter=reporter,
+            source="open311",
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise Open311Error(400, f"{where}: {first.get('msg', 'invalid')}") from exc
+    principal = Principal(user_id=f"open311:{client.client_id}", role="system", channel="open311")
+    response = await post_report(
+        body=body,
+        runtime=runtime,
+        clock=clock,
+        principal=principal,
+        idempotency_key=f"open311:{client.client_id}:{token}",
+    )
+    accepted = orjson.loads(bytes(response.body))
+    async with runtime.pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO open311_tokens (token, case_no, client_id) VALUES ($1, $2, $3) "
+            "ON CONFLICT (token) DO NOTHING",
+            token,
+            accepted["case_no"],
+            client.client_id,
+        )
+    item = {
+        "service_request_id": accepted["case_no"],
+        "token": token,
+        "service_notice": (
+            "已受理，案件編號 {0} · received, request id {0}".format(accepted["case_no"])
+        ),
+        "account_id": None,
+    }
+    return render(request, "service_requests", "request", [item], status=201)
+
+
+@router.get("/requests.{fmt}", summary="GET Service Requests")
+async def search_requests(
+    request: Request,
+    fmt: str,
+    service_request_id: str | None = None,
+    service_code: str | None = None,
+    start_date: str | None = None,
+    end_date: str | None = None,
+    status: str | None = None,
+    jurisdiction_id: str | None = None,
+    runtime: Runtime = Depends(get_runtime),
+    clock: Clock = Depends(get_clock),
+) -> Response:
+    """Search requests. With ``service_request_id`` (comma-separated) the other filters are
+    ignored; otherwise the window defaults to the last 90 days, at most 1000 results."""
+    _format(fmt)
+    _check_jurisdiction(runtime, jurisdiction_id)
+    where = [_public_filter()]
+    params: list[Any] = []
+    if service_request_id:
+        ids = [s.strip() for s in service_request_id.split(",") if s.strip()][:MAX_RESULTS]
+        params.append(ids)
+        where.append(f"case_no = ANY(${len(params)}::text[])")
+    else:
+        if service_code:
+            codes = [category_for(runtime, c).code for c in service_code.split(",") if c]
+            params.append(codes)
+            where.append(f"category = ANY(${len(params)}::text[])")
+        if status:
+            statuses: list[str] = []
+            for value in status.split(","):
+                statuses.extend(our_statuses(value.strip().lower()))
+            params.append(statuses)
+            where.append(f"status = ANY(${len(params)}::text[])")
+        start = _date(start_date, "start_date")
+        end = _date(end_date, "end_date")
+        if start is None and end is None:
+            start = clock.now() - DEFAULT_WINDOW
+        if start is not None and end is not None and start > end:
+            raise Open311Error(400, "start_date is after end_date")
+        if start is not None:
+            params.append(start)
+            where.append(f"reported_at >= ${len(params)}")
+        if end is not None:
+            params.append(end)
+            where.append(f"reported_at <= ${len(params)}")
+    params.append(MAX_RESULTS)
+    sql = (
+        f"SELECT {_REQUEST_COLUMNS} FROM case_queue WHERE {' AND '.join(where)} "
+        f"ORDER BY reported_at DESC, case_no DESC LIMIT ${len(params)}"
+    )
+    async with runtime.pool.acquire() as conn:
+        rows = await conn.fetch(sql, *params)
+    items = [_request_item(runtime, dict(r)) for r in rows]
+    return render(request, "service_requests", "request", items)
+
+
+def _date(value: str | None, name: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace(" ", "+"))
+    except ValueError:
+        raise Open311Error(
+            400, f"{name} must be a W3C date-time, e.g. 2026-11-23T10:00:00+08:00"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=TZ)
+
+
+@router.get("/requests/{service_request_id}.{fmt}", summary="GET Service Request")
+async def get_request(
+    request: Request,
+    service_request_id: str,
+    fmt: str,
+    jurisdiction_id: str | None = None,
+    runtime: Runtime = Depends(get_runtime),
+) -> Response:
+    _format(fmt)
+    _check_jurisdiction(runtime, jurisdiction_id)
+    async with runtime.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            f"SELECT {_REQUEST_COLUMNS} FROM case_queue WHERE case_no = $1 AND {_public_filter()}",
+            service_request_id,
+        )
+    if row is None:
+        raise Open311Error(404, f"no service request {service_request_id!r}")
+    return render(request, "service_requests", "request", [_request_item(runtime, dict(row))])
+
+
+@router.get("/tokens/{token}.{fmt}", summary="GET service_request_id from a token")
+async def get_token(
+    request: Request,
+    token: str,
+    fmt: str,
+    jurisdiction_id: str | None = None,
+    runtime: Runtime = Depends(get_runtime),
+) -> Response:
+    """The request id once the request is on record (404 while it is still queued)."""
+    _format(fmt)
+    _check_jurisdiction(runtime, jurisdiction_id)
+    async with runtime.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT t.token, t.case_no, q.case_no AS stored FROM open311_tokens t "
+            "LEFT JOIN case_queue q ON q.case_no = t.case_no WHERE t.token = $1",
+            token,
+        )
+    if row is None:
+        raise Open311Error(404, f"unknown token {token!r}")
+    if row["stored"] is None:
+        raise Open311Error(404, f"token {token!r}: the request is still being processed")
+    return render(
+        request,
+        "service_requests",
+        "request",
+        [{"service_request_id": row["case_no"], "token": row["token"]}],
+    )
+
+
+@router.api_route(
+    "/{rest:path}",
+    methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
+    include_in_schema=False,
+)
+async def not_found(rest: str) -> Response:
+    raise Open311Error(404, f"no such Open311 resource: {rest}")
+
+
+# ------------------------------------------------------------------ admin: client API keys
+
+
+def _admin(principal: Principal) -> None:
+    if principal.role != "admin":
+        raise ApiError(403, "forbidden", "only an admin manages API clients")
+
+
+@admin_router.get("")
+async def list_api_clients(
+    runtime: Runtime = Depends(get_runtime),
+    principal: Principal = Depends(ADMIN),
+) -> dict[str, Any]:
+    """API clients (keys are never shown again; only their first characters)."""
+    _admin(principal)
+    clients = await apikeys.list_clients(runtime.pool)
+    return {"items": [c.public() for c in clients]}
+
+
+@admin_router.post("", status_code=201)
+async def issue_api_client(
+    payload: dict[str, Any],
+    runtime: Runtime = Depends(get_runtime),
+    principal: Principal = Depends(ADMIN),
+) -> dict[str, Any]:
+    """Issue a key for a client application: ``{"name": …, "contact": …}``. The answer holds
+    the key — the only time it is shown."""
+    _admin(principal)
+    name = payload.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        raise ApiError(422, "validation_error", "name: a client name (1–200 characters)")
+    contact = payload.get("contact")
+    if contact is not None and (not isinstance(contact, str) or len(contact) > 200):
+        raise ApiError(422, "validation_error", "contact: text up to 200 characters")
+    client, api_key = await apikeys.issue(runtime.pool, name.strip(), principal.user_id, contact)
+    return {**client.public(), "api_key": api_key}
+
+
+@admin_router.delete("/{client_id}")
+async def revoke_api_client(
+    client_id: str,
+    runtime: Runtime = Depends(get_runtime),
+    principal: Principal = Depends(ADMIN),
+) -> dict[str, Any]:
+    """Revoke a client's key at once (POSTs with it get 403 from then on)."""
+    _admin(principal)
+    client = await apikeys.revoke(runtime.pool, client_id, principal.user_id)
+    if client is None:
+        raise ApiError(404, "not_found", f"no API client {client_id}")
+    return client.public()
+
+
+async def setup(conn: Any) -> None:
+    await conn.execute(TOKENS_DDL)

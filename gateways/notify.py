@@ -1,0 +1,866 @@
+"""Notifications (通知): the right people hear about a case when it needs them.
+
+What is notified, to whom (``audience`` tokens: ``dept.<code>``, ``grid.<code>``,
+``role.<role>``, ``user.<id>``):
+
+==========================  ======================================  ==========================
+event                       kind                                    audience
+==========================  ======================================  ==========================
+Dispatched                  ``new_dispatch`` 新派遣 / 重派          the department
+ResultReported              ``recheck_task`` 核查任務               the grid's inspector(s)
+VerificationFailed          ``returned`` 返工 (back to the dept)    the department
+Returned (退單)             ``returned`` 退單 (back to dispatch)    dispatchers, shift leaders
+WarningMarked (黃燈 80 %)   ``deadline_approaching`` 即將超期       whoever owns the step
+OverdueMarked (紅燈)        ``overdue`` 已超期                      whoever owns the step
+ExtensionRequested          ``extension_requested`` 延期申請        shift leaders
+ExtensionApproved/Refused   ``extension_decided`` 延期審批          the department
+Closed (citizen case)       ``return_visit_due`` 待回訪             call-takers
+==========================  ======================================  ==========================
+
+"Whoever owns the step": handle / review → the department, verify → the grid's inspector,
+file / dispatch / close → dispatchers.
+
+How it travels:
+
+1. ``NotifyProjection`` reads the EVENTS stream through the same exactly-once runner as the
+   read models (durable consumer ``notify_notifications``, positions in
+   ``projection_positions``), writes ``notifications`` rows and one ``webhook_deliveries``
+   row per matching webhook in the same transaction; a crash never loses or doubles one.
+2. After the commit each notification is published on core NATS ``<root>.ntf.<audience>``;
+   every gateway's ``GET /v1/notifications/stream`` (Server-Sent Events) subscribes to the
+   caller's audiences only, and replays what it missed from the table (``Last-Event-ID``).
+3. ``WebhookDispatcher`` posts pending deliveries: JSON body, ``X-Grid-Signature:
+   sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`` with ``X-Grid-Timestamp``,
+   retried with exponential backoff and jitter up to ``max_attempts``; every attempt is
+   written to ``webhook_attempts`` (the delivery log). Rows are claimed with a lease, so
+   several dispatchers can run.
+
+Webhooks come from the admin API (``/v1/webhooks``) or ``deploy/webhooks.json`` (loaded at
+start-up, idempotently; secrets from environment variables named in the file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import random
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+import asyncpg
+import httpx
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from core import codec
+from core.logging import get_logger
+from core.settings import REPO_ROOT
+from gateways.http.access import CASE_READERS
+from gateways.http.deps import get_runtime
+from gateways.http.errors import ApiError
+from gateways.http.identity import Principal, require
+from projections.base import Envelope
+
+if TYPE_CHECKING:
+    from gateways.runtime import Runtime
+
+log = get_logger("notify")
+
+WEBHOOKS_FILE = Path(os.environ.get("GRID_WEBHOOKS_FILE", REPO_ROOT / "deploy" / "webhooks.json"))
+SIGNATURE_HEADER = "X-Grid-Signature"
+TIMESTAMP_HEADER = "X-Grid-Timestamp"
+
+KINDS: dict[str, str] = {
+    "new_dispatch": "新派遣 New dispatch",
+    "recheck_task": "核查任務 Re-check task",
+    "returned": "退回 Returned case",
+    "deadline_approaching": "即將超期 Deadline approaching",
+    "overdue": "已超期 Overdue",
+    "extension_requested": "延期申請 Extension requested",
+    "extension_decided": "延期審批 Extension decided",
+    "return_visit_due": "待回訪 Return visit due",
+}
+
+DDL = """
+CREATE TABLE IF NOT EXISTS notify_cases (
+    case_id uuid PRIMARY KEY,
+    case_no text NOT NULL,
+    category text,
+    grid text,
+    department text,
+    source text,
+    description text
+);
+CREATE TABLE IF NOT EXISTS notifications (
+    id bigserial PRIMARY KEY,
+    kind text NOT NULL,
+    case_no text NOT NULL,
+    case_id uuid NOT NULL,
+    audience text[] NOT NULL,
+    title text NOT NULL,
+    body text NOT NULL,
+    data jsonb NOT NULL DEFAULT '{}',
+    at timestamptz NOT NULL,
+    partition text NOT NULL,
+    position bigint NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (partition, position, kind)
+);
+CREATE INDEX IF NOT EXISTS notifications_audience_idx ON notifications USING gin (audience);
+CREATE TABLE IF NOT EXISTS webhooks (
+    id text PRIMARY KEY,
+    url text NOT NULL,
+    secret text NOT NULL,
+    kinds text[] NOT NULL DEFAULT '{}',
+    audiences text[] NOT NULL DEFAULT '{}',
+    active boolean NOT NULL DEFAULT true,
+    description text,
+    source text NOT NULL DEFAULT 'api',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    created_by text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id bigserial PRIMARY KEY,
+    webhook_id text NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    notification_id bigint NOT NULL REFERENCES notifications (id),
+    kind text NOT NULL,
+    status text NOT NULL DEFAULT 'pending',
+    attempts integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    last_status_code integer,
+    last_error text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    delivered_at timestamptz,
+    UNIQUE (webhook_id, notification_id)
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due_idx
+    ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE TABLE IF NOT EXISTS webhook_attempts (
+    id bigserial PRIMARY KEY,
+    delivery_id bigint NOT NULL REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
+    attempt integer NOT NULL,
+    at timestamptz NOT NULL DEFAULT now(),
+    status_code integer,
+    error text,
+    duration_ms integer NOT NULL
+);
+"""
+
+_TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def audience_subject(root: str, audience: str) -> str:
+    """``dept.D-520102-water`` → ``<root>.ntf.dept.D-520102-water`` (NATS-safe tokens)."""
+    kind, _, value = audience.partition(".")
+    return f"{root}.ntf.{kind}.{_TOKEN_UNSAFE.sub('_', value)}"
+
+
+def audiences_of(principal: Principal) -> list[str]:
+    """Which notifications a signed-in person receives."""
+    out = [f"user.{principal.user_id}"]
+    if principal.role == "handler" and principal.department:
+        out.append(f"dept.{principal.department}")
+    if principal.role == "inspector":
+        out.extend(f"grid.{g}" for g in principal.grids)
+    if principal.role in ("dispatcher", "shift_leader", "call_taker", "supervisor"):
+        out.append(f"role.{principal.role}")
+    return out
+
+
+# ------------------------------------------------------------------------ event → notification
+
+
+@dataclass
+class Notice:
+    kind: str
+    audience: list[str]
+    body: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def _owner(step: str | None, case: dict[str, Any]) -> list[str]:
+    if step in ("handle", "review") and case.get("department"):
+        return [f"dept.{case['department']}"]
+    if step == "verify":
+        return [f"grid.{case['grid']}"]
+    return ["role.dispatcher"]
+
+
+def notices_for(env: Envelope, case: dict[str, Any]) -> list[Notice]:
+    """Pure: the notifications one event causes, given the case facts known so far."""
+    etype, data = env["type"], env.get("data") or {}
+    reason = env.get("reason")
+    desc = (case.get("description") or "")[:80]
+    if etype == "Dispatched":
+        verb = "重派 re-dispatched" if data.get("redispatch") else "派遣 dispatched"
+        return [
+            Notice(
+                "new_dispatch",
+                [f"dept.{data.get('department')}"],
+                f"{verb}: {desc}",
+                {
+                    "department": data.get("department"),
+                    "due": data.get("handle_due"),
+                    "priority": data.get("priority"),
+                },
+            )
+        ]
+    if etype == "ResultReported":
+        return [
+            Notice(
+                "recheck_task",
+                [f"grid.{case['grid']}"],
+                f"請到現場核查 please check on site: {data.get('note') or desc}",
+                {"grid": case["grid"], "due": data.get("verify_due")},
+            )
+        ]
+    if etype == "VerificationFailed":
+        return [
+            Notice(
+                "returned",
+                [f"dept.{data.get('department') or case.get('department')}"],
+                f"核查不通過，返工 failed on-site check, rework: {data.get('note') or ''}",
+                {"rework_number": data.get("rework_number"), "due": data.get("new_due")},
+            )
+        ]
+    if etype == "Returned":
+        return [
+            Notice(
+                "returned",
+                ["role.dispatcher", "role.shift_leader"],
+                f"退單 returned by {data.get('department') or env.get('actor')}: {reason or ''}",
+                {"department": data.get("department"), "reason": reason},
+            )
+        ]
+    if etype in ("WarningMarked", "OverdueMarked"):
+        kind = "deadline_approaching" if etype == "WarningMarked" else "overdue"
+        step = data.get("step")
+        text = (
+            "即將超期 deadline approaching" if kind == "deadline_approaching" else "已超期 overdue"
+        )
+        return [
+            Notice(
+                kind,
+                _owner(step, case),
+                f"{text} ({step}): {desc}",
+                {"step": step, "due": data.get("due")},
+            )
+        ]
+    if etype == "ExtensionRequested":
+        return [
+            Notice(
+                "extension_requested",
+                ["role.shift_leader"],
+                f"延期申請 {data.get('hours')} h: {reason or ''}",
+                {"hours": data.get("hours"), "reason": reason},
+            )
+        ]
+    if etype in ("ExtensionApproved", "ExtensionRefused") and case.get("department"):
+        approved = etype == "ExtensionApproved"
+        return [
+            Notice(
+                "extension_decided",
+                [f"dept.{case['department']}"],
+                ("延期已批准 extension approved" if approved else "延期被駁回 extension refused")
+                + (f": {reason}" if reason else ""),
+                {"approved": approved, "new_due": data.get("new_due")},
+            )
+        ]
+    if etype == "Closed" and case.get("source") in ("hotline", "open311"):
+        return [
+            Notice(
+                "return_visit_due", ["role.call_taker"], f"已結案，請回訪 closed, call back: {desc}"
+            )
+        ]
+    return []
+
+
+class NotifyProjection:
+    """Turns events into notifications and webhook deliveries (run by ProjectionRunner)."""
+
+    name = "notify"
+    tables = ("notify_cases", "notifications")
+
+    def __init__(self) -> None:
+        self.fresh: list[dict[str, Any]] = []
+
+    def ddl(self) -> str:
+        return DDL
+
+    async def apply(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
+        self.fresh = []
+        ids = list({e["case_id"] for e in envelopes})
+        rows = await conn.fetch("SELECT * FROM notify_cases WHERE case_id = ANY($1::uuid[])", ids)
+        cases: dict[str, dict[str, Any]] = {str(r["case_id"]): dict(r) for r in rows}
+        changed: set[str] = set()
+        hooks = await conn.fetch("SELECT id, kinds, audiences FROM webhooks WHERE active")
+        for env in envelopes:
+            cid, data = env["case_id"], env.get("data") or {}
+            if env["type"] == "Reported":
+                cases[cid] = {
+                    "case_id": cid,
+                    "case_no": data.get("case_no"),
+                    "category": data.get("category"),
+                    "grid": data.get("grid"),
+                    "department": None,
+                    "source": data.get("source"),
+                    "description": data.get("description"),
+                }
+                changed.add(cid)
+            case = cases.get(cid)
+            if case is None:
+                continue
+            for notice in notices_for(env, case):
+                await self._insert(conn, env, case, notice, hooks)
+            if env["type"] == "Dispatched":
+                case["department"] = data.get("department")
+                changed.add(cid)
+            elif env["type"] in ("Returned", "Escalated"):
+                case["department"] = None
+                changed.add(cid)
+        for cid in changed:
+            c = cases[cid]
+            await conn.execute(
+                "INSERT INTO notify_cases (case_id, case_no, category, grid, department, source, "
+                "description) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (case_id) DO "
+                "UPDATE SET department = EXCLUDED.department",
+                cid,
+                c["case_no"],
+                c["category"],
+                c["grid"],
+                c["department"],
+                c["source"],
+                c["description"],
+            )
+
+    async def _insert(
+        self,
+        conn: asyncpg.Connection,
+        env: Envelope,
+        case: dict[str, Any],
+        notice: Notice,
+        hooks: Sequence[Any],
+    ) -> None:
+        data = {
+            **notice.data,
+            "category": case.get("category"),
+            "grid": case.get("grid"),
+            "event": env["type"],
+            "actor": env.get("actor"),
+        }
+        row = await conn.fetchrow(
+            "INSERT INTO notifications (kind, case_no, case_id, audience, title, body, data, at, "
+            "partition, position) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+            "ON CONFLICT (partition, position, kind) DO NOTHING RETURNING id, created_at",
+            notice.kind,
+            case["case_no"],
+            env["case_id"],
+            notice.audience,
+            KINDS[notice.kind],
+            notice.body,
+            data,
+            _time(env["at"]),
+            env["partition"],
+            env["position"],
+        )
+        if row is None:
+            return
+        item = {
+            "id": row["id"],
+            "kind": notice.kind,
+            "title": KINDS[notice.kind],
+            "body": notice.body,
+            "case_no": case["case_no"],
+            "audience": notice.audience,
+            "at": env["at"],
+            "data": data,
+        }
+        self.fresh.append(item)
+        for hook in hooks:
+            if hook["kinds"] and notice.kind not in hook["kinds"]:
+                continue
+            if hook["audiences"] and not set(hook["audiences"]) & set(notice.audience):
+                continue
+            await conn.execute(
+                "INSERT INTO webhook_deliveries (webhook_id, notification_id, kind) "
+                "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                hook["id"],
+                row["id"],
+                notice.kind,
+            )
+
+
+def _time(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+# ------------------------------------------------------------------------------- webhooks
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """``sha256=<hex>`` of HMAC-SHA256 over ``<timestamp>.<body>``."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify_signature(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
+    """What a receiver does (constant-time compare); also check the timestamp is recent."""
+    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+class WebhookDispatcher:
+    """Delivers pending webhook deliveries with retries (exponential backoff + jitter)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        base_delay_s: float = 2.0,
+        max_delay_s: float = 600.0,
+        max_attempts: int = 8,
+        timeout_s: float = 10.0,
+        poll_s: float = 1.0,
+        batch: int = 20,
+    ) -> None:
+        self.pool = pool
+        self.base_delay_s = base_delay_s
+        self.max_delay_s = max_delay_s
+        self.max_attempts = max_attempts
+        self.timeout_s = timeout_s
+        self.poll_s = poll_s
+        self.batch = batch
+        self.wake = asyncio.Event()
+        self.delivered = 0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds before retry after failed attempt ``attempt`` (1-based): exponential,
+        capped, with "equal jitter" (half fixed, half random) so retries never bunch up."""
+        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False) as http:
+            while not stop.is_set():
+                try:
+                    sent = await self.tick(http)
+                except Exception as exc:
+                    log.warning("webhooks.tick_failed", error=repr(exc))
+                    sent = 0
+                if sent:
+                    continue
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    waiter = asyncio.ensure_future(self.wake.wait())
+                    stopper = asyncio.ensure_future(stop.wait())
+                    await asyncio.wait(
+                        [waiter, stopper], timeout=self.poll_s, return_when="FIRST_COMPLETED"
+                    )
+                    waiter.cancel()
+                    stopper.cancel()
+
+    async def tick(self, http: httpx.AsyncClient) -> int:
+        """Claim due deliveries (lease 2 × timeout), send them, record the outcome."""
+        async with self.pool.acquire() as conn:
+            claimed = await conn.fetch(
+                "UPDATE webhook_deliveries d SET next_attempt_at = now() + make_interval("
+                "secs => $2) FROM (SELECT id FROM webhook_deliveries WHERE status = 'pending' "
+                "AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT $1 "
+                "FOR UPDATE SKIP LOCKED) due WHERE d.id = due.id "
+                "RETURNING d.id, d.webhook_id, d.notification_id, d.kind, d.attempts",
+                self.batch,
+                self.timeout_s * 2,
+            )
+            if not claimed:
+                return 0
+            hooks = {
+                r["id"]: r
+                for r in await conn.fetch(
+                    "SELECT id, url, secret FROM webhooks WHERE id = ANY($1::text[])",
+                    list({c["webhook_id"] for c in claimed}),
+                )
+            }
+            notes = {
+                r["id"]: dict(r)
+                for r in await conn.fetch(
+                    "SELECT id, kind, case_no, audience, title, body, data, at FROM notifications "
+                    "WHERE id = ANY($1::bigint[])",
+                    [c["notification_id"] for c in claimed],
+                )
+            }
+        await asyncio.gather(
+            *(
+                self._deliver(http, c, hooks.get(c["webhook_id"]), notes[c["notification_id"]])
+                for c in claimed
+            )
+        )
+        return len(claimed)
+
+    async def _deliver(
+        self, http: httpx.AsyncClient, delivery: Any, hook: Any, note: dict[str, Any]
+    ) -> None:
+        attempt = delivery["attempts"] + 1
+        if hook is None:
+            return
+        payload = {"delivery_id": delivery["id"], "attempt": attempt, "notification": note}
+        body = codec.dumps(payload)
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "griddispatch-webhooks/1",
+            "X-Grid-Event": note["kind"],
+            "X-Grid-Delivery": str(delivery["id"]),
+            TIMESTAMP_HEADER: timestamp,
+            SIGNATURE_HEADER: sign(hook["secret"], timestamp, body),
+        }
+        started = time.monotonic()
+        status_code: int | None = None
+        error: str | None = None
+        try:
+            response = await http.post(hook["url"], content=body, headers=headers)
+            status_code = response.status_code
+            if not 200 <= status_code < 300:
+                error = f"HTTP {status_code}: {response.text[:200]}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:300]
+        duration_ms = int((time.monotonic() - started) * 1000)
+        ok = error is None
+        if ok:
+            status, next_in = "delivered", 0.0
+        elif attempt >= self.max_attempts:
+            status, next_in = "failed", 0.0
+        else:
+            status, next_in = "pending", self.delay(attempt)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO webhook_attempts (delivery_id, attempt, status_code, error, "
+                "duration_ms) VALUES ($1, $2, $3, $4, $5)",
+                delivery["id"],
+                attempt,
+                status_code,
+                error,
+                duration_ms,
+            )
+            await conn.execute(
+                "UPDATE webhook_deliveries SET attempts = $2, status = $3, last_status_code = $4, "
+                "last_error = $5, next_attempt_at = now() + make_interval(secs => $6), "
+                "delivered_at = CASE WHEN $3 = 'delivered' THEN now() ELSE NULL END "
+                "WHERE id = $1",
+                delivery["id"],
+                attempt,
+                status,
+                status_code,
+                error,
+                next_in,
+            )
+        if ok:
+            self.delivered += 1
+        log.info(
+            "webhook.attempt",
+            delivery=delivery["id"],
+            attempt=attempt,
+            status=status,
+            code=status_code,
+            error=error,
+        )
+
+
+# ------------------------------------------------------------------------------ the service
+
+
+class Notifier:
+    """The ``notifier`` role: the projection runner plus the webhook dispatcher."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        from projections.runner import ProjectionRunner
+
+        self.runtime = runtime
+        self.projection = NotifyProjection()
+        self.dispatcher = WebhookDispatcher(runtime.pool)
+        self.runner = ProjectionRunner(
+            self.projection,  # type: ignore[arg-type]
+            runtime.js,
+            runtime.topo,
+            runtime.pool,
+            batch=500,
+            on_applied=self._published,
+            durable_prefix="notify",
+        )
+
+    async def _published(self, _: list[Envelope]) -> None:
+        fresh, self.projection.fresh = self.projection.fresh, []
+        root = self.runtime.topo.subject_root
+        for item in fresh:
+            payload = codec.dumps(item)
+            for audience in item["audience"]:
+                with contextlib.suppress(Exception):
+                    await self.runtime.nc.publish(audience_subject(root, audience), payload)
+        if fresh:
+            self.dispatcher.wake.set()
+
+    def tasks(self, stop: asyncio.Event) -> list[Any]:
+        return [self.runner.run(stop), self.dispatcher.run(stop)]
+
+
+async def setup(conn: asyncpg.Connection, path: Path | None = None) -> None:
+    """Create the tables and load the webhooks of the config file (idempotent)."""
+    await conn.execute(DDL)
+    path = path or WEBHOOKS_FILE
+    if not path.is_file():
+        return
+    document = json.loads(path.read_text(encoding="utf-8"))
+    for hook in document.get("webhooks", []):
+        secret = os.environ.get(hook.get("secret_env", ""), "") or hook.get("secret", "")
+        if not secret:
+            log.warning("webhooks.no_secret", id=hook.get("id"))
+            continue
+        await conn.execute(
+            "INSERT INTO webhooks (id, url, secret, kinds, audiences, description, source, "
+            "created_by) VALUES ($1, $2, $3, $4, $5, $6, 'config', 'config') "
+            "ON CONFLICT (id) DO UPDATE SET url = EXCLUDED.url, secret = EXCLUDED.secret, "
+            "kinds = EXCLUDED.kinds, audiences = EXCLUDED.audiences "
+            "WHERE webhooks.source = 'config'",
+            hook["id"],
+            _check_url(hook["url"]),
+            secret,
+            hook.get("kinds", []),
+            hook.get("audiences", []),
+            hook.get("description"),
+        )
+
+
+def _check_url(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ApiError(422, "invalid_url", "a webhook URL is http(s)://host/…", field="url")
+    return url
+
+
+# ---------------------------------------------------------------------------------- the API
+
+router = APIRouter(prefix="/v1", tags=["notifications 通知"])
+ADMIN = require("admin")
+LISTENERS = require(*[r for r in CASE_READERS if r != "auditor"], query_token=True)
+
+
+def _row(r: Any) -> dict[str, Any]:
+    return {
+        "id": r["id"],
+        "kind": r["kind"],
+        "title": r["title"],
+        "body": r["body"],
+        "case_no": r["case_no"],
+        "audience": list(r["audience"]),
+        "at": r["at"],
+        "data": r["data"],
+    }
+
+
+async def _recent(
+    runtime: Runtime, audiences: list[str], after: int | None, limit: int
+) -> list[dict[str, Any]]:
+    async with runtime.pool.acquire() as conn:
+        if after is None:
+            rows = await conn.fetch(
+                "SELECT * FROM (SELECT id, kind, title, body, case_no, audience, at, data "
+                "FROM notifications WHERE audience && $1::text[] ORDER BY id DESC LIMIT $2) x "
+                "ORDER BY id",
+                audiences,
+                limit,
+            )
+        else:
+            rows = await conn.fetch(
+                "SELECT id, kind, title, body, case_no, audience, at, data FROM notifications "
+                "WHERE audience && $1::text[] AND id > $2 ORDER BY id LIMIT $3",
+                audiences,
+                after,
+                limit,
+            )
+    return [_row(r) for r in rows]
+
+
+@router.get("/notifications")
+async def list_notifications(
+    after: int | None = Query(default=None, ge=0),
+    limit: int = Query(default=50, ge=1, le=500),
+    runtime: Runtime = Depends(get_runtime),
+    principal: Principal = Depends(LISTENERS),
+) -> dict[str, Any]:
+    """My notifications, oldest first (the latest ``limit`` when ``after`` is not given)."""
+    items = await _recent(runtime, audiences_of(principal), after, limit)
+    return {"items": items, "audiences": audiences_of(principal)}
+
+
+@router.get("/notifications/stream", response_class=StreamingResponse)
+async def notification_stream(
+    request: Request,
+    after: int | None = Query(default=None, ge=0),
+    last_event_id: str | None = Header(default=None, max_length=20),
+    runtime: Runtime = Depends(get_runtime),
+    principal: Principal = Depends(LISTENERS),
+) -> StreamingResponse:
+    """Server-Sent Events: my notifications as they happen (``event: notification``), after
+    a replay of the ones since ``Last-Event-ID`` / ``after``. A comment every 15 s keeps
+    proxies from closing the connection."""
+    audiences = audiences_of(principal)
+    since = after
+    if last_event_id and last_event_id.isdigit():
+        since = int(last_event_id)
+    return StreamingResponse(
+        _events(request, runtime, audiences, since),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _sse(item: dict[str, Any]) -> bytes:
+    return b"id: %d\nevent: notification\ndata: %s\n\n" % (item["id"], codec.dumps(item))
+
+
+async def _events(
+    request: Request, runtime: Runtime, audiences: list[str], since: int | None
+) -> AsyncIterator[bytes]:
+    queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1000)
+
+    async def on_msg(msg: Any) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            queue.put_nowait(msg.data)
+
+    root = runtime.topo.subject_root
+    subs = [await runtime.nc.subscribe(audience_subject(root, a), cb=on_msg) for a in audiences]
+    try:
+        yield b"retry: 3000\n: connected\n\n"
+        last = since or 0
+        if since is not None:
+            for item in await _recent(runtime, audiences, since, 500):
+                last = max(last, item["id"])
+                yield _sse(item)
+        while not runtime.stop_event.is_set():
+            try:
+                raw = await asyncio.wait_for(queue.get(), timeout=15)
+            except TimeoutError:
+                if await request.is_disconnected():
+                    break
+                yield b": keep-alive\n\n"
+                continue
+            item = codec.loads(raw)
+            if item["id"] <= last:
+                continue  # already replayed; one delivery per audience match
+            last = item["id"]
+            yield _sse(item)
+    finally:
+        for sub in subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
+@router.get("/webhooks")
+async def list_webhooks(
+    runtime: Runtime = Depends(get_runtime), _: Principal = Depends(ADMIN)
+) -> dict[str, Any]:
+    async with runtime.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT id, url, kinds, audiences, active, description, source, created_at, "
+            "created_by FROM webhooks ORDER BY created_at"
+        )
+    return {"items": [dict(r) for r in rows], "kinds": KINDS}
+
+
+@router.post("/webhooks", status_code=201)
+async def create_webhook(
+    payload: dict[str, Any],
+    runtime: Runtime = Depends(get_runtime),
+    principal: Principal = Depends(ADMIN),
+) -> dict[str, Any]:
+    """Register ``{"url", "kinds"?: [...], "audiences"?: [...], "secret"?, "description"?}``.
+    The answer holds the signing secret (generated when not given)."""
+    url = payload.get("url")
+    if not isinstance(url, str) or len(url) > 500:
+        raise ApiError(422, "invalid_url", "url: an http(s) URL", field="url")
+    _check_url(url)
+    kinds = payload.get("kinds") or []
+    if not isinstance(kinds, list) or any(k not in KINDS for k in kinds):
+        raise ApiError(422, "invalid_kinds", "kinds: a list of known kinds", kinds=list(KINDS))
+    audiences = payload.get("audiences") or []
+    if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
+        raise ApiError(422, "invalid_audiences", "audiences: a list like ['dept.D-…']")
+    secret = payload.get("secret") or secrets.token_urlsafe(32)
+    if not isinstance(secret, str) or not 16 <= len(secret) <= 200:
+        raise ApiError(422, "invalid_secret", "secret: 16–200 characters")
+    description = payload.get("description")
+    hook_id = "wh-" + secrets.token_hex(6)
+    async with runtime.pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO webhooks (id, url, secret, kinds, audiences, description, created_by) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            hook_id,
+            url,
+            secret,
+            kinds,
+            audiences,
+            description if isinstance(description, str) else None,
+            principal.user_id,
+        )
+    return {"id": hook_id, "url": url, "kinds": kinds, "audiences": audiences, "secret": secret}
+
+
+@router.delete("/webhooks/{hook_id}")
+async def deactivate_webhook(
+    hook_id: str, runtime: Runtime = Depends(get_runtime), _: Principal = Depends(ADMIN)
+) -> dict[str, Any]:
+    """Stop a webhook (its delivery log stays)."""
+    async with runtime.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "UPDATE webhooks SET active = false WHERE id = $1 RETURNING id, active", hook_id
+        )
+        if row is not None:
+            await conn.execute(
+                "UPDATE webhook_deliveries SET status = 'cancelled' WHERE webhook_id = $1 "
+                "AND status = 'pending'",
+                hook_id,
+            )
+    if row is None:
+        raise ApiError(404, "not_found", f"no webhook {hook_id}")
+    return dict(row)
+
+
+@router.get("/webhooks/{hook_id}/deliveries")
+async def webhook_deliveries(
+    hook_id: str,
+    limit: int = Query(default=100, ge=1, le=1000),
+    runtime: Runtime = Depends(get_runtime),
+    _: Principal = Depends(ADMIN),
+) -> dict[str, Any]:
+    """The delivery log: each delivery with its attempts (status code, error, duration)."""
+    async with runtime.pool.acquire() as conn:
+        deliveries = await conn.fetch(
+            "SELECT d.id, d.notification_id, d.kind, d.status, d.attempts, d.last_status_code, "
+            "d.last_error, d.created_at, d.delivered_at, d.next_attempt_at, n.case_no "
+            "FROM webhook_deliveries d JOIN notifications n ON n.id = d.notification_id "
+            "WHERE d.webhook_id = $1 ORDER BY d.id DESC LIMIT $2",
+            hook_id,
+            limit,
+        )
+        attempts = await conn.fetch(
+            "SELECT delivery_id, attempt, at, status_code, error, duration_ms FROM "
+            "webhook_attempts WHERE delivery_id = ANY($1::bigint[]) ORDER BY delivery_id, attempt",
+            [d["id"] for d in deliveries],
+        )
+    by_delivery: dict[int, list[dict[str, Any]]] = {}
+    for a in attempts:
+        by_delivery.setdefault(a["delivery_id"], []).append(dict(a))
+    return {
+        "items": [{**dict(d), "log": by_delivery.get(d["id"], [])} for d in deliveries],
+    }

@@ -1,0 +1,434 @@
+// Command centre (指揮中心): wires the map, the queue, the case panel, the metrics and the
+// live stream together. State is small and explicit (`state`); every read is an API call
+// through api.js; the live stream triggers throttled re-reads so thousands of changes per
+// minute cost a few requests, not thousands.
+import { api, download, onAuthRequired, signIn, signOut, user } from "./api.js";
+import { CasePanel, esc } from "./casepanel.js";
+import {
+  applyStatic, fmtClock, fmtDuration, fmtPct, fmtTime, getLang, nameOf, onLang, setLang, t, tPriority, tRole, tStatus,
+} from "./i18n.js";
+import { JurisdictionMap } from "./map.js";
+import { MetricsPanel } from "./metrics.js";
+import { LiveStream } from "./stream.js";
+
+const PAGE = 50;
+const STATUSES = ["reported", "filed", "dispatched", "in_progress", "returned", "suspended", "awaiting_verification", "verified", "closed", "rejected", "merged"];
+const $ = (sel) => document.querySelector(sel);
+
+const state = {
+  root: null, // the user's own node (jurisdiction root of this screen)
+  node: null, // drill-down node (filters map, queue and metrics)
+  light: "", status: "", priority: "", level: "", department: "", q: "",
+  sort: "reported_at", order: "desc",
+  cursors: [null], page: 0, total: null,
+  rows: new Map(), // case_no -> row shown
+  selected: null, serverToday: null, tab: "queue",
+};
+const refs = { nodes: {}, grids: {}, departments: {}, categories: {}, levels: [], cityCode: null, cityName: null };
+let map, panel, metrics, live;
+
+// ------------------------------------------------------------------------------ boot
+async function boot() {
+  setLang(getLang());
+  $("#lang-toggle").addEventListener("click", () => setLang(getLang() === "zh" ? "en" : "zh"));
+  onLang(() => { if (refs.cityName) $("#city-name").textContent = nameOf(refs.cityName); renderFilters(); renderAll(); panel?.rerender(); metrics?.render(); metrics?.labels(); renderUser(); });
+  setInterval(() => { $("#clock").textContent = fmtClock(new Date()); }, 1000);
+  $("#signin-form").addEventListener("submit", onSignIn);
+  $("#sign-out").addEventListener("click", () => signOut());
+  onAuthRequired(() => { live?.stop(); showSignIn(); });
+  if (!user()) { showSignIn(); return; }
+  await start();
+}
+
+function showSignIn() {
+  $("#signin").hidden = false;
+  $("#user-box").hidden = true;
+  $("#sign-out").hidden = true;
+  setTimeout(() => $("#signin-username").focus(), 0);
+}
+
+async function onSignIn(e) {
+  e.preventDefault();
+  const err = $("#signin-error");
+  err.hidden = true;
+  $("#signin-submit").disabled = true;
+  try {
+    await signIn($("#signin-username").value.trim(), $("#signin-password").value);
+    $("#signin").hidden = true;
+    $("#signin-password").value = "";
+    await start();
+  } catch (ex) {
+    err.textContent = ex.message;
+    err.hidden = false;
+  } finally {
+    $("#signin-submit").disabled = false;
+  }
+}
+
+let started = false;
+async function start() {
+  renderUser();
+  if (!started) {
+    started = true;
+    await loadReference();
+    setupUi();
+  }
+  const me = user();
+  state.root = me && me.node && refs.nodes[me.node] ? me.node : refs.cityCode;
+  state.node = state.root;
+  await Promise.all([refreshView(), loadQueue()]);
+  live?.stop();
+  live = new LiveStream({ onHello, onChanges, onReset, onState: liveState });
+  live.start();
+}
+
+function renderUser() {
+  const me = user();
+  if (!me) return;
+  $("#user-box").hidden = false;
+  $("#sign-out").hidden = false;
+  $("#user-name").textContent = me.name || me.user_id;
+  const scope = me.node ? nameOf(refs.nodes[me.node], me.node) : "";
+  $("#user-role").textContent = [tRole(me.role), scope].filter(Boolean).join(" · ");
+}
+
+async function loadReference() {
+  const [tree, deps, cats, geo] = await Promise.all([
+    api("/v1/jurisdiction"), api("/v1/departments"), api("/v1/categories"), api("/v1/grids.geojson"),
+  ]);
+  refs.cityCode = tree.city.code;
+  refs.cityName = tree.city;
+  document.getElementById("city-name").textContent = nameOf(tree.city);
+  refs.levels = tree.levels;
+  for (const n of tree.nodes) refs.nodes[n.code] = n;
+  for (const d of deps.items) refs.departments[d.code] = d;
+  for (const c of cats.items) refs.categories[c.code] = c;
+  for (const f of geo.features) refs.grids[f.properties.code] = { ...f.properties, code: f.properties.code };
+  map = new JurisdictionMap($("#map"), { onDrill: drillTo });
+  map.setGeometry(geo, refs.levels);
+  panel = new CasePanel($("#case-panel"), refs, { toast, onAction: () => scheduleRefresh() });
+  metrics = new MetricsPanel($("#metrics-view"), {
+    getNode: () => state.node, getServerToday: () => state.serverToday, toast, levels: refs.levels,
+  });
+}
+
+function setupUi() {
+  renderFilters();
+  for (const chip of document.querySelectorAll("#light-chips .chip")) {
+    chip.addEventListener("click", () => {
+      state.light = chip.dataset.light;
+      for (const c of document.querySelectorAll("#light-chips .chip")) c.classList.toggle("active", c === chip);
+      resetPaging(); loadQueue();
+    });
+  }
+  for (const [id, key] of [["#f-status", "status"], ["#f-priority", "priority"], ["#f-level", "level"], ["#f-department", "department"], ["#sort", "sort"]]) {
+    $(id).addEventListener("change", () => {
+      state[key] = $(id).value;
+      if (key === "sort") state.order = state.sort === "reported_at" || state.sort === "updated_at" ? "desc" : "asc";
+      renderOrder(); resetPaging(); loadQueue();
+    });
+  }
+  let searchTimer;
+  $("#f-q").addEventListener("input", () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => { state.q = $("#f-q").value.trim(); resetPaging(); loadQueue(); }, 300);
+  });
+  $("#queue-filters").addEventListener("submit", (e) => e.preventDefault());
+  $("#order").addEventListener("click", () => {
+    state.order = state.order === "asc" ? "desc" : "asc";
+    renderOrder(); resetPaging(); loadQueue();
+  });
+  $("#page-first").addEventListener("click", () => { resetPaging(); loadQueue(); });
+  $("#page-prev").addEventListener("click", () => { if (state.page > 0) { state.page -= 1; loadQueue(); } });
+  $("#page-next").addEventListener("click", () => { if (state.cursors[state.page + 1]) { state.page += 1; loadQueue(); } });
+  $("#export-csv").addEventListener("click", () => exportQueue("csv"));
+  $("#export-jsonl").addEventListener("click", () => exportQueue("jsonl"));
+  for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => selectTab(tab.dataset.tab));
+  $("#queue-body").addEventListener("click", (e) => {
+    const tr = e.target.closest("tr[data-case-no]");
+    if (tr) openCase(tr.dataset.caseNo);
+  });
+  $("#children").addEventListener("click", (e) => {
+    const tr = e.target.closest("tr[data-code]");
+    if (tr) drillTo(tr.dataset.code);
+  });
+  document.addEventListener("case-closed", () => { state.selected = null; markSelected(); });
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape" && !$("#case-panel").hidden) panel.close(); });
+  renderOrder();
+}
+
+function renderFilters() {
+  const opt = (value, label, current) => `<option value="${esc(value)}" ${value === current ? "selected" : ""}>${esc(label)}</option>`;
+  $("#f-status").innerHTML = opt("", t("any_status"), state.status) + STATUSES.map((s) => opt(s, tStatus(s), state.status)).join("");
+  $("#f-priority").innerHTML = opt("", t("any_priority"), state.priority) + ["urgent", "important", "ordinary"].map((p) => opt(p, tPriority(p), state.priority)).join("");
+  $("#f-level").innerHTML = opt("", t("any_level"), state.level) + refs.levels.slice(0, -1).map((l) => opt(l.key, nameOf(l), state.level)).join("");
+  const deps = Object.values(refs.departments).filter((d) => !state.node || state.node === refs.cityCode || underOrAbove(d.node, state.node));
+  $("#f-department").innerHTML = opt("", t("any_department"), state.department) + deps.map((d) => opt(d.code, nameOf(d), state.department)).join("");
+  $("#sort").innerHTML = ["reported_at", "due_at", "priority", "updated_at"].map((s) => opt(s, t(`sort_${s}`), state.sort)).join("");
+}
+
+function underOrAbove(deptNode, node) {
+  // A department is relevant to a node when it sits on the node's path or below it.
+  let n = node;
+  while (n) { if (n === deptNode) return true; n = refs.nodes[n]?.parent; }
+  n = deptNode;
+  while (n) { if (n === node) return true; n = refs.nodes[n]?.parent; }
+  return false;
+}
+
+function renderOrder() { $("#order").textContent = state.order === "asc" ? "↑" : "↓"; }
+
+function selectTab(tab) {
+  state.tab = tab;
+  for (const el of document.querySelectorAll(".tab")) el.classList.toggle("active", el.dataset.tab === tab);
+  $("#queue-view").hidden = tab !== "queue";
+  $("#metrics-view").hidden = tab !== "metrics";
+  if (tab === "metrics") metrics.load().catch((e) => toast(e.message, "err"));
+}
+
+// ------------------------------------------------------------------------------ drill-down + map
+async function drillTo(code) {
+  state.node = code;
+  if (state.department && !underOrAbove(refs.departments[state.department]?.node, code)) state.department = "";
+  renderFilters();
+  resetPaging();
+  map.focus(code === refs.cityCode ? null : code);
+  await Promise.all([refreshView(), loadQueue()]);
+  if (state.tab === "metrics") metrics.load().catch((e) => toast(e.message, "err"));
+}
+
+let view = null;
+async function refreshView() {
+  const [mapView, rootView, today] = await Promise.all([
+    api("/v1/map", { query: { node: state.node } }),
+    state.node === state.root ? null : api("/v1/map", { query: { node: state.root } }),
+    api("/v1/metrics", { query: { node: state.root, group_by: "none", metrics: "reports,filed,closed,on_time_handling_rate", ...todayRange() } }),
+  ]);
+  view = mapView;
+  if (!state.serverToday) state.serverToday = today.to;
+  const kpi = (rootView || mapView).totals;
+  $("#kpi-open").textContent = kpi.open;
+  $("#kpi-warning").textContent = kpi.warning;
+  $("#kpi-overdue").textContent = kpi.overdue;
+  $("#kpi-supervised").textContent = kpi.supervised;
+  const m = today.totals.metrics;
+  $("#kpi-reports").textContent = m.reports;
+  $("#kpi-filed").textContent = m.filed;
+  $("#kpi-closed").textContent = m.closed;
+  $("#kpi-handling").textContent = fmtPct(m.on_time_handling_rate);
+  map.update(mapView);
+  renderBreadcrumb();
+  renderChildren();
+}
+
+function todayRange() {
+  return state.serverToday ? { from: state.serverToday, to: state.serverToday } : {};
+}
+
+function renderBreadcrumb() {
+  if (!view) return;
+  const chain = [...view.path, view.node];
+  const rootIndex = chain.findIndex((n) => n.code === state.root);
+  const visible = rootIndex >= 0 ? chain.slice(rootIndex) : [view.node];
+  $("#breadcrumb").innerHTML = visible.map((n, i) => {
+    const last = i === visible.length - 1;
+    const name = n.code in refs.grids ? nameOf(refs.grids[n.code], n.code) : nameOf(n, n.code);
+    return `${i ? '<span class="sep">›</span>' : ""}<button type="button" data-code="${esc(n.code)}" class="${last ? "current" : ""}">${esc(name)}</button>`;
+  }).join("");
+  for (const b of document.querySelectorAll("#breadcrumb button:not(.current)")) b.addEventListener("click", () => drillTo(b.dataset.code));
+  const me = user();
+  $("#scope-chip").textContent = `${t("view_scope")}: ${nameOf(view.node, view.node.code)}${me && me.node ? "" : ` · ${t("all_cases")}`}`;
+}
+
+function renderChildren() {
+  if (!view) return;
+  const badge = (n, cls) => `<span class="badge-n ${n ? cls : "z"}">${n}</span>`;
+  const rows = view.children.length ? view.children : [{ ...view.node, ...view.totals }];
+  $("#children").innerHTML = rows.map((c) =>
+    `<tr data-code="${esc(c.code)}"><td class="name">${esc(nameOf(c, c.code))}<small>${esc(c.code)}</small></td>` +
+    `<td class="num">${c.open}</td><td class="num">${badge(c.warning, "y")}</td><td class="num">${badge(c.overdue, "r")}</td>` +
+    `<td class="num">${badge(c.supervised, "p")}</td></tr>`).join("");
+}
+
+// ------------------------------------------------------------------------------ queue
+function resetPaging() { state.cursors = [null]; state.page = 0; }
+
+function queueQuery() {
+  const q = {
+    node: state.node, sort: state.sort, order: state.order, q: state.q || undefined,
+    priority: state.priority || undefined, level: state.level || undefined, department: state.department || undefined,
+  };
+  if (state.status) q.status = state.status; else q.open = "true";
+  if (state.light === "supervised") q.supervised = "true";
+  else if (state.light) q.light = state.light;
+  return q;
+}
+
+let queueSeq = 0;
+async function loadQueue({ flash = new Set() } = {}) {
+  const mine = ++queueSeq;
+  const page = state.page;
+  const data = await api("/v1/queue", {
+    query: { ...queueQuery(), limit: PAGE, cursor: state.cursors[page] || undefined, with_total: "true" },
+  });
+  if (mine !== queueSeq) return;
+  state.cursors[page + 1] = data.next_cursor;
+  state.cursors.length = page + 2;
+  state.total = data.total;
+  const before = state.rows;
+  state.rows = new Map(data.items.map((r) => [r.case_no, r]));
+  const body = $("#queue-body");
+  body.innerHTML = data.items.map(rowHtml).join("");
+  for (const r of data.items) {
+    const old = before.get(r.case_no);
+    if (flash.has(r.case_no) || (before.size && (!old || old.version !== r.version))) {
+      body.querySelector(`tr[data-case-no="${CSS.escape(r.case_no)}"]`)?.classList.add("flash");
+    }
+  }
+  $("#queue-empty").hidden = data.items.length > 0;
+  const first = page * PAGE + (data.items.length ? 1 : 0);
+  $("#queue-count").textContent = `${t("count_of", { n: data.total ?? "?" })} · ${t("showing", { a: first, b: page * PAGE + data.items.length })}`;
+  $("#page-no").textContent = String(page + 1);
+  $("#page-prev").disabled = page === 0;
+  $("#page-first").disabled = page === 0;
+  $("#page-next").disabled = !data.next_cursor;
+  markSelected();
+}
+
+function lightOf(r) {
+  if (!r.due_at || ["closed", "rejected", "merged"].includes(r.status)) return "";
+  if (r.overdue) return "r";
+  if (r.warning) return "y";
+  return "g";
+}
+
+function rowHtml(r) {
+  const cat = refs.categories[r.category];
+  const grid = refs.grids[r.grid];
+  const light = lightOf(r);
+  let due = "—";
+  if (r.due_at) {
+    const left = new Date(r.due_at).getTime() - Date.now();
+    due = `<span class="due ${light === "r" || left < 0 ? "r" : light === "y" ? "y" : ""}" title="${esc(fmtTime(r.due_at))}">${left < 0 ? "-" : ""}${esc(fmtDuration(left))}</span>`;
+  }
+  const dept = r.department ? nameOf(refs.departments[r.department], r.department) : "—";
+  return `<tr data-case-no="${esc(r.case_no)}" data-status="${esc(r.status)}" data-grid="${esc(r.grid)}">` +
+    `<td class="light-col"><span class="light ${light}"></span></td>` +
+    `<td><span class="case-no">${esc(r.case_no)}</span>${r.supervised ? '<span class="sup" title="督辦">●</span>' : ""}</td>` +
+    `<td title="${esc(r.description || "")}">${esc(cat ? nameOf(cat) : r.category)}</td>` +
+    `<td title="${esc(placeTitle(r))}">${esc(grid ? nameOf(grid) : r.grid)}</td>` +
+    `<td><span class="status ${esc(r.status)}">${esc(tStatus(r.status))}</span></td>` +
+    `<td><span class="prio ${esc(r.priority)}">${esc(tPriority(r.priority))}</span></td>` +
+    `<td title="${esc(dept)}">${esc(dept)}</td>` +
+    `<td>${due}</td><td>${esc(fmtTime(r.reported_at))}</td></tr>`;
+}
+
+function placeTitle(r) {
+  return [refs.nodes[r.district], refs.nodes[r.community], refs.grids[r.grid]]
+    .filter(Boolean).map((n) => nameOf(n)).join(" › ") + (r.address ? ` · ${r.address}` : "");
+}
+
+function markSelected() {
+  for (const tr of document.querySelectorAll("#queue-body tr")) tr.classList.toggle("selected", tr.dataset.caseNo === state.selected);
+}
+
+async function openCase(caseNo) {
+  state.selected = caseNo;
+  markSelected();
+  await panel.open(caseNo);
+}
+
+async function exportQueue(fmt) {
+  try {
+    await download(`/v1/queue/export.${fmt}`, queueQuery(), `queue.${fmt}`);
+  } catch (e) {
+    toast(`${t("export_failed")}: ${e.message}`, "err");
+  }
+}
+
+function renderAll() {
+  if (!view) return;
+  renderBreadcrumb();
+  renderChildren();
+  map.update(view);
+  $("#queue-body").innerHTML = [...state.rows.values()].map(rowHtml).join("");
+  markSelected();
+  applyStatic();
+  renderOrder();
+}
+
+// ------------------------------------------------------------------------------ live
+function liveState(s, seq) {
+  const el = $("#live");
+  el.classList.toggle("on", s === "on");
+  el.classList.toggle("off", s === "off");
+  $("#live-text").textContent = t(s === "on" ? "live_on" : s === "off" ? "live_off" : "live_connecting");
+  if (seq !== undefined && seq !== null) el.title = `EVENTS #${seq}`;
+}
+
+function onHello() {
+  // Everything up to the hello id is in the read models now: (re)load once, then follow.
+  scheduleRefresh(0);
+}
+
+function onReset() {
+  toast(t("stream_reset"));
+  scheduleRefresh(0);
+}
+
+let pendingFlash = new Set();
+function onChanges(changes, lastId) {
+  const el = $("#live");
+  el.title = `EVENTS #${lastId}`;
+  let panelTouched = false;
+  for (const ch of changes) {
+    if (ch.case_no) pendingFlash.add(ch.case_no);
+    if (ch.case_no && ch.case_no === panel.caseNo) panelTouched = true;
+    // Patch a visible row at once; the throttled re-read below settles order and membership.
+    if (ch.case && state.rows.has(ch.case_no)) {
+      state.rows.set(ch.case_no, ch.case);
+      const tr = document.querySelector(`#queue-body tr[data-case-no="${CSS.escape(ch.case_no)}"]`);
+      if (tr) {
+        tr.outerHTML = rowHtml(ch.case);
+        document.querySelector(`#queue-body tr[data-case-no="${CSS.escape(ch.case_no)}"]`)?.classList.add("flash");
+      }
+    }
+  }
+  if (panelTouched) panel.reload();
+  scheduleRefresh();
+}
+
+let refreshTimer = null, refreshing = false, refreshAgain = false, lastRefresh = 0;
+function scheduleRefresh(delay) {
+  if (refreshing) { refreshAgain = true; return; }
+  if (refreshTimer) return;
+  const wait = delay ?? Math.max(150, 1000 - (Date.now() - lastRefresh));
+  refreshTimer = setTimeout(async () => {
+    refreshTimer = null;
+    refreshing = true;
+    const flash = pendingFlash;
+    pendingFlash = new Set();
+    try {
+      await Promise.all([refreshView(), loadQueue({ flash })]);
+      if (state.tab === "metrics") await metrics.load();
+    } catch (e) {
+      if (e.status !== 401) console.warn("refresh failed", e);
+    } finally {
+      lastRefresh = Date.now();
+      refreshing = false;
+      if (refreshAgain) { refreshAgain = false; scheduleRefresh(); }
+    }
+  }, wait);
+}
+
+// ------------------------------------------------------------------------------ toasts
+function toast(message, kind = "") {
+  const el = document.createElement("div");
+  el.className = `toast ${kind}`;
+  el.textContent = message;
+  $("#toasts").append(el);
+  setTimeout(() => el.remove(), 4500);
+}
+
+window.addEventListener("resize", () => map?.invalidate());
+boot().catch((e) => { console.error(e); toast(e.message, "err"); });

@@ -1,0 +1,300 @@
+// The case panel: the case file (GET /v1/cases/{no}), photos, the timeline, and a button for
+// each action the signed-in user may take now (the server's `allowed_actions`), each with
+// the form its arguments need; POST /v1/cases/{no}/actions/{verb}.
+import { api, photoUrl } from "./api.js";
+import {
+  fmtDuration, fmtTime, nameOf, t, tAction, tEvent, tPriority, tRole, tSatisfaction, tStatus, tStep, zhEn,
+} from "./i18n.js";
+
+const FORMS = {
+  file: [{ name: "note", kind: "textarea", optional: true }],
+  reject: [{ name: "reason", kind: "textarea" }],
+  mark_duplicate: [{ name: "of_case_no", kind: "text" }, { name: "reason", kind: "textarea", optional: true }],
+  accept: [],
+  return_case: [{ name: "reason", kind: "textarea" }],
+  request_extension: [{ name: "hours", kind: "number" }, { name: "reason", kind: "textarea" }],
+  approve_extension: [{ name: "reason", kind: "textarea", optional: true }],
+  refuse_extension: [{ name: "reason", kind: "textarea" }],
+  suspend: [{ name: "reason", kind: "textarea" }, { name: "review_at", kind: "datetime-local" }],
+  resume: [{ name: "note", kind: "textarea", optional: true }],
+  report_result: [{ name: "note", kind: "textarea" }],
+  verify_pass: [{ name: "note", kind: "textarea", optional: true }],
+  verify_fail: [{ name: "note", kind: "textarea" }],
+  escalate: [{ name: "reason", kind: "textarea" }],
+  supervise: [{ name: "reason", kind: "textarea" }],
+  close: [{ name: "note", kind: "textarea", optional: true }],
+  return_visit: [
+    { name: "satisfaction", kind: "select", options: ["satisfied", "basically_satisfied", "dissatisfied"] },
+    { name: "comment", kind: "textarea", optional: true },
+  ],
+};
+const PRIMARY = new Set(["file", "dispatch", "close", "approve_extension", "verify_pass", "accept"]);
+const DANGER = new Set(["reject", "refuse_extension", "return_case", "verify_fail"]);
+
+export class CasePanel {
+  constructor(root, refs, { toast, onAction }) {
+    this.root = root;
+    this.refs = refs; // {categories, departments, nodes, grids, levels, cityCode}
+    this.toast = toast;
+    this.onAction = onAction;
+    this.caseNo = null;
+    this.data = null;
+    this.openForm = null;
+    root.querySelector("#case-close").addEventListener("click", () => this.close());
+  }
+
+  async open(caseNo) {
+    this.caseNo = caseNo;
+    this.openForm = null;
+    this.root.hidden = false;
+    await this.reload();
+  }
+
+  close() {
+    this.root.hidden = true;
+    this.caseNo = null;
+    this.data = null;
+    document.dispatchEvent(new CustomEvent("case-closed"));
+  }
+
+  async reload() {
+    if (!this.caseNo) return;
+    const caseNo = this.caseNo;
+    try {
+      const data = await api(`/v1/cases/${encodeURIComponent(caseNo)}`);
+      if (caseNo !== this.caseNo) return;
+      this.data = data;
+      this.render();
+    } catch (e) {
+      this.root.querySelector("#case-body").innerHTML = `<div class="form-error">${esc(e.message)}</div>`;
+    }
+  }
+
+  rerender() { if (this.data) this.render(); }
+
+  render() {
+    const c = this.data;
+    const { categories, departments, grids, nodes } = this.refs;
+    const cat = categories[c.category];
+    this.root.querySelector("#case-title").textContent = c.case_no;
+    this.root.querySelector("#case-sub").innerHTML =
+      `<span class="status ${c.status}">${esc(tStatus(c.status))}</span>` +
+      `<span class="prio ${c.priority}">${esc(tPriority(c.priority))}</span>` +
+      (c.supervised ? `<span class="sup">● ${esc(t("kpi_supervised"))} ×${c.supervision_orders}</span>` : "") +
+      `<span>v${c.version}</span>`;
+    const grid = grids[c.grid];
+    const place = [nodes[c.district], nodes[c.community], grid].filter(Boolean).map((n) => nameOf(n)).join(" › ");
+    const proposal = c.proposal || {};
+    const body = this.root.querySelector("#case-body");
+    body.innerHTML = `
+      ${this.deadlineHtml(c)}
+      <div class="section"><h3>${esc(t("description"))}</h3><div class="desc">${esc(c.description || "")}</div></div>
+      <div class="section"><dl class="facts">
+        <dt>${esc(t("category"))}</dt><dd>${esc(cat ? `${nameOf(cat)} · ${c.category}` : c.category)}</dd>
+        <dt>${esc(t("place"))}</dt><dd>${esc(place)}${c.address ? `<br><span class="muted">${esc(c.address)}</span>` : ""}</dd>
+        <dt>${esc(t("level"))}</dt><dd>${esc(levelName(this.refs, c.level))}${c.node ? ` · ${esc(nameOf(nodes[c.node], c.node))}` : ""}</dd>
+        <dt>${esc(t("department"))}</dt><dd>${esc(c.department ? nameOf(departments[c.department], c.department) : "—")}</dd>
+        <dt>${esc(t("proposal"))}</dt><dd>${esc(proposal.department ? nameOf(departments[proposal.department], proposal.department) : "—")} · ${esc(tPriority(proposal.priority))}</dd>
+        <dt>${esc(t("reporter"))}</dt><dd>${esc([c.reporter_name, c.reporter_phone].filter(Boolean).join(" · ") || "—")} <span class="muted">(${esc(c.source || c.channel || "")})</span></dd>
+        <dt>${esc(t("counters"))}</dt><dd>${esc(t("rework"))} ${c.rework_count} · ${esc(t("returns"))} ${c.return_count} · ${esc(t("escalations"))} ${c.escalations} · ${esc(t("extensions"))} ${c.extension_count}</dd>
+        ${c.pending_extension ? `<dt>${esc(t("pending_extension"))}</dt><dd>${esc(c.pending_extension.hours)} ${esc(t("hours"))} · ${esc(c.pending_extension.reason || "")}</dd>` : ""}
+        ${c.duplicate_of ? `<dt>${esc(zhEn("合併到", "Merged into"))}</dt><dd class="case-no">${esc(c.duplicate_of)}</dd>` : ""}
+        ${c.satisfaction ? `<dt>${esc(t("satisfaction"))}</dt><dd>${esc(tSatisfaction(c.satisfaction))}</dd>` : ""}
+      </dl></div>
+      <div class="section"><h3>${esc(t("actions"))}</h3><div class="actions" id="case-actions"></div><div id="action-form-slot"></div></div>
+      <div class="section"><h3>${esc(t("photos"))}</h3><div class="photos" id="case-photos"></div></div>
+      <div class="section"><h3>${esc(t("timeline"))}</h3><ol class="timeline" id="case-timeline"></ol></div>`;
+    this.renderActions();
+    this.renderPhotos();
+    this.renderTimeline();
+  }
+
+  deadlineHtml(c) {
+    if (!c.due_at) {
+      return `<div class="section deadline"><span class="muted">${esc(t("deadline"))}</span><span>${esc(t("no_clock"))}</span></div>`;
+    }
+    const left = new Date(c.due_at).getTime() - Date.now();
+    const cls = c.overdue || left < 0 ? "r" : c.warning ? "y" : "";
+    const text = left < 0 ? `${t("overdue_by")} ${fmtDuration(left)}` : `${t("remaining")} ${fmtDuration(left)}`;
+    return `<div class="section deadline ${cls}"><div><div class="muted">${esc(t("deadline"))} · ${esc(tStep(c.due_step))}</div>` +
+      `<div class="big">${esc(fmtTime(c.due_at))}</div></div><div class="due ${cls}">${esc(text)}</div></div>`;
+  }
+
+  allowed() {
+    const c = this.data;
+    return (c.allowed_actions || []).filter((a) => {
+      if ((a === "approve_extension" || a === "refuse_extension") && !c.pending_extension) return false;
+      if (a === "request_extension" && c.pending_extension) return false;
+      if (a === "return_visit" && c.satisfaction) return false;
+      return true;
+    });
+  }
+
+  renderActions() {
+    const box = this.root.querySelector("#case-actions");
+    const actions = this.allowed();
+    if (!actions.length) {
+      box.innerHTML = `<span class="muted">${esc(t("no_actions"))}</span>`;
+      return;
+    }
+    box.innerHTML = actions.map((a) => {
+      const cls = PRIMARY.has(a) ? "btn btn-primary" : DANGER.has(a) ? "btn btn-danger" : "btn";
+      return `<button type="button" class="${cls}" data-action="${a}">${esc(tAction(a))}</button>`;
+    }).join("");
+    for (const button of box.querySelectorAll("button[data-action]")) {
+      button.addEventListener("click", () => this.showForm(button.dataset.action));
+    }
+    if (this.openForm && actions.includes(this.openForm)) this.showForm(this.openForm);
+  }
+
+  showForm(action) {
+    this.openForm = action;
+    const slot = this.root.querySelector("#action-form-slot");
+    const c = this.data;
+    let fields = "";
+    if (action === "dispatch") {
+      const proposal = c.proposal || {};
+      const options = this.dispatchDepartments().map((d) =>
+        `<option value="${esc(d.code)}" ${d.code === proposal.department ? "selected" : ""}>${esc(nameOf(d))}${d.code === proposal.department ? " ★" : ""}</option>`).join("");
+      const prio = proposal.priority || c.priority;
+      fields = `
+        <label>${esc(t("department"))}<select name="department" id="dispatch-department">${options}</select></label>
+        <label>${esc(t("priority"))}<select name="priority" id="dispatch-priority">${["urgent", "important", "ordinary"].map((p) =>
+          `<option value="${p}" ${p === prio ? "selected" : ""}>${esc(tPriority(p))}</option>`).join("")}</select></label>
+        <label id="override-label">${esc(t("override_reason"))}<textarea name="override_reason" id="dispatch-override"></textarea></label>`;
+    } else {
+      fields = (FORMS[action] || [{ name: "note", kind: "textarea", optional: true }]).map((f) => {
+        const label = `${t(f.name)}${f.optional ? "" : " *"}`;
+        if (f.kind === "select") {
+          return `<label>${esc(label)}<select name="${f.name}">${f.options.map((o) => `<option value="${o}">${esc(tSatisfaction(o))}</option>`).join("")}</select></label>`;
+        }
+        if (f.kind === "textarea") return `<label>${esc(label)}<textarea name="${f.name}" ${f.optional ? "" : "required"}></textarea></label>`;
+        return `<label>${esc(label)}<input name="${f.name}" type="${f.kind}" ${f.optional ? "" : "required"}></label>`;
+      }).join("");
+    }
+    slot.innerHTML = `<form class="action-form" id="action-form" data-action="${action}">
+      <div><b>${esc(tAction(action))}</b> <span class="muted">${esc(c.case_no)}</span></div>
+      ${fields}
+      <div class="form-error" id="action-error" hidden></div>
+      <div class="row"><button type="button" class="btn btn-ghost" id="action-cancel">${esc(t("cancel"))}</button>
+      <button type="submit" class="btn btn-primary" id="action-submit">${esc(t("submit"))}</button></div></form>`;
+    const form = slot.querySelector("form");
+    form.querySelector("#action-cancel").addEventListener("click", () => { slot.innerHTML = ""; this.openForm = null; });
+    form.addEventListener("submit", (e) => { e.preventDefault(); this.submit(action, form); });
+    const first = form.querySelector("textarea, input, select");
+    if (first && action !== "dispatch") first.focus();
+  }
+
+  /** Departments that may take this case: at any node on the path from the city to its grid. */
+  dispatchDepartments() {
+    const { departments, nodes } = this.refs;
+    const c = this.data;
+    const path = new Set();
+    let code = this.refs.grids[c.grid]?.parent;
+    while (code) { path.add(code); code = nodes[code]?.parent; }
+    const levelIndex = Object.fromEntries(this.refs.levels.map((l, i) => [l.key, i]));
+    return Object.values(departments)
+      .filter((d) => path.has(d.node))
+      .sort((a, b) => (levelIndex[nodes[b.node]?.level] ?? 0) - (levelIndex[nodes[a.node]?.level] ?? 0) || a.code.localeCompare(b.code));
+  }
+
+  async submit(action, form) {
+    const args = {};
+    for (const el of form.querySelectorAll("[name]")) {
+      const v = el.value.trim();
+      if (v === "") continue;
+      if (el.type === "number") args[el.name] = Number(v);
+      else if (el.type === "datetime-local") args[el.name] = new Date(v).toISOString();
+      else args[el.name] = v;
+    }
+    const errorBox = form.querySelector("#action-error");
+    const button = form.querySelector("#action-submit");
+    button.disabled = true;
+    errorBox.hidden = true;
+    try {
+      const res = await api(`/v1/cases/${encodeURIComponent(this.caseNo)}/actions/${action}`, { method: "POST", body: args, raw: true });
+      const ok = res.status === 200;
+      this.toast(t(ok ? "done" : "queued", { a: `${tAction(action)} ${this.caseNo}` }), "ok");
+      this.openForm = null;
+      const version = this.data.version;
+      this.onAction(this.caseNo, action);
+      // The read model follows within moments (the stream also tells us); poll briefly.
+      for (let i = 0; i < 30 && this.data && this.data.version === version; i++) {
+        await new Promise((r) => setTimeout(r, 150));
+        await this.reload();
+      }
+    } catch (e) {
+      const body = e.body || {};
+      let message = body.message || e.message;
+      if (body.allowed) message += ` (${zhEn("可執行", "allowed")}: ${body.allowed.map(tAction).join(", ") || "—"})`;
+      errorBox.textContent = message;
+      errorBox.hidden = false;
+      button.disabled = false;
+    }
+  }
+
+  renderPhotos() {
+    const box = this.root.querySelector("#case-photos");
+    const c = this.data;
+    const photos = [...(c.photos || []).map((p) => ({ ...p, label: tEvent("Reported") }))];
+    for (const e of c.timeline || []) {
+      for (const p of (e.data && e.data.photos) || []) photos.push({ ...p, label: tEvent(e.type) });
+    }
+    if (!photos.length) {
+      box.innerHTML = `<span class="muted">${esc(t("no_photos"))}</span>`;
+      return;
+    }
+    box.innerHTML = photos.map((p, i) => `<div class="photo" data-i="${i}" title="${esc(p.label)} · ${esc(p.name || p.digest)}">${esc(p.label)}</div>`).join("");
+    photos.forEach((p, i) => {
+      const el = box.querySelector(`[data-i="${i}"]`);
+      photoUrl(p.digest).then((url) => {
+        el.innerHTML = `<img alt="${esc(p.label)}" src="${url}">`;
+        el.addEventListener("click", () => lightbox(url));
+      }).catch(() => { el.textContent = `${p.label} ⚠`; });
+    });
+  }
+
+  renderTimeline() {
+    const list = this.root.querySelector("#case-timeline");
+    const { departments } = this.refs;
+    const items = [...(this.data.timeline || [])].reverse();
+    list.innerHTML = items.map((e) => {
+      const d = e.data || {};
+      const bits = [];
+      if (d.department && e.type === "Dispatched") bits.push(nameOf(departments[d.department], d.department));
+      if (e.type === "Dispatched" && d.overridden) bits.push(zhEn("改派", "override"));
+      if (e.type === "Dispatched" && d.wrong_dispatch) bits.push(zhEn("錯誤派遣", "wrong dispatch"));
+      if (e.type === "Escalated") bits.push(`${levelName(this.refs, d.from_level)} → ${levelName(this.refs, d.to_level)}${d.automatic ? zhEn(" (自動)", " (automatic)") : ""}`);
+      if (e.type === "ExtensionRequested") bits.push(`${d.hours} ${t("hours")}`);
+      if (e.type === "ReturnVisited") bits.push(tSatisfaction(d.satisfaction));
+      if (e.type === "MarkedDuplicate") bits.push(d.of_case_no);
+      if (e.type === "ReporterLinked") bits.push(d.from_case_no);
+      if (e.type === "WarningMarked" || e.type === "OverdueMarked") bits.push(`${tStep(d.step)} ${fmtTime(d.due)}`);
+      const due = d.handle_due || d.dispatch_due || d.new_due || d.file_due;
+      if (due && e.type !== "WarningMarked") bits.push(`${zhEn("時限", "due")} ${fmtTime(due)}`);
+      const text = e.reason || d.note || d.comment || "";
+      const cls = e.type === "OverdueMarked" || e.type === "VerificationFailed" || e.type === "Returned" ? "bad"
+        : e.type === "WarningMarked" || e.type === "Supervised" ? "warn" : "";
+      return `<li class="${cls}"><div class="t">${esc(fmtTime(e.at))} · ${esc(tRole(e.role))} ${esc(e.actor || "")}</div>` +
+        `<div class="w">${esc(tEvent(e.type))}${bits.length ? ` <span class="muted">· ${esc(bits.join(" · "))}</span>` : ""}</div>` +
+        (text ? `<div class="r">${esc(text)}</div>` : "") + "</li>";
+    }).join("");
+  }
+}
+
+function levelName(refs, key) {
+  const level = refs.levels.find((l) => l.key === key);
+  return level ? nameOf(level) : key || "—";
+}
+
+function lightbox(url) {
+  const box = document.createElement("div");
+  box.className = "lightbox";
+  box.innerHTML = `<img alt="" src="${url}">`;
+  box.addEventListener("click", () => box.remove());
+  document.body.append(box);
+}
+
+export function esc(s) {
+  return String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}

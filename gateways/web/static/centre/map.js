@@ -1,0 +1,159 @@
+// The jurisdiction map: grid polygons (GET /v1/grids.geojson) coloured from the map read model
+// (GET /v1/map: open / yellow / red per grid) — never per-case markers, so it stays fast with
+// any number of open cases. Drill-down city → district → community → grid.
+/* global L */
+import { nameOf, t } from "./i18n.js";
+
+const COLOURS = { none: "#1b2740", open: "#3b82f6", yellow: "#f59e0b", red: "#ef4444" };
+
+export class JurisdictionMap {
+  constructor(element, { onDrill }) {
+    this.onDrill = onDrill;
+    this.map = L.map(element, {
+      zoomControl: true, attributionControl: false, preferCanvas: false,
+      zoomSnap: 0.25, minZoom: 8, maxZoom: 17,
+    });
+    this.map.setView([26.58, 106.7], 11);
+    this.layers = new Map(); // grid code -> polygon layer
+    this.props = new Map(); // grid code -> feature properties
+    this.labels = L.layerGroup().addTo(this.map);
+    this.counts = {};
+    this.node = null;
+    this.levels = [];
+  }
+
+  setGeometry(geojson, levels) {
+    this.levels = levels;
+    const layer = L.geoJSON(geojson, {
+      style: () => ({ color: "#3a4f78", weight: 0.8, fillColor: COLOURS.none, fillOpacity: 0.5 }),
+      onEachFeature: (feature, lyr) => {
+        const code = feature.properties.code;
+        this.layers.set(code, lyr);
+        this.props.set(code, feature.properties);
+        lyr.on("click", () => this.clickGrid(code));
+        lyr.on("mouseover", () => lyr.setStyle({ weight: 2.2, color: "#e2e8f0" }));
+        lyr.on("mouseout", () => this.styleGrid(code));
+        lyr.bindTooltip(() => this.tooltip(code), { className: "grid-tip", sticky: true });
+      },
+    });
+    layer.addTo(this.map);
+    // Grid codes on the SVG paths: lets tests and browser extensions find a grid's polygon.
+    for (const [code, lyr] of this.layers) lyr.getElement()?.setAttribute("data-grid", code);
+    this.all = layer;
+    const bounds = layer.getBounds();
+    if (bounds.isValid()) this.map.fitBounds(bounds, { padding: [12, 12] });
+  }
+
+  tooltip(code) {
+    const p = this.props.get(code);
+    const c = this.counts[code] || {};
+    const name = nameOf(p, code);
+    return `<b>${esc(name)}</b> <span style="color:#8a9bb8">${esc(code)}</span><br>` +
+      `${t("legend_open")} ${c.open || 0} · <span style="color:#fcd34d">${t("legend_yellow")} ${c.warning || 0}</span>` +
+      ` · <span style="color:#fca5a5">${t("legend_red")} ${c.overdue || 0}</span>` +
+      (c.supervised ? ` · <span style="color:#ddd6fe">${t("kpi_supervised")} ${c.supervised}</span>` : "");
+  }
+
+  /** Which child of the current node a grid belongs to (or the grid's ancestor sibling). */
+  clickGrid(code) {
+    if (!this.node) return;
+    const p = this.props.get(code);
+    const levelKeys = this.levels.map((l) => l.key);
+    const here = levelKeys.indexOf(this.node.level);
+    const childLevel = levelKeys[here + 1];
+    const inside = this.node.level === levelKeys[0] || p[this.node.level] === this.node.code || code === this.node.code;
+    if (!inside) {
+      const sibling = p[this.node.level];
+      if (sibling) this.onDrill(sibling);
+      return;
+    }
+    if (code === this.node.code) return;
+    const child = childLevel === levelKeys[levelKeys.length - 1] ? code : p[childLevel];
+    if (child) this.onDrill(child);
+  }
+
+  inNode(code) {
+    if (!this.node) return true;
+    if (this.node.level === this.levels[0]?.key) return true;
+    const p = this.props.get(code);
+    return code === this.node.code || (p && p[this.node.level] === this.node.code);
+  }
+
+  styleGrid(code) {
+    const lyr = this.layers.get(code);
+    if (!lyr) return;
+    const c = this.counts[code] || {};
+    const inside = this.inNode(code);
+    const open = c.open || 0;
+    let fill = COLOURS.none, opacity = 0.55;
+    if (open) {
+      // Severity: the share of the grid's open cases on red (full weight) or yellow (half);
+      // blue → amber → red. Opacity grows with the number of open cases.
+      const severity = Math.min(1, ((c.overdue || 0) + 0.5 * (c.warning || 0)) / open);
+      fill = severity <= 0.3 ? mix(COLOURS.open, COLOURS.yellow, severity / 0.3)
+        : mix(COLOURS.yellow, COLOURS.red, Math.min(1, (severity - 0.3) / 0.4));
+      opacity = 0.3 + 0.55 * Math.min(1, open / (this.max?.open || 1));
+    }
+    lyr.setStyle({
+      fillColor: fill,
+      fillOpacity: inside ? opacity : opacity * 0.22,
+      color: inside ? "#6b8cc7" : "#253352",
+      weight: inside ? (c.supervised ? 1.6 : 0.9) : 0.5,
+      dashArray: c.supervised && inside ? "4 3" : null,
+    });
+  }
+
+  /** Show a /v1/map response: counts of every visible grid, the node, its children. */
+  update(view) {
+    this.node = view.node;
+    this.counts = view.grids || {};
+    const vals = Object.values(this.counts);
+    this.max = {
+      open: Math.max(1, ...vals.map((c) => c.open || 0)),
+      warning: Math.max(1, ...vals.map((c) => c.warning || 0)),
+      overdue: Math.max(1, ...vals.map((c) => c.overdue || 0)),
+    };
+    for (const code of this.layers.keys()) this.styleGrid(code);
+    this.labels.clearLayers();
+    const childBounds = [];
+    for (const child of view.children || []) {
+      const b = this.boundsOf(child.code);
+      if (!b) continue;
+      childBounds.push(b);
+      if ((view.children || []).length <= 40) {
+        L.tooltip({ permanent: true, direction: "center", className: "node-label", interactive: false })
+          .setLatLng(b.getCenter())
+          .setContent(`${esc(nameOf(child, child.code))}${child.open ? ` · ${child.open}` : ""}`)
+          .addTo(this.labels);
+      }
+    }
+  }
+
+  boundsOf(code) {
+    let bounds = null;
+    for (const [grid, lyr] of this.layers) {
+      const p = this.props.get(grid);
+      if (grid === code || (p && Object.values(p).includes(code))) {
+        bounds = bounds ? bounds.extend(lyr.getBounds()) : L.latLngBounds(lyr.getBounds().getSouthWest(), lyr.getBounds().getNorthEast());
+      }
+    }
+    return bounds;
+  }
+
+  focus(code) {
+    const b = code ? this.boundsOf(code) : this.all?.getBounds();
+    if (b && b.isValid()) this.map.flyToBounds(b, { padding: [16, 16], duration: 0.45, maxZoom: 15 });
+  }
+
+  invalidate() { this.map.invalidateSize(); }
+}
+
+function mix(a, b, f) {
+  const pa = [1, 3, 5].map((i) => parseInt(a.slice(i, i + 2), 16));
+  const pb = [1, 3, 5].map((i) => parseInt(b.slice(i, i + 2), 16));
+  return `#${pa.map((v, i) => Math.round(v + (pb[i] - v) * f).toString(16).padStart(2, "0")).join("")}`;
+}
+
+function esc(s) {
+  return String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}

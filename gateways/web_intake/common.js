@@ -1,0 +1,573 @@
+/* griddispatch intake pages — shared code (sign-in, API calls, live notifications, photos,
+ * grids and categories). No framework, no CDN: plain ES2020 served from /intake-static/. */
+(function () {
+  "use strict";
+
+  const GD = {};
+  window.GD = GD;
+
+  // ------------------------------------------------------------------ small DOM helpers
+  GD.$ = (sel, root) => (root || document).querySelector(sel);
+  GD.$$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
+  GD.h = function (tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "class") el.className = v;
+      else if (k === "text") el.textContent = v;
+      else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+      else if (k === "dataset") Object.assign(el.dataset, v);
+      else el.setAttribute(k, v === true ? "" : v);
+    }
+    for (const c of children.flat()) {
+      if (c === null || c === undefined || c === false) continue;
+      el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return el;
+  };
+
+  GD.uuid = function () {
+    if (crypto.randomUUID) return crypto.randomUUID();
+    const b = crypto.getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    const x = Array.from(b, (v) => v.toString(16).padStart(2, "0")).join("");
+    return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
+  };
+
+  GD.toast = function (text, kind) {
+    let box = GD.$("#toasts");
+    if (!box) {
+      box = GD.h("div", { id: "toasts", role: "status", "aria-live": "polite" });
+      document.body.append(box);
+    }
+    const t = GD.h("div", { class: "toast " + (kind || "") }, text);
+    box.append(t);
+    setTimeout(() => t.remove(), 5000);
+  };
+
+  const TZ_FMT = new Intl.DateTimeFormat("zh-CN", {
+    timeZone: "Asia/Shanghai",
+    month: "2-digit",
+    day: "2-digit",
+    hour: "2-digit",
+    minute: "2-digit",
+    hour12: false,
+  });
+  GD.time = (iso) => (iso ? TZ_FMT.format(new Date(iso)) : "—");
+
+  /** "剩 3 小時 / 3 h left" or "超期 2 小時 / 2 h overdue" relative to now. */
+  GD.dueText = function (iso, now) {
+    if (!iso) return { text: "—", light: "none" };
+    const ms = new Date(iso) - (now || Date.now());
+    const abs = Math.abs(ms);
+    const h = Math.floor(abs / 3600000);
+    const m = Math.floor((abs % 3600000) / 60000);
+    const span = h >= 48 ? `${Math.floor(h / 24)} 天 d` : h > 0 ? `${h} 小時 h ${m} 分` : `${m} 分鐘 min`;
+    return ms >= 0 ? { text: `剩 ${span}`, light: "green" } : { text: `超期 ${span}`, light: "red" };
+  };
+
+  GD.STATUS = {
+    reported: "已上報 Reported",
+    filed: "已立案 Filed",
+    rejected: "不予立案 Rejected",
+    merged: "已合併 Merged",
+    dispatched: "已派遣 Dispatched",
+    in_progress: "處置中 In progress",
+    returned: "已退單 Returned",
+    suspended: "掛賬 Suspended",
+    awaiting_verification: "待核查 Awaiting check",
+    verified: "核查通過 Verified",
+    closed: "已結案 Closed",
+  };
+  GD.PRIORITY = { urgent: "緊急 Urgent", important: "重要 Important", ordinary: "一般 Ordinary" };
+
+  // ------------------------------------------------------------------ sign-in and API
+  class ApiError extends Error {
+    constructor(status, body) {
+      super((body && (body.message || body.error)) || `HTTP ${status}`);
+      this.status = status;
+      this.body = body || {};
+    }
+  }
+  GD.ApiError = ApiError;
+
+  const Auth = {
+    key: "gd.auth",
+    app: "intake",
+    state: null,
+    load(app) {
+      this.app = app;
+      try {
+        this.state = JSON.parse(localStorage.getItem(`${this.key}.${app}`) || "null");
+      } catch (e) {
+        this.state = null;
+      }
+      return this.state;
+    },
+    save(state) {
+      this.state = state;
+      if (state) localStorage.setItem(`${this.key}.${this.app}`, JSON.stringify(state));
+      else localStorage.removeItem(`${this.key}.${this.app}`);
+    },
+    get user() {
+      return this.state && this.state.user;
+    },
+    async signIn(username, password) {
+      const form = new URLSearchParams({ username, password, client_id: this.app });
+      const r = await fetch("/v1/auth/token", { method: "POST", body: form });
+      const body = await r.json().catch(() => ({}));
+      if (!r.ok) throw new ApiError(r.status, body);
+      this.save({ access: body.access_token, refresh: body.refresh_token, user: body.user });
+      return body.user;
+    },
+    async refresh() {
+      if (!this.state || !this.state.refresh) return false;
+      const form = new URLSearchParams({ grant_type: "refresh_token", refresh_token: this.state.refresh });
+      try {
+        const r = await fetch("/v1/auth/token", { method: "POST", body: form });
+        if (!r.ok) return false;
+        const body = await r.json();
+        this.save({ access: body.access_token, refresh: body.refresh_token || this.state.refresh, user: body.user || this.state.user });
+        return true;
+      } catch (e) {
+        return false;
+      }
+    },
+    signOut() {
+      const token = this.state && this.state.access;
+      if (token) fetch("/v1/auth/logout", { method: "POST", headers: { Authorization: `Bearer ${token}` } }).catch(() => {});
+      this.save(null);
+    },
+  };
+  GD.auth = Auth;
+
+  /** fetch with the Bearer token, one refresh on 401, JSON errors as GD.ApiError. */
+  GD.api = async function (path, opts) {
+    opts = Object.assign({ method: "GET" }, opts || {});
+    const attempt = async () => {
+      const headers = Object.assign({}, opts.headers || {});
+      if (Auth.state) headers.Authorization = `Bearer ${Auth.state.access}`;
+      let body = opts.body;
+      if (opts.json !== undefined) {
+        headers["Content-Type"] = "application/json";
+        body = JSON.stringify(opts.json);
+      }
+      return fetch(path, { method: opts.method, headers, body });
+    };
+    let r = await attempt();
+    if (r.status === 401 && (await Auth.refresh())) r = await attempt();
+    if (opts.raw) return r;
+    const text = await r.text();
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch (e) {
+      data = { message: text };
+    }
+    if (!r.ok) {
+      if (r.status === 401 && GD.onSignedOut) GD.onSignedOut();
+      throw new ApiError(r.status, data);
+    }
+    return data;
+  };
+
+  /** Mount the sign-in form; resolves with the user once signed in with an allowed role. */
+  GD.signInFlow = function ({ app, roles, container, hint }) {
+    Auth.load(app);
+    return new Promise((resolve) => {
+      const ok = (user) => user && roles.includes(user.role);
+      if (ok(Auth.user)) return resolve(Auth.user);
+      const err = GD.h("p", { class: "error", role: "alert" });
+      const user = GD.h("input", { name: "username", autocomplete: "username", required: true, placeholder: "inspector-520102001001" });
+      const pass = GD.h("input", { name: "password", type: "password", autocomplete: "current-password", required: true });
+      const form = GD.h(
+        "form",
+        { class: "card signin", id: "signin" },
+        GD.h("h2", {}, "登錄 Sign in"),
+        GD.h("label", {}, "用戶名 Username", user),
+        GD.h("label", {}, "密碼 Password", pass),
+        err,
+        GD.h("button", { type: "submit", class: "primary block" }, "登錄 Sign in"),
+        hint ? GD.h("p", { class: "muted small" }, hint) : null
+      );
+      form.addEventListener("submit", async (ev) => {
+        ev.preventDefault();
+        err.textContent = "";
+        try {
+          const u = await Auth.signIn(user.value.trim(), pass.value);
+          if (!ok(u)) {
+            Auth.save(null);
+            err.textContent = `此頁面供 ${roles.join(" / ")} 使用 · this page is for ${roles.join(" / ")}`;
+            return;
+          }
+          form.remove();
+          resolve(u);
+        } catch (e) {
+          err.textContent = e.status === 401 ? "用戶名或密碼錯誤 · wrong username or password" : `無法登錄 · cannot sign in: ${e.message}`;
+        }
+      });
+      container.replaceChildren(form);
+      user.focus();
+    });
+  };
+
+  // ------------------------------------------------------------------ live notifications
+  /** Server-Sent Events over fetch (so the token goes in a header, not the URL). */
+  GD.listen = function (onItem) {
+    let lastId = null;
+    let stopped = false;
+    let controller = null;
+    async function loop() {
+      while (!stopped) {
+        controller = new AbortController();
+        try {
+          const headers = { Accept: "text/event-stream", Authorization: `Bearer ${Auth.state.access}` };
+          if (lastId) headers["Last-Event-ID"] = String(lastId);
+          const r = await fetch("/v1/notifications/stream", { headers, signal: controller.signal });
+          if (r.status === 401) {
+            if (!(await Auth.refresh())) return;
+            continue;
+          }
+          if (!r.ok || !r.body) throw new Error(`HTTP ${r.status}`);
+          const reader = r.body.getReader();
+          const decoder = new TextDecoder();
+          let buf = "";
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            buf += decoder.decode(value, { stream: true });
+            let idx;
+            while ((idx = buf.indexOf("\n\n")) >= 0) {
+              const block = buf.slice(0, idx);
+              buf = buf.slice(idx + 2);
+              let event = "message";
+              let data = "";
+              let id = null;
+              for (const line of block.split("\n")) {
+                if (line.startsWith("event:")) event = line.slice(6).trim();
+                else if (line.startsWith("data:")) data += line.slice(5).trim();
+                else if (line.startsWith("id:")) id = Number(line.slice(3).trim());
+              }
+              if (event === "notification" && data) {
+                if (id) lastId = id;
+                try {
+                  onItem(JSON.parse(data));
+                } catch (e) {
+                  console.error(e);
+                }
+              }
+            }
+          }
+        } catch (e) {
+          if (stopped) return;
+        }
+        await new Promise((res) => setTimeout(res, 3000));
+      }
+    }
+    loop();
+    return () => {
+      stopped = true;
+      if (controller) controller.abort();
+    };
+  };
+
+  // ------------------------------------------------------------------ photos
+  GD.MAX_EDGE = 1600;
+
+  /** Downscale a camera / gallery image on the phone: longest edge ≤ 1600 px, JPEG 0.82. */
+  GD.downscale = async function (file, maxEdge) {
+    maxEdge = maxEdge || GD.MAX_EDGE;
+    if (!/^image\/(jpeg|png|webp|heic|heif)$/i.test(file.type || "")) {
+      throw new Error(`不支持的文件類型 unsupported file type: ${file.type || file.name}`);
+    }
+    let bitmap;
+    try {
+      bitmap = await createImageBitmap(file);
+    } catch (e) {
+      throw new Error(`無法讀取圖片 cannot read this image: ${file.name}`);
+    }
+    const scale = Math.min(1, maxEdge / Math.max(bitmap.width, bitmap.height));
+    const w = Math.max(1, Math.round(bitmap.width * scale));
+    const h = Math.max(1, Math.round(bitmap.height * scale));
+    const canvas = document.createElement("canvas");
+    canvas.width = w;
+    canvas.height = h;
+    canvas.getContext("2d").drawImage(bitmap, 0, 0, w, h);
+    if (bitmap.close) bitmap.close();
+    const blob = await new Promise((res) => canvas.toBlob(res, "image/jpeg", 0.82));
+    if (!blob) throw new Error("無法壓縮圖片 cannot compress the image");
+    return { blob, width: w, height: h, name: (file.name || "photo").replace(/\.\w+$/, "") + ".jpg" };
+  };
+
+  /** Upload a blob; returns the reference {digest, size, content_type}. */
+  GD.uploadPhoto = async function (blob) {
+    const r = await GD.api("/v1/photos", { method: "POST", body: blob, headers: { "Content-Type": blob.type || "image/jpeg" } });
+    return { digest: r.digest, size: r.size, content_type: r.content_type };
+  };
+
+  const photoUrls = new Map();
+  /** An <img> for a stored photo, fetched with the token (img src cannot send headers). */
+  GD.photoImg = function (ref) {
+    const img = GD.h("img", { class: "thumb", alt: "照片 photo", loading: "lazy" });
+    const key = ref.digest;
+    const set = (url) => (img.src = url);
+    if (photoUrls.has(key)) set(photoUrls.get(key));
+    else
+      GD.api(`/v1/photos/${encodeURIComponent(ref.digest)}`, { raw: true })
+        .then((r) => (r.ok ? r.blob() : null))
+        .then((b) => {
+          if (!b) return;
+          const url = URL.createObjectURL(b);
+          photoUrls.set(key, url);
+          set(url);
+        })
+        .catch(() => {});
+    return img;
+  };
+
+  /** A photo picker with camera + gallery buttons, downscaling and thumbnails. */
+  GD.photoPicker = function (onChange) {
+    const items = [];
+    const thumbs = GD.h("div", { class: "thumbs" });
+    const err = GD.h("p", { class: "error small", role: "alert" });
+    const camera = GD.h("input", { type: "file", accept: "image/*", capture: "environment", hidden: true, "data-role": "camera" });
+    const gallery = GD.h("input", { type: "file", accept: "image/jpeg,image/png,image/webp", multiple: true, hidden: true, "data-role": "gallery" });
+    async function add(files) {
+      err.textContent = "";
+      for (const f of files) {
+        if (items.length >= 9) {
+          err.textContent = "最多 9 張照片 · at most 9 photos";
+          break;
+        }
+        try {
+          const small = await GD.downscale(f);
+          const url = URL.createObjectURL(small.blob);
+          items.push({ blob: small.blob, name: small.name, url });
+        } catch (e) {
+          err.textContent = e.message;
+        }
+      }
+      render();
+    }
+    function render() {
+      thumbs.replaceChildren(
+        ...items.map((it, i) =>
+          GD.h(
+            "div",
+            { class: "thumbwrap" },
+            GD.h("img", { class: "thumb", src: it.url, alt: it.name }),
+            GD.h("button", { type: "button", class: "x", title: "移除 remove", onclick: () => { items.splice(i, 1); render(); } }, "×")
+          )
+        )
+      );
+      if (onChange) onChange(items);
+    }
+    camera.addEventListener("change", () => add(camera.files).then(() => (camera.value = "")));
+    gallery.addEventListener("change", () => add(gallery.files).then(() => (gallery.value = "")));
+    const el = GD.h(
+      "div",
+      { class: "picker" },
+      GD.h(
+        "div",
+        { class: "row" },
+        GD.h("button", { type: "button", class: "ghost", onclick: () => camera.click() }, "📷 拍照 Camera"),
+        GD.h("button", { type: "button", class: "ghost", onclick: () => gallery.click() }, "🖼 相冊 Gallery")
+      ),
+      camera,
+      gallery,
+      thumbs,
+      err
+    );
+    return {
+      el,
+      items,
+      clear() {
+        items.splice(0, items.length);
+        render();
+      },
+    };
+  };
+
+  // ------------------------------------------------------------------ reference data (cached)
+  async function cached(key, path, pick) {
+    try {
+      const data = await GD.api(path);
+      const value = pick ? pick(data) : data;
+      localStorage.setItem(key, JSON.stringify(value));
+      return value;
+    } catch (e) {
+      const old = localStorage.getItem(key);
+      if (old) return JSON.parse(old);
+      throw e;
+    }
+  }
+  GD.categories = () => cached("gd.categories", "/v1/categories", (d) => d.items);
+  GD.grids = () => cached("gd.grids", "/v1/grids", (d) => d.items);
+
+  function fold(s) {
+    return String(s || "").toLowerCase().trim();
+  }
+  /** Search categories in Chinese or English (code, names, aliases, group), best first. */
+  GD.searchCategories = function (cats, text) {
+    const q = fold(text);
+    if (!q) return cats.slice();
+    const ranked = [];
+    cats.forEach((c, order) => {
+      const names = [c.name_zh, c.name_en, ...(c.aliases || [])].map(fold);
+      let rank = null;
+      if (fold(c.code) === q || names.includes(q)) rank = 0;
+      else if (fold(c.code).startsWith(q) || names.some((n) => n.includes(q))) rank = 1;
+      else if (fold(c.group_zh).includes(q) || fold(c.group_en).includes(q)) rank = 2;
+      if (rank !== null) ranked.push([rank, order, c]);
+    });
+    ranked.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+    return ranked.map((r) => r[2]);
+  };
+
+  /** A category picker: search box, recent categories, result list. */
+  GD.categoryPicker = function (cats, { storageKey, filter, onPick }) {
+    const recentKey = storageKey || "gd.recentCategories";
+    const pool = filter ? cats.filter(filter) : cats;
+    let chosen = null;
+    const input = GD.h("input", { type: "search", placeholder: "搜索類別 search: 垃圾 / garbage / 井蓋", "aria-label": "搜索類別 search category", autocomplete: "off" });
+    const recentBox = GD.h("div", { class: "chips" });
+    const list = GD.h("ul", { class: "results", role: "listbox" });
+    const selected = GD.h("div", { class: "selected muted" }, "未選擇類別 no category chosen");
+    const recent = () => JSON.parse(localStorage.getItem(recentKey) || "[]").filter((code) => pool.some((c) => c.code === code));
+    function pick(c) {
+      chosen = c;
+      selected.className = "selected";
+      selected.replaceChildren(GD.h("span", { class: "code" }, c.code), ` ${c.name_zh} · ${c.name_en}`);
+      list.replaceChildren();
+      input.value = "";
+      if (onPick) onPick(c);
+    }
+    function remember(code) {
+      const r = [code, ...recent().filter((x) => x !== code)].slice(0, 6);
+      localStorage.setItem(recentKey, JSON.stringify(r));
+      renderRecent();
+    }
+    function renderRecent() {
+      const r = recent();
+      recentBox.replaceChildren(
+        ...(r.length ? [GD.h("span", { class: "muted small" }, "最近 Recent:")] : []),
+        ...r.map((code) => {
+          const c = pool.find((x) => x.code === code);
+          return GD.h("button", { type: "button", class: "chip", onclick: () => pick(c) }, c.name_zh);
+        })
+      );
+    }
+    input.addEventListener("input", () => {
+      const found = input.value.trim() ? GD.searchCategories(pool, input.value).slice(0, 8) : [];
+      list.replaceChildren(
+        ...found.map((c) =>
+          GD.h(
+            "li",
+            { role: "option", tabindex: "0", onclick: () => pick(c), onkeydown: (e) => e.key === "Enter" && pick(c) },
+            GD.h("span", { class: "code" }, c.code),
+            GD.h("span", {}, ` ${c.name_zh} `),
+            GD.h("span", { class: "muted" }, c.name_en)
+          )
+        )
+      );
+      if (input.value.trim() && !found.length) list.append(GD.h("li", { class: "muted" }, "沒有匹配 no match"));
+    });
+    renderRecent();
+    return {
+      el: GD.h("div", { class: "catpicker" }, input, list, recentBox, selected),
+      get value() {
+        return chosen;
+      },
+      remember,
+      clear() {
+        chosen = null;
+        selected.className = "selected muted";
+        selected.textContent = "未選擇類別 no category chosen";
+      },
+    };
+  };
+
+  // ------------------------------------------------------------------ grids and the map
+  GD.maps = [];
+  function inRing(lon, lat, ring) {
+    let inside = false;
+    for (let i = 0, j = ring.length - 1; i < ring.length; j = i++) {
+      const [xi, yi] = ring[i];
+      const [xj, yj] = ring[j];
+      if (yi > lat !== yj > lat && lon < ((xj - xi) * (lat - yi)) / (yj - yi) + xi) inside = !inside;
+    }
+    return inside;
+  }
+  /** The grid containing (lat, lon), client-side (works offline with cached grids). */
+  GD.locateGrid = function (grids, lat, lon) {
+    return grids.find((g) => inRing(lon, lat, g.polygon.coordinates[0])) || null;
+  };
+
+  /** A Leaflet map without tiles (no network): grid polygons, optional click-to-pick. */
+  GD.gridMap = function (el, grids, { highlight, onPick } = {}) {
+    if (!window.L) return null;
+    const map = L.map(el, { zoomControl: true, attributionControl: false, preferCanvas: true });
+    const layers = {};
+    const group = L.featureGroup().addTo(map);
+    for (const g of grids) {
+      const mine = !highlight || highlight.includes(g.code);
+      const poly = L.polygon(
+        g.polygon.coordinates[0].map(([lon, lat]) => [lat, lon]),
+        { color: mine ? "#0b5cad" : "#8a94a6", weight: mine ? 2 : 1, fillOpacity: mine ? 0.12 : 0.04 }
+      ).bindTooltip(`${g.name_zh} ${g.code}`);
+      poly.addTo(group);
+      layers[g.code] = poly;
+    }
+    const focus = highlight && highlight.length ? highlight.map((c) => layers[c]).filter(Boolean) : Object.values(layers);
+    if (focus.length) map.fitBounds(L.featureGroup(focus).getBounds(), { padding: [8, 8] });
+    let marker = null;
+    const api = {
+      map,
+      mark(lat, lon) {
+        if (marker) marker.setLatLng([lat, lon]);
+        else marker = L.circleMarker([lat, lon], { radius: 7, color: "#c0392b", weight: 3, fillOpacity: 0.9 }).addTo(map);
+      },
+      select(code) {
+        for (const [c, p] of Object.entries(layers)) p.setStyle({ fillOpacity: c === code ? 0.35 : highlight && !highlight.includes(c) ? 0.04 : 0.12 });
+      },
+      fit(code) {
+        if (layers[code]) map.fitBounds(layers[code].getBounds(), { padding: [10, 10] });
+      },
+    };
+    if (onPick)
+      map.on("click", (e) => {
+        api.mark(e.latlng.lat, e.latlng.lng);
+        onPick(e.latlng.lat, e.latlng.lng);
+      });
+    setTimeout(() => map.invalidateSize(), 50);
+    GD.maps.push(api);
+    return api;
+  };
+
+  GD.header = function (title, subtitle) {
+    const user = GD.h("span", { class: "who" });
+    const out = GD.h("button", { type: "button", class: "link", hidden: true, title: "登出 Sign out", onclick: () => { Auth.signOut(); location.reload(); } }, "登出");
+    const net = GD.h("span", { class: "net", id: "net" });
+    const setNet = () => {
+      net.textContent = navigator.onLine ? "在線 online" : "離線 offline";
+      net.className = "net " + (navigator.onLine ? "on" : "off");
+    };
+    window.addEventListener("online", setNet);
+    window.addEventListener("offline", setNet);
+    setNet();
+    const el = GD.h(
+      "header",
+      { class: "bar" },
+      GD.h("div", { class: "brand" }, GD.h("img", { src: "/intake-static/icon.svg", alt: "", width: 28, height: 28 }), GD.h("div", {}, GD.h("strong", {}, title), GD.h("small", {}, subtitle))),
+      GD.h("div", { class: "right" }, net, user, out)
+    );
+    return {
+      el,
+      signedIn(u) {
+        user.textContent = u.name || u.username;
+        out.hidden = false;
+      },
+    };
+  };
+})();

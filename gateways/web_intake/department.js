@@ -1,0 +1,174 @@
+/* Department worklist (處置部門): cases dispatched to my department, sorted by deadline;
+ * accept 接單, report the result with photos 處置反饋, return a mis-dispatch 退單 with a
+ * reason, request an extension 延期申請. New dispatches and reworks arrive live. */
+(function () {
+  "use strict";
+  const { $, h } = GD;
+  const OPEN = ["dispatched", "in_progress", "suspended"];
+  let user = null;
+
+  async function act(caseNo, verb, args) {
+    const r = await GD.api(`/v1/cases/${encodeURIComponent(caseNo)}/actions/${verb}`, {
+      method: "POST",
+      json: args,
+      headers: { "Idempotency-Key": GD.uuid() },
+      raw: true,
+    });
+    const body = await r.json().catch(() => ({}));
+    if (r.status === 200 || r.status === 202) {
+      settle();
+      return body;
+    }
+    throw new GD.ApiError(r.status, body);
+  }
+
+  /** The worker has answered; the read model follows a moment later: re-read a few times. */
+  function settle() {
+    for (const ms of [250, 800, 2000, 4000]) setTimeout(load, ms);
+  }
+
+  function form(kind, c, done) {
+    const err = h("p", { class: "error small", role: "alert" });
+    const fields = {};
+    let photos = null;
+    const parts = [];
+    if (kind === "result") {
+      fields.note = h("textarea", { maxlength: 2000, placeholder: "處置情況 what was done", required: true });
+      photos = GD.photoPicker();
+      parts.push(h("label", {}, "處置說明 Result", fields.note), h("label", {}, "處置照片 Photos"), photos.el);
+    } else if (kind === "return") {
+      fields.reason = h("textarea", { maxlength: 2000, placeholder: "不屬於本部門職責的原因 why this is not ours", required: true });
+      parts.push(h("label", {}, "退單原因 Reason", fields.reason));
+    } else if (kind === "extension") {
+      fields.hours = h("input", { type: "number", min: "1", max: "720", step: "1", value: "8" });
+      fields.reason = h("textarea", { maxlength: 2000, placeholder: "需要延期的原因 why more time is needed", required: true });
+      parts.push(h("label", {}, "延長小時數 Extra hours", fields.hours), h("label", {}, "延期原因 Reason", fields.reason));
+    }
+    const labels = { result: "提交反饋 Submit result", return: "確認退單 Return case", extension: "提交申請 Request" };
+    const submit = h("button", { type: "button", class: kind === "return" ? "danger" : "primary" }, labels[kind]);
+    submit.addEventListener("click", async () => {
+      err.textContent = "";
+      submit.disabled = true;
+      try {
+        if (kind === "result") {
+          if (!fields.note.value.trim()) throw new Error("請填寫處置說明 · describe what was done");
+          const refs = [];
+          for (const p of photos.items) refs.push(await GD.uploadPhoto(p.blob));
+          await act(c.case_no, "report_result", { note: fields.note.value.trim(), photos: refs });
+          GD.toast("處置結果已反饋，等待核查 · result reported, awaiting on-site check", "good");
+        } else if (kind === "return") {
+          if (!fields.reason.value.trim()) throw new Error("請填寫退單原因 · give the reason");
+          await act(c.case_no, "return_case", { reason: fields.reason.value.trim() });
+          GD.toast("已退單 · returned to the dispatcher", "good");
+        } else {
+          if (!fields.reason.value.trim()) throw new Error("請填寫延期原因 · give the reason");
+          await act(c.case_no, "request_extension", { hours: Number(fields.hours.value), reason: fields.reason.value.trim() });
+          GD.toast("延期申請已提交 · extension requested", "good");
+        }
+        done();
+      } catch (e) {
+        err.textContent = e.message;
+        submit.disabled = false;
+      }
+    });
+    return h("div", { class: "panel", dataset: { form: kind } }, ...parts, err, h("div", { class: "actions" }, submit));
+  }
+
+  function noop() {
+  }
+
+  function card(c) {
+    const due = GD.dueText(c.due_at);
+    const light = c.overdue ? "red" : c.warning ? "yellow" : due.light;
+    const slot = h("div");
+    const open = (kind) => {
+      const existing = slot.firstChild;
+      if (existing && existing.dataset.form === kind) return slot.replaceChildren();
+      slot.replaceChildren(form(kind, c, noop));
+    };
+    const buttons = [];
+    if (c.status === "dispatched") {
+      buttons.push(h("button", { type: "button", class: "primary", onclick: async (ev) => {
+        ev.target.disabled = true;
+        try { await act(c.case_no, "accept", {}); GD.toast("已接單 · accepted", "good"); }
+        catch (e) { GD.toast(e.message, "bad"); ev.target.disabled = false; }
+      } }, "接單 Accept"));
+    }
+    if (c.status === "in_progress") {
+      buttons.push(h("button", { type: "button", class: "ok", onclick: () => open("result") }, "處置反饋 Report result"));
+      if (!c.pending_extension) buttons.push(h("button", { type: "button", onclick: () => open("extension") }, "延期 Extension"));
+    }
+    if (c.status === "dispatched" || c.status === "in_progress") {
+      buttons.push(h("button", { type: "button", class: "danger", onclick: () => open("return") }, "退單 Return"));
+    }
+    const photos = h("div", { class: "thumbs" }, ...(c.photos || []).map(GD.photoImg));
+    return h(
+      "div",
+      { class: `card item ${c.overdue ? "rejected" : c.status === "dispatched" ? "queued" : "sent"}`, dataset: { caseNo: c.case_no, status: c.status } },
+      h("div", { class: "top" }, h("strong", {}, c.case_no), h("span", { class: "pill" }, GD.STATUS[c.status] || c.status)),
+      h("div", { class: "meta" },
+        h("span", {}, h("span", { class: `light ${light}` }), h("b", {}, due.text), ` · ${GD.time(c.due_at)}`),
+        c.priority ? h("span", { class: `pill ${c.priority}` }, GD.PRIORITY[c.priority] || c.priority) : null,
+        c.rework_count ? h("span", { class: "pill urgent" }, `返工 rework ×${c.rework_count}`) : null,
+        c.pending_extension ? h("span", { class: "pill important" }, `延期審批中 extension pending (${c.pending_extension.hours} h)`) : null),
+      h("div", { class: "desc" }, h("span", { class: "code" }, c.category), " ", c.description),
+      h("div", { class: "meta" }, c.address ? h("span", {}, `📍 ${c.address}`) : null, h("span", {}, `網格 ${c.grid}`), h("span", {}, `上報 ${GD.time(c.reported_at)}`)),
+      photos,
+      buttons.length ? h("div", { class: "actions" }, ...buttons) : null,
+      slot
+    );
+  }
+
+  let loading = null;
+  let rendered = new Map();
+  async function load() {
+    if (loading) return loading;
+    loading = (async () => {
+      const q = OPEN.map((s) => `status=${s}`).join("&");
+      const data = await GD.api(`/v1/cases?${q}&department=${encodeURIComponent(user.department || "")}&limit=500`);
+      const items = data.items.sort((a, b) => (a.due_at ? Date.parse(a.due_at) : Infinity) - (b.due_at ? Date.parse(b.due_at) : Infinity));
+      $("#k-new").textContent = items.filter((c) => c.status === "dispatched").length;
+      $("#k-work").textContent = items.filter((c) => c.status === "in_progress").length;
+      $("#k-warn").textContent = items.filter((c) => c.warning && !c.overdue).length;
+      $("#k-over").textContent = items.filter((c) => c.overdue).length;
+      // Keep the card (and any half-filled form in it) while the case has not changed.
+      const next = new Map();
+      const els = items.map((c) => {
+        const old = rendered.get(c.case_no);
+        const el = old && old.version === c.version ? old.el : card(c);
+        next.set(c.case_no, { version: c.version, el });
+        return el;
+      });
+      rendered = next;
+      $("#list").replaceChildren(...(els.length ? els : [h("p", { class: "empty card" }, "暫無待處置案件 · nothing to handle")]));
+    })()
+      .catch((e) => GD.toast(e.message, "bad"))
+      .finally(() => (loading = null));
+    return loading;
+  }
+
+  async function start() {
+    const header = GD.header("處置部門工作台", "Department worklist · 處置");
+    $("#header").replaceChildren(header.el);
+    user = await GD.signInFlow({
+      app: "department",
+      roles: ["handler"],
+      container: $("#signin-slot"),
+      hint: "演示帳號 demo: handler-D-520102-sanitation / handler-D-520102-sanitation-demo",
+    });
+    header.signedIn(user);
+    $("#dept-name").textContent = `${user.department} · 本部門案件`;
+    $("#app").hidden = false;
+    $("#reload").addEventListener("click", load);
+    await load();
+    GD.listen((n) => {
+      GD.toast(`${n.title} · ${n.case_no}`, n.kind === "overdue" || n.kind === "returned" ? "bad" : n.kind === "deadline_approaching" ? "warn" : "");
+      load();
+      settle(); // the notifier can be a moment ahead of the case list
+    });
+    setInterval(load, 60000);
+    document.body.dataset.ready = "1";
+  }
+  window.GDDepartment = { load };
+  start();
+})();

@@ -1,0 +1,190 @@
+/* 12319 call-taker (受理員): register a citizen's call as a case (caller, address or map pick →
+ * grid, category, description) and do the return visit (回訪) after closure. */
+(function () {
+  "use strict";
+  const { $, $$, h } = GD;
+  let grids = [];
+  let picked = null; // {lat, lon, grid}
+  let key = GD.uuid(); // one idempotency key per call being registered
+  let mapApi = null;
+
+  function showTab(name) {
+    for (const b of $$("#tabs button")) b.setAttribute("aria-selected", String(b.dataset.tab === name));
+    $("#tab-call").hidden = name !== "call";
+    $("#tab-visits").hidden = name !== "visits";
+    if (name === "visits") loadVisits();
+    if (name === "call" && mapApi) setTimeout(() => mapApi.map.invalidateSize(), 30);
+  }
+
+  function gridLine(text, bad) {
+    const line = $("#grid-line");
+    line.className = bad ? "gridline error" : "gridline";
+    line.replaceChildren(...(Array.isArray(text) ? text : [text]));
+  }
+
+  async function setupCall(cats) {
+    const picker = GD.categoryPicker(cats, { storageKey: "gd.hotline.recent", filter: (c) => !c.code.startsWith("ZL03") });
+    $("#category-slot").replaceChildren(picker.el);
+    const sel = $("#grid-select");
+    sel.replaceChildren(h("option", { value: "" }, "手選網格 choose grid…"), ...grids.map((g) => h("option", { value: g.code }, `${g.name_zh} ${g.code}`)));
+    sel.addEventListener("change", () => {
+      picked = null;
+      if (sel.value) {
+        const g = grids.find((x) => x.code === sel.value);
+        gridLine(["網格 Grid: ", h("b", {}, g.name_zh), ` (${g.code}) · 手選 chosen`]);
+        if (mapApi) { mapApi.select(sel.value); mapApi.fit(sel.value); }
+      }
+    });
+    mapApi = GD.gridMap($("#map"), grids, {
+      onPick(lat, lon) {
+        const g = GD.locateGrid(grids, lat, lon);
+        if (!g) {
+          picked = null;
+          sel.value = "";
+          gridLine(`(${lat.toFixed(5)}, ${lon.toFixed(5)}) 不在任何網格內 · in no grid`, true);
+          return;
+        }
+        picked = { lat, lon, grid: g.code };
+        sel.value = g.code;
+        mapApi.select(g.code);
+        gridLine(["網格 Grid: ", h("b", {}, g.name_zh), ` (${g.code}) · ${lat.toFixed(5)}, ${lon.toFixed(5)}`]);
+      },
+    });
+
+    $("#call-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const err = $("#call-error");
+      err.textContent = "";
+      const cat = picker.value;
+      const grid = sel.value;
+      const name = $("#caller-name").value.trim();
+      const phone = $("#caller-phone").value.trim();
+      const description = $("#description").value.trim();
+      if (!name || !phone) return (err.textContent = "請填寫來電人姓名和電話 · caller name and phone are required");
+      if (!cat) return (err.textContent = "請選擇類別 · choose a category");
+      if (!grid) return (err.textContent = "請在地圖上點選或手選網格 · pick the place on the map or choose the grid");
+      if (!description) return (err.textContent = "請填寫問題描述 · describe the problem");
+      const body = {
+        category: cat.code,
+        grid,
+        address: $("#address").value.trim() || null,
+        description,
+        source: "hotline",
+        reporter: { name, phone, type: "citizen" },
+      };
+      if (picked && picked.grid === grid) Object.assign(body, { lat: picked.lat, lon: picked.lon });
+      const button = $("#submit-call");
+      button.disabled = true;
+      try {
+        const r = await GD.api("/v1/reports", { method: "POST", json: body, headers: { "Idempotency-Key": key } });
+        picker.remember(cat.code);
+        $("#call-result").replaceChildren(
+          h("div", { class: "panel", id: "registered" },
+            h("b", {}, "已登記 Registered: "), h("span", { class: "case-no" }, r.case_no),
+            h("p", { class: "small muted" }, "請告知來電人案件編號 · tell the caller this case number"))
+        );
+        GD.toast(`已登記 ${r.case_no}`, "good");
+        key = GD.uuid();
+        for (const id of ["#caller-name", "#caller-phone", "#description", "#address"]) $(id).value = "";
+        picker.clear();
+      } catch (e) {
+        err.textContent = e.message; // same key: a retry after an error never creates two cases
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+
+  const SATISFACTION = [
+    ["satisfied", "滿意 Satisfied"],
+    ["basically_satisfied", "基本滿意 Basically"],
+    ["dissatisfied", "不滿意 Dissatisfied"],
+  ];
+
+  function visitCard(c) {
+    const name = `sat-${c.case_no}`;
+    const seg = h("div", { class: "seg", role: "radiogroup" },
+      ...SATISFACTION.map(([v, t]) => h("label", {}, h("input", { type: "radio", name, value: v }), t)));
+    const comment = h("textarea", { maxlength: 2000, placeholder: "來電人意見 the caller's comment" });
+    const err = h("p", { class: "error small", role: "alert" });
+    const save = h("button", { type: "button", class: "primary" }, "保存回訪 Save");
+    const el = h("div", { class: "card item filed", dataset: { caseNo: c.case_no } },
+      h("div", { class: "top" }, h("strong", {}, c.case_no), h("span", { class: "pill" }, `結案 ${GD.time(c.closed_at || c.updated_at)}`)),
+      h("div", { class: "desc" }, h("span", { class: "code" }, c.category), " ", c.description),
+      h("div", { class: "meta" }, h("span", {}, `☎ ${c.reporter_name || "—"} ${c.reporter_phone || ""}`), c.address ? h("span", {}, `📍 ${c.address}`) : null),
+      h("label", {}, "滿意度 Satisfaction"), seg,
+      h("label", {}, "意見 Comment", comment), err,
+      h("div", { class: "actions" }, save));
+    save.addEventListener("click", async () => {
+      err.textContent = "";
+      const choice = $(`input[name="${name}"]:checked`, el);
+      if (!choice) return (err.textContent = "請選擇滿意度 · choose the satisfaction");
+      save.disabled = true;
+      try {
+        const r = await GD.api(`/v1/cases/${encodeURIComponent(c.case_no)}/actions/return_visit`, {
+          method: "POST",
+          json: { satisfaction: choice.value, comment: comment.value.trim() || null },
+          headers: { "Idempotency-Key": GD.uuid() },
+        });
+        if (r && r.ok === false) throw new Error(r.error ? r.error.message : "refused");
+        GD.toast(`回訪已記錄 ${c.case_no}`, "good");
+        el.remove();
+        setTimeout(loadVisits, 800);
+      } catch (e) {
+        err.textContent = e.message;
+        save.disabled = false;
+      }
+    });
+    return el;
+  }
+
+  let visitEls = new Map();
+  async function loadVisits() {
+    try {
+      const data = await GD.api("/v1/cases?status=closed&limit=200");
+      const due = data.items.filter((c) => !c.satisfaction && (c.source === "hotline" || c.source === "open311"));
+      $("#visit-badge").textContent = due.length ? String(due.length) : "";
+      const next = new Map();
+      const els = due.map((c) => {
+        const el = visitEls.get(c.case_no) || visitCard(c);
+        next.set(c.case_no, el);
+        return el;
+      });
+      visitEls = next;
+      $("#visits").replaceChildren(...(els.length ? els : [h("p", { class: "empty card" }, "沒有待回訪案件 · no return visits due")]));
+    } catch (e) {
+      GD.toast(e.message, "bad");
+    }
+  }
+
+  async function start() {
+    const header = GD.header("12319 受理", "Call-taker · 熱線受理 / 回訪");
+    $("#header").replaceChildren(header.el);
+    const user = await GD.signInFlow({
+      app: "hotline",
+      roles: ["call_taker"],
+      container: $("#signin-slot"),
+      hint: "演示帳號 demo: calltaker / calltaker-demo",
+    });
+    header.signedIn(user);
+    $("#app").hidden = false;
+    for (const b of $$("#tabs button")) b.addEventListener("click", () => showTab(b.dataset.tab));
+    let cats = [];
+    try {
+      [cats, grids] = await Promise.all([GD.categories(), GD.grids()]);
+    } catch (e) {
+      GD.toast(e.message, "bad");
+    }
+    await setupCall(cats);
+    loadVisits();
+    GD.listen((n) => {
+      if (n.kind === "return_visit_due") {
+        GD.toast(`${n.title} · ${n.case_no}`);
+        [0, 1000, 3000].forEach((ms) => setTimeout(loadVisits, ms));
+      }
+    });
+    document.body.dataset.ready = "1";
+  }
+  window.GDHotline = { loadVisits, showTab };
+  start();
+})();

@@ -1,0 +1,504 @@
+/* Inspector app (網格員): report offline-first, verify fixes (核查), record care visits (六必訪).
+ *
+ * The outbox: every submission (a report or a verification) is first written to IndexedDB
+ * with its own idempotency key, then sent when the network allows. States:
+ *   queued  — on this phone only; retried on 'online', every 5 s and on "Send now"
+ *   sent    — the server accepted it (202 + case number); the case is being created
+ *   filed   — the case is on record (GET /v1/cases/{no} answers) / the action succeeded
+ *   rejected — the server refused it (4xx) with a message; kept until the user deletes it
+ * The server derives the case from the idempotency key, so however often an item is sent
+ * (lost responses, two tabs, a crash mid-send) exactly one case exists. */
+(function () {
+  "use strict";
+  const { $, $$, h } = GD;
+  const CARE_VISITS = ["ZL0301", "ZL0302", "ZL0303", "ZL0304", "ZL0305", "ZL0306"];
+  const STATE_TEXT = {
+    queued: "待發送 queued",
+    sending: "發送中 sending",
+    sent: "已發送 sent",
+    filed: "已登記 filed",
+    rejected: "被拒 refused",
+  };
+
+  // ------------------------------------------------------------------ IndexedDB outbox
+  const DB_NAME = "gd-inspector";
+  let dbp = null;
+  function db() {
+    if (!dbp)
+      dbp = new Promise((resolve, reject) => {
+        const req = indexedDB.open(DB_NAME, 1);
+        req.onupgradeneeded = () => {
+          const store = req.result.createObjectStore("outbox", { keyPath: "key" });
+          store.createIndex("created", "created");
+        };
+        req.onsuccess = () => resolve(req.result);
+        req.onerror = () => reject(req.error);
+      });
+    return dbp;
+  }
+  async function tx(mode, fn) {
+    const d = await db();
+    return new Promise((resolve, reject) => {
+      const t = d.transaction("outbox", mode);
+      const store = t.objectStore("outbox");
+      let result;
+      Promise.resolve(fn(store)).then((r) => (result = r));
+      t.oncomplete = () => resolve(result);
+      t.onerror = () => reject(t.error);
+    });
+  }
+  const req2p = (req) => new Promise((res, rej) => ((req.onsuccess = () => res(req.result)), (req.onerror = () => rej(req.error))));
+  const Outbox = {
+    put: (item) => tx("readwrite", (s) => req2p(s.put(item))),
+    get: (key) => tx("readonly", (s) => req2p(s.get(key))),
+    del: (key) => tx("readwrite", (s) => req2p(s.delete(key))),
+    all: () => tx("readonly", (s) => req2p(s.index("created").getAll())),
+    async update(key, patch) {
+      const item = await Outbox.get(key);
+      if (!item) return null;
+      Object.assign(item, patch, { updated: new Date().toISOString() });
+      await Outbox.put(item);
+      return item;
+    },
+  };
+
+  /** Queue a submission; photos are kept as Blobs in IndexedDB until uploaded. */
+  async function enqueue(kind, payload, photos, label) {
+    const item = {
+      key: GD.uuid(),
+      kind, // "report" | "action"
+      payload,
+      photos: photos.map((p) => ({ blob: p.blob, name: p.name })),
+      refs: [],
+      label,
+      state: "queued",
+      attempts: 0,
+      created: new Date().toISOString(),
+      case_no: payload.case_no || null,
+      error: null,
+    };
+    await Outbox.put(item);
+    renderQueue();
+    flush();
+    return item;
+  }
+
+  // ------------------------------------------------------------------ sending
+  let flushing = null;
+  function flush() {
+    if (!flushing) flushing = run().finally(() => (flushing = null));
+    return flushing;
+  }
+  async function run() {
+    if (!navigator.onLine || !GD.auth.state) return;
+    const body = async () => {
+      for (const item of await Outbox.all()) {
+        if (!navigator.onLine) break;
+        try {
+          if (item.state === "queued" || item.state === "sending") await send(item);
+          else if (item.state === "sent") await confirm(item);
+        } catch (e) {
+          if (e instanceof GD.ApiError && e.status === 401) break; // sign in again first
+        }
+      }
+      await renderQueue();
+    };
+    // Web Locks: two open tabs never send the same item at the same moment.
+    if (navigator.locks) await navigator.locks.request("gd-outbox", body);
+    else await body();
+  }
+
+  async function send(item) {
+    await Outbox.update(item.key, { state: "sending", attempts: item.attempts + 1 });
+    try {
+      const refs = item.refs.slice();
+      for (let i = refs.length; i < item.photos.length; i++) {
+        refs.push(await GD.uploadPhoto(item.photos[i].blob));
+        await Outbox.update(item.key, { refs });
+      }
+      const headers = { "Idempotency-Key": item.key };
+      if (item.kind === "report") {
+        const r = await GD.api("/v1/reports", { method: "POST", json: { ...item.payload, photos: refs }, headers });
+        await Outbox.update(item.key, { state: "sent", case_no: r.case_no, error: null, sent_at: new Date().toISOString() });
+        await confirm(await Outbox.get(item.key));
+      } else {
+        const { case_no, verb, args } = item.payload;
+        const r = await GD.api(`/v1/cases/${encodeURIComponent(case_no)}/actions/${verb}`, {
+          method: "POST",
+          json: { ...args, photos: refs },
+          headers,
+          raw: true,
+        });
+        const data = await r.json().catch(() => ({}));
+        if (r.status === 200) await Outbox.update(item.key, { state: "filed", error: null, filed_at: new Date().toISOString() });
+        else if (r.status === 202) await Outbox.update(item.key, { state: "sent", error: null });
+        else if (r.status === 401) throw new GD.ApiError(401, data);
+        else if (r.status >= 500) throw new GD.ApiError(r.status, data);
+        else await Outbox.update(item.key, { state: "rejected", error: data.message || data.error || `HTTP ${r.status}` });
+        if (r.status === 200) refreshTasks();
+      }
+    } catch (e) {
+      if (e instanceof GD.ApiError && e.status >= 400 && e.status < 500 && e.status !== 401 && e.status !== 408 && e.status !== 429) {
+        // Refused (bad photo, location outside the city, …): keep it with the reason.
+        await Outbox.update(item.key, { state: "rejected", error: e.message });
+        GD.toast(`被拒 refused: ${e.message}`, "bad");
+      } else {
+        await Outbox.update(item.key, { state: "queued", error: navigator.onLine ? e.message : null });
+        if (e instanceof GD.ApiError && e.status === 401) throw e;
+      }
+    }
+  }
+
+  /** A sent report is "filed" once the case can be read back. */
+  async function confirm(item) {
+    if (!item || item.kind !== "report" || !item.case_no) return;
+    try {
+      const c = await GD.api(`/v1/cases/${encodeURIComponent(item.case_no)}`);
+      await Outbox.update(item.key, { state: "filed", status: c.status, filed_at: new Date().toISOString() });
+    } catch (e) {
+      if (!(e instanceof GD.ApiError && e.status === 404)) throw e; // 404: not yet projected
+    }
+  }
+
+  // ------------------------------------------------------------------ rendering the queue
+  async function renderQueue() {
+    const items = (await Outbox.all()).reverse();
+    const waiting = items.filter((i) => i.state === "queued" || i.state === "sending").length;
+    $("#queue-badge").textContent = waiting ? String(waiting) : "";
+    const list = $("#queue-list");
+    if (!items.length) {
+      list.replaceChildren(h("p", { class: "empty card" }, "隊列是空的 nothing queued"));
+      return;
+    }
+    list.replaceChildren(
+      ...items.map((it) =>
+        h(
+          "div",
+          { class: `card item ${it.state}`, dataset: { key: it.key, state: it.state } },
+          h("div", { class: "top" }, h("strong", {}, it.label), h("span", { class: `state ${it.state}` }, STATE_TEXT[it.state] || it.state)),
+          h("div", { class: "desc" }, it.kind === "report" ? it.payload.description : it.payload.args.note || ""),
+          h(
+            "div",
+            { class: "meta" },
+            h("span", {}, GD.time(it.created)),
+            it.case_no ? h("span", { class: "case-no" }, `案件 ${it.case_no}`) : null,
+            it.photos.length ? h("span", {}, `📷 ${it.photos.length}`) : null,
+            h("span", { class: "code", title: "冪等鍵 idempotency key" }, it.key.slice(0, 8))
+          ),
+          it.error ? h("p", { class: "error small" }, it.error) : null,
+          it.state === "rejected"
+            ? h(
+                "div",
+                { class: "actions" },
+                h("button", { type: "button", class: "danger", onclick: async () => { await Outbox.del(it.key); renderQueue(); } }, "刪除 Delete")
+              )
+            : null
+        )
+      )
+    );
+  }
+
+  // ------------------------------------------------------------------ the report form
+  let grids = [];
+  let myGrids = [];
+  let located = null; // {lat, lon, grid}
+  let mapApi = null;
+
+  function setGrid(code, why) {
+    const sel = $("#grid-select");
+    if (code && !Array.from(sel.options).some((o) => o.value === code)) code = "";
+    sel.value = code || "";
+    const g = grids.find((x) => x.code === code);
+    const line = $("#grid-line");
+    if (g) {
+      line.className = "gridline";
+      line.replaceChildren("網格 Grid: ", h("b", {}, `${g.name_zh}`), ` (${g.code}) · ${why}`);
+      if (mapApi) mapApi.select(code);
+    }
+  }
+
+  function locate() {
+    const line = $("#grid-line");
+    if (!navigator.geolocation) {
+      line.textContent = "此設備不支持定位，請手選網格 · no GPS: choose the grid";
+      return;
+    }
+    line.textContent = "定位中 locating…";
+    navigator.geolocation.getCurrentPosition(
+      (pos) => {
+        const { latitude: lat, longitude: lon, accuracy } = pos.coords;
+        const g = GD.locateGrid(grids, lat, lon);
+        if (mapApi) mapApi.mark(lat, lon);
+        if (!g) {
+          located = null;
+          line.className = "gridline error";
+          line.textContent = `位置 (${lat.toFixed(5)}, ${lon.toFixed(5)}) 不在任何網格內，請手選網格 · this position is in no grid: choose the grid`;
+          return;
+        }
+        if (!myGrids.includes(g.code)) {
+          located = null;
+          line.className = "gridline error";
+          line.textContent = `您在 ${g.name_zh} (${g.code})，不是您負責的網格 · you are outside your grids; choose one of yours`;
+          return;
+        }
+        located = { lat, lon, grid: g.code };
+        setGrid(g.code, `GPS ±${Math.round(accuracy)} m`);
+      },
+      () => {
+        located = null;
+        line.className = "gridline";
+        line.textContent = "無法定位（GPS 關閉？），請手選網格 · GPS is off: choose the grid";
+      },
+      { enableHighAccuracy: true, timeout: 10000, maximumAge: 60000 }
+    );
+  }
+
+  async function setupReport(cats) {
+    const picker = GD.categoryPicker(cats, { storageKey: "gd.inspector.recent", filter: (c) => !CARE_VISITS.includes(c.code) });
+    $("#category-slot").replaceChildren(picker.el);
+    const photos = GD.photoPicker();
+    $("#photo-slot").replaceChildren(photos.el);
+    const sel = $("#grid-select");
+    sel.replaceChildren(
+      h("option", { value: "" }, "手選網格 choose grid…"),
+      ...myGrids.map((code) => {
+        const g = grids.find((x) => x.code === code);
+        return h("option", { value: code }, g ? `${g.name_zh} ${code}` : code);
+      })
+    );
+    sel.addEventListener("change", () => {
+      located = null;
+      if (sel.value) setGrid(sel.value, "手選 chosen by hand");
+      if (mapApi && sel.value) mapApi.fit(sel.value);
+    });
+    if (myGrids.length === 1) setGrid(myGrids[0], "您的網格 your grid");
+    mapApi = GD.gridMap($("#map"), grids.filter((g) => myGrids.includes(g.code) || myGrids.length === 0), { highlight: myGrids });
+    $("#gps-btn").addEventListener("click", locate);
+
+    $("#report-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const err = $("#report-error");
+      err.textContent = "";
+      const cat = picker.value;
+      const grid = sel.value;
+      const description = $("#description").value.trim();
+      if (!cat) return (err.textContent = "請選擇類別 · choose a category");
+      if (!grid) return (err.textContent = "請定位或手選網格 · use GPS or choose the grid");
+      if (!description) return (err.textContent = "請填寫描述 · describe the problem");
+      const payload = {
+        category: cat.code,
+        grid,
+        description,
+        address: $("#address").value.trim() || null,
+        source: "inspector_app",
+        client_time: new Date().toISOString(),
+      };
+      if (located && located.grid === grid) Object.assign(payload, { lat: located.lat, lon: located.lon });
+      await enqueue("report", payload, photos.items.slice(), `${cat.name_zh} · ${cat.code}`);
+      picker.remember(cat.code);
+      picker.clear();
+      photos.clear();
+      $("#description").value = "";
+      $("#address").value = "";
+      GD.toast(navigator.onLine ? "已提交 submitted" : "已存入隊列，恢復網絡後發送 · queued until online", navigator.onLine ? "good" : "warn");
+      showTab("queue");
+    });
+  }
+
+  // ------------------------------------------------------------------ my grid: 核查 and 六必訪
+  let taskEls = new Map(); // case_no → {version, el}: a half-written note survives a refresh
+  async function refreshTasks() {
+    const box = $("#tasks");
+    let data;
+    try {
+      data = await GD.api("/v1/cases?status=awaiting_verification&limit=100");
+    } catch (e) {
+      if (!box.children.length || box.querySelector(".empty")) box.replaceChildren(h("p", { class: "empty" }, navigator.onLine ? e.message : "離線：連網後顯示 · offline"));
+      return;
+    }
+    const pending = new Set((await Outbox.all()).filter((i) => i.kind === "action" && i.state !== "rejected").map((i) => i.payload.case_no));
+    const tasks = data.items.filter((c) => !pending.has(c.case_no));
+    $("#task-badge").textContent = tasks.length ? String(tasks.length) : "";
+    if (!tasks.length) {
+      box.replaceChildren(h("p", { class: "empty" }, "沒有待核查的案件 · nothing to check"));
+      return;
+    }
+    const next = new Map();
+    box.replaceChildren(
+      ...tasks.map((c) => {
+        const old = taskEls.get(c.case_no);
+        const el = old && old.version === c.version ? old.el : taskCard(c);
+        next.set(c.case_no, { version: c.version, el });
+        return el;
+      })
+    );
+    taskEls = next;
+  }
+
+  function taskCard(c) {
+    const note = h("textarea", { placeholder: "核查說明 what did you see on site?", maxlength: 2000 });
+    const photos = GD.photoPicker();
+    const err = h("p", { class: "error small", role: "alert" });
+    const result = h("div", { class: "panel small" }, "載入處置結果 loading result…");
+    GD.api(`/v1/cases/${encodeURIComponent(c.case_no)}`)
+      .then((full) => {
+        const ev = [...full.timeline].reverse().find((e) => e.type === "ResultReported");
+        result.replaceChildren(
+          h("b", {}, "處置反饋 Result: "),
+          ev ? ev.data.note : "—",
+          h("div", { class: "thumbs" }, ...((ev && ev.data.photos) || []).map(GD.photoImg))
+        );
+      })
+      .catch(() => result.remove());
+    const decide = async (verb) => {
+      err.textContent = "";
+      if (verb === "verify_fail" && !note.value.trim()) return (err.textContent = "不通過須說明原因 · say what is still wrong");
+      await enqueue(
+        "action",
+        { case_no: c.case_no, verb, args: { note: note.value.trim() || null } },
+        photos.items.slice(),
+        `${verb === "verify_pass" ? "核查通過 Pass" : "核查不通過 Fail"} · ${c.case_no}`
+      );
+      card.remove();
+      GD.toast(verb === "verify_pass" ? "核查通過已提交 · pass recorded" : "已退回返工 · sent back for rework", "good");
+    };
+    const light = c.overdue ? "red" : c.warning ? "yellow" : "green";
+    const card = h(
+      "div",
+      { class: "card item task", dataset: { caseNo: c.case_no } },
+      h("div", { class: "top" }, h("strong", {}, c.case_no), h("span", { class: "pill" }, GD.STATUS[c.status] || c.status)),
+      h("div", { class: "desc" }, c.description),
+      h("div", { class: "meta" }, h("span", {}, h("span", { class: `light ${light}` }), `核查時限 ${GD.time(c.due_at)}`), h("span", {}, c.category), c.address ? h("span", {}, c.address) : null),
+      result,
+      h("label", {}, "核查說明 Note", note),
+      photos.el,
+      err,
+      h(
+        "div",
+        { class: "actions" },
+        h("button", { type: "button", class: "ok", onclick: () => decide("verify_pass") }, "✓ 通過 Pass"),
+        h("button", { type: "button", class: "danger", onclick: () => decide("verify_fail") }, "✗ 不通過 Fail")
+      )
+    );
+    return card;
+  }
+
+  function setupVisits(cats) {
+    const types = cats.filter((c) => CARE_VISITS.includes(c.code));
+    $("#visit-type").replaceChildren(...types.map((c) => h("option", { value: c.code }, `${c.name_zh} · ${c.name_en.replace("Care visit: ", "")}`)));
+    $("#visit-grid").replaceChildren(...myGrids.map((code) => h("option", { value: code }, (grids.find((g) => g.code === code) || {}).name_zh || code)));
+    const photos = GD.photoPicker();
+    $("#visit-photo-slot").replaceChildren(photos.el);
+    $("#visit-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const err = $("#visit-error");
+      err.textContent = "";
+      const code = $("#visit-type").value;
+      const household = $("#visit-household").value.trim();
+      const note = $("#visit-note").value.trim();
+      if (!household) return (err.textContent = "請填寫走訪對象 · name the household");
+      if (!note) return (err.textContent = "請填寫走訪情況 · write what you found");
+      const cat = types.find((c) => c.code === code);
+      await enqueue(
+        "report",
+        {
+          category: code,
+          grid: $("#visit-grid").value,
+          address: household.slice(0, 200),
+          description: `【六必訪】${household}：${note}`,
+          source: "inspector_app",
+          client_time: new Date().toISOString(),
+        },
+        photos.items.slice(),
+        `${cat.name_zh} · ${code}`
+      );
+      $("#visit-household").value = "";
+      $("#visit-note").value = "";
+      photos.clear();
+      GD.toast("走訪已記錄 · visit recorded", "good");
+    });
+  }
+
+  // ------------------------------------------------------------------ notifications
+  let unseen = 0;
+  function addNotice(n, live) {
+    const box = $("#notes");
+    if (box.querySelector(".empty")) box.replaceChildren();
+    if (box.querySelector(`[data-id="${n.id}"]`)) return;
+    box.prepend(
+      h(
+        "div",
+        { class: `card notice ${n.kind}`, dataset: { id: n.id, kind: n.kind } },
+        h("div", { class: "top" }, h("strong", {}, n.title), h("span", { class: "muted small" }, GD.time(n.at))),
+        h("div", { class: "desc" }, n.body),
+        h("div", { class: "meta" }, h("span", { class: "code" }, n.case_no))
+      )
+    );
+    if (live) {
+      GD.toast(`${n.title} · ${n.case_no}`, n.kind === "overdue" ? "bad" : "");
+      if (current !== "notes") $("#note-badge").textContent = String(++unseen);
+      if (n.kind === "recheck_task") [0, 1000, 3000].forEach((ms) => setTimeout(refreshTasks, ms));
+    }
+  }
+
+  // ------------------------------------------------------------------ tabs and start-up
+  let current = "report";
+  function showTab(name) {
+    current = name;
+    for (const b of $$("#tabs button")) b.setAttribute("aria-selected", String(b.dataset.tab === name));
+    for (const s of $$("#app > section")) s.hidden = s.id !== `tab-${name}`;
+    if (name === "notes") {
+      unseen = 0;
+      $("#note-badge").textContent = "";
+    }
+    if (name === "grid") refreshTasks();
+    if (name === "queue") renderQueue();
+    if (name === "report" && mapApi) setTimeout(() => mapApi.map.invalidateSize(), 30);
+  }
+
+  async function start() {
+    const header = GD.header("網格員上報", "Inspector · 網格化管理");
+    $("#header").replaceChildren(header.el);
+    if ("serviceWorker" in navigator) navigator.serviceWorker.register("/inspector/sw.js", { scope: "/inspector/" }).catch(() => {});
+    const user = await GD.signInFlow({
+      app: "inspector",
+      roles: ["inspector"],
+      container: $("#signin-slot"),
+      hint: "演示帳號 demo: inspector-520102001001 / inspector-520102001001-demo",
+    });
+    header.signedIn(user);
+    GD.onSignedOut = () => GD.toast("登錄已過期，請重新登錄 · please sign in again", "warn");
+    myGrids = user.grids || [];
+    $("#app").hidden = false;
+    $("#tabs").hidden = false;
+    for (const b of $$("#tabs button")) b.addEventListener("click", () => showTab(b.dataset.tab));
+    let cats = [];
+    try {
+      [cats, grids] = await Promise.all([GD.categories(), GD.grids()]);
+    } catch (e) {
+      GD.toast(`無法載入基礎數據 · cannot load reference data: ${e.message}`, "bad");
+    }
+    await setupReport(cats);
+    setupVisits(cats);
+    await renderQueue();
+    $("#flush-btn").addEventListener("click", () => flush());
+    window.addEventListener("online", () => {
+      GD.toast("網絡已恢復，正在發送 · back online, sending", "good");
+      flush();
+    });
+    setInterval(() => navigator.onLine && flush(), 5000);
+    flush();
+    refreshTasks();
+    try {
+      const recent = await GD.api("/v1/notifications?limit=20");
+      recent.items.forEach((n) => addNotice(n, false));
+    } catch (e) {
+      /* offline */
+    }
+    GD.listen((n) => addNotice(n, true));
+    document.body.dataset.ready = "1";
+  }
+
+  window.GDInspector = { flush, outbox: Outbox, refreshTasks, showTab };
+  start();
+})();

@@ -1,0 +1,404 @@
+"""The map read model: open cases per unit grid, with their traffic lights (紅黃燈).
+
+The command-centre map colours grid polygons from ``map_grid_counts`` (one row per grid:
+open / warning / overdue / supervised / urgent) and never from per-case markers, so it stays
+fast with hundreds of thousands of open cases. Community, district and city figures are sums
+over the grids under them (the jurisdiction tree is configuration, so the roll-up happens at
+query time in :func:`rollup`, for any number of levels).
+
+``map_cases`` keeps the handful of fields each *open* case contributes (a case leaves the
+table when it reaches a terminal status), so a batch can compute exact deltas: the counts a
+case contributed before the batch are subtracted and the counts after it are added.
+
+Traffic lights follow the aggregate exactly (aggregates/case.py): an event that starts a step
+sets the running deadline (:data:`DUE_SET` mirrors ``Case._set_due``), and a yellow (黃燈,
+``WarningMarked``) or red (紅燈, ``OverdueMarked``) light counts only while it belongs to the
+deadline still running. So *warning* here means "yellow, not yet red" and *overdue* means
+"red": the two are disjoint and a legend can show open = green + yellow + red + no clock.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import UTC
+from typing import Any
+
+import asyncpg
+
+from core.envelope import parse_time
+from core.jurisdiction import Jurisdiction
+from projections.base import Envelope
+
+#: Terminal statuses (終態): the case leaves the map.
+TERMINAL = frozenset({"rejected", "merged", "closed"})
+
+#: event type → (data field holding the new deadline, step it belongs to), exactly as each
+#: event's ``apply_change`` calls ``Case._set_due``. ``None`` as field: the clock stops.
+#: ``"*"`` as step: the step stays what it was (an approved extension moves the deadline of
+#: the running step).
+DUE_SET: dict[str, tuple[str | None, str | None]] = {
+    "Reported": ("file_due", "file"),
+    "Filed": ("dispatch_due", "dispatch"),
+    "Rejected": (None, None),
+    "MarkedDuplicate": (None, None),
+    "Dispatched": ("handle_due", "handle"),
+    "Returned": ("dispatch_due", "dispatch"),
+    "ExtensionApproved": ("new_due", "*"),
+    "Suspended": ("review_at", "review"),
+    "Resumed": ("new_due", "handle"),
+    "ResultReported": ("verify_due", "verify"),
+    "VerificationPassed": ("close_due", "close"),
+    "VerificationFailed": ("new_due", "handle"),
+    "Escalated": ("dispatch_due", "dispatch"),
+    "Closed": (None, None),
+}
+
+PRIORITY_RANK = {"urgent": 0, "important": 1, "ordinary": 2}
+
+
+def iso(value: Any) -> str | None:
+    """Canonical UTC ISO text of an envelope time (keys must compare equal after JSON)."""
+    at = parse_time(value)
+    return None if at is None else at.astimezone(UTC).isoformat()
+
+
+def due_key(step: str | None, due: str | None) -> str | None:
+    return None if due is None else f"{step}@{due}"
+
+
+def inspector_of(env: Envelope) -> str | None:
+    """The inspector (網格員) who reported a case: the reporter when it is an inspector, else
+    the actor when it acted as one. Citizens' and Open311 reports have none."""
+    data = env.get("data") or {}
+    reporter = data.get("reporter") or {}
+    if reporter.get("type") == "inspector" and reporter.get("id"):
+        return str(reporter["id"])
+    if env.get("role") == "inspector" and env.get("actor"):
+        return str(env["actor"])
+    return None
+
+
+def track(state: dict[str, Any] | None, env: Envelope) -> dict[str, Any] | None:
+    """Pure: the case facts the map and the metrics need after one event.
+
+    Returns a new dict (the input is not changed); None for events of unknown cases. Fields:
+    case_no, status, grid, community, district, level, node, department, priority,
+    inspector, reported_at, due, due_step, warning_for, overdue_for, supervised.
+    """
+    etype: str = env["type"]
+    data: dict[str, Any] = env.get("data") or {}
+    if etype == "Reported":
+        state = {
+            "case_no": data.get("case_no"),
+            "grid": data.get("grid"),
+            "community": data.get("community"),
+            "district": data.get("district"),
+            "level": data.get("level"),
+            "node": data.get("node") or (data.get("proposal") or {}).get("node"),
+            "department": None,
+            "priority": data.get("priority"),
+            "inspector": inspector_of(env),
+            "reported_at": iso(env["at"]),
+            "due": None,
+            "due_step": None,
+            "warning_for": None,
+            "overdue_for": None,
+            "supervised": False,
+        }
+    elif state is None:
+        return None
+    else:
+        state = dict(state)
+    if etype == "Dispatched":
+        state.update(
+            department=data.get("department"),
+            level=data.get("level"),
+            node=data.get("node"),
+            priority=data.get("priority"),
+        )
+    elif etype == "Returned":
+        state["department"] = None
+    elif etype == "Escalated":
+        state.update(level=data.get("to_level"), node=data.get("to_node"), department=None)
+    elif etype == "Supervised":
+        state["supervised"] = True
+    elif etype == "WarningMarked":
+        state["warning_for"] = due_key(data.get("step"), iso(data.get("due")))
+    elif etype == "OverdueMarked":
+        state["overdue_for"] = due_key(data.get("step"), iso(data.get("due")))
+    if etype in DUE_SET:
+        field, step = DUE_SET[etype]
+        due = iso(data.get(field)) if field else None
+        if step == "*":
+            step = state["due_step"] or "handle"
+        state["due"] = due
+        state["due_step"] = step if due is not None else None
+    if data.get("to_status"):
+        state["status"] = data["to_status"]
+    return state
+
+
+def lights(state: dict[str, Any]) -> tuple[bool, bool]:
+    """(warning, overdue) for the running deadline: yellow-not-red, and red."""
+    key = due_key(state.get("due_step"), state.get("due"))
+    overdue = key is not None and state.get("overdue_for") == key
+    warning = key is not None and state.get("warning_for") == key and not overdue
+    return warning, overdue
+
+
+def is_open(state: dict[str, Any] | None) -> bool:
+    return state is not None and state.get("status") not in TERMINAL
+
+
+COUNT_FIELDS = ("open", "warning", "overdue", "supervised", "urgent")
+
+
+def contribution(state: dict[str, Any] | None) -> tuple[int, int, int, int, int]:
+    """What one case adds to its grid's counts (all zero once it is closed / terminal)."""
+    if not is_open(state):
+        return (0, 0, 0, 0, 0)
+    assert state is not None
+    warning, overdue = lights(state)
+    return (
+        1,
+        int(warning),
+        int(overdue),
+        int(bool(state.get("supervised"))),
+        int(state.get("priority") == "urgent"),
+    )
+
+
+DDL = """
+CREATE TABLE IF NOT EXISTS map_cases (
+    case_id uuid PRIMARY KEY,
+    case_no text,
+    status text NOT NULL,
+    grid text NOT NULL,
+    community text,
+    district text,
+    level text,
+    node text,
+    department text,
+    priority text,
+    inspector text,
+    reported_at timestamptz,
+    due_at timestamptz,
+    due_step text,
+    warning_for text,
+    overdue_for text,
+    warning boolean NOT NULL,
+    overdue boolean NOT NULL,
+    supervised boolean NOT NULL
+);
+CREATE INDEX IF NOT EXISTS map_cases_grid_idx ON map_cases (grid);
+CREATE TABLE IF NOT EXISTS map_grid_counts (
+    grid text PRIMARY KEY,
+    community text,
+    district text,
+    open integer NOT NULL DEFAULT 0,
+    warning integer NOT NULL DEFAULT 0,
+    overdue integer NOT NULL DEFAULT 0,
+    supervised integer NOT NULL DEFAULT 0,
+    urgent integer NOT NULL DEFAULT 0
+);
+"""
+
+_CASE_COLUMNS = (
+    "case_id, case_no, status, grid, community, district, level, node, department, priority, "
+    "inspector, reported_at, due_at, due_step, warning_for, overdue_for, warning, overdue, "
+    "supervised"
+)
+
+
+def _state_of(record: asyncpg.Record) -> dict[str, Any]:
+    row = dict(record)
+    return {
+        "case_no": row["case_no"],
+        "status": row["status"],
+        "grid": row["grid"],
+        "community": row["community"],
+        "district": row["district"],
+        "level": row["level"],
+        "node": row["node"],
+        "department": row["department"],
+        "priority": row["priority"],
+        "inspector": row["inspector"],
+        "reported_at": iso(row["reported_at"]),
+        "due": iso(row["due_at"]),
+        "due_step": row["due_step"],
+        "warning_for": row["warning_for"],
+        "overdue_for": row["overdue_for"],
+        "supervised": row["supervised"],
+    }
+
+
+def _case_record(case_id: str, s: dict[str, Any]) -> tuple[Any, ...]:
+    warning, overdue = lights(s)
+    return (
+        case_id,
+        s["case_no"],
+        s["status"],
+        s["grid"],
+        s["community"],
+        s["district"],
+        s["level"],
+        s["node"],
+        s["department"],
+        s["priority"],
+        s["inspector"],
+        parse_time(s["reported_at"]),
+        parse_time(s["due"]),
+        s["due_step"],
+        s["warning_for"],
+        s["overdue_for"],
+        warning,
+        overdue,
+        bool(s["supervised"]),
+    )
+
+
+class MapProjection:
+    """Keeps ``map_cases`` (open cases) and ``map_grid_counts`` (per-grid totals)."""
+
+    name = "map"
+    tables = ("map_cases", "map_grid_counts")
+
+    def ddl(self) -> str:
+        return DDL
+
+    async def apply(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
+        ids = list(dict.fromkeys(e["case_id"] for e in envelopes))
+        existing = await conn.fetch(
+            f"SELECT {_CASE_COLUMNS} FROM map_cases WHERE case_id = ANY($1::uuid[])", ids
+        )
+        before: dict[str, dict[str, Any] | None] = {
+            str(r["case_id"]): _state_of(r) for r in existing
+        }
+        after = dict(before)
+        for env in envelopes:
+            after[env["case_id"]] = track(after.get(env["case_id"]), env)
+        deltas: dict[str, list[int]] = {}
+        where: dict[str, tuple[str | None, str | None]] = {}
+        upserts: list[tuple[Any, ...]] = []
+        deletes: list[str] = []
+        for case_id in ids:
+            old, new = before.get(case_id), after.get(case_id)
+            if new is None:
+                continue
+            grid = new["grid"]
+            where[grid] = (new["community"], new["district"])
+            delta = deltas.setdefault(grid, [0] * len(COUNT_FIELDS))
+            for i, (a, b) in enumerate(zip(contribution(old), contribution(new), strict=True)):
+                delta[i] += b - a
+            if is_open(new):
+                upserts.append(_case_record(case_id, new))
+            elif old is not None:
+                deletes.append(case_id)
+        if upserts:
+            await conn.executemany(
+                f"INSERT INTO map_cases ({_CASE_COLUMNS}) VALUES "
+                f"({', '.join(f'${i + 1}' for i in range(19))}) ON CONFLICT (case_id) DO UPDATE "
+                "SET "
+                + ", ".join(
+                    f"{c.strip()} = EXCLUDED.{c.strip()}" for c in _CASE_COLUMNS.split(",")[1:]
+                ),
+                upserts,
+            )
+        if deletes:
+            await conn.execute("DELETE FROM map_cases WHERE case_id = ANY($1::uuid[])", deletes)
+        if deltas:
+            await conn.executemany(
+                "INSERT INTO map_grid_counts "
+                "(grid, community, district, open, warning, overdue, supervised, urgent) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (grid) DO UPDATE SET "
+                + ", ".join(f"{f} = map_grid_counts.{f} + EXCLUDED.{f}" for f in COUNT_FIELDS),
+                [(g, *where[g], *d) for g, d in deltas.items()],
+            )
+            # A grid with nothing open has no row: the table's content then depends only on
+            # the events, never on how they were batched (rebuild equals live).
+            await conn.execute(
+                "DELETE FROM map_grid_counts WHERE grid = ANY($1::text[]) AND open = 0 "
+                "AND warning = 0 AND overdue = 0 AND supervised = 0 AND urgent = 0",
+                list(deltas),
+            )
+
+
+# ---------------------------------------------------------------------------- queries
+
+
+def rollup(
+    j: Jurisdiction, counts: dict[str, dict[str, int]], node: str | None = None
+) -> dict[str, Any]:
+    """Counts of ``node`` (default the city) and of each child node / grid below it."""
+    code = node or j.city_code
+    children = j.children(code) if code not in j.grids else []
+    grids = j.grids_under(code)
+    zero = dict.fromkeys(COUNT_FIELDS, 0)
+
+    def total(codes: Iterable[str]) -> dict[str, int]:
+        out = dict(zero)
+        for g in codes:
+            for f, v in counts.get(g, zero).items():
+                out[f] += v
+        return out
+
+    items = []
+    for child in children:
+        is_grid = child in j.grids
+        place = j.grids[child] if is_grid else j.nodes[child]
+        items.append(
+            {
+                "code": child,
+                "name_zh": place.name_zh,
+                "name_en": place.name_en,
+                "level": j.level_of(child),
+                "grids": 1 if is_grid else len(j.grids_under(child)),
+                **total(j.grids_under(child)),
+            }
+        )
+    place = j.grids[code] if code in j.grids else j.nodes[code]
+    path = [
+        {"code": n.code, "name_zh": n.name_zh, "name_en": n.name_en, "level": n.level}
+        for n in reversed(j.ancestors(code))
+    ]
+    return {
+        "node": {
+            "code": code,
+            "name_zh": place.name_zh,
+            "name_en": place.name_en,
+            "level": j.level_of(code),
+        },
+        "path": path,
+        "totals": total(grids),
+        "children": items,
+        "grids": {g: counts[g] for g in grids if g in counts},
+    }
+
+
+async def grid_counts(conn: asyncpg.Connection) -> dict[str, dict[str, int]]:
+    rows = await conn.fetch(
+        f"SELECT grid, {', '.join(COUNT_FIELDS)} FROM map_grid_counts"
+    )
+    return {r["grid"]: {f: int(r[f]) for f in COUNT_FIELDS} for r in rows}
+
+
+def count_by(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for row in rows:
+        for f, v in zip(COUNT_FIELDS, contribution(row), strict=True):
+            out[f] += v
+    return dict(out)
+
+
+__all__ = [
+    "COUNT_FIELDS",
+    "DUE_SET",
+    "MapProjection",
+    "contribution",
+    "grid_counts",
+    "inspector_of",
+    "lights",
+    "rollup",
+    "track",
+]

@@ -1,0 +1,718 @@
+"""Evaluation metrics (綜合評價): counters per day and place, rates computed when asked.
+
+What is stored: ``metric_counts`` holds integer *counters* (numerators and denominators),
+one row per (counter, day, grid, level, department, inspector) with the grid's community and
+district alongside. A metric for any jurisdiction node, period and grouping is a SUM over
+these rows, then a division; a rate is never stored, so summing days, grids or departments is
+always exact (averaging stored rates would not be).
+
+Which day and which place a counter is counted on (``counted_on`` below):
+
+* **Counts** (上報數, 立案數, 結案數, 督辦數 …) are counted on the day the event happened, with
+  the case's place, level and department at that moment.
+* **Rates** are *cohort* ratios: numerator and denominator are counted on the day of the same
+  event (the report, the filing or the dispatch the rate is about), so every rate stays
+  within 0 … 100 % for any period, and later outcomes (a filing, a closure, a return) are
+  added to the day the cohort started. The cohort key of a filed case follows the department
+  and level currently responsible for it (re-dispatch moves it), so a department is judged on
+  the cases it ended up owning.
+* **Snapshot** metrics (超期未處置 …) are the state now, read from the map model, not a flow.
+
+Days are local calendar days of :data:`METRIC_TZ` (Asia/Shanghai). Each metric's definition
+(zh + en, formula, how it is counted) lives in :data:`METRICS` right here, next to the code
+that counts it; the API serves it (``GET /v1/metrics/definitions``) and the page shows it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+from typing import Any, Literal, TypedDict
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from core.envelope import parse_time
+from projections.base import Envelope
+from projections.map import track
+
+METRIC_TZ = ZoneInfo("Asia/Shanghai")
+DEFINITIONS_VERSION = 1
+
+
+class Counter(TypedDict):
+    zh: str
+    en: str
+    counted_on_zh: str
+    counted_on_en: str
+
+
+#: Every stored counter. Names are stable (they are rows in ``metric_counts``).
+COUNTERS: dict[str, Counter] = {
+    "reported": {
+        "zh": "上報數", "en": "Reports",
+        "counted_on_zh": "上報當日", "counted_on_en": "day reported",
+    },
+    "valid_of_reported": {
+        "zh": "有效上報數", "en": "Valid reports",
+        "counted_on_zh": "上報當日(隊列: 其後立案或合併為重複)",
+        "counted_on_en": "day reported (cohort: later filed or merged as a duplicate)",
+    },
+    "filed_of_reported": {
+        "zh": "上報後立案數", "en": "Reports filed",
+        "counted_on_zh": "上報當日(隊列: 其後立案)",
+        "counted_on_en": "day reported (cohort: later filed)",
+    },
+    "filed": {
+        "zh": "立案數", "en": "Filed",
+        "counted_on_zh": "立案當日", "counted_on_en": "day filed",
+    },
+    "rejected": {
+        "zh": "不予立案數", "en": "Rejected",
+        "counted_on_zh": "不予立案當日", "counted_on_en": "day rejected",
+    },
+    "merged": {
+        "zh": "重複合併數", "en": "Merged duplicates",
+        "counted_on_zh": "合併當日", "counted_on_en": "day merged",
+    },
+    "dispatched": {
+        "zh": "派遣數", "en": "Dispatches",
+        "counted_on_zh": "派遣當日(含重派), 派往的部門與層級",
+        "counted_on_en": "day dispatched (re-dispatches too), the department dispatched to",
+    },
+    "dispatched_on_time": {
+        "zh": "按時派遣數", "en": "Dispatches on time",
+        "counted_on_zh": "派遣當日: 在派遣時限內(或無時限)派出",
+        "counted_on_en": "day dispatched: sent within the dispatch deadline (or none ran)",
+    },
+    "returned_of_dispatched": {
+        "zh": "被退回的派遣數", "en": "Dispatches returned",
+        "counted_on_zh": "被退回的那次派遣當日及其部門(隊列)",
+        "counted_on_en": "day and department of the dispatch that was returned (cohort)",
+    },
+    "returned": {
+        "zh": "退單數", "en": "Returns",
+        "counted_on_zh": "退單當日, 退單部門",
+        "counted_on_en": "day returned, returning department",
+    },
+    "wrong_dispatches": {
+        "zh": "錯誤派遣數", "en": "Wrong dispatches",
+        "counted_on_zh": "改派他部門的重派當日", "counted_on_en": "day re-dispatched elsewhere",
+    },
+    "handled": {
+        "zh": "處置反饋數", "en": "Results reported",
+        "counted_on_zh": "處置反饋當日", "counted_on_en": "day the result was reported",
+    },
+    "handled_on_time": {
+        "zh": "按期處置數", "en": "Results on time",
+        "counted_on_zh": "處置反饋當日: 在處置時限(含延期)內",
+        "counted_on_en": "day of the result: within the handling deadline (extensions count)",
+    },
+    "verified": {
+        "zh": "核查數", "en": "Verifications",
+        "counted_on_zh": "核查當日", "counted_on_en": "day verified",
+    },
+    "verify_failed": {
+        "zh": "返工數", "en": "Reworks",
+        "counted_on_zh": "核查不通過當日", "counted_on_en": "day the verification failed",
+    },
+    "due_to_close": {
+        "zh": "應結案數", "en": "Due to close",
+        "counted_on_zh": "立案當日(隊列), 當前負責部門與層級; 立案後作廢(不予立案/合併)者扣除",
+        "counted_on_en": "day filed (cohort), department and level now responsible; "
+        "cases voided after filing (rejected / merged) are taken out",
+    },
+    "closed_of_filed": {
+        "zh": "應結已結數", "en": "Filed and closed",
+        "counted_on_zh": "立案當日(隊列): 其後結案",
+        "counted_on_en": "day filed (cohort): later closed",
+    },
+    "closed_on_time_of_filed": {
+        "zh": "按期結案數", "en": "Closed on time",
+        "counted_on_zh": "立案當日(隊列): 結案且最後一次處置反饋在時限內",
+        "counted_on_en": "day filed (cohort): closed, and the last result was on time",
+    },
+    "closed": {
+        "zh": "結案數", "en": "Closed",
+        "counted_on_zh": "結案當日", "counted_on_en": "day closed",
+    },
+    "escalations": {
+        "zh": "上提數", "en": "Escalations",
+        "counted_on_zh": "上提當日, 上提前的層級與部門",
+        "counted_on_en": "day escalated, the level and department it left",
+    },
+    "supervision_orders": {
+        "zh": "督辦數", "en": "Supervision orders",
+        "counted_on_zh": "督辦當日", "counted_on_en": "day of the order",
+    },
+    "overdue_marks": {
+        "zh": "超期次數", "en": "Overdue lights",
+        "counted_on_zh": "亮紅燈當日", "counted_on_en": "day the red light came on",
+    },
+    "warning_marks": {
+        "zh": "預警次數", "en": "Warning lights",
+        "counted_on_zh": "亮黃燈當日", "counted_on_en": "day the yellow light came on",
+    },
+    "extensions_requested": {
+        "zh": "延期申請數", "en": "Extension requests",
+        "counted_on_zh": "申請當日", "counted_on_en": "day requested",
+    },
+    "extensions_approved": {
+        "zh": "批准延期數", "en": "Extensions approved",
+        "counted_on_zh": "批准當日", "counted_on_en": "day approved",
+    },
+    "return_visits": {
+        "zh": "回訪數", "en": "Return visits",
+        "counted_on_zh": "回訪當日", "counted_on_en": "day of the visit",
+    },
+    "satisfied": {
+        "zh": "滿意", "en": "Satisfied",
+        "counted_on_zh": "回訪當日", "counted_on_en": "day of the visit",
+    },
+    "basically_satisfied": {
+        "zh": "基本滿意", "en": "Basically satisfied",
+        "counted_on_zh": "回訪當日", "counted_on_en": "day of the visit",
+    },
+    "dissatisfied": {
+        "zh": "不滿意", "en": "Dissatisfied",
+        "counted_on_zh": "回訪當日", "counted_on_en": "day of the visit",
+    },
+}
+
+#: Counters that are not stored but read from the map model (state now).
+SNAPSHOTS: dict[str, Counter] = {
+    "open_now": {
+        "zh": "在辦案件", "en": "Open now",
+        "counted_on_zh": "當前狀態", "counted_on_en": "state now",
+    },
+    "warning_now": {
+        "zh": "黃燈預警中", "en": "Yellow now",
+        "counted_on_zh": "當前狀態", "counted_on_en": "state now",
+    },
+    "overdue_now": {
+        "zh": "超期未處置", "en": "Overdue open",
+        "counted_on_zh": "當前狀態", "counted_on_en": "state now",
+    },
+}
+
+Kind = Literal["count", "rate", "snapshot"]
+
+
+class Metric(TypedDict):
+    zh: str
+    en: str
+    kind: Kind
+    numerator: tuple[str, ...]
+    denominator: tuple[str, ...]
+    complement: bool  # value = 1 - numerator / denominator
+    formula_zh: str
+    formula_en: str
+    note_zh: str
+    note_en: str
+
+
+def _count(counter: str, note_zh: str = "", note_en: str = "") -> Metric:
+    c = COUNTERS.get(counter) or SNAPSHOTS[counter]
+    return {
+        "zh": c["zh"],
+        "en": c["en"],
+        "kind": "snapshot" if counter in SNAPSHOTS else "count",
+        "numerator": (counter,),
+        "denominator": (),
+        "complement": False,
+        "formula_zh": f"{c['zh']}({c['counted_on_zh']})",
+        "formula_en": f"{c['en']} ({c['counted_on_en']})",
+        "note_zh": note_zh,
+        "note_en": note_en,
+    }
+
+
+def _rate(
+    zh: str,
+    en: str,
+    numerator: tuple[str, ...],
+    denominator: tuple[str, ...],
+    note_zh: str,
+    note_en: str,
+    complement: bool = False,
+) -> Metric:
+    num_zh = " + ".join(COUNTERS[c]["zh"] for c in numerator)
+    num_en = " + ".join(COUNTERS[c]["en"] for c in numerator)
+    den_zh = " + ".join(COUNTERS[c]["zh"] for c in denominator)
+    den_en = " + ".join(COUNTERS[c]["en"] for c in denominator)
+    if len(numerator) > 1:
+        num_zh, num_en = f"({num_zh})", f"({num_en})"
+    lead = "1 − " if complement else ""
+    return {
+        "zh": zh,
+        "en": en,
+        "kind": "rate",
+        "numerator": numerator,
+        "denominator": denominator,
+        "complement": complement,
+        "formula_zh": f"{zh} = {lead}{num_zh} ÷ {den_zh}",
+        "formula_en": f"{en} = {lead}{num_en} ÷ {den_en}",
+        "note_zh": note_zh,
+        "note_en": note_en,
+    }
+
+
+#: THE definitions of the evaluation metrics of DOMAIN.md (綜合評價), in display order.
+METRICS: dict[str, Metric] = {
+    "reports": _count("reported", "所有渠道的上報(網格員、熱線、Open311)。",
+                      "Reports from every channel (inspectors, hotline, Open311)."),
+    "valid_report_rate": _rate(
+        "有效上報率", "Valid-report rate", ("valid_of_reported",), ("reported",),
+        "有效上報 = 立案 + 合併為重複(問題屬實); 不予立案為無效。"
+        "按上報日統計, 待立案的上報也計入分母。",
+        "Valid = filed + merged as a duplicate (the problem was real); rejected reports are "
+        "invalid. By day reported; reports still waiting to be filed count in the denominator.",
+    ),
+    "filed": _count("filed", "按立案當日統計。", "Counted on the day of filing."),
+    "filing_rate": _rate(
+        "立案率", "Filing rate", ("filed_of_reported",), ("reported",),
+        "按上報日統計: 當期上報中已立案的比例。",
+        "By day reported: the share of the period's reports that were filed.",
+    ),
+    "dispatched": _count("dispatched", "含退單後重派。", "Re-dispatches after a return count too."),
+    "on_time_dispatch_rate": _rate(
+        "按時派遣率", "On-time dispatch rate", ("dispatched_on_time",), ("dispatched",),
+        "每次派遣在派遣時限(立案或退單時起算)內完成即為按時。",
+        "A dispatch is on time when made within the dispatch deadline (from filing or from "
+        "the return).",
+    ),
+    "dispatch_accuracy": _rate(
+        "派遣準確率", "Dispatch accuracy", ("returned_of_dispatched",), ("dispatched",),
+        "按派遣日與派往部門統計: 當期派遣中未被退單的比例。錯誤派遣計入派遣員, 不計入部門。",
+        "By day and department of the dispatch: the share of the period's dispatches not "
+        "returned. A wrong dispatch counts against the dispatcher, not the department.",
+        complement=True,
+    ),
+    "on_time_handling_rate": _rate(
+        "按期處置率", "On-time handling rate", ("handled_on_time",), ("handled",),
+        "處置反饋在當時的處置時限(含批准的延期、返工重新起算)內即為按期。",
+        "A result is on time when reported within the handling deadline in force (approved "
+        "extensions and the restarted clock after rework included).",
+    ),
+    "closed": _count("closed", "按結案當日統計。", "Counted on the day of closing."),
+    "closure_rate": _rate(
+        "結案率", "Closure rate", ("closed_of_filed",), ("due_to_close",),
+        "應結案數 = 當期立案(立案後不予立案或合併者除外)。例: 911 ÷ 972 = 93.72%。",
+        "Due to close = cases filed in the period (minus those voided after filing). "
+        "Example: 911 ÷ 972 = 93.72 %.",
+    ),
+    "on_time_closure_rate": _rate(
+        "按期結案率", "On-time closure rate", ("closed_on_time_of_filed",), ("due_to_close",),
+        "按期結案 = 已結案且最後一次處置反饋在處置時限內。例: 737 ÷ 972 = 75.82%。",
+        "Closed on time = closed, and the last result was reported within its handling "
+        "deadline. Example: 737 ÷ 972 = 75.82 %.",
+    ),
+    "rework_rate": _rate(
+        "返工率", "Rework rate", ("verify_failed",), ("verified",),
+        "核查不通過即返工(退回同一部門, 時限重新起算)。",
+        "A failed on-site verification is a rework (back to the same department, the clock "
+        "restarts).",
+    ),
+    "overdue_open": _count(
+        "overdue_now", "當前亮紅燈(超過當前環節時限)且未結的案件, 與所選時段無關。",
+        "Open cases whose current step is past its deadline (red light), now; not bound to "
+        "the period.",
+    ),
+    "escalations": _count("escalations", "含自動上提。", "Automatic escalations included."),
+    "supervision_orders": _count("supervision_orders"),
+    "satisfaction_rate": _rate(
+        "滿意率", "Satisfaction rate", ("satisfied", "basically_satisfied"), ("return_visits",),
+        "回訪結果為滿意或基本滿意的比例。",
+        "Share of return visits answered satisfied or basically satisfied.",
+    ),
+    # Supporting figures shown with the ones above.
+    "returned": _count("returned"),
+    "reworks": _count("verify_failed"),
+    "rejected": _count("rejected"),
+    "merged": _count("merged"),
+    "open_now": _count("open_now", "當前未結案件。", "Cases open now."),
+    "warning_now": _count("warning_now", "當前亮黃燈(已用時限80%以上)的案件。",
+                          "Cases whose current step used 80 % of its limit (yellow), now."),
+    "overdue_marks": _count("overdue_marks"),
+}
+
+
+def compute(metric: Metric, counters: dict[str, int]) -> float | int | None:
+    """The metric's value from summed counters (None when a rate has no denominator)."""
+    num = sum(counters.get(c, 0) for c in metric["numerator"])
+    if metric["kind"] != "rate":
+        return num
+    den = sum(counters.get(c, 0) for c in metric["denominator"])
+    if den == 0:
+        return None
+    value = num / den
+    return 1 - value if metric["complement"] else value
+
+
+def definitions() -> dict[str, Any]:
+    """What ``GET /v1/metrics/definitions`` serves."""
+    return {
+        "version": DEFINITIONS_VERSION,
+        "timezone": str(METRIC_TZ),
+        "rules_zh": "計數按事件發生當日統計; 比率按隊列(上報、立案或派遣當日)統計, "
+        "分子分母同屬一個隊列, 所以任何時段的比率都在 0-100% 之間; "
+        "比率在查詢時由計數器求得, 從不存儲。",
+        "rules_en": "Counts are counted on the day the event happened; rates are cohort ratios "
+        "(by day of the report, filing or dispatch they are about), numerator and denominator "
+        "from the same cohort, so a rate stays within 0-100 % for any period; rates are "
+        "computed from the counters when asked, never stored.",
+        "metrics": [{"key": k, **_jsonable(m)} for k, m in METRICS.items()],
+        "counters": [{"key": k, **c} for k, c in {**COUNTERS, **SNAPSHOTS}.items()],
+    }
+
+
+def _jsonable(metric: Metric) -> dict[str, Any]:
+    out: dict[str, Any] = dict(metric)
+    out["numerator"] = list(metric["numerator"])
+    out["denominator"] = list(metric["denominator"])
+    return out
+
+
+# ------------------------------------------------------------------------- the fold
+
+
+def local_day(value: Any) -> date:
+    at = parse_time(value)
+    assert at is not None
+    return at.astimezone(METRIC_TZ).date()
+
+
+class Emitter:
+    """Collects counter deltas of one batch, keyed by counter, day and place."""
+
+    def __init__(self) -> None:
+        self.deltas: dict[tuple[str, str, str, str, str, str], int] = {}
+        self.places: dict[str, tuple[str, str]] = {}
+
+    def add(
+        self,
+        state: dict[str, Any],
+        counter: str,
+        day: str,
+        level: str | None,
+        department: str | None,
+        n: int = 1,
+    ) -> None:
+        key = (counter, day, state["grid"], level or "", department or "", state["inspector"] or "")
+        self.deltas[key] = self.deltas.get(key, 0) + n
+        self.places[state["grid"]] = (state["community"] or "", state["district"] or "")
+
+
+def fold(state: dict[str, Any] | None, env: Envelope, out: Emitter) -> dict[str, Any] | None:
+    """Pure apart from ``out``: the metrics state of a case after one event, and its counters.
+
+    The state is :func:`projections.map.track`'s facts plus the cohort bookkeeping:
+    ``rep_day``/``rep_level`` (report), ``valid``, ``filed_day`` and ``filed_key`` (the
+    (level, department) the due-to-close count currently sits on), ``disp_day``/
+    ``disp_level``/``disp_dept`` (last dispatch) and ``last_result_on_time``.
+    """
+    etype = env["type"]
+    data: dict[str, Any] = env.get("data") or {}
+    prev = state
+    state = track(state, env)
+    if state is None:
+        return None
+    if prev is None:
+        # A case seen first: carry the cohort fields (Reported is always a case's first event).
+        state.update(
+            rep_day=None, rep_level=None, valid=False, filed_day=None, filed_key=None,
+            disp_day=None, disp_level=None, disp_dept=None, last_result_on_time=None,
+        )
+    day = local_day(env["at"]).isoformat()
+    at = parse_time(env["at"])
+    assert at is not None
+    level, dept = state["level"], state["department"]
+    before = prev or {}
+    running_due = parse_time(before.get("due"))
+    running_step = before.get("due_step")
+
+    def move_due_to_close() -> None:
+        """Keep the filed case's due-to-close count on the department / level owning it."""
+        if state["filed_day"] is None:
+            return
+        new_key = [state["level"] or "", state["department"] or ""]
+        if state["filed_key"] != new_key:
+            old = state["filed_key"]
+            out.add(state, "due_to_close", state["filed_day"], old[0], old[1], -1)
+            out.add(state, "due_to_close", state["filed_day"], new_key[0], new_key[1], +1)
+            state["filed_key"] = new_key
+
+    if etype == "Reported":
+        state["rep_day"], state["rep_level"] = day, level
+        out.add(state, "reported", day, level, None)
+    elif etype == "Filed":
+        out.add(state, "filed", day, level, dept)
+        out.add(state, "filed_of_reported", state["rep_day"], state["rep_level"], None)
+        if not state["valid"]:
+            state["valid"] = True
+            out.add(state, "valid_of_reported", state["rep_day"], state["rep_level"], None)
+        state["filed_day"] = day
+        state["filed_key"] = [level or "", dept or ""]
+        out.add(state, "due_to_close", day, level, dept)
+    elif etype in ("Rejected", "MarkedDuplicate"):
+        out.add(state, "rejected" if etype == "Rejected" else "merged", day, level, dept)
+        if etype == "MarkedDuplicate" and not state["valid"]:
+            state["valid"] = True
+            out.add(state, "valid_of_reported", state["rep_day"], state["rep_level"], None)
+        if state["filed_day"] is not None:  # voided after filing: no longer due to close
+            key = state["filed_key"]
+            out.add(state, "due_to_close", state["filed_day"], key[0], key[1], -1)
+            state["filed_day"] = state["filed_key"] = None
+    elif etype == "Dispatched":
+        on_time = running_step != "dispatch" or running_due is None or at <= running_due
+        out.add(state, "dispatched", day, level, dept)
+        if on_time:
+            out.add(state, "dispatched_on_time", day, level, dept)
+        if data.get("wrong_dispatch"):
+            out.add(state, "wrong_dispatches", day, level, dept)
+        state["disp_day"], state["disp_level"], state["disp_dept"] = day, level, dept
+        move_due_to_close()
+    elif etype == "Returned":
+        out.add(state, "returned", day, before.get("level"), before.get("department"))
+        if state["disp_day"] is not None:
+            out.add(
+                state,
+                "returned_of_dispatched",
+                state["disp_day"],
+                state["disp_level"],
+                state["disp_dept"],
+            )
+            state["disp_day"] = None
+        move_due_to_close()
+    elif etype == "ResultReported":
+        on_time = running_step != "handle" or running_due is None or at <= running_due
+        out.add(state, "handled", day, level, dept)
+        if on_time:
+            out.add(state, "handled_on_time", day, level, dept)
+        state["last_result_on_time"] = on_time
+    elif etype in ("VerificationPassed", "VerificationFailed"):
+        out.add(state, "verified", day, level, dept)
+        if etype == "VerificationFailed":
+            out.add(state, "verify_failed", day, level, dept)
+    elif etype == "Escalated":
+        out.add(
+            state,
+            "escalations",
+            day,
+            data.get("from_level") or before.get("level"),
+            data.get("previous_department") or before.get("department"),
+        )
+        move_due_to_close()
+    elif etype == "Supervised":
+        out.add(state, "supervision_orders", day, level, dept)
+    elif etype == "Closed":
+        out.add(state, "closed", day, level, dept)
+        if state["filed_day"] is not None:
+            key = state["filed_key"]
+            out.add(state, "closed_of_filed", state["filed_day"], key[0], key[1])
+            if state["last_result_on_time"]:
+                out.add(state, "closed_on_time_of_filed", state["filed_day"], key[0], key[1])
+    elif etype == "ReturnVisited":
+        state["visited"] = True
+        out.add(state, "return_visits", day, level, dept)
+        answer = data.get("satisfaction")
+        if answer in ("satisfied", "basically_satisfied", "dissatisfied"):
+            out.add(state, answer, day, level, dept)
+    elif etype == "OverdueMarked":
+        out.add(state, "overdue_marks", day, level, dept)
+    elif etype == "WarningMarked":
+        out.add(state, "warning_marks", day, level, dept)
+    elif etype == "ExtensionRequested":
+        out.add(state, "extensions_requested", day, level, dept)
+    elif etype == "ExtensionApproved":
+        out.add(state, "extensions_approved", day, level, dept)
+    return state
+
+
+DDL = """
+CREATE TABLE IF NOT EXISTS metric_counts (
+    counter text NOT NULL,
+    day date NOT NULL,
+    grid text NOT NULL,
+    level text NOT NULL DEFAULT '',
+    department text NOT NULL DEFAULT '',
+    inspector text NOT NULL DEFAULT '',
+    community text NOT NULL DEFAULT '',
+    district text NOT NULL DEFAULT '',
+    value bigint NOT NULL,
+    PRIMARY KEY (counter, day, grid, level, department, inspector)
+);
+CREATE INDEX IF NOT EXISTS metric_counts_day_idx ON metric_counts (day, counter);
+CREATE INDEX IF NOT EXISTS metric_counts_district_idx ON metric_counts (district, day);
+CREATE TABLE IF NOT EXISTS metric_case_state (
+    case_id uuid PRIMARY KEY,
+    state jsonb NOT NULL
+);
+"""
+
+#: Once a case reached one of these and nothing more can change its counters, its state row
+#: is dropped (closed cases wait for their return visit first).
+_FINISHED = frozenset({"rejected", "merged"})
+
+
+class MetricsProjection:
+    """Maintains ``metric_counts`` (counters) and ``metric_case_state`` (per-case cohorts)."""
+
+    name = "metrics"
+    tables = ("metric_counts", "metric_case_state")
+
+    def ddl(self) -> str:
+        return DDL
+
+    async def apply(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
+        ids = list(dict.fromkeys(e["case_id"] for e in envelopes))
+        rows = await conn.fetch(
+            "SELECT case_id, state FROM metric_case_state WHERE case_id = ANY($1::uuid[])", ids
+        )
+        states: dict[str, dict[str, Any] | None] = {str(r["case_id"]): r["state"] for r in rows}
+        existed = set(states)
+        out = Emitter()
+        for env in envelopes:
+            states[env["case_id"]] = fold(states.get(env["case_id"]), env, out)
+        keep = []
+        drop = []
+        for case_id in ids:
+            s = states.get(case_id)
+            if s is None:
+                continue
+            finished = s.get("status") in _FINISHED or (
+                s.get("status") == "closed" and s.get("visited")
+            )
+            if finished:
+                if case_id in existed:
+                    drop.append(case_id)
+            else:
+                keep.append((case_id, s))
+        if keep:
+            await conn.executemany(
+                "INSERT INTO metric_case_state (case_id, state) VALUES ($1, $2) "
+                "ON CONFLICT (case_id) DO UPDATE SET state = EXCLUDED.state",
+                keep,
+            )
+        if drop:
+            await conn.execute(
+                "DELETE FROM metric_case_state WHERE case_id = ANY($1::uuid[])", drop
+            )
+        if out.deltas:
+            records = [
+                (c, date.fromisoformat(d), g, lv, dep, insp, *out.places[g], n)
+                for (c, d, g, lv, dep, insp), n in out.deltas.items()
+            ]
+            await conn.executemany(
+                "INSERT INTO metric_counts (counter, day, grid, level, department, inspector, "
+                "community, district, value) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+                "ON CONFLICT (counter, day, grid, level, department, inspector) "
+                "DO UPDATE SET value = metric_counts.value + EXCLUDED.value",
+                records,
+            )
+            # Net-zero rows (a count moved on by a re-dispatch) are removed, so the table
+            # depends only on the events, not on how they were batched.
+            await conn.execute(
+                "DELETE FROM metric_counts m USING unnest($1::text[], $2::date[], $3::text[], "
+                "$4::text[], $5::text[], $6::text[]) AS k(c, d, g, l, dep, i) "
+                "WHERE m.counter = k.c AND m.day = k.d AND m.grid = k.g AND m.level = k.l "
+                "AND m.department = k.dep AND m.inspector = k.i AND m.value = 0",
+                *[list(col) for col in zip(*[r[:6] for r in records], strict=True)],
+            )
+
+
+# --------------------------------------------------------------------------- queries
+
+
+GROUPS_SQL = {
+    "day": "day::text",
+    "week": "to_char(day, 'IYYY-\"W\"IW')",
+    "month": "to_char(day, 'YYYY-MM')",
+    "department": "department",
+    "level": "level",
+    "inspector": "inspector",
+    "grid": "grid",
+    "community": "community",
+    "district": "district",
+}
+
+
+async def sum_counters(
+    conn: asyncpg.Connection,
+    day_from: date,
+    day_to: date,
+    grids: list[str] | None,
+    group_sql: str | None,
+    department: str | None = None,
+    level: str | None = None,
+    inspector: str | None = None,
+) -> dict[str, dict[str, int]]:
+    """{group key: {counter: sum}} over the period (inclusive) and places (None = all)."""
+    where = ["day BETWEEN $1 AND $2"]
+    params: list[Any] = [day_from, day_to]
+    for column, value in (("department", department), ("level", level), ("inspector", inspector)):
+        if value is not None:
+            params.append(value)
+            where.append(f"{column} = ${len(params)}")
+    if grids is not None:
+        params.append(grids)
+        where.append(f"grid = ANY(${len(params)}::text[])")
+    key = group_sql or "''"
+    rows = await conn.fetch(
+        f"SELECT {key} AS k, counter, sum(value)::bigint AS v FROM metric_counts "
+        f"WHERE {' AND '.join(where)} GROUP BY 1, 2",
+        *params,
+    )
+    out: dict[str, dict[str, int]] = {}
+    for r in rows:
+        out.setdefault(r["k"] or "", {})[r["counter"]] = int(r["v"])
+    return out
+
+
+async def snapshot_counters(
+    conn: asyncpg.Connection,
+    grids: list[str] | None,
+    group_sql: str | None,
+    department: str | None = None,
+    level: str | None = None,
+    inspector: str | None = None,
+) -> dict[str, dict[str, int]]:
+    """{group key: {open_now, warning_now, overdue_now}} from the map model."""
+    where = ["true"]
+    params: list[Any] = []
+    for column, value in (("department", department), ("level", level), ("inspector", inspector)):
+        if value is not None:
+            params.append(value)
+            where.append(f"coalesce({column}, '') = ${len(params)}")
+    if grids is not None:
+        params.append(grids)
+        where.append(f"grid = ANY(${len(params)}::text[])")
+    key = f"coalesce({group_sql}, '')" if group_sql else "''"
+    rows = await conn.fetch(
+        f"SELECT {key} AS k, count(*) AS open_now, count(*) FILTER (WHERE warning) AS "
+        f"warning_now, count(*) FILTER (WHERE overdue) AS overdue_now FROM map_cases "
+        f"WHERE {' AND '.join(where)} GROUP BY 1",
+        *params,
+    )
+    return {
+        r["k"]: {s: int(r[s]) for s in ("open_now", "warning_now", "overdue_now")} for r in rows
+    }
+
+
+def evaluate(counters: dict[str, int], keys: Sequence[str] | None = None) -> dict[str, Any]:
+    """{metric key: value} for the given (or all) metrics."""
+    return {k: compute(METRICS[k], counters) for k in (keys or METRICS)}
+
+
+__all__ = [
+    "COUNTERS",
+    "METRICS",
+    "METRIC_TZ",
+    "Emitter",
+    "MetricsProjection",
+    "compute",
+    "definitions",
+    "evaluate",
+    "fold",
+    "local_day",
+]

@@ -1,0 +1,164 @@
+"""Browser tests: the command-centre page in headless Chromium (Debian's package, driven by
+Playwright), against the whole system running in-process on real NATS and PostgreSQL and
+served by uvicorn on a free port.
+
+Skipped cleanly when /usr/bin/chromium (or Playwright) is missing: ``.ci/run`` installs it.
+Screenshots go to ``test-artifacts/`` (gitignored); with ``GRID_UPDATE_SCREENSHOTS=1`` the
+overview screenshot is also copied to ``docs/screenshots/command-centre.png`` for the README.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import database_url, demo_password, drop_everything, make_settings, nats_url
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+VIEWPORT = {"width": 1680, "height": 1000}
+
+
+def _skip_reason() -> str | None:
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is not installed (apt-get install chromium; .ci/run does it)"
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install -e '.[test]')"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reason = _skip_reason()
+    here = Path(__file__).parent
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(here):
+            item.add_marker(pytest.mark.browser)
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def caught_up(runtime: Any) -> bool:
+    """Every read model has applied every stored event."""
+    heads = {
+        p: (await asyncio.to_thread(runtime.stores.get(p).recorder.max_notification_id)) or 0
+        for p in runtime.ref.partitions
+    }
+    async with runtime.pool.acquire() as conn:
+        rows = await conn.fetch("SELECT projection, partition, position FROM projection_positions")
+    applied = {(r["projection"], r["partition"]): r["position"] for r in rows}
+    names = {r["projection"] for r in rows}
+    return bool(names) and all(
+        applied.get((name, p), 0) == head for name in names for p, head in heads.items()
+    )
+
+
+@pytest.fixture
+async def centre(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, Any]]:
+    """The running system on a real port, an API client, and a Chromium page factory.
+
+    ``@pytest.mark.parametrize("centre", [{"history": N}], indirect=True)`` first writes a
+    generated history of N cases (last 12 days) into the event store."""
+    from playwright.async_api import async_playwright
+
+    from gateways.http.app import create_app
+    from gateways.http.server import make_server
+    from gateways.runtime import ROLES, Runtime
+    from tests.conftest import eventually
+    from tests.integration.history import History, save
+
+    options: dict[str, Any] = getattr(request, "param", None) or {}
+    settings = make_settings()
+    runtime = await Runtime.open(settings, nats_url(), database_url())
+    if options.get("history"):
+        history = History(runtime.ref, seed=options.get("seed", 5))
+        now = datetime.now(UTC)
+        history.generate(options["history"], now - timedelta(days=12), 12)
+        history.truncate(now)
+        await asyncio.to_thread(save, history, runtime.stores)
+    runtime.start(ROLES)
+    port = _free_port()
+    server = make_server(create_app(runtime), "127.0.0.1", port)
+    serving = asyncio.create_task(server.serve())
+    base = f"http://127.0.0.1:{port}"
+    ARTIFACTS.mkdir(exist_ok=True)
+    pages: list[Any] = []
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+
+        async def new_page(username: str = "dispatcher", lang: str = "zh") -> Any:
+            context = await browser.new_context(viewport=VIEWPORT, locale="zh-CN")
+            page = await context.new_page()
+            page.set_default_timeout(20_000)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.errors = errors  # type: ignore[attr-defined]
+            await page.goto(base + "/")
+            await page.evaluate(f"localStorage.setItem('gd.lang', '{lang}')")
+            await page.reload()
+            await page.fill("#signin-username", username)
+            await page.fill("#signin-password", demo_password(username))
+            await page.click("#signin-submit")
+            await page.wait_for_selector("#signin", state="hidden")
+            await page.wait_for_selector("#live.on")
+            pages.append(page)
+            return page
+
+        try:
+            while not server.started:
+                await asyncio.sleep(0.02)
+            if options.get("history"):
+                await eventually(lambda: caught_up(runtime), timeout=120, interval=0.5)
+            async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+                yield {
+                    "runtime": runtime,
+                    "client": client,
+                    "base": base,
+                    "new_page": new_page,
+                    "settings": settings,
+                }
+            for page in pages:
+                assert not page.errors, page.errors
+        finally:
+            await browser.close()
+            server.should_exit = True
+            await asyncio.wait_for(serving, timeout=10)
+            await runtime.close()
+            await drop_everything(settings)
+
+
+async def shoot(page: Any, name: str, readme: bool = False) -> Path:
+    """Save a screenshot under test-artifacts/ (and for the README when asked to)."""
+    path = ARTIFACTS / f"{name}.png"
+    await page.screenshot(path=str(path))
+    if readme and os.environ.get("GRID_UPDATE_SCREENSHOTS") == "1":
+        target = ROOT / "docs" / "screenshots" / "command-centre.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    return path

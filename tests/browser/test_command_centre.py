@@ -1,0 +1,208 @@
+"""The command centre in headless Chromium: a dispatcher runs a shift from the page.
+
+* files and dispatches a case from the case panel (the actions the server allows now);
+* a report posted by the API appears in the queue and colours the map without a reload;
+* filters and the map drill-down (city → district → community → grid) narrow the queue;
+* zh / en toggle; metrics panel with charts and definitions; screenshots in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import shoot
+from tests.conftest import auth_headers, eventually
+
+pytestmark = pytest.mark.browser
+
+
+async def _report(client: Any, grid: str, key: str, text: str, category: str = "SJ0101") -> str:
+    headers = {**await auth_headers(client, "call_taker"), "Idempotency-Key": key}
+    response = await client.post(
+        "/v1/reports",
+        json={"category": category, "grid": grid, "description": text, "source": "hotline",
+              "reporter": {"name": "錢七", "phone": "13500000000", "type": "citizen"}},
+        headers=headers,
+    )
+    assert response.status_code == 202, response.text
+    return str(response.json()["case_no"])
+
+
+async def _case(client: Any, case_no: str) -> dict[str, Any]:
+    r = await client.get(f"/v1/cases/{case_no}", headers=await auth_headers(client, "dispatcher"))
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+async def test_dispatcher_files_and_dispatches_a_case_from_the_page(
+    centre: dict[str, Any],
+) -> None:
+    client, rt = centre["client"], centre["runtime"]
+    grid = sorted(rt.ref.jurisdiction.grids)[0]
+    case_no = await _report(client, grid, "browser-file-0001", "人行道井蓋缺失, 有行人絆倒風險")
+    page = await centre["new_page"]("dispatcher")
+    row = page.locator(f'#queue-body tr[data-case-no="{case_no}"]')
+    await row.wait_for()
+    await row.click()
+    panel = page.locator("#case-panel")
+    await panel.wait_for()
+    await page.wait_for_selector("#case-title", state="visible")
+    assert (await page.text_content("#case-title")) == case_no
+    # File (立案): the button is there because the server says the dispatcher may do it now.
+    await page.click('#case-actions button[data-action="file"]')
+    await page.fill('#action-form textarea[name="note"]', "符合立案條件")
+    await page.click("#action-submit")
+    await page.wait_for_selector('#case-sub .status.filed')
+    # Dispatch (派遣): the triage proposal is preselected; the dispatcher overrides it, and the
+    # server insists on a reason (its message shows in the form), then accepts with one.
+    await page.click('#case-actions button[data-action="dispatch"]')
+    proposal = (await _case(client, case_no))["proposal"]
+    assert await page.input_value("#dispatch-department") == proposal["department"]
+    options = await page.eval_on_selector_all(
+        "#dispatch-department option", "os => os.map(o => o.value)"
+    )
+    other = next(o for o in options if o != proposal["department"])
+    await page.select_option("#dispatch-department", other)
+    await page.click("#action-submit")
+    await page.wait_for_selector("#action-error:not([hidden])")
+    assert "override_reason" in (await page.text_content("#action-error") or "")
+    await page.fill("#dispatch-override", "該路段由市級部門管養 (maintained by the city)")
+    await shoot(page, "dispatch-form")
+    await page.click("#action-submit")
+    await page.wait_for_selector("#case-sub .status.dispatched")
+    case = await _case(client, case_no)
+    assert case["status"] == "dispatched" and case["department"] == other
+    dispatched = case["timeline"][-1]
+    assert dispatched["type"] == "Dispatched" and dispatched["data"]["overridden"] is True
+    timeline = await page.text_content("#case-timeline")
+    assert "派遣" in (timeline or "") and "立案" in (timeline or "")
+    # The queue row followed (live stream), without a reload.
+    await page.wait_for_selector(
+        f'#queue-body tr[data-case-no="{case_no}"][data-status="dispatched"]'
+    )
+    assert await page.locator('#case-actions button[data-action="dispatch"]').count() == 0
+    await shoot(page, "case-dispatched")
+
+
+async def test_report_by_api_appears_on_map_and_queue_without_reload(
+    centre: dict[str, Any],
+) -> None:
+    client, rt = centre["client"], centre["runtime"]
+    j = rt.ref.jurisdiction
+    grid = sorted(j.grids)[5]
+    district = j.partition_of(grid)
+    page = await centre["new_page"]("dispatcher")
+    polygon = page.locator(f'path[data-grid="{grid}"]')
+    await polygon.wait_for()
+    empty_fill = await polygon.get_attribute("fill")
+    district_row = page.locator(f'#children tr[data-code="{district}"] td:nth-child(2)')
+    before = int(await district_row.text_content() or "0")
+    navigations: list[str] = []
+    page.on("framenavigated", lambda f: navigations.append(f.url))
+    case_no = await _report(client, grid, "browser-live-0001", "垃圾桶滿溢 (bins overflowing)")
+    await page.wait_for_selector(f'#queue-body tr[data-case-no="{case_no}"]')
+    await page.wait_for_function(
+        "([sel, n]) => Number(document.querySelector(sel).textContent) === n",
+        arg=[f'#children tr[data-code="{district}"] td:nth-child(2)', before + 1],
+    )
+    assert await polygon.get_attribute("fill") != empty_fill
+    assert await page.text_content("#kpi-open") == str(before + 1)
+    assert navigations == []  # no reload happened
+    await shoot(page, "live-report")
+
+
+@pytest.mark.parametrize("centre", [{"history": 600, "seed": 11}], indirect=True)
+async def test_filters_drill_down_language_and_metrics(centre: dict[str, Any]) -> None:
+    rt = centre["runtime"]
+    j = rt.ref.jurisdiction
+    page = await centre["new_page"]("dispatcher")
+    await page.wait_for_selector("#queue-body tr")
+    total = await page.text_content("#queue-count")
+    assert total and re.search(r"\d+", total)
+
+    # Drill down: city → district → community → grid, by the children table and the map.
+    district = sorted(j.children(j.city_code))[0]
+    await page.click(f'#children tr[data-code="{district}"]')
+    await page.wait_for_selector(f'#breadcrumb button.current[data-code="{district}"]')
+    await page.wait_for_function(
+        "codes => [...document.querySelectorAll('#queue-body tr')]"
+        ".every(r => codes.includes(r.dataset.grid))",
+        arg=j.grids_under(district),
+    )
+    community = j.children(district)[0]
+    await page.click(f'#children tr[data-code="{community}"]')
+    await page.wait_for_selector(f'#breadcrumb button.current[data-code="{community}"]')
+    grid = j.children(community)[0]
+    await page.click(f'path[data-grid="{grid}"]', force=True)
+    await page.wait_for_selector(f'#breadcrumb button.current[data-code="{grid}"]')
+    await page.wait_for_function(
+        "g => [...document.querySelectorAll('#queue-body tr')].every(r => r.dataset.grid === g)",
+        arg=grid,
+    )
+    await shoot(page, "drill-down-grid")
+    # Back up to the city from the breadcrumb.
+    await page.click(f'#breadcrumb button[data-code="{j.city_code}"]')
+    await page.wait_for_selector(f'#breadcrumb button.current[data-code="{j.city_code}"]')
+
+    # Filters: status, traffic light, search.
+    await page.select_option("#f-status", "filed")
+    await page.wait_for_function(
+        "() => { const rows = [...document.querySelectorAll('#queue-body tr')];"
+        " return rows.length > 0 && rows.every(r => r.dataset.status === 'filed'); }"
+    )
+    await page.select_option("#f-status", "")
+    await page.click('#light-chips .chip[data-light="red"]')
+    await page.wait_for_function(
+        "() => [...document.querySelectorAll('#queue-body tr .light')]"
+        ".every(l => l.classList.contains('r'))"
+    )
+    await page.click('#light-chips .chip[data-light=""]')
+    first = await page.get_attribute("#queue-body tr:first-child", "data-case-no")
+    await page.fill("#f-q", first or "")
+    await page.wait_for_function(
+        "n => { const rows = document.querySelectorAll('#queue-body tr');"
+        " return rows.length === 1 && rows[0].dataset.caseNo === n; }",
+        arg=first,
+    )
+    await page.fill("#f-q", "")
+    # Sort by deadline, earliest first.
+    await page.select_option("#sort", "due_at")
+    await page.wait_for_function("() => document.querySelector('#order').textContent === '↑'")
+
+    # English.
+    await page.click("#lang-toggle")
+    await page.wait_for_function(
+        "() => document.querySelector('.brand-title').textContent.includes('Command Centre')"
+    )
+    assert (await page.text_content("#tab-queue")) == "Queue"
+
+    # Metrics: cards, two charts, the table and the definitions.
+    await page.click("#tab-metrics")
+    await page.wait_for_selector('#metric-cards .mcard[data-metric="closure_rate"]')
+    await page.wait_for_selector("#chart-counts .uplot")
+    await page.wait_for_selector("#chart-rates .uplot")
+    assert await page.locator("#metrics-table tbody tr").count() > 2
+    definitions = await page.text_content("#definition-list")
+    assert definitions and "On-time closure rate" in definitions
+    await shoot(page, "metrics-en")
+
+
+@pytest.mark.parametrize("centre", [{"history": 1500, "seed": 3}], indirect=True)
+async def test_overview_screenshot(centre: dict[str, Any]) -> None:
+    """The README's picture: a shift in progress (a generated 12-day history)."""
+    page = await centre["new_page"]("dispatcher")
+    await page.wait_for_selector("#queue-body tr")
+    await page.click("#queue-body tr:nth-child(3)")
+    await page.wait_for_selector("#case-timeline li")
+    await page.wait_for_timeout(800)  # let the map settle after fitting bounds
+    path = await shoot(page, "command-centre", readme=True)
+    assert path.stat().st_size > 50_000
+    await eventually(lambda: _open(page), timeout=5)
+
+
+async def _open(page: Any) -> bool:
+    return int(await page.text_content("#kpi-open") or "0") > 0
