@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import time
 import uuid
@@ -183,10 +184,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     from gateways.http.app import create_app
 
     tag = uuid.uuid4().hex[:8]
+    os.environ["GRID_RATE_LIMITS"] = "false"  # measure capacity, not per-token limits
     settings = Settings(
         GRID_DB_SCHEMA=f"bench_store_{tag}",
         GRID_STREAM_PREFIX=f"BSTORE{tag.upper()}",
-        GRID_RATE_LIMITS="false",
     )
     runtime = await Runtime.open(settings, args.nats, args.db)
     try:

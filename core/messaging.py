@@ -67,8 +67,21 @@ class Topology:
         return f"{self.subject_root}.res.{command_id}"
 
 
+def server_list(url: str) -> list[str]:
+    """``NATS_URL`` as nats-py's server list: one URL or a comma-separated cluster seed list
+    (``nats://a:4222,nats://b:4222,nats://c:4222``); the client learns the other members from
+    the cluster's INFO anyway, the list only has to reach one live node at start-up."""
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    if not servers:
+        raise ValueError("NATS_URL is empty")
+    return servers
+
+
 async def connect(url: str, name: str) -> Client:
-    """Connect with unbounded reconnects: a NATS restart must never kill a process."""
+    """Connect with unbounded reconnects: a NATS restart must never kill a process.
+
+    ``url`` may list several servers (comma-separated); on a node's death the client moves to
+    another one and replays its subscriptions."""
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats.error", error=str(exc))
@@ -80,7 +93,7 @@ async def connect(url: str, name: str) -> Client:
         log.info("nats.reconnected")
 
     return await nats.connect(
-        url,
+        server_list(url),
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,

@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     )
     http_host: str = Field(default="127.0.0.1", alias="GRID_HTTP_HOST")
     http_port: int = Field(default=8319, alias="GRID_HTTP_PORT")
+    health_port: int | None = Field(
+        default=None, alias="GRID_HEALTH_PORT",
+        description="serve /healthz and /readyz on this port from a role without HTTP "
+        "(worker, relay, …) for orchestrator probes; bound to GRID_HTTP_HOST",
+    )
     stream_prefix: str = Field(
         default="GRID",
         alias="GRID_STREAM_PREFIX",
@@ -41,6 +46,11 @@ class Settings(BaseSettings):
     relay_batch: int = Field(default=1_000, ge=1, le=50_000, alias="GRID_RELAY_BATCH")
     max_deliver: int = Field(default=5, ge=1, alias="GRID_MAX_DELIVER")
     dedupe_window_s: float = Field(default=120.0, gt=0, alias="GRID_DEDUPE_WINDOW")
+    stream_replicas: int = Field(
+        default=1, ge=1, le=5, alias="GRID_STREAM_REPLICAS",
+        description="JetStream replicas of the streams (and their consumers): 1 on one server, "
+        "3 on the 3-node cluster of deploy/ (a node can die without losing a message)",
+    )
     command_reply_timeout_s: float = Field(default=5.0, gt=0, alias="GRID_REPLY_TIMEOUT")
     projections: str = Field(
         default="", alias="GRID_PROJECTIONS",

@@ -477,10 +477,11 @@ class UserStore:
             )
         return _user(record) if record else None
 
-    async def list(
+    async def list_users(
         self, role: str | None = None, disabled: bool | None = None, q: str | None = None
     ) -> list[UserRecord]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if role is not None:
             params.append(role)
             where.append(f"role = ${len(params)}")
@@ -651,69 +652,65 @@ class UserStore:
         if not refresh.startswith(REFRESH_PREFIX) or len(refresh) > 200:
             raise TokenError("invalid_grant", "not a refresh token")
         problem: TokenError | None = None
-        async with self.pool.acquire() as conn:
-            async with conn.transaction():
-                row = await conn.fetchrow(
-                    "SELECT r.sid, r.expires_at, r.used_at, s.revoked_at, "
-                    "s.expires_at AS s_exp, s.scopes, s.user_id FROM refresh_tokens r "
-                    "JOIN auth_sessions s USING (sid) WHERE r.token_hash = $1 FOR UPDATE OF r",
-                    token_hash(refresh),
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT r.sid, r.expires_at, r.used_at, s.revoked_at, "
+                "s.expires_at AS s_exp, s.scopes, s.user_id FROM refresh_tokens r "
+                "JOIN auth_sessions s USING (sid) WHERE r.token_hash = $1 FOR UPDATE OF r",
+                token_hash(refresh),
+            )
+            if row is None:
+                problem = TokenError("invalid_grant", "unknown refresh token")
+            elif row["used_at"] is not None:
+                # Committed, then refused: the revocation must outlive this request.
+                await conn.execute(
+                    "UPDATE auth_sessions SET revoked_at = $2, revoked_reason = $3 "
+                    "WHERE sid = $1 AND revoked_at IS NULL",
+                    row["sid"],
+                    now,
+                    "refresh token reused",
                 )
-                if row is None:
-                    problem = TokenError("invalid_grant", "unknown refresh token")
-                elif row["used_at"] is not None:
-                    # Committed, then refused: the revocation must outlive this request.
+                log.warning("auth.refresh_reused", sid=str(row["sid"]))
+                problem = TokenError(
+                    "refresh_token_reused",
+                    "this refresh token was already used; the session is revoked, sign in again",
+                )
+            elif row["revoked_at"] is not None:
+                problem = TokenError("invalid_grant", "the session was signed out")
+            elif row["expires_at"] <= now or row["s_exp"] <= now:
+                problem = TokenError(
+                    "invalid_grant", "the refresh token has expired; sign in again"
+                )
+            else:
+                user = _user(
+                    await conn.fetchrow(
+                        f"SELECT {_USER_COLUMNS} FROM users WHERE user_id = $1",
+                        row["user_id"],
+                    )
+                )
+                if user.disabled:
+                    problem = TokenError("account_disabled", "the account is disabled")
+                else:
                     await conn.execute(
-                        "UPDATE auth_sessions SET revoked_at = $2, revoked_reason = $3 "
-                        "WHERE sid = $1 AND revoked_at IS NULL",
+                        "UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1",
+                        token_hash(refresh),
+                        now,
+                    )
+                    new = REFRESH_PREFIX + secrets.token_urlsafe(32)
+                    new_end = min(now + timedelta(seconds=settings.refresh_ttl_s), row["s_exp"])
+                    await conn.execute(
+                        "INSERT INTO refresh_tokens (token_hash, sid, created_at, "
+                        "expires_at) VALUES ($1, $2, $3, $4)",
+                        token_hash(new),
                         row["sid"],
                         now,
-                        "refresh token reused",
+                        new_end,
                     )
-                    log.warning("auth.refresh_reused", sid=str(row["sid"]))
-                    problem = TokenError(
-                        "refresh_token_reused",
-                        "this refresh token was already used; the session is revoked, "
-                        "sign in again",
+                    await conn.execute(
+                        "UPDATE auth_sessions SET last_refreshed_at = $2 WHERE sid = $1",
+                        row["sid"],
+                        now,
                     )
-                elif row["revoked_at"] is not None:
-                    problem = TokenError("invalid_grant", "the session was signed out")
-                elif row["expires_at"] <= now or row["s_exp"] <= now:
-                    problem = TokenError(
-                        "invalid_grant", "the refresh token has expired; sign in again"
-                    )
-                else:
-                    user = _user(
-                        await conn.fetchrow(
-                            f"SELECT {_USER_COLUMNS} FROM users WHERE user_id = $1",
-                            row["user_id"],
-                        )
-                    )
-                    if user.disabled:
-                        problem = TokenError("account_disabled", "the account is disabled")
-                    else:
-                        await conn.execute(
-                            "UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1",
-                            token_hash(refresh),
-                            now,
-                        )
-                        new = REFRESH_PREFIX + secrets.token_urlsafe(32)
-                        new_end = min(
-                            now + timedelta(seconds=settings.refresh_ttl_s), row["s_exp"]
-                        )
-                        await conn.execute(
-                            "INSERT INTO refresh_tokens (token_hash, sid, created_at, "
-                            "expires_at) VALUES ($1, $2, $3, $4)",
-                            token_hash(new),
-                            row["sid"],
-                            now,
-                            new_end,
-                        )
-                        await conn.execute(
-                            "UPDATE auth_sessions SET last_refreshed_at = $2 WHERE sid = $1",
-                            row["sid"],
-                            now,
-                        )
         if problem is not None:
             raise problem
         assert row is not None

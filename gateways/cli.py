@@ -27,6 +27,11 @@ from gateways.cli_users import app as users_app  # noqa: E402
 
 app.add_typer(users_app, name="users")
 app.add_typer(dlq_app, name="dlq")
+from gateways.cli_audit import app as audit_app  # noqa: E402
+from gateways.cli_audit import replay as replay_command  # noqa: E402
+
+app.add_typer(audit_app, name="audit")
+app.command("replay")(replay_command)
 
 
 def _settings(state_dir: Path | None, port: int | None) -> Settings:
@@ -229,6 +234,17 @@ async def _run(settings: Settings, role: str, partitions: list[str] | None) -> N
         await stop.wait()
     finally:
         await runtime.close()
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(ctx: typer.Context) -> None:
+    """Run the standard benchmarks (own embedded system) and write the numbers to docs/.
+
+    Options: --reports N --rate R --seconds S --cases N --out FILE (see benchmarks/standard.py).
+    """
+    from benchmarks.standard import main as bench_main
+
+    bench_main(list(ctx.args))
 
 
 if __name__ == "__main__":

@@ -87,7 +87,8 @@ async def _list(settings: Settings, url: str) -> None:
         heads: dict[str, int] = {}
         for p in ref.partitions:
             store = stores.get(p)
-            heads[p] = int(await asyncio.to_thread(store.recorder.max_notification_id) or 0)
+            head: int | None = await asyncio.to_thread(store.recorder.max_notification_id)
+            heads[p] = int(head or 0)
         has_positions = await conn.fetchval("SELECT to_regclass('projection_positions')")
         table = Table(title=f"read models in schema {schema}")
         for column in ("projection", "tables", "rows", "applied", "store head", "lag"):

@@ -169,7 +169,7 @@ def list_users(
     """List users with role, jurisdiction and status (never passwords)."""
 
     async def work(store: UserStore, _: Jurisdiction) -> list[UserRecord]:
-        return await store.list(role, disabled)
+        return await store.list_users(role, disabled)
 
     _show(_run(work))
 

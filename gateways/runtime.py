@@ -92,7 +92,7 @@ class Runtime:
         await ensure_schema(database_url, settings.db_schema)
         nc = await connect(nats_url, name="griddispatch")
         js = nc.jetstream(timeout=10)
-        await ensure_streams(js, topo, settings.dedupe_window_s)
+        await ensure_streams(js, topo, settings.dedupe_window_s, settings.stream_replicas)
         pool = await create_pool(database_url, settings.db_schema)
         stores = StoreRegistry(database_url, settings.db_schema)
         # Schema set-up is idempotent but not concurrent-safe in PostgreSQL (two processes
@@ -117,7 +117,7 @@ class Runtime:
                 )
         service = CaseService(ref.catalogue, ref.jurisdiction, ref.calendar)
         runtime = cls(settings, nats_url, database_url, ref, topo, nc, js, pool, stores, service)
-        runtime.photos = PhotoStore(js, topo)
+        runtime.photos = PhotoStore(js, topo, replicas=settings.stream_replicas)
         return runtime
 
     def start(self, roles: Iterable[str], partitions: list[str] | None = None) -> None:
@@ -166,6 +166,12 @@ class Runtime:
                     self._spawn(role, coro)
             else:
                 raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+        if self.settings.health_port and "probes" not in self.role_tasks:
+            from gateways.probes import serve_probes
+
+            self._spawn("probes", serve_probes(
+                self, self.settings.http_host, self.settings.health_port, self.stop_event
+            ))
         log.info("runtime.started", roles=list(roles), partitions=parts)
 
     def _selected_projections(self) -> list[Projection]:

@@ -58,7 +58,15 @@ PRIORITY_RANK = {"urgent": 0, "important": 1, "ordinary": 2}
 
 
 def iso(value: Any) -> str | None:
-    """Canonical UTC ISO text of an envelope time (keys must compare equal after JSON)."""
+    """Canonical UTC ISO text of an envelope time (keys must compare equal after JSON, and
+    whether the envelope came from NATS — text with ``Z`` — or from the store — datetime)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value.endswith("Z"):
+            return value[:-1] + "+00:00"  # orjson's UTC form; same instant, same text
+        if value.endswith("+00:00"):
+            return value
     at = parse_time(value)
     return None if at is None else at.astimezone(UTC).isoformat()
 
@@ -86,6 +94,11 @@ def track(state: dict[str, Any] | None, env: Envelope) -> dict[str, Any] | None:
     case_no, status, grid, community, district, level, node, department, priority,
     inspector, reported_at, due, due_step, warning_for, overdue_for, supervised.
     """
+    return advance(dict(state) if state is not None else None, env)
+
+
+def advance(state: dict[str, Any] | None, env: Envelope) -> dict[str, Any] | None:
+    """:func:`track` changing ``state`` in place (projections own their batch's states)."""
     etype: str = env["type"]
     data: dict[str, Any] = env.get("data") or {}
     if etype == "Reported":
@@ -108,8 +121,6 @@ def track(state: dict[str, Any] | None, env: Envelope) -> dict[str, Any] | None:
         }
     elif state is None:
         return None
-    else:
-        state = dict(state)
     if etype == "Dispatched":
         state.update(
             department=data.get("department"),
@@ -211,6 +222,15 @@ _CASE_COLUMNS = (
 )
 
 
+_CASE_TYPES = {
+    "case_id": "uuid", "case_no": "text", "status": "text", "grid": "text", "community": "text",
+    "district": "text", "level": "text", "node": "text", "department": "text",
+    "priority": "text", "inspector": "text", "reported_at": "timestamptz",
+    "due_at": "timestamptz", "due_step": "text", "warning_for": "text", "overdue_for": "text",
+    "warning": "boolean", "overdue": "boolean", "supervised": "boolean",
+}
+
+
 def _state_of(record: asyncpg.Record) -> dict[str, Any]:
     row = dict(record)
     return {
@@ -277,7 +297,7 @@ class MapProjection:
         }
         after = dict(before)
         for env in envelopes:
-            after[env["case_id"]] = track(after.get(env["case_id"]), env)
+            after[env["case_id"]] = track(after.get(env["case_id"]), env)  # copies: keeps before
         deltas: dict[str, list[int]] = {}
         where: dict[str, tuple[str | None, str | None]] = {}
         upserts: list[tuple[Any, ...]] = []
@@ -296,32 +316,38 @@ class MapProjection:
             elif old is not None:
                 deletes.append(case_id)
         if upserts:
-            await conn.executemany(
-                f"INSERT INTO map_cases ({_CASE_COLUMNS}) VALUES "
-                f"({', '.join(f'${i + 1}' for i in range(19))}) ON CONFLICT (case_id) DO UPDATE "
-                "SET "
-                + ", ".join(
-                    f"{c.strip()} = EXCLUDED.{c.strip()}" for c in _CASE_COLUMNS.split(",")[1:]
-                ),
-                upserts,
+            names = [c.strip() for c in _CASE_COLUMNS.split(",")]
+            types = [_CASE_TYPES[n] for n in names]
+            await conn.execute(
+                f"INSERT INTO map_cases ({_CASE_COLUMNS}) SELECT * FROM unnest("
+                + ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
+                + ") ON CONFLICT (case_id) DO UPDATE SET "
+                + ", ".join(f"{n} = EXCLUDED.{n}" for n in names[1:]),
+                *[list(col) for col in zip(*upserts, strict=True)],
             )
         if deletes:
             await conn.execute("DELETE FROM map_cases WHERE case_id = ANY($1::uuid[])", deletes)
         if deltas:
-            await conn.executemany(
-                "INSERT INTO map_grid_counts "
-                "(grid, community, district, open, warning, overdue, supervised, urgent) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (grid) DO UPDATE SET "
-                + ", ".join(f"{f} = map_grid_counts.{f} + EXCLUDED.{f}" for f in COUNT_FIELDS),
-                [(g, *where[g], *d) for g, d in deltas.items()],
-            )
+            rows = [(g, *where[g], *d) for g, d in deltas.items()]
+            cols = [list(col) for col in zip(*rows, strict=True)]
             # A grid with nothing open has no row: the table's content then depends only on
             # the events, never on how they were batched (rebuild equals live).
-            await conn.execute(
-                "DELETE FROM map_grid_counts WHERE grid = ANY($1::text[]) AND open = 0 "
-                "AND warning = 0 AND overdue = 0 AND supervised = 0 AND urgent = 0",
-                list(deltas),
+            zeros = await conn.fetch(
+                "WITH up AS (INSERT INTO map_grid_counts "
+                "(grid, community, district, open, warning, overdue, supervised, urgent) "
+                "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::int[], "
+                "$6::int[], $7::int[], $8::int[]) ON CONFLICT (grid) DO UPDATE SET "
+                + ", ".join(f"{f} = map_grid_counts.{f} + EXCLUDED.{f}" for f in COUNT_FIELDS)
+                + f" RETURNING grid, {' + '.join(f'abs({f})' for f in COUNT_FIELDS)} AS total) "
+                "SELECT grid FROM up WHERE total = 0",
+                *cols,
             )
+            if zeros:
+                await conn.execute(
+                    "DELETE FROM map_grid_counts WHERE grid = ANY($1::text[]) AND open = 0 "
+                    "AND warning = 0 AND overdue = 0 AND supervised = 0 AND urgent = 0",
+                    [r["grid"] for r in zeros],
+                )
 
 
 # ---------------------------------------------------------------------------- queries

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date
+from functools import lru_cache
 from typing import Any, Literal, TypedDict
 from zoneinfo import ZoneInfo
 
@@ -34,7 +35,7 @@ import asyncpg
 
 from core.envelope import parse_time
 from projections.base import Envelope
-from projections.map import track
+from projections.map import advance, iso
 
 METRIC_TZ = ZoneInfo("Asia/Shanghai")
 DEFINITIONS_VERSION = 1
@@ -382,6 +383,19 @@ def local_day(value: Any) -> date:
     return at.astimezone(METRIC_TZ).date()
 
 
+@lru_cache(maxsize=4096)
+def _day_of_utc_hour(hour: str) -> str:
+    """Local day of a UTC hour ``YYYY-MM-DDTHH`` (time zones move by whole hours here)."""
+    return local_day(f"{hour}:00:00+00:00").isoformat()
+
+
+def day_of(at: Any) -> str:
+    """The local calendar day (ISO text) of an envelope time, cached per UTC hour."""
+    text = iso(at)
+    assert text is not None
+    return _day_of_utc_hour(text[:13])
+
+
 class Emitter:
     """Collects counter deltas of one batch, keyed by counter, day and place."""
 
@@ -404,7 +418,8 @@ class Emitter:
 
 
 def fold(state: dict[str, Any] | None, env: Envelope, out: Emitter) -> dict[str, Any] | None:
-    """Pure apart from ``out``: the metrics state of a case after one event, and its counters.
+    """The metrics state of a case after one event (``state`` is updated in place), and the
+    counter deltas the event causes (into ``out``). No I/O; deterministic.
 
     The state is :func:`projections.map.track`'s facts plus the cohort bookkeeping:
     ``rep_day``/``rep_level`` (report), ``valid``, ``filed_day`` and ``filed_key`` (the
@@ -413,23 +428,29 @@ def fold(state: dict[str, Any] | None, env: Envelope, out: Emitter) -> dict[str,
     """
     etype = env["type"]
     data: dict[str, Any] = env.get("data") or {}
-    prev = state
-    state = track(state, env)
+    fresh = state is None
+    before = {} if state is None else {
+        "due": state["due"], "due_step": state["due_step"],
+        "level": state["level"], "department": state["department"],
+    }
+    state = advance(state, env)
     if state is None:
         return None
-    if prev is None:
+    if fresh:
         # A case seen first: carry the cohort fields (Reported is always a case's first event).
         state.update(
             rep_day=None, rep_level=None, valid=False, filed_day=None, filed_key=None,
             disp_day=None, disp_level=None, disp_dept=None, last_result_on_time=None,
         )
-    day = local_day(env["at"]).isoformat()
-    at = parse_time(env["at"])
-    assert at is not None
+    day = day_of(env["at"])
     level, dept = state["level"], state["department"]
-    before = prev or {}
-    running_due = parse_time(before.get("due"))
     running_step = before.get("due_step")
+
+    def in_time() -> bool:
+        """Done by the deadline that was running (or none was)."""
+        due = parse_time(before.get("due"))
+        at = parse_time(env["at"])
+        return due is None or at is None or at <= due
 
     def move_due_to_close() -> None:
         """Keep the filed case's due-to-close count on the department / level owning it."""
@@ -464,7 +485,7 @@ def fold(state: dict[str, Any] | None, env: Envelope, out: Emitter) -> dict[str,
             out.add(state, "due_to_close", state["filed_day"], key[0], key[1], -1)
             state["filed_day"] = state["filed_key"] = None
     elif etype == "Dispatched":
-        on_time = running_step != "dispatch" or running_due is None or at <= running_due
+        on_time = running_step != "dispatch" or in_time()
         out.add(state, "dispatched", day, level, dept)
         if on_time:
             out.add(state, "dispatched_on_time", day, level, dept)
@@ -485,7 +506,7 @@ def fold(state: dict[str, Any] | None, env: Envelope, out: Emitter) -> dict[str,
             state["disp_day"] = None
         move_due_to_close()
     elif etype == "ResultReported":
-        on_time = running_step != "handle" or running_due is None or at <= running_due
+        on_time = running_step != "handle" or in_time()
         out.add(state, "handled", day, level, dept)
         if on_time:
             out.add(state, "handled_on_time", day, level, dept)
@@ -589,36 +610,43 @@ class MetricsProjection:
             else:
                 keep.append((case_id, s))
         if keep:
-            await conn.executemany(
-                "INSERT INTO metric_case_state (case_id, state) VALUES ($1, $2) "
+            await conn.execute(
+                "INSERT INTO metric_case_state (case_id, state) "
+                "SELECT * FROM unnest($1::uuid[], $2::jsonb[]) "
                 "ON CONFLICT (case_id) DO UPDATE SET state = EXCLUDED.state",
-                keep,
+                [k for k, _ in keep],
+                [v for _, v in keep],
             )
         if drop:
             await conn.execute(
                 "DELETE FROM metric_case_state WHERE case_id = ANY($1::uuid[])", drop
             )
         if out.deltas:
-            records = [
-                (c, date.fromisoformat(d), g, lv, dep, insp, *out.places[g], n)
-                for (c, d, g, lv, dep, insp), n in out.deltas.items()
-            ]
-            await conn.executemany(
-                "INSERT INTO metric_counts (counter, day, grid, level, department, inspector, "
-                "community, district, value) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
-                "ON CONFLICT (counter, day, grid, level, department, inspector) "
-                "DO UPDATE SET value = metric_counts.value + EXCLUDED.value",
-                records,
+            columns: list[list[Any]] = [[] for _ in range(9)]
+            for (c, d, g, lv, dep, insp), n in out.deltas.items():
+                community, district = out.places[g]
+                for i, v in enumerate((c, date.fromisoformat(d), g, lv, dep, insp, community,
+                                       district, n)):
+                    columns[i].append(v)
+            # One statement for the whole batch; it returns the keys that reached zero (a
+            # count moved on by a re-dispatch), which are removed so that the table depends
+            # only on the events, never on how they were batched.
+            zeros = await conn.fetch(
+                "WITH up AS (INSERT INTO metric_counts (counter, day, grid, level, department, "
+                "inspector, community, district, value) SELECT * FROM unnest($1::text[], "
+                "$2::date[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], "
+                "$8::text[], $9::bigint[]) ON CONFLICT (counter, day, grid, level, department, "
+                "inspector) DO UPDATE SET value = metric_counts.value + EXCLUDED.value "
+                "RETURNING counter, day, grid, level, department, inspector, value) "
+                "SELECT counter, day, grid, level, department, inspector FROM up WHERE value = 0",
+                *columns,
             )
-            # Net-zero rows (a count moved on by a re-dispatch) are removed, so the table
-            # depends only on the events, not on how they were batched.
-            await conn.execute(
-                "DELETE FROM metric_counts m USING unnest($1::text[], $2::date[], $3::text[], "
-                "$4::text[], $5::text[], $6::text[]) AS k(c, d, g, l, dep, i) "
-                "WHERE m.counter = k.c AND m.day = k.d AND m.grid = k.g AND m.level = k.l "
-                "AND m.department = k.dep AND m.inspector = k.i AND m.value = 0",
-                *[list(col) for col in zip(*[r[:6] for r in records], strict=True)],
-            )
+            if zeros:
+                await conn.executemany(
+                    "DELETE FROM metric_counts WHERE counter = $1 AND day = $2 AND grid = $3 "
+                    "AND level = $4 AND department = $5 AND inspector = $6 AND value = 0",
+                    [tuple(r) for r in zeros],
+                )
 
 
 # --------------------------------------------------------------------------- queries

@@ -150,13 +150,14 @@ CREATE TABLE IF NOT EXISTS case_queue (
     last_event text NOT NULL,
     last_position bigint NOT NULL
 );
-CREATE INDEX IF NOT EXISTS case_queue_status_idx ON case_queue (status, reported_at DESC);
+CREATE INDEX IF NOT EXISTS case_queue_status_idx
+    ON case_queue (status, reported_at DESC, case_no DESC);
 CREATE INDEX IF NOT EXISTS case_queue_district_idx
-    ON case_queue (district, status, reported_at DESC);
+    ON case_queue (district, status, reported_at DESC, case_no DESC);
 CREATE INDEX IF NOT EXISTS case_queue_grid_idx ON case_queue (grid, status);
 CREATE INDEX IF NOT EXISTS case_queue_dept_idx ON case_queue (department, status, due_at);
 CREATE INDEX IF NOT EXISTS case_queue_due_idx ON case_queue (due_at) WHERE due_at IS NOT NULL;
-CREATE INDEX IF NOT EXISTS case_queue_reported_idx ON case_queue (reported_at DESC, case_no);
+CREATE INDEX IF NOT EXISTS case_queue_reported_idx ON case_queue (reported_at DESC, case_no DESC);
 """
 
 

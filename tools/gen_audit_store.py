@@ -24,12 +24,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aggregates.commands import Command  # noqa: E402
-from aggregates.service import CaseService  # noqa: E402
-from core.eventstore import StoreRegistry, table_name  # noqa: E402
-from core.ids import case_id_for_key, case_no_for_id  # noqa: E402
-from core.refdata import load_reference  # noqa: E402
-from core.settings import Settings  # noqa: E402
+from aggregates.commands import Command
+from aggregates.service import CaseService
+from core.eventstore import StoreRegistry, table_name
+from core.ids import case_id_for_key, case_no_for_id
+from core.refdata import load_reference
+from core.settings import Settings
 
 START = datetime(2026, 1, 5, 1, 0, tzinfo=UTC)  # a Monday, 09:00 Beijing time
 
@@ -56,9 +56,9 @@ def _script(i: int) -> list[tuple[str, str, dict[str, Any], int]]:
     return steps
 
 
-def _generate(args: tuple[str, str, str, int, int, str]) -> int:
-    database_url, schema, partition, target, seed, city = args
-    settings = Settings(GRID_CITY=city) if city else Settings()
+def _generate(job: tuple[str, str, str, int, int, str]) -> int:
+    database_url, schema, partition, target, seed, city = job
+    settings = Settings(GRID_CITY=Path(city)) if city else Settings()
     ref = load_reference(settings)
     service = CaseService(ref.catalogue, ref.jurisdiction, ref.calendar)
     stores = StoreRegistry(database_url, schema)
@@ -76,7 +76,10 @@ def _generate(args: tuple[str, str, str, int, int, str]) -> int:
         category = categories[i % len(categories)]
         at = START + timedelta(minutes=i)
 
-        def cmd(verb: str, role: str, args: dict[str, Any], when: datetime, n: int) -> Command:
+        def cmd(
+            verb: str, role: str, args: dict[str, Any], when: datetime, n: int,
+            key: str = key, case_id: Any = case_id, i: int = i,
+        ) -> Command:
             return Command(
                 command_id=f"{key}-{n}",
                 verb=verb,  # type: ignore[arg-type]
@@ -123,14 +126,14 @@ def _generate(args: tuple[str, str, str, int, int, str]) -> int:
     return written
 
 
-def _seal(args: tuple[str, str, str]) -> int:
+def _seal(job: tuple[str, str, str]) -> int:
     """Seal one partition into log_chain, as the relay does (chain.link over positions)."""
     import psycopg
 
     from gateways.audit.chain import GENESIS, fast_link
     from gateways.audit.rows import decode_state
 
-    database_url, schema, partition = args
+    database_url, schema, partition = job
     with psycopg.connect(database_url) as conn, psycopg.connect(database_url) as writer:
         conn.execute(f"SET search_path TO {schema}")
         writer.execute(f"SET search_path TO {schema}")
@@ -183,7 +186,7 @@ def main() -> None:
     from core.db import check_schema
 
     schema = check_schema(opts.schema)
-    settings = Settings(GRID_CITY=opts.city) if opts.city else Settings()
+    settings = Settings(GRID_CITY=Path(opts.city)) if opts.city else Settings()
     partitions = load_reference(settings).partitions[: opts.partitions]
     with psycopg.connect(opts.database_url, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")

@@ -82,7 +82,9 @@ CREATE TABLE IF NOT EXISTS log_chain (
 """
 
 
-def link(prev: str, partition: str, position: int, case_id: str, version: int, event_hash: str) -> str:
+def link(
+    prev: str, partition: str, position: int, case_id: str, version: int, event_hash: str
+) -> str:
     """One step of the running chain (see the module docstring)."""
     return hashlib.sha256(
         canonical_json(
@@ -149,7 +151,9 @@ def seal_envelopes(
     for env in envelopes:
         event_hash = str(env.get("hash") or "")
         prev = link(prev, partition, env["position"], env["case_id"], env["version"], event_hash)
-        out.append(Seal(env["position"], str(env["case_id"]), int(env["version"]), event_hash, prev))
+        out.append(
+            Seal(env["position"], str(env["case_id"]), int(env["version"]), event_hash, prev)
+        )
     return out
 
 

@@ -346,7 +346,9 @@ def activity(
                 params,
             ).fetchall()
             rows = [to_row(partition, r) for r in records]
-            rows = [r for r in rows if r.state.get("actor") == actor and _within(r.at, since, until)]
+            rows = [
+                r for r in rows if r.state.get("actor") == actor and _within(r.at, since, until)
+            ]
             nos = _case_nos(conn, schema, partition, sorted({r.case_id for r in rows}))
             found.extend({"case_no": nos[r.case_id], "case_id": r.case_id,
                           "partition": partition, **entry(r)} for r in rows)

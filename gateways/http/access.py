@@ -353,6 +353,11 @@ def install_openapi(app: FastAPI) -> None:
                     continue
                 responses = op.setdefault("responses", {})
                 statuses: list[int] = [422]
+                if type(original_route(route)) is not APIRoute:
+                    # A custom route class (e.g. Open311's) renders its own error format.
+                    if not rule.public:
+                        op["security"] = [{"OAuth2": list(rule.scopes)}, {"DeviceToken": []}]
+                    continue
                 if rule.public:
                     op["security"] = []
                 else:

@@ -10,6 +10,7 @@ from core.users import IdentitySettings
 from gateways import notify
 from gateways.http import (
     access,
+    audit,
     auth,
     cases,
     centre,
@@ -60,6 +61,9 @@ def create_app(
     app.include_router(intake_pages.router)
     app.include_router(centre.router)
     app.include_router(stream.router)
+    # Auditors (issue 7): histories from the event store, integrity, exports, the /audit page.
+    app.include_router(audit.router)
+    app.include_router(audit.pages)
     pages.install(app)
     access.install_openapi(app)
     return app

@@ -419,7 +419,7 @@ async def admin_list_users(
     q: str | None = Query(default=None, max_length=100),
 ) -> UserList:
     """Users with role, jurisdiction, scopes (never passwords)."""
-    items = await user_store(request).list(role, disabled, q)
+    items = await user_store(request).list_users(role, disabled, q)
     return UserList(items=items, count=len(items))
 
 

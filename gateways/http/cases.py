@@ -97,8 +97,12 @@ async def list_cases(
                 f"unknown status {unknown[0]}",
                 statuses=[s.value for s in Status],
             )
-        params.append(status)
-        where.append(f"status = ANY(${len(params)})")
+        params.append(status[0] if len(status) == 1 else status)
+        # One status as "=": lets PostgreSQL walk the (…, status, reported_at, case_no) index
+        # in order instead of sorting every match (p99 at a million cases).
+        where.append(
+            f"status = ${len(params)}" if len(status) == 1 else f"status = ANY(${len(params)})"
+        )
     for column, value in (
         ("district", district),
         ("community", community),

@@ -2,7 +2,8 @@
 
 Upload first, then reference: a report, a result (處置反饋) or a verification (核查) carries
 ``{"digest", "size", "content_type"}`` as returned here. The body is either the raw image
-(``Content-Type: image/jpeg`` …, what the inspector app sends after downscaling on the phone)
+(``Content-Type: image/jpeg`` … or ``application/octet-stream``, what the inspector app sends
+after downscaling on the phone)
 or ``multipart/form-data`` with a ``file`` field. The size limit is enforced while reading, so
 an oversized upload is cut off without being buffered whole.
 

@@ -12,6 +12,10 @@ A refusal is 429 with ``Retry-After`` (seconds) and
 ``(burst, refill per minute)`` pairs in :class:`core.users.IdentitySettings`
 (``GRID_RATE_SIGNIN_IP`` …, ``GRID_RATE_LIMITS=false`` switches them off).
 
+NUL characters: PostgreSQL text cannot hold U+0000, so :class:`BodyLimit` also refuses a
+path, query or JSON / form body carrying one (422 ``invalid_character``) before any route
+sees it — otherwise a report could be accepted (202) and then fail in the worker.
+
 Body size: :class:`BodyLimit` refuses a request whose body exceeds ``GRID_MAX_BODY`` (1 MiB,
 JSON and forms) or ``GRID_MAX_UPLOAD`` (12 MiB, ``multipart/form-data`` and ``image/*``) with
 413 ``{"error": "too_large", "limit": n}`` — from ``Content-Length`` before reading anything,
@@ -150,6 +154,36 @@ class BodyTooLarge(Exception):
     pass
 
 
+class NulCharacter(Exception):
+    pass
+
+
+_NUL_JSON = b"\\u0000"
+_NUL_FORM = (b"%00", b"\x00")
+
+
+def has_nul_escape(chunk: bytes) -> bool:
+    """True when JSON text holds an escaped NUL (``\\u0000`` not preceded by an escaping
+    backslash). PostgreSQL text and jsonb cannot store U+0000."""
+    start = 0
+    while (at := chunk.find(_NUL_JSON, start)) >= 0:
+        backslashes = 0
+        while at - backslashes - 1 >= 0 and chunk[at - backslashes - 1] == 0x5C:
+            backslashes += 1
+        if backslashes % 2 == 0:
+            return True
+        start = at + 1
+    return False
+
+
+def _nul_in(kind: str, chunk: bytes) -> bool:
+    if kind == "json":
+        return has_nul_escape(chunk) or b"\x00" in chunk
+    if kind == "form":
+        return any(marker in chunk.lower() for marker in _NUL_FORM)
+    return False
+
+
 UPLOAD_TYPES = ("multipart/form-data", "image/", "application/octet-stream")
 
 
@@ -176,6 +210,10 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit, kind = self._limit(scope)
+        if "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b"").lower():
+            await _send_nul(send, "the path or query")
+            return
+        scan = _scan_kind(scope)
         for key, value in scope.get("headers", []):
             if key == b"content-length":
                 try:
@@ -191,36 +229,45 @@ class BodyLimit:
                     await _send_too_large(send, limit, kind)
                     return
         received = 0
-        too_large = False
+        refused: str | None = None  # "too_large" | "nul"
         started = False
+        seen = bytearray()  # JSON / form bodies (at most ``limit`` bytes) are scanned whole
 
         async def limited_receive() -> Message:
-            nonlocal received, too_large
+            nonlocal received, refused
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                received += len(chunk)
                 if received > limit:
-                    too_large = True
+                    refused = "too_large"
                     raise BodyTooLarge
+                if scan:
+                    seen.extend(chunk)
+                    if not message.get("more_body", False) and _nul_in(scan, bytes(seen)):
+                        refused = "nul"
+                        raise NulCharacter
             return message
 
         async def guarded_send(message: Message) -> None:
             nonlocal started
-            if too_large and not started:
-                return  # the app's reaction to the aborted body is replaced by our 413
+            if refused and not started:
+                return  # the app's reaction to the aborted body is replaced by our refusal
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
             await self.app(scope, limited_receive, guarded_send)
-        except BodyTooLarge:
+        except (BodyTooLarge, NulCharacter):
             pass
         except Exception:
-            if not (too_large and not started):
+            if not (refused and not started):
                 raise
-        if too_large and not started:
+        if refused == "too_large" and not started:
             await _send_too_large(send, limit, kind)
+        elif refused == "nul" and not started:
+            await _send_nul(send, "the request body")
 
 
 async def _send_too_large(send: Send, limit: int, kind: str) -> None:
@@ -232,6 +279,29 @@ async def _send_too_large(send: Send, limit: int, kind: str) -> None:
             "error": "too_large",
             "message": f"{what} may have at most {limit} bytes",
             "limit": limit,
+        },
+    )
+
+
+def _scan_kind(scope: Scope) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == b"content-type":
+            content_type = value.decode("latin-1").lower()
+            if "json" in content_type:
+                return "json"
+            if content_type.startswith("application/x-www-form-urlencoded"):
+                return "form"
+            return None
+    return "json"  # no declared type: FastAPI parses JSON bodies anyway
+
+
+async def _send_nul(send: Send, where: str) -> None:
+    await _send_json(
+        send,
+        422,
+        {
+            "error": "invalid_character",
+            "message": f"{where} contains a NUL character (U+0000), which is never valid text",
         },
     )
 

@@ -196,7 +196,10 @@ async def test_overview_screenshot(centre: dict[str, Any]) -> None:
     """The README's picture: a shift in progress (a generated 12-day history)."""
     page = await centre["new_page"]("dispatcher")
     await page.wait_for_selector("#queue-body tr")
-    await page.click("#queue-body tr:nth-child(3)")
+    # A case waiting for dispatch: the panel shows the dispatcher's actions.
+    waiting = page.locator('#queue-body tr[data-status="filed"]')
+    target = waiting.first if await waiting.count() else page.locator("#queue-body tr").nth(2)
+    await target.click()
     await page.wait_for_selector("#case-timeline li")
     await page.wait_for_timeout(800)  # let the map settle after fitting bounds
     path = await shoot(page, "command-centre", readme=True)

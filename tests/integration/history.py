@@ -109,7 +109,7 @@ class History:
             grid = self.j.grid(self.rng.choice(grids))
             category = self.rng.choice(categories)
             day = self.rng.randrange(days)
-            at = start + timedelta(days=day, hours=self.rng.uniform(0, 10))
+            at = start + timedelta(days=day, hours=self.rng.uniform(0, 24))
             self.one_case(n, grid, category, at)
 
     def one_case(self, n: int, grid: Any, category: Any, at: datetime) -> None:

@@ -573,3 +573,22 @@ async def test_user_headers_helper_mints_real_sessions(system: dict[str, Any]) -
     headers = await user_headers(system, role="handler", department="D-520111-sanitation")
     me = await system["client"].get("/v1/auth/me", headers=headers)
     assert me.status_code == 200 and me.json()["department"] == "D-520111-sanitation"
+
+
+async def test_nul_characters_are_refused_before_any_route(system: dict[str, Any]) -> None:
+    client, rt = system["client"], system["runtime"]
+    headers = await auth_headers(client, "call_taker")
+    before = int((await rt.js.stream_info(rt.topo.commands_stream)).state.messages)
+    body = {"category": "SJ0101", "grid": "520102001001", "description": "bad\u0000text"}
+    refused = await client.post("/v1/reports", json=body, headers=headers)
+    assert refused.status_code == 422 and refused.json()["error"] == "invalid_character"
+    assert int((await rt.js.stream_info(rt.topo.commands_stream)).state.messages) == before
+    escaped = {**body, "description": "a literal \\u0000 is fine"}
+    ok = await client.post("/v1/reports", json=escaped, headers=headers)
+    assert ok.status_code == 202, ok.text
+    query = await client.get("/v1/cases", params={"grid": "x\x00"}, headers=headers)
+    assert query.status_code == 422 and query.json()["error"] == "invalid_character"
+    path = await client.get("/v1/cases/GD%00X", headers=headers)
+    assert path.status_code == 422
+    form = await client.post("/v1/auth/token", data={"username": "a\x00b", "password": "x" * 9})
+    assert form.status_code == 422 and form.json()["error"] == "invalid_character"

@@ -51,7 +51,11 @@ async def test_upload_limits_references_and_download(system: dict[str, Any]) -> 
         assert multipart.json()["content_type"] == "image/webp"
 
         # Refusals: 4xx with a machine-readable JSON body.
-        gif = await client.post("/v1/photos", content=b"GIF89a" + b"\x00" * 20, headers=inspector)
+        gif = await client.post(
+            "/v1/photos",
+            content=b"GIF89a" + b"\x00" * 20,
+            headers={**inspector, "Content-Type": "image/gif"},
+        )
         assert gif.status_code == 415
         assert gif.json()["error"] == "unsupported_photo_type"
         assert "JPEG" in gif.json()["message"]
@@ -62,7 +66,9 @@ async def test_upload_limits_references_and_download(system: dict[str, Any]) -> 
         )
         assert big.status_code == 413 and big.json()["error"] == "photo_too_large"
         assert big.json()["limit"] == 10_000_000
-        empty = await client.post("/v1/photos", content=b"", headers=inspector)
+        empty = await client.post(
+            "/v1/photos", content=b"", headers={**inspector, "Content-Type": "image/jpeg"}
+        )
         assert empty.status_code == 422 and empty.json()["error"] == "empty_photo"
         no_file = await client.post(
             "/v1/photos", files={"other": ("a.png", image, "image/png")}, headers=inspector

@@ -6,6 +6,7 @@ import { api, download, onAuthRequired, signIn, signOut, user } from "./api.js";
 import { CasePanel, esc } from "./casepanel.js";
 import {
   applyStatic, fmtClock, fmtDuration, fmtPct, fmtTime, getLang, nameOf, onLang, setLang, t, tPriority, tRole, tStatus,
+  zhEn,
 } from "./i18n.js";
 import { JurisdictionMap } from "./map.js";
 import { MetricsPanel } from "./metrics.js";
@@ -31,7 +32,7 @@ let map, panel, metrics, live;
 async function boot() {
   setLang(getLang());
   $("#lang-toggle").addEventListener("click", () => setLang(getLang() === "zh" ? "en" : "zh"));
-  onLang(() => { if (refs.cityName) $("#city-name").textContent = nameOf(refs.cityName); renderFilters(); renderAll(); panel?.rerender(); metrics?.render(); metrics?.labels(); renderUser(); });
+  onLang(() => { liveState(liveNow); if (refs.cityName) $("#city-name").textContent = nameOf(refs.cityName); renderFilters(); renderAll(); panel?.rerender(); metrics?.render(); metrics?.labels(); renderUser(); });
   setInterval(() => { $("#clock").textContent = fmtClock(new Date()); }, 1000);
   $("#signin-form").addEventListener("submit", onSignIn);
   $("#sign-out").addEventListener("click", () => signOut());
@@ -76,7 +77,19 @@ async function start() {
   const me = user();
   state.root = me && me.node && refs.nodes[me.node] ? me.node : refs.cityCode;
   state.node = state.root;
-  await Promise.all([refreshView(), loadQueue()]);
+  try {
+    await refreshView();
+    await loadQueue();
+  } catch (e) {
+    if (e.status === 403) {
+      toast(zhEn("此畫面供指揮中心人員使用 (受理員、值班長、派遣員、督辦、審計員)。",
+        "This screen is for command-centre staff (call-takers, shift leaders, dispatchers, supervisors, auditors)."), "err");
+      return;
+    }
+    throw e;
+  }
+  map.invalidate();
+  map.focus(state.node === refs.cityCode ? null : state.node, false);
   live?.stop();
   live = new LiveStream({ onHello, onChanges, onReset, onState: liveState });
   live.start();
@@ -193,7 +206,8 @@ async function drillTo(code) {
   renderFilters();
   resetPaging();
   map.focus(code === refs.cityCode ? null : code);
-  await Promise.all([refreshView(), loadQueue()]);
+  await refreshView();
+  await loadQueue();
   if (state.tab === "metrics") metrics.load().catch((e) => toast(e.message, "err"));
 }
 
@@ -264,13 +278,26 @@ function queueQuery() {
   return q;
 }
 
+/** The total of the default views comes from the map aggregates (no count(*) per refresh,
+ * which matters with hundreds of thousands of open cases); other filters ask the queue. */
+function knownTotal() {
+  if (!view || state.status || state.priority || state.level || state.department || state.q) return null;
+  const field = { "": "open", yellow: "warning", red: "overdue", supervised: "supervised" }[state.light];
+  return field ? view.totals[field] : null;
+}
+
 let queueSeq = 0;
 async function loadQueue({ flash = new Set() } = {}) {
   const mine = ++queueSeq;
   const page = state.page;
+  const known = knownTotal();
   const data = await api("/v1/queue", {
-    query: { ...queueQuery(), limit: PAGE, cursor: state.cursors[page] || undefined, with_total: "true" },
+    query: {
+      ...queueQuery(), limit: PAGE, cursor: state.cursors[page] || undefined,
+      with_total: known === null ? "true" : undefined,
+    },
   });
+  if (known !== null) data.total = knownTotal();
   if (mine !== queueSeq) return;
   state.cursors[page + 1] = data.next_cursor;
   state.cursors.length = page + 2;
@@ -358,7 +385,9 @@ function renderAll() {
 }
 
 // ------------------------------------------------------------------------------ live
+let liveNow = "connecting";
 function liveState(s, seq) {
+  liveNow = s;
   const el = $("#live");
   el.classList.toggle("on", s === "on");
   el.classList.toggle("off", s === "off");
@@ -409,7 +438,8 @@ function scheduleRefresh(delay) {
     const flash = pendingFlash;
     pendingFlash = new Set();
     try {
-      await Promise.all([refreshView(), loadQueue({ flash })]);
+      await refreshView();
+      await loadQueue({ flash });
       if (state.tab === "metrics") await metrics.load();
     } catch (e) {
       if (e.status !== 401) console.warn("refresh failed", e);
@@ -431,4 +461,8 @@ function toast(message, kind = "") {
 }
 
 window.addEventListener("resize", () => map?.invalidate());
+document.addEventListener("layout-changed", () => setTimeout(() => {
+  map?.invalidate();
+  map?.focus(state.node === refs.cityCode ? null : state.node, false);
+}, 50));
 boot().catch((e) => { console.error(e); toast(e.message, "err"); });

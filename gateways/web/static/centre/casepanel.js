@@ -47,14 +47,24 @@ export class CasePanel {
     this.caseNo = caseNo;
     this.openForm = null;
     this.root.hidden = false;
+    this.layoutChanged(true);
     await this.reload();
   }
 
   close() {
     this.root.hidden = true;
+    this.layoutChanged(false);
     this.caseNo = null;
     this.data = null;
     document.dispatchEvent(new CustomEvent("case-closed"));
+  }
+
+  layoutChanged(open) {
+    const layout = this.root.closest(".layout");
+    if (layout && layout.classList.contains("with-case") !== open) {
+      layout.classList.toggle("with-case", open);
+      document.dispatchEvent(new CustomEvent("layout-changed"));
+    }
   }
 
   async reload() {
@@ -154,8 +164,14 @@ export class CasePanel {
     let fields = "";
     if (action === "dispatch") {
       const proposal = c.proposal || {};
-      const options = this.dispatchDepartments().map((d) =>
-        `<option value="${esc(d.code)}" ${d.code === proposal.department ? "selected" : ""}>${esc(nameOf(d))}${d.code === proposal.department ? " ★" : ""}</option>`).join("");
+      // Departments grouped by the node they sit at (community, district, city …).
+      const groups = new Map();
+      for (const d of this.dispatchDepartments()) {
+        if (!groups.has(d.node)) groups.set(d.node, []);
+        groups.get(d.node).push(d);
+      }
+      const options = [...groups].map(([node, deps]) => `<optgroup label="${esc(nameOf(this.refs.nodes[node], node))}">${deps.map((d) =>
+        `<option value="${esc(d.code)}" ${d.code === proposal.department ? "selected" : ""}>${esc(nameOf(d))}${d.code === proposal.department ? ` ★ ${esc(t("proposal"))}` : ""}</option>`).join("")}</optgroup>`).join("");
       const prio = proposal.priority || c.priority;
       fields = `
         <label>${esc(t("department"))}<select name="department" id="dispatch-department">${options}</select></label>

@@ -1,8 +1,8 @@
 // Chinese and English (中文 / English). Chinese is the default: dispatchers work in it; the
 // English column keeps the screen usable for visitors and for the README screenshots.
 const STRINGS = {
-  title: ["網格化管理指揮中心", "Grid Management Command Centre"],
-  subtitle: ["12319 城市管理指揮調度", "12319 dispatch"],
+  title: ["網格化管理指揮中心", "Grid Command Centre"],
+  subtitle: ["12319 城市管理指揮調度", "12319 city management dispatch"],
   kpi_open: ["在辦", "Open"],
   kpi_warning: ["黃燈預警", "Yellow"],
   kpi_overdue: ["超期", "Overdue"],
@@ -21,6 +21,9 @@ const STRINGS = {
   username: ["用戶名", "Username"],
   password: ["密碼", "Password"],
   legend_none: ["無案件", "None"],
+  legend_ontime: ["全部正常", "All on time"],
+  legend_some: ["有預警/超期", "Some late"],
+  legend_severe: ["超期 ≥ 30%", "≥ 30 % late"],
   legend_open: ["在辦", "Open"],
   legend_yellow: ["預警", "Yellow"],
   legend_red: ["超期", "Overdue"],

@@ -5,6 +5,7 @@
 import { nameOf, t } from "./i18n.js";
 
 const COLOURS = { none: "#1b2740", open: "#3b82f6", yellow: "#f59e0b", red: "#ef4444" };
+const SEVERE = 0.3;
 
 export class JurisdictionMap {
   constructor(element, { onDrill }) {
@@ -87,12 +88,12 @@ export class JurisdictionMap {
     const open = c.open || 0;
     let fill = COLOURS.none, opacity = 0.55;
     if (open) {
-      // Severity: the share of the grid's open cases on red (full weight) or yellow (half);
-      // blue → amber → red. Opacity grows with the number of open cases.
-      const severity = Math.min(1, ((c.overdue || 0) + 0.5 * (c.warning || 0)) / open);
-      fill = severity <= 0.3 ? mix(COLOURS.open, COLOURS.yellow, severity / 0.3)
-        : mix(COLOURS.yellow, COLOURS.red, Math.min(1, (severity - 0.3) / 0.4));
-      opacity = 0.3 + 0.55 * Math.min(1, open / (this.max?.open || 1));
+      // Severity = share of the grid's open cases on red (full weight) or yellow (half), in
+      // three classes: blue (all on time), amber (some lights), red (≥ 30 %). Opacity grows
+      // with the number of open cases, so busy grids stand out.
+      const severity = ((c.overdue || 0) + 0.5 * (c.warning || 0)) / open;
+      fill = severity >= SEVERE ? COLOURS.red : severity > 0 ? COLOURS.yellow : COLOURS.open;
+      opacity = 0.28 + 0.6 * Math.min(1, open / (this.max?.open || 1));
     }
     lyr.setStyle({
       fillColor: fill,
@@ -140,18 +141,14 @@ export class JurisdictionMap {
     return bounds;
   }
 
-  focus(code) {
+  focus(code, animate = true) {
     const b = code ? this.boundsOf(code) : this.all?.getBounds();
-    if (b && b.isValid()) this.map.flyToBounds(b, { padding: [16, 16], duration: 0.45, maxZoom: 15 });
+    if (!b || !b.isValid()) return;
+    if (animate) this.map.flyToBounds(b, { padding: [16, 16], duration: 0.45, maxZoom: 15 });
+    else this.map.fitBounds(b, { padding: [12, 12], maxZoom: 15 });
   }
 
   invalidate() { this.map.invalidateSize(); }
-}
-
-function mix(a, b, f) {
-  const pa = [1, 3, 5].map((i) => parseInt(a.slice(i, i + 2), 16));
-  const pb = [1, 3, 5].map((i) => parseInt(b.slice(i, i + 2), 16));
-  return `#${pa.map((v, i) => Math.round(v + (pb[i] - v) * f).toString(16).padStart(2, "0")).join("")}`;
 }
 
 function esc(s) {

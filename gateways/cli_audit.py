@@ -1,0 +1,521 @@
+"""``gridctl audit …`` and ``gridctl replay --check``: the auditor's terminal tools.
+
+* ``gridctl audit case NO`` — the whole history of a case from the event store (who, role,
+  channel, when, why, fields changed), its integrity; ``--at`` / ``--version`` for the state at
+  a moment, ``--diff A B`` for what changed between two versions, ``--json`` for machines;
+* ``gridctl audit verify`` — recompute both hash chains over the whole store with a progress
+  bar; names the first altered / removed / inserted / reordered event; exit 1 if any;
+* ``gridctl audit export`` — JSONL (verifiable with ``tools/verify_export.py``) or CSV, for a
+  case, a grid / department / actor and period, or everything;
+* ``gridctl audit activity`` — a grid's, department's or person's events over a period;
+* ``gridctl audit heads`` / ``gridctl audit reads`` — chain heads; the auditors' read log;
+* ``gridctl replay --check`` — rebuild every read model in a scratch schema and compare.
+
+Connection: ``--database-url`` or DATABASE_URL (else the embedded server of ``gridctl up``),
+schema GRID_DB_SCHEMA. Reads done here are written to ``audit_reads`` (method ``CLI``) with the
+operating system user (or ``--as``), like the API's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from core.settings import Settings, get_settings
+
+app = typer.Typer(
+    help="Auditing (審計): case histories, integrity verification, exports.",
+    no_args_is_help=True,
+)
+console = Console(stderr=True)
+out = Console()
+
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option("--database-url", help="PostgreSQL URL (default: DATABASE_URL, else the "
+                 "embedded server of `gridctl up`)"),
+]
+AsOpt = Annotated[str | None, typer.Option("--as", help="who is reading (default: OS user)")]
+
+
+def _url(settings: Settings, given: str | None) -> str:
+    from gateways.cli_projections import database_url
+
+    return database_url(settings, given)
+
+
+def _time(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise typer.BadParameter(f"{name}: not an ISO 8601 time ({value!r})") from exc
+    if when.tzinfo is None:
+        raise typer.BadParameter(f"{name}: give a zone, e.g. 2026-11-23T10:00+08:00")
+    return when
+
+
+def record_read(url: str, schema: str, who: str | None, what: str, case_no: str | None = None
+                ) -> None:
+    """Write a CLI read to ``audit_reads`` (the identity module's table) when it exists."""
+    from gateways.audit.rows import connect, table_exists
+
+    try:
+        with connect(url) as conn:
+            if not table_exists(conn, schema, "audit_reads"):
+                return
+            conn.execute(
+                f"INSERT INTO {schema}.audit_reads (user_id, role, method, path, query, case_no) "
+                "VALUES (%s, 'auditor', 'CLI', %s, NULL, %s)",
+                (who or f"os:{getpass.getuser()}", what[:2000], case_no),
+            )
+            conn.commit()
+    except Exception as exc:  # the read itself must not fail because of the log
+        console.print(f"[yellow]could not record the read: {exc}[/]")
+
+
+def _partitions(settings: Settings) -> list[str]:
+    try:
+        from core.refdata import load_reference
+
+        return load_reference(settings).partitions
+    except Exception:
+        return []
+
+
+# --------------------------------------------------------------------------- case
+
+
+@app.command("case")
+def case_command(
+    case_no: Annotated[str, typer.Argument(help="case number, e.g. GD-7K3Q-M9XA-2BCD")],
+    at: Annotated[str | None, typer.Option(help="state at this moment (ISO 8601 + zone)")] = None,
+    version: Annotated[int | None, typer.Option(help="state at this version")] = None,
+    diff: Annotated[tuple[int, int] | None, typer.Option(help="changes between versions A B")
+                    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    database: DatabaseOpt = None,
+    who: AsOpt = None,
+) -> None:
+    """Who did what to a case, when, why, through which channel — and can we prove it."""
+    from gateways.audit import history as hist
+    from gateways.audit.rows import connect
+    from gateways.audit.verify import verify_case
+
+    settings = get_settings()
+    url, schema = _url(settings, database), settings.db_schema
+    record_read(url, schema, who, f"gridctl audit case {case_no}", case_no)
+    try:
+        with connect(url) as conn:
+            conn.read_only = True
+            h = hist.case_history(conn, schema, case_no, _partitions(settings))
+            integrity = verify_case(conn, schema, h.ref.partition, h.ref.case_id)
+    except hist.NotFound as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    try:
+        if diff is not None:
+            result: dict[str, Any] = h.diff(*diff)
+        elif at is not None or version is not None:
+            result = h.state_at(at=_time(at, "--at"), version=version)
+        else:
+            result = {**h.as_dict(), "integrity": integrity}
+    except hist.NotFound as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    if as_json:
+        out.print_json(json.dumps(result, ensure_ascii=False, default=str))
+        return
+    if diff is not None or at is not None or version is not None:
+        _print_state_or_diff(result)
+        return
+    _print_history(h, integrity)
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _print_history(h: Any, integrity: dict[str, Any]) -> None:
+    state = h.states[-1]
+    out.print(f"[bold]{h.ref.case_no}[/]  {state.get('status_zh')} ({state.get('status')})  "
+              f"category {state.get('category')}  grid {state.get('grid')}  "
+              f"partition {h.ref.partition}  id {h.ref.case_id}")
+    table = Table(show_lines=False, header_style="bold")
+    for col in ("v", "pos", "time (UTC)", "event", "actor", "role", "channel", "reason",
+                "status", "fields changed"):
+        table.add_column(col, overflow="fold")
+    for e in h.entries():
+        changes = ", ".join(
+            f"{k}: {_short(c['from'], 20)} → {_short(c['to'], 24)}"
+            for k, c in e["changes"].items() if k not in ("status_zh",)
+        )
+        table.add_row(
+            str(e["version"]), str(e["position"]), e["at"].replace("T", " ")[:19], e["type"],
+            str(e["actor"]), str(e["role"]), str(e["channel"]), _short(e["reason"] or "", 30),
+            f"{e['from_status'] or '—'} → {e['to_status']}", changes,
+        )
+    out.print(table)
+    if integrity["ok"]:
+        out.print(f"[green]✓ integrity verified[/]: {integrity['events']} events, "
+                  f"{integrity['sealed']} sealed in the log chain; last hash "
+                  f"{integrity['last_hash']}")
+    else:
+        first = integrity["first_problem"]
+        out.print(f"[red]✗ integrity FAILED[/]: {first['kind']} at position "
+                  f"{first['position']} version {first['version']}: {first['detail']}")
+
+
+def _print_state_or_diff(result: dict[str, Any]) -> None:
+    if "changes" in result:
+        table = Table(title=f"{result['case_no']} v{result['from_version']} → "
+                      f"v{result['to_version']}")
+        for col in ("field", "from", "to"):
+            table.add_column(col, overflow="fold")
+        for k, c in result["changes"].items():
+            table.add_row(k, _short(c["from"], 50), _short(c["to"], 50))
+        out.print(table)
+        return
+    table = Table(title=f"{result['case_no']} as of {result['as_of']} (version "
+                  f"{result['version']}, after {result['event']['type']})")
+    table.add_column("field")
+    table.add_column("value", overflow="fold")
+    for k, v in result["state"].items():
+        table.add_row(k, _short(v, 90))
+    out.print(table)
+
+
+# --------------------------------------------------------------------------- verify
+
+
+@app.command("verify")
+def verify_command(
+    partition: Annotated[list[str] | None, typer.Option(help="only these partitions")] = None,
+    jobs: Annotated[int, typer.Option(help="partitions verified in parallel (processes)")] = 0,
+    expect_head: Annotated[list[str] | None, typer.Option(
+        help="PARTITION:POSITION:CHAIN noted earlier; must still be in the log")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    database: DatabaseOpt = None,
+    who: AsOpt = None,
+) -> None:
+    """Recompute the per-case chains and the running log chain over the whole store; name the
+    first altered, removed, inserted or reordered event. Exit code 1 if any."""
+    import os
+
+    from gateways.audit.rows import connect
+    from gateways.audit.verify import partitions_of, verify_store
+
+    settings = get_settings()
+    url, schema = _url(settings, database), settings.db_schema
+    record_read(url, schema, who, "gridctl audit verify")
+    parts = list(partition) if partition else partitions_of(url, schema)
+    workers = jobs or min(len(parts), os.cpu_count() or 1) or 1
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, transient=as_json,
+    ) as bar:
+        tasks: dict[str, TaskID] = {
+            p: bar.add_task(f"partition {p}", total=None, rate="") for p in parts
+        }
+        started = datetime.now()
+
+        def progress(p: str, done: int, total: int) -> None:
+            secs = max((datetime.now() - started).total_seconds(), 1e-6)
+            bar.update(tasks[p], completed=done, total=max(total, done),
+                       rate=f"{done / secs:,.0f} ev/s")
+
+        report = verify_store(url, schema, parts, progress, jobs=workers)
+    failures: list[str] = []
+    for spec in expect_head or []:
+        try:
+            part, pos, chain = spec.split(":", 2)
+            position = int(pos)
+        except ValueError as exc:
+            raise typer.BadParameter(f"--expect-head {spec!r}: PARTITION:POSITION:CHAIN") from exc
+        with connect(url) as conn:
+            row = conn.execute(
+                f"SELECT chain FROM {schema}.log_chain WHERE partition = %s AND position = %s",
+                (part, position),
+            ).fetchone()
+        if row is None or row[0] != chain:
+            failures.append(f"expected head {spec} is not in the log "
+                            f"(found {row[0] if row else 'nothing'} at that position)")
+    if as_json:
+        data = report.as_dict()
+        data["expected_heads"] = failures or "ok"
+        out.print_json(json.dumps(data, ensure_ascii=False))
+    else:
+        table = Table(title=f"integrity of schema {schema}")
+        for col in ("partition", "events", "sealed", "unsealed", "head (position:chain)",
+                    "problems"):
+            table.add_column(col)
+        for p in report.partitions:
+            head = f"{p.head.position}:{p.head.chain}" if p.head else "—"
+            table.add_row(p.partition, f"{p.events:,}", f"{p.sealed:,}", f"{p.unsealed:,}",
+                          head, "[green]0[/]" if p.ok else f"[red]{p.problem_count}[/]")
+        out.print(table)
+        out.print(f"{report.events:,} events in {report.seconds:.1f} s "
+                  f"({report.rate:,.0f} events/s, {workers} process(es))")
+        first = report.first
+        if first is None and not failures:
+            out.print("[green]✓ OK[/]: every event matches its hash, every case chain and "
+                      "the running log chain are intact")
+        if first is not None:
+            out.print(f"[red]✗ FIRST PROBLEM[/]: {first.describe()}")
+            others = [x for p in report.partitions for x in p.problems if x is not first]
+            for problem in others[:9]:
+                out.print(f"  then: {problem.describe()}")
+        for text in failures:
+            out.print(f"[red]✗ {text}[/]")
+    if not report.ok or failures:
+        raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- export
+
+
+@app.command("export")
+def export_command(
+    case: Annotated[str | None, typer.Option("--case", help="one case number")] = None,
+    grid: Annotated[str | None, typer.Option(help="cases located in this grid")] = None,
+    department: Annotated[str | None, typer.Option(help="while dispatched to it")] = None,
+    actor: Annotated[str | None, typer.Option(help="events done by this user")] = None,
+    since: Annotated[str | None, typer.Option(help="from (ISO 8601 + zone)")] = None,
+    until: Annotated[str | None, typer.Option(help="before (ISO 8601 + zone)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl | csv")] = "jsonl",
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="file (default stdout)")
+                      ] = None,
+    database: DatabaseOpt = None,
+    who: AsOpt = None,
+) -> None:
+    """Stream an export; nothing selected = everything. Check a JSONL export anywhere with
+    ``python3 tools/verify_export.py FILE.jsonl``."""
+    from gateways.audit.export import ExportScope, csv_rows, export_records, jsonl
+    from gateways.audit.history import NotFound
+
+    if fmt not in ("jsonl", "csv"):
+        raise typer.BadParameter("--format must be jsonl or csv")
+    settings = get_settings()
+    url, schema = _url(settings, database), settings.db_schema
+    scope = ExportScope(case_no=case, grid=grid, department=department, actor=actor,
+                        since=_time(since, "--since"), until=_time(until, "--until"))
+    try:
+        scope.validate()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    record_read(url, schema, who, f"gridctl audit export {scope.describe()}", case)
+    by = who or f"os:{getpass.getuser()}"
+    records = export_records(url, schema, scope, exported_by=by)
+    count = 0
+    try:
+        if fmt == "jsonl":
+            sink = output.open("wb") if output else sys.stdout.buffer
+            try:
+                for line in jsonl(records):
+                    sink.write(line)
+                    count += 1
+            finally:
+                if output:
+                    sink.close()
+        else:
+            text = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
+            try:
+                for row in csv_rows(records):
+                    text.write(row)
+                    count += 1
+            finally:
+                if output:
+                    text.close()
+    except NotFound as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    if output:
+        console.print(f"wrote {output} ({count} lines)")
+
+
+# --------------------------------------------------------------------------- activity etc.
+
+
+@app.command("activity")
+def activity_command(
+    grid: Annotated[str | None, typer.Option()] = None,
+    department: Annotated[str | None, typer.Option()] = None,
+    actor: Annotated[str | None, typer.Option(help="a user id, e.g. an inspector")] = None,
+    since: Annotated[str | None, typer.Option()] = None,
+    until: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option()] = 1000,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    database: DatabaseOpt = None,
+    who: AsOpt = None,
+) -> None:
+    """The events of a grid, a department or a person over a period (from the store)."""
+    from gateways.audit.history import activity
+    from gateways.audit.rows import connect, store_partitions
+
+    if sum(x is not None for x in (grid, department, actor)) != 1:
+        raise typer.BadParameter("give exactly one of --grid, --department, --actor")
+    settings = get_settings()
+    url, schema = _url(settings, database), settings.db_schema
+    record_read(url, schema, who, f"gridctl audit activity grid={grid} department={department} "
+                f"actor={actor} since={since} until={until}")
+    with connect(url) as conn:
+        conn.read_only = True
+        result = activity(conn, schema, store_partitions(conn, schema), grid=grid,
+                          department=department, actor=actor, since=_time(since, "--since"),
+                          until=_time(until, "--until"), limit=limit)
+    if as_json:
+        out.print_json(json.dumps(result, ensure_ascii=False, default=str))
+        return
+    table = Table(title=f"{result['count']} events of {result['cases']} cases"
+                  + (" (truncated)" if result["truncated"] else ""))
+    for col in ("time (UTC)", "case", "v", "event", "actor", "role", "channel", "reason"):
+        table.add_column(col, overflow="fold")
+    for e in result["events"]:
+        table.add_row(e["at"].replace("T", " ")[:19], e["case_no"], str(e["version"]), e["type"],
+                      str(e["actor"]), str(e["role"]), str(e["channel"]),
+                      _short(e["reason"] or "", 30))
+    out.print(table)
+
+
+@app.command("heads")
+def heads_command(database: DatabaseOpt = None) -> None:
+    """The sealed head (position, chain value) of each partition's running chain: note them
+    down (or publish them) to detect later rewriting with ``verify --expect-head``."""
+    from gateways.audit.rows import connect, table_exists
+
+    settings = get_settings()
+    url, schema = _url(settings, database), settings.db_schema
+    with connect(url) as conn:
+        if not table_exists(conn, schema, "log_chain"):
+            console.print("no log_chain table yet (the relay creates it)")
+            return
+        rows = conn.execute(
+            f"SELECT DISTINCT ON (partition) partition, position, chain, sealed_at "
+            f"FROM {schema}.log_chain ORDER BY partition, position DESC"
+        ).fetchall()
+    for partition, position, chain, sealed_at in rows:
+        out.print(f"{partition}:{position}:{chain}  (sealed {sealed_at.isoformat()})")
+
+
+@app.command("reads")
+def reads_command(
+    case_no: Annotated[str | None, typer.Option("--case")] = None,
+    limit: Annotated[int, typer.Option()] = 50,
+    database: DatabaseOpt = None,
+) -> None:
+    """The read log: which auditor looked at what, when (API and CLI)."""
+    from gateways.audit.rows import connect, table_exists
+
+    settings = get_settings()
+    url, schema = _url(settings, database), settings.db_schema
+    with connect(url) as conn:
+        if not table_exists(conn, schema, "audit_reads"):
+            console.print("no audit_reads table yet")
+            return
+        where, params = ("WHERE case_no = %s", (case_no, limit)) if case_no else ("", (limit,))
+        rows = conn.execute(
+            f"SELECT at, user_id, role, method, path, query, case_no FROM {schema}.audit_reads "
+            f"{where} ORDER BY at DESC, id DESC LIMIT %s",
+            params,
+        ).fetchall()
+    table = Table(title="audit reads")
+    for col in ("at", "user", "role", "method", "what", "case"):
+        table.add_column(col, overflow="fold")
+    for at, user, role, method, path, query, case in rows:
+        table.add_row(at.isoformat(), user, role, method, path + (f"?{query}" if query else ""),
+                      case or "")
+    out.print(table)
+
+
+# --------------------------------------------------------------------------- replay --check
+
+
+def replay(
+    check: Annotated[bool, typer.Option("--check", help="compare, change nothing (required)")
+                     ] = False,
+    projection: Annotated[str | None, typer.Option(help="only this read model")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    database: DatabaseOpt = None,
+) -> None:
+    """Rebuild every read model from the event store into a scratch schema and report any
+    difference from the live read models. Exit code 1 on differences."""
+    if not check:
+        console.print("use `gridctl replay --check` (to replace read models: "
+                      "`gridctl projections rebuild`)")
+        raise typer.Exit(2)
+    settings = get_settings()
+    results = asyncio.run(_replay_check(settings, _url(settings, database), projection, as_json))
+    if any(not r.ok for r in results):
+        raise typer.Exit(1)
+
+
+async def _replay_check(
+    settings: Settings, url: str, name: str | None, as_json: bool
+) -> list[Any]:
+    from core.eventstore import StoreRegistry
+    from gateways.audit.replay import check_all
+    from gateways.audit.rows import connect, store_partitions
+    from gateways.runtime import all_projections
+
+    schema = settings.db_schema
+    projections = [p for p in all_projections() if name is None or p.name == name]
+    if not projections:
+        console.print(f"[red]unknown projection {name!r}[/]")
+        raise typer.Exit(2)
+    with connect(url) as conn:
+        partitions = store_partitions(conn, schema)
+    stores = StoreRegistry(url, schema)
+    try:
+        with Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=console, transient=as_json,
+        ) as bar:
+            tasks = {p.name: bar.add_task(f"rebuild {p.name}", total=None) for p in projections}
+
+            def progress(p: str, done: int, total: int) -> None:
+                bar.update(tasks[p], completed=done, total=max(total, done))
+
+            results = await check_all(url, schema, stores, partitions, projections, progress)
+    finally:
+        await asyncio.to_thread(stores.close)
+    if as_json:
+        out.print_json(json.dumps([r.as_dict() for r in results], ensure_ascii=False,
+                                  default=str))
+        return results
+    table = Table(title=f"read models of schema {schema} vs. a rebuild from the store")
+    for col in ("projection", "events replayed", "differences", "live lag"):
+        table.add_column(col)
+    for r in results:
+        lag = ", ".join(f"{p}: {n}" for p, n in r.lag.items()) or "0"
+        table.add_row(r.projection, f"{r.events:,}",
+                      "[green]0[/]" if r.ok else f"[red]{len(r.differences)}[/]", lag)
+    out.print(table)
+    for r in results:
+        for d in r.differences[:10]:
+            cols = ", ".join(f"{k}: live={_short(v['live'], 30)} rebuilt={_short(v['rebuilt'], 30)}"
+                             for k, v in (d.get("columns") or {}).items())
+            out.print(f"[red]✗[/] {r.projection}.{d['table']} {d['side']} key {d['key']} {cols}")
+    if all(r.ok for r in results):
+        out.print("[green]✓ every read model equals its rebuild from the event store[/]")
+    return results

@@ -1,0 +1,114 @@
+"""Drill 1: the worker dies mid-batch (SIGKILL, three times) and stops gracefully (SIGTERM).
+
+Mid-batch on purpose: the worker is frozen (SIGSTOP) while reports keep arriving, so its open
+pull request is filled with a backlog it has not acknowledged; it is thawed (SIGCONT) and
+SIGKILLed a random 50-250 ms later, while it works on that batch. The consumers'
+``num_ack_pending`` right after the kill counts the commands the dead process held without
+acknowledging them (some already committed, some not): they come back after the consumer's ack
+wait and must still give exactly one case per key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+
+from tests.faults.conftest import Drill, record
+from tests.faults.harness import Timer, log_event
+from tests.faults.reconcile import reconcile, wait_drained
+
+#: Worker restart (~4 s on the 2-core box) + the worker consumers' ack wait (10 s) + drain.
+RECOVERY_BOUND_S = 30.0
+
+
+async def _worker_consumers(drill: Drill) -> list[dict[str, object]]:
+    return [c for c in await drill.system.consumers() if str(c["name"]).startswith("worker_")]
+
+
+async def test_worker_sigkill_mid_batch_three_times(drill: Drill) -> None:
+    system = drill.system
+    load = drill.load("wkill", rate=40)
+    await load.start()
+    await asyncio.sleep(3)
+    unacked_at_kill = []
+    timer = Timer("worker_sigkill")
+    for n in range(3):
+        worker = system.child("worker")
+        old_pid = worker.pid
+        worker.proc.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(2.0)  # a backlog is delivered to the frozen worker's pull request
+        worker.proc.send_signal(signal.SIGCONT)
+        await asyncio.sleep(random.uniform(0.05, 0.25))  # it is now working on that batch
+        await system.kill("worker", signal.SIGKILL)
+        in_flight = sum(int(c["num_ack_pending"]) for c in await _worker_consumers(drill))  # type: ignore[call-overload]
+        unacked_at_kill.append(in_flight)
+        log_event("fault.worker_killed", n=n, unacked_in_flight=in_flight)
+        await system.wait_restarted("worker", old_pid)
+        await asyncio.sleep(3)  # the new incarnation works before the next kill
+    timer.heal()
+    load_stopped = time.monotonic()
+    await load.stop()
+    drained = await wait_drained(system, drill.ledger, timeout=RECOVERY_BOUND_S + 30)
+    timer.recover()
+    counts = await reconcile(system, drill.ledger, "worker SIGKILL x3 mid-batch")
+    redelivered = system.events_named(["worker"], "worker.redelivered")
+    counts.update(
+        kills=3,
+        unacked_at_kill=unacked_at_kill,
+        redelivered_commands=sum(
+            int(line.get("count", 0))
+            for line in system.log_lines("worker")
+            if line.get("event") == "worker.redelivered"
+        ),
+        redelivery_log_lines=sum(redelivered.values()),
+        recovery_s=round(time.monotonic() - load_stopped, 2),
+        drain_s=round(drained, 2),
+        worker_restarts=system.child("worker").restarts,
+    )
+    record(counts)
+    assert not counts["problems"], counts["problems"]
+    assert all(unacked_at_kill), f"a kill did not catch a batch in flight: {unacked_at_kill}"
+    assert counts["redelivered_commands"] > 0, "the unacknowledged commands never came back"
+    assert drained <= RECOVERY_BOUND_S, f"recovery took {drained:.1f}s"
+
+
+async def test_worker_sigterm_drains_in_flight_batch(drill: Drill) -> None:
+    """SIGTERM mid-load: the worker finishes and acknowledges what it holds, exits 0 and
+    leaves nothing unacknowledged, so nothing it committed is ever redelivered."""
+    system = drill.system
+    load = drill.load("wterm", rate=40)
+    await load.start()
+    await asyncio.sleep(3)
+    redelivery_lines_before = len(
+        [line for line in system.log_lines("worker") if line.get("event") == "worker.redelivered"]
+    )
+    worker = system.child("worker")
+    old_pid = worker.pid
+    started = time.monotonic()
+    code = await system.kill("worker", signal.SIGTERM)
+    exit_s = time.monotonic() - started
+    left_unacked = sum(int(c["num_ack_pending"]) for c in await _worker_consumers(drill))  # type: ignore[call-overload]
+    await system.wait_restarted("worker", old_pid)
+    await asyncio.sleep(3)
+    await load.stop()
+    await wait_drained(system, drill.ledger, timeout=60)
+    counts = await reconcile(system, drill.ledger, "worker SIGTERM (graceful)")
+    lines = system.log_lines("worker")
+    redelivered_after = [
+        line for line in lines if line.get("event") == "worker.redelivered"
+    ][redelivery_lines_before:]
+    drained_lines = [line for line in lines if line.get("event") == "worker.drained"]
+    counts.update(
+        exit_code=code,
+        exit_s=round(exit_s, 2),
+        unacked_after_exit=left_unacked,
+        redelivered_after_sigterm=sum(int(line.get("count", 0)) for line in redelivered_after),
+    )
+    record(counts)
+    assert not counts["problems"], counts["problems"]
+    assert code == 0, f"worker exited with {code} on SIGTERM"
+    assert drained_lines, "no worker.drained line in the worker log"
+    assert left_unacked == 0, f"{left_unacked} commands left unacknowledged by a graceful stop"
+    assert not redelivered_after, f"redelivered after a graceful stop: {redelivered_after}"

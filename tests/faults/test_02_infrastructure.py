@@ -1,0 +1,96 @@
+"""Drill 2 and 3: nats-server and PostgreSQL are stopped and restarted under load.
+
+Each outage is 6 s, the servers come back on the same port with the same data directory. While
+a server is down: ``/readyz`` answers 503; clients retry their reports with the same key;
+every role logs structured lines naming the failure. After: ``/readyz`` is 200 again, intake
+resumes, everything drains by itself within the bound, and the reconciliation holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tests.faults.conftest import Drill, record
+from tests.faults.harness import Timer, log_event
+from tests.faults.reconcile import reconcile, wait_drained
+
+OUTAGE_S = 6.0
+RECOVERY_BOUND_S = 30.0
+ROLES_ON_NATS = ["gateway", "worker", "relay", "projector", "notifier", "watcher"]
+
+
+async def _outage(
+    drill: Drill, name: str, stop: Callable[[], None], start: Callable[[], None]
+) -> dict[str, Any]:
+    system = drill.system
+    load = drill.load(name, rate=30)
+    await load.start()
+    await asyncio.sleep(3)
+    sizes = {role: _log_size(drill, role) for role in ROLES_ON_NATS}
+    timer = Timer(name)
+    await asyncio.to_thread(stop)
+    log_event("fault.server_down", server=name)
+    not_ready_s = await system.wait_readyz(503, timeout=15)
+    await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - timer.started)))
+    await asyncio.to_thread(start)
+    timer.heal()
+    load.mark(name)
+    log_event("fault.server_up", server=name)
+    ready_again_s = await system.wait_readyz(200, timeout=RECOVERY_BOUND_S)
+    await asyncio.sleep(4)
+    await load.stop()
+    drained = await wait_drained(system, drill.ledger, timeout=RECOVERY_BOUND_S + 30)
+    timer.recover()
+    counts = await reconcile(system, drill.ledger, f"{name} stop/restart")
+    failures = {role: _failure_lines(drill, role, sizes[role]) for role in ROLES_ON_NATS}
+    first_202 = drill.ledger.first_202_after.get(name, -1)
+    counts.update(
+        outage_s=OUTAGE_S,
+        readyz_503_after_s=round(not_ready_s, 2),
+        readyz_200_after_heal_s=round(ready_again_s, 2),
+        first_202_after_heal_s=round(first_202, 2) if first_202 >= 0 else None,
+        recovery_s=timer.recovery_s,
+        failure_log_lines={role: sum(v.values()) for role, v in failures.items()},
+        failure_events=sorted({e for v in failures.values() for e in v}),
+    )
+    record(counts)
+    assert not counts["problems"], counts["problems"]
+    assert first_202 >= 0, "no report was accepted after the server came back"
+    assert (timer.recovery_s or 0) <= RECOVERY_BOUND_S + 10, f"recovery took {timer.recovery_s}s"
+    return {"counts": counts, "failures": failures}
+
+
+def _log_size(drill: Drill, role: str) -> int:
+    return len(drill.system.log_lines(role))
+
+
+def _failure_lines(drill: Drill, role: str, since: int) -> dict[str, int]:
+    """Warning / error lines a role logged since line ``since``, by event name."""
+    out: dict[str, int] = {}
+    for line in drill.system.log_lines(role)[since:]:
+        if line.get("level") in ("warning", "error", "critical"):
+            name = str(line.get("event"))
+            out[name] = out.get(name, 0) + 1
+    return out
+
+
+async def test_nats_stop_and_restart(drill: Drill) -> None:
+    nats = drill.system.nats
+    result = await _outage(drill, "nats", nats.stop, nats.start)
+    failures = result["failures"]
+    for role in ROLES_ON_NATS:
+        assert "nats.disconnected" in failures[role], (role, failures[role])
+    reconnected = drill.system.events_named(ROLES_ON_NATS, "nats.reconnected")
+    assert reconnected.get("nats.reconnected", 0) >= len(ROLES_ON_NATS), reconnected
+
+
+async def test_postgres_stop_and_restart(drill: Drill) -> None:
+    pg = drill.system.pg
+    result = await _outage(drill, "postgres", pg.stop, pg.start)
+    failures = result["failures"]
+    # Every role that uses the database during the outage names the failure.
+    for role in ("gateway", "worker", "relay", "projector", "notifier"):
+        assert failures[role], (role, failures)

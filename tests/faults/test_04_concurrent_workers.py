@@ -1,0 +1,73 @@
+"""Drill 5: more than one worker writes partition 520102 at the same time.
+
+Two situations, both at once:
+
+* ``gridctl run worker --partitions 520102`` next to the regular worker — the same durable
+  consumer (``worker_520102``), as in a scale-out or a rolling deploy's overlap. JetStream hands
+  each command to one of them; conflicts arise when two commands of one case (file, dispatch)
+  land in different workers' batches at the same moment.
+* a rogue worker with its OWN durable consumer (``tests.faults.rogue_worker``): it replays the
+  partition's whole command history and then receives every new command too, so each command
+  is applied twice concurrently — constant optimistic-concurrency conflicts (the event store's
+  unique (case id, version) refuses the second save; the worker retries the command alone and
+  finds it already applied).
+
+Why both: the shared durable is what a deployment does; the separate durable is the strongest
+test of the conflict path and of replay idempotency. Nothing may be stored twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+from tests.faults.conftest import Drill, record
+from tests.faults.harness import log_event
+from tests.faults.reconcile import reconcile, wait_drained
+
+PARTITION = "520102"
+ROGUE_DURABLE = "rogue_520102"
+
+
+async def test_two_workers_on_one_partition(drill: Drill) -> None:
+    system = drill.system
+    system.add_child("worker-b", ["gateways.cli", "run", "worker", "--partitions", PARTITION])
+    system.add_child("rogue", ["tests.faults.rogue_worker", PARTITION, ROGUE_DURABLE])
+    grids = drill.grids_by_partition[PARTITION][:6]
+    load = drill.load("twowk", rate=40, grids=grids)
+    await load.start()
+    await asyncio.sleep(15)
+    await load.stop()
+    # Let both extra workers finish the backlog before they go.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        rogue = await system.consumer(ROGUE_DURABLE)
+        if not rogue["num_pending"] and not rogue["num_ack_pending"]:
+            break
+        await asyncio.sleep(0.5)
+    code_b = await system.remove_child("worker-b", signal.SIGTERM)
+    code_rogue = await system.remove_child("rogue", signal.SIGTERM)
+    rogue = await system.consumer(ROGUE_DURABLE)
+
+    async def delete(js: object) -> None:
+        await js.delete_consumer(system.topo.commands_stream, ROGUE_DURABLE)  # type: ignore[attr-defined]
+
+    await system.js_call(delete)
+    drained = await wait_drained(system, drill.ledger, timeout=60)
+    counts = await reconcile(system, drill.ledger, "two workers + rogue replayer on 520102")
+    conflicts = system.events_named(["worker", "worker-b", "rogue"], "worker.")
+    counts.update(
+        rogue_delivered=rogue["delivered"],
+        rogue_left=rogue["num_pending"] + rogue["num_ack_pending"],
+        batch_conflicts=conflicts.get("worker.batch_conflict", 0),
+        conflict_retries=conflicts.get("worker.conflict_retry", 0),
+        exit_codes={"worker-b": code_b, "rogue": code_rogue},
+        drain_s=round(drained, 2),
+    )
+    log_event("fault.concurrent_workers", **{k: counts[k] for k in ("batch_conflicts", "conflict_retries")})
+    record(counts)
+    assert not counts["problems"], counts["problems"]
+    assert counts["rogue_left"] == 0, "the rogue worker did not finish its replay"
+    assert counts["batch_conflicts"] > 0, "no optimistic-concurrency conflict happened"
+    assert code_b == 0 and code_rogue == 0
