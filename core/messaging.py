@@ -3,8 +3,9 @@
 Why these shapes (see docs/architecture.md):
 - ``<p>.cmd.<partition>.<verb>`` on the COMMANDS stream: the partition (district code) in the
   subject lets N workers each take a disjoint subject filter.
-- ``<p>.evt.<partition>.<EventType>`` on the EVENTS stream, published by the relay with
-  ``Nats-Msg-Id = <partition>:<position>`` so a relay restart cannot publish an event twice.
+- ``<p>.evt.<partition>.<EventType>`` on the EVENTS stream, published by the relay in atomic
+  batches that expect the partition's last sequence, so a relay restart cannot publish an event
+  twice or out of order (header ``Grid-Position = <partition>:<position>``).
 - ``<p>.dlq.<source>`` on the DLQ stream: poison messages with the reason in headers.
 - ``<p>.res.<command_id>``: core-NATS replies with a command's outcome, so the HTTP gateway can
   answer 200/409 for lifecycle commands without any shared state with the workers.
@@ -126,6 +127,9 @@ async def ensure_streams(
             max_age=30 * 24 * 3600.0,
             discard=DiscardPolicy.OLD,
             num_replicas=replicas,
+            # The relay publishes each partition's batch atomically (nats-server >= 2.12;
+            # older servers ignore the field and the relay falls back, see gateways.relay).
+            allow_atomic=True,
         ),
         StreamConfig(
             name=topo.dlq_stream,

@@ -109,8 +109,11 @@ def _show(users: list[UserRecord]) -> None:
 
 RoleOpt = Annotated[str, typer.Option(help=f"one of: {', '.join(HUMAN_ROLES)}")]
 NodeOpt = Annotated[
-    str | None, typer.Option(help="jurisdiction node (call_taker, shift_leader, dispatcher, "
-                             "supervisor): own node and everything below it")
+    str | None,
+    typer.Option(
+        help="jurisdiction node (call_taker, shift_leader, dispatcher, "
+        "supervisor): own node and everything below it"
+    ),
 ]
 DeptOpt = Annotated[str | None, typer.Option(help="department code (handler)")]
 GridOpt = Annotated[list[str] | None, typer.Option("--grid", help="grid code (inspector), repeat")]

@@ -2,21 +2,35 @@
 
 Why a relay and not "publish after save": a worker that crashes between the database commit
 and the publish would lose the event for every consumer. The relay reads each partition's
-notification log from its remembered position, publishes with ``Nats-Msg-Id =
-<partition>:<position>`` (JetStream drops a re-publish after a relay crash), waits for every
-acknowledgement, and only then advances its position in PostgreSQL. In the same transaction
-it seals the batch into the running log chain (``log_chain``, see ``gateways.audit.chain``);
-each published event carries its chain value in the ``Grid-Log-Chain`` header.
+notification log from its remembered position, publishes, waits for the acknowledgement, and
+only then advances its position in PostgreSQL. In the same transaction it seals the batch into
+the running log chain (``log_chain``, see ``gateways.audit.chain``); each published event
+carries its chain value in the ``Grid-Log-Chain`` header and its ``<partition>:<position>`` in
+``Grid-Position``.
+
+Once and in order, whatever crashes (found by tests/faults): a relay that dies — or loses
+PostgreSQL — after publishing but before recording its position publishes the same events again
+when it comes back, possibly long after the stream's dedupe window. So the relay does not rely
+on the window: each partition's batch is published as ONE atomic batch (JetStream
+``allow_atomic``, nats-server ≥ 2.12: all of it is stored or none), whose first message expects
+the partition's last stream sequence (``Nats-Expected-Last-Subject-Sequence`` over
+``<p>.evt.<partition>.>``). After any failure, and at start, the relay re-reads the partition's
+last message in the stream (``relay.resync``) and skips what is already there. A stream without
+atomic publish (older servers) falls back to per-message publishing with ``Nats-Msg-Id``
+(duplicates dropped within the dedupe window only) plus the same resync.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import orjson
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from core import codec
 from core.envelope import envelope_from_stored
@@ -25,6 +39,10 @@ from core.logging import get_logger
 from core.messaging import Topology
 from core.retry import backoff_delays, sleep_or_stop
 from gateways.audit.chain import CHAIN_HEADER, ChainSealer
+
+# An ack lost with a dying NATS node must not stall the relay for long: re-publishing the same
+# batch is safe (message ids / expected sequences), so give up on a missing ack quickly.
+PUBLISH_TIMEOUT_S = 5.0
 
 log = get_logger("relay")
 
@@ -52,6 +70,17 @@ def read_envelopes(
         for n in notifications
     ]
 
+
+#: Header with ``<partition>:<position>`` of a published event.
+POSITION_HEADER = "Grid-Position"
+#: JetStream's limit on the messages of one atomic batch.
+MAX_ATOMIC_BATCH = 1000
+
+
+class StreamConflict(Exception):
+    """The stream's last sequence for a partition is not the one the relay expected."""
+
+
 class Relay:
     """Follows every partition's log and publishes it; one instance per deployment (or per
     partition set)."""
@@ -74,6 +103,11 @@ class Relay:
         self.positions: dict[str, int] = {}
         self.published = 0
         self.sealer = ChainSealer()
+        #: partition → (position, stream sequence) of its last event in the stream; missing
+        #: means "unknown, resync before publishing".
+        self.stream_heads: dict[str, tuple[int, int]] = {}
+        self.atomic = False
+        self.ready = False
 
     async def setup(self) -> None:
         async with self.pool.acquire() as conn:
@@ -81,13 +115,46 @@ class Relay:
             rows = await conn.fetch("SELECT partition, position FROM relay_positions")
             await self.sealer.setup(conn)
         self.positions = {r["partition"]: r["position"] for r in rows}
+        info = await self.js.stream_info(self.topo.events_stream)
+        self.atomic = bool(getattr(info.config, "allow_atomic", False))
+        if not self.atomic:
+            log.warning(
+                "relay.no_atomic_publish",
+                stream=self.topo.events_stream,
+                note="nats-server < 2.12: re-publishes are only deduplicated within the "
+                "stream's dedupe window",
+            )
+        self.stream_heads.clear()
+        self.ready = True
+
+    async def resync(self, partition: str) -> tuple[int, int]:
+        """Read the partition's last event in the stream: what is published already."""
+        try:
+            msg = await self.js.get_last_msg(
+                self.topo.events_stream, self.topo.event_filter(partition)
+            )
+            head = (int(orjson.loads(msg.data or b"{}")["position"]), int(msg.seq or 0))
+        except NotFoundError:
+            head = (0, 0)
+        recorded = self.positions.get(partition, 0)
+        if head[0] > recorded:
+            log.warning(
+                "relay.resync",
+                partition=partition,
+                recorded_position=recorded,
+                stream_position=head[0],
+                note="published before a crash or outage, not re-published",
+            )
+        self.stream_heads[partition] = head
+        return head
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pump until ``stop`` is set; idle partitions are polled every 50 ms."""
-        await self.setup()
         delays = backoff_delays()
         while not stop.is_set():
             try:
+                if not self.ready:
+                    await self.setup()
                 moved = 0
                 for partition in self.partitions:
                     moved += await self.pump(partition)
@@ -95,6 +162,8 @@ class Relay:
                 if moved == 0:
                     await sleep_or_stop(stop, 0.05)
             except Exception as exc:
+                # The outcome of an interrupted publish is unknown: re-read the stream first.
+                self.stream_heads.clear()
                 delay = next(delays)
                 log.warning("relay.retry", error=repr(exc), delay_s=round(delay, 2))
                 await sleep_or_stop(stop, delay)
@@ -112,15 +181,23 @@ class Relay:
             return 0
         seals = self.sealer.prepare(partition, envelopes)
         chains = {s.position: s.chain for s in seals}
-        fresh = [env for env in envelopes if env["position"] > after]
-        futures = []
-        for env in fresh:
-            subject = self.topo.event_subject(partition, env["type"])
-            headers = {"Nats-Msg-Id": f"{partition}:{env['position']}"}
-            if env["position"] in chains:
-                headers[CHAIN_HEADER] = chains[env["position"]]
-            futures.append(await self.js.publish_async(subject, codec.dumps(env), headers=headers))
-        await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
+        published, stream_seq = (0, 0)
+        if self.atomic:  # (without atomic batches a partial batch may have gaps: re-publish)
+            published, stream_seq = self.stream_heads.get(partition) or await self.resync(
+                partition
+            )
+        fresh = [env for env in envelopes if env["position"] > max(after, published)]
+        if self.atomic:
+            for i in range(0, len(fresh), MAX_ATOMIC_BATCH):
+                chunk = fresh[i : i + MAX_ATOMIC_BATCH]
+                try:
+                    stream_seq = await self._publish_atomic(partition, chunk, chains, stream_seq)
+                except StreamConflict:
+                    await self.resync(partition)
+                    return 0  # pump again from the stream's head
+                self.stream_heads[partition] = (chunk[-1]["position"], stream_seq)
+        else:
+            await self._publish_each(partition, fresh, chains)
         last = max(after, envelopes[-1]["position"])
         async with self.pool.acquire() as conn, conn.transaction():
             await self.sealer.write(conn, partition, seals)
@@ -135,3 +212,65 @@ class Relay:
         self.positions[partition] = last
         self.published += len(fresh)
         return len(envelopes)
+
+    def _headers(
+        self, partition: str, env: dict[str, Any], chains: dict[int, str]
+    ) -> dict[str, str]:
+        headers = {POSITION_HEADER: f"{partition}:{env['position']}"}
+        if env["position"] in chains:
+            headers[CHAIN_HEADER] = chains[env["position"]]
+        return headers
+
+    async def _publish_atomic(
+        self,
+        partition: str,
+        envelopes: Sequence[dict[str, Any]],
+        chains: dict[int, str],
+        expected_seq: int,
+    ) -> int:
+        """Publish ``envelopes`` as one atomic batch after stream sequence ``expected_seq``
+        (the partition's last); returns the stream sequence of the last one."""
+        nc = self.js._nc  # batch messages are plain publishes / requests with batch headers
+        batch_id = uuid.uuid4().hex
+        last = len(envelopes)
+        for n, env in enumerate(envelopes, 1):
+            headers = self._headers(partition, env, chains)
+            headers["Nats-Batch-Id"] = batch_id
+            headers["Nats-Batch-Sequence"] = str(n)
+            if n == 1:
+                headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_seq)
+                headers["Nats-Expected-Last-Subject-Sequence-Subject"] = self.topo.event_filter(
+                    partition
+                )
+            if n == last:
+                headers["Nats-Batch-Commit"] = "1"
+            subject = self.topo.event_subject(partition, env["type"])
+            data = codec.dumps(env)
+            if n == last or n == 1:  # the first answers early if the batch is refused
+                reply = await nc.request(subject, data, headers=headers, timeout=PUBLISH_TIMEOUT_S)
+                ack = orjson.loads(reply.data) if reply.data else {}
+                error = ack.get("error")
+                if error:
+                    if error.get("err_code") == 10071:  # wrong last sequence
+                        raise StreamConflict(error.get("description"))
+                    raise RuntimeError(f"atomic publish refused: {error}")
+                if n == last:
+                    if ack.get("count") != last:
+                        raise RuntimeError(f"atomic publish: unexpected ack {ack}")
+                    return int(ack["seq"])
+            else:
+                await nc.publish(subject, data, headers=headers)
+        raise AssertionError("unreachable")
+
+    async def _publish_each(
+        self, partition: str, envelopes: Sequence[dict[str, Any]], chains: dict[int, str]
+    ) -> None:
+        """Fallback without atomic batches: pipelined publishes, deduplicated by message id
+        within the stream's dedupe window."""
+        futures = []
+        for env in envelopes:
+            headers = self._headers(partition, env, chains)
+            headers["Nats-Msg-Id"] = f"{partition}:{env['position']}"
+            subject = self.topo.event_subject(partition, env["type"])
+            futures.append(await self.js.publish_async(subject, codec.dumps(env), headers=headers))
+        await asyncio.wait_for(asyncio.gather(*futures), timeout=PUBLISH_TIMEOUT_S)

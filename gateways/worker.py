@@ -7,23 +7,37 @@ or a concurrent writer on the same case) is retried command by command, so one b
 never blocks the others. Messages are acknowledged only after the commit; a redelivered
 command is recognised (case id already stored / command id already applied) and changes
 nothing.
+
+Failures (see tests/faults and docs/reliability.md): a worker that dies holding a batch gets it
+redelivered after ``ACK_WAIT_S``; while a batch is being worked on (or waits for the database)
+the worker extends that deadline (``in_progress``). A database that cannot be reached is not
+the commands' fault: the batch is kept and retried with backoff (``worker.database_unavailable``)
+instead of being counted towards the dead-letter limit. On SIGTERM the worker finishes its
+batch and also processes what its last pull request delivered (``worker.drained``), so a
+graceful stop leaves nothing unacknowledged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import BadRequestError
+from psycopg import InterfaceError as PsycopgInterfaceError
+from psycopg import OperationalError as PsycopgOperationalError
+from psycopg_pool import PoolTimeout
 from pydantic import ValidationError
 
 from aggregates.case import Case
@@ -37,6 +51,25 @@ from core.messaging import Topology
 from core.retry import backoff_delays, sleep_or_stop
 
 log = get_logger("worker")
+
+#: Seconds before JetStream redelivers commands a dead worker did not acknowledge (the bound on
+#: recovery after a crash); a live worker extends it every third of it while it works.
+ACK_WAIT_S = 10.0
+#: How long one pull request waits for commands (its expiry on the server).
+FETCH_TIMEOUT_S = 0.5
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """PostgreSQL down, restarting or out of connections — retry, it is not the command."""
+    return isinstance(
+        exc,
+        OperationalError
+        | InterfaceError
+        | PsycopgOperationalError
+        | PsycopgInterfaceError
+        | PoolTimeout
+        | OSError,
+    )
 
 
 @dataclass
@@ -181,27 +214,33 @@ class Worker:
         self.durable = durable or (f"worker_{partition}" if partition else "worker_all")
         self.processed = 0
         self.dead_lettered = 0
+        self.stop = asyncio.Event()
 
     async def _subscribe(self) -> Any:
         """A durable pull consumer; one filter subject (nats-server 2.9 has no multi-filter),
-        so a process serving several partitions runs one Worker per partition."""
+        so a process serving several partitions runs one Worker per partition. Created or
+        updated (so a changed ack wait reaches an existing consumer), then bound."""
         config = ConsumerConfig(
             durable_name=self.durable,
+            name=self.durable,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
-            ack_wait=60.0,
+            ack_wait=ACK_WAIT_S,
             max_deliver=self.max_deliver + 1,
             max_ack_pending=20_000,
+            filter_subject=self.topo.command_filter(self.partition),
         )
-        return await self.js.pull_subscribe(
-            self.topo.command_filter(self.partition),
-            durable=self.durable,
-            stream=self.topo.commands_stream,
-            config=config,
+        try:
+            await self.js.add_consumer(self.topo.commands_stream, config)
+        except BadRequestError as exc:  # an existing consumer that cannot take this config
+            log.warning("worker.consumer_config_kept", durable=self.durable, error=str(exc))
+        return await self.js.pull_subscribe_bind(
+            durable=self.durable, stream=self.topo.commands_stream
         )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch, process, ack — until ``stop``; in-flight batches finish before returning."""
+        self.stop = stop
         sub = None
         delays = backoff_delays()
         while not stop.is_set():
@@ -209,7 +248,7 @@ class Worker:
                 if sub is None:
                     sub = await self._subscribe()
                 try:
-                    msgs = await sub.fetch(self.batch, timeout=0.5)
+                    msgs = await sub.fetch(self.batch, timeout=FETCH_TIMEOUT_S)
                 except (TimeoutError, NatsTimeout):
                     continue
                 if msgs:
@@ -219,6 +258,66 @@ class Worker:
                 delay = next(delays)
                 log.warning("worker.retry", error=repr(exc), delay_s=round(delay, 2))
                 await sleep_or_stop(stop, delay)
+        if sub is not None:
+            await self.drain(sub)
+
+    async def drain(self, sub: Any) -> None:
+        """Graceful stop: the last pull request may deliver commands until it expires. Wait that
+        out, then process what arrived, so nothing waits ``ACK_WAIT_S`` for a redelivery."""
+        leftovers: list[Msg] = []
+        try:
+            await asyncio.sleep(FETCH_TIMEOUT_S + 0.1)
+            await self.nc.flush(timeout=2)  # everything the server sent before is in our queue
+            queue = sub._sub._pending_queue  # nats-py keeps undelivered pull replies here
+            while not queue.empty():
+                msg = queue.get_nowait()
+                if msg.data and not JetStreamContext.is_status_msg(msg):
+                    leftovers.append(msg)
+            if leftovers:
+                await self.handle(leftovers)
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            log.info("worker.drained", durable=self.durable, leftovers=len(leftovers))
+        except Exception as exc:
+            log.warning("worker.drain_failed", durable=self.durable, error=repr(exc))
+
+    async def _keep_in_progress(self, msgs: list[Msg]) -> None:
+        """Tell JetStream we are still working on ``msgs`` (until cancelled)."""
+        while True:
+            await asyncio.sleep(ACK_WAIT_S / 3)
+            for msg in msgs:
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+
+    async def _process(self, partition: str, msgs: list[Msg], commands: list[Command]) -> Any:
+        """``process_batch`` in a thread; retried while the database is unavailable."""
+        keeper = asyncio.create_task(self._keep_in_progress(msgs))
+        delays = backoff_delays(base=0.2)
+        started = time.monotonic()
+        attempt = 0
+        try:
+            while True:
+                try:
+                    return await asyncio.to_thread(
+                        process_batch, self.stores.get(partition), self.service, commands
+                    )
+                except Exception as exc:
+                    if not database_unavailable(exc) or self.stop.is_set():
+                        raise
+                    attempt += 1
+                    delay = next(delays)
+                    log.warning(
+                        "worker.database_unavailable",
+                        partition=partition,
+                        commands=len(commands),
+                        attempt=attempt,
+                        waited_s=round(time.monotonic() - started, 1),
+                        error=repr(exc)[:300],
+                        delay_s=round(delay, 2),
+                    )
+                    await sleep_or_stop(self.stop, delay)
+        finally:
+            keeper.cancel()
 
     async def handle(self, msgs: list[Msg]) -> None:
         """Decode, group by partition, process each partition batch in a thread, then ack."""
@@ -231,22 +330,26 @@ class Worker:
                 await self.dead_letter(msg, f"invalid command: {exc}")
                 continue
             by_partition[cmd.partition].append((msg, cmd))
+        redelivered = duplicates = 0
         for partition, items in by_partition.items():
             commands = [cmd for _, cmd in items]
             try:
-                result = await asyncio.to_thread(
-                    process_batch, self.stores.get(partition), self.service, commands
-                )
+                result = await self._process(partition, [m for m, _ in items], commands)
             except Exception as exc:
                 for msg, _cmd in items:
                     delivered = msg.metadata.num_delivered if msg.metadata else 1
-                    if delivered >= self.max_deliver:
+                    if database_unavailable(exc):  # stopping during an outage: hand it on
+                        await msg.nak()
+                    elif delivered >= self.max_deliver:
                         await self.dead_letter(msg, f"failed {delivered} times: {exc!r}")
                     else:
                         await msg.nak(delay=min(30.0, 0.5 * 2**delivered))
                 log.error("worker.batch_failed", partition=partition, error=repr(exc))
                 continue
             for (msg, _), outcome in zip(items, result.outcomes, strict=True):
+                if msg.metadata and (msg.metadata.num_delivered or 1) > 1:
+                    redelivered += 1
+                    duplicates += bool(outcome.duplicate)
                 await msg.ack()
                 await self.nc.publish(
                     self.topo.reply_subject(outcome.command_id),
@@ -256,6 +359,10 @@ class Worker:
             log.debug(
                 "worker.batch", partition=partition, size=len(items), events=result.saved_events
             )
+        if redelivered:
+            # Commands a dead (or slow) worker had not acknowledged; reports already stored are
+            # recognised as duplicates, lifecycle commands already applied change nothing.
+            log.info("worker.redelivered", count=redelivered, duplicates=duplicates)
 
     async def dead_letter(self, msg: Msg, reason: str) -> None:
         """Move a poison message to the DLQ with its reason, then terminate it."""

@@ -4,6 +4,14 @@ Exactly-once: each projection keeps, per partition, the position of the last eve
 in ``projection_positions``, updated in the same transaction as its rows. Events at or below
 that position (JetStream redeliveries, a relay re-publish) are skipped; messages are acked
 only after the commit.
+
+Gap-free: skipping "at or below" is only right if events arrive in position order without
+holes, and after a crash they do not (found by tests/faults): a projector killed while holding a
+batch leaves it unacknowledged, its successor already receives the following events, and the
+acknowledgement of those (AckPolicy.ALL) covers the lost ones; redeliveries arrive after newer
+events. So the live runner sorts each batch per partition and, when the positions after the
+projection's own are not contiguous, reads the missing range from the event store — the truth —
+before applying (``complete_from_store``; log line ``projector.gap_filled``).
 """
 
 from __future__ import annotations
@@ -18,12 +26,20 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from core import codec
+from core.envelope import envelope_from_stored
+from core.eventstore import table_name
 from core.logging import get_logger
 from core.messaging import Topology
 from core.retry import backoff_delays, sleep_or_stop
 from projections.base import POSITIONS_DDL, Envelope, Projection
 
 log = get_logger("projector")
+
+#: At most this many events are read from the store to fill one batch's hole; the rest of that
+#: partition's batch is left for later (it is filled again when the next events arrive).
+FILL_LIMIT = 10_000
+#: Seconds before JetStream redelivers events a (dead) projector did not acknowledge.
+ACK_WAIT_S = 10.0
 
 
 async def setup(pool: asyncpg.Pool, projections: Sequence[Projection]) -> None:
@@ -85,6 +101,66 @@ async def apply_in_transaction(
     return len(fresh)
 
 
+async def read_store_range(
+    conn: asyncpg.Connection, partition: str, after: int, upto: int, limit: int = FILL_LIMIT
+) -> list[Envelope]:
+    """Envelopes of the partition's stored events with ``after < position <= upto``."""
+    if not partition.isalnum():
+        raise ValueError(f"partition must be alphanumeric, got {partition!r}")
+    rows = await conn.fetch(
+        "SELECT notification_id, originator_id, originator_version, topic, state "
+        f"FROM {table_name(partition)} WHERE notification_id > $1 AND notification_id <= $2 "
+        "ORDER BY notification_id LIMIT $3",
+        after,
+        upto,
+        limit,
+    )
+    return [
+        envelope_from_stored(
+            partition,
+            r["notification_id"],
+            r["originator_id"],
+            r["originator_version"],
+            r["topic"],
+            bytes(r["state"]),
+        )
+        for r in rows
+    ]
+
+
+async def complete_from_store(
+    conn: asyncpg.Connection, names: Sequence[str], envelopes: Sequence[Envelope]
+) -> tuple[list[Envelope], int]:
+    """The batch per partition in position order, holes filled from the event store.
+
+    Returns the envelopes to apply and how many of them came from the store. For each
+    partition, positions above the lowest position of the ``names`` projections must run
+    contiguously up to the batch's highest; otherwise that range is read from the store
+    (which also confirms holes in the numbering left by rolled-back inserts).
+    """
+    by_partition: dict[str, dict[int, Envelope]] = {}
+    for env in envelopes:
+        by_partition.setdefault(str(env["partition"]), {})[int(env["position"])] = env
+    rows = await conn.fetch(
+        "SELECT projection, partition, position FROM projection_positions "
+        "WHERE projection = ANY($1::text[])",
+        list(names),
+    )
+    known = {(r["projection"], r["partition"]): int(r["position"]) for r in rows}
+    out: list[Envelope] = []
+    filled = 0
+    for partition, items in by_partition.items():
+        low = min(known.get((name, partition), 0) for name in names)
+        high = max(items)
+        wanted = sorted(pos for pos in items if pos > low)
+        if wanted and wanted != list(range(low + 1, high + 1)):
+            stored = await read_store_range(conn, partition, low, high)
+            filled += sum(1 for env in stored if env["position"] not in items)
+            items = {int(env["position"]): env for env in stored}
+        out.extend(items[pos] for pos in sorted(items) if pos > low)
+    return out, filled
+
+
 class ProjectionRunner:
     """A durable pull consumer on EVENTS feeding one projection or a group of them.
 
@@ -128,7 +204,9 @@ class ProjectionRunner:
                             durable_name=self.durable,
                             ack_policy=AckPolicy.ALL,
                             deliver_policy=DeliverPolicy.ALL,
-                            ack_wait=60.0,
+                            # A batch is one short transaction; a dead projector's batch
+                            # comes back after this (or is filled from the store sooner).
+                            ack_wait=ACK_WAIT_S,
                             max_ack_pending=50_000,
                         ),
                     )
@@ -145,6 +223,15 @@ class ProjectionRunner:
                     except ValueError:
                         log.error("projector.bad_event", subject=msg.subject)
                 async with self.pool.acquire() as conn, conn.transaction():
+                    names = [p.name for p in self.projections]
+                    envelopes, filled = await complete_from_store(conn, names, envelopes)
+                    if filled:
+                        log.warning(
+                            "projector.gap_filled",
+                            projection=self.projection.name,
+                            events=filled,
+                            note="events the stream did not bring in order, read from the store",
+                        )
                     fresh = 0
                     for projection in self.projections:
                         fresh = max(fresh, await apply_in_transaction(conn, projection, envelopes))

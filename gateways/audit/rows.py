@@ -10,20 +10,22 @@ eventsourcing's JSON transcoder wrote for the event's fields, where datetimes ar
 :func:`decode_state` turns ``state`` into plain JSON values with those two types already in
 their canonical text (``aggregates.integrity``: UTC ``…ffffffZ`` and hyphenated UUIDs), so the
 hashed payload of an event is ``state`` minus :data:`NOT_HASHED`, and canonical JSON of it is
-one ``json.dumps`` call (:func:`digest`) — identical bytes to ``canonical_json`` of the event
-object, which the unit tests pin.
+one serialiser call (:func:`canonical_bytes`) — identical bytes to ``canonical_json`` of the
+event object, which ``tests/unit/test_audit_rows.py`` pins.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import orjson
 import psycopg
 
 from aggregates.integrity import iso_utc
@@ -41,6 +43,11 @@ COMMON_FIELDS = ("actor", "role", "channel", "reason", "command_id", "from_statu
 _ENCODER = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
 )
+#: A number token orjson may write differently from Python's ``repr(float)``: an exponent, or
+#: a magnitude below 1e-4 (Python switches to ``1e-05`` there, orjson writes ``0.00001``).
+#: Strings can trigger it too (``"a,0.00001"``): then the reference encoder is used, which is
+#: only slower. Everywhere else the bytes are identical (tests/unit/test_audit_rows.py).
+_RISKY_NUMBER = re.compile(rb"[:,\[]-?(?:0\.0000|[0-9.]+[eE])")
 
 
 class UndecodableEvent(ValueError):
@@ -73,7 +80,11 @@ def _hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
-_DECODER = json.JSONDecoder(object_hook=_hook)
+def _no_constants(name: str) -> Any:
+    raise UndecodableEvent(f"{name} is not a JSON value eventsourcing writes")
+
+
+_DECODER = json.JSONDecoder(object_hook=_hook, parse_constant=_no_constants)
 
 
 def decode_state(state: bytes | memoryview | str) -> dict[str, Any]:
@@ -107,7 +118,21 @@ def digest(
     Raises ValueError for values canonical JSON refuses (NaN, infinities)."""
     envelope = {"prev": prev, "case": case_id, "v": version, "type": etype, "at": at,
                 "data": payload}
-    return hashlib.sha256(_ENCODER.encode(envelope).encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical_bytes(envelope)).hexdigest()
+
+
+def canonical_bytes(obj: Any) -> bytes:
+    """``aggregates.integrity.canonical_json`` of decoded JSON values (dict / list / str / int
+    / float / bool / None, as :func:`decode_state` returns: never NaN or infinities, which
+    orjson would write as null): orjson with sorted keys where it writes the same bytes
+    (faster), else the reference ``json.dumps``."""
+    try:
+        out = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):
+        return _ENCODER.encode(obj).encode("utf-8")
+    if _RISKY_NUMBER.search(out):
+        return _ENCODER.encode(obj).encode("utf-8")
+    return out
 
 
 @dataclass

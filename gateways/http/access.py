@@ -76,21 +76,6 @@ STATIC_RULES: dict[str, Rule] = {
     "/docs": Rule(None),
     "/docs/oauth2-redirect": Rule(None),
     "/redoc": Rule(None),
-    # Open311 GeoReport v2 is public by its specification: anyone may list services and read
-    # requests (personal data is never part of it); POST requests needs an api_key, which
-    # the route checks itself (core/apikeys.py).
-    **{
-        f"/open311/v2/{path}": Rule(None)
-        for path in (
-            "discovery.{fmt}",
-            "services.{fmt}",
-            "services/{service_code}.{fmt}",
-            "requests.{fmt}",
-            "requests/{service_request_id}.{fmt}",
-            "tokens/{token}.{fmt}",
-            "{rest:path}",
-        )
-    },
 }
 
 

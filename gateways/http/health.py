@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
+from core.logging import get_logger
 from gateways.http.deps import get_runtime
 from gateways.http.identity import public
+from gateways.probes import readiness
 from gateways.runtime import Runtime, all_projections
+
+log = get_logger("gateway")
 
 #: Public: load balancers and Prometheus call these without a token (keep them on an
 #: internal network or behind the proxy's allow-list).
@@ -28,18 +31,23 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+#: The failing checks of the last /readyz answer (logged when they change).
+_last_failing: list[str] = []
+
+
 @router.get("/readyz")
 async def readyz(runtime: Runtime = Depends(get_runtime)) -> JSONResponse:
-    checks: dict[str, Any] = {"nats": runtime.nc.is_connected}
-    try:
-        async with runtime.pool.acquire(timeout=2) as conn:
-            await conn.fetchval("SELECT 1")
-        checks["postgres"] = True
-    except Exception:
-        checks["postgres"] = False
-    checks["consumers"] = runtime.consumers_ready()
-    ready = all(checks.values())
-    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+    # The same checks as the other roles' probes (a bounded SELECT 1: a connection the
+    # restarted server has dropped must not hang the probe).
+    body = await readiness(runtime)
+    failing = sorted(name for name, ok in body["checks"].items() if not ok)
+    if failing != _last_failing:
+        if failing:
+            log.warning("readyz.not_ready", failing=failing)
+        else:
+            log.info("readyz.ready_again", was_failing=list(_last_failing))
+        _last_failing[:] = failing
+    return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
 
 # --------------------------------------------------------------------------- Prometheus

@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from xml.etree import ElementTree as ET
 from zoneinfo import ZoneInfo
 
@@ -172,6 +172,8 @@ class Open311Route(APIRoute):
                 code = 400 if exc.status == 422 else exc.status
                 return error_response(fmt, code, str(exc.body.get("message", exc)))
             except RequestValidationError as exc:
+                if any(tuple(e.get("loc", ()))[:2] == ("path", "fmt") for e in exc.errors()):
+                    return error_response(fmt, 404, "unknown format: use .json or .xml")
                 problems = "; ".join(
                     f"{'.'.join(str(p) for p in e.get('loc', ()) if p not in ('query', 'body'))}"
                     f": {e.get('msg', '')}"
@@ -182,12 +184,38 @@ class Open311Route(APIRoute):
         return wrapped
 
 
+Format = Literal["json", "xml"]
+_ERRORS_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["code", "description"],
+        "properties": {"code": {"type": "integer"}, "description": {"type": "string"}},
+    },
+}
+
+
+def _documented(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": _ERRORS_SCHEMA}, "text/xml": {}},
+    }
+
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "JSON or XML", "content": {"application/json": {}, "text/xml": {}}},
+    400: _documented("invalid parameter (spec error format)"),
+    403: _documented("api_key missing, unknown or revoked"),
+    404: _documented("unknown service, request, token, format or jurisdiction"),
+}
+
 #: Public: anyone may read services and requests; POST checks the client's api_key itself.
 router = APIRouter(
     prefix="/open311/v2",
     tags=["Open311 GeoReport v2"],
     route_class=Open311Route,
     dependencies=[Depends(public)],
+    responses=RESPONSES,
 )
 admin_router = APIRouter(prefix="/v1/admin/api-clients", tags=["admin 管理"])
 ADMIN = require("admin")
@@ -314,7 +342,7 @@ def _public_filter() -> str:
 
 @router.get("/discovery.{fmt}", summary="Discovery")
 async def discovery(
-    request: Request, fmt: str, runtime: Runtime = Depends(get_runtime)
+    request: Request, fmt: Format, runtime: Runtime = Depends(get_runtime)
 ) -> Response:
     _format(fmt)
     base = str(request.base_url).rstrip("/") + "/open311/v2/"
@@ -343,7 +371,7 @@ async def discovery(
 @router.get("/services.{fmt}", summary="Service list")
 async def services(
     request: Request,
-    fmt: str,
+    fmt: Format,
     jurisdiction_id: str | None = None,
     runtime: Runtime = Depends(get_runtime),
 ) -> Response:
@@ -358,7 +386,7 @@ async def services(
 async def service_definition(
     request: Request,
     service_code: str,
-    fmt: str,
+    fmt: Format,
     jurisdiction_id: str | None = None,
     runtime: Runtime = Depends(get_runtime),
 ) -> Response:
@@ -400,10 +428,17 @@ def _float(form: FormData, request: Request, name: str) -> float | None:
     return number
 
 
-@router.post("/requests.{fmt}", summary="POST Service Request", status_code=201)
+@router.post(
+    "/requests.{fmt}",
+    summary="POST Service Request",
+    status_code=201,
+    responses={
+        201: {"description": "created", "content": {"application/json": {}, "text/xml": {}}}
+    },
+)
 async def create_request(
     request: Request,
-    fmt: str,
+    fmt: Format,
     runtime: Runtime = Depends(get_runtime),
     clock: Clock = Depends(get_clock),
 ) -> Response:
@@ -499,7 +534,7 @@ async def create_request(
 @router.get("/requests.{fmt}", summary="GET Service Requests")
 async def search_requests(
     request: Request,
-    fmt: str,
+    fmt: Format,
     service_request_id: str | None = None,
     service_code: str | None = None,
     start_date: str | None = None,
@@ -569,7 +604,7 @@ def _date(value: str | None, name: str) -> datetime | None:
 async def get_request(
     request: Request,
     service_request_id: str,
-    fmt: str,
+    fmt: Format,
     jurisdiction_id: str | None = None,
     runtime: Runtime = Depends(get_runtime),
 ) -> Response:
@@ -589,7 +624,7 @@ async def get_request(
 async def get_token(
     request: Request,
     token: str,
-    fmt: str,
+    fmt: Format,
     jurisdiction_id: str | None = None,
     runtime: Runtime = Depends(get_runtime),
 ) -> Response:

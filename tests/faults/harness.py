@@ -132,7 +132,9 @@ class FaultSystem:
                 return child
         raise KeyError(role)
 
-    def add_child(self, name: str, argv_tail: list[str], env: dict[str, str] | None = None) -> Child:
+    def add_child(
+        self, name: str, argv_tail: list[str], env: dict[str, str] | None = None
+    ) -> Child:
         """Start one more supervised process (``python -m <argv_tail…>``)."""
         assert self.supervisor is not None
         child = Child(

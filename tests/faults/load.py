@@ -220,3 +220,51 @@ def _delays(base: float = 0.1, cap: float = 1.0) -> Any:
     while True:
         yield random.uniform(base / 2, min(cap, base * 2**attempt))
         attempt += 1
+
+
+async def publish_reports_direct(
+    js: Any, topo: Any, jurisdiction: Any, category: str, keys: list[str], grid: str
+) -> dict[str, str]:
+    """Queue report commands straight on the COMMANDS stream, exactly as the gateway does
+    (``gateways/http/reports.py``) — what a gateway replica accepts in the instant the database
+    goes away. Returns key → case number for every command JetStream acknowledged (the same
+    promise a 202 is)."""
+    from datetime import UTC, datetime
+
+    from aggregates.commands import Command, ReportArgs, Reporter
+    from core import codec
+    from core.ids import case_id_for_key, case_no_for_id
+
+    district = jurisdiction.partition_of(grid)
+    accepted: dict[str, str] = {}
+    for key in keys:
+        case_id = case_id_for_key(key)
+        args = ReportArgs(
+            category=category,
+            grid=grid,
+            community=jurisdiction.grid(grid).parent,
+            district=district,
+            description=f"queued while the database is down {key}",
+            reporter=Reporter(name="測試", phone="13900000000"),
+            source="hotline",
+        )
+        command = Command(
+            command_id=key,
+            verb="report",
+            case_id=str(case_id),
+            case_no=case_no_for_id(case_id),
+            partition=district,
+            actor="calltaker",
+            role="call_taker",
+            channel="hotline",
+            at=datetime.now(UTC),
+            args=args.model_dump(mode="json"),
+        )
+        await js.publish(
+            topo.command_subject(district, "report"),
+            codec.dumps(command.model_dump(mode="json")),
+            headers={"Nats-Msg-Id": f"report:{key}"},
+            timeout=5,
+        )
+        accepted[key] = command.case_no
+    return accepted

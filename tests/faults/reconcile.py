@@ -108,7 +108,11 @@ async def compare_read_models(
     for projection in [*all_projections(), NotifyProjection()]:
         scratch = f"{system.schema}_rc_{projection.name}"
         conn, _events = await build_scratch(
-            system.pg.url, scratch, projection, stores, parts  # type: ignore[arg-type]
+            system.pg.url,
+            scratch,
+            projection,
+            stores,
+            parts,  # type: ignore[arg-type]
         )
         try:
             for table in projection.tables:
@@ -123,14 +127,18 @@ async def compare_read_models(
                     )
                     diff = len(await compare_tables(conn, system.schema, scratch, table, key))
                 differences[table] = diff
-                rows[table] = int(await conn.fetchval(f"SELECT count(*) FROM {system.schema}.{table}"))
+                rows[table] = int(
+                    await conn.fetchval(f"SELECT count(*) FROM {system.schema}.{table}")
+                )
             live = await conn.fetch(
                 f"SELECT partition, position FROM {system.schema}.projection_positions "
                 "WHERE projection = $1",
                 projection.name,
             )
             positions = {r["partition"]: int(r["position"]) for r in live}
-            behind = {p: heads[p] - positions.get(p, 0) for p in parts if heads[p] != positions.get(p, 0)}
+            behind = {
+                p: heads[p] - positions.get(p, 0) for p in parts if heads[p] != positions.get(p, 0)
+            }
             if behind:
                 lagging[projection.name] = behind
         finally:
@@ -184,7 +192,9 @@ async def wait_drained(system: FaultSystem, ledger: Ledger, timeout: float = 90.
             finally:
                 await conn.close()
             behind = [
-                r for r in positions if r["partition"] in heads and r["position"] < heads[r["partition"]]
+                r
+                for r in positions
+                if r["partition"] in heads and r["position"] < heads[r["partition"]]
             ]
             consumers = await system.consumers()
             busy = [c for c in consumers if c["num_pending"] or c["num_ack_pending"]]

@@ -1,11 +1,17 @@
 """Drill 1: the worker dies mid-batch (SIGKILL, three times) and stops gracefully (SIGTERM).
 
-Mid-batch on purpose: the worker is frozen (SIGSTOP) while reports keep arriving, so its open
-pull request is filled with a backlog it has not acknowledged; it is thawed (SIGCONT) and
-SIGKILLed a random 50-250 ms later, while it works on that batch. The consumers'
-``num_ack_pending`` right after the kill counts the commands the dead process held without
-acknowledging them (some already committed, some not): they come back after the consumer's ack
-wait and must still give exactly one case per key.
+Mid-batch on purpose, three ways:
+
+1. the test holds an EXCLUSIVE lock on every partition's events table, so the worker takes a
+   batch, executes it and waits at the save — then it is SIGKILLed (nothing committed);
+2. the same, but the lock is released and the worker killed 0-40 ms later, around its commit
+   and its acknowledgements (some batches committed but not acknowledged);
+3. the worker is frozen (SIGSTOP) while its pull request fills, thawed and killed 50-250 ms
+   later while working on that backlog.
+
+The consumers' ``num_ack_pending`` right after each kill counts the commands the dead process
+held unacknowledged. They come back after the consumer's ack wait (``worker.redelivered``,
+with how many were already stored — ``duplicates``) and must still give one case per key.
 """
 
 from __future__ import annotations
@@ -15,12 +21,23 @@ import random
 import signal
 import time
 
+import asyncpg
+
 from tests.faults.conftest import Drill, record
 from tests.faults.harness import Timer, log_event
 from tests.faults.reconcile import reconcile, wait_drained
 
 #: Worker restart (~4 s on the 2-core box) + the worker consumers' ack wait (10 s) + drain.
 RECOVERY_BOUND_S = 30.0
+
+
+async def _event_tables(conn: asyncpg.Connection, schema: str) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = $1 "
+        "AND table_name LIKE 'cases\\_%\\_events' ORDER BY 1",
+        schema,
+    )
+    return [r["table_name"] for r in rows]
 
 
 async def _worker_consumers(drill: Drill) -> list[dict[str, object]]:
@@ -37,11 +54,27 @@ async def test_worker_sigkill_mid_batch_three_times(drill: Drill) -> None:
     for n in range(3):
         worker = system.child("worker")
         old_pid = worker.pid
-        worker.proc.send_signal(signal.SIGSTOP)
-        await asyncio.sleep(2.0)  # a backlog is delivered to the frozen worker's pull request
-        worker.proc.send_signal(signal.SIGCONT)
-        await asyncio.sleep(random.uniform(0.05, 0.25))  # it is now working on that batch
-        await system.kill("worker", signal.SIGKILL)
+        if n < 2:
+            lock = await asyncpg.connect(system.pg.url)
+            tx = lock.transaction()
+            await tx.start()
+            for table in await _event_tables(lock, system.schema):
+                await lock.execute(f"LOCK TABLE {system.schema}.{table} IN EXCLUSIVE MODE")
+            await asyncio.sleep(1.5)  # the worker holds a batch, waiting to save it
+            if n == 0:
+                await system.kill("worker", signal.SIGKILL)
+                await tx.rollback()
+            else:
+                await tx.rollback()
+                await asyncio.sleep(random.uniform(0.0, 0.04))
+                await system.kill("worker", signal.SIGKILL)
+            await lock.close()
+        else:
+            worker.proc.send_signal(signal.SIGSTOP)
+            await asyncio.sleep(2.0)  # a backlog is delivered to the frozen worker
+            worker.proc.send_signal(signal.SIGCONT)
+            await asyncio.sleep(random.uniform(0.05, 0.25))
+            await system.kill("worker", signal.SIGKILL)
         in_flight = sum(int(c["num_ack_pending"]) for c in await _worker_consumers(drill))  # type: ignore[call-overload]
         unacked_at_kill.append(in_flight)
         log_event("fault.worker_killed", n=n, unacked_in_flight=in_flight)
@@ -54,14 +87,14 @@ async def test_worker_sigkill_mid_batch_three_times(drill: Drill) -> None:
     timer.recover()
     counts = await reconcile(system, drill.ledger, "worker SIGKILL x3 mid-batch")
     redelivered = system.events_named(["worker"], "worker.redelivered")
+    lines = [
+        line for line in system.log_lines("worker") if line.get("event") == "worker.redelivered"
+    ]
     counts.update(
+        redelivered_already_stored=sum(int(line.get("duplicates", 0)) for line in lines),
         kills=3,
         unacked_at_kill=unacked_at_kill,
-        redelivered_commands=sum(
-            int(line.get("count", 0))
-            for line in system.log_lines("worker")
-            if line.get("event") == "worker.redelivered"
-        ),
+        redelivered_commands=sum(int(line.get("count", 0)) for line in lines),
         redelivery_log_lines=sum(redelivered.values()),
         recovery_s=round(time.monotonic() - load_stopped, 2),
         drain_s=round(drained, 2),
@@ -69,7 +102,7 @@ async def test_worker_sigkill_mid_batch_three_times(drill: Drill) -> None:
     )
     record(counts)
     assert not counts["problems"], counts["problems"]
-    assert all(unacked_at_kill), f"a kill did not catch a batch in flight: {unacked_at_kill}"
+    assert all(unacked_at_kill[:2]), f"a kill did not catch a batch in flight: {unacked_at_kill}"
     assert counts["redelivered_commands"] > 0, "the unacknowledged commands never came back"
     assert drained <= RECOVERY_BOUND_S, f"recovery took {drained:.1f}s"
 
@@ -96,9 +129,9 @@ async def test_worker_sigterm_drains_in_flight_batch(drill: Drill) -> None:
     await wait_drained(system, drill.ledger, timeout=60)
     counts = await reconcile(system, drill.ledger, "worker SIGTERM (graceful)")
     lines = system.log_lines("worker")
-    redelivered_after = [
-        line for line in lines if line.get("event") == "worker.redelivered"
-    ][redelivery_lines_before:]
+    redelivered_after = [line for line in lines if line.get("event") == "worker.redelivered"][
+        redelivery_lines_before:
+    ]
     drained_lines = [line for line in lines if line.get("event") == "worker.drained"]
     counts.update(
         exit_code=code,

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from core.refdata import load_reference
+from core.settings import Settings
 from tests.faults.conftest import Drill, record
 from tests.faults.harness import Timer, log_event
+from tests.faults.load import publish_reports_direct
 from tests.faults.reconcile import reconcile, wait_drained
 
 OUTAGE_S = 6.0
@@ -23,7 +27,11 @@ ROLES_ON_NATS = ["gateway", "worker", "relay", "projector", "notifier", "watcher
 
 
 async def _outage(
-    drill: Drill, name: str, stop: Callable[[], None], start: Callable[[], None]
+    drill: Drill,
+    name: str,
+    stop: Callable[[], None],
+    start: Callable[[], None],
+    during: Callable[[], Awaitable[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     system = drill.system
     load = drill.load(name, rate=30)
@@ -34,6 +42,7 @@ async def _outage(
     await asyncio.to_thread(stop)
     log_event("fault.server_down", server=name)
     not_ready_s = await system.wait_readyz(503, timeout=15)
+    extra = await during() if during is not None else {}
     await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - timer.started)))
     await asyncio.to_thread(start)
     timer.heal()
@@ -53,8 +62,10 @@ async def _outage(
         readyz_200_after_heal_s=round(ready_again_s, 2),
         first_202_after_heal_s=round(first_202, 2) if first_202 >= 0 else None,
         recovery_s=timer.recovery_s,
+        drain_s=round(drained, 2),
         failure_log_lines={role: sum(v.values()) for role, v in failures.items()},
         failure_events=sorted({e for v in failures.values() for e in v}),
+        **extra,
     )
     record(counts)
     assert not counts["problems"], counts["problems"]
@@ -89,8 +100,29 @@ async def test_nats_stop_and_restart(drill: Drill) -> None:
 
 async def test_postgres_stop_and_restart(drill: Drill) -> None:
     pg = drill.system.pg
-    result = await _outage(drill, "postgres", pg.stop, pg.start)
+    system = drill.system
+    ref = load_reference(Settings())
+
+    async def queue_while_down() -> dict[str, Any]:
+        # The gateway cannot authenticate without the database (sessions live there), so a
+        # report can only reach the broker if it was accepted in the instant before: publish
+        # such commands straight to the stream. The worker must keep them until the database
+        # is back — not dead-letter them.
+        keys = [f"pgdown-{uuid.uuid4().hex[:8]}-{i:03d}" for i in range(30)]
+        grid = drill.grids_by_partition["520103"][0]
+
+        async def publish(js: Any) -> dict[str, str]:
+            return await publish_reports_direct(
+                js, system.topo, ref.jurisdiction, drill.category, keys, grid
+            )
+
+        accepted = await system.js_call(publish)
+        drill.ledger.accepted.update(accepted)
+        return {"queued_while_db_down": len(accepted)}
+
+    result = await _outage(drill, "postgres", pg.stop, pg.start, during=queue_while_down)
     failures = result["failures"]
+    assert failures["worker"].get("worker.database_unavailable"), failures["worker"]
     # Every role that uses the database during the outage names the failure.
     for role in ("gateway", "worker", "relay", "projector", "notifier"):
         assert failures[role], (role, failures)

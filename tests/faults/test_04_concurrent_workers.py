@@ -65,7 +65,10 @@ async def test_two_workers_on_one_partition(drill: Drill) -> None:
         exit_codes={"worker-b": code_b, "rogue": code_rogue},
         drain_s=round(drained, 2),
     )
-    log_event("fault.concurrent_workers", **{k: counts[k] for k in ("batch_conflicts", "conflict_retries")})
+    log_event(
+        "fault.concurrent_workers",
+        **{k: counts[k] for k in ("batch_conflicts", "conflict_retries")},
+    )
     record(counts)
     assert not counts["problems"], counts["problems"]
     assert counts["rogue_left"] == 0, "the rogue worker did not finish its replay"

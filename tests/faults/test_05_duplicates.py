@@ -35,7 +35,9 @@ async def _act(load: Any, case_no: str, verb: str, key: str, args: dict[str, Any
 async def _visible(load: Any, case_no: str) -> None:
     token = await load.token(DISPATCHER)
     for _ in range(100):
-        r = await load.client.get(f"/v1/cases/{case_no}", headers={"Authorization": f"Bearer {token}"})
+        r = await load.client.get(
+            f"/v1/cases/{case_no}", headers={"Authorization": f"Bearer {token}"}
+        )
         if r.status_code == 200:
             return
         await asyncio.sleep(0.1)
@@ -96,9 +98,7 @@ async def test_duplicates_reorders_replays_and_late_resubmission(drill: Drill) -
                 msg = await js.get_msg(system.topo.commands_stream, seq)
             except Exception:
                 continue
-            await js.publish(
-                msg.subject, msg.data, headers={"Nats-Msg-Id": f"fault-replay:{seq}"}
-            )
+            await js.publish(msg.subject, msg.data, headers={"Nats-Msg-Id": f"fault-replay:{seq}"})
             n += 1
         return n
 

@@ -14,7 +14,7 @@ event in the event store and one row in the case queue — and the store holds n
 not accepted. The counts and the measured outage are printed (``-s``) and written to
 ``test-artifacts/cluster-failover.json``.
 
-Bounded: about 40 s on a 2-core box; the whole test gives up after 90 s.
+Bounded: 30–40 s on a 2-core box; the whole test gives up after 90 s.
 """
 
 from __future__ import annotations
@@ -280,7 +280,9 @@ async def test_node_killed_and_restarted_under_load_loses_and_doubles_nothing(
             await _wait_ready(probe)
             gateway = await Runtime.open(settings, cluster.url, database_url())
             runtimes.append(gateway)
-            app = create_app(gateway, None, IdentitySettings(rate_limits=False))
+            # A load test, not an abuse test: one call-taker token sends everything.
+            no_limits: dict[str, Any] = {"GRID_RATE_LIMITS": False}
+            app = create_app(gateway, None, IdentitySettings(**no_limits))
             report["setup_s"] = round(time.monotonic() - t_setup, 1)
             report["connected"] = {
                 "gateway": cluster.node_of(gateway.nc), "backend": cluster.node_of(backend.nc)

@@ -56,6 +56,13 @@ def gridctl_run(command: Any) -> tuple[str, list[str] | None] | None:
     return command[2], parts
 
 
+def assert_nats_image(image: str) -> None:
+    """nats-server >= 2.12: the relay publishes atomic batches (older servers: a fallback)."""
+    match = re.fullmatch(r"nats:(\d+)\.(\d+)(?:\.\d+)?(?:-alpine)?", image)
+    assert match, image
+    assert (int(match.group(1)), int(match.group(2))) >= (2, 12), image
+
+
 def nats_config_ok(text: str, server_name: str, tmp_path: Path) -> None:
     """``nats-server -t``: the real server parses the configuration (env var included)."""
     conf = tmp_path / f"{server_name}.conf"
@@ -143,6 +150,7 @@ def test_compose_nats_is_a_three_node_jetstream_cluster(
     configs = set()
     for name, svc in nodes.items():
         assert svc["environment"]["SERVER_NAME"] == name
+        assert_nats_image(svc["image"])
         mounts = [v.split(":") for v in svc["volumes"]]
         conf_mount = next(m for m in mounts if m[1] == "/etc/nats/nats.conf")
         configs.add((COMPOSE_DIR / conf_mount[0]).resolve())
@@ -271,6 +279,7 @@ def test_k8s_nats_is_a_three_node_jetstream_statefulset(
     assert {p["port"] for p in service["spec"]["ports"]} >= {4222, 6222}
     pod = spec["template"]["spec"]
     container = pod["containers"][0]
+    assert_nats_image(container["image"])
     env = {e["name"]: e for e in container["env"]}
     assert env["SERVER_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     config_volume = next(v for v in pod["volumes"] if "configMap" in v)

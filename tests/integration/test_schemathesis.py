@@ -123,6 +123,4 @@ async def test_api_honours_its_schema(system: dict[str, Any], served: Any) -> No
             failures.append(f"{method} {path} as {role}:\n{str(exc)[:1500]}")
         tested += 1
     assert tested >= 15
-    assert not failures, f"{len(failures)} of {tested} operations fail:\n\n" + "\n\n".join(
-        failures
-    )
+    assert not failures, f"{len(failures)} of {tested} operations fail:\n\n" + "\n\n".join(failures)

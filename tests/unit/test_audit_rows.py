@@ -1,0 +1,97 @@
+"""The auditor's fast path reads stored rows without eventsourcing: its decoding and canonical
+JSON must give exactly the bytes ``aggregates.integrity`` hashes, or verification would raise
+false alarms (or miss real ones)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+from uuid import UUID
+
+import pytest
+from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscoder, UUIDAsHex
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aggregates.integrity import canonical_json, event_hash, iso_utc
+from gateways.audit.chain import fast_link, link
+from gateways.audit.rows import UndecodableEvent, canonical_bytes, decode_state, digest
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=3000)
+@given(json_values)
+def test_canonical_bytes_equal_the_reference(value: Any) -> None:
+    assert canonical_bytes(value) == canonical_json(value)
+
+
+@pytest.mark.parametrize(
+    "x", [1e-05, -2.5e-07, 1e16, 1.7976931348623157e308, 5e-324, 0.0001, -0.0, 123456.789]
+)
+def test_canonical_bytes_floats_at_the_edges(x: float) -> None:
+    assert canonical_bytes({"x": x, "s": "a,0.00001"}) == canonical_json({"x": x,
+                                                                          "s": "a,0.00001"})
+
+
+def _transcoder() -> JSONTranscoder:
+    t = JSONTranscoder()
+    for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO()):
+        t.register(transcoding)
+    return t
+
+
+def test_decoded_state_hashes_like_the_event_object() -> None:
+    cst = timezone(timedelta(hours=8))
+    at = datetime(2026, 11, 23, 10, 0, 0, tzinfo=cst)
+    fields = {
+        "actor": "u-1", "role": "dispatcher", "channel": "web", "reason": None,
+        "note": "井蓋缺失\n\"quoted\"", "due": datetime(2026, 11, 24, 9, 30, 0, 500, tzinfo=UTC),
+        "ref": UUID("12345678-1234-5678-1234-567812345678"), "hours": 7.0, "lat": 26.58713789,
+        "nested": {"when": at, "list": [at, 1, "x"]},
+    }
+    case_id = "12345678-1234-5678-1234-567812345678"
+    expected = event_hash("", case_id, 1, "Filed", at, fields)
+    stored = _transcoder().encode({"timestamp": at, **fields, "prev_hash": "", "hash": expected})
+    state = decode_state(stored)
+    assert state["timestamp"] == iso_utc(at) and state["ref"] == case_id
+    payload = {k: v for k, v in state.items() if k not in ("timestamp", "prev_hash", "hash")}
+    assert digest("", case_id, 1, "Filed", state["timestamp"], payload) == expected
+
+
+def test_non_json_constants_are_refused() -> None:
+    with pytest.raises(UndecodableEvent):
+        decode_state(b'{"hours": NaN}')
+    with pytest.raises(UndecodableEvent):
+        decode_state(b'{"x": {"_type_": "pickle", "_data_": "..."}}')
+    with pytest.raises(UndecodableEvent):
+        decode_state(b"[1, 2]")
+
+
+@given(st.text(alphabet="0123456789", min_size=1, max_size=8), st.integers(1, 10**9),
+       st.integers(1, 500))
+def test_fast_link_equals_link(partition: str, position: int, version: int) -> None:
+    case_id = "12345678-1234-5678-1234-567812345678"
+    h = "ab" * 32
+    assert fast_link("cd" * 32, partition, position, case_id, version, h) == link(
+        "cd" * 32, partition, position, case_id, version, h)
+
+
+def test_chain_link_is_the_documented_bytes() -> None:
+    import hashlib
+
+    text = ('{"case":"12345678-1234-5678-1234-567812345678","hash":"' + "ab" * 32
+            + '","partition":"520102","position":17,"prev":"","v":3}')
+    assert link("", "520102", 17, "12345678-1234-5678-1234-567812345678", 3, "ab" * 32) == \
+        hashlib.sha256(text.encode()).hexdigest()
+    assert json.loads(text)["position"] == 17
