@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -38,6 +39,8 @@ class Child:
     restarts: int = 0
     started_at: float = 0.0
     log_file: Any = field(default=None, repr=False)
+    quick_exits: int = 0  # consecutive exits within 10 s of a start (crash loop)
+    restart_at: float | None = None  # when a dead child is due to be started again
 
     def start(self) -> None:
         if self.log_file is None:
@@ -74,26 +77,39 @@ class Supervisor:
             child.start()
 
     async def watch(self, stop: asyncio.Event) -> None:
-        """Restart children that die (backoff 1 s → 30 s) until ``stop``."""
+        """Restart children that die until ``stop``: after 1 s, or with backoff (2 s → 30 s,
+        jittered) while a child keeps dying within 10 s of its start. Each dead child has its
+        own restart time, so several dying at once come back together."""
         while not stop.is_set():
-            for child in self.children:
-                if child.alive() or self.stopping:
+            now = time.monotonic()
+            for child in list(self.children):
+                if self.stopping or child.alive():
                     continue
-                code = child.proc.returncode if child.proc is not None else None
-                uptime = time.monotonic() - child.started_at
-                delay = min(30.0, 2.0 ** min(child.restarts, 5)) if uptime < 10 else 1.0
-                log.warning(
-                    "supervisor.child_exited",
-                    role=child.role,
-                    code=code,
-                    restart_in_s=delay,
-                    log=str(child.log_path),
-                )
-                child.restarts += 1
-                await asyncio.sleep(delay)
-                if not stop.is_set():
-                    child.start()
-            await sleep_or_stop(stop, 0.5)
+                if child.restart_at is None:
+                    code = child.proc.returncode if child.proc is not None else None
+                    quick = now - child.started_at < 10
+                    child.quick_exits = child.quick_exits + 1 if quick else 0
+                    delay = 1.0
+                    if child.quick_exits > 1:
+                        delay = min(30.0, 2.0 ** min(child.quick_exits - 1, 5))
+                        delay *= random.uniform(0.8, 1.2)
+                    log.warning(
+                        "supervisor.child_exited",
+                        role=child.role,
+                        code=code,
+                        restart_in_s=round(delay, 1),
+                        log=str(child.log_path),
+                    )
+                    child.restarts += 1
+                    child.restart_at = now + delay
+                elif now >= child.restart_at:
+                    try:
+                        child.start()
+                        child.restart_at = None
+                    except OSError as exc:  # e.g. out of processes: try again, keep watching
+                        child.restart_at = now + 5.0
+                        log.error("supervisor.start_failed", role=child.role, error=repr(exc))
+            await sleep_or_stop(stop, 0.2)
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM every child (they drain), SIGKILL what is still running after ``timeout``."""

@@ -147,7 +147,7 @@ class SlaWatcher:
                 await self.tick()
                 delays = backoff_delays()
                 await sleep_or_stop(stop, self.interval_s)
-            except Exception as exc:  # noqa: BLE001 - the watcher must outlive outages
+            except Exception as exc:
                 delay = next(delays)
                 log.warning("watcher.retry", error=repr(exc), delay_s=round(delay, 2))
                 await sleep_or_stop(stop, delay)

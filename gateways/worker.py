@@ -281,17 +281,25 @@ class Worker:
         except Exception as exc:
             log.warning("worker.drain_failed", durable=self.durable, error=repr(exc))
 
-    async def _keep_in_progress(self, msgs: list[Msg]) -> None:
-        """Tell JetStream we are still working on ``msgs`` (until cancelled)."""
+    async def _keep_in_progress(self, partition: str, msgs: list[Msg]) -> None:
+        """Tell JetStream we are still working on ``msgs`` (until cancelled), and say so in
+        the log: a batch this slow waits for the database (down, restarting, locked)."""
+        started = time.monotonic()
         while True:
             await asyncio.sleep(ACK_WAIT_S / 3)
+            log.warning(
+                "worker.batch_waiting",
+                partition=partition,
+                commands=len(msgs),
+                waited_s=round(time.monotonic() - started, 1),
+            )
             for msg in msgs:
                 with contextlib.suppress(Exception):
                     await msg.in_progress()
 
     async def _process(self, partition: str, msgs: list[Msg], commands: list[Command]) -> Any:
         """``process_batch`` in a thread; retried while the database is unavailable."""
-        keeper = asyncio.create_task(self._keep_in_progress(msgs))
+        keeper = asyncio.create_task(self._keep_in_progress(partition, msgs))
         delays = backoff_delays(base=0.2)
         started = time.monotonic()
         attempt = 0

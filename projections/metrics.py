@@ -564,7 +564,6 @@ CREATE TABLE IF NOT EXISTS metric_counts (
     PRIMARY KEY (counter, day, grid, level, department, inspector)
 );
 CREATE INDEX IF NOT EXISTS metric_counts_day_idx ON metric_counts (day, counter);
-CREATE INDEX IF NOT EXISTS metric_counts_district_idx ON metric_counts (district, day);
 CREATE TABLE IF NOT EXISTS metric_case_state (
     case_id uuid PRIMARY KEY,
     state jsonb NOT NULL
@@ -621,9 +620,11 @@ class MetricsProjection:
             await conn.execute(
                 "DELETE FROM metric_case_state WHERE case_id = ANY($1::uuid[])", drop
             )
-        if out.deltas:
+        # A net-zero delta (a count moved away and back within the batch) changes no row.
+        deltas = {k: n for k, n in out.deltas.items() if n}
+        if deltas:
             columns: list[list[Any]] = [[] for _ in range(9)]
-            for (c, d, g, lv, dep, insp), n in out.deltas.items():
+            for (c, d, g, lv, dep, insp), n in deltas.items():
                 community, district = out.places[g]
                 for i, v in enumerate((c, date.fromisoformat(d), g, lv, dep, insp, community,
                                        district, n)):
@@ -642,10 +643,11 @@ class MetricsProjection:
                 *columns,
             )
             if zeros:
-                await conn.executemany(
-                    "DELETE FROM metric_counts WHERE counter = $1 AND day = $2 AND grid = $3 "
-                    "AND level = $4 AND department = $5 AND inspector = $6 AND value = 0",
-                    [tuple(r) for r in zeros],
+                await conn.execute(
+                    "DELETE FROM metric_counts WHERE value = 0 AND (counter, day, grid, level, "
+                    "department, inspector) IN (SELECT * FROM unnest($1::text[], $2::date[], "
+                    "$3::text[], $4::text[], $5::text[], $6::text[]))",
+                    *[list(col) for col in zip(*[tuple(r) for r in zeros], strict=True)],
                 )
 
 

@@ -1,0 +1,12 @@
+"""Auditing (審計): everything read from the event store itself, read-only.
+
+* :mod:`.rows` — stored rows decoded without eventsourcing (fast, exact canonical values);
+* :mod:`.history` — case histories, state at a time / version, diffs, activity;
+* :mod:`.chain` — the running log chain over each partition (algorithm documented there),
+  sealed by the relay into ``log_chain``;
+* :mod:`.verify` — both chains recomputed over the store, first problem located;
+* :mod:`.export` — JSONL / CSV exports (checked offline by ``tools/verify_export.py``);
+* :mod:`.replay` — read models rebuilt in a scratch schema and compared (``replay --check``).
+
+See docs/auditing.md.
+"""

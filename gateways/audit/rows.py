@@ -47,7 +47,7 @@ _ENCODER = json.JSONEncoder(
 #: a magnitude below 1e-4 (Python switches to ``1e-05`` there, orjson writes ``0.00001``).
 #: Strings can trigger it too (``"a,0.00001"``): then the reference encoder is used, which is
 #: only slower. Everywhere else the bytes are identical (tests/unit/test_audit_rows.py).
-_RISKY_NUMBER = re.compile(rb"[:,\[]-?(?:0\.0000|[0-9.]+[eE])")
+_RISKY_NUMBER = re.compile(rb"(?:^|[:,\[])-?(?:0\.0000|[0-9.]+[eE])")
 
 
 class UndecodableEvent(ValueError):

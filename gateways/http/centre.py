@@ -335,7 +335,21 @@ class QueueSql:
         return f"SELECT count(*) FROM case_queue WHERE {self.where}"
 
 
-@router.get("/queue")
+_CURSOR_ERROR: dict[int | str, dict[str, Any]] = {
+    400: {"description": "invalid_cursor: not a cursor this API issued for this sort order"}
+}
+_EXPORT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "streamed rows: CSV (UTF-8 with BOM, header row) or JSON Lines",
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            "application/x-ndjson": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+@router.get("/queue", responses=_CURSOR_ERROR)
 async def queue(
     query: QueueQuery = Depends(),
     sort: SortName = "reported_at",
@@ -441,7 +455,7 @@ def _download(body: AsyncIterator[bytes], fmt: str, name: str) -> StreamingRespo
     )
 
 
-@router.get("/queue/export.{fmt}")
+@router.get("/queue/export.{fmt}", response_class=StreamingResponse, responses=_EXPORT)
 async def export_queue(
     fmt: Literal["csv", "jsonl"],
     query: QueueQuery = Depends(),
@@ -692,7 +706,7 @@ async def metric_definitions(principal: Principal = Depends(centre_reader)) -> d
     return m.definitions()
 
 
-@router.get("/metrics/export.{fmt}")
+@router.get("/metrics/export.{fmt}", response_class=StreamingResponse, responses=_EXPORT)
 async def export_metrics(
     fmt: Literal["csv", "jsonl"],
     node: str | None = Query(default=None, max_length=40),

@@ -13,43 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from core.refdata import load_reference
 from core.settings import Settings
-from tests.faults.harness import FaultSystem, log_event
-from tests.faults.load import Ledger, LoadDriver
-
-COUNTS: list[dict[str, Any]] = []
-
-
-@dataclass
-class Drill:
-    """What a fault test gets: the system, the promises so far, and a load factory."""
-
-    system: FaultSystem
-    ledger: Ledger
-    grids: list[str]
-    grids_by_partition: dict[str, list[str]]
-    category: str
-    drivers: list[LoadDriver] = field(default_factory=list)
-
-    def load(self, run: str, rate: float = 30.0, grids: list[str] | None = None) -> LoadDriver:
-        driver = LoadDriver(
-            self.system.base_url,
-            grids or self.grids,
-            self.category,
-            f"{run}-{uuid.uuid4().hex[:6]}",
-            self.ledger,
-            rate=rate,
-        )
-        self.drivers.append(driver)
-        return driver
+from tests.faults.harness import COUNTS, Drill, FaultSystem, log_event
+from tests.faults.load import Ledger
 
 
 @pytest.fixture(scope="package")
@@ -71,11 +43,6 @@ async def drill(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Drill
     finally:
         COUNTS.extend(system.counts)
         await system.stop()
-
-
-def record(counts: dict[str, Any]) -> None:
-    """Print one reconciliation's counts now (visible with -s) — and in the summary."""
-    log_event("fault.counts", **counts)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ import httpx
 from core.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from core.messaging import Topology, connect
 from gateways.supervisor import Child, Supervisor, child_env
+from tests.faults.load import Ledger, LoadDriver
 
 ROLES = ["gateway", "worker", "relay", "projector", "watcher", "notifier"]
 SCHEMA = "faults"
@@ -116,6 +118,11 @@ class FaultSystem:
         self.watch_task = asyncio.create_task(self.supervisor.watch(self.watch_stop))
 
     async def stop(self) -> None:
+        if self.supervisor is not None:  # a drill that failed may have left one frozen
+            for child in self.supervisor.children:
+                if child.alive():
+                    with contextlib.suppress(ProcessLookupError):
+                        child.proc.send_signal(signal.SIGCONT)
         self.watch_stop.set()
         if self.watch_task is not None:
             await asyncio.gather(self.watch_task, return_exceptions=True)
@@ -266,6 +273,39 @@ class FaultSystem:
                 if name.startswith(prefix):
                     counts[name] = counts.get(name, 0) + 1
         return counts
+
+
+#: Every reconciliation's counts of the session, printed in the terminal summary.
+COUNTS: list[dict[str, Any]] = []
+
+
+@dataclass
+class Drill:
+    """What a fault test gets: the system, the promises so far, and a load factory."""
+
+    system: FaultSystem
+    ledger: Ledger
+    grids: list[str]
+    grids_by_partition: dict[str, list[str]]
+    category: str
+    drivers: list[LoadDriver] = field(default_factory=list)
+
+    def load(self, run: str, rate: float = 30.0, grids: list[str] | None = None) -> LoadDriver:
+        driver = LoadDriver(
+            self.system.base_url,
+            grids or self.grids,
+            self.category,
+            f"{run}-{uuid.uuid4().hex[:6]}",
+            self.ledger,
+            rate=rate,
+        )
+        self.drivers.append(driver)
+        return driver
+
+
+def record(counts: dict[str, Any]) -> None:
+    """Print one reconciliation's counts now (visible with -s) — and in the summary."""
+    log_event("fault.counts", **counts)
 
 
 def log_event(event: str, **fields: Any) -> None:

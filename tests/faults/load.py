@@ -57,7 +57,8 @@ class LoadDriver:
         ledger: Ledger,
         rate: float = 40.0,
         concurrency: int = 8,
-        lifecycle_every: int = 4,
+        lifecycle_every: int = 5,
+        actors: int = 6,
     ) -> None:
         self.base_url = base_url
         self.grids = grids
@@ -67,6 +68,7 @@ class LoadDriver:
         self.rate = rate
         self.concurrency = concurrency
         self.lifecycle_every = lifecycle_every
+        self.actors = actors
         self.stop_event = asyncio.Event()
         self.tasks: list[asyncio.Task[Any]] = []
         self.counter = itertools.count()
@@ -79,20 +81,22 @@ class LoadDriver:
     async def start(self) -> None:
         for _ in range(self.concurrency):
             self.tasks.append(asyncio.create_task(self._reporter()))
-        for _ in range(2):
+        for _ in range(self.actors):
             self.tasks.append(asyncio.create_task(self._actor()))
 
-    async def stop(self, finish_lifecycle: float = 30.0) -> None:
-        """Stop new reports; give queued lifecycle commands ``finish_lifecycle`` seconds."""
+    async def stop(self, finish: float = 15.0) -> None:
+        """Stop new reports and new lifecycle work; commands already under way get ``finish``
+        seconds to reach an outcome (cases still waiting for one simply are not acted on)."""
         self.stop_event.set()
-        reporters = self.tasks[: self.concurrency]
+        while not self.to_act.empty():
+            self.to_act.get_nowait()
+            self.to_act.task_done()
+        reporters, actors = self.tasks[: self.concurrency], self.tasks[self.concurrency :]
         await asyncio.gather(*reporters, return_exceptions=True)
-        deadline = time.monotonic() + finish_lifecycle
-        while not self.to_act.empty() and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        for task in self.tasks[self.concurrency :]:
+        _done, pending = await asyncio.wait(actors, timeout=finish) if actors else (set(), set())
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*actors, return_exceptions=True)
         await self.client.aclose()
 
     def mark(self, label: str) -> None:
@@ -159,7 +163,8 @@ class LoadDriver:
             "reporter": {"name": "測試", "phone": "13900000000", "type": "citizen"},
         }
         delays = _delays()
-        while True:
+        give_up = time.monotonic() + 60
+        while time.monotonic() < give_up:
             sent = time.monotonic()
             r = await self._post("/v1/reports", CALL_TAKER, key, body)
             status = str(r.status_code) if r is not None else "conn_error"
@@ -182,11 +187,16 @@ class LoadDriver:
                 raise AssertionError(f"report {key} refused: {r.status_code} {r.text}")
             self.ledger.retries += 1
             await asyncio.sleep(next(delays))
+        self.ledger.errors.append(f"report {key}: no 202 within 60 s")
+        return ""
 
     # ------------------------------------------------------------------ lifecycle
     async def _actor(self) -> None:
-        while True:
-            case_no = await self.to_act.get()
+        while not self.stop_event.is_set():
+            try:
+                case_no = await asyncio.wait_for(self.to_act.get(), timeout=0.5)
+            except TimeoutError:
+                continue
             try:
                 for verb, args in (("file", {"note": "fault drill"}), ("dispatch", {})):
                     await self.act(case_no, verb, args)

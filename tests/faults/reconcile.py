@@ -218,6 +218,11 @@ async def reconcile(system: FaultSystem, ledger: Ledger, phase: str) -> dict[str
         queue_rows = await conn.fetch(
             f"SELECT case_id::text AS case_id, case_no, status FROM {system.schema}.case_queue"
         )
+        pg_connections = int(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+            )
+        )
     finally:
         await conn.close()
     # 1. promises: one key → one case (one creation event, one queue row)
@@ -302,9 +307,9 @@ async def reconcile(system: FaultSystem, ledger: Ledger, phase: str) -> dict[str
         "read_model_diffs": sum(models["differences"].values()),
         "consumers": len(consumers),
         "consumers_stuck": len(stuck),
-        "redelivered": sum(c["num_redelivered"] for c in consumers),
         "dead_lettered": dead,
         "client_retries": ledger.retries,
+        "pg_connections": pg_connections,
         "http": dict(sorted(ledger.statuses.items())),
         "problems": problems,
     }

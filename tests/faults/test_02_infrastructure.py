@@ -16,8 +16,7 @@ from typing import Any
 
 from core.refdata import load_reference
 from core.settings import Settings
-from tests.faults.conftest import Drill, record
-from tests.faults.harness import Timer, log_event
+from tests.faults.harness import Drill, Timer, log_event, record
 from tests.faults.load import publish_reports_direct
 from tests.faults.reconcile import reconcile, wait_drained
 
@@ -55,6 +54,11 @@ async def _outage(
     timer.recover()
     counts = await reconcile(system, drill.ledger, f"{name} stop/restart")
     failures = {role: _failure_lines(drill, role, sizes[role]) for role in ROLES_ON_NATS}
+    redelivered = [
+        line
+        for line in system.log_lines("worker")[sizes["worker"] :]
+        if line.get("event") == "worker.redelivered"
+    ]
     first_202 = drill.ledger.first_202_after.get(name, -1)
     counts.update(
         outage_s=OUTAGE_S,
@@ -65,6 +69,10 @@ async def _outage(
         drain_s=round(drained, 2),
         failure_log_lines={role: sum(v.values()) for role, v in failures.items()},
         failure_events=sorted({e for v in failures.values() for e in v}),
+        worker_redelivered=sum(int(line.get("count", 0)) for line in redelivered),
+        worker_redelivered_already_stored=sum(
+            int(line.get("duplicates", 0)) for line in redelivered
+        ),
         **extra,
     )
     record(counts)
@@ -94,6 +102,7 @@ async def test_nats_stop_and_restart(drill: Drill) -> None:
     failures = result["failures"]
     for role in ROLES_ON_NATS:
         assert "nats.disconnected" in failures[role], (role, failures[role])
+    assert failures["gateway"].get("readyz.not_ready"), failures["gateway"]
     reconnected = drill.system.events_named(ROLES_ON_NATS, "nats.reconnected")
     assert reconnected.get("nats.reconnected", 0) >= len(ROLES_ON_NATS), reconnected
 
@@ -122,7 +131,9 @@ async def test_postgres_stop_and_restart(drill: Drill) -> None:
 
     result = await _outage(drill, "postgres", pg.stop, pg.start, during=queue_while_down)
     failures = result["failures"]
-    assert failures["worker"].get("worker.database_unavailable"), failures["worker"]
-    # Every role that uses the database during the outage names the failure.
-    for role in ("gateway", "worker", "relay", "projector", "notifier"):
-        assert failures[role], (role, failures)
+    # The gateway's readiness names the database; the worker holding the commands queued
+    # meanwhile says it waits for it. (Roles with nothing to do during a short outage have
+    # nothing failing: their pools wait and reconnect.)
+    assert failures["gateway"].get("readyz.not_ready"), failures["gateway"]
+    waiting = failures["worker"].get("worker.batch_waiting", 0)
+    assert waiting or failures["worker"].get("worker.database_unavailable"), failures["worker"]

@@ -22,8 +22,7 @@ import asyncio
 import signal
 import time
 
-from tests.faults.conftest import Drill, record
-from tests.faults.harness import log_event
+from tests.faults.harness import Drill, log_event, record
 from tests.faults.reconcile import reconcile, wait_drained
 
 PARTITION = "520102"
@@ -37,7 +36,7 @@ async def test_two_workers_on_one_partition(drill: Drill) -> None:
     grids = drill.grids_by_partition[PARTITION][:6]
     load = drill.load("twowk", rate=40, grids=grids)
     await load.start()
-    await asyncio.sleep(15)
+    await asyncio.sleep(10)
     await load.stop()
     # Let both extra workers finish the backlog before they go.
     deadline = time.monotonic() + 60

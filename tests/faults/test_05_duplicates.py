@@ -16,8 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.faults.conftest import Drill, record
-from tests.faults.harness import DEDUPE_WINDOW_S
+from tests.faults.harness import DEDUPE_WINDOW_S, Drill, record
 from tests.faults.load import DISPATCHER
 from tests.faults.reconcile import reconcile, wait_drained
 

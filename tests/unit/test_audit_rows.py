@@ -37,9 +37,13 @@ def test_canonical_bytes_equal_the_reference(value: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "x", [1e-05, -2.5e-07, 1e16, 1.7976931348623157e308, 5e-324, 0.0001, -0.0, 123456.789]
+    "x",
+    [1e-05, -2.5e-07, 5.960464477539063e-08, 1e16, 1.7976931348623157e308, 5e-324, 0.0001,
+     -0.0, 123456.789],
 )
 def test_canonical_bytes_floats_at_the_edges(x: float) -> None:
+    assert canonical_bytes(x) == canonical_json(x)  # a bare number too
+    assert canonical_bytes([x]) == canonical_json([x])
     assert canonical_bytes({"x": x, "s": "a,0.00001"}) == canonical_json({"x": x,
                                                                           "s": "a,0.00001"})
 
