@@ -578,7 +578,9 @@ class EmbeddedPostgres(_ManagedServer):
         self.port = port if port is not None else free_port(host)
         self.database = database
         self.user = user
-        self.settings = dict(settings or {})
+        # Every role process keeps its own pools (~15 connections each): the default 100 is
+        # too tight for gridctl up plus CLI tools and tests.
+        self.settings = {"max_connections": "400", **dict(settings or {})}
         self.pgdata = self.state_dir / "pgdata"
         self._system_user = system_user
 

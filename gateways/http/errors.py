@@ -10,10 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.logging import get_logger
+
+log = get_logger("gateway")
 
 
 class ApiError(Exception):
@@ -44,6 +49,21 @@ def install(app: FastAPI) -> None:
         return JSONResponse(
             {"error": "validation_error", "message": message, "problems": problems},
             status_code=422,
+        )
+
+    @app.exception_handler(asyncpg.PostgresConnectionError)
+    @app.exception_handler(asyncpg.InterfaceError)
+    @app.exception_handler(asyncpg.TooManyConnectionsError)
+    @app.exception_handler(asyncpg.CannotConnectNowError)
+    @app.exception_handler(ConnectionError)
+    async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+        # A dependency outage is not the caller's fault and not a bug: 503 + Retry-After, one
+        # structured log line, and the client retries with the same Idempotency-Key.
+        log.warning("http.dependency_unavailable", path=request.url.path, error=repr(exc)[:300])
+        return JSONResponse(
+            {"error": "database_unavailable", "message": "the database is unavailable; retry"},
+            status_code=503,
+            headers={"Retry-After": "2"},
         )
 
     @app.exception_handler(StarletteHTTPException)
