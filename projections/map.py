@@ -29,29 +29,14 @@ import asyncpg
 from core.envelope import parse_time
 from core.jurisdiction import Jurisdiction
 from projections.base import Envelope
+from projections.queue import DUE_AFTER, TERMINAL
 
-#: Terminal statuses (終態): the case leaves the map.
-TERMINAL = frozenset({"rejected", "merged", "closed"})
-
-#: event type → (data field holding the new deadline, step it belongs to), exactly as each
-#: event's ``apply_change`` calls ``Case._set_due``. ``None`` as field: the clock stops.
-#: ``"*"`` as step: the step stays what it was (an approved extension moves the deadline of
-#: the running step).
+#: Terminal statuses (終態) and the deadline each event sets are the queue's tables (one copy
+#: of the rule, mirroring ``Case._set_due``); here ``"*"`` as step means "the step stays what
+#: it was" (an approved extension moves the deadline of the running step).
 DUE_SET: dict[str, tuple[str | None, str | None]] = {
-    "Reported": ("file_due", "file"),
-    "Filed": ("dispatch_due", "dispatch"),
-    "Rejected": (None, None),
-    "MarkedDuplicate": (None, None),
-    "Dispatched": ("handle_due", "handle"),
-    "Returned": ("dispatch_due", "dispatch"),
-    "ExtensionApproved": ("new_due", "*"),
-    "Suspended": ("review_at", "review"),
-    "Resumed": ("new_due", "handle"),
-    "ResultReported": ("verify_due", "verify"),
-    "VerificationPassed": ("close_due", "close"),
-    "VerificationFailed": ("new_due", "handle"),
-    "Escalated": ("dispatch_due", "dispatch"),
-    "Closed": (None, None),
+    event: (field, "*" if field is not None and step is None else step)
+    for event, (field, step) in DUE_AFTER.items()
 }
 
 PRIORITY_RANK = {"urgent": 0, "important": 1, "ordinary": 2}
