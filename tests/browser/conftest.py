@@ -162,3 +162,32 @@ async def shoot(page: Any, name: str, readme: bool = False) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
     return path
+
+
+# --- shared by the intake pages' tests (inspector, department, hotline) ---------------------
+
+
+@pytest.fixture
+async def app_url(system: dict[str, Any]) -> AsyncIterator[str]:
+    """The app on a real port (service workers and IndexedDB need an origin)."""
+    from gateways.http.app import create_app
+    from tests.intake_support import live_server
+
+    async with live_server(create_app(system["runtime"], system["clock"])) as base:
+        yield base
+    await system["runtime"].photos.delete_bucket()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """One headless Chromium (Debian's) per test."""
+    from playwright.async_api import async_playwright
+
+    from tests.intake_support import CHROMIUM, CHROMIUM_ARGS
+
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()

@@ -5,19 +5,14 @@ after closure the call-taker records the return visit (回訪)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from gateways.http.app import create_app
 from tests.conftest import eventually
 from tests.intake_support import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     PHONE,
     chromium_missing,
-    live_server,
     login,
     png,
     shot,
@@ -30,25 +25,6 @@ pytestmark = [
 ]
 GRID = "520102001001"
 DEPT = "D-520102-sanitation"
-
-
-@pytest.fixture
-async def app_url(system: dict[str, Any]) -> AsyncIterator[str]:
-    async with live_server(create_app(system["runtime"], system["clock"])) as base:
-        yield base
-    await system["runtime"].photos.delete_bucket()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def phone(browser: Any) -> tuple[Any, Any, list[str]]:
