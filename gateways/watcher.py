@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 
 from aggregates import deadlines
 from aggregates.commands import Command
+from aggregates.states import TERMINAL as TERMINAL_STATUSES
 from aggregates.states import Action, Status, allowed_actions
 from core import codec
 from core.clock import Clock
@@ -91,7 +92,7 @@ def decide(row: dict[str, Any], now: datetime, ref: Reference) -> list[Decision]
 class SlaWatcher:
     """Periodic scan of open deadlines; publishes the commands ``decide`` returns."""
 
-    TERMINAL = ("closed", "rejected", "merged")
+    TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)  # aggregates/states.py
 
     def __init__(
         self,

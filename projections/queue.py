@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+from aggregates.states import TERMINAL as TERMINAL_STATUSES
 from core.envelope import parse_time
 from projections.base import Envelope
 
@@ -34,7 +35,7 @@ STATUS_AFTER: dict[str, str] = {
     "Escalated": "filed",
     "Closed": "closed",
 }
-TERMINAL = frozenset({"rejected", "merged", "closed"})
+TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)  # the rule: aggregates/states.py
 
 # event type -> (data field holding the new deadline, step it belongs to); mirrors the
 # aggregate's ``_set_due`` calls in aggregates/case.py one for one. A missing field clears the

@@ -33,6 +33,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
 from aggregates.states import STATUS_ZH, Status
+from aggregates.states import TERMINAL as TERMINAL_STATUSES
 from core.clock import Clock
 from core.jurisdiction import Jurisdiction
 from gateways.http.access import (
@@ -91,7 +92,7 @@ QUEUE_COLUMNS = (
     "closed_at",
     "version",
 )
-TERMINAL = ("rejected", "merged", "closed")
+TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)  # the one rule: aggregates/states.py
 _FAR = "'9999-12-31T00:00:00Z'::timestamptz"
 _RANK = "(CASE priority WHEN 'urgent' THEN 0 WHEN 'important' THEN 1 ELSE 2 END)"
 
