@@ -10,6 +10,7 @@ projector then simply continues: everything at or below the new positions is ski
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,10 +20,13 @@ import asyncpg
 from core.db import check_schema
 from core.eventstore import StoreRegistry
 from gateways.relay import read_envelopes
+from projections import bulk
 from projections.base import POSITIONS_DDL, Projection
 from projections.runner import apply_batch, projection_lock
 
 Progress = Callable[[int, int], None]  # (events done, events total)
+#: From this many events on, a fast rebuild folds partitions in parallel processes.
+PARALLEL_FROM = 200_000
 
 
 @dataclass
@@ -72,9 +76,14 @@ async def build_scratch(
     stores: StoreRegistry,
     partitions: Sequence[str],
     progress: Progress | None = None,
+    store_schema: str | None = None,
+    jobs: int | None = None,
 ) -> tuple[asyncpg.Connection, int]:
     """Create ``scratch_schema`` with the projection's tables filled from the store.
 
+    With ``store_schema`` (where the events tables are) and a projection that
+    ``projections/bulk.py`` can fold, the fast path is taken: fold in memory, COPY, build the
+    indexes after the load. Otherwise every event goes through ``apply_batch``.
     Returns the open connection (search_path = scratch) so the caller can finish the job.
     """
     check_schema(scratch_schema)
@@ -87,7 +96,29 @@ async def build_scratch(
     await conn.execute(f"SET search_path TO {scratch_schema}")
     await conn.execute(POSITIONS_DDL)
     await conn.execute(projection.ddl())
-    events = await replay_into(conn, projection, stores, partitions, progress=progress)
+    if store_schema is None or not bulk.supports(projection.name):
+        events = await replay_into(conn, projection, stores, partitions, progress=progress)
+        return conn, events
+    heads = {p: await asyncio.to_thread(_head, stores, p) for p in partitions}
+    total = sum(heads.values())
+    indexes = await bulk.drop_indexes(conn, scratch_schema, projection.tables)
+    work = [
+        bulk.PartitionJob(database_url, store_schema, scratch_schema, projection.name, p, head)
+        for p, head in heads.items()
+        if head > 0
+    ]
+    if jobs is None:
+        jobs = (os.cpu_count() or 1) if total >= PARALLEL_FROM else 1
+    events = await bulk.fold_all(work, jobs)
+    await bulk.create_indexes(conn, scratch_schema, indexes)
+    await conn.executemany(
+        "INSERT INTO projection_positions (projection, partition, position) VALUES ($1, $2, $3)",
+        [(projection.name, job.partition, job.upto) for job in work],
+    )
+    for table in projection.tables:
+        await conn.execute(f"ANALYZE {scratch_schema}.{table}")
+    if progress is not None:
+        progress(events, total)
     return conn, events
 
 
@@ -98,13 +129,20 @@ async def rebuild(
     stores: StoreRegistry,
     partitions: Sequence[str],
     progress: Progress | None = None,
+    fast: bool = True,
+    jobs: int | None = None,
 ) -> RebuildResult:
-    """Replace a live projection's tables with a rebuild from the store, without downtime."""
+    """Replace a live projection's tables with a rebuild from the store, without downtime.
+
+    ``fast`` folds in memory and COPYs (projections/bulk.py) in ``jobs`` processes (default:
+    one per core from :data:`PARALLEL_FROM` events on); ``fast=False`` replays through
+    ``apply_batch`` (the live projector's path)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     scratch = check_schema(f"{schema}_rb_{projection.name}")[:63]
     conn, events = await build_scratch(
-        database_url, scratch, projection, stores, partitions, progress
+        database_url, scratch, projection, stores, partitions, progress,
+        store_schema=schema if fast else None, jobs=jobs,
     )
     try:
         async with conn.transaction():

@@ -1,0 +1,281 @@
+"""Fast bulk loading of synthetic cases: real domain events, written with PostgreSQL COPY.
+
+Every event is made by the real domain code — ``CaseService.execute`` on the ``Case``
+aggregate (triage, deadlines, payloads and the per-case hash chain are genuine) — and turned
+into its stored form by the event store's own mapper (``Application.mapper``: the same
+transcoder, and compressor / cipher if configured, as ``CaseStore.save``). Only the INSERT is
+replaced: rows go to ``cases_<partition>_events`` with ``COPY … FROM STDIN (FORMAT BINARY)``
+in large chunks, ``notification_id`` taken from the table's own sequence, so the result is
+indistinguishable from cases saved through the store (``store.repository.get`` reads them,
+``gateways/audit/verify.py`` verifies them).
+
+Work is split into tasks of ``chunk`` cases of one partition; ``jobs`` processes make the
+events and each COPYs its own tasks (one transaction per task). A case's events are written
+consecutively inside one COPY, so they get increasing positions in its partition's log.
+
+Only for loading an idle deployment (benchmarks, demos): it bypasses the table lock the
+store takes to keep the notification log gap-free for concurrent readers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from aggregates.case import Case
+from aggregates.commands import Command, ReportArgs, Reporter
+from aggregates.service import CaseService
+from benchmarks.common import TEXTS
+from core.eventstore import CaseStore, eventsourcing_env, table_name
+from core.ids import case_id_for_key, case_no_for_id
+from core.refdata import Reference, load_reference
+from core.settings import Settings
+
+#: The happy path a synthetic case walks, and who takes each step.
+STEPS = ("file", "dispatch", "accept", "report_result", "verify_pass", "close")
+ROLES = {
+    "file": "dispatcher",
+    "dispatch": "dispatcher",
+    "accept": "handler",
+    "report_result": "handler",
+    "verify_pass": "inspector",
+    "close": "dispatcher",
+}
+ARGS: dict[str, dict[str, Any]] = {"report_result": {"note": "已處置"}}
+#: How many lifecycle steps a case takes (as the store benchmark always did: ~3.5 events/case).
+STEP_CHOICES = (0, 1, 2, 3, 6)
+COLUMNS = ("originator_id", "originator_version", "topic", "state")
+
+
+def lifecycle(service: CaseService, case: Case, steps: int, at: datetime) -> None:
+    """Move a freshly reported case ``steps`` steps along the happy path (10 min apart)."""
+    for i, verb in enumerate(STEPS[:steps]):
+        cmd = Command(
+            command_id=uuid.uuid4().hex,
+            verb=verb,  # type: ignore[arg-type]
+            case_id=str(case.id),
+            case_no=case.case_no,
+            partition=case.district,
+            actor="bench",
+            role=ROLES[verb],
+            channel="bench",
+            at=at + timedelta(minutes=10 * (i + 1)),
+            args=ARGS.get(verb, {}),
+        )
+        service.execute(cmd, case, lambda _id: None)
+
+
+def report_in(
+    ref: Reference, key: str, at: datetime, rng: random.Random, grids: Sequence[str]
+) -> Command:
+    """The gateway's command for one synthetic report in one of ``grids``."""
+    grid = ref.jurisdiction.grid(rng.choice(grids))
+    category = rng.choice(ref.catalogue.all())
+    case_id = case_id_for_key(key)
+    args = ReportArgs(
+        category=category.code,
+        grid=grid.code,
+        community=grid.parent,
+        district=ref.jurisdiction.partition_of(grid.code),
+        description=rng.choice(TEXTS),
+        reporter=Reporter(name="測試", type="citizen"),
+    )
+    return Command(
+        command_id=key,
+        verb="report",
+        case_id=str(case_id),
+        case_no=case_no_for_id(case_id),
+        partition=args.district,
+        actor="bench",
+        role="system",
+        channel="bench",
+        at=at,
+        args=args.model_dump(mode="json"),
+    )
+
+
+@dataclass(frozen=True)
+class Task:
+    """``indices`` (positions in the whole load's time line) become cases of ``partition``."""
+
+    database_url: str
+    schema: str
+    partition: str
+    tag: str
+    start: datetime
+    indices: tuple[int, ...]
+    seed: str
+    spacing_s: float = 5.0
+
+
+@dataclass
+class TaskResult:
+    partition: str
+    cases: int
+    events: int
+    sample: list[tuple[str, str]]  # (case_no, case_id) of the first cases
+
+
+class _Maker:
+    """Per-process domain objects: reference data, the service and the store's mapper."""
+
+    def __init__(self, settings: Settings, database_url: str, schema: str) -> None:
+        self.ref = load_reference(settings)
+        self.service = CaseService(self.ref.catalogue, self.ref.jurisdiction, self.ref.calendar)
+        env = dict(eventsourcing_env(database_url, schema))
+        env["PERSISTENCE_MODULE"] = "eventsourcing.popo"  # the mapper only; no connections
+        env.pop("CREATE_TABLE", None)
+        self.mapper = CaseStore(env=env).mapper
+        self.grids: dict[str, list[str]] = {}
+        for code in sorted(self.ref.jurisdiction.grids):
+            self.grids.setdefault(self.ref.jurisdiction.partition_of(code), []).append(code)
+
+    def rows(self, task: Task, sample: list[tuple[str, str]]) -> Iterator[tuple[Any, ...]]:
+        """Stored rows of the task's cases, each case's events in version order."""
+        rng = random.Random(task.seed)
+        grids = self.grids[task.partition]
+        for i in task.indices:
+            at = task.start + timedelta(seconds=i * task.spacing_s)
+            cmd = report_in(self.ref, f"bulk-{task.tag}-{i}", at, rng, grids)
+            (case,) = self.service.execute(cmd, None, lambda _id: None)
+            lifecycle(self.service, case, rng.choice(STEP_CHOICES), cmd.at)
+            if len(sample) < 200:
+                sample.append((case.case_no, str(case.id)))
+            for event in case.collect_events():
+                stored = self.mapper.to_stored_event(event)
+                yield (
+                    stored.originator_id,
+                    stored.originator_version,
+                    stored.topic,
+                    stored.state,
+                )
+
+
+_maker: _Maker | None = None
+
+
+def _init(settings: Settings, database_url: str, schema: str) -> None:
+    global _maker
+    _maker = _Maker(settings, database_url, schema)
+
+
+def copy_rows(
+    conn: psycopg.Connection[Any], schema: str, partition: str, rows: Iterator[tuple[Any, ...]]
+) -> int:
+    """COPY stored-event rows into the partition's events table; returns how many."""
+    statement = sql.SQL("COPY {}.{} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(schema),
+        sql.Identifier(table_name(partition)),
+        sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS),
+    )
+    n = 0
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        copy.set_types(["uuid", "int8", "text", "bytea"])
+        for row in rows:
+            copy.write_row(row)
+            n += 1
+    return n
+
+
+def run_task(task: Task) -> TaskResult:
+    """Make the task's cases and COPY their events (one transaction)."""
+    assert _maker is not None, "call _init first"
+    sample: list[tuple[str, str]] = []
+    with psycopg.connect(task.database_url) as conn:
+        events = copy_rows(conn, task.schema, task.partition, _maker.rows(task, sample))
+        conn.commit()
+    return TaskResult(task.partition, len(task.indices), events, sample)
+
+
+def plan(
+    ref: Reference,
+    database_url: str,
+    schema: str,
+    n: int,
+    chunk: int = 10_000,
+    tag: str | None = None,
+    start: datetime | None = None,
+    seed: int = 2026,
+) -> list[Task]:
+    """Split ``n`` cases into tasks: each case goes to the partition of a random grid (so
+    partitions are as big as their share of grids), times 5 s apart over the whole load."""
+    tag = tag or uuid.uuid4().hex[:8]
+    start = start or datetime.now(UTC) - timedelta(seconds=5 * n + 86_400)
+    rng = random.Random(seed)
+    grids = sorted(ref.jurisdiction.grids)
+    by_partition: dict[str, list[int]] = {}
+    owner = [ref.jurisdiction.partition_of(g) for g in grids]
+    for i, k in enumerate(rng.choices(range(len(grids)), k=n)):
+        by_partition.setdefault(owner[k], []).append(i)
+    tasks: list[Task] = []
+    for partition, indices in sorted(by_partition.items()):
+        for c, lo in enumerate(range(0, len(indices), chunk)):
+            part = tuple(indices[lo : lo + chunk])
+            tasks.append(
+                Task(database_url, schema, partition, tag, start, part, f"{seed}:{partition}:{c}")
+            )
+    # Interleave partitions so that parallel jobs mostly write different tables.
+    tasks.sort(key=lambda t: (t.indices[0] // chunk, t.partition))
+    return tasks
+
+
+def load(
+    settings: Settings,
+    database_url: str,
+    schema: str,
+    n: int,
+    jobs: int | None = None,
+    chunk: int = 10_000,
+    tag: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Load ``n`` cases into the events tables of ``schema`` (they must exist: open the
+    partitions' stores first). Returns counts, timings and sample (case_no, case_id) pairs."""
+    jobs = jobs or os.cpu_count() or 1
+    ref = load_reference(settings)
+    tasks = plan(ref, database_url, schema, n, chunk, tag)
+    t0 = time.perf_counter()
+    results: list[TaskResult] = []
+    if jobs <= 1 or len(tasks) <= 1:
+        _init(settings, database_url, schema)
+        results = [run_task(t) for t in tasks]
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            jobs, mp_context=ctx, initializer=_init, initargs=(settings, database_url, schema)
+        ) as pool:
+            for r in pool.map(run_task, tasks):
+                results.append(r)
+                if progress and len(results) % 10 == 0:
+                    done = sum(x.cases for x in results)
+                    rate = done / (time.perf_counter() - t0)
+                    print(f"  loaded {done:,} cases ({rate:,.0f}/s)", flush=True)
+    seconds = time.perf_counter() - t0
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for partition in sorted({t.partition for t in tasks}):
+            conn.execute(
+                sql.SQL("ANALYZE {}.{}").format(
+                    sql.Identifier(schema), sql.Identifier(table_name(partition))
+                )
+            )
+    events = sum(r.events for r in results)
+    return {
+        "cases": n,
+        "events": events,
+        "seconds": round(seconds, 1),
+        "cases_per_s": round(n / seconds) if seconds else None,
+        "events_per_s": round(events / seconds) if seconds else None,
+        "jobs": jobs,
+        "sample": [s for r in results for s in r.sample],
+    }

@@ -1,0 +1,334 @@
+"""Fast rebuild of read models: fold the event store in memory, then COPY the final rows.
+
+The live projector (projections/runner.py) applies each batch with reads and upserts, which
+is right for a trickle of events and far too slow for millions. A rebuild knows it starts
+from empty tables and owns them until the swap, so it can instead:
+
+* read a partition's events in large chunks straight from its events table
+  (``runner.read_store_range``: the same envelopes the relay publishes);
+* fold them with the projection's own pure functions — ``queue.apply_event``,
+  ``map.advance`` / ``contribution``, ``metrics.fold`` — keeping the rows in memory, with the
+  same per-batch rules as ``apply`` (the map forgets a case that reached a terminal status,
+  the metrics forget a finished case, at the end of each chunk, as ``apply`` does at the end
+  of each batch), so the result equals the live tables (tests compare them);
+* write the final rows with binary COPY into the scratch tables, whose indexes and
+  constraints are dropped before and built after the load.
+
+A partition is independent of the others (a case, its grid and therefore every row and
+counter key belong to exactly one partition), so partitions are folded in parallel
+processes, each COPYing its own rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Protocol
+
+import asyncpg
+import orjson
+
+from core import codec
+from core.db import check_schema
+from projections import map as mapmodel
+from projections import metrics, queue, timeline
+from projections.base import Envelope
+from projections.runner import read_store_range
+
+Rows = dict[str, tuple[Sequence[str], list[tuple[Any, ...]]]]  # table → (columns, rows)
+
+#: Events read from the store per query (and folded per chunk).
+CHUNK = 20_000
+
+
+class Folder(Protocol):
+    """Folds one partition's events (in position order) into rows to COPY."""
+
+    def feed(self, envelopes: Sequence[Envelope]) -> None: ...
+
+    def flush(self) -> Rows:
+        """Rows that are final already (written while the fold goes on)."""
+        ...
+
+    def finish(self) -> Rows:
+        """The remaining rows, after the last event."""
+        ...
+
+
+class QueueFolder:
+    """``case_queue``: one row per case, ``queue.apply_event`` per event."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any] | None] = {}
+
+    def feed(self, envelopes: Sequence[Envelope]) -> None:
+        rows = self.rows
+        for env in envelopes:
+            case_id = env["case_id"]
+            rows[case_id] = queue.apply_event(rows.get(case_id), env)
+
+    def flush(self) -> Rows:
+        return {}
+
+    def finish(self) -> Rows:
+        records = [queue._record(r) for r in self.rows.values() if r is not None]
+        self.rows = {}
+        return {"case_queue": (queue.COLUMNS, records)}
+
+
+class TimelineFolder:
+    """``case_timeline``: one row per event, streamed chunk by chunk."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Any, ...]] = []
+
+    def feed(self, envelopes: Sequence[Envelope]) -> None:
+        self.pending.extend(timeline.record(e) for e in envelopes)
+
+    def flush(self) -> Rows:
+        out, self.pending = self.pending, []
+        return {"case_timeline": (timeline.COLUMNS, out)}
+
+    def finish(self) -> Rows:
+        return self.flush()
+
+
+MAP_CASE_COLUMNS = tuple(c.strip() for c in mapmodel._CASE_COLUMNS.split(","))
+MAP_GRID_COLUMNS = ("grid", "community", "district", *mapmodel.COUNT_FIELDS)
+
+
+class MapFolder:
+    """``map_cases`` (open cases) and ``map_grid_counts`` (sums of their contributions)."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, dict[str, Any] | None] = {}
+
+    def feed(self, envelopes: Sequence[Envelope]) -> None:
+        states = self.states
+        for env in envelopes:
+            case_id = env["case_id"]
+            states[case_id] = mapmodel.advance(states.get(case_id), env)
+        # As ``MapProjection.apply`` after a batch: a case no longer open leaves map_cases,
+        # so a later event of it finds no state.
+        for case_id in {e["case_id"] for e in envelopes}:
+            if not mapmodel.is_open(states.get(case_id)):
+                states.pop(case_id, None)
+
+    def flush(self) -> Rows:
+        return {}
+
+    def finish(self) -> Rows:
+        cases = [mapmodel._case_record(k, s) for k, s in self.states.items() if s is not None]
+        grids: dict[str, list[Any]] = {}
+        for s in self.states.values():
+            assert s is not None
+            row = grids.setdefault(
+                s["grid"], [s["grid"], s["community"], s["district"], 0, 0, 0, 0, 0]
+            )
+            for i, v in enumerate(mapmodel.contribution(s)):
+                row[3 + i] += v
+        self.states = {}
+        counts = [tuple(r) for r in grids.values() if any(r[3:])]
+        return {
+            "map_cases": (MAP_CASE_COLUMNS, cases),
+            "map_grid_counts": (MAP_GRID_COLUMNS, counts),
+        }
+
+
+METRIC_COLUMNS = (
+    "counter", "day", "grid", "level", "department", "inspector", "community", "district",
+    "value",
+)
+
+
+class MetricsFolder:
+    """``metric_counts`` (summed counter deltas) and ``metric_case_state`` (open cohorts)."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, dict[str, Any] | None] = {}
+        self.out = metrics.Emitter()
+
+    def feed(self, envelopes: Sequence[Envelope]) -> None:
+        states, out = self.states, self.out
+        for env in envelopes:
+            case_id = env["case_id"]
+            states[case_id] = metrics.fold(states.get(case_id), env, out)
+        # As ``MetricsProjection.apply`` after a batch: finished cases are forgotten.
+        for case_id in {e["case_id"] for e in envelopes}:
+            s = states.get(case_id)
+            if s is None or _finished(s):
+                states.pop(case_id, None)
+
+    def flush(self) -> Rows:
+        return {}
+
+    def finish(self) -> Rows:
+        counts = []
+        for (c, d, g, lv, dep, insp), n in self.out.deltas.items():
+            if n:
+                community, district = self.out.places[g]
+                counts.append((c, date.fromisoformat(d), g, lv, dep, insp, community, district, n))
+        states = [(k, s) for k, s in self.states.items()]
+        self.states, self.out = {}, metrics.Emitter()
+        return {
+            "metric_counts": (METRIC_COLUMNS, counts),
+            "metric_case_state": (("case_id", "state"), states),
+        }
+
+
+def _finished(s: dict[str, Any]) -> bool:
+    return s.get("status") in metrics._FINISHED or (
+        s.get("status") == "closed" and bool(s.get("visited"))
+    )
+
+
+FOLDERS: dict[str, Callable[[], Folder]] = {
+    "queue": QueueFolder,
+    "timeline": TimelineFolder,
+    "map": MapFolder,
+    "metrics": MetricsFolder,
+}
+
+
+def supports(name: str) -> bool:
+    return name in FOLDERS
+
+
+# ---------------------------------------------------------------------------- one partition
+
+
+async def _binary_json(conn: asyncpg.Connection) -> None:
+    """JSON columns in binary (COPY is binary): version byte 1, then the JSON text."""
+    for typename in ("json", "jsonb"):
+        prefix = b"\x01" if typename == "jsonb" else b""
+        await conn.set_type_codec(
+            typename,
+            encoder=lambda v, p=prefix: p + codec.dumps(v),
+            decoder=lambda b, n=len(prefix): orjson.loads(b[n:]),
+            schema="pg_catalog",
+            format="binary",
+        )
+
+
+async def _copy(conn: asyncpg.Connection, schema: str, rows: Rows) -> None:
+    for table, (columns, records) in rows.items():
+        if records:
+            await conn.copy_records_to_table(
+                table, records=records, columns=list(columns), schema_name=schema
+            )
+
+
+@dataclass(frozen=True)
+class PartitionJob:
+    database_url: str
+    store_schema: str
+    scratch_schema: str
+    projection: str
+    partition: str
+    upto: int
+    chunk: int = CHUNK
+
+
+async def fold_partition(job: PartitionJob) -> int:
+    """Fold the partition's events up to ``job.upto`` and COPY the rows into the scratch
+    schema; returns how many events were read."""
+    check_schema(job.store_schema)
+    check_schema(job.scratch_schema)
+    conn = await asyncpg.connect(
+        job.database_url, server_settings={"search_path": job.store_schema}
+    )
+    try:
+        await _binary_json(conn)
+        folder = FOLDERS[job.projection]()
+        after, done = 0, 0
+        while after < job.upto:
+            envelopes = await read_store_range(conn, job.partition, after, job.upto, job.chunk)
+            if not envelopes:
+                break
+            folder.feed(envelopes)
+            await _copy(conn, job.scratch_schema, folder.flush())
+            after = envelopes[-1]["position"]
+            done += len(envelopes)
+        await _copy(conn, job.scratch_schema, folder.finish())
+        return done
+    finally:
+        await conn.close()
+
+
+def _run_job(job: PartitionJob) -> int:
+    return asyncio.run(fold_partition(job))
+
+
+async def fold_all(jobs: Sequence[PartitionJob], processes: int) -> int:
+    """Run the partitions' folds, in ``processes`` processes when more than one."""
+    if processes <= 1 or len(jobs) <= 1:
+        total = 0
+        for job in jobs:
+            total += await fold_partition(job)
+        return total
+    loop = asyncio.get_running_loop()
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(processes, len(jobs)), mp_context=ctx) as pool:
+        # Biggest first, so that the last one to finish is a small one.
+        ordered = sorted(jobs, key=lambda j: -j.upto)
+        counts = await asyncio.gather(
+            *[loop.run_in_executor(pool, _run_job, job) for job in ordered]
+        )
+    return sum(counts)
+
+
+# ---------------------------------------------------------------------------- indexes
+
+
+@dataclass(frozen=True)
+class IndexDef:
+    table: str
+    name: str
+    definition: str  # CREATE INDEX … or, for a constraint, its pg_get_constraintdef text
+    constraint: bool
+
+
+async def drop_indexes(
+    conn: asyncpg.Connection, schema: str, tables: Sequence[str]
+) -> list[IndexDef]:
+    """Drop the tables' indexes and PRIMARY KEY / UNIQUE constraints (COPY into bare heaps
+    is several times faster); returns what :func:`create_indexes` puts back, same names."""
+    rows = await conn.fetch(
+        "SELECT c.relname AS tbl, i.relname AS idx, pg_get_indexdef(i.oid) AS idef, "
+        "con.conname, pg_get_constraintdef(con.oid) AS cdef "
+        "FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+        "JOIN pg_class c ON c.oid = x.indrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "LEFT JOIN pg_constraint con ON con.conindid = i.oid AND con.conrelid = c.oid "
+        "WHERE n.nspname = $1 AND c.relname = ANY($2::text[]) ORDER BY c.relname, i.relname",
+        schema,
+        list(tables),
+    )
+    out: list[IndexDef] = []
+    for r in rows:
+        if r["conname"]:
+            out.append(IndexDef(r["tbl"], r["conname"], r["cdef"], True))
+            await conn.execute(
+                f'ALTER TABLE {schema}."{r["tbl"]}" DROP CONSTRAINT "{r["conname"]}"'
+            )
+        else:
+            out.append(IndexDef(r["tbl"], r["idx"], r["idef"], False))
+            await conn.execute(f'DROP INDEX {schema}."{r["idx"]}"')
+    return out
+
+
+async def create_indexes(conn: asyncpg.Connection, schema: str, defs: Sequence[IndexDef]) -> None:
+    """Build what :func:`drop_indexes` dropped (constraints first: the unique keys)."""
+    await conn.execute("SET maintenance_work_mem = '256MB'")
+    for d in sorted(defs, key=lambda d: not d.constraint):
+        if d.constraint:
+            await conn.execute(
+                f'ALTER TABLE {schema}."{d.table}" ADD CONSTRAINT "{d.name}" {d.definition}'
+            )
+        else:
+            await conn.execute(d.definition)
+    await conn.execute("RESET maintenance_work_mem")
