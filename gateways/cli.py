@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from core import aio
 from core.logging import configure_logging, get_logger
 from core.settings import Settings, get_settings
 
@@ -60,7 +61,7 @@ def up(
     if host:
         settings = settings.model_copy(update={"http_host": host})
     configure_logging(settings.log_level, settings.log_json)
-    asyncio.run(_up(settings, sample, single_process))
+    aio.run(_up(settings, sample, single_process))
 
 
 async def _up(settings: Settings, sample: int, single_process: bool) -> None:
@@ -206,7 +207,7 @@ def run(
         )
         raise typer.Exit(2)
     parts = [p.strip() for p in partitions.split(",")] if partitions else None
-    asyncio.run(_run(settings, role, parts))
+    aio.run(_run(settings, role, parts))
 
 
 async def _run(settings: Settings, role: str, partitions: list[str] | None) -> None:

@@ -1,4 +1,7 @@
-"""FastAPI dependencies: the process runtime and the clock, from ``app.state``."""
+"""FastAPI dependencies: the process runtime and the clock, from ``app.state``.
+
+They are ``async`` on purpose: FastAPI runs plain ``def`` dependencies in a thread pool, and
+that hop cost more than the lookup itself on every request."""
 
 from __future__ import annotations
 
@@ -8,11 +11,11 @@ from core.clock import Clock
 from gateways.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def get_clock(request: Request) -> Clock:
+async def get_clock(request: Request) -> Clock:
     clock: Clock = request.app.state.clock
     return clock

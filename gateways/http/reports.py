@@ -4,17 +4,25 @@ The gateway never writes the event store: it validates against the reference dat
 body into a ``report`` command and answers once JetStream has acknowledged it (so the report
 is durable on the broker). The case number is derived from the idempotency key, so a client
 that retries — seconds or days later — gets the same number and no second case.
+
+``POST /v1/reports/batch`` takes up to :data:`MAX_BATCH` reports in one request: what an
+inspector's phone sends when it comes back online with a queue of reports, or a hotline system
+forwarding a storm's calls. Each item is validated, located and published on its own (one
+refused item never refuses the others) and every item must carry its own idempotency key, so
+a lost response is simply sent again. One HTTP round trip and one authentication for the lot
+is also what lets the gateway keep up with storm bursts (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 from fastapi import APIRouter, Depends, Header
 from fastapi.responses import JSONResponse
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from aggregates.commands import Command, Photo, ReportArgs, Reporter, Strict
 from core import codec
@@ -93,29 +101,40 @@ def locate(runtime: Runtime, body: ReportIn) -> str:
     return body.grid
 
 
-@router.post(
-    "/reports",
-    status_code=202,
-    response_model=ReportAccepted,
-    responses={422: {"description": "invalid report"}, 503: {"description": "broker down"}},
-)
-async def post_report(
-    body: ReportIn,
-    runtime: Runtime = Depends(get_runtime),
-    clock: Clock = Depends(get_clock),
-    principal: Principal = Depends(reporter),
-    idempotency_key: str | None = Header(default=None, min_length=8, max_length=200),
-) -> JSONResponse:
-    """Accept a report (上報). Answers 202 with the case number once the broker has it."""
+#: The most reports one batch request may carry (the body limit applies as well).
+MAX_BATCH = 100
+
+
+class PreparedReport:
+    """A validated report: the command to publish and the answer to give once it is queued."""
+
+    __slots__ = ("command", "district", "grid", "key")
+
+    def __init__(self, command: Command, key: str, grid: str, district: str) -> None:
+        self.command = command
+        self.key = key
+        self.grid = grid
+        self.district = district
+
+    def accepted(self, duplicate: bool) -> ReportAccepted:
+        return ReportAccepted(
+            case_no=self.command.case_no,
+            case_id=self.command.case_id,
+            idempotency_key=self.key,
+            duplicate=duplicate,
+            grid=self.grid,
+            district=self.district,
+        )
+
+
+async def prepare(
+    runtime: Runtime, clock: Clock, principal: Principal, body: ReportIn, key: str
+) -> PreparedReport:
+    """Check a report against the reference data and the caller's area; build its command."""
     if body.category not in runtime.ref.catalogue:
         raise ApiError(
             422, "unknown_category", f"unknown category {body.category}", field="category"
         )
-    if idempotency_key and body.idempotency_key and idempotency_key != body.idempotency_key:
-        raise ApiError(
-            422, "idempotency_key_conflict", "Idempotency-Key header and body field differ"
-        )
-    key = idempotency_key or body.idempotency_key or new_key()
     grid_code = locate(runtime, body)
     check_report_location(principal, grid_code, runtime.ref.jurisdiction)
     await photo_api.check_refs(runtime, body.photos)
@@ -126,8 +145,6 @@ async def post_report(
         id=principal.user_id, type="inspector" if principal.role == "inspector" else "citizen"
     )
     case_id = case_id_for_key(key)
-    case_no = case_no_for_id(case_id)
-    structlog.contextvars.bind_contextvars(case_no=case_no)
     args = ReportArgs(
         category=body.category,
         grid=grid_code,
@@ -146,7 +163,7 @@ async def post_report(
         command_id=key,
         verb="report",
         case_id=str(case_id),
-        case_no=case_no,
+        case_no=case_no_for_id(case_id),
         partition=district,
         actor=principal.user_id,
         role=principal.role,
@@ -154,24 +171,167 @@ async def post_report(
         at=clock.now(),
         args=args.model_dump(mode="json"),
     )
+    return PreparedReport(command, key, grid_code, district)
+
+
+async def publish(runtime: Runtime, report: PreparedReport) -> bool:
+    """Queue the report's command on JetStream; True when the broker already had it (the
+    idempotency key was seen within the dedupe window). 503 when the broker cannot take it."""
     try:
         ack = await runtime.js.publish(
-            runtime.topo.command_subject(district, "report"),
-            codec.dumps(command.model_dump(mode="json")),
-            headers={"Nats-Msg-Id": f"report:{key}"},
+            runtime.topo.command_subject(report.district, "report"),
+            codec.dumps(report.command.model_dump(mode="json")),
+            headers={"Nats-Msg-Id": f"report:{report.key}"},
             timeout=5,
         )
     except Exception as exc:
         raise ApiError(503, "broker_unavailable", f"could not queue the report: {exc!r}") from exc
-    log.info("report.accepted", grid=grid_code, duplicate=bool(ack.duplicate))
-    accepted = ReportAccepted(
-        case_no=case_no,
-        case_id=str(case_id),
-        idempotency_key=key,
-        duplicate=bool(ack.duplicate),
-        grid=grid_code,
-        district=district,
-    )
+    return bool(ack.duplicate)
+
+
+@router.post(
+    "/reports",
+    status_code=202,
+    response_model=ReportAccepted,
+    responses={422: {"description": "invalid report"}, 503: {"description": "broker down"}},
+)
+async def post_report(
+    body: ReportIn,
+    runtime: Runtime = Depends(get_runtime),
+    clock: Clock = Depends(get_clock),
+    principal: Principal = Depends(reporter),
+    idempotency_key: str | None = Header(default=None, min_length=8, max_length=200),
+) -> JSONResponse:
+    """Accept a report (上報). Answers 202 with the case number once the broker has it."""
+    if idempotency_key and body.idempotency_key and idempotency_key != body.idempotency_key:
+        raise ApiError(
+            422, "idempotency_key_conflict", "Idempotency-Key header and body field differ"
+        )
+    key = idempotency_key or body.idempotency_key or new_key()
+    report = await prepare(runtime, clock, principal, body, key)
+    structlog.contextvars.bind_contextvars(case_no=report.command.case_no)
+    duplicate = await publish(runtime, report)
+    log.info("report.accepted", grid=report.grid, duplicate=duplicate)
     return JSONResponse(
-        accepted.model_dump(), status_code=202, headers={"Location": f"/v1/cases/{case_no}"}
+        report.accepted(duplicate).model_dump(),
+        status_code=202,
+        headers={"Location": f"/v1/cases/{report.command.case_no}"},
     )
+
+
+class BatchIn(Strict):
+    """Reports to accept together; each item is a report body with its ``idempotency_key``.
+
+    Items are validated one by one (a malformed item is refused on its own), so they are
+    plain objects here."""
+
+    reports: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class BatchItemRefused(Strict):
+    index: int
+    status: Literal["refused"] = "refused"
+    http_status: int
+    error: str
+    message: str
+    idempotency_key: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class BatchItemAccepted(ReportAccepted):
+    index: int
+
+
+class BatchOut(Strict):
+    accepted: int
+    duplicates: int
+    refused: int
+    results: list[BatchItemAccepted | BatchItemRefused]
+
+
+def _refusal(index: int, key: str | None, exc: ApiError, status: int) -> BatchItemRefused:
+    body = dict(exc.body)
+    error, message = str(body.pop("error")), str(body.pop("message"))
+    return BatchItemRefused(
+        index=index, http_status=status, error=error, message=message,
+        idempotency_key=key, details=body,
+    )
+
+
+@router.post(
+    "/reports/batch",
+    response_model=BatchOut,
+    responses={
+        200: {"description": "every item answered: accepted (202 semantics) or refused"},
+        503: {"description": "the broker took none of the reports"},
+    },
+)
+async def post_reports_batch(
+    batch: BatchIn,
+    runtime: Runtime = Depends(get_runtime),
+    clock: Clock = Depends(get_clock),
+    principal: Principal = Depends(reporter),
+) -> JSONResponse:
+    """Accept up to 100 reports at once (an inspector's offline queue, a hotline forwarder).
+
+    Answers 200 with one result per item, in order: ``accepted`` (with the case number, as
+    ``POST /v1/reports`` would give) or ``refused`` (with the error that item alone would have
+    had). Send refused items again after fixing them, and items refused with a 5xx
+    ``http_status`` again as they are; accepted ones never need resending. 503 only when the
+    broker took none of them."""
+    results: list[BatchItemAccepted | BatchItemRefused | None] = [None] * len(batch.reports)
+    prepared: list[tuple[int, PreparedReport]] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(batch.reports):
+        key = raw.get("idempotency_key") if isinstance(raw.get("idempotency_key"), str) else None
+        try:
+            body = ReportIn.model_validate(raw)
+            if body.idempotency_key is None:
+                raise ApiError(
+                    422, "missing_idempotency_key",
+                    "each report in a batch needs its own idempotency_key",
+                    field="idempotency_key",
+                )
+            if body.idempotency_key in seen:
+                raise ApiError(
+                    422, "duplicate_in_batch", "the same idempotency_key twice in one batch",
+                    field="idempotency_key",
+                )
+            seen.add(body.idempotency_key)
+            prepared.append((index, await prepare(runtime, clock, principal, body,
+                                                  body.idempotency_key)))
+        except ValidationError as exc:
+            problems = [
+                {"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")}
+                for e in exc.errors()
+            ]
+            message = "; ".join(f"{p['field'] or 'body'}: {p['message']}" for p in problems[:5])
+            results[index] = _refusal(
+                index, key, ApiError(422, "validation_error", message, problems=problems), 422
+            )
+        except ApiError as exc:
+            results[index] = _refusal(index, key, exc, exc.status)
+    outcomes = await asyncio.gather(
+        *(publish(runtime, report) for _, report in prepared), return_exceptions=True
+    )
+    broker_down = 0
+    for (index, report), outcome in zip(prepared, outcomes, strict=True):
+        if isinstance(outcome, ApiError):
+            broker_down += 1
+            results[index] = _refusal(index, report.key, outcome, outcome.status)
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            results[index] = BatchItemAccepted(index=index, **report.accepted(outcome).model_dump())
+    if prepared and broker_down == len(prepared) and broker_down == len(results):
+        raise ApiError(503, "broker_unavailable", "could not queue any report of the batch")
+    final = [r for r in results if r is not None]
+    accepted = [r for r in final if isinstance(r, BatchItemAccepted)]
+    out = BatchOut(
+        accepted=len(accepted),
+        duplicates=sum(r.duplicate for r in accepted),
+        refused=len(final) - len(accepted),
+        results=final,
+    )
+    log.info("report.batch", accepted=out.accepted, refused=out.refused)
+    return JSONResponse(out.model_dump())
