@@ -1,9 +1,12 @@
 """Store-level benchmarks: bulk-load cases through the domain, rebuild the read models,
 then time the command-centre queries and the auditor's history on that data.
 
-The cases are made by the real ``CaseService`` + ``Case`` aggregate and saved by the real
-event store, many per transaction (what the worker does), skipping only HTTP and NATS —
-the point is to have N cases in the store and the read models, then measure queries.
+The cases are made by the real ``CaseService`` + ``Case`` aggregate and turned into stored
+rows by the event store's own mapper; ``benchmarks/bulk_load.py`` writes them with COPY in
+parallel processes (``--slow-load``: saved by the store, 1,000 cases per transaction, what
+the worker does). HTTP and NATS are skipped — the point is to have N cases in the store,
+rebuild the read models from it (the rebuild's events/s is measured per projection), then
+measure the queries through the full ASGI stack.
 
     python -m benchmarks.store --cases 1000000
 """
@@ -12,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import random
+import sys
 import time
 import uuid
 from collections import defaultdict
@@ -22,42 +27,14 @@ from typing import Any
 
 import httpx
 
-from aggregates.case import Case
 from aggregates.commands import Command
+from benchmarks import bulk_load as copy_loader
+from benchmarks.bulk_load import STEP_CHOICES, lifecycle
 from benchmarks.common import report_command, rss_mb, summary_ms
 from core.logging import configure_logging
 from core.settings import Settings
 from gateways.runtime import Runtime, all_projections
 from projections.rebuild import rebuild
-
-STEPS = ("file", "dispatch", "accept", "report_result", "verify_pass", "close")
-
-
-def _lifecycle(runtime: Runtime, case: Case, steps: int, at: datetime, rng: random.Random) -> None:
-    """Move a freshly reported case ``steps`` steps along the happy path."""
-    roles = {
-        "file": "dispatcher",
-        "dispatch": "dispatcher",
-        "accept": "handler",
-        "report_result": "handler",
-        "verify_pass": "inspector",
-        "close": "dispatcher",
-    }
-    args: dict[str, dict[str, Any]] = {"report_result": {"note": "已處置"}}
-    for i, verb in enumerate(STEPS[:steps]):
-        cmd = Command(
-            command_id=uuid.uuid4().hex,
-            verb=verb,  # type: ignore[arg-type]
-            case_id=str(case.id),
-            case_no=case.case_no,
-            partition=case.district,
-            actor="bench",
-            role=roles[verb],
-            channel="bench",
-            at=at + timedelta(minutes=10 * (i + 1)),
-            args=args.get(verb, {}),
-        )
-        runtime.service.execute(cmd, case, lambda _id: None)
 
 
 def _load_partition(
@@ -70,7 +47,7 @@ def _load_partition(
         cases = []
         for cmd in commands[i : i + batch]:
             (case,) = runtime.service.execute(cmd, None, lambda _id: None)
-            _lifecycle(runtime, case, rng.choice([0, 1, 2, 3, 6]), cmd.at, rng)
+            lifecycle(runtime.service, case, rng.choice(STEP_CHOICES), cmd.at)
             events += len(case.pending_events)  # type: ignore[attr-defined]
             cases.append(case)
             numbers.append(case.case_no)
@@ -79,7 +56,8 @@ def _load_partition(
 
 
 async def bulk_load(runtime: Runtime, n: int, batch: int = 1000) -> dict[str, Any]:
-    """Put ``n`` cases (with a realistic spread of lifecycle steps) into the store."""
+    """Put ``n`` cases into the store through ``CaseStore.save`` (the worker's path; slow,
+    ~300–1,600 cases/s: :func:`fast_load` for big loads)."""
     rng = random.Random(2026)
     start = datetime.now(UTC) - timedelta(days=60)
     by_partition: dict[str, list[Command]] = defaultdict(list)
@@ -105,7 +83,28 @@ async def bulk_load(runtime: Runtime, n: int, batch: int = 1000) -> dict[str, An
     }
 
 
-async def rebuild_all(runtime: Runtime) -> dict[str, Any]:
+async def fast_load(runtime: Runtime, n: int, jobs: int | None = None) -> dict[str, Any]:
+    """Put ``n`` cases into the store with COPY (benchmarks/bulk_load.py)."""
+    result = await asyncio.to_thread(
+        copy_loader.load,
+        runtime.settings,
+        runtime.database_url,
+        runtime.settings.db_schema,
+        n,
+        jobs,
+        10_000,
+        None,
+        True,
+    )
+    sample = result.pop("sample")
+    rng = random.Random(3)
+    rng.shuffle(sample)
+    result["sample_case_nos"] = [no for no, _ in sample[:200]]
+    return result
+
+
+async def rebuild_all(runtime: Runtime, fast: bool = True) -> dict[str, Any]:
+    """Rebuild every read model from the store (scratch schema + swap), one after the other."""
     out = {}
     for projection in all_projections():
         t0 = time.perf_counter()
@@ -115,6 +114,7 @@ async def rebuild_all(runtime: Runtime) -> dict[str, Any]:
             projection,
             runtime.stores,
             runtime.ref.partitions,
+            fast=fast,
         )
         seconds = time.perf_counter() - t0
         out[projection.name] = {
@@ -122,7 +122,12 @@ async def rebuild_all(runtime: Runtime) -> dict[str, Any]:
             "seconds": round(seconds, 1),
             "events_per_s": round(result.events / seconds),
         }
+        _say(f"rebuilt {projection.name}: {out[projection.name]}")
     return out
+
+
+def _say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 async def long_history_case(runtime: Runtime, events: int = 50) -> str:
@@ -155,20 +160,38 @@ async def time_queries(
     district: str,
     repeats: int = 200,
 ) -> dict[str, Any]:
-    """p50/p99 of the dispatcher's everyday queries and of one case's detail."""
+    """p50/p99 of the dispatcher's everyday queries, one case's detail, and the command
+    centre's queue, map and metrics, through the full ASGI stack (auth included)."""
     rng = random.Random(1)
     first = (await client.get("/v1/cases", params={"limit": 50}, headers=headers)).json()
     cursor = first.get("next_cursor")
+    deep = (
+        await client.get("/v1/queue", params={"limit": 500, "status": "closed"}, headers=headers)
+    ).json()
     queries: dict[str, list[tuple[str, dict[str, Any]]]] = {
         "queue_newest": [("/v1/cases", {"limit": 50})],
         "queue_by_status_district": [
-            ("/v1/cases", {"status": "reported", "district": district, "limit": 50})
+            ("/v1/cases", {"status": s, "district": district, "limit": 50})
+            for s in ("reported", "filed", "dispatched", "in_progress", "closed")
         ],
         "queue_next_page": [("/v1/cases", {"limit": 50, "cursor": cursor})],
         "case_detail": [(f"/v1/cases/{no}", {}) for no in case_nos[:100]],
+        "centre_queue_due_soonest": [("/v1/queue", {"limit": 50, "sort": "due_at"})],
+        "centre_queue_open_district": [
+            ("/v1/queue", {"limit": 50, "open": "true", "district": district})
+        ],
+        "centre_queue_next_page": [
+            ("/v1/queue", {"limit": 50, "status": "closed", "cursor": deep["next_cursor"]})
+        ],
+        "centre_map_city": [("/v1/map", {})],
+        "centre_map_district": [("/v1/map", {"node": district})],
+        "centre_metrics_30_days": [("/v1/metrics", {})],
+        "centre_metrics_by_district": [("/v1/metrics", {"group_by": "district"})],
     }
     out = {}
     for name, calls in queries.items():
+        for path, params in calls[:3]:  # warm the plans and the pool
+            await client.get(path, params=params, headers=headers)
         times = []
         for _ in range(repeats):
             path, params = rng.choice(calls)
@@ -177,7 +200,18 @@ async def time_queries(
             times.append(time.perf_counter() - t)
             assert r.status_code == 200, (path, r.status_code, r.text[:200])
         out[name] = summary_ms(times)
+        _say(f"{name}: p50 {out[name]['p50_ms']} ms, p99 {out[name]['p99_ms']} ms")
     return out
+
+
+async def auditor_history(client: httpx.AsyncClient, case_no: str) -> dict[str, Any]:
+    audit = await client.post(
+        "/v1/auth/token", data={"username": "auditor", "password": "auditor-demo"}
+    )
+    headers = {"Authorization": f"Bearer {audit.json()['access_token']}"}
+    from benchmarks.auditor import measure_history
+
+    return await measure_history(client, headers, case_no, 200)
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -190,10 +224,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         GRID_STREAM_PREFIX=f"BSTORE{tag.upper()}",
     )
     runtime = await Runtime.open(settings, args.nats, args.db)
+    started = time.perf_counter()
     try:
-        loaded = await bulk_load(runtime, args.cases)
+        _say(f"loading {args.cases:,} cases into schema {settings.db_schema}")
+        if getattr(args, "slow_load", False):
+            loaded = await bulk_load(runtime, args.cases)
+        else:
+            loaded = await fast_load(runtime, args.cases, getattr(args, "jobs", None))
+        _say(f"loaded: { {k: v for k, v in loaded.items() if k != 'sample_case_nos'} }")
         history_no = await long_history_case(runtime)
-        rebuilt = await rebuild_all(runtime)
+        rebuilt = await rebuild_all(runtime, fast=not getattr(args, "slow_rebuild", False))
+        gc.collect()
         app = create_app(runtime)
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://bench"
@@ -206,16 +247,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             headers = {"Authorization": f"Bearer {token['access_token']}"}
             district = runtime.ref.partitions[0]
             queries = await time_queries(client, headers, loaded["sample_case_nos"], district)
-            audit = await client.post(
-                "/v1/auth/token", data={"username": "auditor", "password": "auditor-demo"}
-            )
-            aheaders = {"Authorization": f"Bearer {audit.json()['access_token']}"}
-            history = []
-            for _ in range(200):
-                t = time.perf_counter()
-                r = await client.get(f"/v1/audit/cases/{history_no}/history", headers=aheaders)
-                history.append(time.perf_counter() - t)
-            auditor = summary_ms(history) | {"status": r.status_code}
+            auditor = await auditor_history(client, history_no)
+            _say(f"auditor history: {auditor}")
         loaded.pop("sample_case_nos")
         return {
             "load": loaded,
@@ -223,6 +256,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "queries": queries,
             "auditor_history_50_events": auditor,
             "rss_mb": rss_mb(),
+            "total_seconds": round(time.perf_counter() - started),
         }
     finally:
         if not args.keep:
@@ -250,6 +284,13 @@ def main() -> None:
     parser.add_argument("--nats", default="nats://127.0.0.1:4222")
     parser.add_argument("--db", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--keep", action="store_true", help="keep the bench schema")
+    parser.add_argument("--jobs", type=int, default=None, help="loader processes (default: cores)")
+    parser.add_argument(
+        "--slow-load", action="store_true", help="save through the store, not COPY"
+    )
+    parser.add_argument(
+        "--slow-rebuild", action="store_true", help="rebuild through apply_batch, not COPY"
+    )
     configure_logging("WARNING")
     print(asyncio.run(main_async(parser.parse_args())))
 
