@@ -35,7 +35,7 @@ async def sign_in(client: httpx.AsyncClient, user: str, password: str) -> dict[s
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
-def _bodies(n: int, seed: int) -> list[dict[str, Any]]:
+def bodies(n: int, seed: int) -> list[dict[str, Any]]:
     from benchmarks.common import report_body
 
     ref = load_reference(Settings())
@@ -44,40 +44,53 @@ def _bodies(n: int, seed: int) -> list[dict[str, Any]]:
 
 
 async def _post_many(
-    url: str, bodies: list[dict[str, Any]], concurrency: int, user: str, password: str
+    url: str,
+    items: list[dict[str, Any]],
+    concurrency: int,
+    user: str,
+    password: str,
+    batch: int = 1,
 ) -> tuple[int, int, list[float]]:
+    """Post ``items`` over ``concurrency`` connections: one per request, or ``batch`` per
+    ``POST /v1/reports/batch`` when ``batch`` > 1. Latencies are per HTTP request."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
         headers = await sign_in(client, user, password)
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        for body in bodies:
-            queue.put_nowait(body)
+        queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
+        for i in range(0, len(items), batch):
+            queue.put_nowait(items[i : i + batch])
         ok = failed = 0
         latencies: list[float] = []
 
         async def lane() -> None:
             nonlocal ok, failed
             while not queue.empty():
-                body = queue.get_nowait()
+                group = queue.get_nowait()
                 t = time.perf_counter()
-                r = await client.post(
-                    "/v1/reports",
-                    json=body,
-                    headers={**headers, "Idempotency-Key": f"bench-{uuid.uuid4().hex}"},
-                )
-                latencies.append(time.perf_counter() - t)
-                if r.status_code == 202:
-                    ok += 1
+                if batch == 1:
+                    r = await client.post(
+                        "/v1/reports",
+                        json=group[0],
+                        headers={**headers, "Idempotency-Key": f"bench-{uuid.uuid4().hex}"},
+                    )
+                    good = int(r.status_code == 202)
                 else:
-                    failed += 1
+                    payload = [{**b, "idempotency_key": f"bench-{uuid.uuid4().hex}"} for b in group]
+                    r = await client.post(
+                        "/v1/reports/batch", json={"reports": payload}, headers=headers
+                    )
+                    good = r.json()["accepted"] if r.status_code == 200 else 0
+                latencies.append(time.perf_counter() - t)
+                ok += good
+                failed += len(group) - good
 
         await asyncio.gather(*[lane() for _ in range(concurrency)])
         return ok, failed, latencies
 
 
-def _process(args: tuple[str, int, int, int, str, str]) -> tuple[int, int, list[float]]:
-    url, n, concurrency, seed, user, password = args
-    return asyncio.run(_post_many(url, _bodies(n, seed), concurrency, user, password))
+def _process(args: tuple[str, int, int, int, str, str, int]) -> tuple[int, int, list[float]]:
+    url, n, concurrency, seed, user, password, batch = args
+    return asyncio.run(_post_many(url, bodies(n, seed), concurrency, user, password, batch))
 
 
 async def _count_since(db: str, schema: str, since: float) -> int:
@@ -101,14 +114,16 @@ def intake(
     concurrency: int,
     user: str,
     password: str,
+    batch: int = 1,
 ) -> dict[str, Any]:
-    """Post ``reports`` as fast as possible; time until all are visible."""
+    """Post ``reports`` as fast as possible (``batch`` per request); time until all are
+    visible in the case queue."""
     wall0 = time.time()
     t0 = time.perf_counter()
     per = reports // processes
     with mp.get_context("spawn").Pool(processes) as pool:
         results = pool.map(
-            _process, [(url, per, concurrency, i, user, password) for i in range(processes)]
+            _process, [(url, per, concurrency, i, user, password, batch) for i in range(processes)]
         )
     accepted_s = time.perf_counter() - t0
     ok = sum(r[0] for r in results)
@@ -118,12 +133,13 @@ def intake(
         time.sleep(0.05)
     visible_s = time.perf_counter() - t0
     return {
+        "batch": batch,
         "reports": ok,
         "refused": failed,
         "accepted_per_s": round(ok / accepted_s),
         "visible_per_s": round(ok / visible_s),
         "seconds_to_visible": round(visible_s, 2),
-        "http_202": summary_ms(latencies),
+        "http_request": summary_ms(latencies),
     }
 
 
@@ -131,7 +147,7 @@ async def latency(
     url: str, db: str, schema: str, rate: float, seconds: float, user: str, password: str
 ) -> dict[str, Any]:
     """Post at a fixed rate; measure report → visible in the case queue."""
-    bodies = _bodies(int(rate * seconds) + 1, 99)
+    items = bodies(int(rate * seconds) + 1, 99)
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
     conn = await asyncpg.connect(db, server_settings={"search_path": schema})
@@ -165,7 +181,7 @@ async def latency(
         poller = asyncio.create_task(poll())
         tasks = []
         start = time.perf_counter()
-        for i, body in enumerate(bodies):
+        for i, body in enumerate(items):
             target = start + i / rate
             delay = target - time.perf_counter()
             if delay > 0:
@@ -191,6 +207,7 @@ def main() -> None:
     parser.add_argument("--reports", type=int, default=20000)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=1, help="reports per request (batch API)")
     parser.add_argument("--rate", type=float, default=500)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--user", default="calltaker")
@@ -198,7 +215,10 @@ def main() -> None:
     a = parser.parse_args()
     if a.mode == "intake":
         print(
-            intake(a.url, a.db, a.schema, a.reports, a.processes, a.concurrency, a.user, a.password)
+            intake(
+                a.url, a.db, a.schema, a.reports, a.processes, a.concurrency, a.user,
+                a.password, a.batch,
+            )
         )
     else:
         print(asyncio.run(latency(a.url, a.db, a.schema, a.rate, a.seconds, a.user, a.password)))

@@ -92,7 +92,18 @@
   async function run() {
     if (!navigator.onLine || !GD.auth.state) return;
     const body = async () => {
-      for (const item of await Outbox.all()) {
+      const waiting = (await Outbox.all()).filter((i) => i.state === "queued" || i.state === "sending");
+      const reports = waiting.filter((i) => i.kind === "report");
+      let signedOut = false;
+      // A backlog of reports (back from a dead zone) goes in batches: one round trip each.
+      if (reports.length >= 2) {
+        try {
+          for (let i = 0; i < reports.length && navigator.onLine; i += BATCH) await sendBatch(reports.slice(i, i + BATCH));
+        } catch (e) {
+          signedOut = e instanceof GD.ApiError && e.status === 401;
+        }
+      }
+      for (const item of signedOut ? [] : await Outbox.all()) {
         if (!navigator.onLine) break;
         try {
           if (item.state === "queued" || item.state === "sending") await send(item);
@@ -108,14 +119,58 @@
     else await body();
   }
 
+  const BATCH = 50; // reports per POST /v1/reports/batch (the server takes up to 100)
+
+  /** Upload an item's photos that are not uploaded yet; returns their references. */
+  async function uploadPhotos(item) {
+    const refs = item.refs.slice();
+    for (let i = refs.length; i < item.photos.length; i++) {
+      refs.push(await GD.uploadPhoto(item.photos[i].blob));
+      await Outbox.update(item.key, { refs });
+    }
+    return refs;
+  }
+
+  /** Several queued reports in one request; each item is answered (and kept) on its own. */
+  async function sendBatch(items) {
+    const ready = [];
+    for (const item of items) {
+      await Outbox.update(item.key, { state: "sending", attempts: item.attempts + 1 });
+      try {
+        ready.push({ item, refs: await uploadPhotos(item) });
+      } catch (e) {
+        await Outbox.update(item.key, { state: "queued", error: navigator.onLine ? e.message : null });
+        if (e instanceof GD.ApiError && e.status === 401) throw e;
+      }
+    }
+    if (!ready.length) return;
+    let out;
+    try {
+      out = await GD.api("/v1/reports/batch", {
+        method: "POST",
+        json: { reports: ready.map(({ item, refs }) => ({ ...item.payload, photos: refs, idempotency_key: item.key })) },
+      });
+    } catch (e) {
+      for (const { item } of ready) await Outbox.update(item.key, { state: "queued", error: navigator.onLine ? e.message : null });
+      throw e;
+    }
+    for (const result of out.results) {
+      const { item } = ready[result.index];
+      if (result.status === "accepted") {
+        await Outbox.update(item.key, { state: "sent", case_no: result.case_no, error: null, sent_at: new Date().toISOString() });
+      } else if (result.http_status >= 500 || result.http_status === 429) {
+        await Outbox.update(item.key, { state: "queued", error: result.message });
+      } else {
+        await Outbox.update(item.key, { state: "rejected", error: result.message });
+        GD.toast(`被拒 refused: ${result.message}`, "bad");
+      }
+    }
+  }
+
   async function send(item) {
     await Outbox.update(item.key, { state: "sending", attempts: item.attempts + 1 });
     try {
-      const refs = item.refs.slice();
-      for (let i = refs.length; i < item.photos.length; i++) {
-        refs.push(await GD.uploadPhoto(item.photos[i].blob));
-        await Outbox.update(item.key, { refs });
-      }
+      const refs = await uploadPhotos(item);
       const headers = { "Idempotency-Key": item.key };
       if (item.kind === "report") {
         const r = await GD.api("/v1/reports", { method: "POST", json: { ...item.payload, photos: refs }, headers });

@@ -149,3 +149,51 @@ async def _cases(runtime: Any) -> int:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_offline_backlog_is_sent_as_one_batch(
+    system: dict[str, Any], app_url: str, browser: Any
+) -> None:
+    """Back from a dead zone with several queued reports: one POST /v1/reports/batch carries
+    them; good ones are filed once each, a refused one keeps its reason."""
+    runtime = system["runtime"]
+    lat, lon = runtime.ref.jurisdiction.grid(GRID).centroid
+    context = await browser.new_context(viewport=PHONE, is_mobile=True, locale="zh-CN")
+    page = await context.new_page()
+    errors: list[str] = []
+    posts: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    await sign_in_page(page, app_url, "/inspector/", INSPECTOR)
+    await context.set_offline(True)
+    await page.evaluate(
+        """async ([grid, lat, lon]) => {
+            const item = (text, la, lo) => ({key: GD.uuid(), kind: 'report', label: text,
+              payload: {category: 'SJ0101', grid, lat: la, lon: lo, source: 'inspector_app',
+                        description: text},
+              photos: [], refs: [], state: 'queued', attempts: 0, case_no: null, error: null,
+              created: new Date().toISOString()});
+            for (const it of [item('垃圾 1', lat, lon), item('垃圾 2', lat, lon),
+                              item('壞定位 bad fix', 39.9, 116.4), item('垃圾 3', lat, lon)])
+              await GDInspector.outbox.put(it);
+        }""",
+        [GRID, lat, lon],
+    )
+    await context.set_offline(False)
+    await page.evaluate("GDInspector.flush()")
+    await page.click("#tabs button[data-tab=queue]")
+    filed = page.locator("#queue-list .item[data-state=filed]")
+
+    async def three_filed() -> bool:
+        await page.evaluate("GDInspector.flush()")  # confirm "sent" items now, not in 5 s
+        return await filed.count() == 3
+
+    await eventually(three_filed, timeout=30)
+    await page.wait_for_selector(
+        "#queue-list .item[data-state=rejected] .error:has-text('outside')"
+    )
+    assert sum(url.endswith("/v1/reports/batch") for url in posts) == 1
+    assert not any(url.endswith("/v1/reports") for url in posts)
+    assert await _cases(runtime) == 3
+    assert not errors, errors
+    await context.close()
