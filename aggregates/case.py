@@ -106,12 +106,13 @@ def _opt_aware(value: Any, field: str) -> datetime | None:
 
 
 def _photos(value: Any, field: str = "photos") -> list[dict[str, Any]]:
-    """Photo references (digest, size, ... — the bytes live in the object store)."""
+    """Photo references (digest, size, ... — the bytes live in the object store). Not copied
+    here: every caller passes them on to `_payload`, which copies the whole payload."""
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(p, dict) for p in value):
         raise InvalidCommand(f"{field} must be a list of objects", field)
-    return _clone(value)
+    return value
 
 
 def _clone(value: Any) -> Any:
@@ -884,7 +885,7 @@ class Case(Aggregate):
             lat, lon = float(lat), float(lon)
         if proposal is not None and not isinstance(proposal, dict):
             raise InvalidCommand("proposal must be an object", "proposal")
-        proposal = _clone(proposal or {})
+        proposal = proposal or {}  # copied with the rest of the payload by `_payload`
         payload = _payload(
             {
                 "case_no": case_no,

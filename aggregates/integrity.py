@@ -45,6 +45,8 @@ from enum import Enum
 from typing import Any
 from uuid import UUID
 
+import orjson
+
 #: prev_hash of the first event of every case.
 GENESIS = ""
 
@@ -107,8 +109,68 @@ def _normalise(obj: Any) -> Any:
     raise TypeError(f"type not allowed in canonical JSON: {type(obj).__name__}")
 
 
+#: Leaves orjson writes exactly as the rules above say (datetimes reach ``_fast_default``).
+_FAST_LEAVES = frozenset({str, int, bool, type(None), datetime, UUID})
+_FAST_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+
+
+def _fast_ok(obj: Any) -> bool:
+    """True when orjson's output for `obj` is the canonical form, checked value by value.
+
+    orjson (sorted keys, compact, raw UTF-8, the same string escapes) agrees with the rules for
+    exact str / int / bool / None / UUID, dicts and lists of them, and floats written in plain
+    notation; it spells floats below 1e-4 differently (``1e-7`` for ``1e-07``) and writes NaN as
+    ``null``, so those — and every other type (Enum, subclasses, Decimal …) — go the reference
+    way (``_normalise`` + ``json.dumps``). Non-string keys and integers beyond 64 bits make
+    orjson raise, which also falls back. The unit tests compare both ways on random values.
+    """
+    stack: list[Any] = [obj]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind is dict:
+            values: Any = item.values()
+        elif kind is list or kind is tuple:
+            values = item
+        else:
+            values = (item,)
+        for value in values:
+            vkind = type(value)
+            if vkind in _FAST_LEAVES:
+                continue
+            if vkind is float:
+                if not (value == 0.0 or 1e-4 <= abs(value) < 1e16):  # False for NaN too
+                    return False
+            elif vkind is dict or vkind is list or vkind is tuple:
+                push(value)
+            else:
+                return False
+    return True
+
+
+def _fast_default(obj: Any) -> str:
+    if type(obj) is datetime:
+        return iso_utc(obj)  # a naive datetime raises here: the reference path refuses it
+    raise TypeError(f"type not allowed in canonical JSON: {type(obj).__name__}")
+
+
 def canonical_json(obj: Any) -> bytes:
-    """Deterministic UTF-8 JSON bytes of `obj` (rules in the module docstring)."""
+    """Deterministic UTF-8 JSON bytes of `obj` (rules in the module docstring).
+
+    Written by orjson when it produces exactly these bytes (``_fast_ok``; about 3× faster,
+    the hash sits on the write path of every event), else by the reference implementation.
+    """
+    if _fast_ok(obj):
+        try:
+            return orjson.dumps(obj, default=_fast_default, option=_FAST_OPTIONS)
+        except orjson.JSONEncodeError:
+            pass  # naive datetime, non-string key, huge int …: the reference path decides
+    return _reference_json(obj)
+
+
+def _reference_json(obj: Any) -> bytes:
+    """The reference implementation of `canonical_json` (stdlib json over `_normalise`)."""
     return json.dumps(
         _normalise(obj),
         sort_keys=True,
