@@ -49,12 +49,14 @@ class MixStats:
         if not ok:
             self.refused[kind] += 1
 
-    def summary(self, seconds: float, visible_s: float) -> dict[str, Any]:
+    def summary(self, started: float, sent_s: float) -> dict[str, Any]:
+        """``visible_per_s``: reports visible ÷ (last one visible − start of the run)."""
         latencies = [self.seen[n] - self.sent[n] for n in self.sent if n in self.seen]
+        visible_s = max(self.seen.values()) - started if self.seen else 0.0
         return {
             "reports_sent": len(self.sent),
             "reports_visible": len(self.seen),
-            "sent_per_s": round(len(self.sent) / seconds, 1),
+            "sent_per_s": round(len(self.sent) / sent_s, 1),
             "visible_per_s": round(len(self.seen) / visible_s, 1) if visible_s else None,
             "report_to_visible": summary_ms(latencies),
             "http": {kind: summary_ms(v) for kind, v in sorted(self.http.items())},
@@ -218,7 +220,6 @@ async def run_mix(
             await mix.produce()
             sent_s = time.perf_counter() - t0
             await asyncio.wait_for(asyncio.gather(*workers), timeout=300)
-            visible_s = time.perf_counter() - t0
     finally:
         await conn.close()
     return {
@@ -228,7 +229,7 @@ async def run_mix(
         "batch_size": batch_size,
         "lifecycle_share": lifecycle_share,
         "query_rate_per_s": query_rate,
-        **mix.stats.summary(sent_s, visible_s),
+        **mix.stats.summary(t0, sent_s),
     }
 
 

@@ -110,7 +110,12 @@ class Runtime:
                 # GRID_DEMO_USERS=false.
                 await users.setup(pool, ref.jurisdiction)
                 # Open every partition's store now: creates the tables before anyone reads.
+                # Then close them again: each store keeps its own small connection pool, and
+                # only the roles that use the store (worker, relay, audit) should hold one —
+                # six processes holding every partition's pool exhausted PostgreSQL's default
+                # 100 connections. ``stores.get`` reopens a partition on first use.
                 await asyncio.to_thread(lambda: [stores.get(p) for p in ref.partitions])
+                await asyncio.to_thread(stores.close)
             finally:
                 await lock_conn.execute(
                     "SELECT pg_advisory_unlock(hashtext('griddispatch-setup:' || current_schema()))"
@@ -220,5 +225,9 @@ class Runtime:
             await self.nc.close()
         with contextlib.suppress(Exception):
             await self.pool.close()
+        with contextlib.suppress(Exception):
+            from gateways.audit.pool import close_pool  # the auditors' pool, if one was made
+
+            await asyncio.to_thread(close_pool, self)
         await asyncio.to_thread(self.stores.close)
         log.info("runtime.closed")
