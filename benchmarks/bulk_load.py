@@ -188,14 +188,42 @@ def copy_rows(
     return n
 
 
-def run_task(task: Task) -> TaskResult:
-    """Make the task's cases and COPY their events (one transaction)."""
+_conn: psycopg.Connection[Any] | None = None
+
+
+def _connection(database_url: str, attempts: int = 30) -> psycopg.Connection[Any]:
+    """This process's connection, (re)opened with retries: on a shared server the
+    connection slots can run out for a moment ("too many clients already")."""
+    global _conn
+    if _conn is not None and not _conn.closed:
+        return _conn
+    for attempt in range(attempts):
+        try:
+            _conn = psycopg.connect(database_url)
+            return _conn
+        except psycopg.OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(min(5.0, 0.2 * 2**attempt))
+    raise AssertionError("unreachable")
+
+
+def run_task(task: Task, attempts: int = 3) -> TaskResult:
+    """Make the task's cases and COPY their events (one transaction; a task whose
+    connection fails is made again from its seed and retried)."""
     assert _maker is not None, "call _init first"
-    sample: list[tuple[str, str]] = []
-    with psycopg.connect(task.database_url) as conn:
-        events = copy_rows(conn, task.schema, task.partition, _maker.rows(task, sample))
-        conn.commit()
-    return TaskResult(task.partition, len(task.indices), events, sample)
+    for attempt in range(attempts):
+        sample: list[tuple[str, str]] = []
+        conn = _connection(task.database_url)
+        try:
+            events = copy_rows(conn, task.schema, task.partition, _maker.rows(task, sample))
+            conn.commit()
+            return TaskResult(task.partition, len(task.indices), events, sample)
+        except psycopg.OperationalError:
+            conn.close()
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def plan(
@@ -248,8 +276,14 @@ def load(
     t0 = time.perf_counter()
     results: list[TaskResult] = []
     if jobs <= 1 or len(tasks) <= 1:
+        global _conn
         _init(settings, database_url, schema)
-        results = [run_task(t) for t in tasks]
+        try:
+            results = [run_task(t) for t in tasks]
+        finally:
+            if _conn is not None:
+                _conn.close()
+                _conn = None
     else:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(

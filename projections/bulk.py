@@ -238,9 +238,7 @@ async def fold_partition(job: PartitionJob) -> int:
     schema; returns how many events were read."""
     check_schema(job.store_schema)
     check_schema(job.scratch_schema)
-    conn = await asyncpg.connect(
-        job.database_url, server_settings={"search_path": job.store_schema}
-    )
+    conn = await _connect(job.database_url, job.store_schema)
     try:
         await _binary_json(conn)
         folder = FOLDERS[job.projection]()
@@ -257,6 +255,19 @@ async def fold_partition(job: PartitionJob) -> int:
         return done
     finally:
         await conn.close()
+
+
+async def _connect(database_url: str, schema: str, attempts: int = 30) -> asyncpg.Connection:
+    """Connect with retries: on a shared server the connection slots can run out for a
+    moment ("too many clients already")."""
+    for attempt in range(attempts):
+        try:
+            return await asyncpg.connect(database_url, server_settings={"search_path": schema})
+        except (asyncpg.TooManyConnectionsError, OSError):
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
+    raise AssertionError("unreachable")
 
 
 def _run_job(job: PartitionJob) -> int:

@@ -5,6 +5,13 @@ millions of events. The rebuild fills fresh tables in a scratch schema, then —
 projection's advisory lock, which ``apply_batch`` also takes — catches up to the head of the
 store, drops the live tables and moves the rebuilt ones in, and writes the positions. The live
 projector then simply continues: everything at or below the new positions is skipped.
+
+How the scratch tables are filled: for the four read models, ``projections/bulk.py`` folds
+each partition's events in memory with the projections' own pure functions and COPYs the
+final rows, with the tables' indexes and keys dropped during the load and built afterwards,
+one process per core for big stores (about ten times the events/s of replaying through
+``apply_batch``, which remains the path of the catch-up under the lock and of ``fast=False``;
+tests/integration/test_rebuild_fast.py shows both give identical tables).
 """
 
 from __future__ import annotations

@@ -205,7 +205,12 @@ class QueueQuery:
                 raise ApiError(
                     422, "unknown_status", f"unknown status {unknown[0]}", statuses=sorted(known)
                 )
-            add("status = ANY(?::text[])", self.status)
+            if len(self.status) == 1:
+                # "=" lets PostgreSQL walk the (status, reported_at, case_no) index in order
+                # instead of sorting every match (p99 at a million cases).
+                add("status = ?", self.status[0])
+            else:
+                add("status = ANY(?::text[])", self.status)
         if self.open is not None:
             add(("NOT " if self.open else "") + "(status = ANY(?::text[]))", list(TERMINAL))
         if self.light == "red":
@@ -332,8 +337,33 @@ class QueueSql:
             f"ORDER BY {self.order_by}"
         )
 
-    def count(self) -> str:
-        return f"SELECT count(*) FROM case_queue WHERE {self.where}"
+    def count(self, cap: int) -> str:
+        """Matching rows, counted up to ``cap`` (an exact count(*) over a million rows costs
+        hundreds of milliseconds; past the cap an estimate is given instead)."""
+        return (
+            f"SELECT count(*) FROM (SELECT 1 FROM case_queue WHERE {self.where} "
+            f"LIMIT {int(cap)}) capped"
+        )
+
+    def estimate(self) -> str:
+        return f"EXPLAIN (FORMAT JSON) SELECT 1 FROM case_queue WHERE {self.where}"
+
+
+#: ``with_total``: up to this many matches the total is exact; above, the planner's estimate.
+TOTAL_EXACT_UPTO = 10_000
+
+
+async def _total(conn: Any, q: QueueSql) -> tuple[int, bool]:
+    """(total, exact): exact up to :data:`TOTAL_EXACT_UPTO` matches, else PostgreSQL's row
+    estimate for the filter (never below the cap) and ``False``."""
+    n = int(await conn.fetchval(q.count(TOTAL_EXACT_UPTO + 1), *q.params))
+    if n <= TOTAL_EXACT_UPTO:
+        return n, True
+    plan = await conn.fetchval(q.estimate(), *q.params)
+    if isinstance(plan, str | bytes):
+        plan = orjson.loads(plan)
+    estimate = int(plan[0]["Plan"]["Plan Rows"])
+    return max(estimate, TOTAL_EXACT_UPTO + 1), False
 
 
 _CURSOR_ERROR: dict[int | str, dict[str, Any]] = {
@@ -359,7 +389,11 @@ async def queue(
     ),
     limit: int = Query(default=50, ge=1, le=500),
     cursor: str | None = Query(default=None, max_length=600),
-    with_total: bool = Query(default=False, description="also count all matching rows"),
+    with_total: bool = Query(
+        default=False,
+        description="also count the matching rows: exact up to 10,000, above that "
+        "PostgreSQL's estimate (``total_exact`` says which)",
+    ),
     runtime: Runtime = Depends(get_runtime),
     principal: Principal = Depends(queue_reader),
 ) -> dict[str, Any]:
@@ -377,9 +411,9 @@ async def queue(
     sql = q.rows(condition) + f" LIMIT ${len(params)}"
     async with runtime.pool.acquire() as conn:
         records = await conn.fetch(sql, *params)
-        total = None
+        total = exact = None
         if with_total:
-            total = int(await conn.fetchval(q.count(), *q.params))
+            total, exact = await _total(conn, q)
     items = [_item(r) for r in records[:limit]]
     next_cursor = None
     if len(records) > limit:
@@ -394,6 +428,7 @@ async def queue(
         "count": len(items),
         "next_cursor": next_cursor,
         "total": total,
+        "total_exact": exact,
         "sort": sort,
         "order": effective,
     }
@@ -604,8 +639,8 @@ async def _metrics(
     filters = {"department": department, "level": level, "inspector": inspector}
     async with runtime.pool.acquire() as conn:
         flows = await m.sum_counters(conn, start, end, grids, sql_group, **filters)
-        snaps = await m.snapshot_counters(
-            conn, grids, None if group_by in TIME_GROUPS else sql_group, **filters
+        snaps = await _snapshots(
+            conn, grids, None if group_by in TIME_GROUPS else sql_group, filters
         )
     if by_tree:
         def up(grid: str) -> str:
@@ -655,6 +690,41 @@ async def _metrics(
         "totals": {"counters": totals, "metrics": m.evaluate(totals, keys)},
         "groups": groups,
         "definitions_version": m.DEFINITIONS_VERSION,
+    }
+
+
+#: Groupings the map's per-grid counts can answer (every grid has one community / district).
+_GRID_GROUPS = (None, "grid", "community", "district")
+
+
+async def _snapshots(
+    conn: Any,
+    grids: list[str] | None,
+    group_sql: str | None,
+    filters: dict[str, str | None],
+) -> dict[str, dict[str, int]]:
+    """The state-now counters. Without a department / level / inspector filter and grouped
+    by place (or not at all) they are sums over ``map_grid_counts`` (a few hundred rows,
+    kept by the same projection from the same ``lights``) instead of a count over every
+    open case in ``map_cases`` (hundreds of thousands at a million cases)."""
+    if any(v is not None for v in filters.values()) or group_sql not in _GRID_GROUPS:
+        return await m.snapshot_counters(conn, grids, group_sql, **filters)
+    params: list[Any] = []
+    where = "true"
+    if grids is not None:
+        params.append(grids)
+        where = "grid = ANY($1::text[])"
+    key = f"coalesce({group_sql}, '')" if group_sql else "''"
+    rows = await conn.fetch(
+        f"SELECT {key} AS k, sum(open)::bigint AS open_now, sum(warning)::bigint AS "
+        f"warning_now, sum(overdue)::bigint AS overdue_now FROM map_grid_counts "
+        f"WHERE {where} GROUP BY 1",
+        *params,
+    )
+    return {
+        r["k"]: {s: int(r[s]) for s in ("open_now", "warning_now", "overdue_now")}
+        for r in rows
+        if r["open_now"]
     }
 
 
