@@ -48,6 +48,7 @@ from core import codec
 from core.eventstore import CaseStore, StoreRegistry
 from core.logging import get_logger
 from core.messaging import Topology
+from core.pull import fetch
 from core.retry import backoff_delays, sleep_or_stop
 
 log = get_logger("worker")
@@ -248,7 +249,7 @@ class Worker:
                 if sub is None:
                     sub = await self._subscribe()
                 try:
-                    msgs = await sub.fetch(self.batch, timeout=FETCH_TIMEOUT_S)
+                    msgs = await fetch(sub, self.batch, FETCH_TIMEOUT_S)
                 except (TimeoutError, NatsTimeout):
                     continue
                 if msgs:

@@ -30,6 +30,7 @@ from core.envelope import envelope_from_stored
 from core.eventstore import table_name
 from core.logging import get_logger
 from core.messaging import Topology
+from core.pull import fetch
 from core.retry import backoff_delays, sleep_or_stop
 from projections.base import POSITIONS_DDL, Envelope, Projection
 
@@ -211,7 +212,7 @@ class ProjectionRunner:
                         ),
                     )
                 try:
-                    msgs = await sub.fetch(self.batch, timeout=0.5)
+                    msgs = await fetch(sub, self.batch, 0.5)
                 except (TimeoutError, NatsTimeout):
                     continue
                 if not msgs:

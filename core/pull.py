@@ -1,0 +1,123 @@
+"""Batch fetch from a JetStream pull consumer without one asyncio task per message.
+
+Why: nats-py's ``PullSubscription.fetch`` awaits ``Subscription.next_msg`` for every message,
+and each of those creates a task (named with a fresh uuid4) wrapped in ``wait_for``: about
+18 µs of CPU per message on the 2-core box, more than the worker spends storing a report
+(measured: fetch + ack of 20,000 messages 25 µs/msg with nats-py, 6.7 µs/msg with this).
+This fetch speaks the same pull protocol on the same subscription (its inbox and pending
+queue), but sleeps only while the queue is empty and takes everything that has arrived in
+one go.
+
+Protocol (as nats-py's):
+
+1. messages already in the subscription's queue (delivered for an earlier request) first;
+2. a ``no_wait`` request for the rest: the server sends what it has, then a 404/408 status
+   when it had fewer;
+3. only if that brought nothing, a waiting request that expires with the timeout. Unlike
+   nats-py this returns as soon as the first messages have arrived and the queue is drained
+   (nats-py waits for the whole batch or the timeout, up to 0.5 s of added latency at low
+   load); what the server still delivers for that request stays in the queue for step 1 of
+   the next fetch, or for the worker's drain on shutdown.
+
+Status messages end the request they answer; heartbeats are skipped; other errors raise
+like nats-py (``APIError``) when nothing was received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.errors import APIError
+
+_STATUS = "Status"
+_HEARTBEAT = "100"
+_TEMPORARY = frozenset({"404", "408", "409"})
+
+
+class _Batch:
+    def __init__(self, psub: Any, batch: int) -> None:
+        self.sub = psub._sub
+        self.queue: asyncio.Queue[Msg] = self.sub._pending_queue
+        self.batch = batch
+        self.msgs: list[Msg] = []
+        self.error: Msg | None = None
+
+    def take(self, msg: Msg) -> bool:
+        """Keep a message; False when it is a status that ends the current request."""
+        self.sub._pending_size -= len(msg.data)
+        headers = msg.headers
+        status = headers.get(_STATUS) if headers else None
+        if status is None:
+            self.msgs.append(msg)
+            return True
+        if status == _HEARTBEAT:
+            return True
+        if status not in _TEMPORARY:
+            self.error = msg
+        return False
+
+    def leftovers(self) -> None:
+        """Step 1: messages delivered for earlier requests (their statuses are stale)."""
+        queue = self.queue
+        while not queue.empty() and len(self.msgs) < self.batch:
+            msg = queue.get_nowait()
+            self.sub._pending_size -= len(msg.data)
+            if not (msg.headers and _STATUS in msg.headers):
+                self.msgs.append(msg)
+
+    async def collect(self, deadline: float, until_status: bool) -> None:
+        """Wait for arrivals until the deadline; take all that is queued at each wake-up.
+        ``until_status``: keep waiting until the request's status (no_wait requests end with
+        one) — else return once something arrived and the queue is empty."""
+        loop = asyncio.get_running_loop()
+        queue = self.queue
+        start = len(self.msgs)
+        while len(self.msgs) < self.batch:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                msg = await asyncio.wait_for(queue.get(), remaining)
+            except TimeoutError:
+                return
+            if not self.take(msg):
+                return
+            while not queue.empty() and len(self.msgs) < self.batch:
+                if not self.take(queue.get_nowait()):
+                    return
+            if not until_status and len(self.msgs) > start:
+                return
+
+
+async def fetch(psub: Any, batch: int, timeout: float) -> list[Msg]:
+    """Up to ``batch`` messages from pull subscription ``psub`` (nats-py ``fetch`` semantics);
+    raises ``nats.errors.TimeoutError`` when none arrived within ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    got = _Batch(psub, batch)
+    got.leftovers()
+    if len(got.msgs) >= batch:
+        return got.msgs
+    nc = psub._nc
+    request = {"batch": batch - len(got.msgs), "no_wait": True}
+    await nc.publish(psub._nms, orjson.dumps(request), psub._deliver)
+    await got.collect(deadline, until_status=True)
+    if got.msgs:
+        return got.msgs
+    if got.error is not None:
+        raise APIError.from_msg(got.error)
+    expires_ns = int((deadline - loop.time()) * 1e9) - 100_000
+    if expires_ns <= 0:
+        raise NatsTimeout
+    request = {"batch": batch, "expires": expires_ns}
+    await nc.publish(psub._nms, orjson.dumps(request), psub._deliver)
+    await got.collect(deadline, until_status=False)
+    if got.msgs:
+        return got.msgs
+    if got.error is not None:
+        raise APIError.from_msg(got.error)
+    raise NatsTimeout
