@@ -1,24 +1,30 @@
-"""``gridctl bench``: the standard benchmark set, written to docs/performance.md.
+"""``gridctl bench``: the standard benchmark set; the numbers go into docs/performance.md.
 
-Starts its own ``gridctl up`` (embedded NATS + PostgreSQL on free ports, rate limits off,
-no sample data) in a temporary state directory, then measures:
-1. sustained intake over HTTP (accepted → stored → visible in the case queue);
-2. report → visible latency at a fixed rate;
-3. RSS of every process of the running system under that load;
-4. bulk load through the domain, projection rebuild events/s, command-centre query and
-   auditor history latency on the loaded store (``benchmarks.store``).
-Numbers are printed and written with the machine and the command; nothing passes or fails.
+Starts its own ``gridctl up`` (embedded NATS + PostgreSQL on free ports, rate limits off, no
+sample data) in a temporary state directory, then measures, while a sampler records the peak
+RSS of every process of the system:
+1. sustained intake over HTTP, one report per request and batched (``POST /v1/reports/batch``):
+   accepted → stored → visible in the case-queue read model;
+2. report → visible latency at a fixed rate (single reports);
+3. the realistic mix (``benchmarks.mix``): singles and batches, file + dispatch commands,
+   dispatcher queries, all at once;
+4. on a separate store in the same PostgreSQL: N cases loaded through the domain, projection
+   rebuild events/s, command-centre query and auditor history latency (``benchmarks.store``).
+Numbers are printed and written between the ``bench`` markers of docs/performance.md with the
+machine and the command; nothing passes or fails.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,10 +33,11 @@ from typing import Any
 import httpx
 import psutil
 
-from benchmarks import loadgen, store
+from benchmarks import loadgen, mix, store
 from core.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
 def _start_system(state: Path) -> tuple[subprocess.Popen[bytes], str, str, str]:
@@ -45,18 +52,8 @@ def _start_system(state: Path) -> tuple[subprocess.Popen[bytes], str, str, str]:
     env.pop("NATS_URL", None)
     env.pop("DATABASE_URL", None)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateways.cli",
-            "up",
-            "--state-dir",
-            str(state),
-            "--port",
-            str(http),
-            "--sample",
-            "0",
-        ],
+        [sys.executable, "-m", "gateways.cli", "up", "--state-dir", str(state),
+         "--port", str(http), "--sample", "0"],
         env=env,
         stdout=(state / "up.log").open("wb"),
         stderr=subprocess.STDOUT,
@@ -80,81 +77,165 @@ def _start_system(state: Path) -> tuple[subprocess.Popen[bytes], str, str, str]:
     )
 
 
-def _rss_tree(pid: int) -> dict[str, float]:
-    """RSS (MB) of the supervisor and each role process, by command line."""
-    out: dict[str, float] = {}
-    root = psutil.Process(pid)
-    for proc in [root, *root.children(recursive=True)]:
+def _name(proc: psutil.Process, root: int) -> str:
+    """A readable name for a process of the system tree (role, server, or the supervisor)."""
+    cmd = proc.cmdline()
+    if proc.pid == root:
+        return "gridctl up (supervisor)"
+    if "run" in cmd and cmd.index("run") + 1 < len(cmd):
+        return cmd[cmd.index("run") + 1]
+    exe = Path(cmd[0]).name if cmd else proc.name()
+    return "postgres (all backends)" if exe.startswith("postgres") else exe
+
+
+class RssSampler:
+    """Peak RSS (MB) per process name of a process tree, sampled every ``interval`` s.
+
+    PostgreSQL's backends are summed (they share most pages, so the sum overstates)."""
+
+    def __init__(self, root: int, interval: float = 0.5) -> None:
+        self.root = root
+        self.interval = interval
+        self.peak: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def sample(self) -> dict[str, float]:
+        now: dict[str, float] = {}
         try:
-            cmd = proc.cmdline()
-            name = cmd[-1] if "run" in cmd else ("gridctl up" if proc.pid == pid else cmd[0])
-            name = Path(name).name if name.startswith("/") else name
-            out[name] = round(proc.memory_info().rss / 2**20, 1)
+            root = psutil.Process(self.root)
+            procs = [root, *root.children(recursive=True)]
         except psutil.Error:
-            continue
-    return out
+            return now
+        for proc in procs:
+            try:
+                name = _name(proc, self.root)
+                now[name] = now.get(name, 0.0) + proc.memory_info().rss / 2**20
+            except psutil.Error:
+                continue
+        return now
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for name, mb in self.sample().items():
+                self.peak[name] = round(max(self.peak.get(name, 0.0), mb), 1)
+            self._stop.wait(self.interval)
 
 
-def run(reports: int, rate: float, seconds: float, cases: int) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="griddispatch-bench-") as tmp:
         proc, url, nats_url, db = _start_system(Path(tmp))
         try:
-            results["intake"] = loadgen.intake(
-                url, db, "public", reports, 2, 32, "calltaker", "calltaker-demo"
-            )
-            results["rss_after_intake_mb"] = _rss_tree(proc.pid)
-            results["latency"] = asyncio.run(
-                loadgen.latency(url, db, "public", rate, seconds, "calltaker", "calltaker-demo")
-            )
-            args = argparse.Namespace(cases=cases, nats=nats_url, db=db, keep=False)
-            results["store"] = asyncio.run(store.main_async(args))
+            with RssSampler(proc.pid) as rss:
+                who = ("calltaker", "calltaker-demo")
+                _say("intake, one report per request")
+                results["intake_single"] = loadgen.intake(
+                    url, db, "public", args.reports, 2, 32, *who
+                )
+                _say(f"  {results['intake_single']}")
+                _say(f"intake, {args.batch} reports per request")
+                results["intake_batched"] = loadgen.intake(
+                    url, db, "public", args.reports * 2, 2, 4, *who, batch=args.batch
+                )
+                _say(f"  {results['intake_batched']}")
+                _say(f"latency at {args.rate}/s")
+                results["latency"] = asyncio.run(
+                    loadgen.latency(url, db, "public", args.rate, args.seconds, *who)
+                )
+                _say(f"  {results['latency']}")
+                _say(f"mix at {args.rate}/s")
+                results["mix"] = asyncio.run(
+                    mix.run_mix(url, db, "public", args.rate, args.seconds)
+                )
+                results["rss_peak_mb"] = dict(sorted(rss.peak.items()))
+            if args.cases:
+                _say(f"store: {args.cases:,} cases")
+                store_args = argparse.Namespace(
+                    cases=args.cases, nats=nats_url, db=db, keep=False, slow_load=False,
+                    jobs=None, slow_rebuild=False,
+                )
+                results["store"] = asyncio.run(store.main_async(store_args))
         finally:
             proc.terminate()
-            proc.wait(timeout=60)
+            proc.wait(timeout=120)
     return results
 
 
-def write_report(results: dict[str, Any], command: str, path: Path) -> None:
+def _say(text: str) -> None:
+    print(f"[bench {datetime.now():%H:%M:%S}] {text}", file=sys.stderr, flush=True)
+
+
+def machine() -> str:
     cpu = platform.processor() or platform.machine()
-    lines = [
-        "# Performance",
-        "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores "
-        f"({cpu}, {psutil.virtual_memory().total / 2**30:.0f} GiB), Python "
-        f"{platform.python_version()}, with:",
-        "",
-        f"    {command}",
-        "",
-        "Everything (load generator, gateway, workers, relay, projector, NATS, PostgreSQL) "
-        "shares the same two cores.",
-        "",
-        "```json",
-        _json(results),
-        "```",
-        "",
-    ]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
 
 
-def _json(obj: Any) -> str:
-    import json
+def report(results: dict[str, Any], command: str) -> str:
+    """The generated section: when, where, how, then every number as JSON."""
+    return "\n".join(
+        [
+            START,
+            "## Latest `gridctl bench` run (generated)",
+            "",
+            f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}, with",
+            "",
+            f"    {command}",
+            "",
+            "Load generator, gateway, worker, relay, projector, watcher, notifier, NATS and "
+            "PostgreSQL all share the same machine.",
+            "",
+            "```json",
+            json.dumps(results, indent=2, ensure_ascii=False, default=str),
+            "```",
+            END,
+        ]
+    )
 
-    return json.dumps(obj, indent=2, ensure_ascii=False, default=str)
+
+def write_into(path: Path, section: str) -> None:
+    """Replace the text between the bench markers (or append the section)."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Performance\n"
+    if START in text and END in text:
+        before, rest = text.split(START, 1)
+        after = rest.split(END, 1)[1]
+        text = before + section + after
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="gridctl bench")
-    parser.add_argument("--reports", type=int, default=20_000)
-    parser.add_argument("--rate", type=float, default=500)
-    parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--cases", type=int, default=100_000)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "performance-latest.md")
+    parser = argparse.ArgumentParser(prog="gridctl bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--reports", type=int, default=20_000, help="single-report intake size")
+    parser.add_argument("--batch", type=int, default=50, help="reports per batch request")
+    parser.add_argument("--rate", type=float, default=500, help="reports/s for latency + mix")
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--cases", type=int, default=1_000_000, help="0 skips the store part")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
     args = parser.parse_args(argv)
-    results = run(args.reports, args.rate, args.seconds, args.cases)
-    print(_json(results))
+    results = run(args)
+    print(json.dumps(results, indent=2, ensure_ascii=False, default=str))
     command = "gridctl bench " + " ".join(argv if argv is not None else sys.argv[1:])
-    write_report(results, command.strip(), args.out)
+    write_into(args.out, report(results, command.strip()))
     print(f"written to {args.out}")
 
 

@@ -241,7 +241,8 @@ async def _run(settings: Settings, role: str, partitions: list[str] | None) -> N
 def bench(ctx: typer.Context) -> None:
     """Run the standard benchmarks (own embedded system) and write the numbers to docs/.
 
-    Options: --reports N --rate R --seconds S --cases N --out FILE (see benchmarks/standard.py).
+    Options: --reports N --batch B --rate R --seconds S --cases N --out FILE (see
+    benchmarks/standard.py); the numbers replace the generated section of docs/performance.md.
     """
     from benchmarks.standard import main as bench_main
 
