@@ -80,8 +80,9 @@ def envelope_from_stored(
     as ``{"_type_": "uuid_hex" | "datetime_iso" | "decimal_str", "_data_": …}``; decoding that
     with orjson and a small walk gives identical envelopes (tests compare both paths).
     """
-    attrs = _untype(orjson.loads(state))
-    at = attrs.get("timestamp")
+    attrs = orjson.loads(state)
+    _untype_in_place(attrs)
+    at = attrs.pop("timestamp", None)
     envelope: dict[str, Any] = {
         "partition": partition,
         "position": position,
@@ -90,12 +91,28 @@ def envelope_from_stored(
         "type": topic.rsplit(".", 1)[-1].rsplit(":", 1)[-1],
         "at": _utc(at) if isinstance(at, datetime) else at,
     }
+    pop = attrs.pop
     for key in COMMON:
-        envelope[key] = attrs.get(key)
-    envelope["data"] = {
-        k: v for k, v in attrs.items() if k not in COMMON and k not in _INTERNAL
-    }
+        envelope[key] = pop(key, None)
+    for key in _INTERNAL:
+        pop(key, None)
+    envelope["data"] = attrs
     return envelope
+
+
+def _untype_in_place(container: dict[str, Any] | list[Any]) -> None:
+    """Replace eventsourcing's typed values inside freshly parsed JSON, in place (no copies:
+    this runs for every event the relay publishes)."""
+    items = container.items() if type(container) is dict else enumerate(container)
+    for key, value in items:
+        kind = type(value)
+        if kind is dict:
+            if len(value) == 2 and "_type_" in value and "_data_" in value:
+                container[key] = _untype(value)  # type: ignore[index]
+            else:
+                _untype_in_place(value)
+        elif kind is list:
+            _untype_in_place(value)
 
 
 def _untype(value: Any) -> Any:

@@ -23,6 +23,7 @@ atomic publish (older servers) falls back to per-message publishing with ``Nats-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -34,7 +35,7 @@ from nats.js.errors import NotFoundError
 
 from core import codec
 from core.envelope import envelope_from_stored
-from core.eventstore import StoreRegistry
+from core.eventstore import StoreRegistry, table_name
 from core.logging import get_logger
 from core.messaging import Topology
 from core.retry import backoff_delays, sleep_or_stop
@@ -69,6 +70,24 @@ def read_envelopes(
         )
         for n in notifications
     ]
+
+
+async def read_envelopes_async(
+    conn: asyncpg.Connection, partition: str, after: int, limit: int
+) -> list[dict[str, Any]]:
+    """``read_envelopes`` on the relay's asyncpg pool: the same rows as eventsourcing's
+    ``select_notifications`` (position > ``after``, in order), without a worker thread, a psycopg
+    dict row per event and a pre-ping per read (about a fifth of the relay's CPU)."""
+    if not partition.isalnum():
+        raise ValueError(f"partition must be alphanumeric, got {partition!r}")
+    rows = await conn.fetch(
+        "SELECT notification_id, originator_id, originator_version, topic, state "
+        f"FROM {table_name(partition)} WHERE notification_id > $1 "
+        "ORDER BY notification_id LIMIT $2",
+        after,
+        limit,
+    )
+    return [envelope_from_stored(partition, r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
 
 #: Header with ``<partition>:<position>`` of a published event.
@@ -174,9 +193,8 @@ class Relay:
         # Read from the sealed head if it is behind (events published before the chain
         # existed are sealed, not re-published).
         start = min(after, self.sealer.head(partition).position)
-        envelopes = await asyncio.to_thread(
-            read_envelopes, self.stores, partition, start, self.batch
-        )
+        async with self.pool.acquire() as conn:
+            envelopes = await read_envelopes_async(conn, partition, start, self.batch)
         if not envelopes:
             return 0
         seals = self.sealer.prepare(partition, envelopes)
@@ -266,11 +284,50 @@ class Relay:
         self, partition: str, envelopes: Sequence[dict[str, Any]], chains: dict[int, str]
     ) -> None:
         """Fallback without atomic batches: pipelined publishes, deduplicated by message id
-        within the stream's dedupe window."""
-        futures = []
-        for env in envelopes:
-            headers = self._headers(partition, env, chains)
-            headers["Nats-Msg-Id"] = f"{partition}:{env['position']}"
-            subject = self.topo.event_subject(partition, env["type"])
-            futures.append(await self.js.publish_async(subject, codec.dumps(env), headers=headers))
-        await asyncio.wait_for(asyncio.gather(*futures), timeout=PUBLISH_TIMEOUT_S)
+        within the stream's dedupe window.
+
+        Plain publishes with reply subjects under one inbox per batch, counted by one
+        subscription callback: nats-py's ``publish_async`` costs a future, a semaphore and a
+        ``PubAck`` object per message (19 µs of CPU against 9 µs this way)."""
+        if not envelopes:
+            return
+        nc = self.js._nc
+        inbox = nc.new_inbox()
+        expected = len(envelopes)
+        acked = 0
+        refused: list[str] = []
+        all_acked = asyncio.Event()
+
+        async def on_ack(msg: Any) -> None:
+            nonlocal acked
+            status = msg.headers.get("Status") if msg.headers else None
+            if status is not None:
+                refused.append(f"status {status} {msg.headers.get('Description', '')}")
+            else:
+                try:
+                    error = orjson.loads(msg.data).get("error")
+                except ValueError:
+                    error = f"unreadable ack {msg.data[:100]!r}"
+                if error:
+                    refused.append(str(error))
+            acked += 1
+            if acked >= expected or refused:
+                all_acked.set()
+
+        sub = await nc.subscribe(f"{inbox}.*", cb=on_ack)
+        try:
+            for n, env in enumerate(envelopes):
+                headers = self._headers(partition, env, chains)
+                headers["Nats-Msg-Id"] = f"{partition}:{env['position']}"
+                await nc.publish(
+                    self.topo.event_subject(partition, env["type"]),
+                    codec.dumps(env),
+                    reply=f"{inbox}.{n}",
+                    headers=headers,
+                )
+            await asyncio.wait_for(all_acked.wait(), timeout=PUBLISH_TIMEOUT_S)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        if refused:
+            raise RuntimeError(f"publish refused: {refused[0]}")
