@@ -6,6 +6,7 @@
   sealed by the relay into ``log_chain``;
 * :mod:`.verify` — both chains recomputed over the store, first problem located;
 * :mod:`.export` — JSONL / CSV exports (checked offline by ``tools/verify_export.py``);
+* :mod:`.pool` — the API's small read-only connection pool (one per runtime);
 * :mod:`.replay` — read models rebuilt in a scratch schema and compared (``replay --check``).
 
 See docs/auditing.md.

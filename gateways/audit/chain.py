@@ -83,6 +83,9 @@ CREATE TABLE IF NOT EXISTS log_chain (
     sealed_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (partition, position)
 );
+-- One case's seals (the auditor's per-case check): without it that check scans the whole
+-- partition's log, which at a million cases takes longer than the rest of the request.
+CREATE INDEX IF NOT EXISTS log_chain_case_idx ON log_chain (case_id, position);
 """
 
 

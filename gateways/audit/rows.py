@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -214,6 +214,20 @@ def store_partitions(conn: psycopg.Connection[Any], schema: str) -> list[str]:
 def table_exists(conn: psycopg.Connection[Any], schema: str, table: str) -> bool:
     row = conn.execute("SELECT to_regclass(%s)", (f"{check_schema(schema)}.{table}",)).fetchone()
     return row is not None and row[0] is not None
+
+
+def existing_tables(
+    conn: psycopg.Connection[Any], schema: str, tables: Sequence[str]
+) -> frozenset[str]:
+    """Which of ``tables`` exist in ``schema`` (one query for all of them)."""
+    if not tables:
+        return frozenset()
+    checked = check_schema(schema)
+    row = conn.execute(
+        "SELECT " + ", ".join(["to_regclass(%s) IS NOT NULL"] * len(tables)),
+        [f"{checked}.{t}" for t in tables],
+    ).fetchone()
+    return frozenset(t for t, found in zip(tables, row or (), strict=False) if found)
 
 
 EVENT_COLUMNS = "notification_id, originator_id::text, originator_version, topic, state"

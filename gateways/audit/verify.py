@@ -28,7 +28,7 @@ import contextlib
 import multiprocessing
 import queue
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -38,18 +38,23 @@ import psycopg
 from gateways.audit.chain import GENESIS, Head, fast_link
 from gateways.audit.rows import (
     NOT_HASHED,
+    StoredRow,
     UndecodableEvent,
     case_rows,
     connect,
     decode_state,
     digest,
     event_type,
+    existing_tables,
     qualified,
     store_partitions,
     table_exists,
 )
 
 Progress = Callable[[str, int, int], None]  # (partition, events done, events expected)
+
+#: Tables of the sealed log whose presence changes what a verification reads.
+CHAIN_TABLES = ("log_chain", "relay_positions")
 
 KINDS = ("altered", "removed", "inserted", "reordered", "chain", "undecodable")
 PROGRESS_EVERY = 20_000
@@ -227,22 +232,32 @@ class _Checker:
         return Problem(kind, self.partition, position, case_id, version, detail)
 
 
-def _sealed_head(conn: psycopg.Connection[Any], schema: str, partition: str) -> int:
+def _head_sql(schema: str, tables: Collection[str]) -> str | None:
+    """One statement for the sealed head's two sources (``%(p)s`` = the partition)."""
+    parts = []
+    if "log_chain" in tables:
+        parts.append(f"(SELECT max(position) FROM {schema}.log_chain WHERE partition = %(p)s)")
+    if "relay_positions" in tables:
+        parts.append(
+            f"(SELECT position FROM {schema}.relay_positions WHERE partition = %(p)s)"
+        )
+    return "SELECT " + ", ".join(parts) if parts else None
+
+
+def _head_of(row: Sequence[Any] | None) -> int:
+    return max((int(v) for v in row or () if v is not None), default=0)
+
+
+def _sealed_head(
+    conn: psycopg.Connection[Any], schema: str, partition: str,
+    tables: Collection[str] | None = None,
+) -> int:
     """The highest position that must be sealed: the last log_chain row, or the relay's
     position if that is further (rows removed from the end of log_chain)."""
-    head = 0
-    if table_exists(conn, schema, "log_chain"):
-        row = conn.execute(
-            f"SELECT max(position) FROM {schema}.log_chain WHERE partition = %s", (partition,)
-        ).fetchone()
-        head = int(row[0]) if row and row[0] is not None else 0
-    if table_exists(conn, schema, "relay_positions"):
-        row = conn.execute(
-            f"SELECT position FROM {schema}.relay_positions WHERE partition = %s", (partition,)
-        ).fetchone()
-        if row is not None:
-            head = max(head, int(row[0]))
-    return head
+    if tables is None:
+        tables = existing_tables(conn, schema, CHAIN_TABLES)
+    sql = _head_sql(schema, tables)
+    return _head_of(conn.execute(sql, {"p": partition}).fetchone()) if sql else 0
 
 
 def _cursor(
@@ -484,28 +499,61 @@ def verify_store(
 # --------------------------------------------------------------------------- one case
 
 
+class SealedReads:
+    """The sealed side of one case — its ``log_chain`` rows (each with its predecessor's chain
+    value) and the partition's sealed head — read with at most two statements that are only
+    sent here (so they can share a pipeline with other reads); :meth:`result` fetches."""
+
+    def __init__(
+        self, conn: psycopg.Connection[Any], schema: str, partition: str, case_id: str,
+        tables: Collection[str],
+    ) -> None:
+        self._sealed: psycopg.Cursor[Any] | None = None
+        self._head: psycopg.Cursor[Any] | None = None
+        if "log_chain" in tables:
+            self._sealed = conn.execute(
+                f"SELECT l.position, l.case_id::text, l.version, l.hash, l.chain, "
+                f"(SELECT p.chain FROM {schema}.log_chain p WHERE p.partition = l.partition "
+                f" AND p.position < l.position ORDER BY p.position DESC LIMIT 1) "
+                f"FROM {schema}.log_chain l WHERE l.partition = %s AND l.case_id = %s "
+                "ORDER BY l.position",
+                (partition, case_id),
+            )
+        sql = _head_sql(schema, tables)
+        if sql is not None:
+            self._head = conn.execute(sql, {"p": partition})
+
+    def result(self) -> tuple[list[tuple[Any, ...]], int]:
+        sealed_rows = self._sealed.fetchall() if self._sealed is not None else []
+        head = _head_of(self._head.fetchone()) if self._head is not None else 0
+        return sealed_rows, head
+
+
 def verify_case(
-    conn: psycopg.Connection[Any], schema: str, partition: str, case_id: str
+    conn: psycopg.Connection[Any], schema: str, partition: str, case_id: str,
+    rows: Sequence[StoredRow] | None = None, tables: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """Both chains for one case: its events' content and links, and each event against its
-    sealed ``log_chain`` row (and that row against its predecessor in the log)."""
-    rows = case_rows(conn, schema, partition, case_id)
+    sealed ``log_chain`` row (and that row against its predecessor in the log).
+
+    ``rows`` — the case's stored rows if the caller has read them already (they are not
+    changed); ``tables`` — which of :data:`CHAIN_TABLES` exist, if known."""
+    if tables is None:
+        tables = existing_tables(conn, schema, CHAIN_TABLES)
+    if rows is None:
+        rows = case_rows(conn, schema, partition, case_id)
+    sealed_rows, head = SealedReads(conn, schema, partition, case_id, tables).result()
+    return check_case(partition, rows, sealed_rows, head)
+
+
+def check_case(
+    partition: str, rows: Sequence[StoredRow], sealed_rows: Sequence[tuple[Any, ...]], head: int
+) -> dict[str, Any]:
+    """:func:`verify_case` on rows already read (pure): ``sealed_rows`` as
+    :class:`SealedReads` returns them, ``head`` the partition's sealed head."""
     report = PartitionReport(partition)
     checker = _Checker(partition, report, 50)
-    has_chain = table_exists(conn, schema, "log_chain")
-    sealed: dict[int, tuple[Any, ...]] = {}
-    sealed_rows: list[tuple[Any, ...]] = []
-    if has_chain:
-        sealed_rows = conn.execute(
-            f"SELECT l.position, l.case_id::text, l.version, l.hash, l.chain, "
-            f"(SELECT p.chain FROM {schema}.log_chain p WHERE p.partition = l.partition "
-            f" AND p.position < l.position ORDER BY p.position DESC LIMIT 1) "
-            f"FROM {schema}.log_chain l WHERE l.partition = %s AND l.case_id = %s "
-            "ORDER BY l.position",
-            (partition, case_id),
-        ).fetchall()
-        sealed = {int(r[0]): r for r in sealed_rows}
-    head = _sealed_head(conn, schema, partition)
+    sealed: dict[int, tuple[Any, ...]] = {int(r[0]): r for r in sealed_rows}
     events_out: list[dict[str, Any]] = []
     positions = set()
     for row in rows:
@@ -552,4 +600,3 @@ def verify_case(
         "problems": [p.as_dict() for p in problems],
         "per_event": events_out,
     }
-

@@ -19,8 +19,9 @@ is recorded in ``audit_reads`` by the access rule (``gateways.http.identity.auth
   ``gridctl audit verify``, which runs in parallel and shows progress);
 * ``GET /v1/audit/reads`` — the read log: which auditor looked at what, when.
 
-Everything reads PostgreSQL through short-lived psycopg connections in worker threads, in
-read-only transactions (see ``gateways/audit``).
+Everything reads PostgreSQL with psycopg in worker threads, in read-only transactions on the
+audit layer's small pool (``gateways.audit.pool``, closed with the runtime); exports and
+whole-store verification open their own connections (long reads).
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path as FilePath
 from typing import Any, TypeVar
 
+import orjson
 import psycopg
 from fastapi import APIRouter, Depends, Path, Query
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from psycopg_pool import PoolTimeout
 
 from aggregates.states import STATUS_ZH, Status
 from core.clock import Clock
@@ -41,7 +44,8 @@ from gateways.audit import export as exporting
 from gateways.audit import history as hist
 from gateways.audit import verify as verifying
 from gateways.audit.chain import CHAIN_ALGORITHM
-from gateways.audit.rows import connect, store_partitions, table_exists
+from gateways.audit.pool import audit_pool
+from gateways.audit.rows import store_partitions, table_exists
 from gateways.http.deps import get_clock, get_runtime
 from gateways.http.errors import ApiError
 from gateways.http.identity import Principal, public, require
@@ -74,23 +78,40 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
 
 
 async def _db(runtime: Runtime, fn: Callable[[psycopg.Connection[Any], str], T]) -> T:
-    """Run ``fn(conn, schema)`` in a thread on a fresh read-only connection."""
+    """Run ``fn(conn, schema)`` in a thread on a read-only autocommit connection of the
+    audit pool (``gateways.audit.pool``)."""
 
     def work() -> T:
-        with connect(runtime.database_url) as conn:
-            conn.read_only = True
-            return fn(conn, runtime.settings.db_schema)
+        pool = audit_pool(runtime)
+        for attempt in (1, 2):
+            used: psycopg.Connection[Any] | None = None
+            try:
+                with pool.connection() as conn:
+                    used = conn
+                    return fn(conn, runtime.settings.db_schema)
+            except psycopg.OperationalError as exc:
+                # A pooled connection the server dropped (restart, idle timeout) fails once;
+                # the pool discards it and the read is repeated on a fresh one.
+                if attempt == 2 or used is None or not used.broken:
+                    raise ConnectionError(f"audit database: {exc}") from exc
+        raise AssertionError("unreachable")
 
     try:
         return await asyncio.to_thread(work)
     except hist.NotFound as exc:
         raise ApiError(404, "not_found", str(exc)) from exc
+    except PoolTimeout as exc:  # every audit connection busy (or none can be made): 503
+        raise ConnectionError(f"audit database: {exc}") from exc
 
 
-def _history(runtime: Runtime, case_no: str) -> Callable[[psycopg.Connection[Any], str],
-                                                          hist.CaseHistory]:
-    def load(conn: psycopg.Connection[Any], schema: str) -> hist.CaseHistory:
-        return hist.case_history(conn, schema, case_no, runtime.ref.partitions)
+def _history(
+    runtime: Runtime, case_no: str, answer: Callable[[hist.CaseHistory], dict[str, Any]]
+) -> Callable[[psycopg.Connection[Any], str], dict[str, Any]]:
+    """Read a case's history and compute ``answer`` from it, both in the worker thread (the
+    replay is CPU work: it must not run on the event loop)."""
+
+    def load(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any]:
+        return answer(hist.case_history(conn, schema, case_no, runtime.ref.partitions))
 
     return load
 
@@ -155,23 +176,27 @@ async def find_cases(
 # --------------------------------------------------------------------------- one case
 
 
-@router.get("/cases/{case_no}/history")
+@router.get("/cases/{case_no}/history", response_model=dict[str, Any])
 async def case_history(
     case_no: str = CaseNo,
     runtime: Runtime = Depends(get_runtime),
     principal: Principal = Depends(auditor),
-) -> dict[str, Any]:
+) -> Response:
     """The whole ordered history from the event store: every event with who (actor, role),
     how (channel), when, why (reason), status from → to, the fields it changed, its hashes
     and log position; the current state; and the case's integrity."""
 
-    def load(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any]:
-        h = hist.case_history(conn, schema, case_no, runtime.ref.partitions)
-        out = h.as_dict()
-        out["integrity"] = verifying.verify_case(conn, schema, h.ref.partition, h.ref.case_id)
-        return out
+    def load(conn: psycopg.Connection[Any], schema: str) -> bytes | dict[str, Any]:
+        out = hist.history_report(conn, schema, case_no, runtime.ref.partitions)
+        try:  # rendered in the worker thread; orjson writes what json.dumps would (parsed)
+            return orjson.dumps(out)
+        except (TypeError, orjson.JSONEncodeError):  # e.g. an integer beyond 64 bits
+            return out
 
-    return await _db(runtime, load)
+    body = await _db(runtime, load)
+    if isinstance(body, bytes):
+        return Response(body, media_type="application/json")
+    return JSONResponse(body)
 
 
 @router.get("/cases/{case_no}/state")
@@ -187,11 +212,8 @@ async def case_state(
     if at is not None and version is not None:
         raise ApiError(422, "validation_error", "give at or version, not both")
     when = _aware(at, "at")
-    h = await _db(runtime, _history(runtime, case_no))
-    try:
-        return h.state_at(at=when, version=version)
-    except hist.NotFound as exc:
-        raise ApiError(404, "not_found", str(exc)) from exc
+    return await _db(runtime, _history(runtime, case_no,
+                                       lambda h: h.state_at(at=when, version=version)))
 
 
 @router.get("/cases/{case_no}/diff")
@@ -203,11 +225,8 @@ async def case_diff(
     principal: Principal = Depends(auditor),
 ) -> dict[str, Any]:
     """Fields that differ between two versions, and the events in between."""
-    h = await _db(runtime, _history(runtime, case_no))
-    try:
-        return h.diff(from_version, to_version)
-    except hist.NotFound as exc:
-        raise ApiError(404, "not_found", str(exc)) from exc
+    return await _db(runtime, _history(runtime, case_no,
+                                       lambda h: h.diff(from_version, to_version)))
 
 
 @router.get("/cases/{case_no}/verify")
@@ -220,9 +239,10 @@ async def case_verify(
     sealed row in the running log chain."""
 
     def check(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any]:
-        ref = hist.locate_case(conn, schema, case_no, runtime.ref.partitions)
-        return {"case_no": ref.case_no, "partition": ref.partition,
-                **verifying.verify_case(conn, schema, ref.partition, ref.case_id)}
+        case = hist.load_case(conn, schema, case_no, runtime.ref.partitions, sealed=True)
+        return {"case_no": case.ref.case_no, "partition": case.ref.partition,
+                **verifying.check_case(case.ref.partition, case.rows, case.sealed_rows,
+                                       case.head)}
 
     return await _db(runtime, check)
 

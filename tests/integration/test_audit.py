@@ -9,11 +9,17 @@ import json
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import psycopg
+import pytest
+
 from core.clock import FixedClock
+from gateways.audit import history as hist
+from gateways.audit.pool import MAX_SIZE, audit_pool, close_pool
 from gateways.runtime import Runtime
-from tests.conftest import auth_headers, eventually, user_headers
+from tests.conftest import auth_headers, database_url, eventually, user_headers
 from tests.integration.test_lifecycle import act
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,6 +152,60 @@ async def _sealed(system: dict[str, Any], auditor: dict[str, str], case_no: str)
     return result
 
 
+async def _same_as_full_replay(
+    system: dict[str, Any], auditor: dict[str, str], case_no: str, body: dict[str, Any]
+) -> None:
+    """The history's ``changes`` and ``state`` are those of a full replay (a snapshot per
+    event, ``history.replay``), also when the fast view has to fall back; its integrity is
+    what ``/verify`` says; parallel readers (more than the pool holds) get the same answer."""
+    rt: Runtime = system["runtime"]
+    client = system["client"]
+
+    def full() -> tuple[list[dict[str, Any]], dict[str, Any], list[Any]]:
+        with audit_pool(rt).connection() as conn:
+            h = hist.case_history(conn, rt.settings.db_schema, case_no, rt.ref.partitions)
+        states = hist.replay(h.records)
+        befores = [None, *states[:-1]]
+        changes = [hist.changed_fields(b, a) for b, a in zip(befores, states, strict=True)]
+        return changes, states[-1], h.records
+
+    changes, state, records = await asyncio.to_thread(full)
+    assert [e["changes"] for e in body["events"]] == changes
+    assert body["state"] == state
+    assert hist.replay_changes(records) == (changes, state)
+    saved = hist._DERIVED
+    hist._DERIVED = {**saved, "warned": lambda case: "not the snapshot's"}
+    try:
+        assert hist.replay_changes(records) == (changes, state)  # the fallback
+    finally:
+        hist._DERIVED = saved
+
+    verify = (await client.get(f"/v1/audit/cases/{case_no}/verify", headers=auditor)).json()
+    assert verify.pop("case_no") == case_no and verify.pop("partition") == body["partition"]
+    assert verify == body["integrity"]
+    answers = await asyncio.gather(*[
+        client.get(f"/v1/audit/cases/{case_no}/history", headers=auditor)
+        for _ in range(3 * MAX_SIZE)
+    ])
+    assert all(r.status_code == 200 and r.json() == body for r in answers)
+
+
+async def test_audit_pool_is_read_only_and_closes() -> None:
+    owner = SimpleNamespace(database_url=database_url())
+    pool = await asyncio.to_thread(audit_pool, owner)
+    assert await asyncio.to_thread(audit_pool, owner) is pool  # one per owner
+
+    def write() -> None:
+        with pool.connection() as conn:
+            conn.execute("CREATE TEMP TABLE audit_pool_probe (x int)")
+
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        await asyncio.to_thread(write)
+    await asyncio.to_thread(close_pool, owner)
+    assert pool.closed
+    await asyncio.to_thread(close_pool, owner)  # twice is harmless
+
+
 async def test_history_state_at_time_diff_and_reads(system: dict[str, Any]) -> None:
     client, clock = system["client"], system["clock"]
     case_no, seen = await _scripted_case(system)
@@ -195,6 +255,7 @@ async def test_history_state_at_time_diff_and_reads(system: dict[str, Any]) -> N
     assert failed["changes"]["rework_count"] == {"from": 0, "to": 1}
     assert body["integrity"]["ok"] is True and body["integrity"]["first_problem"] is None
     assert body["state"]["status"] == "closed"
+    await _same_as_full_replay(system, auditor, case_no, body)
 
     r = await client.get(f"/v1/audit/cases/{case_no}/state", params={"version": 3},
                          headers=auditor)
