@@ -36,6 +36,7 @@ from nats.js.errors import NotFoundError
 from core import codec
 from core.envelope import envelope_from_stored
 from core.eventstore import StoreRegistry, table_name
+from core.gctune import tune_gc
 from core.logging import get_logger
 from core.messaging import Topology
 from core.retry import backoff_delays, sleep_or_stop
@@ -169,6 +170,7 @@ class Relay:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pump until ``stop`` is set; idle partitions are polled every 50 ms."""
+        tune_gc()
         delays = backoff_delays()
         while not stop.is_set():
             try:

@@ -46,6 +46,7 @@ from aggregates.errors import DomainError
 from aggregates.service import CaseService
 from core import codec
 from core.eventstore import CaseStore, StoreRegistry
+from core.gctune import tune_gc
 from core.logging import get_logger
 from core.messaging import Topology
 from core.pull import fetch
@@ -71,6 +72,19 @@ def database_unavailable(exc: BaseException) -> bool:
         | PoolTimeout
         | OSError,
     )
+
+
+def num_delivered(msg: Msg) -> int:
+    """How often JetStream has delivered ``msg`` (1 the first time), read from its reply
+    subject ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`` without
+    building nats-py's ``Metadata`` (a datetime and a dataclass per message); other forms
+    (with a domain) go through nats-py."""
+    reply = msg.reply or ""
+    tokens = reply.split(".")
+    if len(tokens) == 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
+        return int(tokens[4])
+    metadata = msg.metadata if reply.startswith("$JS.ACK.") else None
+    return int(metadata.num_delivered or 1) if metadata else 1
 
 
 @dataclass
@@ -242,6 +256,7 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch, process, ack — until ``stop``; in-flight batches finish before returning."""
         self.stop = stop
+        tune_gc()
         sub = None
         delays = backoff_delays()
         while not stop.is_set():
@@ -356,7 +371,7 @@ class Worker:
                 log.error("worker.batch_failed", partition=partition, error=repr(exc))
                 continue
             for (msg, _), outcome in zip(items, result.outcomes, strict=True):
-                if msg.metadata and (msg.metadata.num_delivered or 1) > 1:
+                if num_delivered(msg) > 1:
                     redelivered += 1
                     duplicates += bool(outcome.duplicate)
                 await msg.ack()

@@ -18,7 +18,7 @@ from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregates.integrity import _reference_json, canonical_json
+from aggregates.integrity import _reference_json, canonical_json, iso_utc
 from core.envelope import envelope_from_stored
 from core.eventstore import FastTranscoder
 
@@ -152,3 +152,13 @@ def test_envelope_reads_rows_of_the_fast_transcoder() -> None:
     )
     assert fast_env == std_env
     assert fast_env["at"] == at.astimezone(UTC)
+
+
+@settings(max_examples=300)
+@given(st.datetimes(timezones=zones))
+def test_iso_utc_is_strftime(value: datetime) -> None:
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        return
+    assert iso_utc(value) == utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
