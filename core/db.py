@@ -64,6 +64,29 @@ async def create_pool(
     return pool
 
 
+async def create_read_pool(
+    database_url: str, schema: str = "public", min_size: int = 1, max_size: int = 8
+) -> asyncpg.Pool:
+    """A read-only pool on a streaming replica: no ``CREATE SCHEMA`` (a hot standby refuses
+    writes), every transaction read-only, so a query that writes fails here instead of
+    silently going to the wrong server."""
+    check_schema(schema)
+    pool = await asyncpg.create_pool(
+        database_url,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        reset=_keep_session,
+        server_settings={
+            "search_path": f"{schema},public",
+            "application_name": "griddispatch-read",
+            "default_transaction_read_only": "on",
+        },
+    )
+    assert pool is not None
+    return pool
+
+
 async def ensure_schema(database_url: str, schema: str) -> None:
     """Create the schema if missing (idempotent, race-safe across processes)."""
     check_schema(schema)

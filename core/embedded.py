@@ -789,3 +789,61 @@ def spawn_child(argv: list[str], death_signal: int = signal.SIGTERM, **kwargs: A
     return _spawn(
         argv, preexec_fn=_death_signal_preexec(death_signal), start_new_session=True, **kwargs
     )
+
+
+class EmbeddedReplica(EmbeddedPostgres):
+    """A hot-standby streaming replica of an :class:`EmbeddedPostgres`, for the read-replica
+    path (``DATABASE_READ_URL``) on one machine: the tests, and trying the deployment's
+    primary + replica layout without containers.
+
+    The data directory is a ``pg_basebackup -R`` of the primary (so it starts as a standby
+    following the primary's WAL stream); the primary's default ``pg_hba.conf`` already trusts
+    replication connections from loopback.
+    """
+
+    _label = "postgres-replica"
+
+    def __init__(self, state_dir: Path, primary: EmbeddedPostgres, port: int | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(state_dir, port, database=primary.database, user=primary.user,
+                         **kwargs)
+        self.primary = primary
+
+    def _initdb(self, bin_dir: Path, run_as: _RunAs | None, timeout: float) -> None:
+        """Copy the primary (instead of initdb), atomically like ``initdb`` is."""
+        if (self.pgdata / "PG_VERSION").exists():
+            return
+        scratch = self.state_dir / "pgdata.basebackup"
+        if scratch.exists():
+            shutil.rmtree(scratch)
+        scratch.mkdir(mode=0o700)
+        if run_as is not None:
+            os.chown(scratch, run_as.uid, run_as.gid)
+        argv = [
+            str(bin_dir / "pg_basebackup"),
+            "-h", self.primary.host, "-p", str(self.primary.port), "-U", self.primary.user,
+            "-D", str(scratch), "-R", "-X", "stream", "--checkpoint=fast",
+        ]  # fmt: skip
+        kwargs: dict[str, Any] = {
+            "stdin": subprocess.DEVNULL,
+            "stdout": subprocess.PIPE,
+            "stderr": subprocess.STDOUT,
+            "env": self._env(),
+            "cwd": str(self.state_dir),
+            "preexec_fn": _death_signal_preexec(signal.SIGKILL),
+        }
+        if run_as is not None:
+            kwargs.update(user=run_as.uid, group=run_as.gid, extra_groups=[])
+        proc = _spawn(argv, **kwargs)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+            raise RuntimeError(f"pg_basebackup timed out:\n{out.decode()}") from None
+        if proc.returncode != 0:
+            raise RuntimeError(f"pg_basebackup failed (code {proc.returncode}):\n{out.decode()}")
+        scratch.rename(self.pgdata)
+
+    def _ensure_database(self) -> None:
+        """Nothing to create: a standby is read-only and has the primary's databases."""

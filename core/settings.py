@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="External PostgreSQL; embedded when unset"
     )
+    database_read_url: str | None = Field(
+        default=None,
+        description="A streaming replica (hot standby) for the command centre's read-model "
+        "queries (queue, map, metrics); the primary when unset or unreachable",
+    )
     state_dir: Path = Field(default=Path(".state"), alias="GRID_STATE_DIR")
     city_dir: Path = Field(default=REPO_ROOT / "deploy" / "cities" / "guiyang", alias="GRID_CITY")
     categories_file: Path = Field(

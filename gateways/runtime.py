@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ from nats.js import JetStreamContext
 from aggregates.service import CaseService
 from core import users
 from core.clock import Clock, SystemClock
-from core.db import create_pool, ensure_schema, wait_for_database
+from core.db import create_pool, create_read_pool, ensure_schema, wait_for_database
 from core.eventstore import StoreRegistry
 from core.logging import get_logger
 from core.messaging import Topology, connect, ensure_streams
@@ -40,6 +40,13 @@ from projections.timeline import TimelineProjection
 log = get_logger("runtime")
 
 ROLES = ("worker", "relay", "projector", "watcher", "notifier")
+#: A replica that is down, restarting or unreachable (not a bad query).
+READ_CONNECTION_ERRORS = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+)
 
 
 async def intake_setup(conn: asyncpg.Connection, settings: Settings) -> None:
@@ -83,6 +90,9 @@ class Runtime:
     clock: Clock = field(default_factory=SystemClock)
     photos: PhotoStore | None = None  # set by open(); bucket created on first upload
     notifier: Any = None  # gateways.notify.Notifier when the notifier role runs
+    read_pool: asyncpg.Pool | None = None  # the replica's, opened by reads() on first use
+    _read_retry_at: float = 0.0
+    _read_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
     async def open(cls, settings: Settings, nats_url: str, database_url: str) -> Runtime:
@@ -124,6 +134,50 @@ class Runtime:
         runtime = cls(settings, nats_url, database_url, ref, topo, nc, js, pool, stores, service)
         runtime.photos = PhotoStore(js, topo, replicas=settings.stream_replicas)
         return runtime
+
+    async def reads(self) -> asyncpg.Pool:
+        """The pool for read-model queries that tolerate replication lag (queue lists, map,
+        metrics — docs/deployment.md): the replica's when ``DATABASE_READ_URL`` is set and
+        reachable, else the primary's. A replica that cannot be reached is retried every
+        30 s; meanwhile the primary answers, so the command centre never goes dark."""
+        url = self.settings.database_read_url
+        if not url:
+            return self.pool
+        if self.read_pool is not None:
+            return self.read_pool
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._read_retry_at:
+            return self.pool
+        async with self._read_lock:
+            if self.read_pool is None and loop.time() >= self._read_retry_at:
+                try:
+                    self.read_pool = await asyncio.wait_for(
+                        create_read_pool(url, self.settings.db_schema), timeout=5
+                    )
+                    log.info("runtime.read_replica", url=_without_password(url))
+                except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+                    self._read_retry_at = loop.time() + 30
+                    log.warning("runtime.read_replica_unavailable", error=repr(exc)[:300],
+                                url=_without_password(url), retry_in_s=30)
+        return self.read_pool or self.pool
+
+    @contextlib.asynccontextmanager
+    async def read_connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection from :meth:`reads`. When the replica fails mid-request, that request
+        fails (503, like any database outage) and the next ones go to the primary until the
+        replica can be reached again."""
+        pool = await self.reads()
+        try:
+            async with pool.acquire() as conn:
+                yield conn
+        except READ_CONNECTION_ERRORS as exc:
+            replica = self.read_pool
+            if replica is not None and pool is replica:
+                self.read_pool = None
+                self._read_retry_at = asyncio.get_running_loop().time() + 30
+                replica.terminate()
+                log.warning("runtime.read_replica_lost", error=repr(exc)[:300], retry_in_s=30)
+            raise
 
     def start(self, roles: Iterable[str], partitions: list[str] | None = None) -> None:
         """Start the given roles as tasks; ``partitions`` limits workers and the relay."""
@@ -225,9 +279,23 @@ class Runtime:
             await self.nc.close()
         with contextlib.suppress(Exception):
             await self.pool.close()
+        if self.read_pool is not None:
+            with contextlib.suppress(Exception):
+                await self.read_pool.close()
         with contextlib.suppress(Exception):
             from gateways.audit.pool import close_pool  # the auditors' pool, if one was made
 
             await asyncio.to_thread(close_pool, self)
         await asyncio.to_thread(self.stores.close)
         log.info("runtime.closed")
+
+
+def _without_password(url: str) -> str:
+    """A database URL fit for a log line."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -106,6 +106,17 @@ def deployment(
         {"name": "GRID_JWT_SECRET",
          "valueFrom": {"secretKeyRef": {"name": "griddispatch-secrets", "key": "jwt-secret"}}},
     ]
+    if role == "gateway":
+        # Command-centre reads (queue, map, metrics) from the hot standbys behind the operator's
+        # read-only Service; the primary answers whenever they cannot (docs/deployment.md).
+        env += [
+            {"name": "PG_USER",
+             "valueFrom": {"secretKeyRef": {"name": "griddispatch-pg-app", "key": "username"}}},
+            {"name": "PG_PASSWORD",
+             "valueFrom": {"secretKeyRef": {"name": "griddispatch-pg-app", "key": "password"}}},
+            {"name": "DATABASE_READ_URL",
+             "value": "postgresql://$(PG_USER):$(PG_PASSWORD)@griddispatch-pg-ro:5432/griddispatch"},
+        ]
     env += [{"name": k, "value": v} for k, v in (extra_env or {}).items()]
     container: dict[str, Any] = {
         "name": role,

@@ -123,7 +123,7 @@ async def list_cases(
         f"{'WHERE ' + ' AND '.join(where) if where else ''} "
         f"ORDER BY reported_at DESC, case_no DESC LIMIT ${len(params)}"
     )
-    async with runtime.pool.acquire() as conn:
+    async with runtime.read_connection() as conn:
         records = await conn.fetch(sql, *params)
     items = [mask_case(principal, _row(r), j) for r in records[:limit]]
     next_cursor = None

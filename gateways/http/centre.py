@@ -409,7 +409,7 @@ async def queue(
         params.extend(extra)
     params.append(limit + 1)
     sql = q.rows(condition) + f" LIMIT ${len(params)}"
-    async with runtime.pool.acquire() as conn:
+    async with runtime.read_connection() as conn:
         records = await conn.fetch(sql, *params)
         total = exact = None
         if with_total:
@@ -438,7 +438,7 @@ async def _rows(
     runtime: Runtime, sql: str, params: list[Any]
 ) -> AsyncIterator[dict[str, Any]]:
     """Rows of ``sql`` from a server-side cursor (constant memory for any size)."""
-    async with runtime.pool.acquire() as conn, conn.transaction(readonly=True):
+    async with runtime.read_connection() as conn, conn.transaction(readonly=True):
         async for record in conn.cursor(sql, *params, prefetch=1000):
             yield _item(record)
 
@@ -522,7 +522,7 @@ async def map_counts(
     """Open / yellow / red / supervised / urgent counts of a node, its children and grids."""
     j = runtime.ref.jurisdiction
     code, grids = _grids_for(principal, j, node)
-    async with runtime.pool.acquire() as conn:
+    async with runtime.read_connection() as conn:
         counts = await mapmodel.grid_counts(conn)
     if grids is not None:
         allowed = set(grids)
@@ -637,7 +637,7 @@ async def _metrics(
     else:
         sql_group = m.GROUPS_SQL[group_by]
     filters = {"department": department, "level": level, "inspector": inspector}
-    async with runtime.pool.acquire() as conn:
+    async with runtime.read_connection() as conn:
         flows = await m.sum_counters(conn, start, end, grids, sql_group, **filters)
         snaps = await _snapshots(
             conn, grids, None if group_by in TIME_GROUPS else sql_group, filters

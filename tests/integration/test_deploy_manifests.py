@@ -235,6 +235,21 @@ def test_compose_postgres_primary_streams_to_a_replica(compose: dict[str, Any]) 
     assert f"--slot={slot.group(1)}" in script and "hot_standby=on" in script
     assert replica["environment"]["PRIMARY_HOST"] == "pg-primary"
     assert replica["depends_on"]["pg-primary"]["condition"] == "service_healthy"
+    # The gateways read the command centre's read models from the standby; nothing else does.
+    readers = [n for n, svc in services.items()
+               if "DATABASE_READ_URL" in (svc.get("environment") or {})]
+    assert readers == ["gateway"]
+    assert "@pg-replica:5432/" in services["gateway"]["environment"]["DATABASE_READ_URL"]
+    assert "@pg-primary:5432/" in services["gateway"]["environment"]["DATABASE_URL"]
+
+
+def test_k8s_gateway_reads_from_the_read_only_service(k8s: list[dict[str, Any]]) -> None:
+    for name, deployment in _kind(k8s, "Deployment").items():
+        env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        if name == "gateway":
+            assert "@griddispatch-pg-ro:5432/" in env["DATABASE_READ_URL"]["value"]
+        else:
+            assert "DATABASE_READ_URL" not in env, name
 
 
 # --------------------------------------------------------------------------- Kubernetes
