@@ -4,7 +4,8 @@ Through the full ASGI stack with auth (an auditor's bearer token, the read log w
 request), like ``benchmarks/store.py``: a case with 50 events (one report, 49 supervision
 orders) among ``--cases`` ordinary ones, the relay sealing them into ``log_chain`` and the
 projector indexing them in ``case_queue`` (so the history is what an auditor sees in
-production: located through the queue, sealed, verified).
+production: located through the queue, sealed, verified); both roles are stopped before the
+timing, as the gateway process does not run them.
 
     python -m benchmarks.auditor --cases 2000 --repeats 500
 
@@ -96,6 +97,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         case_no = await long_history_case(runtime, args.events)
         runtime.start(["relay", "projector"])
         await _wait_indexed(runtime, case_no, args.events)
+        # Sealed and indexed: stop them, as in production the gateway process serves HTTP
+        # and the relay / projector run in processes of their own (the relay would otherwise
+        # poll the store every 50 ms in this process while we measure).
+        for role in ("relay", "projector"):
+            await runtime.stop_role(role)
         app = create_app(runtime)
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://bench"
