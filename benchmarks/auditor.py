@@ -77,7 +77,7 @@ async def _wait_indexed(runtime: Runtime, case_no: str, events: int, timeout: fl
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    from benchmarks.store import bulk_load, drop_deployment, long_history_case
+    from benchmarks.store import bulk_load, long_history_case
     from gateways.http.app import create_app
 
     tag = uuid.uuid4().hex[:8]
@@ -128,23 +128,40 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         }
     finally:
         if not args.keep:
-            await drop_deployment(runtime)
+            await _drop(runtime)
         await runtime.close()
 
 
+async def _drop(runtime: Runtime) -> None:
+    """Remove the bench's streams and schema, on the runtime's own pool (a new connection
+    can be refused when PostgreSQL's 100 are taken by other suites)."""
+    from core.messaging import delete_streams
+
+    with contextlib.suppress(Exception):
+        await delete_streams(runtime.js, runtime.topo)
+    async with runtime.pool.acquire() as conn:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {runtime.settings.db_schema} CASCADE")
+
+
 async def _drop_partial(args: argparse.Namespace, settings: Settings) -> None:
-    """Best-effort removal of what a failed ``Runtime.open`` may have made."""
+    """Best-effort removal of what a failed ``Runtime.open`` may have made (retried: it
+    failed most likely for want of a free PostgreSQL connection)."""
     import asyncpg
 
     from core.messaging import Topology, delete_streams
     from core.messaging import connect as nats_connect
 
-    with contextlib.suppress(Exception):
-        conn = await asyncpg.connect(args.db)
+    for _ in range(10):
+        try:
+            conn = await asyncpg.connect(args.db)
+        except Exception:
+            await asyncio.sleep(3)
+            continue
         try:
             await conn.execute(f"DROP SCHEMA IF EXISTS {settings.db_schema} CASCADE")
         finally:
             await conn.close()
+        break
     with contextlib.suppress(Exception):
         nc = await nats_connect(args.nats, name="bench-auditor-cleanup")
         try:
