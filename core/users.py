@@ -881,7 +881,14 @@ class UserStore:
         query: str | None,
         case_no: str | None,
     ) -> None:
-        async with self.pool.acquire() as conn:
+        """Log an auditor's read (who looked at what, when).
+
+        Committed without waiting for the WAL flush: the row is written before the response
+        and survives anything but a PostgreSQL or machine crash within the WAL writer's
+        fraction of a second, and the flush wait was most of an auditor request's time
+        (docs/performance.md, "Auditor history"). Nothing else may share this transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit = off")
             await conn.execute(
                 "INSERT INTO audit_reads (user_id, role, method, path, query, case_no) "
                 "VALUES ($1, $2, $3, $4, $5, $6)",
