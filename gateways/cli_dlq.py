@@ -36,7 +36,7 @@ from nats.js.errors import NotFoundError
 from rich.console import Console
 from rich.table import Table
 
-from core.messaging import Topology
+from core.messaging import Topology, server_list
 from core.settings import Settings
 
 app = typer.Typer(help="Dead letters: list, show, replay, drop (死信隊列).", no_args_is_help=True)
@@ -152,8 +152,10 @@ def _run(work: Callable[[JetStreamContext, Topology], Awaitable[T]]) -> T:
 
     async def main() -> T:
         try:
+            # A CLI fails fast instead of reconnecting forever; the URL may list the cluster.
             nc = await nats.connect(
-                _nats_url(settings), name="gridctl-dlq", connect_timeout=3, max_reconnect_attempts=1
+                server_list(_nats_url(settings)), name="gridctl-dlq", connect_timeout=3,
+                max_reconnect_attempts=1,
             )
         except Exception as exc:
             err.print(f"[red]cannot reach NATS[/] at {_nats_url(settings)}: {exc}")
