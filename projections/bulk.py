@@ -194,6 +194,16 @@ FOLDERS: dict[str, Callable[[], Folder]] = {
 }
 
 
+#: The tables each folder COPYs into (others, like ``metric_counts_daily``, are kept by
+#: triggers on these and keep their keys during the load).
+COPIED: dict[str, tuple[str, ...]] = {
+    "queue": ("case_queue",),
+    "timeline": ("case_timeline",),
+    "map": ("map_cases", "map_grid_counts"),
+    "metrics": ("metric_counts", "metric_case_state"),
+}
+
+
 def supports(name: str) -> bool:
     return name in FOLDERS
 

@@ -568,6 +568,75 @@ CREATE TABLE IF NOT EXISTS metric_case_state (
     case_id uuid PRIMARY KEY,
     state jsonb NOT NULL
 );
+""" + """
+CREATE OR REPLACE FUNCTION metric_counts_roll() RETURNS trigger LANGUAGE plpgsql AS $roll$
+DECLARE
+    delta text;
+BEGIN
+    -- The change of every (counter, day, grid) sum this statement made, from its
+    -- transition tables; the roll-up is in the same schema as the table that changed.
+    IF TG_OP = 'INSERT' THEN
+        delta := 'SELECT counter, day, grid, community, district, value FROM new_rows';
+    ELSIF TG_OP = 'UPDATE' THEN
+        delta := 'SELECT counter, day, grid, community, district, value FROM new_rows '
+              || 'UNION ALL SELECT counter, day, grid, community, district, -value FROM old_rows';
+    ELSE
+        delta := 'SELECT counter, day, grid, community, district, -value FROM old_rows';
+    END IF;
+    EXECUTE format(
+        'INSERT INTO %I.metric_counts_daily AS r (counter, day, grid, community, district, '
+        'value) SELECT counter, day, grid, min(community), min(district), sum(value) FROM (%s) '
+        'c(counter, day, grid, community, district, value) GROUP BY 1, 2, 3 '
+        'HAVING sum(value) <> 0 ON CONFLICT (counter, day, grid) '
+        'DO UPDATE SET value = r.value + EXCLUDED.value',
+        TG_TABLE_SCHEMA, delta);
+    -- A sum that reached zero has no row (the table depends on the events only, never on
+    -- how they were batched); a second statement, as a WITH could not see the update.
+    EXECUTE format(
+        'DELETE FROM %I.metric_counts_daily z USING (SELECT DISTINCT counter, day, grid '
+        'FROM (%s) c(counter, day, grid, community, district, value)) k '
+        'WHERE z.value = 0 AND z.counter = k.counter AND z.day = k.day AND z.grid = k.grid',
+        TG_TABLE_SCHEMA, delta);
+    RETURN NULL;
+END
+$roll$;
+DO $setup$
+DECLARE
+    fresh boolean := to_regclass(quote_ident(current_schema()) || '.metric_counts_daily') IS NULL;
+BEGIN
+    -- metric_counts summed over level, department and inspector: what the command centre's
+    -- overview reads (a tenth of the rows). Kept by statement triggers on metric_counts, so
+    -- the projection's apply (and a rebuild's COPY) maintain it in the same transaction.
+    IF fresh THEN
+        CREATE TABLE metric_counts_daily (
+            counter text NOT NULL,
+            day date NOT NULL,
+            grid text NOT NULL,
+            community text NOT NULL DEFAULT '',
+            district text NOT NULL DEFAULT '',
+            value bigint NOT NULL,
+            PRIMARY KEY (counter, day, grid)
+        );
+    END IF;
+    -- (Re)attached every time: after a rebuild's swap they must call this schema's function.
+    CREATE OR REPLACE TRIGGER metric_counts_roll_ins AFTER INSERT ON metric_counts
+        REFERENCING NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION metric_counts_roll();
+    CREATE OR REPLACE TRIGGER metric_counts_roll_upd AFTER UPDATE ON metric_counts
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION metric_counts_roll();
+    CREATE OR REPLACE TRIGGER metric_counts_roll_del AFTER DELETE ON metric_counts
+        REFERENCING OLD TABLE AS old_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION metric_counts_roll();
+    IF fresh THEN
+        -- A deployment from before the roll-up: start from its counters (the triggers above
+        -- already hold writers off until this transaction commits).
+        INSERT INTO metric_counts_daily
+        SELECT counter, day, grid, min(community), min(district), sum(value)
+        FROM metric_counts GROUP BY 1, 2, 3 HAVING sum(value) <> 0;
+    END IF;
+END
+$setup$;
 """
 
 #: Once a case reached one of these and nothing more can change its counters, its state row
@@ -579,7 +648,7 @@ class MetricsProjection:
     """Maintains ``metric_counts`` (counters) and ``metric_case_state`` (per-case cohorts)."""
 
     name = "metrics"
-    tables = ("metric_counts", "metric_case_state")
+    tables = ("metric_counts", "metric_case_state", "metric_counts_daily")
 
     def ddl(self) -> str:
         return DDL

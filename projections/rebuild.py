@@ -111,7 +111,7 @@ async def build_scratch(
         return conn, events
     heads = {p: await asyncio.to_thread(_head, stores, p) for p in partitions}
     total = sum(heads.values())
-    indexes = await bulk.drop_indexes(conn, scratch_schema, projection.tables)
+    indexes = await bulk.drop_indexes(conn, scratch_schema, bulk.COPIED[projection.name])
     work = [
         bulk.PartitionJob(database_url, store_schema, scratch_schema, projection.name, p, head)
         for p, head in heads.items()
@@ -184,6 +184,9 @@ async def rebuild(
                 await conn.execute(f"DROP TABLE IF EXISTS {schema}.{table} CASCADE")
                 await conn.execute(f"ALTER TABLE {scratch}.{table} SET SCHEMA {schema}")
             await conn.execute(f"SET LOCAL search_path TO {schema}")
+            # Objects that do not move with the tables (trigger functions) are (re)made and
+            # re-attached here, before the scratch schema and what it holds is dropped.
+            await conn.execute(projection.ddl())
             await conn.execute(POSITIONS_DDL)
             await conn.execute(
                 "DELETE FROM projection_positions WHERE projection = $1", projection.name

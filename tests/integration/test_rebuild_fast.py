@@ -27,7 +27,16 @@ KEYS = {
     "map_grid_counts": "grid",
     "metric_counts": "counter || day || grid || level || department || inspector",
     "metric_case_state": "case_id",
+    "metric_counts_daily": "counter || day || grid",
 }
+
+#: metric_counts_daily is metric_counts summed over level, department and inspector.
+ROLLED_UP = (
+    "WITH a AS (SELECT counter, day, grid, min(community) AS community, min(district) AS "
+    "district, sum(value)::bigint AS value FROM {s}.metric_counts GROUP BY 1, 2, 3), "
+    "b AS (SELECT counter, day, grid, community, district, value FROM {s}.metric_counts_daily) "
+    "(SELECT * FROM a EXCEPT SELECT * FROM b) UNION ALL (SELECT * FROM b EXCEPT SELECT * FROM a)"
+)
 
 
 @pytest.fixture
@@ -84,6 +93,9 @@ async def test_fast_rebuild_equals_apply_batch(store: dict[str, Any], jobs: int)
                 for s in (live, fast)
             ]
             assert positions[0] == positions[1]
+            if projection.name == "metrics":
+                for s in (live, fast):
+                    assert await conn.fetch(ROLLED_UP.format(s=s)) == [], s
             # Indexes and keys came back under their own names.
             for s in (live, fast):
                 await conn.execute(f"SET search_path TO {s}")
@@ -145,3 +157,50 @@ async def test_centre_snapshots_and_capped_totals(
     finally:
         for scratch in scratches:
             await conn.execute(f"DROP SCHEMA IF EXISTS {scratch} CASCADE")
+
+
+async def test_rebuild_swap_keeps_the_metrics_roll_up_live(store: dict[str, Any]) -> None:
+    """After the swap the roll-up triggers call the live schema's function (the scratch
+    schema is gone) and keep ``metric_counts_daily`` equal to ``metric_counts``; the
+    centre's roll-up query equals ``sum_counters``."""
+    from datetime import date
+
+    from gateways.http import centre
+    from projections import metrics as m
+    from projections.metrics import MetricsProjection
+    from projections.rebuild import rebuild
+
+    schema, stores, ref, conn = (store[k] for k in ("schema", "stores", "ref", "conn"))
+    for _ in range(2):  # the second swap replaces tables that have triggers already
+        await rebuild(database_url(), schema, MetricsProjection(), stores, ref.partitions)
+    triggers = await conn.fetch(
+        "SELECT t.tgname, pn.nspname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_proc p ON p.oid = t.tgfoid "
+        "JOIN pg_namespace pn ON pn.oid = p.pronamespace "
+        "WHERE n.nspname = $1 AND c.relname = 'metric_counts' AND NOT t.tgisinternal",
+        schema,
+    )
+    assert sorted(r["tgname"] for r in triggers) == [
+        "metric_counts_roll_del", "metric_counts_roll_ins", "metric_counts_roll_upd"
+    ]
+    assert {r["nspname"] for r in triggers} == {schema}
+    assert await conn.fetch(ROLLED_UP.format(s=schema)) == []
+    await conn.execute(f"SET search_path TO {schema}")
+    first = await conn.fetchrow("SELECT * FROM metric_counts ORDER BY value DESC LIMIT 1")
+    await conn.execute(
+        "UPDATE metric_counts SET value = value + 5 WHERE counter = $1 AND day = $2 AND "
+        "grid = $3 AND level = $4 AND department = $5 AND inspector = $6",
+        *[first[k] for k in ("counter", "day", "grid", "level", "department", "inspector")],
+    )
+    await conn.execute("DELETE FROM metric_counts WHERE ctid IN "
+                       "(SELECT ctid FROM metric_counts ORDER BY day LIMIT 3)")
+    assert await conn.fetch(ROLLED_UP.format(s=schema)) == []
+    # The centre reads the roll-up when no department / level / inspector filter applies.
+    none = {"department": None, "level": None, "inspector": None}
+    some = ref.jurisdiction.grids_under(ref.partitions[0])[:4]
+    for grids in (None, some):
+        for group in (None, *(m.GROUPS_SQL[g] for g in ("day", "week", "month", "grid",
+                                                        "community", "district"))):
+            args = (date(2000, 1, 1), date(2100, 1, 1), grids, group)
+            fast = await centre._flows(conn, *args, none)
+            assert fast == await m.sum_counters(conn, *args) and fast, (grids, group)
