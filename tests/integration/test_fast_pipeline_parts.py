@@ -1,0 +1,176 @@
+"""The faster pipeline parts against the real servers: the event store's batch insert and
+transcoder (core/eventstore.py) and the pull fetch (core/pull.py).
+
+Why: both replace library code on the path every report takes; these pin the behaviour the
+rest of the system relies on — ids in event order, a conflicting batch refused as a whole
+(exactly-once storage), rows readable by eventsourcing, the relay's decoder and the auditors'
+stdlib mapper; and a fetch that returns what is there, in order, without losing leftovers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import nats
+import psycopg
+import pytest
+from eventsourcing.persistence import (
+    DatetimeAsISO,
+    DecimalAsStr,
+    IntegrityError,
+    JSONTranscoder,
+    Mapper,
+    UUIDAsHex,
+)
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+
+from aggregates.case import Case, verify_chain
+from core.envelope import envelope_from_stored, to_envelope
+from core.eventstore import FastRecorder, FastTranscoder, StoreRegistry
+from core.pull import fetch
+from tests.conftest import database_url, nats_url
+
+T = datetime(2026, 5, 4, 1, 0, tzinfo=UTC)
+
+
+def _report(n: int) -> Case:
+    return Case.report(
+        case_id=uuid.uuid4(), case_no=f"GD-TEST-0000-{n:04d}", category="SJ0101",
+        kind="event", grid="520102001001", community="520102001", district="520102",
+        description=f"井蓋 {n} \"破損\"\n", reporter={"name": "張三", "type": "citizen"},
+        source="api", priority="ordinary", level="district", lat=26.5 + n / 1000, lon=106.7,
+        proposal={"department": "D-1", "node": "520102", "reasons": ["a", "b"]},
+        file_due=T + timedelta(hours=1), actor="u1", role="call_taker", channel="test",
+        at=T + timedelta(seconds=n), command_id=f"k{n}",
+    )
+
+
+@pytest.fixture
+def stores() -> Iterator[StoreRegistry]:
+    schema = f"fp_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(database_url(), autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    registry = StoreRegistry(database_url(), schema)
+    yield registry
+    registry.close()
+    with psycopg.connect(database_url(), autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_batch_insert_ids_order_conflicts_and_readers(stores: StoreRegistry) -> None:
+    store = stores.get("520102")
+    assert isinstance(store.recorder, FastRecorder)
+    assert isinstance(store.mapper.transcoder, FastTranscoder)
+    cases = [_report(n) for n in range(50)]
+    for case in cases[:10]:
+        case.file(dispatch_due=T + timedelta(hours=3), actor="d1", role="dispatcher",
+                  channel="test", at=T + timedelta(minutes=5), command_id=f"f{case.case_no}")
+    recordings = store.save(*cases)
+    ids = [r.notification.id for r in recordings]
+    assert ids == sorted(ids) and len(set(ids)) == 60
+
+    # The log in notification order is the events in the order they were saved.
+    notifications = store.recorder.select_notifications(start=0, limit=100)
+    events = [r.domain_event for r in recordings]
+    expected = [(e.originator_id, e.originator_version) for e in events]
+    assert [(n.originator_id, n.originator_version) for n in notifications] == expected
+
+    # Readers: eventsourcing's repository, the auditors' stdlib mapper, the relay's decoder.
+    stdlib = JSONTranscoder()
+    for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO()):
+        stdlib.register(transcoding)
+    mapper: Mapper[uuid.UUID] = Mapper(transcoder=stdlib)
+    for n in notifications:
+        event = mapper.to_domain_event(n)
+        fast = envelope_from_stored("520102", n.id, n.originator_id, n.originator_version,
+                                    n.topic, n.state)
+        assert fast == to_envelope("520102", n.id, event)
+    for case in cases[:10]:
+        copy: Case = store.repository.get(case.id)
+        assert copy.snapshot_dict() == case.snapshot_dict()
+        events = [mapper.to_domain_event(s) for s in store.recorder.select_events(case.id)]
+        assert verify_chain(events) is None
+
+    # A batch with one conflicting event is refused as a whole: nothing of it is stored.
+    again = _report(99)
+    clash = _report(98)
+    store.save(clash)
+    duplicate = Case.report(
+        case_id=clash.id, case_no="GD-TEST-0000-0098", category="SJ0101", kind="event",
+        grid="520102001001", community="520102001", district="520102", description="x",
+        reporter={"type": "citizen"}, source="api", priority="ordinary", level="district",
+        actor="u1", role="call_taker", channel="test", at=T, command_id="dup",
+    )
+    with pytest.raises(IntegrityError):
+        store.save(again, duplicate)
+    assert store.recorder.select_events(again.id) == []
+    assert store.recorder.max_notification_id() == 61
+
+
+async def test_fetch_returns_what_is_there_in_order() -> None:
+    nc = await nats.connect(nats_url())
+    js = nc.jetstream()
+    name = f"FP{uuid.uuid4().hex[:8].upper()}"
+    subject = name.lower()
+    await js.add_stream(StreamConfig(name=name, subjects=[f"{subject}.>"]))
+    try:
+        sub = await js.pull_subscribe(
+            f"{subject}.>", durable="d", stream=name,
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30),
+        )
+        with pytest.raises(NatsTimeout):  # nothing there: times out like nats-py
+            await fetch(sub, 10, 0.3)
+
+        for i in range(25):
+            await js.publish(f"{subject}.x", str(i).encode(), headers={"Nats-Msg-Id": str(i)})
+        first = await fetch(sub, 10, 1.0)
+        second = await fetch(sub, 100, 1.0)
+        seen = [int(m.data) for m in first + second]
+        assert [int(m.data) for m in first] == list(range(10))
+        assert seen == list(range(25))
+        for m in first + second:
+            await m.ack()
+
+        # A waiting fetch returns as soon as something arrives (not after the timeout) …
+        async def later() -> None:
+            await asyncio.sleep(0.2)
+            for i in range(25, 30):
+                await js.publish(f"{subject}.x", str(i).encode())
+
+        task = asyncio.create_task(later())
+        started = asyncio.get_running_loop().time()
+        got = await fetch(sub, 100, 3.0)
+        assert asyncio.get_running_loop().time() - started < 2.0
+        await task
+        # … and what its request still brings is taken by the next fetch, in order.
+        await asyncio.sleep(0.2)
+        got += await fetch(sub, 100, 1.0)
+        assert [int(m.data) for m in got] == list(range(25, 30))
+        for m in got:
+            await m.ack()
+        info = await js.consumer_info(name, "d")
+        assert info.num_pending == 0
+    finally:
+        await js.delete_stream(name)
+        await nc.close()
+
+
+async def test_relay_reader_matches_eventsourcing(stores: StoreRegistry) -> None:
+    from gateways.relay import read_envelopes, read_envelopes_async
+
+    store = stores.get("520103")
+    store.save(*[_report(random.randrange(10_000)) for _ in range(30)])
+    schema = stores._env["POSTGRES_SCHEMA"]
+    conn = await asyncpg.connect(database_url(), server_settings={"search_path": schema})
+    try:
+        fast = await read_envelopes_async(conn, "520103", 5, 20)
+    finally:
+        await conn.close()
+    slow = await asyncio.to_thread(read_envelopes, stores, "520103", 5, 20)
+    assert fast == slow and [e["position"] for e in fast] == list(range(6, 26))
