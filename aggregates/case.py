@@ -31,6 +31,7 @@ Rules of this module
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from collections.abc import Iterable
 from datetime import datetime
@@ -259,7 +260,7 @@ class Case(Aggregate):
             ``Case.__init__`` takes none. Runs for every new case and every replay; other
             aggregate classes (none today) get the library's version."""
             cls = resolve_topic(self.originator_topic)
-            if aggregate is not None or cls.__init__ is not Case.__init__:
+            if aggregate is not None or cls.__init__ is not Case.__init__ or not _PLAIN_INIT:
                 return super().mutate(aggregate)
             case = cls.__new__(cls)
             case.__base_init__(self.originator_id, self.originator_version, self.timestamp)
@@ -1627,3 +1628,8 @@ def _chain(
         return event_hash(prev_hash, case_id, version, event_type, at, payload)
     except (TypeError, ValueError) as exc:
         raise InvalidCommand(f"value not storable: {exc}") from exc
+
+
+#: ``Case.__init__`` takes no arguments (what ``Reported.mutate``'s shortcut relies on; if it
+#: ever does, eventsourcing's own ``mutate`` runs instead).
+_PLAIN_INIT = len(inspect.signature(Case.__init__).parameters) == 1
