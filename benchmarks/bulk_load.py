@@ -19,6 +19,7 @@ store takes to keep the notification log gap-free for concurrent readers.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import random
@@ -168,6 +169,7 @@ _maker: _Maker | None = None
 def _init(settings: Settings, database_url: str, schema: str) -> None:
     global _maker
     _maker = _Maker(settings, database_url, schema)
+    gc.freeze()  # the reference data stays for the process: keep it out of every collection
 
 
 def copy_rows(

@@ -22,6 +22,7 @@ processes, each COPYing its own rows.
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -249,6 +250,11 @@ async def fold_partition(job: PartitionJob) -> int:
     check_schema(job.store_schema)
     check_schema(job.scratch_schema)
     conn = await _connect(job.database_url, job.store_schema)
+    # The fold keeps hundreds of thousands of dicts alive and allocates millions more; the
+    # cyclic collector would walk all of them again and again (measured: 3x the CPU time).
+    # Nothing here makes reference cycles, so it is off until the partition is done.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         await _binary_json(conn)
         folder = FOLDERS[job.projection]()
@@ -264,6 +270,8 @@ async def fold_partition(job: PartitionJob) -> int:
         await _copy(conn, job.scratch_schema, folder.finish())
         return done
     finally:
+        if collecting:
+            gc.enable()
         await conn.close()
 
 

@@ -17,6 +17,7 @@ tests/integration/test_rebuild_fast.py shows both give identical tables).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -105,10 +106,36 @@ async def build_scratch(
     await conn.execute(f"CREATE SCHEMA {scratch_schema}")
     await conn.execute(f"SET search_path TO {scratch_schema}")
     await conn.execute(POSITIONS_DDL)
-    await conn.execute(projection.ddl())
+    try:
+        await conn.execute(projection.ddl())
+        events = await _fill(
+            conn, database_url, scratch_schema, projection, stores, partitions, progress,
+            store_schema, jobs,
+        )
+    except BaseException:
+        # A failed or cancelled rebuild leaves nothing behind (the scratch schema of a big
+        # store holds gigabytes).
+        with contextlib.suppress(Exception):
+            await conn.execute(f"DROP SCHEMA IF EXISTS {scratch_schema} CASCADE")
+        with contextlib.suppress(Exception):
+            await conn.close()
+        raise
+    return conn, events
+
+
+async def _fill(
+    conn: asyncpg.Connection,
+    database_url: str,
+    scratch_schema: str,
+    projection: Projection,
+    stores: StoreRegistry,
+    partitions: Sequence[str],
+    progress: Progress | None,
+    store_schema: str | None,
+    jobs: int | None,
+) -> int:
     if store_schema is None or not bulk.supports(projection.name):
-        events = await replay_into(conn, projection, stores, partitions, progress=progress)
-        return conn, events
+        return await replay_into(conn, projection, stores, partitions, progress=progress)
     heads = {p: await asyncio.to_thread(_head, stores, p) for p in partitions}
     total = sum(heads.values())
     indexes = await bulk.drop_indexes(conn, scratch_schema, bulk.COPIED[projection.name])
@@ -139,7 +166,7 @@ async def build_scratch(
         await conn.execute(f"ANALYZE {scratch_schema}.{table}")
     if progress is not None:
         progress(events, total)
-    return conn, events
+    return events
 
 
 async def rebuild(
@@ -197,6 +224,10 @@ async def rebuild(
                 [(projection.name, p, pos) for p, pos in positions.items()],
             )
         await conn.execute(f"DROP SCHEMA IF EXISTS {scratch} CASCADE")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await conn.execute(f"DROP SCHEMA IF EXISTS {scratch} CASCADE")
+        raise
     finally:
         await conn.close()
     return RebuildResult(projection.name, events, positions, loop.time() - started)
