@@ -572,6 +572,7 @@ CREATE TABLE IF NOT EXISTS metric_case_state (
 CREATE OR REPLACE FUNCTION metric_counts_roll() RETURNS trigger LANGUAGE plpgsql AS $roll$
 DECLARE
     delta text;
+    zeros bigint;
 BEGIN
     -- The change of every (counter, day, grid) sum this statement made, from its
     -- transition tables; the roll-up is in the same schema as the table that changed.
@@ -584,19 +585,22 @@ BEGIN
         delta := 'SELECT counter, day, grid, community, district, -value FROM old_rows';
     END IF;
     EXECUTE format(
-        'INSERT INTO %I.metric_counts_daily AS r (counter, day, grid, community, district, '
-        'value) SELECT counter, day, grid, min(community), min(district), sum(value) FROM (%s) '
-        'c(counter, day, grid, community, district, value) GROUP BY 1, 2, 3 '
-        'HAVING sum(value) <> 0 ON CONFLICT (counter, day, grid) '
-        'DO UPDATE SET value = r.value + EXCLUDED.value',
-        TG_TABLE_SCHEMA, delta);
-    -- A sum that reached zero has no row (the table depends on the events only, never on
-    -- how they were batched); a second statement, as a WITH could not see the update.
-    EXECUTE format(
-        'DELETE FROM %I.metric_counts_daily z USING (SELECT DISTINCT counter, day, grid '
-        'FROM (%s) c(counter, day, grid, community, district, value)) k '
-        'WHERE z.value = 0 AND z.counter = k.counter AND z.day = k.day AND z.grid = k.grid',
-        TG_TABLE_SCHEMA, delta);
+        'WITH up AS (INSERT INTO %I.metric_counts_daily AS r (counter, day, grid, community, '
+        'district, value) SELECT counter, day, grid, min(community), min(district), '
+        'sum(value) FROM (%s) c(counter, day, grid, community, district, value) '
+        'GROUP BY 1, 2, 3 HAVING sum(value) <> 0 ON CONFLICT (counter, day, grid) '
+        'DO UPDATE SET value = r.value + EXCLUDED.value RETURNING r.value) '
+        'SELECT count(*) FROM up WHERE value = 0',
+        TG_TABLE_SCHEMA, delta) INTO zeros;
+    IF zeros > 0 THEN
+        -- A sum that reached zero has no row (the table depends on the events only, never
+        -- on how they were batched); a second statement, as the WITH cannot see the update.
+        EXECUTE format(
+            'DELETE FROM %I.metric_counts_daily z USING (SELECT DISTINCT counter, day, grid '
+            'FROM (%s) c(counter, day, grid, community, district, value)) k '
+            'WHERE z.value = 0 AND z.counter = k.counter AND z.day = k.day AND z.grid = k.grid',
+            TG_TABLE_SCHEMA, delta);
+    END IF;
     RETURN NULL;
 END
 $roll$;
