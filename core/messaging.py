@@ -64,6 +64,11 @@ class Topology:
     def dlq_subject(self, source: str) -> str:
         return f"{self.subject_root}.dlq.{source}"
 
+    #: Header a publisher sets when it waits for the command's outcome on
+    #: :meth:`reply_subject`; the worker answers only those (reports and the watcher's
+    #: commands are fire-and-forget, and an unheard reply still costs a publish).
+    REPLY_WANTED = "Grid-Reply"
+
     def reply_subject(self, command_id: str) -> str:
         return f"{self.subject_root}.res.{command_id}"
 

@@ -375,10 +375,11 @@ class Worker:
                     redelivered += 1
                     duplicates += bool(outcome.duplicate)
                 await msg.ack()
-                await self.nc.publish(
-                    self.topo.reply_subject(outcome.command_id),
-                    codec.dumps(outcome.model_dump()),
-                )
+                if msg.headers and Topology.REPLY_WANTED in msg.headers:
+                    await self.nc.publish(
+                        self.topo.reply_subject(outcome.command_id),
+                        codec.dumps(outcome.model_dump()),
+                    )
             self.processed += len(items)
             log.debug(
                 "worker.batch", partition=partition, size=len(items), events=result.saved_events

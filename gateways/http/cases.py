@@ -22,6 +22,7 @@ from aggregates.states import STATUS_ZH, Status, allowed_actions
 from core import codec
 from core.clock import Clock
 from core.ids import new_key
+from core.messaging import Topology
 from gateways.http.access import CASE_ACTORS, CASE_READERS, can_see, case_filter, case_not_found
 from gateways.http.deps import get_clock, get_runtime
 from gateways.http.errors import ApiError
@@ -239,7 +240,10 @@ async def send_command(runtime: Runtime, command: Command) -> Outcome | None:
             await runtime.js.publish(
                 runtime.topo.command_subject(command.partition, command.verb),
                 codec.dumps(command.model_dump(mode="json")),
-                headers={"Nats-Msg-Id": f"{command.verb}:{command.command_id}"},
+                headers={
+                    "Nats-Msg-Id": f"{command.verb}:{command.command_id}",
+                    Topology.REPLY_WANTED: "1",
+                },
                 timeout=5,
             )
         except Exception as exc:
