@@ -20,6 +20,7 @@ Rules, all pure (no I/O, no clock):
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Protocol
 
@@ -70,8 +71,13 @@ def _keyword_in(keyword: str, text: str) -> bool:
     """
     if not _LATIN.search(keyword):
         return keyword in text
-    pattern = r"(?<![a-z0-9])" + re.escape(keyword) + r"(?![a-z0-9])"
-    return re.search(pattern, text) is not None
+    return _word_pattern(keyword).search(text) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def _word_pattern(keyword: str) -> re.Pattern[str]:
+    """The whole-word pattern of a Latin keyword, compiled once (triage runs per report)."""
+    return re.compile(r"(?<![a-z0-9])" + re.escape(keyword) + r"(?![a-z0-9])")
 
 
 def _priority(category: Category, description: str, base: Priority, reasons: list[str]) -> Priority:
