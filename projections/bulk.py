@@ -205,6 +205,10 @@ COPIED: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Tables a rebuild only ANALYZEs (the others are VACUUMed too, see projections/rebuild.py).
+ANALYZE_ONLY = frozenset({"case_timeline"})
+
+
 def supports(name: str) -> bool:
     return name in FOLDERS
 
