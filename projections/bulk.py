@@ -195,13 +195,19 @@ FOLDERS: dict[str, Callable[[], Folder]] = {
 }
 
 
-#: The tables each folder COPYs into (others, like ``metric_counts_daily``, are kept by
-#: triggers on these and keep their keys during the load).
+#: The tables each folder COPYs into (others, like ``metric_counts_daily``, keep their keys
+#: during the load and are filled from these by :data:`DERIVED` afterwards).
 COPIED: dict[str, tuple[str, ...]] = {
     "queue": ("case_queue",),
     "timeline": ("case_timeline",),
     "map": ("map_cases", "map_grid_counts"),
     "metrics": ("metric_counts", "metric_case_state"),
+}
+
+#: What fills a projection's derived tables once its COPYs are done (the live projector
+#: writes them in the same statement as the rows they are derived from).
+DERIVED: dict[str, tuple[str, ...]] = {
+    "metrics": (metrics.ROLLUP_FROM_COUNTS,),
 }
 
 

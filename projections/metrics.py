@@ -569,49 +569,18 @@ CREATE TABLE IF NOT EXISTS metric_case_state (
     state jsonb NOT NULL
 );
 """ + """
-CREATE OR REPLACE FUNCTION metric_counts_roll() RETURNS trigger LANGUAGE plpgsql AS $roll$
-DECLARE
-    delta text;
-    zeros bigint;
-BEGIN
-    -- The change of every (counter, day, grid) sum this statement made, from its
-    -- transition tables; the roll-up is in the same schema as the table that changed.
-    IF TG_OP = 'INSERT' THEN
-        delta := 'SELECT counter, day, grid, community, district, value FROM new_rows';
-    ELSIF TG_OP = 'UPDATE' THEN
-        delta := 'SELECT counter, day, grid, community, district, value FROM new_rows '
-              || 'UNION ALL SELECT counter, day, grid, community, district, -value FROM old_rows';
-    ELSE
-        delta := 'SELECT counter, day, grid, community, district, -value FROM old_rows';
-    END IF;
-    EXECUTE format(
-        'WITH up AS (INSERT INTO %I.metric_counts_daily AS r (counter, day, grid, community, '
-        'district, value) SELECT counter, day, grid, min(community), min(district), '
-        'sum(value) FROM (%s) c(counter, day, grid, community, district, value) '
-        'GROUP BY 1, 2, 3 HAVING sum(value) <> 0 ON CONFLICT (counter, day, grid) '
-        'DO UPDATE SET value = r.value + EXCLUDED.value RETURNING r.value) '
-        'SELECT count(*) FROM up WHERE value = 0',
-        TG_TABLE_SCHEMA, delta) INTO zeros;
-    IF zeros > 0 THEN
-        -- A sum that reached zero has no row (the table depends on the events only, never
-        -- on how they were batched); a second statement, as the WITH cannot see the update.
-        EXECUTE format(
-            'DELETE FROM %I.metric_counts_daily z USING (SELECT DISTINCT counter, day, grid '
-            'FROM (%s) c(counter, day, grid, community, district, value)) k '
-            'WHERE z.value = 0 AND z.counter = k.counter AND z.day = k.day AND z.grid = k.grid',
-            TG_TABLE_SCHEMA, delta);
-    END IF;
-    RETURN NULL;
-END
-$roll$;
+-- The roll-up below was first kept by statement triggers on metric_counts (dropped here); it
+-- is written by the projection's own batch statement (MetricsProjection.apply) and, after a
+-- rebuild's COPY, by ROLLUP_FROM_COUNTS (projections/bulk.py DERIVED).
+DROP TRIGGER IF EXISTS metric_counts_roll_ins ON metric_counts;
+DROP TRIGGER IF EXISTS metric_counts_roll_upd ON metric_counts;
+DROP TRIGGER IF EXISTS metric_counts_roll_del ON metric_counts;
+DROP FUNCTION IF EXISTS metric_counts_roll();
 DO $setup$
-DECLARE
-    fresh boolean := to_regclass(quote_ident(current_schema()) || '.metric_counts_daily') IS NULL;
 BEGIN
     -- metric_counts summed over level, department and inspector: what the command centre's
-    -- overview reads (a tenth of the rows). Kept by statement triggers on metric_counts, so
-    -- the projection's apply (and a rebuild's COPY) maintain it in the same transaction.
-    IF fresh THEN
+    -- overview reads (a tenth of the rows).
+    IF to_regclass(quote_ident(current_schema()) || '.metric_counts_daily') IS NULL THEN
         CREATE TABLE metric_counts_daily (
             counter text NOT NULL,
             day date NOT NULL,
@@ -621,23 +590,10 @@ BEGIN
             value bigint NOT NULL,
             PRIMARY KEY (counter, day, grid)
         );
-    END IF;
-    -- (Re)attached every time: after a rebuild's swap they must call this schema's function.
-    CREATE OR REPLACE TRIGGER metric_counts_roll_ins AFTER INSERT ON metric_counts
-        REFERENCING NEW TABLE AS new_rows
-        FOR EACH STATEMENT EXECUTE FUNCTION metric_counts_roll();
-    CREATE OR REPLACE TRIGGER metric_counts_roll_upd AFTER UPDATE ON metric_counts
-        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-        FOR EACH STATEMENT EXECUTE FUNCTION metric_counts_roll();
-    CREATE OR REPLACE TRIGGER metric_counts_roll_del AFTER DELETE ON metric_counts
-        REFERENCING OLD TABLE AS old_rows
-        FOR EACH STATEMENT EXECUTE FUNCTION metric_counts_roll();
-    IF fresh THEN
-        -- A deployment from before the roll-up: start from its counters (the triggers above
-        -- already hold writers off until this transaction commits).
-        INSERT INTO metric_counts_daily
-        SELECT counter, day, grid, min(community), min(district), sum(value)
-        FROM metric_counts GROUP BY 1, 2, 3 HAVING sum(value) <> 0;
+        -- A deployment from before the roll-up: start from its counters, with writers held
+        -- off until this transaction commits.
+        LOCK TABLE metric_counts IN SHARE ROW EXCLUSIVE MODE;
+        {rollup};
     END IF;
 END
 $setup$;
@@ -645,6 +601,15 @@ $setup$;
 CREATE INDEX IF NOT EXISTS metric_counts_daily_day_idx
     ON metric_counts_daily (day) INCLUDE (counter, grid, value);
 """
+
+#: ``metric_counts_daily`` from scratch: ``metric_counts`` summed over level, department and
+#: inspector; a sum of zero has no row (as in :meth:`MetricsProjection.apply`).
+ROLLUP_FROM_COUNTS = (
+    "INSERT INTO metric_counts_daily (counter, day, grid, community, district, value) "
+    "SELECT counter, day, grid, min(community), min(district), sum(value) "
+    "FROM metric_counts GROUP BY 1, 2, 3 HAVING sum(value) <> 0"
+)
+DDL = DDL.replace("{rollup}", ROLLUP_FROM_COUNTS)
 
 #: Once a case reached one of these and nothing more can change its counters, its state row
 #: is dropped (closed cases wait for their return visit first).
@@ -700,31 +665,56 @@ class MetricsProjection:
         deltas = {k: n for k, n in out.deltas.items() if n}
         if deltas:
             columns: list[list[Any]] = [[] for _ in range(9)]
+            daily: dict[tuple[str, date, str], int] = {}
             for (c, d, g, lv, dep, insp), n in deltas.items():
                 community, district = out.places[g]
-                for i, v in enumerate((c, date.fromisoformat(d), g, lv, dep, insp, community,
-                                       district, n)):
+                day = date.fromisoformat(d)
+                for i, v in enumerate((c, day, g, lv, dep, insp, community, district, n)):
                     columns[i].append(v)
-            # One statement for the whole batch; it returns the keys that reached zero (a
-            # count moved on by a re-dispatch), which are removed so that the table depends
-            # only on the events, never on how they were batched.
-            zeros = await conn.fetch(
-                "WITH up AS (INSERT INTO metric_counts (counter, day, grid, level, department, "
-                "inspector, community, district, value) SELECT * FROM unnest($1::text[], "
-                "$2::date[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], "
-                "$8::text[], $9::bigint[]) ON CONFLICT (counter, day, grid, level, department, "
-                "inspector) DO UPDATE SET value = metric_counts.value + EXCLUDED.value "
-                "RETURNING counter, day, grid, level, department, inspector, value) "
-                "SELECT counter, day, grid, level, department, inspector FROM up WHERE value = 0",
-                *columns,
-            )
+                daily[(c, day, g)] = daily.get((c, day, g), 0) + n
+            # The roll-up's change: the same deltas summed over level, department and
+            # inspector (a grid has one community and district, the jurisdiction's); a sum
+            # that does not move changes no row. Sorted: concurrent batches lock in one order.
+            rolled = [(*k, *out.places[k[2]], n) for k, n in sorted(daily.items()) if n]
+            columns.extend([list(col) for col in zip(*rolled, strict=True)] or [[]] * 6)
+            # One statement for the whole batch and its roll-up; it returns the keys that
+            # reached zero (a count moved on by a re-dispatch), which are removed so that the
+            # tables depend only on the events, never on how they were batched.
+            zeros = await conn.fetch(_UPSERT_COUNTS, *columns)
             if zeros:
-                await conn.execute(
-                    "DELETE FROM metric_counts WHERE value = 0 AND (counter, day, grid, level, "
-                    "department, inspector) IN (SELECT * FROM unnest($1::text[], $2::date[], "
-                    "$3::text[], $4::text[], $5::text[], $6::text[]))",
-                    *[list(col) for col in zip(*[tuple(r) for r in zeros], strict=True)],
-                )
+                counts = [tuple(r)[1:] for r in zeros if not r["rolled"]]
+                days = [tuple(r)[1:4] for r in zeros if r["rolled"]]
+                if counts:
+                    await conn.execute(
+                        "DELETE FROM metric_counts WHERE value = 0 AND (counter, day, grid, "
+                        "level, department, inspector) IN (SELECT * FROM unnest($1::text[], "
+                        "$2::date[], $3::text[], $4::text[], $5::text[], $6::text[]))",
+                        *[list(col) for col in zip(*counts, strict=True)],
+                    )
+                if days:
+                    await conn.execute(
+                        "DELETE FROM metric_counts_daily WHERE value = 0 AND (counter, day, "
+                        "grid) IN (SELECT * FROM unnest($1::text[], $2::date[], $3::text[]))",
+                        *[list(col) for col in zip(*days, strict=True)],
+                    )
+
+
+_UPSERT_COUNTS = (
+    "WITH up AS (INSERT INTO metric_counts (counter, day, grid, level, department, "
+    "inspector, community, district, value) SELECT * FROM unnest($1::text[], "
+    "$2::date[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], "
+    "$8::text[], $9::bigint[]) ON CONFLICT (counter, day, grid, level, department, "
+    "inspector) DO UPDATE SET value = metric_counts.value + EXCLUDED.value "
+    "RETURNING counter, day, grid, level, department, inspector, value), "
+    "roll AS (INSERT INTO metric_counts_daily AS r (counter, day, grid, community, district, "
+    "value) SELECT * FROM unnest($10::text[], $11::date[], $12::text[], $13::text[], "
+    "$14::text[], $15::bigint[]) ON CONFLICT (counter, day, grid) "
+    "DO UPDATE SET value = r.value + EXCLUDED.value RETURNING r.counter, r.day, r.grid, "
+    "r.value) "
+    "SELECT false AS rolled, counter, day, grid, level, department, inspector "
+    "FROM up WHERE value = 0 "
+    "UNION ALL SELECT true, counter, day, grid, '', '', '' FROM roll WHERE value = 0"
+)
 
 
 # --------------------------------------------------------------------------- queries

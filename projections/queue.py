@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from aggregates.states import TERMINAL as TERMINAL_STATUSES
+from core import codec
 from core.envelope import parse_time
 from projections.base import Envelope
 
@@ -291,17 +292,51 @@ class QueueProjection:
         rows: dict[str, dict[str, Any] | None] = {str(r["case_id"]): dict(r) for r in existing}
         for env in envelopes:
             rows[env["case_id"]] = apply_event(rows.get(env["case_id"]), env)
+        # One row per case (``rows`` is keyed by case): ON CONFLICT touches each row once.
         records = [_record(r) for r in rows.values() if r is not None]
         if not records:
             return
-        cols = ", ".join(COLUMNS)
-        params = ", ".join(f"${i + 1}" for i in range(len(COLUMNS)))
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS if c != "case_id")
-        await conn.executemany(
-            f"INSERT INTO case_queue ({cols}) VALUES ({params}) "
-            f"ON CONFLICT (case_id) DO UPDATE SET {updates}",
-            records,
-        )
+        # One statement for the whole batch (an executor run per row was the pipeline's
+        # largest PostgreSQL cost): the rows as one array per column.
+        columns = [list(col) for col in zip(*records, strict=True)]
+        for i in _JSON_AT:
+            columns[i] = [None if v is None else codec.dumps(v).decode() for v in columns[i]]
+        await conn.execute(_UPSERT, *columns)
+
+
+#: The PostgreSQL type of each column of ``case_queue`` (the arrays' element types).
+TYPES: dict[str, str] = {
+    "case_id": "uuid", "case_no": "text", "partition": "text", "status": "text",
+    "category": "text", "kind": "text", "grid": "text", "community": "text",
+    "district": "text", "level": "text", "node": "text", "department": "text",
+    "priority": "text", "description": "text", "address": "text",
+    "lat": "double precision", "lon": "double precision", "reporter_name": "text",
+    "reporter_phone": "text", "reporter_type": "text", "source": "text", "channel": "text",
+    "photos": "jsonb", "proposal": "jsonb", "reported_at": "timestamptz",
+    "updated_at": "timestamptz", "due_at": "timestamptz", "due_step": "text",
+    "due_started_at": "timestamptz", "warning": "boolean", "overdue": "boolean",
+    "supervised": "boolean", "supervision_orders": "integer", "escalations": "integer",
+    "rework_count": "integer", "return_count": "integer", "extension_count": "integer",
+    "pending_extension": "jsonb", "satisfaction": "text", "duplicate_of": "text",
+    "closed_at": "timestamptz", "version": "integer", "last_event": "text",
+    "last_position": "bigint",
+}
+
+#: JSON columns travel as text and are cast back: asyncpg would read a JSON list (``photos``)
+#: inside a ``jsonb[]`` array as one more array dimension. NULL stays NULL.
+_JSON = frozenset(c for c, t in TYPES.items() if t == "jsonb")
+_JSON_AT = [i for i, c in enumerate(COLUMNS) if c in _JSON]
+
+_UPSERT = (
+    f"INSERT INTO case_queue ({', '.join(COLUMNS)}) SELECT "
+    + ", ".join(f"{c}::jsonb" if c in _JSON else c for c in COLUMNS)
+    + " FROM unnest("
+    + ", ".join(
+        f"${i + 1}::{'text' if c in _JSON else TYPES[c]}[]" for i, c in enumerate(COLUMNS)
+    )
+    + f") AS u ({', '.join(COLUMNS)}) ON CONFLICT (case_id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS if c != "case_id")
+)
 
 
 _TIME_COLUMNS = ("reported_at", "updated_at", "due_at", "due_started_at", "closed_at")

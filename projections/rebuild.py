@@ -150,6 +150,8 @@ async def _fill(
     events = await bulk.fold_all(work, jobs)
     folded = time.perf_counter()
     await bulk.create_indexes(conn, scratch_schema, indexes)
+    for statement in bulk.DERIVED.get(projection.name, ()):
+        await conn.execute(statement)
     log.info(
         "rebuild.scratch_built",
         projection=projection.name,

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from core import codec
 from core.envelope import parse_time
 from projections.base import Envelope
 
@@ -47,11 +48,19 @@ class TimelineProjection:
         return DDL
 
     async def apply(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
-        await conn.executemany(
-            f"INSERT INTO case_timeline ({', '.join(COLUMNS)}) VALUES "
-            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
-            "ON CONFLICT (case_id, version) DO NOTHING",
-            [record(e) for e in envelopes],
+        # One statement for the whole batch, one array per column. A replayed event (same
+        # case and version) is ignored; within one batch the first copy is kept, as it was
+        # when the rows were inserted one by one.
+        records: dict[tuple[str, int], tuple[Any, ...]] = {}
+        for e in envelopes:
+            key = (str(e["case_id"]), e["version"])
+            if key not in records:
+                row = record(e)
+                records[key] = (*row[:_DATA], codec.dumps(row[_DATA]).decode(), *row[_DATA + 1:])
+        if not records:
+            return
+        await conn.execute(
+            _INSERT, *[list(col) for col in zip(*records.values(), strict=True)]
         )
 
 
@@ -79,3 +88,21 @@ def record(e: Envelope) -> tuple[Any, ...]:
         e.get("prev_hash"),
         e.get("hash"),
     )
+
+
+_DATA = COLUMNS.index("data")
+
+TYPES = (
+    "uuid", "integer", "text", "bigint", "text", "timestamptz", "text", "text", "text",
+    "text", "text", "jsonb", "text", "text",
+)
+
+#: ``data`` travels as text and is cast back (asyncpg would read a JSON list inside a
+#: ``jsonb[]`` array as one more array dimension).
+_INSERT = (
+    f"INSERT INTO case_timeline ({', '.join(COLUMNS)}) SELECT "
+    + ", ".join(f"{c}::jsonb" if t == "jsonb" else c for c, t in zip(COLUMNS, TYPES, strict=True))
+    + " FROM unnest("
+    + ", ".join(f"${i + 1}::{'text' if t == 'jsonb' else t}[]" for i, t in enumerate(TYPES))
+    + f") AS u ({', '.join(COLUMNS)}) ON CONFLICT (case_id, version) DO NOTHING"
+)
