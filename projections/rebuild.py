@@ -217,8 +217,9 @@ async def rebuild(
                 await conn.execute(f"DROP TABLE IF EXISTS {schema}.{table} CASCADE")
                 await conn.execute(f"ALTER TABLE {scratch}.{table} SET SCHEMA {schema}")
             await conn.execute(f"SET LOCAL search_path TO {schema}")
-            # Objects that do not move with the tables (trigger functions) are (re)made and
-            # re-attached here, before the scratch schema and what it holds is dropped.
+            # The projection's DDL runs again on the swapped-in tables (idempotent: indexes
+            # and anything that does not move with a table are (re)made here, before the
+            # scratch schema and what it holds is dropped).
             await conn.execute(projection.ddl())
             await conn.execute(POSITIONS_DDL)
             await conn.execute(

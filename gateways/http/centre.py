@@ -707,8 +707,9 @@ async def _flows(
     filters: dict[str, str | None],
 ) -> dict[str, dict[str, int]]:
     """The summed counters. Without a department / level / inspector filter they come from
-    the roll-up ``metric_counts_daily`` (one row per counter, day and grid, kept by triggers
-    on ``metric_counts``) — a tenth of the rows ``sum_counters`` would add up."""
+    the roll-up ``metric_counts_daily`` (one row per counter, day and grid, written by the
+    metrics projection's own upsert together with ``metric_counts``) — a tenth of the rows
+    ``sum_counters`` would add up."""
     if any(v is not None for v in filters.values()) or group_sql not in _DAILY_GROUPS:
         return await m.sum_counters(conn, day_from, day_to, grids, group_sql, **filters)
     where = ["day BETWEEN $1 AND $2"]
