@@ -2,10 +2,15 @@
 
 Two measurements (numbers, never pass/fail):
 - ``intake``: as fast as the system takes them — P processes × C connections post N reports
-  (unique idempotency keys, random grid by GPS, random category); the sustained rate is N ÷
-  (time from the first POST until the last case is visible in the case-queue read model).
-- ``latency``: a fixed rate R for D seconds; a poller reads the case queue every 10 ms and
-  records when each case number first appears; report → visible p50 / p95 / p99.
+  (unique idempotency keys, random grid by GPS, random category), one per request or ``batch``
+  per ``POST /v1/reports/batch``; the sustained rate is N ÷ (time from the first POST until
+  the last case is visible in the case-queue read model).
+- ``latency``: a fixed rate R for D seconds from P processes; a poller reads the case queue
+  every 10 ms and records when each case number first appears; report → visible p50/p95/p99.
+
+The client is aiohttp, in several processes: the load generator shares the two cores with the
+system it measures, and httpx (used for the functional tests) spent about three times the CPU
+per request — at 500 reports/s one httpx process could not keep the schedule.
 
     python -m benchmarks.loadgen intake --url http://127.0.0.1:8319 --reports 20000
     python -m benchmarks.loadgen latency --url http://127.0.0.1:8319 --rate 500 --seconds 20
@@ -21,18 +26,36 @@ import time
 import uuid
 from typing import Any
 
+import aiohttp
 import asyncpg
-import httpx
 
 from benchmarks.common import summary_ms
+from core.ids import case_no_for_key
 from core.refdata import load_reference
 from core.settings import Settings
 
 
-async def sign_in(client: httpx.AsyncClient, user: str, password: str) -> dict[str, str]:
-    response = await client.post("/v1/auth/token", data={"username": user, "password": password})
-    response.raise_for_status()
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+async def sign_in(client: Any, user: str, password: str) -> dict[str, str]:
+    """Bearer headers for ``user`` (works with an aiohttp session or an httpx client)."""
+    form = {"username": user, "password": password}
+    if isinstance(client, aiohttp.ClientSession):
+        async with client.post("/v1/auth/token", data=form) as response:
+            response.raise_for_status()
+            token = (await response.json())["access_token"]
+    else:
+        response = await client.post("/v1/auth/token", data=form)
+        response.raise_for_status()
+        token = response.json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def session(url: str, connections: int) -> aiohttp.ClientSession:
+    """A keep-alive session of at most ``connections`` connections to the gateway."""
+    return aiohttp.ClientSession(
+        base_url=url,
+        connector=aiohttp.TCPConnector(limit=connections, ttl_dns_cache=None),
+        timeout=aiohttp.ClientTimeout(total=60),
+    )
 
 
 def bodies(n: int, seed: int) -> list[dict[str, Any]]:
@@ -41,6 +64,9 @@ def bodies(n: int, seed: int) -> list[dict[str, Any]]:
     ref = load_reference(Settings())
     rng = random.Random(seed)
     return [report_body(ref, rng) for _ in range(n)]
+
+
+# ----------------------------------------------------------------------------- intake
 
 
 async def _post_many(
@@ -53,8 +79,7 @@ async def _post_many(
 ) -> tuple[int, int, list[float]]:
     """Post ``items`` over ``concurrency`` connections: one per request, or ``batch`` per
     ``POST /v1/reports/batch`` when ``batch`` > 1. Latencies are per HTTP request."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+    async with session(url, concurrency) as client:
         headers = await sign_in(client, user, password)
         queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
         for i in range(0, len(items), batch):
@@ -68,18 +93,19 @@ async def _post_many(
                 group = queue.get_nowait()
                 t = time.perf_counter()
                 if batch == 1:
-                    r = await client.post(
+                    async with client.post(
                         "/v1/reports",
                         json=group[0],
                         headers={**headers, "Idempotency-Key": f"bench-{uuid.uuid4().hex}"},
-                    )
-                    good = int(r.status_code == 202)
+                    ) as r:
+                        await r.read()
+                        good = int(r.status == 202)
                 else:
                     payload = [{**b, "idempotency_key": f"bench-{uuid.uuid4().hex}"} for b in group]
-                    r = await client.post(
+                    async with client.post(
                         "/v1/reports/batch", json={"reports": payload}, headers=headers
-                    )
-                    good = r.json()["accepted"] if r.status_code == 200 else 0
+                    ) as r:
+                        good = (await r.json())["accepted"] if r.status == 200 else 0
                 latencies.append(time.perf_counter() - t)
                 ok += good
                 failed += len(group) - good
@@ -134,6 +160,8 @@ def intake(
     visible_s = time.perf_counter() - t0
     return {
         "batch": batch,
+        "processes": processes,
+        "connections_per_process": concurrency,
         "reports": ok,
         "refused": failed,
         "accepted_per_s": round(ok / accepted_s),
@@ -143,59 +171,108 @@ def intake(
     }
 
 
-async def latency(
-    url: str, db: str, schema: str, rate: float, seconds: float, user: str, password: str
-) -> dict[str, Any]:
-    """Post at a fixed rate; measure report → visible in the case queue."""
-    items = bodies(int(rate * seconds) + 1, 99)
+# ----------------------------------------------------------------------------- latency
+
+
+async def _paced(
+    url: str, user: str, password: str, plan: list[tuple[float, str, dict[str, Any]]]
+) -> tuple[dict[str, float], int]:
+    """Post each (wall time, key, body) of ``plan`` at its time; wall times of the 202s."""
     sent: dict[str, float] = {}
-    seen: dict[str, float] = {}
-    conn = await asyncpg.connect(db, server_settings={"search_path": schema})
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+    refused = 0
+    async with session(url, 200) as client:
         headers = await sign_in(client, user, password)
-        done = asyncio.Event()
 
-        async def poll() -> None:
-            while not (done.is_set() and len(seen) >= len(sent)):
-                pending = [no for no in sent if no not in seen]
-                if pending:
-                    rows = await conn.fetch(
-                        "SELECT case_no FROM case_queue WHERE case_no = ANY($1)", pending
-                    )
-                    now = time.perf_counter()
-                    for r in rows:
-                        seen[r["case_no"]] = now
-                await asyncio.sleep(0.01)
+        async def post(key: str, body: dict[str, Any]) -> None:
+            nonlocal refused
+            t = time.time()
+            async with client.post(
+                "/v1/reports", json=body, headers={**headers, "Idempotency-Key": key}
+            ) as r:
+                await r.read()
+                if r.status == 202:
+                    sent[case_no_for_key(key)] = t
+                else:
+                    refused += 1
 
-        async def post(body: dict[str, Any]) -> None:
-            t = time.perf_counter()
-            r = await client.post(
-                "/v1/reports",
-                json=body,
-                headers={**headers, "Idempotency-Key": f"lat-{uuid.uuid4().hex}"},
-            )
-            if r.status_code == 202:
-                sent[r.json()["case_no"]] = t
-
-        poller = asyncio.create_task(poll())
         tasks = []
-        start = time.perf_counter()
-        for i, body in enumerate(items):
-            target = start + i / rate
-            delay = target - time.perf_counter()
+        for at, key, body in plan:
+            delay = at - time.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(post(body)))
+            tasks.append(asyncio.create_task(post(key, body)))
         await asyncio.gather(*tasks)
-        done.set()
-        await asyncio.wait_for(poller, timeout=120)
-    await conn.close()
+    return sent, refused
+
+
+def _paced_process(
+    args: tuple[str, str, str, list[tuple[float, str, dict[str, Any]]]],
+) -> tuple[dict[str, float], int]:
+    url, user, password, plan = args
+    return asyncio.run(_paced(url, user, password, plan))
+
+
+async def latency(
+    url: str,
+    db: str,
+    schema: str,
+    rate: float,
+    seconds: float,
+    user: str,
+    password: str,
+    processes: int = 2,
+) -> dict[str, Any]:
+    """Post at a fixed rate (spread over ``processes``); measure report → visible.
+
+    Case numbers follow from the idempotency keys (``core.ids``), so the poller knows what to
+    look for before the answers come back; times are wall-clock, comparable across processes.
+    """
+    n = int(rate * seconds)
+    start = time.time() + 3.0  # the senders sign in and wait for this moment
+    keys = [f"lat-{uuid.uuid4().hex}" for _ in range(n)]
+    schedule = [(start + i / rate, keys[i], body) for i, body in enumerate(bodies(n, 99))]
+    plans = [schedule[p::processes] for p in range(processes)]
+    expected = {case_no_for_key(k): start + i / rate for i, k in enumerate(keys)}
+    seen: dict[str, float] = {}
+    conn = await asyncpg.connect(db, server_settings={"search_path": schema})
+    pool = mp.get_context("spawn").Pool(processes)
+    try:
+        pending_result = pool.map_async(
+            _paced_process, [(url, user, password, plan) for plan in plans]
+        )
+        deadline = start + seconds + 120
+        while time.time() < deadline:
+            due = [no for no, at in expected.items() if at <= time.time() and no not in seen]
+            if due:
+                rows = await conn.fetch(
+                    "SELECT case_no FROM case_queue WHERE case_no = ANY($1)", due
+                )
+                now = time.time()
+                for r in rows:
+                    seen[r["case_no"]] = now
+            if pending_result.ready() and len(seen) >= len(expected) - _refused(pending_result):
+                break
+            await asyncio.sleep(0.01)
+        results = pending_result.get(timeout=60)
+    finally:
+        pool.close()
+        pool.join()
+        await conn.close()
+    sent = {no: t for part, _ in results for no, t in part.items()}
+    refused = sum(r for _, r in results)
     return {
         "rate_per_s": rate,
         "seconds": seconds,
-        "report_to_visible": summary_ms([seen[n] - sent[n] for n in sent]),
+        "processes": processes,
+        "reports": len(sent),
+        "refused": refused,
+        "not_visible": len([no for no in sent if no not in seen]),
+        "report_to_visible": summary_ms([seen[no] - t for no, t in sent.items() if no in seen]),
     }
+
+
+def _refused(result: Any) -> int:
+    return sum(r for _, r in result.get()) if result.ready() else 0
 
 
 def main() -> None:
@@ -221,7 +298,12 @@ def main() -> None:
             )
         )
     else:
-        print(asyncio.run(latency(a.url, a.db, a.schema, a.rate, a.seconds, a.user, a.password)))
+        print(
+            asyncio.run(
+                latency(a.url, a.db, a.schema, a.rate, a.seconds, a.user, a.password,
+                        a.processes)
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -28,11 +28,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import asyncpg
-import httpx
 
 from benchmarks.common import summary_ms
-from benchmarks.loadgen import bodies, sign_in
+from benchmarks.loadgen import bodies, session, sign_in
 
 
 @dataclass
@@ -67,7 +67,9 @@ class MixStats:
 class Mix:
     """One run of the mix; see the module docstring."""
 
-    def __init__(self, client: httpx.AsyncClient, conn: asyncpg.Connection, args: Any) -> None:
+    def __init__(
+        self, client: aiohttp.ClientSession, conn: asyncpg.Connection, args: Any
+    ) -> None:
         self.client = client
         self.conn = conn
         self.args = args
@@ -77,6 +79,14 @@ class Mix:
         self.to_dispatch: asyncio.Queue[str] = asyncio.Queue()
         self.producing = True
 
+    async def call(
+        self, method: str, path: str, headers: dict[str, str], **kwargs: Any
+    ) -> tuple[int, Any]:
+        """(status, JSON body or None) of one request."""
+        async with self.client.request(method, path, headers=headers, **kwargs) as r:
+            body = await r.json() if r.content_type == "application/json" else None
+            return r.status, body
+
     async def sign_in_all(self) -> None:
         for user in ("calltaker", "dispatcher"):
             self.headers[user] = await sign_in(self.client, user, f"{user}-demo")
@@ -84,24 +94,24 @@ class Mix:
     # ----------------------------------------------------------------- reports
     async def _single(self, body: dict[str, Any]) -> None:
         t = time.perf_counter()
-        r = await self.client.post(
-            "/v1/reports",
-            json=body,
+        status, out = await self.call(
+            "POST", "/v1/reports", json=body,
             headers={**self.headers["calltaker"], "Idempotency-Key": f"mix-{uuid.uuid4().hex}"},
         )
-        self.stats.timed("report", t, r.status_code == 202)
-        if r.status_code == 202:
-            self.stats.sent[r.json()["case_no"]] = t
+        self.stats.timed("report", t, status == 202)
+        if status == 202:
+            self.stats.sent[out["case_no"]] = t
 
     async def _batch(self, items: list[dict[str, Any]]) -> None:
         t = time.perf_counter()
         payload = [{**b, "idempotency_key": f"mixb-{uuid.uuid4().hex}"} for b in items]
-        r = await self.client.post(
-            "/v1/reports/batch", json={"reports": payload}, headers=self.headers["calltaker"]
+        status, out = await self.call(
+            "POST", "/v1/reports/batch", json={"reports": payload},
+            headers=self.headers["calltaker"],
         )
-        self.stats.timed("report_batch", t, r.status_code == 200)
-        if r.status_code == 200:
-            for item in r.json()["results"]:
+        self.stats.timed("report_batch", t, status == 200)
+        if status == 200:
+            for item in out["results"]:
                 if item["status"] == "accepted":
                     self.stats.sent[item["case_no"]] = t
                 else:
@@ -149,13 +159,12 @@ class Mix:
     # ----------------------------------------------------------------- lifecycle
     async def _act(self, case_no: str, verb: str, body: dict[str, Any]) -> bool:
         t = time.perf_counter()
-        r = await self.client.post(
-            f"/v1/cases/{case_no}/actions/{verb}",
-            json=body,
+        status, _ = await self.call(
+            "POST", f"/v1/cases/{case_no}/actions/{verb}", json=body,
             headers={**self.headers["dispatcher"], "Idempotency-Key": f"mixc-{uuid.uuid4().hex}"},
         )
-        self.stats.timed(f"command_{verb}", t, r.status_code == 200)
-        return r.status_code == 200
+        self.stats.timed(f"command_{verb}", t, status == 200)
+        return status == 200
 
     async def dispatcher(self) -> None:
         """File and dispatch cases as they become visible (one dispatcher's desk)."""
@@ -182,8 +191,11 @@ class Mix:
             if self.stats.seen and self.rng.random() < 0.25:
                 kind, path, params = "query_case_detail", f"/v1/cases/{self._some_case()}", {}
             t = time.perf_counter()
-            r = await self.client.get(path, params=params, headers=self.headers["dispatcher"])
-            self.stats.timed(kind, t, r.status_code == 200)
+            status, _ = await self.call(
+                "GET", path, params={k: str(v) for k, v in params.items()},
+                headers=self.headers["dispatcher"],
+            )
+            self.stats.timed(kind, t, status == 200)
             await asyncio.sleep(max(0.0, interval - (time.perf_counter() - t)))
 
     def _some_case(self) -> str:
@@ -207,9 +219,8 @@ async def run_mix(
         lifecycle_share=lifecycle_share, query_rate=query_rate,
     )
     conn = await asyncpg.connect(db, server_settings={"search_path": schema})
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     try:
-        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+        async with session(url, 200) as client:
             mix = Mix(client, conn, args)
             await mix.sign_in_all()
             district = str(await conn.fetchval("SELECT min(district) FROM case_queue") or "520102")

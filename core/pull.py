@@ -93,9 +93,36 @@ class _Batch:
                 return
 
 
-async def fetch(psub: Any, batch: int, timeout: float) -> list[Msg]:
+#: Default linger (seconds): after the first messages of a fetch arrive, wait this long for
+#: more before returning a batch that is not full. See :func:`fetch`.
+DEFAULT_LINGER_S = 0.02
+
+
+async def fetch(psub: Any, batch: int, timeout: float, linger: float = 0.0) -> list[Msg]:
     """Up to ``batch`` messages from pull subscription ``psub`` (nats-py ``fetch`` semantics);
-    raises ``nats.errors.TimeoutError`` when none arrived within ``timeout`` seconds."""
+    raises ``nats.errors.TimeoutError`` when none arrived within ``timeout`` seconds.
+
+    ``linger`` > 0: once something has arrived and the batch is not full, wait ``linger``
+    seconds and take what came meanwhile (like Kafka's ``linger.ms``). Without it, a steady
+    stream of a few hundred messages a second is consumed one or two at a time, and every
+    batch pays a whole transaction (worker, projector) — measured on two cores, that per-batch
+    cost starved the gateway: 112 single reports/s end to end instead of several hundred."""
+    msgs = await _fetch(psub, batch, timeout)
+    if linger <= 0 or len(msgs) >= batch:
+        return msgs
+    await asyncio.sleep(linger)
+    more = _Batch(psub, batch - len(msgs))
+    more.leftovers()  # delivered meanwhile for a waiting request that is still open
+    if len(more.msgs) < more.batch:
+        loop = asyncio.get_running_loop()
+        request = {"batch": more.batch - len(more.msgs), "no_wait": True}
+        await psub._nc.publish(psub._nms, orjson.dumps(request), psub._deliver)
+        await more.collect(loop.time() + max(timeout, 0.5), until_status=True)
+    return msgs + more.msgs
+
+
+async def _fetch(psub: Any, batch: int, timeout: float) -> list[Msg]:
+    """One fetch without linger (see :func:`fetch`)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     got = _Batch(psub, batch)

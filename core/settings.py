@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     db_schema: str = Field(default="public", alias="GRID_DB_SCHEMA")
     worker_batch: int = Field(default=500, ge=1, le=10_000, alias="GRID_WORKER_BATCH")
     relay_batch: int = Field(default=1_000, ge=1, le=50_000, alias="GRID_RELAY_BATCH")
+    batch_linger_ms: float = Field(
+        default=20.0, ge=0, le=1000, alias="GRID_BATCH_LINGER_MS",
+        description="worker, relay and projector wait this long for a batch to fill once "
+        "its first message is there (batching under moderate load; adds at most this much "
+        "latency per stage at low load)",
+    )
     max_deliver: int = Field(default=5, ge=1, alias="GRID_MAX_DELIVER")
     dedupe_window_s: float = Field(default=120.0, gt=0, alias="GRID_DEDUPE_WINDOW")
     stream_replicas: int = Field(

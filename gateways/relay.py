@@ -39,6 +39,7 @@ from core.eventstore import StoreRegistry, table_name
 from core.gctune import tune_gc
 from core.logging import get_logger
 from core.messaging import Topology
+from core.pull import DEFAULT_LINGER_S
 from core.retry import backoff_delays, sleep_or_stop
 from gateways.audit.chain import CHAIN_HEADER, ChainSealer
 
@@ -113,8 +114,10 @@ class Relay:
         topo: Topology,
         pool: asyncpg.Pool,
         batch: int = 1000,
+        linger: float = DEFAULT_LINGER_S,
     ) -> None:
         self.stores = stores
+        self.linger = linger
         self.partitions = list(partitions)
         self.js = js
         self.topo = topo
@@ -182,6 +185,10 @@ class Relay:
                 delays = backoff_delays()
                 if moved == 0:
                     await sleep_or_stop(stop, 0.05)
+                elif moved < self.batch // 10:
+                    # A trickle: let it gather (each pump is a read, a publish round trip,
+                    # a log-chain seal and a position write, whatever its size).
+                    await sleep_or_stop(stop, self.linger)
             except Exception as exc:
                 # The outcome of an interrupted publish is unknown: re-read the stream first.
                 self.stream_heads.clear()

@@ -194,6 +194,7 @@ class Runtime:
                         partition=p,
                         batch=self.settings.worker_batch,
                         max_deliver=self.settings.max_deliver,
+                        linger=self.settings.batch_linger_ms / 1000,
                     )
                     self.workers.append(worker)
                     self._spawn(role, worker.run(self.stop_event))
@@ -205,11 +206,13 @@ class Runtime:
                     self.topo,
                     self.pool,
                     batch=self.settings.relay_batch,
+                    linger=self.settings.batch_linger_ms / 1000,
                 )
                 self._spawn(role, self.relay.run(self.stop_event))
             elif role == "projector":
                 runner = ProjectionRunner(
-                    self._selected_projections(), self.js, self.topo, self.pool
+                    self._selected_projections(), self.js, self.topo, self.pool,
+                    linger=self.settings.batch_linger_ms / 1000,
                 )
                 self.projectors.append(runner)
                 self._spawn(role, runner.run(self.stop_event))

@@ -49,7 +49,7 @@ from core.eventstore import CaseStore, StoreRegistry
 from core.gctune import tune_gc
 from core.logging import get_logger
 from core.messaging import Topology
-from core.pull import fetch
+from core.pull import DEFAULT_LINGER_S, fetch
 from core.retry import backoff_delays, sleep_or_stop
 
 log = get_logger("worker")
@@ -217,6 +217,7 @@ class Worker:
         batch: int = 500,
         max_deliver: int = 5,
         durable: str | None = None,
+        linger: float = DEFAULT_LINGER_S,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -226,6 +227,7 @@ class Worker:
         self.partition = partition
         self.batch = batch
         self.max_deliver = max_deliver
+        self.linger = linger
         self.durable = durable or (f"worker_{partition}" if partition else "worker_all")
         self.processed = 0
         self.dead_lettered = 0
@@ -264,7 +266,7 @@ class Worker:
                 if sub is None:
                     sub = await self._subscribe()
                 try:
-                    msgs = await fetch(sub, self.batch, FETCH_TIMEOUT_S)
+                    msgs = await fetch(sub, self.batch, FETCH_TIMEOUT_S, self.linger)
                 except (TimeoutError, NatsTimeout):
                     continue
                 if msgs:

@@ -31,7 +31,7 @@ from core.eventstore import table_name
 from core.gctune import tune_gc
 from core.logging import get_logger
 from core.messaging import Topology
-from core.pull import fetch
+from core.pull import DEFAULT_LINGER_S, fetch
 from core.retry import backoff_delays, sleep_or_stop
 from projections.base import POSITIONS_DDL, Envelope, Projection
 
@@ -191,6 +191,7 @@ class ProjectionRunner:
         batch: int = 1000,
         on_applied: Callable[[list[Envelope]], Any] | None = None,
         durable_prefix: str = "proj",
+        linger: float = DEFAULT_LINGER_S,
     ) -> None:
         self.projections: list[Projection] = (
             list(projection) if isinstance(projection, list | tuple) else [projection]  # type: ignore[list-item]
@@ -199,6 +200,7 @@ class ProjectionRunner:
         self.js = js
         self.topo = topo
         self.pool = pool
+        self.linger = linger
         self.batch = batch
         self.on_applied = on_applied
         self.durable = f"{durable_prefix}_{'_'.join(p.name for p in self.projections)}"
@@ -248,7 +250,7 @@ class ProjectionRunner:
                         ),
                     )
                 try:
-                    msgs = await fetch(sub, self.batch, 0.5)
+                    msgs = await fetch(sub, self.batch, 0.5, self.linger)
                 except (TimeoutError, NatsTimeout):
                     continue
                 if not msgs:

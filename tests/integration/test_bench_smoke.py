@@ -32,7 +32,8 @@ def test_bench_runs_the_standard_set_and_writes_its_section(tmp_path: Path) -> N
     results = json.loads(section.split("```json", 1)[1].split("```", 1)[0])
     assert results["intake_single"]["reports"] == 200 and results["intake_single"]["refused"] == 0
     assert results["intake_batched"]["reports"] == 400
-    assert results["latency"]["report_to_visible"]["n"] == 81
+    assert results["latency"]["report_to_visible"]["n"] == 80
+    assert results["latency"]["not_visible"] == results["latency"]["refused"] == 0
     assert results["mix"]["reports_visible"] == results["mix"]["reports_sent"] == 80
     assert {"gateway", "worker", "relay", "projector"} <= set(results["rss_peak_mb"])
     store = results["store"]
