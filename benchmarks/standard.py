@@ -5,7 +5,7 @@ sample data) in a temporary state directory, then measures, while a sampler reco
 RSS of every process of the system:
 1. sustained intake over HTTP, one report per request and batched (``POST /v1/reports/batch``):
    accepted → stored → visible in the case-queue read model;
-2. report → visible latency at a fixed rate (single reports);
+2. report → visible latency at fixed rates (single reports): the curve up to ``--rate``;
 3. the realistic mix (``benchmarks.mix``): singles and batches, file + dispatch commands,
    dispatcher queries, all at once;
 4. on a separate store in the same PostgreSQL: N cases loaded through the domain, projection
@@ -147,11 +147,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     url, db, "public", args.reports * 2, 2, 4, *who, batch=args.batch
                 )
                 _say(f"  {results['intake_batched']}")
-                _say(f"latency at {args.rate}/s")
-                results["latency"] = asyncio.run(
-                    loadgen.latency(url, db, "public", args.rate, args.seconds, *who)
-                )
-                _say(f"  {results['latency']}")
+                results["latency"] = {}
+                for rate in sorted({*args.latency_rates, args.rate}):
+                    _say(f"latency at {rate:g}/s, one report per request")
+                    results["latency"][f"{rate:g}_per_s"] = asyncio.run(
+                        loadgen.latency(url, db, "public", rate, args.seconds, *who)
+                    )
+                    _say(f"  {results['latency'][f'{rate:g}_per_s']}")
                 _say(f"mix at {args.rate}/s")
                 results["mix"] = asyncio.run(
                     mix.run_mix(url, db, "public", args.rate, args.seconds)
@@ -229,6 +231,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=50, help="reports per batch request")
     parser.add_argument("--rate", type=float, default=500, help="reports/s for latency + mix")
     parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument(
+        "--latency-rates", type=lambda v: [float(x) for x in v.split(",") if x],
+        default=[200.0, 300.0, 400.0], help="more fixed rates for the latency curve",
+    )
     parser.add_argument("--cases", type=int, default=1_000_000, help="0 skips the store part")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
     args = parser.parse_args(argv)

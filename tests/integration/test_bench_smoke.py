@@ -22,7 +22,8 @@ def test_bench_runs_the_standard_set_and_writes_its_section(tmp_path: Path) -> N
     out.write_text("# Performance\n\nhand-written analysis stays.\n", encoding="utf-8")
     done = subprocess.run(
         [sys.executable, "-m", "gateways.cli", "bench", "--reports", "200", "--batch", "20",
-         "--rate", "40", "--seconds", "2", "--cases", "200", "--out", str(out)],
+         "--rate", "40", "--seconds", "2", "--latency-rates", "20", "--cases", "200",
+         "--out", str(out)],
         capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[2],
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -32,8 +33,10 @@ def test_bench_runs_the_standard_set_and_writes_its_section(tmp_path: Path) -> N
     results = json.loads(section.split("```json", 1)[1].split("```", 1)[0])
     assert results["intake_single"]["reports"] == 200 and results["intake_single"]["refused"] == 0
     assert results["intake_batched"]["reports"] == 400
-    assert results["latency"]["report_to_visible"]["n"] == 80
-    assert results["latency"]["not_visible"] == results["latency"]["refused"] == 0
+    assert set(results["latency"]) == {"20_per_s", "40_per_s"}
+    at40 = results["latency"]["40_per_s"]
+    assert at40["report_to_visible"]["n"] == 80
+    assert at40["not_visible"] == at40["refused"] == 0
     assert results["mix"]["reports_visible"] == results["mix"]["reports_sent"] == 80
     assert {"gateway", "worker", "relay", "projector"} <= set(results["rss_peak_mb"])
     store = results["store"]
