@@ -176,20 +176,25 @@ def intake(
 
 async def _paced(
     url: str, user: str, password: str, plan: list[tuple[float, str, dict[str, Any]]]
-) -> tuple[dict[str, float], int]:
-    """Post each (wall time, key, body) of ``plan`` at its time; wall times of the 202s."""
+) -> tuple[dict[str, float], int, list[float], list[float]]:
+    """Post each (wall time, key, body) of ``plan`` at its time; wall times of the 202s,
+    refusals, and how late each POST started and how long each took (seconds)."""
     sent: dict[str, float] = {}
     refused = 0
+    late: list[float] = []
+    took: list[float] = []
     async with session(url, 200) as client:
         headers = await sign_in(client, user, password)
 
-        async def post(key: str, body: dict[str, Any]) -> None:
+        async def post(at: float, key: str, body: dict[str, Any]) -> None:
             nonlocal refused
             t = time.time()
+            late.append(t - at)
             async with client.post(
                 "/v1/reports", json=body, headers={**headers, "Idempotency-Key": key}
             ) as r:
                 await r.read()
+                took.append(time.time() - t)
                 if r.status == 202:
                     sent[case_no_for_key(key)] = t
                 else:
@@ -200,14 +205,14 @@ async def _paced(
             delay = at - time.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(post(key, body)))
+            tasks.append(asyncio.create_task(post(at, key, body)))
         await asyncio.gather(*tasks)
-    return sent, refused
+    return sent, refused, late, took
 
 
 def _paced_process(
     args: tuple[str, str, str, list[tuple[float, str, dict[str, Any]]]],
-) -> tuple[dict[str, float], int]:
+) -> tuple[dict[str, float], int, list[float], list[float]]:
     url, user, password, plan = args
     return asyncio.run(_paced(url, user, password, plan))
 
@@ -258,8 +263,8 @@ async def latency(
         pool.close()
         pool.join()
         await conn.close()
-    sent = {no: t for part, _ in results for no, t in part.items()}
-    refused = sum(r for _, r in results)
+    sent = {no: t for part, *_ in results for no, t in part.items()}
+    refused = sum(r[1] for r in results)
     return {
         "rate_per_s": rate,
         "seconds": seconds,
@@ -268,11 +273,13 @@ async def latency(
         "refused": refused,
         "not_visible": len([no for no in sent if no not in seen]),
         "report_to_visible": summary_ms([seen[no] - t for no, t in sent.items() if no in seen]),
+        "http_202": summary_ms([x for r in results for x in r[3]]),
+        "send_lateness": summary_ms([x for r in results for x in r[2]]),
     }
 
 
 def _refused(result: Any) -> int:
-    return sum(r for _, r in result.get()) if result.ready() else 0
+    return sum(r[1] for r in result.get()) if result.ready() else 0
 
 
 def main() -> None:
