@@ -52,16 +52,7 @@ async def create_pool(
     """A pool whose connections see ``schema`` first; JSON columns map to Python objects."""
     check_schema(schema)
     await ensure_schema(database_url, schema)
-    pool = await asyncpg.create_pool(
-        database_url,
-        min_size=min_size,
-        max_size=max_size,
-        init=_init_connection,
-        reset=_keep_session,
-        server_settings={"search_path": f"{schema},public", "application_name": "griddispatch"},
-    )
-    assert pool is not None
-    return pool
+    return await _pool(database_url, schema, min_size, max_size, {})
 
 
 async def create_read_pool(
@@ -71,6 +62,15 @@ async def create_read_pool(
     writes), every transaction read-only, so a query that writes fails here instead of
     silently going to the wrong server."""
     check_schema(schema)
+    return await _pool(
+        database_url, schema, min_size, max_size,
+        {"application_name": "griddispatch-read", "default_transaction_read_only": "on"},
+    )
+
+
+async def _pool(
+    database_url: str, schema: str, min_size: int, max_size: int, settings: dict[str, str]
+) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         database_url,
         min_size=min_size,
@@ -78,9 +78,7 @@ async def create_read_pool(
         init=_init_connection,
         reset=_keep_session,
         server_settings={
-            "search_path": f"{schema},public",
-            "application_name": "griddispatch-read",
-            "default_transaction_read_only": "on",
+            "search_path": f"{schema},public", "application_name": "griddispatch", **settings
         },
     )
     assert pool is not None

@@ -629,6 +629,13 @@ class EmbeddedPostgres(_ManagedServer):
             "--encoding=UTF8",
             "--locale=C",
         ]  # fmt: skip
+        self._run_tool(argv, run_as, timeout, "initdb")
+        scratch.rename(self.pgdata)
+
+    def _run_tool(self, argv: list[str], run_as: _RunAs | None, timeout: float,
+                  what: str) -> None:
+        """Run one PostgreSQL tool (initdb, pg_basebackup) to completion as ``run_as``;
+        its output goes into the error when it fails or hangs."""
         kwargs: dict[str, Any] = {
             "stdin": subprocess.DEVNULL,
             "stdout": subprocess.PIPE,
@@ -645,10 +652,9 @@ class EmbeddedPostgres(_ManagedServer):
         except subprocess.TimeoutExpired:
             proc.kill()
             out, _ = proc.communicate()
-            raise RuntimeError(f"initdb timed out after {timeout:.0f}s:\n{out.decode()}") from None
+            raise RuntimeError(f"{what} timed out after {timeout:.0f}s:\n{out.decode()}") from None
         if proc.returncode != 0:
-            raise RuntimeError(f"initdb failed (code {proc.returncode}):\n{out.decode()}")
-        scratch.rename(self.pgdata)
+            raise RuntimeError(f"{what} failed (code {proc.returncode}):\n{out.decode()}")
 
     def _prepare(self, run_as: _RunAs | None) -> None:
         """Directory layout and ownership; as root, make it reachable by the postgres user."""
@@ -824,25 +830,7 @@ class EmbeddedReplica(EmbeddedPostgres):
             "-h", self.primary.host, "-p", str(self.primary.port), "-U", self.primary.user,
             "-D", str(scratch), "-R", "-X", "stream", "--checkpoint=fast",
         ]  # fmt: skip
-        kwargs: dict[str, Any] = {
-            "stdin": subprocess.DEVNULL,
-            "stdout": subprocess.PIPE,
-            "stderr": subprocess.STDOUT,
-            "env": self._env(),
-            "cwd": str(self.state_dir),
-            "preexec_fn": _death_signal_preexec(signal.SIGKILL),
-        }
-        if run_as is not None:
-            kwargs.update(user=run_as.uid, group=run_as.gid, extra_groups=[])
-        proc = _spawn(argv, **kwargs)
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-            raise RuntimeError(f"pg_basebackup timed out:\n{out.decode()}") from None
-        if proc.returncode != 0:
-            raise RuntimeError(f"pg_basebackup failed (code {proc.returncode}):\n{out.decode()}")
+        self._run_tool(argv, run_as, timeout, "pg_basebackup")
         scratch.rename(self.pgdata)
 
     def _ensure_database(self) -> None:
