@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     )
     watcher_interval_s: float = Field(default=5.0, gt=0, alias="GRID_WATCHER_INTERVAL")
     jwt_secret: str = Field(default="change-me-in-production", alias="GRID_JWT_SECRET")
+    session_cache_s: float = Field(
+        default=2.0, ge=0, le=60, alias="GRID_SESSION_CACHE_S",
+        description="seconds a gateway reuses a checked session row (0: check the database on "
+        "every request); sign-out and admin changes through the same gateway apply at once, "
+        "elsewhere within this time",
+    )
     log_json: bool = Field(default=False, alias="GRID_LOG_JSON")
     log_level: str = Field(default="INFO", alias="GRID_LOG_LEVEL")
 

@@ -31,6 +31,7 @@ import hashlib
 import json
 import re
 import secrets
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -401,8 +402,17 @@ _LOCK = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':users'))"
 class UserStore:
     """All reads and writes of identity data, over an asyncpg pool (search_path = schema)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, session_cache_s: float = 0.0) -> None:
         self.pool = pool
+        #: Seconds a session row read by :meth:`resolve_access` is reused (0: read every
+        #: time). Every change made through this store forgets the cache at once; a change
+        #: made elsewhere (another gateway, ``gridctl users``) reaches this one within it.
+        self.session_cache_s = session_cache_s
+        self._sessions: dict[uuid.UUID, tuple[float, Any]] = {}
+
+    def forget_sessions(self) -> None:
+        """Drop cached session rows (after anything that may revoke or change a grant)."""
+        self._sessions.clear()
 
     async def setup(self) -> None:
         """Create the tables (idempotent; serialised so concurrent start-ups do not race)."""
@@ -509,6 +519,7 @@ class UserStore:
         """Change name / role / node / department / grids / scopes / disabled. A change of
         role, jurisdiction or scopes, or disabling, ends every session and device token of the
         user (their next request gets 401 and they sign in again with the new grant)."""
+        self.forget_sessions()
         allowed = {"name", "role", "node", "department", "grids", "scopes", "disabled"}
         unknown = set(changes) - allowed
         if unknown:
@@ -561,6 +572,7 @@ class UserStore:
 
     async def set_password(self, username: str, password_hash: str) -> UserRecord | None:
         """Replace the password and end every session and device token of the user."""
+        self.forget_sessions()
         async with self.pool.acquire() as conn, conn.transaction():
             record = await conn.fetchrow(
                 "UPDATE users SET password_hash = $2, password_changed_at = now(), "
@@ -670,6 +682,7 @@ class UserStore:
                     now,
                     "refresh token reused",
                 )
+                self.forget_sessions()
                 log.warning("auth.refresh_reused", sid=str(row["sid"]))
                 problem = TokenError(
                     "refresh_token_reused",
@@ -718,6 +731,7 @@ class UserStore:
         return user, str(row["sid"]), scopes, new, new_end
 
     async def revoke_session(self, sid: str, reason: str = "signed out") -> bool:
+        self.forget_sessions()
         async with self.pool.acquire() as conn:
             status = await conn.execute(
                 "UPDATE auth_sessions SET revoked_at = now(), revoked_reason = $2 "
@@ -728,6 +742,7 @@ class UserStore:
         return status.endswith(" 1")
 
     async def _revoke_all(self, conn: asyncpg.Connection, user_id: str, reason: str) -> None:
+        self.forget_sessions()
         await conn.execute(
             "UPDATE auth_sessions SET revoked_at = now(), revoked_reason = $2 "
             "WHERE user_id = $1 AND revoked_at IS NULL",
@@ -752,13 +767,19 @@ class UserStore:
             sid = uuid.UUID(str(claims["sid"]))
         except ValueError as exc:
             raise TokenError("invalid_token", "malformed session id") from exc
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(
-                "SELECT s.scopes AS s_scopes, s.channel AS s_channel, s.revoked_at, "
-                "s.expires_at AS s_exp, u.* FROM auth_sessions s JOIN users u USING (user_id) "
-                "WHERE s.sid = $1",
-                sid,
-            )
+        row = self._cached_session(sid)
+        if row is None:
+            async with self.pool.acquire() as conn:
+                row = await conn.fetchrow(
+                    "SELECT s.scopes AS s_scopes, s.channel AS s_channel, s.revoked_at, "
+                    "s.expires_at AS s_exp, u.* FROM auth_sessions s JOIN users u "
+                    "USING (user_id) WHERE s.sid = $1",
+                    sid,
+                )
+            if row is not None and self.session_cache_s > 0:
+                if len(self._sessions) > 10_000:
+                    self._sessions.clear()
+                self._sessions[sid] = (time.monotonic() + self.session_cache_s, row)
         if row is None or row["user_id"] != claims["sub"]:
             raise TokenError("invalid_token", "unknown session")
         if row["revoked_at"] is not None:
@@ -776,6 +797,17 @@ class UserStore:
             scopes=sorted(token_scopes & set(user.effective_scopes)),
             channel=row["s_channel"],
         )
+
+    def _cached_session(self, sid: uuid.UUID) -> Any:
+        """The session + user row read less than ``session_cache_s`` ago, else None. The
+        checks (revoked, expired, disabled, scopes) still run on it at every request."""
+        hit = self._sessions.get(sid)
+        if hit is None:
+            return None
+        if hit[0] < time.monotonic():
+            del self._sessions[sid]
+            return None
+        return hit[1]
 
     # ------------------------------------------------------------------ devices
 

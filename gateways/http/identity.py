@@ -171,7 +171,10 @@ def identity_settings(request: Request) -> IdentitySettings:
 def user_store(request: Request) -> UserStore:
     store: UserStore | None = getattr(request.app.state, "users", None)
     if store is None or store.pool is not request.app.state.runtime.pool:
-        store = request.app.state.users = UserStore(request.app.state.runtime.pool)
+        runtime = request.app.state.runtime
+        store = request.app.state.users = UserStore(
+            runtime.pool, session_cache_s=runtime.settings.session_cache_s
+        )
     return store
 
 

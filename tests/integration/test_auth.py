@@ -592,3 +592,28 @@ async def test_nul_characters_are_refused_before_any_route(system: dict[str, Any
     assert path.status_code == 422
     form = await client.post("/v1/auth/token", data={"username": "a\x00b", "password": "x" * 9})
     assert form.status_code == 422 and form.json()["error"] == "invalid_character"
+
+
+async def test_session_checks_are_cached_briefly_and_forgotten_on_change(
+    system: dict[str, Any],
+) -> None:
+    """A gateway reuses a checked session for GRID_SESSION_CACHE_S (2 s): a revocation made
+    elsewhere (another gateway, SQL, the CLI) takes effect within it; one made through this
+    gateway (sign-out, admin change) at once — see test_logout_ends_the_session_at_once."""
+    client, runtime = system["client"], system["runtime"]
+    assert runtime.settings.session_cache_s == 2.0
+    token = await sign_in(client, "supervisor")
+    headers = bearer(token["access_token"])
+    assert (await client.get("/v1/auth/me", headers=headers)).status_code == 200
+    async with runtime.pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE auth_sessions SET revoked_at = now(), revoked_reason = 'elsewhere' "
+            "WHERE sid = $1::uuid", token["user"]["token_id"]
+        )
+    start = asyncio.get_running_loop().time()
+
+    async def refused() -> bool:
+        return (await client.get("/v1/auth/me", headers=headers)).status_code == 401
+
+    await eventually(refused, timeout=10, interval=0.1)
+    assert asyncio.get_running_loop().time() - start <= 2.5
