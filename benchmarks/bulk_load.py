@@ -35,11 +35,10 @@ import psycopg
 from psycopg import sql
 
 from aggregates.case import Case
-from aggregates.commands import Command, ReportArgs, Reporter
+from aggregates.commands import Command
 from aggregates.service import CaseService
-from benchmarks.common import TEXTS
+from benchmarks.common import report_command
 from core.eventstore import CaseStore, eventsourcing_env, table_name
-from core.ids import case_id_for_key, case_no_for_id
 from core.refdata import Reference, load_reference
 from core.settings import Settings
 
@@ -81,29 +80,7 @@ def report_in(
     ref: Reference, key: str, at: datetime, rng: random.Random, grids: Sequence[str]
 ) -> Command:
     """The gateway's command for one synthetic report in one of ``grids``."""
-    grid = ref.jurisdiction.grid(rng.choice(grids))
-    category = rng.choice(ref.catalogue.all())
-    case_id = case_id_for_key(key)
-    args = ReportArgs(
-        category=category.code,
-        grid=grid.code,
-        community=grid.parent,
-        district=ref.jurisdiction.partition_of(grid.code),
-        description=rng.choice(TEXTS),
-        reporter=Reporter(name="測試", type="citizen"),
-    )
-    return Command(
-        command_id=key,
-        verb="report",
-        case_id=str(case_id),
-        case_no=case_no_for_id(case_id),
-        partition=args.district,
-        actor="bench",
-        role="system",
-        channel="bench",
-        at=at,
-        args=args.model_dump(mode="json"),
-    )
+    return report_command(ref, key, at, rng, grids)
 
 
 @dataclass(frozen=True)

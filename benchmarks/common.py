@@ -65,9 +65,12 @@ def report_body(ref: Reference, rng: random.Random) -> dict[str, Any]:
     }
 
 
-def report_command(ref: Reference, key: str, at: Any, rng: random.Random) -> Command:
-    """The command the gateway would publish for one synthetic report."""
-    grid = ref.jurisdiction.grid(rng.choice(sorted(ref.jurisdiction.grids)))
+def report_command(
+    ref: Reference, key: str, at: Any, rng: random.Random, grids: Any = None
+) -> Command:
+    """The command the gateway would publish for one synthetic report (in one of ``grids``,
+    default: any grid of the city)."""
+    grid = ref.jurisdiction.grid(rng.choice(grids or sorted(ref.jurisdiction.grids)))
     category = rng.choice(ref.catalogue.all())
     district = ref.jurisdiction.partition_of(grid.code)
     case_id = case_id_for_key(key)
