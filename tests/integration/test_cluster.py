@@ -114,10 +114,19 @@ async def ensure_streams_r3(js: JetStreamContext, topo: Topology, timeout: float
             await asyncio.sleep(0.25)
 
 
-async def stream_leader(js: JetStreamContext, stream: str) -> str:
-    info = await js.stream_info(stream)
-    assert info.cluster is not None and info.cluster.leader, info
-    return info.cluster.leader
+async def stream_leader(js: JetStreamContext, stream: str, timeout: float = 30.0) -> str:
+    """The stream's current leader, waiting out an election (a new R3 stream or one whose
+    leader just died has none for a few seconds; longer on a loaded machine)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(Exception):
+            info = await js.stream_info(stream)
+            if info.cluster is not None and info.cluster.leader:
+                return info.cluster.leader
+        if time.monotonic() > deadline:
+            info = await js.stream_info(stream)
+            raise AssertionError(f"no leader for {stream} within {timeout:.0f} s: {info}")
+        await asyncio.sleep(0.2)
 
 
 async def replicas_current(js: JetStreamContext, streams: list[str]) -> bool:
