@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import queue
+import random
 import shutil
 import signal
 import socket
@@ -82,15 +83,31 @@ _PR_SET_PDEATHSIG = 1
 # --------------------------------------------------------------------------- helpers
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that is currently free on ``host``.
+#: Ports are drawn from below Linux's default ephemeral range (32768–60999): a server that is
+#: restarted on the same port (fault drills, a cluster node, ``gridctl up`` after a crash)
+#: must find it free, and a port in the ephemeral range can meanwhile become the local end of
+#: any outgoing connection (seen in CI: "address already in use" on a node's restart).
+PORT_RANGE = (20_000, 32_000)
 
-    The kernel picks the port (bind to 0), which avoids collisions between parallel test runs
-    far better than guessing.  There is an unavoidable window between closing this probe
-    socket and the server binding the port; the embedded servers therefore retry with a fresh
-    port when *they* chose it and the bind fails.
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that is currently free on ``host``, below the ephemeral range.
+
+    Random within :data:`PORT_RANGE` and checked by binding it; the kernel's choice (bind to 0)
+    if none is found. There is an unavoidable window between closing this probe socket and
+    the server binding the port; the embedded servers therefore retry with a fresh port when
+    *they* chose it and the bind fails.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    rng = random.SystemRandom()
+    for _ in range(100):
+        candidate = rng.randrange(*PORT_RANGE)
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, candidate))
+            except OSError:
+                continue
+            return candidate
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
