@@ -219,13 +219,19 @@ class ProjectionRunner:
         Each projection stays exactly-once by itself (rows + position in one transaction);
         after a failure the batch is redelivered (or refilled from the store) and the
         projections that already committed skip it. Read models may differ by one batch for
-        a few milliseconds, as they may between separate projector processes."""
-        results = await asyncio.gather(
-            *(self._apply_one(p, envelopes) for p in self.projections), return_exceptions=True
-        )
+        a few milliseconds, as they may between separate projector processes — except that
+        the case queue commits last: it is the index readers find a case by, so a case that
+        is in the queue already has its timeline (and map and metrics) rows."""
+        first = [p for p in self.projections if p.name != "queue"]
+        last = [p for p in self.projections if p.name == "queue"]
+        results: list[Any] = list(await asyncio.gather(
+            *(self._apply_one(p, envelopes) for p in first), return_exceptions=True
+        ))
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+        for projection in last:
+            results.append(await self._apply_one(projection, envelopes))
         return max((r for r in results if isinstance(r, int)), default=0)
 
     async def run(self, stop: asyncio.Event) -> None:
