@@ -744,18 +744,51 @@ async def sum_counters(
     inspector: str | None = None,
 ) -> dict[str, dict[str, int]]:
     """{group key: {counter: sum}} over the period (inclusive) and places (None = all)."""
+    filters = (("department", department), ("level", level), ("inspector", inspector))
+    return await _summed(conn, "metric_counts", day_from, day_to, grids, group_sql,
+                         [(column, value) for column, value in filters if value is not None])
+
+
+#: Groupings ``metric_counts_daily`` (counters per counter, day and grid) can answer.
+DAILY_GROUPS = (None, *(GROUPS_SQL[g] for g in ("day", "week", "month", "grid",
+                                                 "community", "district")))
+
+
+async def sum_daily_counters(
+    conn: asyncpg.Connection,
+    day_from: date,
+    day_to: date,
+    grids: list[str] | None,
+    group_sql: str | None,
+) -> dict[str, dict[str, int]]:
+    """What :func:`sum_counters` gives without a department / level / inspector filter, from
+    the roll-up ``metric_counts_daily`` (a tenth of the rows); ``group_sql`` must be one of
+    :data:`DAILY_GROUPS`."""
+    if group_sql not in DAILY_GROUPS:
+        raise ValueError(f"the daily roll-up cannot group by {group_sql!r}")
+    return await _summed(conn, "metric_counts_daily", day_from, day_to, grids, group_sql, [])
+
+
+async def _summed(
+    conn: asyncpg.Connection,
+    table: str,
+    day_from: date,
+    day_to: date,
+    grids: list[str] | None,
+    group_sql: str | None,
+    equal: list[tuple[str, str]],
+) -> dict[str, dict[str, int]]:
     where = ["day BETWEEN $1 AND $2"]
     params: list[Any] = [day_from, day_to]
-    for column, value in (("department", department), ("level", level), ("inspector", inspector)):
-        if value is not None:
-            params.append(value)
-            where.append(f"{column} = ${len(params)}")
+    for column, value in equal:
+        params.append(value)
+        where.append(f"{column} = ${len(params)}")
     if grids is not None:
         params.append(grids)
         where.append(f"grid = ANY(${len(params)}::text[])")
     key = group_sql or "''"
     rows = await conn.fetch(
-        f"SELECT {key} AS k, counter, sum(value)::bigint AS v FROM metric_counts "
+        f"SELECT {key} AS k, counter, sum(value)::bigint AS v FROM {table} "
         f"WHERE {' AND '.join(where)} GROUP BY 1, 2",
         *params,
     )

@@ -693,11 +693,6 @@ async def _metrics(
     }
 
 
-#: Groupings ``metric_counts_daily`` (counters per counter, day and grid) can answer.
-_DAILY_GROUPS = (None, *(m.GROUPS_SQL[g] for g in ("day", "week", "month", "grid",
-                                                    "community", "district")))
-
-
 async def _flows(
     conn: Any,
     day_from: date,
@@ -706,27 +701,11 @@ async def _flows(
     group_sql: str | None,
     filters: dict[str, str | None],
 ) -> dict[str, dict[str, int]]:
-    """The summed counters. Without a department / level / inspector filter they come from
-    the roll-up ``metric_counts_daily`` (one row per counter, day and grid, written by the
-    metrics projection's own upsert together with ``metric_counts``) — a tenth of the rows
-    ``sum_counters`` would add up."""
-    if any(v is not None for v in filters.values()) or group_sql not in _DAILY_GROUPS:
+    """The summed counters: from the roll-up ``metric_counts_daily`` when no department /
+    level / inspector filter applies and the grouping allows (a tenth of the rows)."""
+    if any(v is not None for v in filters.values()) or group_sql not in m.DAILY_GROUPS:
         return await m.sum_counters(conn, day_from, day_to, grids, group_sql, **filters)
-    where = ["day BETWEEN $1 AND $2"]
-    params: list[Any] = [day_from, day_to]
-    if grids is not None:
-        params.append(grids)
-        where.append("grid = ANY($3::text[])")
-    key = group_sql or "''"
-    rows = await conn.fetch(
-        f"SELECT {key} AS k, counter, sum(value)::bigint AS v FROM metric_counts_daily "
-        f"WHERE {' AND '.join(where)} GROUP BY 1, 2",
-        *params,
-    )
-    out: dict[str, dict[str, int]] = {}
-    for r in rows:
-        out.setdefault(r["k"] or "", {})[r["counter"]] = int(r["v"])
-    return out
+    return await m.sum_daily_counters(conn, day_from, day_to, grids, group_sql)
 
 
 #: Groupings the map's per-grid counts can answer (every grid has one community / district).

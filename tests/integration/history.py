@@ -10,9 +10,12 @@ lights raised the way the SLA watcher raises them when a step runs past its dead
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 import uuid
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -289,3 +292,33 @@ def save(history: History, stores: Any, chunk: int = 500) -> int:
 
 def start_of_history() -> datetime:
     return datetime(2026, 10, 5, 1, 0, tzinfo=UTC)
+
+
+@contextlib.asynccontextmanager
+async def generated_store(cases: int, seed: int) -> AsyncIterator[dict[str, Any]]:
+    """A fresh schema whose partitions' event stores hold ``cases`` generated cases:
+    ``{"schema", "stores", "ref", "conn" (asyncpg, JSON codecs), "events" (count)}``; the
+    schema is dropped afterwards."""
+    import asyncpg
+
+    from core.db import _init_connection
+    from core.eventstore import StoreRegistry
+    from core.refdata import load_reference
+    from tests.conftest import database_url, make_settings
+
+    settings = make_settings()
+    schema = settings.db_schema
+    ref = load_reference(settings)
+    conn = await asyncpg.connect(database_url())
+    await _init_connection(conn)
+    await conn.execute(f"CREATE SCHEMA {schema}")
+    stores = StoreRegistry(database_url(), schema)
+    history = History(ref, seed=seed)
+    history.generate(cases, start_of_history(), 20)
+    events = await asyncio.to_thread(save, history, stores)
+    try:
+        yield {"schema": schema, "stores": stores, "ref": ref, "conn": conn, "events": events}
+    finally:
+        stores.close()
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await conn.close()

@@ -4,24 +4,20 @@ JSON values and NULLs come back as they went in; a replayed event is ignored."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
 
-from core.db import _init_connection
-from core.eventstore import StoreRegistry
-from core.refdata import load_reference
 from projections.base import POSITIONS_DDL
 from projections.metrics import MetricsProjection
 from projections.queue import QueueProjection
 from projections.rebuild import compare_tables
 from projections.runner import read_store_range
 from projections.timeline import TimelineProjection
-from tests.conftest import database_url, make_settings, unique_name
-from tests.integration.history import History, save, start_of_history
+from tests.conftest import unique_name
+from tests.integration.history import generated_store
 from tests.integration.test_rebuild_fast import KEYS, ROLLED_UP
 
 PROJECTIONS = (QueueProjection(), TimelineProjection(), MetricsProjection())
@@ -29,26 +25,13 @@ PROJECTIONS = (QueueProjection(), TimelineProjection(), MetricsProjection())
 
 @pytest.fixture
 async def envelopes() -> AsyncIterator[dict[str, Any]]:
-    settings = make_settings()
-    schema = settings.db_schema
-    ref = load_reference(settings)
-    conn = await asyncpg.connect(database_url())
-    await _init_connection(conn)
-    await conn.execute(f"CREATE SCHEMA {schema}")
-    stores = StoreRegistry(database_url(), schema)
-    history = History(ref, seed=11)
-    history.generate(120, start_of_history(), 20)
-    await asyncio.to_thread(save, history, stores)
-    await conn.execute(f"SET search_path TO {schema}")
-    events = []
-    for partition in ref.partitions:
-        events.extend(await read_store_range(conn, partition, 0, 10**9, 10**9))
-    try:
-        yield {"schema": schema, "conn": conn, "events": events}
-    finally:
-        stores.close()
-        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        await conn.close()
+    async with generated_store(120, seed=11) as generated:
+        conn = generated["conn"]
+        await conn.execute(f"SET search_path TO {generated['schema']}")
+        events = []
+        for partition in generated["ref"].partitions:
+            events.extend(await read_store_range(conn, partition, 0, 10**9, 10**9))
+        yield {"schema": generated["schema"], "conn": conn, "events": events}
 
 
 async def _schema(conn: asyncpg.Connection, base: str) -> str:

@@ -4,21 +4,16 @@ on a realistic history (returns, escalations, extensions, lights, visits, duplic
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import pytest
 
-from core.db import _init_connection
-from core.eventstore import StoreRegistry
-from core.refdata import load_reference
 from gateways.runtime import all_projections
 from projections.base import POSITIONS_DDL
 from projections.rebuild import build_scratch, compare_tables, replay_into
-from tests.conftest import database_url, make_settings, unique_name
-from tests.integration.history import History, save, start_of_history
+from tests.conftest import database_url, unique_name
+from tests.integration.history import generated_store
 
 KEYS = {
     "case_queue": "case_id",
@@ -41,22 +36,8 @@ ROLLED_UP = (
 
 @pytest.fixture
 async def store() -> AsyncIterator[dict[str, Any]]:
-    settings = make_settings()
-    schema = settings.db_schema
-    ref = load_reference(settings)
-    conn = await asyncpg.connect(database_url())
-    await _init_connection(conn)
-    await conn.execute(f"CREATE SCHEMA {schema}")
-    stores = StoreRegistry(database_url(), schema)
-    history = History(ref, seed=7)
-    history.generate(500, start_of_history(), 20)
-    events = await asyncio.to_thread(save, history, stores)
-    try:
-        yield {"schema": schema, "stores": stores, "ref": ref, "conn": conn, "events": events}
-    finally:
-        stores.close()
-        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        await conn.close()
+    async with generated_store(500, seed=7) as generated:
+        yield generated
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
