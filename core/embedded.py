@@ -632,12 +632,7 @@ class EmbeddedPostgres(_ManagedServer):
                     "refusing to touch it"
                 )
             self.pgdata.rmdir()
-        scratch = self.state_dir / "pgdata.initdb"
-        if scratch.exists():
-            shutil.rmtree(scratch)
-        scratch.mkdir(mode=0o700)
-        if run_as is not None:
-            os.chown(scratch, run_as.uid, run_as.gid)
+        scratch = self._scratch_dir("pgdata.initdb", run_as)
         argv = [
             str(bin_dir / "initdb"),
             "-D", str(scratch),
@@ -648,6 +643,17 @@ class EmbeddedPostgres(_ManagedServer):
         ]  # fmt: skip
         self._run_tool(argv, run_as, timeout, "initdb")
         scratch.rename(self.pgdata)
+
+    def _scratch_dir(self, name: str, run_as: _RunAs | None) -> Path:
+        """An empty directory owned by ``run_as`` that becomes ``pgdata`` by rename once the
+        tool writing it has succeeded (a leftover from an interrupted run is removed)."""
+        scratch = self.state_dir / name
+        if scratch.exists():
+            shutil.rmtree(scratch)
+        scratch.mkdir(mode=0o700)
+        if run_as is not None:
+            os.chown(scratch, run_as.uid, run_as.gid)
+        return scratch
 
     def _run_tool(self, argv: list[str], run_as: _RunAs | None, timeout: float,
                   what: str) -> None:
@@ -836,12 +842,7 @@ class EmbeddedReplica(EmbeddedPostgres):
         """Copy the primary (instead of initdb), atomically like ``initdb`` is."""
         if (self.pgdata / "PG_VERSION").exists():
             return
-        scratch = self.state_dir / "pgdata.basebackup"
-        if scratch.exists():
-            shutil.rmtree(scratch)
-        scratch.mkdir(mode=0o700)
-        if run_as is not None:
-            os.chown(scratch, run_as.uid, run_as.gid)
+        scratch = self._scratch_dir("pgdata.basebackup", run_as)
         argv = [
             str(bin_dir / "pg_basebackup"),
             "-h", self.primary.host, "-p", str(self.primary.port), "-U", self.primary.user,

@@ -69,6 +69,16 @@ class _Batch:
             if not (msg.headers and _STATUS in msg.headers):
                 self.msgs.append(msg)
 
+    async def available(self, psub: Any, deadline: float) -> None:
+        """Steps 1 and 2: what is queued already, then a ``no_wait`` request for the rest,
+        collected until the server's status ends it."""
+        self.leftovers()
+        if len(self.msgs) >= self.batch:
+            return
+        request = {"batch": self.batch - len(self.msgs), "no_wait": True}
+        await psub._nc.publish(psub._nms, orjson.dumps(request), psub._deliver)
+        await self.collect(deadline, until_status=True)
+
     async def collect(self, deadline: float, until_status: bool) -> None:
         """Wait for arrivals until the deadline; take all that is queued at each wake-up.
         ``until_status``: keep waiting until the request's status (no_wait requests end with
@@ -112,12 +122,8 @@ async def fetch(psub: Any, batch: int, timeout: float, linger: float = 0.0) -> l
         return msgs
     await asyncio.sleep(linger)
     more = _Batch(psub, batch - len(msgs))
-    more.leftovers()  # delivered meanwhile for a waiting request that is still open
-    if len(more.msgs) < more.batch:
-        loop = asyncio.get_running_loop()
-        request = {"batch": more.batch - len(more.msgs), "no_wait": True}
-        await psub._nc.publish(psub._nms, orjson.dumps(request), psub._deliver)
-        await more.collect(loop.time() + max(timeout, 0.5), until_status=True)
+    # Also takes what was delivered meanwhile for a waiting request that is still open.
+    await more.available(psub, asyncio.get_running_loop().time() + max(timeout, 0.5))
     return msgs + more.msgs
 
 
@@ -126,13 +132,7 @@ async def _fetch(psub: Any, batch: int, timeout: float) -> list[Msg]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     got = _Batch(psub, batch)
-    got.leftovers()
-    if len(got.msgs) >= batch:
-        return got.msgs
-    nc = psub._nc
-    request = {"batch": batch - len(got.msgs), "no_wait": True}
-    await nc.publish(psub._nms, orjson.dumps(request), psub._deliver)
-    await got.collect(deadline, until_status=True)
+    await got.available(psub, deadline)
     if got.msgs:
         return got.msgs
     if got.error is not None:
@@ -141,7 +141,7 @@ async def _fetch(psub: Any, batch: int, timeout: float) -> list[Msg]:
     if expires_ns <= 0:
         raise NatsTimeout
     request = {"batch": batch, "expires": expires_ns}
-    await nc.publish(psub._nms, orjson.dumps(request), psub._deliver)
+    await psub._nc.publish(psub._nms, orjson.dumps(request), psub._deliver)
     await got.collect(deadline, until_status=False)
     if got.msgs:
         return got.msgs
