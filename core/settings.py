@@ -68,6 +68,12 @@ class Settings(BaseSettings):
         description="comma-separated read models this process projects (default: all)",
     )
     watcher_interval_s: float = Field(default=5.0, gt=0, alias="GRID_WATCHER_INTERVAL")
+    notify_max_age_s: float = Field(
+        default=3600.0, gt=0, alias="GRID_NOTIFY_MAX_AGE_S",
+        description="the notifier pushes (SSE) and sends webhooks only for events recorded at "
+        "most this many seconds ago (event time vs. the runtime's clock); older ones — history "
+        "a new or reset notifier catches up on — are written to the notification list only",
+    )
     jwt_secret: str = Field(default="change-me-in-production", alias="GRID_JWT_SECRET")
     session_cache_s: float = Field(
         default=2.0, ge=0, le=60, alias="GRID_SESSION_CACHE_S",

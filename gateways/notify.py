@@ -29,6 +29,27 @@ How it travels:
 2. After the commit each notification is published on core NATS ``<root>.ntf.<audience>``;
    every gateway's ``GET /v1/notifications/stream`` (Server-Sent Events) subscribes to the
    caller's audiences only, and replays what it missed from the table (``Last-Event-ID``).
+
+News, not history — what a notifier does with old events. A new durable consumer (the role
+enabled on a system that has run for weeks) or a reset / rebuilt position replays the whole
+EVENTS stream. Every event still gets its ``notifications`` rows (the list stays complete for
+audits), but:
+
+* a webhook receives only events recorded at or after its ``created_at`` (event ``at`` ≥
+  ``webhooks.created_at``; the API stamps it with the gateway's clock, the domain events'
+  clock; hooks from ``deploy/webhooks.json`` get the database's ``now()`` when first loaded):
+  a new subscriber never gets a flood of history;
+* an event recorded more than ``GRID_NOTIFY_MAX_AGE_S`` (default 1 h) before the runtime's
+  clock reads now (``Runtime.clock``, read once per batch and passed to the pure
+  :func:`is_news`) is history: its rows are written with ``live = false``, are not published
+  on NATS, are left out of the SSE ``Last-Event-ID`` replay, and get no webhook deliveries.
+  One ``notify.history_not_pushed`` line per catch-up says how many were held back.
+
+Both decisions are taken inside the batch's transaction, from the event and that batch's
+``now``, so the exactly-once rule above holds: a notification row and its deliveries commit
+together or not at all. The price: when the notifier itself was down for longer than the
+bound, webhooks miss the events of the outage's early part (they stay in the list); raise
+``GRID_NOTIFY_MAX_AGE_S`` where a receiver must see those.
 3. ``WebhookDispatcher`` posts pending deliveries: JSON body, ``X-Grid-Signature:
    sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`` with ``X-Grid-Timestamp``,
    retried with exponential backoff and jitter up to ``max_attempts``; every attempt is
@@ -53,7 +74,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -64,10 +85,11 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from core import codec
+from core.clock import Clock, SystemClock
 from core.logging import get_logger
-from core.settings import REPO_ROOT
+from core.settings import REPO_ROOT, get_settings
 from gateways.http.access import CASE_READERS
-from gateways.http.deps import get_runtime
+from gateways.http.deps import get_clock, get_runtime
 from gateways.http.errors import ApiError
 from gateways.http.identity import Principal, require
 from projections.base import Envelope
@@ -80,6 +102,10 @@ log = get_logger("notify")
 WEBHOOKS_FILE = Path(os.environ.get("GRID_WEBHOOKS_FILE", REPO_ROOT / "deploy" / "webhooks.json"))
 SIGNATURE_HEADER = "X-Grid-Signature"
 TIMESTAMP_HEADER = "X-Grid-Timestamp"
+
+#: The summary of a catch-up on history is logged when news arrives or after this many
+#: seconds without more history.
+HISTORY_QUIET_S = 5.0
 
 KINDS: dict[str, str] = {
     "new_dispatch": "新派遣 New dispatch",
@@ -115,8 +141,18 @@ CREATE TABLE IF NOT EXISTS notifications (
     partition text NOT NULL,
     position bigint NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
+    live boolean NOT NULL DEFAULT true,
     UNIQUE (partition, position, kind)
 );
+DO $$ BEGIN
+    -- live: pushed (NATS / SSE) and offered to webhooks; false for history (module docstring).
+    -- Checked first so a start-up takes no lock on the table once the column is there.
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema =
+                   current_schema() AND table_name = 'notifications' AND column_name = 'live')
+    THEN
+        ALTER TABLE notifications ADD COLUMN live boolean NOT NULL DEFAULT true;
+    END IF;
+END $$;
 CREATE INDEX IF NOT EXISTS notifications_audience_idx ON notifications USING gin (audience);
 CREATE TABLE IF NOT EXISTS webhooks (
     id text PRIMARY KEY,
@@ -286,27 +322,71 @@ def notices_for(env: Envelope, case: dict[str, Any]) -> list[Notice]:
     return []
 
 
+def is_news(at: datetime, now: datetime, max_age: timedelta) -> bool:
+    """Pure: whether an event recorded at ``at`` is still news at ``now`` (pushed live and
+    offered to webhooks) rather than history (listed only). Events from the future — another
+    process's clock a little ahead — are news."""
+    return now - at <= max_age
+
+
+def hook_wants(hook: Any, notice: Notice, at: datetime) -> bool:
+    """Pure: whether a webhook (a ``webhooks`` row) gets a delivery of ``notice``, caused by
+    an event recorded at ``at``: its kinds and audiences match, and it existed by then."""
+    if hook["kinds"] and notice.kind not in hook["kinds"]:
+        return False
+    if hook["audiences"] and not set(hook["audiences"]) & set(notice.audience):
+        return False
+    return at >= hook["created_at"]
+
+
 class NotifyProjection:
-    """Turns events into notifications and webhook deliveries (run by ProjectionRunner)."""
+    """Turns events into notifications and webhook deliveries (run by ProjectionRunner).
+
+    ``clock`` is the runtime's (read once per batch: the "now" an event's age is measured
+    against); ``max_age_s`` the bound beyond which an event is history (default: the setting
+    ``GRID_NOTIFY_MAX_AGE_S``)."""
 
     name = "notify"
     tables = ("notify_cases", "notifications")
 
-    def __init__(self) -> None:
-        self.fresh: list[dict[str, Any]] = []
+    def __init__(self, clock: Clock | None = None, max_age_s: float | None = None) -> None:
+        self.clock: Clock = clock or SystemClock()
+        if max_age_s is None:
+            max_age_s = get_settings().notify_max_age_s
+        self.max_age = timedelta(seconds=max_age_s)
+        # What the last ``apply`` did, read by the Notifier after the commit:
+        self.fresh: list[dict[str, Any]] = []  # notifications to push now
+        self.history_events = 0  # events older than the bound
+        self.held = 0  # notification rows written for them, not pushed, no deliveries
+        self.history_span: tuple[datetime, datetime] | None = None  # oldest, newest such event
+        self.news_seen = False  # the batch held at least one event within the bound
 
     def ddl(self) -> str:
         return DDL
 
     async def apply(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
         self.fresh = []
+        self.history_events = self.held = 0
+        self.history_span = None
+        self.news_seen = False
+        now = self.clock.now()
         ids = list({e["case_id"] for e in envelopes})
         rows = await conn.fetch("SELECT * FROM notify_cases WHERE case_id = ANY($1::uuid[])", ids)
         cases: dict[str, dict[str, Any]] = {str(r["case_id"]): dict(r) for r in rows}
         changed: set[str] = set()
-        hooks = await conn.fetch("SELECT id, kinds, audiences FROM webhooks WHERE active")
+        hooks = await conn.fetch(
+            "SELECT id, kinds, audiences, created_at FROM webhooks WHERE active"
+        )
         for env in envelopes:
             cid, data = env["case_id"], env.get("data") or {}
+            at = _time(env["at"])
+            live = is_news(at, now, self.max_age)
+            if live:
+                self.news_seen = True
+            else:
+                self.history_events += 1
+                old, new = self.history_span or (at, at)
+                self.history_span = (min(old, at), max(new, at))
             if env["type"] == "Reported":
                 cases[cid] = {
                     "case_id": cid,
@@ -322,7 +402,7 @@ class NotifyProjection:
             if case is None:
                 continue
             for notice in notices_for(env, case):
-                await self._insert(conn, env, case, notice, hooks)
+                await self._insert(conn, env, at, live, case, notice, hooks)
             if env["type"] == "Dispatched":
                 case["department"] = data.get("department")
                 changed.add(cid)
@@ -348,6 +428,8 @@ class NotifyProjection:
         self,
         conn: asyncpg.Connection,
         env: Envelope,
+        at: datetime,
+        live: bool,
         case: dict[str, Any],
         notice: Notice,
         hooks: Sequence[Any],
@@ -361,7 +443,7 @@ class NotifyProjection:
         }
         row = await conn.fetchrow(
             "INSERT INTO notifications (kind, case_no, case_id, audience, title, body, data, at, "
-            "partition, position) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+            "partition, position, live) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
             "ON CONFLICT (partition, position, kind) DO NOTHING RETURNING id, created_at",
             notice.kind,
             case["case_no"],
@@ -370,11 +452,15 @@ class NotifyProjection:
             KINDS[notice.kind],
             notice.body,
             data,
-            _time(env["at"]),
+            at,
             env["partition"],
             env["position"],
+            live,
         )
         if row is None:
+            return
+        if not live:
+            self.held += 1  # listed for the record; history is not pushed nor sent
             return
         item = {
             "id": row["id"],
@@ -388,9 +474,7 @@ class NotifyProjection:
         }
         self.fresh.append(item)
         for hook in hooks:
-            if hook["kinds"] and notice.kind not in hook["kinds"]:
-                continue
-            if hook["audiences"] and not set(hook["audiences"]) & set(notice.audience):
+            if not hook_wants(hook, notice, at):
                 continue
             await conn.execute(
                 "INSERT INTO webhook_deliveries (webhook_id, notification_id, kind) "
@@ -402,9 +486,10 @@ class NotifyProjection:
 
 
 def _time(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    """An envelope's time as an aware datetime (naive ones are UTC, as the envelope's are)."""
+    if not isinstance(value, datetime):
+        value = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 # ------------------------------------------------------------------------------- webhooks
@@ -587,7 +672,8 @@ class Notifier:
         from projections.runner import ProjectionRunner
 
         self.runtime = runtime
-        self.projection = NotifyProjection()
+        # The runtime's clock (as the SLA watcher's): an event's age is measured against it.
+        self.projection = NotifyProjection(runtime.clock, runtime.settings.notify_max_age_s)
         self.dispatcher = WebhookDispatcher(runtime.pool)
         self.runner = ProjectionRunner(
             self.projection,  # type: ignore[arg-type]
@@ -598,9 +684,21 @@ class Notifier:
             on_applied=self._published,
             durable_prefix="notify",
         )
+        # The history held back since the catch-up began (logged once when it ends).
+        self.history_events = 0
+        self.history_held = 0
+        self.history_span: tuple[datetime, datetime] | None = None
+        self._history_timer: asyncio.TimerHandle | None = None
 
     async def _published(self, _: list[Envelope]) -> None:
         fresh, self.projection.fresh = self.projection.fresh, []
+        p = self.projection
+        if p.history_events:
+            self.history_events += p.history_events
+            self.history_held += p.held
+            if p.history_span is not None:
+                old, new = self.history_span or p.history_span
+                self.history_span = (min(old, p.history_span[0]), max(new, p.history_span[1]))
         root = self.runtime.topo.subject_root
         for item in fresh:
             payload = codec.dumps(item)
@@ -609,9 +707,49 @@ class Notifier:
                     await self.runtime.nc.publish(audience_subject(root, audience), payload)
         if fresh:
             self.dispatcher.wake.set()
+        if not self.history_events:
+            return
+        # The catch-up is over when news arrives, or when no history came for a while (a
+        # catch-up spans many batches, and the stream may end with old events).
+        if self._history_timer is not None:
+            self._history_timer.cancel()
+            self._history_timer = None
+        if p.news_seen:
+            self._log_history()
+        else:
+            self._history_timer = asyncio.get_running_loop().call_later(
+                HISTORY_QUIET_S, self._log_history
+            )
+
+    def _log_history(self) -> None:
+        """One line per catch-up: how much history was listed but not pushed nor sent."""
+        if self._history_timer is not None:
+            self._history_timer.cancel()
+            self._history_timer = None
+        if not self.history_events:
+            return
+        oldest, newest = self.history_span or (None, None)
+        log.info(
+            "notify.history_not_pushed",
+            events=self.history_events,
+            notifications=self.history_held,
+            oldest=oldest.isoformat() if oldest else None,
+            newest=newest.isoformat() if newest else None,
+            max_age_s=self.projection.max_age.total_seconds(),
+            note="older than GRID_NOTIFY_MAX_AGE_S: notification rows written, no live push, "
+            "no webhook deliveries",
+        )
+        self.history_events = self.history_held = 0
+        self.history_span = None
+
+    async def _project(self, stop: asyncio.Event) -> None:
+        try:
+            await self.runner.run(stop)
+        finally:
+            self._log_history()  # a catch-up cut short by a stop is still reported
 
     def tasks(self, stop: asyncio.Event) -> list[Any]:
-        return [self.runner.run(stop), self.dispatcher.run(stop)]
+        return [self._project(stop), self.dispatcher.run(stop)]
 
 
 async def setup(conn: asyncpg.Connection, path: Path | None = None) -> None:
@@ -669,21 +807,24 @@ def _row(r: Any) -> dict[str, Any]:
 
 
 async def _recent(
-    runtime: Runtime, audiences: list[str], after: int | None, limit: int
+    runtime: Runtime, audiences: list[str], after: int | None, limit: int, live_only: bool = False
 ) -> list[dict[str, Any]]:
+    """The list (all rows), or with ``live_only`` what was pushed live (the SSE replay: no
+    history the notifier caught up on, see the module docstring)."""
+    live = " AND live" if live_only else ""
     async with runtime.pool.acquire() as conn:
         if after is None:
             rows = await conn.fetch(
                 "SELECT * FROM (SELECT id, kind, title, body, case_no, audience, at, data "
-                "FROM notifications WHERE audience && $1::text[] ORDER BY id DESC LIMIT $2) x "
-                "ORDER BY id",
+                f"FROM notifications WHERE audience && $1::text[]{live} ORDER BY id DESC "
+                "LIMIT $2) x ORDER BY id",
                 audiences,
                 limit,
             )
         else:
             rows = await conn.fetch(
                 "SELECT id, kind, title, body, case_no, audience, at, data FROM notifications "
-                "WHERE audience && $1::text[] AND id > $2 ORDER BY id LIMIT $3",
+                f"WHERE audience && $1::text[] AND id > $2{live} ORDER BY id LIMIT $3",
                 audiences,
                 after,
                 limit,
@@ -712,7 +853,8 @@ async def notification_stream(
     principal: Principal = Depends(LISTENERS),
 ) -> StreamingResponse:
     """Server-Sent Events: my notifications as they happen (``event: notification``), after
-    a replay of the ones since ``Last-Event-ID`` / ``after``. A comment every 15 s keeps
+    a replay of the ones since ``Last-Event-ID`` / ``after`` (those pushed live: history the
+    notifier caught up on is in ``GET /notifications`` only). A comment every 15 s keeps
     proxies from closing the connection."""
     audiences = audiences_of(principal)
     since = after
@@ -744,7 +886,7 @@ async def _events(
         yield b"retry: 3000\n: connected\n\n"
         last = since or 0
         if since is not None:
-            for item in await _recent(runtime, audiences, since, 500):
+            for item in await _recent(runtime, audiences, since, 500, live_only=True):
                 last = max(last, item["id"])
                 yield _sse(item)
         while not runtime.stop_event.is_set():
@@ -782,10 +924,13 @@ async def list_webhooks(
 async def create_webhook(
     payload: dict[str, Any],
     runtime: Runtime = Depends(get_runtime),
+    clock: Clock = Depends(get_clock),
     principal: Principal = Depends(ADMIN),
 ) -> dict[str, Any]:
     """Register ``{"url", "kinds"?: [...], "audiences"?: [...], "secret"?, "description"?}``.
-    The answer holds the signing secret (generated when not given)."""
+    The answer holds the signing secret (generated when not given). The webhook receives
+    events recorded from now on (``created_at``, the clock events are stamped with), never
+    the history before it."""
     url = payload.get("url")
     if not isinstance(url, str) or len(url) > 500:
         raise ApiError(422, "invalid_url", "url: an http(s) URL", field="url")
@@ -803,8 +948,8 @@ async def create_webhook(
     hook_id = "wh-" + secrets.token_hex(6)
     async with runtime.pool.acquire() as conn:
         await conn.execute(
-            "INSERT INTO webhooks (id, url, secret, kinds, audiences, description, created_by) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO webhooks (id, url, secret, kinds, audiences, description, created_by, "
+            "created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             hook_id,
             url,
             secret,
@@ -812,6 +957,7 @@ async def create_webhook(
             audiences,
             description if isinstance(description, str) else None,
             principal.user_id,
+            clock.now(),
         )
     return {"id": hook_id, "url": url, "kinds": kinds, "audiences": audiences, "secret": secret}
 
