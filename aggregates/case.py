@@ -138,16 +138,21 @@ def _due_key(step: str, due: datetime) -> str:
     return f"{step}@{iso_utc(due)}"
 
 
-def _json_view(value: Any) -> Any:
-    """Copy of `value` with datetimes as canonical ISO text and UUIDs as strings."""
+def json_view(value: Any) -> Any:
+    """Copy of `value` with datetimes as canonical ISO text and UUIDs as strings.
+
+    Public because it *is* the JSON form of case state: :meth:`Case.snapshot_dict` uses it,
+    and the audit history's fast view (``gateways.audit.history``) defers to it for anything
+    that is not plain JSON, so both render a datetime or UUID the same way and their
+    snapshots stay comparable byte for byte."""
     if isinstance(value, datetime):
         return iso_utc(value)
     if isinstance(value, UUID):
         return str(value)
     if isinstance(value, dict):
-        return {k: _json_view(v) for k, v in value.items()}
+        return {k: json_view(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_view(v) for v in value]
+        return [json_view(v) for v in value]
     return value
 
 
@@ -702,7 +707,7 @@ class Case(Aggregate):
     def snapshot_dict(self) -> dict[str, Any]:
         """JSON-ready view of the state (datetimes as ISO-8601 UTC 'Z' text) for auditors and
         the API. Two replays of the same events give equal dicts."""
-        return _json_view(
+        return json_view(
             {
                 "id": str(self.id),
                 "case_no": self.case_no,

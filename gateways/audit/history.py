@@ -38,7 +38,7 @@ from eventsourcing.persistence import (
     UUIDAsHex,
 )
 
-from aggregates.case import Case, _json_view
+from aggregates.case import Case, json_view
 from aggregates.integrity import iso_utc
 from aggregates.states import STATUS_ZH
 from core.db import check_schema
@@ -303,14 +303,14 @@ _RAW = _LEAF | {datetime, UUID}
 
 
 def _jv(value: Any) -> Any:
-    """``aggregates.case._json_view`` (which it defers to for anything but plain JSON
+    """``aggregates.case.json_view`` (which it defers to for anything but plain JSON
     containers and leaves), several times faster on the small dicts / lists of a case."""
     kind = type(value)
     if kind is dict:
         return {k: v if type(v) in _LEAF else _jv(v) for k, v in value.items()}
     if kind is list or kind is tuple:
         return [v if type(v) in _LEAF else _jv(v) for v in value]
-    return value if kind in _LEAF else _json_view(value)
+    return value if kind in _LEAF else json_view(value)
 
 
 class _Mismatch(Exception):
