@@ -25,7 +25,7 @@ from core.ids import new_key
 from core.messaging import Topology
 from gateways.http.access import CASE_ACTORS, CASE_READERS, can_see, case_filter, case_not_found
 from gateways.http.deps import get_clock, get_runtime
-from gateways.http.errors import ApiError
+from gateways.http.errors import ApiError, validation_error
 from gateways.http.identity import Principal, require
 from gateways.http.privacy import mask_case
 from gateways.runtime import Runtime
@@ -188,7 +188,9 @@ async def act_on_case(
     principal: Principal = Depends(case_actor),
     idempotency_key: str | None = Header(default=None, min_length=8, max_length=200),
 ) -> JSONResponse:
-    """Run a lifecycle command (file 立案, dispatch 派遣, …) and return its outcome."""
+    """Run a lifecycle command (file 立案, dispatch 派遣, …) and return its outcome.
+
+    Invalid arguments get the same 422 ``validation_error`` body as an invalid report."""
     if verb not in PUBLIC_VERBS:
         raise ApiError(404, "unknown_action", f"unknown action {verb!r}", actions=PUBLIC_VERBS)
     row = await _case_row(runtime, case_no, principal)
@@ -210,15 +212,7 @@ async def act_on_case(
         )
         command.parsed_args()
     except ValidationError as exc:
-        problems = [
-            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
-        ]
-        raise ApiError(
-            422,
-            "validation_error",
-            "; ".join(f"{p['field']}: {p['message']}" for p in problems),
-            problems=problems,
-        ) from exc
+        raise validation_error(exc.errors()) from exc
     outcome = await send_command(runtime, command)
     if outcome is None:
         return JSONResponse(

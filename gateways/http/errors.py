@@ -4,10 +4,18 @@
 
 so clients (the inspector app, Open311 bridges, scripts) can branch on ``error`` without
 parsing prose.
+
+Invalid input that pydantic refuses — a request body FastAPI could not parse, one item of
+``POST /v1/reports/batch``, the arguments of a lifecycle command — always becomes the same
+``validation_error`` body via :func:`validation_error`::
+
+    {"error": "validation_error", "message": "description: Field required",
+     "problems": [{"field": "description", "message": "Field required", "type": "missing"}]}
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import asyncpg
@@ -30,6 +38,37 @@ class ApiError(Exception):
         self.body = {"error": error, "message": message, **details}
 
 
+#: How many problems the one-line ``message`` names; ``problems`` always lists them all.
+MESSAGE_PROBLEMS = 5
+
+
+def validation_error(errors: Iterable[Mapping[str, Any]]) -> ApiError:
+    """The 422 ``validation_error`` refusal for pydantic's ``errors()`` (of a
+    ``ValidationError`` or FastAPI's ``RequestValidationError``).
+
+    One builder for every place that validates client input, so a client parses one shape
+    whichever endpoint refused it. Each problem names its ``field`` as a dotted path relative
+    to the body the client sent (FastAPI's leading ``"body"`` location is dropped; ``query`` /
+    ``path`` / ``header`` stay, they say where to look); pydantic's ``input`` and ``ctx`` are
+    left out, as they may echo large or non-JSON values back."""
+    problems: list[dict[str, str]] = []
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        if loc[:1] == ("body",):
+            loc = loc[1:]
+        problems.append(
+            {
+                "field": ".".join(str(p) for p in loc),
+                "message": str(err.get("msg", "")),
+                "type": str(err.get("type", "")),
+            }
+        )
+    message = "; ".join(
+        f"{p['field'] or 'body'}: {p['message']}" for p in problems[:MESSAGE_PROBLEMS]
+    )
+    return ApiError(422, "validation_error", message, problems=problems)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -37,19 +76,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [
-            {
-                "field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"),
-                "message": err.get("msg", ""),
-                "type": err.get("type", ""),
-            }
-            for err in exc.errors()
-        ]
-        message = "; ".join(f"{p['field'] or 'body'}: {p['message']}" for p in problems[:5])
-        return JSONResponse(
-            {"error": "validation_error", "message": message, "problems": problems},
-            status_code=422,
-        )
+        refusal = validation_error(exc.errors())
+        return JSONResponse(refusal.body, status_code=refusal.status)
 
     @app.exception_handler(asyncpg.PostgresConnectionError)
     @app.exception_handler(asyncpg.InterfaceError)

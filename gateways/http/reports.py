@@ -32,7 +32,7 @@ from core.logging import get_logger
 from gateways.http import photos as photo_api
 from gateways.http.access import REPORTERS, check_report_location
 from gateways.http.deps import get_clock, get_runtime
-from gateways.http.errors import ApiError
+from gateways.http.errors import ApiError, validation_error
 from gateways.http.identity import Principal, require
 from gateways.runtime import Runtime
 
@@ -301,14 +301,8 @@ async def post_reports_batch(
             prepared.append((index, await prepare(runtime, clock, principal, body,
                                                   body.idempotency_key)))
         except ValidationError as exc:
-            problems = [
-                {"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")}
-                for e in exc.errors()
-            ]
-            message = "; ".join(f"{p['field'] or 'body'}: {p['message']}" for p in problems[:5])
-            results[index] = _refusal(
-                index, key, ApiError(422, "validation_error", message, problems=problems), 422
-            )
+            # The same body POST /v1/reports would have refused this item with.
+            results[index] = _refusal(index, key, validation_error(exc.errors()), 422)
         except ApiError as exc:
             results[index] = _refusal(index, key, exc, exc.status)
     outcomes = await asyncio.gather(
