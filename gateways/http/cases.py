@@ -23,6 +23,7 @@ from core import codec
 from core.clock import Clock
 from core.ids import new_key
 from core.messaging import Topology
+from gateways.http import photos as photo_api
 from gateways.http.access import CASE_ACTORS, CASE_READERS, can_see, case_filter, case_not_found
 from gateways.http.deps import get_clock, get_runtime
 from gateways.http.errors import ApiError, validation_error
@@ -190,7 +191,9 @@ async def act_on_case(
 ) -> JSONResponse:
     """Run a lifecycle command (file 立案, dispatch 派遣, …) and return its outcome.
 
-    Invalid arguments get the same 422 ``validation_error`` body as an invalid report."""
+    Invalid arguments get the same 422 ``validation_error`` body as an invalid report; photo
+    references that were never uploaded (or differ from the upload) get 422 ``unknown_photo``
+    / ``photo_mismatch``, and nothing is queued."""
     if verb not in PUBLIC_VERBS:
         raise ApiError(404, "unknown_action", f"unknown action {verb!r}", actions=PUBLIC_VERBS)
     row = await _case_row(runtime, case_no, principal)
@@ -210,9 +213,13 @@ async def act_on_case(
             at=clock.now(),
             args=args,
         )
-        command.parsed_args()
+        parsed = command.parsed_args()
     except ValidationError as exc:
         raise validation_error(exc.errors()) from exc
+    # A result (處置反饋) or verification (核查) may only point at uploaded photos, as a report
+    # may: checked here, before the command is queued, because once the worker has stored the
+    # event the reference is part of the evidence for good.
+    await photo_api.check_refs(runtime, getattr(parsed, "photos", []))
     outcome = await send_command(runtime, command)
     if outcome is None:
         return JSONResponse(

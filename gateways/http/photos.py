@@ -13,11 +13,13 @@ evidence photos show people, number plates and homes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
 
+from aggregates.commands import Photo
 from core import photos
 from gateways.http.access import CASE_ACTORS, CASE_READERS, can_see
 from gateways.http.deps import get_runtime
@@ -91,10 +93,11 @@ async def _photo_bytes(request: Request) -> bytes:
     return await _read_limited(request, photos.MAX_BYTES)
 
 
-async def check_refs(runtime: Runtime, refs: list[Any]) -> None:
+async def check_refs(runtime: Runtime, refs: Sequence[Photo]) -> None:
     """Refuse photo references (in a report, result or verification) that were never
     uploaded, or whose size / type differ from what was stored: an event must not point at
-    evidence that does not exist."""
+    evidence that does not exist. Called by every route that queues a command carrying
+    ``photos`` (``POST /v1/reports``, its batch, ``POST /v1/cases/{no}/actions/{verb}``)."""
     if not refs:
         return
     known = await photos.lookup(runtime.pool, [r.digest for r in refs])
