@@ -184,7 +184,10 @@ class Runtime:
         parts = partitions or self.ref.partitions
         for role in roles:
             if role == "worker":
-                for p in parts:
+                # Every district: one consumer for all (gateways.worker.Worker._subscribe);
+                # chosen districts: one consumer each.
+                chosen: list[str | None] = list(partitions) if partitions else [None]
+                for p in chosen:
                     worker = Worker(
                         self.nc,
                         self.js,

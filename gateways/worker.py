@@ -34,7 +34,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NotFoundError
 from psycopg import InterfaceError as PsycopgInterfaceError
 from psycopg import OperationalError as PsycopgOperationalError
 from psycopg_pool import PoolTimeout
@@ -234,26 +234,85 @@ class Worker:
         self.stop = asyncio.Event()
 
     async def _subscribe(self) -> Any:
-        """A durable pull consumer; one filter subject (nats-server 2.9 has no multi-filter),
-        so a process serving several partitions runs one Worker per partition. Created or
-        updated (so a changed ack wait reaches an existing consumer), then bound."""
+        """A durable pull consumer, created or updated (so a changed ack wait reaches an
+        existing consumer), then bound.
+
+        A process serving every partition (``gridctl up``, ``gridctl run worker`` without
+        ``--partitions``) has ONE consumer over ``<root>.cmd.*.>`` (``worker_all``): at a
+        steady rate one pull request then collects the commands of all districts, so batches
+        fill several times sooner and the broker serves one pull loop instead of one per
+        district. ``--partitions`` workers keep one consumer per district (``worker_<p>``).
+        A new consumer continues where the previous layout's consumers stopped
+        (:meth:`_start_after`) instead of replaying the whole stream."""
+        stream = self.topo.commands_stream
+        try:
+            await self.js.consumer_info(stream, self.durable)
+            start: dict[str, Any] = {}
+        except NotFoundError:
+            start = await self._start_after()
         config = ConsumerConfig(
             durable_name=self.durable,
             name=self.durable,
             ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
             ack_wait=ACK_WAIT_S,
             max_deliver=self.max_deliver + 1,
             max_ack_pending=20_000,
             filter_subject=self.topo.command_filter(self.partition),
+            **(start or {"deliver_policy": DeliverPolicy.ALL}),
         )
         try:
-            await self.js.add_consumer(self.topo.commands_stream, config)
+            await self.js.add_consumer(stream, config)
         except BadRequestError as exc:  # an existing consumer that cannot take this config
             log.warning("worker.consumer_config_kept", durable=self.durable, error=str(exc))
-        return await self.js.pull_subscribe_bind(
-            durable=self.durable, stream=self.topo.commands_stream
+        if self.partition is None:
+            await self._retire_partition_consumers()
+        return await self.js.pull_subscribe_bind(durable=self.durable, stream=stream)
+
+    async def _layout_consumers(self) -> list[Any]:
+        """The worker consumers of the other layout that cover our commands: for the
+        all-partitions consumer, every ``worker_<p>``; for ``worker_<p>``, ``worker_all``."""
+        infos = await self.js.consumers_info(self.topo.commands_stream)
+        if self.partition is None:
+            prefix = f"{self.topo.subject_root}.cmd."
+            return [
+                i for i in infos
+                if i.name.startswith("worker_") and i.name != self.durable
+                and (i.config.filter_subject or "").startswith(prefix)
+                and (i.config.filter_subject or "").count(".") == 3
+                and "*" not in (i.config.filter_subject or "")
+            ]
+        return [i for i in infos if i.name == "worker_all"]
+
+    async def _start_after(self) -> dict[str, Any]:
+        """Where a new consumer starts: just after the oldest command the previous layout's
+        consumers have not acknowledged (their ack floor), so switching between one consumer
+        per process and one per district loses nothing and replays only the few commands one
+        of them had not acknowledged yet (redelivered commands change nothing). Empty when
+        there is no previous consumer: a new system starts at the beginning of the stream."""
+        stream = await self.js.stream_info(self.topo.commands_stream)
+        last = stream.state.last_seq or 0  # read BEFORE the consumers (see below)
+        previous = await self._layout_consumers()
+        if not previous:
+            return {}
+        # A consumer with nothing pending has handled every command of its districts up to
+        # ``last`` (its ack floor is only the last one *it* matched); one that is behind is
+        # trusted up to its ack floor.
+        floor = min(
+            last if not (i.num_pending or i.num_ack_pending) else (i.ack_floor.stream_seq or 0)
+            for i in previous
         )
+        log.info("worker.consumer_continues", durable=self.durable, start_seq=floor + 1,
+                 previous=[i.name for i in previous])
+        return {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": floor + 1}
+
+    async def _retire_partition_consumers(self) -> None:
+        """Delete ``worker_<p>`` consumers the all-partitions consumer has taken over: left
+        behind, they would pile up every new command unacknowledged (and a later per-district
+        worker would resume from a stale position instead of from ours)."""
+        for info in await self._layout_consumers():
+            with contextlib.suppress(NotFoundError):
+                await self.js.delete_consumer(self.topo.commands_stream, info.name)
+                log.info("worker.consumer_retired", durable=info.name, by=self.durable)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch, process, ack — until ``stop``; in-flight batches finish before returning."""
@@ -356,21 +415,21 @@ class Worker:
                 await self.dead_letter(msg, f"invalid command: {exc}")
                 continue
             by_partition[cmd.partition].append((msg, cmd))
+        # The partitions' batches are independent (separate events tables, no shared case):
+        # they run side by side, each in its own thread and transaction.
+        results = await asyncio.gather(
+            *(
+                self._process(partition, [m for m, _ in items], [cmd for _, cmd in items])
+                for partition, items in by_partition.items()
+            ),
+            return_exceptions=True,
+        )
         redelivered = duplicates = 0
-        for partition, items in by_partition.items():
-            commands = [cmd for _, cmd in items]
-            try:
-                result = await self._process(partition, [m for m, _ in items], commands)
-            except Exception as exc:
-                for msg, _cmd in items:
-                    delivered = msg.metadata.num_delivered if msg.metadata else 1
-                    if database_unavailable(exc):  # stopping during an outage: hand it on
-                        await msg.nak()
-                    elif delivered >= self.max_deliver:
-                        await self.dead_letter(msg, f"failed {delivered} times: {exc!r}")
-                    else:
-                        await msg.nak(delay=min(30.0, 0.5 * 2**delivered))
-                log.error("worker.batch_failed", partition=partition, error=repr(exc))
+        for (partition, items), result in zip(by_partition.items(), results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result
+                await self._failed(partition, items, result)
                 continue
             for (msg, _), outcome in zip(items, result.outcomes, strict=True):
                 if num_delivered(msg) > 1:
@@ -390,6 +449,21 @@ class Worker:
             # Commands a dead (or slow) worker had not acknowledged; reports already stored are
             # recognised as duplicates, lifecycle commands already applied change nothing.
             log.info("worker.redelivered", count=redelivered, duplicates=duplicates)
+
+    async def _failed(
+        self, partition: str, items: list[tuple[Msg, Command]], exc: Exception
+    ) -> None:
+        """A partition batch that could not be saved: hand it back for a later delivery, or
+        dead-letter the commands that failed ``max_deliver`` times."""
+        for msg, _cmd in items:
+            delivered = num_delivered(msg)
+            if database_unavailable(exc):  # stopping during an outage: hand it on
+                await msg.nak()
+            elif delivered >= self.max_deliver:
+                await self.dead_letter(msg, f"failed {delivered} times: {exc!r}")
+            else:
+                await msg.nak(delay=min(30.0, 0.5 * 2**delivered))
+        log.error("worker.batch_failed", partition=partition, error=repr(exc))
 
     async def dead_letter(self, msg: Msg, reason: str) -> None:
         """Move a poison message to the DLQ with its reason, then terminate it."""
