@@ -33,6 +33,7 @@ import re
 import secrets
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -303,8 +304,35 @@ def issue_access_token(
     return jwt.encode(claims, _jwt_key(secret), algorithm="HS256")
 
 
-def decode_access_token(secret: str, token: str) -> dict[str, Any]:
+#: Leeway (s) for clock skew on ``exp``/``nbf``.
+TOKEN_LEEWAY_S = 10
+#: Access tokens whose signature and claims were verified, by (secret, token): every request
+#: of a session carries the same token, and checking its HMAC and claims again cost about a
+#: tenth of the gateway's CPU per request (py-spy, docs/performance.md). Only the expiry is
+#: time-dependent, and it is checked on every use; revocation is the session row's business
+#: (``UserStore.resolve_access``), not the token's.
+_VERIFIED: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+_VERIFIED_MAX = 4096
+
+
+def decode_access_token(secret: str, token: str, now: float | None = None) -> dict[str, Any]:
     """The verified claims of an access token, or :class:`TokenError`."""
+    key = (secret, token)
+    cached = _VERIFIED.get(key)
+    if cached is not None:
+        if int(cached["exp"]) + TOKEN_LEEWAY_S <= (time.time() if now is None else now):
+            del _VERIFIED[key]
+            raise TokenError("token_expired", "the access token has expired; refresh it")
+        _VERIFIED.move_to_end(key)
+        return dict(cached)
+    claims = _verify_access_token(secret, token)
+    _VERIFIED[key] = claims
+    if len(_VERIFIED) > _VERIFIED_MAX:
+        _VERIFIED.popitem(last=False)
+    return dict(claims)
+
+
+def _verify_access_token(secret: str, token: str) -> dict[str, Any]:
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
@@ -312,7 +340,7 @@ def decode_access_token(secret: str, token: str) -> dict[str, Any]:
             algorithms=["HS256"],
             audience=JWT_AUDIENCE,
             issuer=JWT_ISSUER,
-            leeway=10,
+            leeway=TOKEN_LEEWAY_S,
             options={"require": ["exp", "iat", "sub", "sid"]},
         )
     except jwt.ExpiredSignatureError as exc:
