@@ -130,8 +130,56 @@ class RssSampler:
             self._stop.wait(self.interval)
 
 
+def python_speed_ms() -> float:
+    """Best of three runs of a fixed pure-Python loop (10 M additions), in ms.
+
+    Virtual 2-core machines of the same kind differ (and change from day to day) by a factor
+    of two or more in single-thread speed; every number here scales with it, so the run
+    records it before and after the load, next to the CPU time the hypervisor stole."""
+
+    def loop() -> int:
+        total = 0
+        for i in range(10_000_000):
+            total += i
+        return total
+
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        loop()
+        best = min(best, time.perf_counter() - t0)
+    return round(best * 1000, 1)
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(all, steal) jiffies from /proc/stat's ``cpu`` line; (0, 0) where there is none."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except (OSError, IndexError):
+        return 0, 0
+    numbers = [int(x) for x in fields[:8]]
+    return sum(numbers), numbers[7] if len(numbers) > 7 else 0
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    speed_before = python_speed_ms()
+    ticks_before = cpu_ticks()
     results: dict[str, Any] = {}
+    try:
+        _run_parts(args, results)
+    finally:
+        ticks_after = cpu_ticks()
+        elapsed = ticks_after[0] - ticks_before[0]
+        results["machine"] = {
+            "python_loop_ms_before": speed_before,
+            "python_loop_ms_after": python_speed_ms(),
+            "cpu_steal_pct": round(100 * (ticks_after[1] - ticks_before[1]) / elapsed, 1)
+            if elapsed else None,
+        }
+    return results
+
+
+def _run_parts(args: argparse.Namespace, results: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory(prefix="griddispatch-bench-") as tmp:
         proc, url, nats_url, db = _start_system(Path(tmp))
         try:
@@ -169,7 +217,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             proc.terminate()
             proc.wait(timeout=120)
-    return results
 
 
 def _say(text: str) -> None:
@@ -205,12 +252,25 @@ def report(results: dict[str, Any], command: str) -> str:
             "Load generator, gateway, worker, relay, projector, watcher, notifier, NATS and "
             "PostgreSQL all share the same machine.",
             "",
+            *_speed_line(results.get("machine")),
             "```json",
             json.dumps(results, indent=2, ensure_ascii=False, default=str),
             "```",
             END,
         ]
     )
+
+
+def _speed_line(speed: dict[str, Any] | None) -> list[str]:
+    """How fast this machine was (numbers from different days compare only through it)."""
+    if not speed:
+        return []
+    return [
+        f"Machine speed: a 10 M-step pure-Python loop took {speed['python_loop_ms_before']} ms "
+        f"before and {speed['python_loop_ms_after']} ms after the run; the hypervisor stole "
+        f"{speed['cpu_steal_pct']} % of the CPU time during it.",
+        "",
+    ]
 
 
 def write_into(path: Path, section: str) -> None:
