@@ -308,8 +308,16 @@ class Worker:
     async def _retire_partition_consumers(self) -> None:
         """Delete ``worker_<p>`` consumers the all-partitions consumer has taken over: left
         behind, they would pile up every new command unacknowledged (and a later per-district
-        worker would resume from a stale position instead of from ours)."""
+        worker would resume from a stale position instead of from ours). One that a live
+        worker is pulling from (pull requests waiting) is left alone, with a warning."""
         for info in await self._layout_consumers():
+            if info.num_waiting:  # a live worker is pulling from it: not ours to delete
+                log.warning(
+                    "worker.layout_conflict", durable=info.name, by=self.durable,
+                    hint="a --partitions worker is running next to an all-districts worker; "
+                    "both receive that district's commands — run one kind only",
+                )
+                continue
             with contextlib.suppress(NotFoundError):
                 await self.js.delete_consumer(self.topo.commands_stream, info.name)
                 log.info("worker.consumer_retired", durable=info.name, by=self.durable)

@@ -140,3 +140,27 @@ async def test_one_consumer_serves_every_district_in_one_batch(runtime: Runtime)
         ]
     assert sum(per_table) == 40 and sum(1 for n in per_table if n) >= 2
     assert sum(w.processed for w in rt.workers) == 40
+
+
+async def test_a_live_district_consumer_is_not_retired(runtime: Runtime) -> None:
+    """An all-districts worker started next to a running ``--partitions`` worker (a
+    misconfiguration) leaves that worker's consumer alone: deleting it would leave the
+    running worker pulling from nothing. Both then store each command once."""
+    rt = runtime
+    first = rt.ref.partitions[0]
+    rt.start(["worker"], [first])
+
+    async def pulling() -> bool:
+        info = (await _workers(rt)).get(f"worker_{first}")
+        return bool(info and info.num_waiting)
+
+    await eventually(pulling)
+    rt.start(["worker"])
+
+    async def both() -> bool:
+        return {f"worker_{first}", "worker_all"} <= set(await _workers(rt))
+
+    await eventually(both)
+    await _publish(rt, [f"conflict-{i:04d}" for i in range(8)], district=first)
+    await eventually(lambda: _settled(rt, 8))
+    assert f"worker_{first}" in await _workers(rt)
