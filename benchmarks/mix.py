@@ -82,10 +82,14 @@ class Mix:
     async def call(
         self, method: str, path: str, headers: dict[str, str], **kwargs: Any
     ) -> tuple[int, Any]:
-        """(status, JSON body or None) of one request."""
-        async with self.client.request(method, path, headers=headers, **kwargs) as r:
-            body = await r.json() if r.content_type == "application/json" else None
-            return r.status, body
+        """(status, JSON body or None) of one request; status 0 when the client gave up or
+        the connection broke (far past saturation), counted as refused like any non-2xx."""
+        try:
+            async with self.client.request(method, path, headers=headers, **kwargs) as r:
+                body = await r.json() if r.content_type == "application/json" else None
+                return r.status, body
+        except (TimeoutError, aiohttp.ClientError):
+            return 0, None
 
     async def sign_in_all(self) -> None:
         for user in ("calltaker", "dispatcher"):
