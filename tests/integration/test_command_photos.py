@@ -48,20 +48,26 @@ async def _case(client: Any, case_no: str, headers: dict[str, str], **expected: 
     return await eventually(probe, timeout=20)
 
 
+async def _reported(client: Any, headers: dict[str, str], description: str) -> str:
+    """A new report's case number, once the case is in the queue."""
+    response = await client.post(
+        "/v1/reports",
+        headers=headers,
+        json={"category": "SJ0101", "grid": GRID, "description": description},
+    )
+    assert response.status_code == 202, response.text
+    case_no: str = response.json()["case_no"]
+    await _case(client, case_no, headers, status="reported")
+    return case_no
+
+
 async def test_result_and_verify_reference_only_uploaded_photos(system: dict[str, Any]) -> None:
     client, rt = system["client"], system["runtime"]
     call_taker = await login(client, "calltaker")
     dispatcher = await login(client, "dispatcher")
     inspector = await login(client, "inspector-520102001001")
     try:
-        reported = await client.post(
-            "/v1/reports",
-            headers=call_taker,
-            json={"category": "SJ0101", "grid": GRID, "description": "垃圾堆放 garbage pile"},
-        )
-        assert reported.status_code == 202, reported.text
-        case_no = reported.json()["case_no"]
-        await _case(client, case_no, dispatcher, status="reported")
+        case_no = await _reported(client, call_taker, "垃圾堆放 garbage pile")
         assert (await _act(client, case_no, "file", dispatcher, {})).status_code == 200
         assert (await _act(client, case_no, "dispatch", dispatcher, {})).status_code == 200
         dispatched = await _case(client, case_no, dispatcher, status="dispatched")
@@ -163,14 +169,7 @@ async def test_bad_command_args_get_the_report_refusal_shape(system: dict[str, A
         },
     )
     assert batch.status_code == 200, batch.text
-    good = await client.post(
-        "/v1/reports",
-        headers=inspector,
-        json={"category": "SJ0101", "grid": GRID, "description": "井蓋缺失 missing cover"},
-    )
-    assert good.status_code == 202, good.text
-    case_no = good.json()["case_no"]
-    await _case(client, case_no, inspector, status="reported")
+    case_no = await _reported(client, inspector, "井蓋缺失 missing cover")
     command = await _act(
         client, case_no, "verify_fail", inspector, {"photos": [bad_photo], "colour": "red"}
     )

@@ -46,6 +46,37 @@ async def act(client: Any, case_no: str, verb: str, headers: dict[str, str], **a
     assert response.status_code == 200, (verb, response.text)
 
 
+async def dispatched_case(
+    client: httpx.AsyncClient, inspector: dict[str, str], dispatcher: dict[str, str], text: str
+) -> str:
+    """Report, file and dispatch a case; returns its number once the queue shows it
+    dispatched (its events are stored and on the EVENTS stream)."""
+    report = await client.post(
+        "/v1/reports",
+        headers=inspector,
+        json={"category": "SJ0101", "grid": GRID, "description": text},
+    )
+    assert report.status_code == 202, report.text
+    case_no: str = report.json()["case_no"]
+
+    async def case_is(status: str) -> bool:
+        r = await client.get(f"/v1/cases/{case_no}", headers=dispatcher)
+        return r.status_code == 200 and r.json()["status"] == status
+
+    await eventually(lambda: case_is("reported"))
+    await act(client, case_no, "file", dispatcher)
+    await act(
+        client,
+        case_no,
+        "dispatch",
+        dispatcher,
+        department=DEPT,
+        override_reason="區環衛局負責 district sanitation handles it",
+    )
+    await eventually(lambda: case_is("dispatched"))
+    return case_no
+
+
 async def test_live_stream_and_signed_retried_webhooks(system: dict[str, Any]) -> None:
     client, runtime, clock = system["client"], system["runtime"], system["clock"]
     admin = await login(client, "admin")
@@ -81,28 +112,7 @@ async def test_live_stream_and_signed_retried_webhooks(system: dict[str, Any]) -
             ]
             try:
                 await asyncio.sleep(0.5)  # streams subscribed
-                report = await client.post(
-                    "/v1/reports",
-                    headers=inspector,
-                    json={"category": "SJ0101", "grid": GRID, "description": "垃圾 garbage"},
-                )
-                assert report.status_code == 202, report.text
-                case_no = report.json()["case_no"]
-
-                async def case_is(status: str) -> Any:
-                    r = await client.get(f"/v1/cases/{case_no}", headers=dispatcher)
-                    return r.status_code == 200 and r.json()["status"] == status
-
-                await eventually(lambda: case_is("reported"))
-                await act(client, case_no, "file", dispatcher)
-                await act(
-                    client,
-                    case_no,
-                    "dispatch",
-                    dispatcher,
-                    department=DEPT,
-                    override_reason="區環衛局負責 district sanitation handles it",
-                )
+                case_no = await dispatched_case(client, inspector, dispatcher, "垃圾 garbage")
 
                 # Live: the handler of that department sees it at once, another does not.
                 async def got(feed: list[dict[str, Any]], kind: str) -> Any:

@@ -21,7 +21,7 @@ from gateways.http.app import create_app
 from gateways.runtime import ROLES, Runtime
 from tests.conftest import database_url, drop_everything, eventually, make_settings, nats_url
 from tests.intake_support import Receiver, live_server, login
-from tests.integration.test_notifications import act, collect_sse
+from tests.integration.test_notifications import collect_sse, dispatched_case
 
 GRID = "520102001001"
 DEPT = "D-520102-sanitation"
@@ -62,37 +62,6 @@ async def ntf_listener(runtime: Runtime) -> AsyncIterator[list[dict[str, Any]]]:
         yield heard
     finally:
         await nc.close()
-
-
-async def dispatched_case(
-    client: httpx.AsyncClient, inspector: dict[str, str], dispatcher: dict[str, str], text: str
-) -> str:
-    """Report, file and dispatch a case; returns its number once the queue shows it
-    dispatched (its events are stored and on the EVENTS stream)."""
-    report = await client.post(
-        "/v1/reports",
-        headers=inspector,
-        json={"category": "SJ0101", "grid": GRID, "description": text},
-    )
-    assert report.status_code == 202, report.text
-    case_no: str = report.json()["case_no"]
-
-    async def case_is(status: str) -> bool:
-        r = await client.get(f"/v1/cases/{case_no}", headers=dispatcher)
-        return r.status_code == 200 and r.json()["status"] == status
-
-    await eventually(lambda: case_is("reported"))
-    await act(client, case_no, "file", dispatcher)
-    await act(
-        client,
-        case_no,
-        "dispatch",
-        dispatcher,
-        department=DEPT,
-        override_reason="區環衛局負責 district sanitation handles it",
-    )
-    await eventually(lambda: case_is("dispatched"))
-    return case_no
 
 
 async def notification_rows(runtime: Runtime, kind: str = "new_dispatch") -> dict[str, bool]:
