@@ -208,6 +208,14 @@ class StoreRegistry:
                 self._stores[partition] = store
             return store
 
+    def tables_ready(self) -> None:
+        """The partitions' tables exist (set up under the set-up lock): stores opened from now
+        on skip eventsourcing's ``CREATE TABLE / CREATE OR REPLACE FUNCTION`` statements. Run
+        lazily by one process while another holds the lock and runs them, those collided in
+        PostgreSQL's catalogue ("tuple concurrently updated") and crashed the later one."""
+        with self._lock:
+            self._env["CREATE_TABLE"] = "n"
+
     def partitions(self) -> list[str]:
         with self._lock:
             return sorted(self._stores)

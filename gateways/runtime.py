@@ -126,6 +126,7 @@ class Runtime:
                 # 100 connections. ``stores.get`` reopens a partition on first use.
                 await asyncio.to_thread(lambda: [stores.get(p) for p in ref.partitions])
                 await asyncio.to_thread(stores.close)
+                stores.tables_ready()
             finally:
                 await lock_conn.execute(
                     "SELECT pg_advisory_unlock(hashtext('griddispatch-setup:' || current_schema()))"
