@@ -273,13 +273,11 @@ class Worker:
         all-partitions consumer, every ``worker_<p>``; for ``worker_<p>``, ``worker_all``."""
         infos = await self.js.consumers_info(self.topo.commands_stream)
         if self.partition is None:
-            prefix = f"{self.topo.subject_root}.cmd."
             return [
                 i for i in infos
                 if i.name.startswith("worker_") and i.name != self.durable
-                and (i.config.filter_subject or "").startswith(prefix)
-                and (i.config.filter_subject or "").count(".") == 3
-                and "*" not in (i.config.filter_subject or "")
+                and i.config.filter_subject
+                == self.topo.command_filter(i.name.removeprefix("worker_"))
             ]
         return [i for i in infos if i.name == "worker_all"]
 
