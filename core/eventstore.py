@@ -8,7 +8,8 @@ The Application is synchronous (psycopg 3): callers run it in a worker thread.
 
 Speed (docs/performance.md, "Back-end pipeline"): the store writes through ``FastTranscoder``
 (orjson; the bytes are the ones eventsourcing's ``JSONTranscoder`` writes, so every reader —
-``core.envelope``, ``gateways.audit``, eventsourcing itself — decodes old and new rows alike)
+``core.eventlog``, ``core.envelope``, the audit read side, eventsourcing itself — decodes old
+and new rows alike)
 and ``FastRecorder`` (the batch travels as four binary arrays instead of an array of composite
 values in text form, which psycopg escapes in Python and PostgreSQL parses again).
 """
@@ -192,6 +193,8 @@ class StoreRegistry:
     """Opens one CaseStore per partition on demand and keeps it for the process lifetime."""
 
     def __init__(self, database_url: str, schema: str = "public") -> None:
+        #: Where the partitions' events tables are (``core.eventlog`` reads them there).
+        self.schema = schema
         self._env = eventsourcing_env(database_url, schema)
         self._stores: dict[str, CaseStore] = {}
         self._lock = threading.Lock()

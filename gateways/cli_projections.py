@@ -75,20 +75,15 @@ def list_projections(database: DatabaseOpt = None) -> None:
 async def _list(settings: Settings, url: str) -> None:
     import asyncpg
 
+    from core import eventlog
     from core.db import check_schema
-    from core.eventstore import StoreRegistry
     from core.refdata import load_reference
 
     schema = check_schema(settings.db_schema)
     ref = load_reference(settings)
-    stores = StoreRegistry(url, schema)
     conn = await asyncpg.connect(url, server_settings={"search_path": schema})
     try:
-        heads: dict[str, int] = {}
-        for p in ref.partitions:
-            store = stores.get(p)
-            head: int | None = await asyncio.to_thread(store.recorder.max_notification_id)
-            heads[p] = int(head or 0)
+        heads = {p: await eventlog.head(conn, p) for p in ref.partitions}
         has_positions = await conn.fetchval("SELECT to_regclass('projection_positions')")
         table = Table(title=f"read models in schema {schema}")
         for column in ("projection", "tables", "rows", "applied", "store head", "lag"):
@@ -119,7 +114,6 @@ async def _list(settings: Settings, url: str) -> None:
         Console().print(table)
     finally:
         await conn.close()
-        await asyncio.to_thread(stores.close)
 
 
 @app.command("rebuild")

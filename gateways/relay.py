@@ -33,9 +33,8 @@ import orjson
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from core import codec
-from core.envelope import envelope_from_stored
-from core.eventstore import StoreRegistry, table_name
+from core import codec, eventlog
+from core.eventstore import StoreRegistry
 from core.gctune import tune_gc
 from core.logging import get_logger
 from core.messaging import Topology
@@ -56,40 +55,6 @@ CREATE TABLE IF NOT EXISTS relay_positions (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 """
-
-
-def read_envelopes(
-    stores: StoreRegistry, partition: str, after: int, limit: int
-) -> list[dict[str, Any]]:
-    """Envelopes of a partition's events with position > ``after`` (blocking: run in a thread)."""
-    store = stores.get(partition)
-    notifications = store.recorder.select_notifications(
-        start=after, limit=limit, inclusive_of_start=False
-    )
-    return [
-        envelope_from_stored(
-            partition, n.id, n.originator_id, n.originator_version, n.topic, n.state
-        )
-        for n in notifications
-    ]
-
-
-async def read_envelopes_async(
-    conn: asyncpg.Connection, partition: str, after: int, limit: int
-) -> list[dict[str, Any]]:
-    """``read_envelopes`` on the relay's asyncpg pool: the same rows as eventsourcing's
-    ``select_notifications`` (position > ``after``, in order), without a worker thread, a psycopg
-    dict row per event and a pre-ping per read (about a fifth of the relay's CPU)."""
-    if not partition.isalnum():
-        raise ValueError(f"partition must be alphanumeric, got {partition!r}")
-    rows = await conn.fetch(
-        "SELECT notification_id, originator_id, originator_version, topic, state "
-        f"FROM {table_name(partition)} WHERE notification_id > $1 "
-        "ORDER BY notification_id LIMIT $2",
-        after,
-        limit,
-    )
-    return [envelope_from_stored(partition, r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
 
 #: Header with ``<partition>:<position>`` of a published event.
@@ -203,7 +168,7 @@ class Relay:
         # existed are sealed, not re-published).
         start = min(after, self.sealer.head(partition).position)
         async with self.pool.acquire() as conn:
-            envelopes = await read_envelopes_async(conn, partition, start, self.batch)
+            envelopes = await eventlog.read_envelopes(conn, partition, start, self.batch)
         if not envelopes:
             return 0
         seals = self.sealer.prepare(partition, envelopes)

@@ -5,7 +5,7 @@ is right for a trickle of events and far too slow for millions. A rebuild knows 
 from empty tables and owns them until the swap, so it can instead:
 
 * read a partition's events in large chunks straight from its events table
-  (``runner.read_store_range``: the same envelopes the relay publishes);
+  (``core.eventlog.read_envelopes``: the same envelopes the relay publishes);
 * fold them with the projection's own pure functions — ``queue.apply_event``,
   ``map.advance`` / ``contribution``, ``metrics.fold`` — keeping the rows in memory, with the
   same per-batch rules as ``apply`` (the map forgets a case that reached a terminal status,
@@ -33,12 +33,11 @@ from typing import Any, Protocol
 import asyncpg
 import orjson
 
-from core import codec
+from core import codec, eventlog
 from core.db import check_schema
 from projections import map as mapmodel
 from projections import metrics, queue, timeline
 from projections.base import Envelope
-from projections.runner import read_store_range
 
 Rows = dict[str, tuple[Sequence[str], list[tuple[Any, ...]]]]  # table → (columns, rows)
 
@@ -270,7 +269,9 @@ async def fold_partition(job: PartitionJob) -> int:
         folder = FOLDERS[job.projection]()
         after, done = 0, 0
         while after < job.upto:
-            envelopes = await read_store_range(conn, job.partition, after, job.upto, job.chunk)
+            envelopes = await eventlog.read_envelopes(
+                conn, job.partition, after, job.chunk, upto=job.upto
+            )
             if not envelopes:
                 break
             folder.feed(envelopes)

@@ -26,10 +26,10 @@ from typing import Any
 
 import asyncpg
 
+from core import eventlog
 from core.db import check_schema
 from core.eventstore import StoreRegistry
 from core.logging import get_logger
-from gateways.relay import read_envelopes
 from projections import bulk
 from projections.base import POSITIONS_DDL, Projection
 from projections.runner import apply_batch, projection_lock
@@ -48,8 +48,6 @@ class RebuildResult:
     seconds: float = 0.0
 
 
-def _head(stores: StoreRegistry, partition: str) -> int:
-    return stores.get(partition).recorder.max_notification_id() or 0
 
 
 async def replay_into(
@@ -62,14 +60,16 @@ async def replay_into(
     progress: Progress | None = None,
 ) -> int:
     """Feed the store's events (after ``start``) through ``apply_batch`` on ``conn``."""
-    heads = {p: await asyncio.to_thread(_head, stores, p) for p in partitions}
+    heads = {p: await eventlog.head(conn, p, stores.schema) for p in partitions}
     positions = dict(start or {})
     total = sum(max(0, heads[p] - positions.get(p, 0)) for p in partitions)
     done = 0
     for partition in partitions:
         after = positions.get(partition, 0)
         while after < heads[partition]:
-            envelopes = await asyncio.to_thread(read_envelopes, stores, partition, after, batch)
+            envelopes = await eventlog.read_envelopes(
+                conn, partition, after, batch, schema=stores.schema
+            )
             if not envelopes:
                 break
             await apply_batch(conn, projection, envelopes, lock=False)
@@ -136,7 +136,7 @@ async def _fill(
 ) -> int:
     if store_schema is None or not bulk.supports(projection.name):
         return await replay_into(conn, projection, stores, partitions, progress=progress)
-    heads = {p: await asyncio.to_thread(_head, stores, p) for p in partitions}
+    heads = {p: await eventlog.head(conn, p, store_schema) for p in partitions}
     total = sum(heads.values())
     indexes = await bulk.drop_indexes(conn, scratch_schema, bulk.COPIED[projection.name])
     work = [

@@ -25,9 +25,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from core import codec
-from core.envelope import envelope_from_stored
-from core.eventstore import table_name
+from core import codec, eventlog
 from core.gctune import tune_gc
 from core.logging import get_logger
 from core.messaging import Topology
@@ -114,33 +112,6 @@ async def apply_in_transaction(
     return len(fresh)
 
 
-async def read_store_range(
-    conn: asyncpg.Connection, partition: str, after: int, upto: int, limit: int = FILL_LIMIT
-) -> list[Envelope]:
-    """Envelopes of the partition's stored events with ``after < position <= upto``."""
-    if not partition.isalnum():
-        raise ValueError(f"partition must be alphanumeric, got {partition!r}")
-    rows = await conn.fetch(
-        "SELECT notification_id, originator_id, originator_version, topic, state "
-        f"FROM {table_name(partition)} WHERE notification_id > $1 AND notification_id <= $2 "
-        "ORDER BY notification_id LIMIT $3",
-        after,
-        upto,
-        limit,
-    )
-    return [
-        envelope_from_stored(
-            partition,
-            r["notification_id"],
-            r["originator_id"],
-            r["originator_version"],
-            r["topic"],
-            bytes(r["state"]),
-        )
-        for r in rows
-    ]
-
-
 async def complete_from_store(
     conn: asyncpg.Connection, names: Sequence[str], envelopes: Sequence[Envelope]
 ) -> tuple[list[Envelope], int]:
@@ -167,7 +138,7 @@ async def complete_from_store(
         high = max(items)
         wanted = sorted(pos for pos in items if pos > low)
         if wanted and wanted != list(range(low + 1, high + 1)):
-            stored = await read_store_range(conn, partition, low, high)
+            stored = await eventlog.read_envelopes(conn, partition, low, FILL_LIMIT, upto=high)
             filled += sum(1 for env in stored if env["position"] not in items)
             items = {int(env["position"]): env for env in stored}
         out.extend(items[pos] for pos in sorted(items) if pos > low)

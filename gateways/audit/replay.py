@@ -17,7 +17,6 @@ applied yet are reported as ``lag``, separately.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,9 +24,9 @@ from typing import Any
 
 import asyncpg
 
+from core import eventlog
 from core.db import _init_connection, check_schema
 from core.eventstore import StoreRegistry
-from gateways.relay import read_envelopes
 from projections.base import POSITIONS_DDL, Projection
 from projections.rebuild import compare_tables
 from projections.runner import apply_batch, projection_lock
@@ -60,10 +59,6 @@ class ProjectionCheck:
         }
 
 
-def _head(stores: StoreRegistry, partition: str) -> int:
-    return int(stores.get(partition).recorder.max_notification_id() or 0)
-
-
 async def _positions(conn: asyncpg.Connection, name: str) -> dict[str, int]:
     if not await conn.fetchval("SELECT to_regclass('projection_positions')"):
         return {}
@@ -87,10 +82,9 @@ async def replay_range(
     for partition, stop in sorted(end.items()):
         after = start.get(partition, 0)
         while after < stop:
-            envelopes = await asyncio.to_thread(
-                read_envelopes, stores, partition, after, min(batch, stop - after)
+            envelopes = await eventlog.read_envelopes(
+                conn, partition, after, batch, upto=stop, schema=stores.schema
             )
-            envelopes = [e for e in envelopes if e["position"] <= stop]
             if not envelopes:
                 break
             await apply_batch(conn, projection, envelopes, lock=False)
@@ -148,7 +142,7 @@ async def check_projection(
         await _init_connection(conn)
         await conn.execute(f"SET search_path TO {schema}")
         first = await _positions(conn, projection.name)
-        heads = {p: await asyncio.to_thread(_head, stores, p) for p in partitions}
+        heads = {p: await eventlog.head(conn, p, stores.schema) for p in partitions}
         total = sum(first.values())
         await conn.execute(f"DROP SCHEMA IF EXISTS {scratch} CASCADE")
         await conn.execute(f"CREATE SCHEMA {scratch}")

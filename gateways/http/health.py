@@ -6,13 +6,13 @@ sending reports to a gateway that could not queue them.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
+from core import eventlog
 from core.logging import get_logger
 from gateways.http.deps import get_runtime
 from gateways.http.identity import public
@@ -92,10 +92,6 @@ CASES_WARNING = Gauge(_G + "cases_warning", "Open cases on a yellow light (預�
 CASES_OVERDUE = Gauge(_G + "cases_overdue", "Open cases past their deadline (超期)", ["district"])
 
 
-def _store_head(runtime: Runtime, partition: str) -> int:
-    return int(runtime.stores.get(partition).recorder.max_notification_id() or 0)
-
-
 async def refresh_gauges(runtime: Runtime) -> None:
     """Read every gauge's value now (each source is optional: a failing one is skipped)."""
     topo = runtime.topo
@@ -113,9 +109,10 @@ async def refresh_gauges(runtime: Runtime) -> None:
                 CONSUMER_PENDING.labels(stream, name).set(consumer.num_pending or 0)
                 CONSUMER_ACK_PENDING.labels(stream, name).set(consumer.num_ack_pending or 0)
     heads: dict[str, int] = {}
-    for partition in runtime.ref.partitions:
-        with contextlib.suppress(Exception):
-            heads[partition] = await asyncio.to_thread(_store_head, runtime, partition)
+    with contextlib.suppress(Exception):
+        async with runtime.pool.acquire(timeout=2) as conn:
+            for partition in runtime.ref.partitions:
+                heads[partition] = await eventlog.head(conn, partition)
     with contextlib.suppress(Exception):
         async with runtime.pool.acquire(timeout=2) as conn:
             relay = {

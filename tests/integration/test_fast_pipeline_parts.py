@@ -161,16 +161,37 @@ async def test_fetch_returns_what_is_there_in_order() -> None:
         await nc.close()
 
 
-async def test_relay_reader_matches_eventsourcing(stores: StoreRegistry) -> None:
-    from gateways.relay import read_envelopes, read_envelopes_async
+async def test_event_log_reader_matches_eventsourcing(stores: StoreRegistry) -> None:
+    """``core.eventlog`` (asyncpg, every reader's path) gives the envelopes eventsourcing's own
+    ``select_notifications`` gives, and bounds the range both ways."""
+    from core import eventlog
+    from core.envelope import envelope_from_stored
 
     store = stores.get("520103")
     store.save(*[_report(random.randrange(10_000)) for _ in range(30)])
-    schema = stores._env["POSTGRES_SCHEMA"]
-    conn = await asyncpg.connect(database_url(), server_settings={"search_path": schema})
+    conn = await asyncpg.connect(database_url(), server_settings={"search_path": stores.schema})
     try:
-        fast = await read_envelopes_async(conn, "520103", 5, 20)
+        fast = await eventlog.read_envelopes(conn, "520103", 5, 20)
+        bounded = await eventlog.read_envelopes(conn, "520103", 5, 20, upto=10)
+        elsewhere = await asyncpg.connect(database_url())  # search_path: public
+        try:
+            qualified = await eventlog.read_envelopes(
+                elsewhere, "520103", 5, 20, schema=stores.schema
+            )
+            head = await eventlog.head(elsewhere, "520103", stores.schema)
+            missing = await eventlog.head(elsewhere, "999999", stores.schema)
+        finally:
+            await elsewhere.close()
     finally:
         await conn.close()
-    slow = await asyncio.to_thread(read_envelopes, stores, "520103", 5, 20)
+    notifications = await asyncio.to_thread(
+        store.recorder.select_notifications, start=5, limit=20, inclusive_of_start=False
+    )
+    slow = [
+        envelope_from_stored("520103", n.id, n.originator_id, n.originator_version, n.topic,
+                             n.state)
+        for n in notifications
+    ]
+    assert [e["position"] for e in bounded] == list(range(6, 11))
+    assert qualified == fast and head == 30 and missing == 0
     assert fast == slow and [e["position"] for e in fast] == list(range(6, 26))

@@ -10,11 +10,11 @@ from typing import Any
 import asyncpg
 import pytest
 
+from core import eventlog
 from projections.base import POSITIONS_DDL
 from projections.metrics import MetricsProjection
 from projections.queue import QueueProjection
 from projections.rebuild import compare_tables
-from projections.runner import read_store_range
 from projections.timeline import TimelineProjection
 from tests.conftest import unique_name
 from tests.integration.history import generated_store
@@ -30,7 +30,7 @@ async def envelopes() -> AsyncIterator[dict[str, Any]]:
         await conn.execute(f"SET search_path TO {generated['schema']}")
         events = []
         for partition in generated["ref"].partitions:
-            events.extend(await read_store_range(conn, partition, 0, 10**9, 10**9))
+            events.extend(await eventlog.read_envelopes(conn, partition, 0, 10**9))
         yield {"schema": generated["schema"], "conn": conn, "events": events}
 
 

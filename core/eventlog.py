@@ -1,0 +1,132 @@
+"""Reading the event store's notification log: the one reader every consumer uses.
+
+Each partition's events are one table, ``cases_<p>_events`` (``core.eventstore`` writes it
+through eventsourcing), whose ``notification_id`` is the event's position in the partition's
+log. Everything that reads events back without loading an aggregate — the relay (outbox →
+EVENTS), the projector filling holes, rebuilds and ``replay --check``, the auditors' histories,
+verification and exports — reads those rows here, so the table's name, its columns and the
+order of the log are written down once.
+
+Why not eventsourcing's ``select_notifications``: it is synchronous (a worker thread per read),
+builds a dict per row and pre-pings its connection on every call — about a fifth of the relay's
+CPU. The rows read here are the same (``tests/integration/test_fast_pipeline_parts.py`` checks
+it). Two drivers use the same SQL: asyncpg for the asynchronous roles (:func:`read_envelopes`,
+:func:`head`) and psycopg for the auditors' synchronous tools (:func:`select_events`,
+:func:`scan`, :func:`store_partitions`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import psycopg
+
+from core.db import check_schema
+from core.envelope import envelope_from_stored
+from core.eventstore import table_name
+
+#: The columns of a stored event, in the order every reader unpacks them:
+#: ``(position, case_id, version, topic, state)``; ``case_id`` as text (psycopg readers).
+EVENT_COLUMNS = "notification_id, originator_id::text, originator_version, topic, state"
+#: The same with ``originator_id`` as a UUID (asyncpg decodes it natively; envelopes).
+_ENVELOPE_COLUMNS = "notification_id, originator_id, originator_version, topic, state"
+#: Tables that are partitions' event logs (``information_schema`` pattern).
+TABLE_PATTERN = "^cases_[a-z0-9]+_events$"
+
+Envelope = dict[str, Any]
+
+
+def qualified(partition: str, schema: str | None = None) -> str:
+    """The partition's events table, schema-qualified when ``schema`` is given (a connection
+    whose ``search_path`` is elsewhere — a rebuild's scratch schema — still reads the store)."""
+    if not partition.isalnum():
+        raise ValueError(f"partition must be alphanumeric, got {partition!r}")
+    table = table_name(partition)
+    return f"{check_schema(schema)}.{table}" if schema else table
+
+
+# ------------------------------------------------------------------- asyncpg (the roles)
+
+
+async def read_envelopes(
+    conn: asyncpg.Connection,
+    partition: str,
+    after: int,
+    limit: int,
+    upto: int | None = None,
+    schema: str | None = None,
+) -> list[Envelope]:
+    """Envelopes (``core.envelope``) of the partition's events with ``after < position``
+    (and ``position <= upto`` when given), in log order, at most ``limit``."""
+    bound = "" if upto is None else " AND notification_id <= $3"
+    params: tuple[Any, ...] = (after, limit) if upto is None else (after, limit, upto)
+    rows = await conn.fetch(
+        f"SELECT {_ENVELOPE_COLUMNS} FROM {qualified(partition, schema)} "
+        f"WHERE notification_id > $1{bound} ORDER BY notification_id LIMIT $2",
+        *params,
+    )
+    return [envelope_from_stored(partition, r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]
+
+
+async def head(conn: asyncpg.Connection, partition: str, schema: str | None = None) -> int:
+    """The partition's last position (0 when it has no events, or no table yet)."""
+    table = qualified(partition, schema)
+    if await conn.fetchval("SELECT to_regclass($1)", table) is None:
+        return 0
+    return int(await conn.fetchval(f"SELECT max(notification_id) FROM {table}") or 0)
+
+
+# ------------------------------------------------------------- psycopg (the auditors' tools)
+
+
+def store_partitions(conn: psycopg.Connection[Any], schema: str) -> list[str]:
+    """Partitions that have an events table in ``schema`` (whatever the configuration says)."""
+    rows = conn.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+        "AND table_name ~ %s",
+        (check_schema(schema), TABLE_PATTERN),
+    ).fetchall()
+    return sorted(str(r[0])[len("cases_") : -len("_events")] for r in rows)
+
+
+def select_events(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    partition: str,
+    where: str = "TRUE",
+    params: tuple[Any, ...] | list[Any] = (),
+    order: str = "notification_id",
+) -> list[tuple[Any, ...]]:
+    """Raw rows ``(position, case_id, version, topic, state)`` matching ``where`` (SQL with
+    ``%s`` placeholders, written by the caller, never from input), in ``order``."""
+    return conn.execute(
+        f"SELECT {EVENT_COLUMNS} FROM {qualified(partition, schema)} "
+        f"WHERE {where} ORDER BY {order}",
+        params,
+    ).fetchall()
+
+
+def scan(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    partition: str,
+    where: str = "TRUE",
+    params: tuple[Any, ...] = (),
+    itersize: int = 5000,
+    name: str = "eventlog_scan",
+) -> Iterator[tuple[Any, ...]]:
+    """:func:`select_events` in log order through a server-side cursor (constant memory over
+    millions of rows). Call inside a transaction."""
+    cur = conn.cursor(name=name)
+    cur.itersize = itersize
+    try:
+        cur.execute(
+            f"SELECT {EVENT_COLUMNS} FROM {qualified(partition, schema)} "
+            f"WHERE {where} ORDER BY notification_id",
+            params,
+        )
+        yield from cur
+    finally:
+        cur.close()
