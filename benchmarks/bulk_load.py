@@ -7,7 +7,7 @@ transcoder, and compressor / cipher if configured, as ``CaseStore.save``). Only 
 replaced: rows go to ``cases_<partition>_events`` with ``COPY … FROM STDIN (FORMAT BINARY)``
 in large chunks, ``notification_id`` taken from the table's own sequence, so the result is
 indistinguishable from cases saved through the store (``store.repository.get`` reads them,
-``gateways/audit/verify.py`` verifies them).
+``projections/audit/verify.py`` verifies them).
 
 Work is split into tasks of ``chunk`` cases of one partition; ``jobs`` processes make the
 events and each COPYs its own tasks (one transaction per task). A case's events are written

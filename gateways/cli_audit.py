@@ -77,7 +77,7 @@ def _time(value: str | None, name: str) -> datetime | None:
 def record_read(url: str, schema: str, who: str | None, what: str, case_no: str | None = None
                 ) -> None:
     """Write a CLI read to ``audit_reads`` (the identity module's table) when it exists."""
-    from gateways.audit.rows import connect, table_exists
+    from projections.audit.rows import connect, table_exists
 
     try:
         with connect(url) as conn:
@@ -117,9 +117,9 @@ def case_command(
     who: AsOpt = None,
 ) -> None:
     """Who did what to a case, when, why, through which channel — and can we prove it."""
-    from gateways.audit import history as hist
-    from gateways.audit.rows import connect
-    from gateways.audit.verify import verify_case
+    from projections.audit import history as hist
+    from projections.audit.rows import connect
+    from projections.audit.verify import verify_case
 
     settings = get_settings()
     url, schema = _url(settings, database), settings.db_schema
@@ -222,8 +222,8 @@ def verify_command(
     first altered, removed, inserted or reordered event. Exit code 1 if any."""
     import os
 
-    from gateways.audit.rows import connect
-    from gateways.audit.verify import partitions_of, verify_store
+    from projections.audit.rows import connect
+    from projections.audit.verify import partitions_of, verify_store
 
     settings = get_settings()
     url, schema = _url(settings, database), settings.db_schema
@@ -311,8 +311,8 @@ def export_command(
 ) -> None:
     """Stream an export; nothing selected = everything. Check a JSONL export anywhere with
     ``python3 tools/verify_export.py FILE.jsonl``."""
-    from gateways.audit.export import ExportScope, csv_rows, export_records, jsonl
-    from gateways.audit.history import NotFound
+    from projections.audit.export import ExportScope, csv_rows, export_records, jsonl
+    from projections.audit.history import NotFound
 
     if fmt not in ("jsonl", "csv"):
         raise typer.BadParameter("--format must be jsonl or csv")
@@ -370,8 +370,8 @@ def activity_command(
     who: AsOpt = None,
 ) -> None:
     """The events of a grid, a department or a person over a period (from the store)."""
-    from gateways.audit.history import activity
-    from gateways.audit.rows import connect, store_partitions
+    from projections.audit.history import activity
+    from projections.audit.rows import connect, store_partitions
 
     if sum(x is not None for x in (grid, department, actor)) != 1:
         raise typer.BadParameter("give exactly one of --grid, --department, --actor")
@@ -402,7 +402,7 @@ def activity_command(
 def heads_command(database: DatabaseOpt = None) -> None:
     """The sealed head (position, chain value) of each partition's running chain: note them
     down (or publish them) to detect later rewriting with ``verify --expect-head``."""
-    from gateways.audit.rows import connect, table_exists
+    from projections.audit.rows import connect, table_exists
 
     settings = get_settings()
     url, schema = _url(settings, database), settings.db_schema
@@ -425,7 +425,7 @@ def reads_command(
     database: DatabaseOpt = None,
 ) -> None:
     """The read log: which auditor looked at what, when (API and CLI)."""
-    from gateways.audit.rows import connect, table_exists
+    from projections.audit.rows import connect, table_exists
 
     settings = get_settings()
     url, schema = _url(settings, database), settings.db_schema
@@ -474,9 +474,9 @@ async def _replay_check(
     settings: Settings, url: str, name: str | None, as_json: bool
 ) -> list[Any]:
     from core.eventstore import StoreRegistry
-    from gateways.audit.replay import check_all
-    from gateways.audit.rows import connect, store_partitions
     from gateways.runtime import all_projections
+    from projections.audit.replay import check_all
+    from projections.audit.rows import connect, store_partitions
 
     schema = settings.db_schema
     projections = [p for p in all_projections() if name is None or p.name == name]

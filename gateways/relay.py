@@ -4,7 +4,7 @@ Why a relay and not "publish after save": a worker that crashes between the data
 and the publish would lose the event for every consumer. The relay reads each partition's
 notification log from its remembered position, publishes, waits for the acknowledgement, and
 only then advances its position in PostgreSQL. In the same transaction it seals the batch into
-the running log chain (``log_chain``, see ``gateways.audit.chain``); each published event
+the running log chain (``log_chain``, see ``projections.audit.chain``); each published event
 carries its chain value in the ``Grid-Log-Chain`` header and its ``<partition>:<position>`` in
 ``Grid-Position``.
 
@@ -40,7 +40,7 @@ from core.logging import get_logger
 from core.messaging import Topology
 from core.pull import DEFAULT_LINGER_S
 from core.retry import backoff_delays, sleep_or_stop
-from gateways.audit.chain import CHAIN_HEADER, ChainSealer
+from projections.audit.chain import CHAIN_HEADER, ChainSealer
 
 # An ack lost with a dying NATS node must not stall the relay for long: re-publishing the same
 # batch is safe (message ids / expected sequences), so give up on a missing ack quickly.

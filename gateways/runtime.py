@@ -290,7 +290,7 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await self.read_pool.close()
         with contextlib.suppress(Exception):
-            from gateways.audit.pool import close_pool  # the auditors' pool, if one was made
+            from projections.audit.pool import close_pool  # the auditors' pool, if one was made
 
             await asyncio.to_thread(close_pool, self)
         await asyncio.to_thread(self.stores.close)

@@ -130,8 +130,8 @@ def _seal(job: tuple[str, str, str]) -> int:
     """Seal one partition into log_chain, as the relay does (chain.link over positions)."""
     import psycopg
 
-    from gateways.audit.chain import GENESIS, fast_link
-    from gateways.audit.rows import decode_state
+    from projections.audit.chain import GENESIS, fast_link
+    from projections.audit.rows import decode_state
 
     database_url, schema, partition = job
     with psycopg.connect(database_url) as conn, psycopg.connect(database_url) as writer:
@@ -201,8 +201,8 @@ def main() -> None:
                     n = count.fetchone()
                     if n and n[0]:
                         sys.exit(f"{schema} already holds events; use --append or a new schema")
-    from gateways.audit.chain import LOG_CHAIN_DDL
     from gateways.relay import RELAY_DDL
+    from projections.audit.chain import LOG_CHAIN_DDL
 
     with psycopg.connect(opts.database_url, autocommit=True) as conn:
         conn.execute(f"SET search_path TO {schema}")

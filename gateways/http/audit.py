@@ -20,7 +20,7 @@ is recorded in ``audit_reads`` by the access rule (``gateways.http.identity.auth
 * ``GET /v1/audit/reads`` — the read log: which auditor looked at what, when.
 
 Everything reads PostgreSQL with psycopg in worker threads, in read-only transactions on the
-audit layer's small pool (``gateways.audit.pool``, closed with the runtime); exports and
+audit layer's small pool (``projections.audit.pool``, closed with the runtime); exports and
 whole-store verification open their own connections (long reads).
 """
 
@@ -40,16 +40,16 @@ from psycopg_pool import PoolTimeout
 
 from aggregates.states import STATUS_ZH, Status
 from core.clock import Clock
-from gateways.audit import export as exporting
-from gateways.audit import history as hist
-from gateways.audit import verify as verifying
-from gateways.audit.chain import CHAIN_ALGORITHM
-from gateways.audit.pool import audit_pool
-from gateways.audit.rows import store_partitions, table_exists
 from gateways.http.deps import get_clock, get_runtime
 from gateways.http.errors import ApiError
 from gateways.http.identity import Principal, public, require
 from gateways.runtime import Runtime
+from projections.audit import export as exporting
+from projections.audit import history as hist
+from projections.audit import verify as verifying
+from projections.audit.chain import CHAIN_ALGORITHM
+from projections.audit.pool import audit_pool
+from projections.audit.rows import store_partitions, table_exists
 
 router = APIRouter(prefix="/v1/audit", tags=["audit 審計"])
 #: The auditor page: public HTML / JS / CSS (no data; every datum comes from the API above).
@@ -79,7 +79,7 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
 
 async def _db(runtime: Runtime, fn: Callable[[psycopg.Connection[Any], str], T]) -> T:
     """Run ``fn(conn, schema)`` in a thread on a read-only autocommit connection of the
-    audit pool (``gateways.audit.pool``)."""
+    audit pool (``projections.audit.pool``)."""
 
     def work() -> T:
         pool = audit_pool(runtime)

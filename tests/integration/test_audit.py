@@ -16,9 +16,9 @@ import psycopg
 import pytest
 
 from core.clock import FixedClock
-from gateways.audit import history as hist
-from gateways.audit.pool import MAX_SIZE, audit_pool, close_pool
 from gateways.runtime import Runtime
+from projections.audit import history as hist
+from projections.audit.pool import MAX_SIZE, audit_pool, close_pool
 from tests.conftest import auth_headers, database_url, eventually, user_headers
 from tests.integration.test_lifecycle import act
 

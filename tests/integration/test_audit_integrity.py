@@ -18,8 +18,8 @@ from typing import Any
 import asyncpg
 
 from core.eventstore import table_name
-from gateways.audit.chain import CHAIN_HEADER
-from gateways.audit.verify import VerifyReport, verify_store
+from projections.audit.chain import CHAIN_HEADER
+from projections.audit.verify import VerifyReport, verify_store
 from tests.conftest import auth_headers, database_url, eventually
 from tests.integration.test_lifecycle import act
 
@@ -271,7 +271,7 @@ async def _forge_into_gap(
 
     await eventually(sealed_after_gap, timeout=20)
     from aggregates.integrity import event_hash
-    from gateways.audit.rows import decode_state, payload_of
+    from projections.audit.rows import decode_state, payload_of
 
     victim = rows[-1]  # the last event of the third case (Filed), version 2
     state = json.loads(bytes(victim["state"]))
@@ -304,7 +304,7 @@ async def test_relay_seals_and_publishes_chain_values(system: dict[str, Any]) ->
         seals = await conn.fetch(
             f"SELECT position, case_id, version, hash, chain FROM {s['schema']}.log_chain "
             "WHERE partition = $1 ORDER BY position", s["partition"])
-        from gateways.audit.chain import GENESIS, link
+        from projections.audit.chain import GENESIS, link
 
         prev = GENESIS
         for row in seals:

@@ -15,7 +15,7 @@ import pytest
 from benchmarks import bulk_load
 from core.eventstore import StoreRegistry, table_name
 from core.refdata import load_reference
-from gateways.audit.verify import verify_store
+from projections.audit.verify import verify_store
 from tests.conftest import database_url, make_settings
 
 

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregates.integrity import canonical_json, event_hash, iso_utc
-from gateways.audit.chain import fast_link, link
-from gateways.audit.rows import UndecodableEvent, canonical_bytes, decode_state, digest
+from projections.audit.chain import fast_link, link
+from projections.audit.rows import UndecodableEvent, canonical_bytes, decode_state, digest
 
 json_values = st.recursive(
     st.none()

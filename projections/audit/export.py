@@ -15,7 +15,7 @@ JSONL format ``griddispatch-audit-export/1`` — one JSON object per line:
   ``hash = sha256(canonical_json({"prev": prev_hash, "case": case_id, "v": version,
   "type": type, "at": at, "data": payload}))`` (``aggregates.integrity``), and
   ``chain = link(chain_prev, partition, position, case_id, version, hash)``
-  (``gateways.audit.chain``). ``chain_prev`` is the chain value of the previous event of the
+  (``projections.audit.chain``). ``chain_prev`` is the chain value of the previous event of the
   partition's log (exported or not), so each event of a partial export is bound to the log;
   both are null for an event the relay has not sealed yet;
 * last line ``{"kind": "trailer", "events": N, "heads": {partition: {"position", "chain"}}}``
@@ -40,9 +40,9 @@ import psycopg
 
 from aggregates.integrity import HASH_ALGORITHM, iso_utc
 from core.ids import case_no_for_id
-from gateways.audit.chain import CHAIN_ALGORITHM, GENESIS
-from gateways.audit.history import _department_events, _needle, locate_case
-from gateways.audit.rows import (
+from projections.audit.chain import CHAIN_ALGORITHM, GENESIS
+from projections.audit.history import _department_events, _needle, locate_case
+from projections.audit.rows import (
     COMMON_FIELDS,
     EVENT_COLUMNS,
     StoredRow,

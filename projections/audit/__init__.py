@@ -1,4 +1,8 @@
-"""Auditing (審計): everything read from the event store itself, read-only.
+"""Auditing (審計): the read side that reads the event store itself, read-only.
+
+The adapters are thin: ``gateways/http/audit.py`` (the auditor API and page) and
+``gateways/cli_audit.py`` (``gridctl audit``); the relay (``gateways/relay.py``) seals the
+running log chain with :class:`.chain.ChainSealer`. Stored rows come through ``core.eventlog``.
 
 * :mod:`.rows` — stored rows decoded without eventsourcing (fast, exact canonical values);
 * :mod:`.history` — case histories, state at a time / version, diffs, activity;

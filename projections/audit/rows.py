@@ -29,8 +29,10 @@ import orjson
 import psycopg
 
 from aggregates.integrity import iso_utc
+from core import eventlog
 from core.db import check_schema
-from core.eventstore import table_name
+from core.eventlog import EVENT_COLUMNS as EVENT_COLUMNS
+from core.eventlog import store_partitions as store_partitions
 
 #: Keys of ``state`` that are not in the hashed payload: the timestamp is hashed as "at",
 #: ``originator_topic`` is storage metadata of the first event, the hashes themselves, and
@@ -196,19 +198,8 @@ def connect(database_url: str) -> psycopg.Connection[Any]:
 
 
 def qualified(schema: str, partition: str) -> str:
-    if not partition.isalnum():
-        raise ValueError(f"partition must be alphanumeric, got {partition!r}")
-    return f"{check_schema(schema)}.{table_name(partition)}"
-
-
-def store_partitions(conn: psycopg.Connection[Any], schema: str) -> list[str]:
-    """Partitions that have an events table in ``schema`` (whatever the configuration says)."""
-    rows = conn.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
-        "AND table_name ~ '^cases_[a-z0-9]+_events$'",
-        (check_schema(schema),),
-    ).fetchall()
-    return sorted(str(r[0])[len("cases_") : -len("_events")] for r in rows)
+    """The partition's events table in ``schema`` (``core.eventlog`` names it)."""
+    return eventlog.qualified(partition, schema)
 
 
 def table_exists(conn: psycopg.Connection[Any], schema: str, table: str) -> bool:
@@ -230,9 +221,6 @@ def existing_tables(
     return frozenset(t for t, found in zip(tables, row or (), strict=False) if found)
 
 
-EVENT_COLUMNS = "notification_id, originator_id::text, originator_version, topic, state"
-
-
 def to_row(partition: str, record: tuple[Any, ...]) -> StoredRow:
     position, case_id, version, topic, state = record
     return StoredRow(partition, int(position), case_id, int(version), event_type(topic),
@@ -243,11 +231,9 @@ def case_rows(
     conn: psycopg.Connection[Any], schema: str, partition: str, case_id: str
 ) -> list[StoredRow]:
     """Every stored event of one case, in version order."""
-    records = conn.execute(
-        f"SELECT {EVENT_COLUMNS} FROM {qualified(schema, partition)} "
-        "WHERE originator_id = %s ORDER BY originator_version",
-        (case_id,),
-    ).fetchall()
+    records = eventlog.select_events(
+        conn, schema, partition, "originator_id = %s", (case_id,), order="originator_version"
+    )
     return [to_row(partition, r) for r in records]
 
 
@@ -262,14 +248,4 @@ def scan(
 ) -> Iterator[tuple[Any, ...]]:
     """Raw rows ``(position, case_id, version, topic, state)`` in position order through a
     server-side cursor (constant memory). Call inside a transaction."""
-    cur = conn.cursor(name=name)
-    cur.itersize = itersize
-    try:
-        cur.execute(
-            f"SELECT {EVENT_COLUMNS} FROM {qualified(schema, partition)} "
-            f"WHERE {where} ORDER BY notification_id",
-            params,
-        )
-        yield from cur
-    finally:
-        cur.close()
+    return eventlog.scan(conn, schema, partition, where, params, itersize, name)

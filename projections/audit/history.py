@@ -44,7 +44,7 @@ from aggregates.states import STATUS_ZH
 from core.db import check_schema
 from core.ids import case_no_for_id
 from core.logging import get_logger
-from gateways.audit.rows import (
+from projections.audit.rows import (
     COMMON_FIELDS,
     EVENT_COLUMNS,
     NOT_HASHED,
@@ -55,7 +55,7 @@ from gateways.audit.rows import (
     table_exists,
     to_row,
 )
-from gateways.audit.verify import CHAIN_TABLES, SealedReads, check_case
+from projections.audit.verify import CHAIN_TABLES, SealedReads, check_case
 
 log = get_logger("audit")
 

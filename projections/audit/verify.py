@@ -15,7 +15,7 @@ one REPEATABLE READ, READ ONLY transaction, merged by position — no aggregate 
    ``altered`` (hashes were recomputed after a change);
 4. **running chain** — each ``log_chain`` row's ``chain`` equals
    ``link(previous row's chain, partition, position, case, version, hash)``
-   (``gateways.audit.chain``) → else ``chain`` (the sealed log itself was edited).
+   (``projections.audit.chain``) → else ``chain`` (the sealed log itself was edited).
 
 Events after the sealed head (the relay has not published them yet) are counted as
 ``unsealed`` and get checks 1–2 only. One problem is reported per position (the most specific);
@@ -35,8 +35,8 @@ from typing import Any
 
 import psycopg
 
-from gateways.audit.chain import GENESIS, Head, fast_link
-from gateways.audit.rows import (
+from projections.audit.chain import GENESIS, Head, fast_link
+from projections.audit.rows import (
     NOT_HASHED,
     StoredRow,
     UndecodableEvent,
