@@ -17,6 +17,7 @@ from gateways.http import (
     errors,
     health,
     identity,
+    inputs,
     intake_pages,
     middleware,
     open311,
@@ -65,5 +66,7 @@ def create_app(
     app.include_router(audit.router)
     app.include_router(audit.pages)
     pages.install(app)
+    # Every integer parameter without a bound gets PostgreSQL bigint's (issue 15).
+    inputs.bound_integer_params(app)
     access.install_openapi(app)
     return app

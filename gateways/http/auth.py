@@ -48,6 +48,7 @@ from gateways.http.identity import (
     require,
     user_store,
 )
+from gateways.http.inputs import Patch
 
 router = APIRouter(prefix="/v1/auth", tags=["identity 身份認證"])
 admin_router = APIRouter(prefix="/v1/admin/users", tags=["admin 用戶管理"])
@@ -124,7 +125,11 @@ class UserIn(Strict):
     scopes: list[str] | None = Field(default=None, max_length=len(SCOPES))
 
 
-class UserPatch(Strict):
+class UserPatch(Patch):
+    """Omitted fields are kept; ``null`` clears only node, department and scopes (back to the
+    role's default scopes)."""
+
+    nullable = frozenset({"node", "department", "scopes"})
     name: str | None = Field(default=None, min_length=1, max_length=100)
     role: Role | None = None
     node: str | None = Field(default=None, max_length=64)

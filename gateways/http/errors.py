@@ -19,6 +19,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import asyncpg
+import nats.errors
+import nats.js.errors
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -69,29 +72,131 @@ def validation_error(errors: Iterable[Mapping[str, Any]]) -> ApiError:
     return ApiError(422, "validation_error", message, problems=problems)
 
 
+#: Seconds a client is asked to wait (``Retry-After``) when a dependency is down: the
+#: supervisor restarts a dead server within about this long (docs/reliability.md).
+RETRY_AFTER_S = 2
+
+#: SQLSTATE classes caused by the input a client sent (values out of range, malformed text,
+#: a NULL where the column has none, a broken foreign key): the client's fault, 422.
+_INPUT_SQLSTATE_CLASSES = ("22", "23")
+#: SQLSTATEs of a database that is going away, starting, overloaded or busy resolving a
+#: conflict: nobody's fault, try again — 503 with Retry-After.
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03", "40001", "40P01")
+
+#: Broker errors that mean "NATS is not there right now" (disconnected, reconnecting, no
+#: JetStream answer). Other nats errors are bugs and stay 500.
+_BROKER_DOWN: tuple[type[Exception], ...] = (
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.NoServersError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.NoRespondersError,
+    nats.errors.TimeoutError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,
+)
+
+
+def unavailable(dependency: str) -> JSONResponse:
+    """The 503 every outage answers: machine-readable, with ``Retry-After``, so a client
+    retries with the same Idempotency-Key instead of reading a traceback."""
+    return JSONResponse(
+        {
+            "error": f"{dependency}_unavailable",
+            "message": f"the {dependency} is unavailable; retry with the same request",
+            "retry_after_s": RETRY_AFTER_S,
+        },
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+def _input_refusal(sqlstate: str, detail: str) -> JSONResponse:
+    """422 (409 for a unique violation) for a database error the input caused. The database's
+    own message names the value or column; it never carries other rows' data."""
+    if sqlstate == "23505":
+        return JSONResponse(
+            {"error": "conflict", "message": "already exists", "sqlstate": sqlstate},
+            status_code=409,
+        )
+    return JSONResponse(
+        {"error": "invalid_value", "message": detail[:300], "sqlstate": sqlstate},
+        status_code=422,
+    )
+
+
+def classify_database_error(exc: BaseException) -> str:
+    """``"input"``, ``"unavailable"`` or ``"bug"`` for a PostgreSQL error of either driver
+    (asyncpg on the read side, psycopg under eventsourcing)."""
+    sqlstate = str(getattr(exc, "sqlstate", None) or "")
+    if isinstance(exc, asyncpg.DataError) and not sqlstate:
+        return "input"  # asyncpg refused to encode an argument (e.g. beyond int8)
+    if sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+        return "unavailable"
+    if sqlstate.startswith(_INPUT_SQLSTATE_CLASSES):
+        return "input"
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return "unavailable"  # no SQLSTATE: connection lost, pool timeout
+    return "bug"
+
+
 def install(app: FastAPI) -> None:
+    """The exception handlers: every refusal a JSON body, every outage a 503.
+
+    Mapped by class, not endpoint by endpoint: whatever route an oversized integer, a NULL
+    for a NOT NULL column or an unreachable database reaches, the client gets the same
+    answer (issue 15)."""
+
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body, status_code=exc.status)
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status == 503 else None
+        return JSONResponse(exc.body, status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         refusal = validation_error(exc.errors())
         return JSONResponse(refusal.body, status_code=refusal.status)
 
-    @app.exception_handler(asyncpg.PostgresConnectionError)
+    @app.exception_handler(asyncpg.PostgresError)
+    @app.exception_handler(psycopg.Error)
+    async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+        kind = classify_database_error(exc)
+        if kind == "input":
+            log.info("http.invalid_value", error=repr(exc)[:300])
+            return _input_refusal(str(getattr(exc, "sqlstate", None) or "22000"), str(exc))
+        if kind == "unavailable":
+            log.warning("http.dependency_unavailable", dependency="database",
+                        error=repr(exc)[:300])
+            return unavailable("database")
+        return _internal(request, exc)
+
     @app.exception_handler(asyncpg.InterfaceError)
-    @app.exception_handler(asyncpg.TooManyConnectionsError)
-    @app.exception_handler(asyncpg.CannotConnectNowError)
-    @app.exception_handler(ConnectionError)
+    @app.exception_handler(OSError)  # ConnectionRefusedError, asyncpg's multi-address OSError
+    @app.exception_handler(TimeoutError)  # a pool that could not hand out a connection
     async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
+            return _internal(request, exc)
         # A dependency outage is not the caller's fault and not a bug: 503 + Retry-After, one
         # structured log line, and the client retries with the same Idempotency-Key.
-        log.warning("http.dependency_unavailable", path=request.url.path, error=repr(exc)[:300])
+        log.warning("http.dependency_unavailable", dependency="database", error=repr(exc)[:300])
+        return unavailable("database")
+
+    async def _broker_down(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("http.dependency_unavailable", dependency="broker", error=repr(exc)[:300])
+        return unavailable("broker")
+
+    for cls in _BROKER_DOWN:
+        app.add_exception_handler(cls, _broker_down)
+
+    @app.exception_handler(Exception)
+    async def _bug(_: Request, exc: Exception) -> JSONResponse:
+        # Starlette logs the traceback (it re-raises after this answer); the client gets the
+        # same JSON shape as every other refusal instead of a text/plain page.
         return JSONResponse(
-            {"error": "database_unavailable", "message": "the database is unavailable; retry"},
-            status_code=503,
-            headers={"Retry-After": "2"},
+            {"error": "internal_error", "message": "internal error; it has been logged"},
+            status_code=500,
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -109,3 +214,13 @@ def install(app: FastAPI) -> None:
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
+
+
+def _internal(request: Request, exc: Exception) -> JSONResponse:
+    """A bug: logged with its traceback, answered 500 with a JSON body naming the request id
+    (the same shape as every refusal, so a client never has to parse HTML or plain text)."""
+    log.error("http.internal_error", path=request.url.path, exc_info=exc)
+    return JSONResponse(
+        {"error": "internal_error", "message": "internal error; it has been logged"},
+        status_code=500,
+    )

@@ -15,6 +15,8 @@ import structlog
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateways.http import security
+
 _SAFE = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 
 
@@ -37,13 +39,20 @@ class RequestId:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=rid, path=scope.get("path", ""))
         header = (b"x-request-id", rid.encode("latin-1"))
+        path = scope.get("path", "")
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [
-                    *(h for h in message.get("headers", ()) if h[0].lower() != b"x-request-id"),
-                    header,
-                ]
+                # The security headers ride on this wrapper rather than a middleware of their
+                # own: one ASGI layer less per request (gateways/http/security.py).
+                message["headers"] = security.with_security_headers(
+                    [
+                        *(h for h in message.get("headers", ())
+                          if h[0].lower() != b"x-request-id"),
+                        header,
+                    ],
+                    path,
+                )
             await send(message)
 
         await self.app(scope, receive, send_with_id)

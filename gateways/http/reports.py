@@ -19,6 +19,7 @@ import asyncio
 from datetime import datetime
 from typing import Any, Literal
 
+import asyncpg
 import structlog
 from fastapi import APIRouter, Depends, Header
 from fastapi.responses import JSONResponse
@@ -27,6 +28,7 @@ from pydantic import Field, ValidationError
 from aggregates.commands import Command, Photo, ReportArgs, Reporter, Strict
 from core import codec
 from core.clock import Clock
+from core.eventstore import table_name
 from core.ids import case_id_for_key, case_no_for_id, new_key
 from core.logging import get_logger
 from gateways.http import photos as photo_api
@@ -189,6 +191,37 @@ async def publish(runtime: Runtime, report: PreparedReport) -> bool:
     return bool(ack.duplicate)
 
 
+async def already_made(runtime: Runtime, reports: list[PreparedReport]) -> set[str]:
+    """The keys among ``reports`` whose case is already in the event store.
+
+    Asked only for reports JetStream took as new: within the dedupe window JetStream's own
+    answer is right and free; after it (a phone's queue sent again the next day) the key's
+    case may exist although the broker no longer remembers the key. The case id is derived
+    from the key, so this is one lookup by the events table's primary key (originator_id,
+    originator_version) per district — no extra table, no write, and the event store is the
+    truth (a read model could lag behind it). Costs one indexed read per new report; the
+    answer is a courtesy (the worker never makes a second case either way), so if the
+    database cannot answer within a second the flag stays false and a line is logged."""
+    by_district: dict[str, list[PreparedReport]] = {}
+    for report in reports:
+        by_district.setdefault(report.district, []).append(report)
+    made: set[str] = set()
+    try:
+        async with runtime.pool.acquire(timeout=1.0) as conn:
+            for district, items in by_district.items():
+                rows = await conn.fetch(
+                    f"SELECT originator_id FROM {table_name(district)} "
+                    "WHERE originator_id = ANY($1::uuid[]) AND originator_version = 1",
+                    [r.command.case_id for r in items],
+                    timeout=1.0,
+                )
+                found = {str(row[0]) for row in rows}
+                made.update(r.key for r in items if r.command.case_id in found)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("report.duplicate_unknown", error=repr(exc)[:200])
+    return made
+
+
 @router.post(
     "/reports",
     status_code=202,
@@ -207,10 +240,13 @@ async def post_report(
         raise ApiError(
             422, "idempotency_key_conflict", "Idempotency-Key header and body field differ"
         )
-    key = idempotency_key or body.idempotency_key or new_key()
+    generated = new_key()
+    key = idempotency_key or body.idempotency_key or generated
     report = await prepare(runtime, clock, principal, body, key)
     structlog.contextvars.bind_contextvars(case_no=report.command.case_no)
     duplicate = await publish(runtime, report)
+    if not duplicate and key != generated:
+        duplicate = bool(await already_made(runtime, [report]))
     log.info("report.accepted", grid=report.grid, duplicate=duplicate)
     return JSONResponse(
         report.accepted(duplicate).model_dump(),
@@ -308,6 +344,8 @@ async def post_reports_batch(
     outcomes = await asyncio.gather(
         *(publish(runtime, report) for _, report in prepared), return_exceptions=True
     )
+    fresh = [report for (_, report), dup in zip(prepared, outcomes, strict=True) if dup is False]
+    made = await already_made(runtime, fresh) if fresh else set()
     broker_down = 0
     for (index, report), outcome in zip(prepared, outcomes, strict=True):
         if isinstance(outcome, ApiError):
@@ -316,7 +354,10 @@ async def post_reports_batch(
         elif isinstance(outcome, BaseException):
             raise outcome
         else:
-            results[index] = BatchItemAccepted(index=index, **report.accepted(outcome).model_dump())
+            duplicate = outcome or report.key in made
+            results[index] = BatchItemAccepted(
+                index=index, **report.accepted(duplicate).model_dump()
+            )
     if prepared and broker_down == len(prepared) and broker_down == len(results):
         raise ApiError(503, "broker_unavailable", "could not queue any report of the batch")
     final = [r for r in results if r is not None]

@@ -1,0 +1,72 @@
+"""Security headers on every response: a Content-Security-Policy, ``nosniff``, no framing.
+
+Why one place: the pages render stored text (descriptions, reporters' names, answers) that
+citizens and API clients wrote. The pages escape it (``textContent`` / ``esc``); the policy
+is the second wall — even an escaping slip cannot run a script, because only our own files
+may (``script-src 'self'``, no inline script, no ``eval``). Styles may be inline: the pages
+and Leaflet set element styles, and a style cannot run code. Every page is served from this
+origin (Leaflet and uPlot are vendored), so ``'self'`` is the whole list.
+
+A response that already carries a policy keeps it (the intake pages' files set their own;
+their service worker needs ``connect-src``). ``/docs`` and ``/redoc`` load FastAPI's Swagger
+UI / ReDoc from their CDN with an inline bootstrap script: they get a policy allowing exactly
+that. Anything that is not HTML (JSON, images, exports) gets ``default-src 'none'``: it is
+data, and if a browser is ever made to render it as a document nothing in it may load or run.
+"""
+
+from __future__ import annotations
+
+PAGE_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; connect-src 'self'; font-src 'self'; worker-src 'self'; "
+    "manifest-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+DOCS_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
+    "font-src 'self' https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
+    "https://cdn.redoc.ly; worker-src 'self' blob:; connect-src 'self'; object-src 'none'; "
+    "base-uri 'self'; frame-ancestors 'none'"
+)
+DATA_POLICY = "default-src 'none'; frame-ancestors 'none'"
+DOC_PATHS = ("/docs", "/redoc")
+
+_CSP = b"content-security-policy"
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+_FRAMES = (b"x-frame-options", b"DENY")
+_PAGE = (_CSP, PAGE_POLICY.encode())
+_DOCS = (_CSP, DOCS_POLICY.encode())
+_DATA = (_CSP, DATA_POLICY.encode())
+
+
+def with_security_headers(
+    headers: list[tuple[bytes, bytes]], path: str
+) -> list[tuple[bytes, bytes]]:
+    """``headers`` plus the policy for this response (kept when it already has one), nosniff
+    and X-Frame-Options (for browsers without ``frame-ancestors``)."""
+    has_csp = has_nosniff = has_frames = False
+    html = False
+    for key, value in headers:
+        lower = key.lower()
+        if lower == _CSP:
+            has_csp = True
+        elif lower == b"content-type":
+            html = value.startswith(b"text/html")
+        elif lower == _NOSNIFF[0]:
+            has_nosniff = True
+        elif lower == _FRAMES[0]:
+            has_frames = True
+    out = list(headers)
+    if not has_csp:
+        if not html:
+            out.append(_DATA)
+        elif path.startswith(DOC_PATHS):
+            out.append(_DOCS)
+        else:
+            out.append(_PAGE)
+    if not has_nosniff:
+        out.append(_NOSNIFF)
+    if not has_frames:
+        out.append(_FRAMES)
+    return out
