@@ -1,227 +1,179 @@
-"""Unit tests of the `Case` aggregate (案件) and the state table.
+"""Unit tests of the `Case` aggregate (案件) run through the action registry.
 
-Why: the aggregate is where the counting rules (返工 vs 錯誤派遣, extension limits, 督辦,
-上提) are decided once, and where the hash chain starts. Each test drives commands with
-explicit times (no clock) and checks both the state and the recorded events.
+Why: the aggregate is where the counting rules (返工 vs 错误派遣, extension limits, 督办,
+上提) are decided once, and where the hash chain starts. Each test drives commands by name
+with explicit times (no clock) on the real Guiyang reference data, and checks both the state
+and the recorded events. Deadlines are computed by the registry from the category's limits,
+so the tests compare them with ``aggregates.deadlines`` on the same calendar.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, cast
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import pytest
 from eventsourcing.application import Application
+from pydantic import ValidationError
 
-from aggregates.case import (
-    NON_PAYLOAD_FIELDS,
-    SATISFACTION,
-    Case,
-    event_payload,
-    recompute_hash,
-    verify_chain,
-)
+from aggregates import deadlines, triage
+from aggregates.actions import REGISTRY, offered, offers, role_actions
+from aggregates.actions.closing import VerificationFailed
+from aggregates.actions.handling import Dispatched, ExtensionApproved, Resumed
+from aggregates.actions.intake import MarkedDuplicate, Reported
+from aggregates.actions.oversight import Escalated, WarningMarked
+from aggregates.case import NON_PAYLOAD_FIELDS, Case, event_payload, recompute_hash, verify_chain
+from aggregates.commands import ARGS
 from aggregates.errors import DomainError, IllegalTransition, InvalidCommand, NotPermitted
-from aggregates.integrity import GENESIS, event_hash
-from aggregates.states import (
-    ROLE_ACTIONS,
+from aggregates.integrity import GENESIS, event_hash, iso_utc
+from aggregates.registry import Context
+from aggregates.state import CaseState
+from core.vocabulary import (
     ROLES,
-    STATUS_ZH,
+    SATISFACTION_LABELS,
+    STATUS_LABELS,
     TERMINAL,
-    TRANSITIONS,
-    Action,
     Status,
-    allowed_actions,
+)
+from tests.unit.casekit import (
+    CALENDAR,
+    CATALOGUE,
+    CATEGORY,
+    GRID,
+    JURISDICTION,
+    REF,
+    at,
+    names,
+    replay,
+    report,
+    report_args,
+    run,
 )
 
-CST = timezone(timedelta(hours=8))  # 北京時間
-T0 = datetime(2024, 5, 6, 9, 0, tzinfo=CST)
-PROPOSAL = {
-    "department": "sanitation",
-    "level": "community",
-    "node": "C01",
-    "priority": "ordinary",
-    "reasons": ["category default"],
-}
-_ids = itertools.count(1)
+CST = timezone(timedelta(hours=8))  # 北京时间
+PROPOSED = "D-520102-sanitation"  # triage's department for 暴露垃圾 in grid 520102001001
+OTHER = "D-520102-water"  # another department of the same district
+ANYTIME = {"supervise", "link_reporter", "mark_warning", "mark_overdue"}
 
 
-def at(minutes: float) -> datetime:
-    return T0 + timedelta(minutes=minutes)
-
-
-def ctx(
-    role: str, minutes: float, *, actor: str | None = None, cid: str | None = None
-) -> dict[str, Any]:
-    """Common command keywords; a fresh command id unless one is given."""
-    return {
-        "actor": actor or f"{role}-1",
-        "role": role,
-        "channel": "web",
-        "at": at(minutes),
-        "command_id": cid or f"cmd-{next(_ids)}",
-    }
-
-
-def new_case(**overrides: Any) -> Case:
-    kwargs: dict[str, Any] = {
-        "case_id": uuid4(),
-        "case_no": f"GY2024-{next(_ids):06d}",
-        "category": "exposed_garbage",
-        "kind": "event",
-        "grid": "520102001001001",
-        "community": "C01",
-        "district": "D01",
-        "lat": 26.58,
-        "lon": 106.71,
-        "address": "中華北路 1 號",
-        "description": "垃圾暴露 garbage piled up",
-        "reporter": {"name": "李四", "phone": "13800000000", "id": "insp-7", "type": "inspector"},
-        "source": "inspector_app",
-        "client_time": at(-5),
-        "photos": [{"sha256": "ab" * 32, "size": 1024}],
-        "priority": "ordinary",
-        "level": "community",
-        "proposal": dict(PROPOSAL),
-        "file_due": at(30),
-        **ctx("inspector", 0),
-    }
-    kwargs.update(overrides)
-    return Case.report(**kwargs)
+def due(step: str, minutes: float, *, category: str = CATEGORY, priority: str = "ordinary"
+        ) -> datetime:
+    """The deadline of ``step`` started at ``at(minutes)``, by the category's limit."""
+    return deadlines.due_at(
+        CATALOGUE.get(category), cast(Any, priority), cast(Any, step), at(minutes), CALENDAR
+    )
 
 
 def filed(case: Case | None = None) -> Case:
-    case = case or new_case()
-    case.file(dispatch_due=at(60), note=None, **ctx("dispatcher", 1))
+    case = case or report()
+    run(case, "file", "dispatcher", 1)
     return case
 
 
-def dispatched(case: Case | None = None, department: str = "sanitation") -> Case:
+def dispatched(case: Case | None = None) -> Case:
     case = filed(case)
-    reason = None if department == "sanitation" else "triage proposal wrong"
-    case.dispatch(
-        department=department,
-        level="community",
-        node="C01",
-        priority="ordinary",
-        handle_due=at(600),
-        override_reason=reason,
-        **ctx("dispatcher", 2, actor="disp-A"),
-    )
+    run(case, "dispatch", "dispatcher", 2, actor="disp-A")
     return case
 
 
 def in_progress(case: Case | None = None) -> Case:
     case = dispatched(case)
-    case.accept(**ctx("handler", 3))
+    run(case, "accept", "handler", 3)
     return case
 
 
-def names(events: Sequence[Any]) -> list[str]:
-    return [type(e).__name__ for e in events]
+def last(case: Case) -> Any:
+    """The newest event (collecting drains the pending events: call once per check)."""
+    return case.collect_events()[-1]
 
 
-def replay(events: Sequence[Any]) -> Case:
-    """Rebuild an aggregate by projecting its events (what the repository does)."""
-    case: Case | None = None
-    for event in events:
-        case = event.mutate(case)
-    assert case is not None
-    return case
+# --- the registry as a state table -------------------------------------------------------
 
 
-def state(case: Case) -> dict[str, Any]:
-    return {k: v for k, v in case.__dict__.items() if k != "_pending_events"}
-
-
-# --- the state table -------------------------------------------------------------------------
-
-
-def test_table_covers_every_status_and_targets_are_statuses() -> None:
-    assert set(TRANSITIONS) == set(Status)
-    assert set(STATUS_ZH) == set(Status)
-    for row in TRANSITIONS.values():
-        for action, target in row.items():
-            assert isinstance(action, Action)
-            assert target is None or isinstance(target, Status)
-    assert TRANSITIONS[Status.rejected] == {} and TRANSITIONS[Status.merged] == {}
-    assert TRANSITIONS[Status.closed] == {Action.return_visit: None}
-    assert all(Action.report not in row for row in TRANSITIONS.values())
-
-
-def test_anytime_actions_only_in_non_terminal_statuses() -> None:
-    anytime = {Action.supervise, Action.link_reporter, Action.mark_warning, Action.mark_overdue}
-    for status, row in TRANSITIONS.items():
-        if status in TERMINAL:
-            assert not anytime & set(row)
-        else:
-            assert anytime <= set(row)
-            assert all(row[a] is None for a in anytime)
-
-
-def test_roles_and_allowed_actions() -> None:
-    assert set(ROLE_ACTIONS) == set(ROLES)
-    assert ROLE_ACTIONS["auditor"] == frozenset() and ROLE_ACTIONS["admin"] == frozenset()
-    assert ROLE_ACTIONS["dispatcher"] <= ROLE_ACTIONS["shift_leader"]
-    assert allowed_actions(Status.reported) == [
-        Action.file,
-        Action.reject,
-        Action.mark_duplicate,
-        Action.link_reporter,
-        Action.supervise,
-        Action.mark_warning,
-        Action.mark_overdue,
+def test_moves_cover_only_statuses_and_terminal_statuses_are_dead_ends() -> None:
+    assert set(STATUS_LABELS) == set(Status)
+    for spec in REGISTRY.values():
+        for source, target in spec.moves.items():
+            assert isinstance(source, Status) and isinstance(target, Status)
+    for status in (Status.rejected, Status.merged):
+        assert [n for n, s in REGISTRY.items() if status in s.moves] == []
+    assert sorted(n for n, s in REGISTRY.items() if Status.closed in s.moves) == [
+        "reopen",
+        "return_visit",
     ]
-    assert allowed_actions(Status.reported, "call_taker") == [Action.reject]
-    assert allowed_actions(Status.in_progress, "handler") == [
-        Action.return_case,
-        Action.request_extension,
-        Action.suspend,
-        Action.report_result,
+    (creator,) = [s for s in REGISTRY.values() if s.creates]
+    assert creator.name == "report" and dict(creator.moves) == {}
+
+
+def test_anytime_actions_only_in_non_terminal_statuses_and_stay() -> None:
+    for name in ANYTIME:
+        moves = REGISTRY[name].moves
+        assert set(moves) == set(Status) - TERMINAL
+        assert all(source is target for source, target in moves.items())
+
+
+def test_roles_and_offered_actions() -> None:
+    assert role_actions("auditor") == [] and role_actions("admin") == []
+    assert set(role_actions("dispatcher")) <= set(role_actions("shift_leader"))
+    assert set(ROLES) >= {r for s in REGISTRY.values() for r in s.roles}
+    reported = CaseState(status=Status.reported)
+    assert offered(reported, "dispatcher", REF) == ["file", "reject", "mark_duplicate"]
+    assert offered(reported, "call_taker", REF) == ["reject"]
+    assert offered(reported, "system", REF) == ["link_reporter", "mark_warning", "mark_overdue"]
+    handling = CaseState(status=Status.in_progress, category=CATEGORY, level="district")
+    assert offered(handling, "handler", REF) == [
+        "return_case",
+        "request_extension",
+        "suspend",
+        "report_result",
     ]
-    assert allowed_actions(Status.closed, "call_taker") == [Action.return_visit]
-    assert allowed_actions(Status.closed, "dispatcher") == []
-    assert allowed_actions(Status.filed, "nobody") == []
-    assert allowed_actions(Status.filed, "auditor") == []
+    closed = CaseState(status=Status.closed)
+    assert offered(closed, "call_taker", REF) == ["return_visit"]
+    assert offered(closed, "dispatcher", REF) == []
+    assert offered(closed, "shift_leader", REF) == []  # reopen only after 不满意
+    filed_state = CaseState(status=Status.filed, level="district")
+    assert offered(filed_state, "nobody", REF) == []
+    assert offered(filed_state, "auditor", REF) == []
+    assert "auditor" not in offers(filed_state, REF)
 
 
 # --- happy path ------------------------------------------------------------------------------
 
 
 def test_happy_path_closed_loop_with_chained_hashes() -> None:
-    case = new_case()
-    assert case.status is Status.reported
-    assert case.version == 1 and case.due == at(30) and case.due_step == "file"
-    case.file(dispatch_due=at(60), note="符合立案條件", **ctx("shift_leader", 5))
-    assert case.status is Status.filed and case.due_step == "dispatch"
-    case.dispatch(
-        department="sanitation",
-        level="community",
-        node="C01",
-        priority="ordinary",
-        handle_due=at(300),
-        override_reason=None,
-        **ctx("dispatcher", 10),
-    )
-    assert case.status is Status.dispatched and case.department == "sanitation"
-    assert not case.overridden and case.due == at(300) and case.due_step == "handle"
-    case.accept(**ctx("handler", 20))
-    assert case.status is Status.in_progress
-    case.report_result(
-        note="已清運", photos=[{"sha256": "cd" * 32, "size": 2048}], **ctx("handler", 120)
-    )
-    assert case.status is Status.awaiting_verification and case.due is None
-    assert case.result is not None and case.result["note"] == "已清運"
-    case.verify_pass(note="現場已清理", photos=[], **ctx("inspector", 150))
-    assert case.status is Status.verified
-    case.close(note="結案", **ctx("shift_leader", 160))
-    assert case.status is Status.closed and case.closed_at == at(160) and case.due is None
-    case.return_visit(satisfaction="satisfied", comment="很快", **ctx("call_taker", 2000))
-    assert case.satisfaction == "satisfied"
+    case = report()
+    s = case.state
+    assert s.status is Status.reported
+    assert case.version == 1 and s.due == due("file", 0) and s.due_step == "file"
+    assert (s.level, s.node, s.priority) == ("district", "520102", "ordinary")
+    assert s.proposal["department"] == PROPOSED
+    run(case, "file", "shift_leader", 5, note="符合立案条件")
+    assert case.state.status is Status.filed and case.state.due_step == "dispatch"
+    assert case.state.due == due("dispatch", 5)
+    run(case, "dispatch", "dispatcher", 10)
+    s = case.state
+    assert s.status is Status.dispatched and s.department == PROPOSED
+    assert not s.overridden and s.due == due("handle", 10) and s.due_step == "handle"
+    run(case, "accept", "handler", 20)
+    assert case.state.status is Status.in_progress and case.state.due == due("handle", 10)
+    photo = {"digest": "sha256:" + "cd" * 32, "size": 2048, "content_type": "image/png"}
+    run(case, "report_result", "handler", 120, note="已清运", photos=[photo])
+    s = case.state
+    assert s.status is Status.awaiting_verification
+    assert s.due == due("verify", 120) and s.due_step == "verify"
+    assert s.result is not None and s.result["note"] == "已清运"
+    assert s.result["photos"][0]["digest"] == photo["digest"]
+    run(case, "verify_pass", "inspector", 150, note="现场已清理")
+    assert case.state.status is Status.verified and case.state.due is None
+    run(case, "close", "shift_leader", 160, note="结案")
+    s = case.state
+    assert s.status is Status.closed and s.closed_at == at(160) and s.due is None
+    assert s.close_note == "结案"
+    run(case, "return_visit", "call_taker", 2000, satisfaction="satisfied", comment="很快")
+    assert case.state.satisfaction == "satisfied" and case.state.return_visit_comment == "很快"
 
     events = case.collect_events()
     assert names(events) == [
@@ -240,7 +192,7 @@ def test_happy_path_closed_loop_with_chained_hashes() -> None:
         assert event.prev_hash == prev.hash
     for event in events:
         assert recompute_hash(event) == event.hash
-    assert case.last_hash == events[-1].hash
+    assert case.state.last_hash == events[-1].hash
     assert verify_chain(events) is None
     assert [e.from_status for e in events] == [
         None,
@@ -252,21 +204,29 @@ def test_happy_path_closed_loop_with_chained_hashes() -> None:
         "verified",
         "closed",
     ]
+    assert [e.to_status for e in events][-2:] == ["closed", "closed"]
+    assert [e.due_step for e in events] == [
+        "file", "dispatch", "handle", "handle", "verify", None, None, None,
+    ]
     snap = case.snapshot_dict()
-    assert snap["status"] == "closed" and snap["status_zh"] == "已結案"
-    assert snap["closed_at"] == "2024-05-06T03:40:00.000000Z"
+    assert snap["status"] == "closed" and snap["status_zh"] == "已结案"
+    assert snap["closed_at"] == iso_utc(at(160))
     assert snap["satisfaction"] == "satisfied"
+    assert snap["version"] == 8 and snap["id"] == str(case.id)
 
 
 def test_first_event_hash_is_the_documented_formula() -> None:
-    case = new_case()
+    case = report()
     (collected,) = case.collect_events()
-    event = cast(Case.Reported, collected)
+    event = cast(Reported, collected)
+    assert isinstance(event, Reported)
     payload = event_payload(event)
     assert set(payload) == {
         f.name for f in dataclasses.fields(event) if f.name not in NON_PAYLOAD_FIELDS
     }
-    assert {"actor", "role", "channel", "reason", "command_id", "case_no"} <= set(payload)
+    assert {"actor", "role", "channel", "reason", "command_id", "case_no", "summary"} <= set(
+        payload
+    )
     expected = event_hash(GENESIS, str(case.id), 1, "Reported", event.timestamp, payload)
     assert event.hash == expected
 
@@ -280,52 +240,74 @@ def test_event_timestamps_are_the_given_times() -> None:
 
 def test_common_event_fields() -> None:
     case = filed()
-    event = case.collect_events()[-1]
-    assert isinstance(event, Case.Filed)
+    event = last(case)
+    assert type(event).__name__ == "Filed"
     assert (event.actor, event.role, event.channel) == ("dispatcher-1", "dispatcher", "web")
-    assert event.command_id in case.applied_commands
+    assert event.command_id in case.state.applied_commands
     assert (event.from_status, event.to_status) == ("reported", "filed")
+    assert (event.due, event.due_step) == (due("dispatch", 1), "dispatch")
+    assert event.summary["offers"] == offers(case.state, REF)
+    assert event.summary["level"] == "district" and event.summary["department"] is None
 
 
 # --- filing exceptions -----------------------------------------------------------------------
 
 
 def test_reject_needs_reason_and_is_terminal() -> None:
-    case = new_case()
-    with pytest.raises(InvalidCommand) as err:
-        case.reject(reason="  ", **ctx("dispatcher", 1))
-    assert err.value.to_dict() == {
-        "error": "invalid_command",
-        "message": "reason is required",
-        "field": "reason",
-    }
-    case.reject(reason="不屬於城管範圍", **ctx("call_taker", 2))
-    assert case.status is Status.rejected and case.rejection_reason == "不屬於城管範圍"
-    assert case.available_actions() == []
+    case = report()
+    for blank in ("", "  ", None):
+        with pytest.raises(ValidationError):
+            run(case, "reject", "dispatcher", 1, reason=blank)
+    run(case, "reject", "call_taker", 2, reason="不属于城管范围")
+    s = case.state
+    assert s.status is Status.rejected and s.rejection_reason == "不属于城管范围"
+    assert s.due is None and s.finished_at == at(2)
+    assert offers(s, REF) == {} and last(case).summary["offers"] == {}
     with pytest.raises(IllegalTransition) as illegal:
-        case.file(dispatch_due=at(10), **ctx("dispatcher", 3))
+        run(case, "file", "dispatcher", 3)
     assert illegal.value.to_dict()["allowed_actions"] == []
     assert illegal.value.to_dict()["status_zh"] == "不予立案"
 
 
 def test_duplicate_merges_and_links_reporter_on_original() -> None:
-    original = new_case()
-    dup = new_case(reporter={"name": "王五", "phone": "139", "id": None, "type": "citizen"})
-    with pytest.raises(InvalidCommand):
-        dup.mark_duplicate(of_case_no=dup.case_no, of_case_id=dup.id, **ctx("dispatcher", 1))
-    original.link_reporter(reporter=dup.reporter, from_case_no=dup.case_no, **ctx("dispatcher", 2))
-    dup.mark_duplicate(of_case_no=original.case_no, of_case_id=original.id, **ctx("dispatcher", 2))
-    assert dup.status is Status.merged
-    assert dup.duplicate_of == original.case_no and dup.duplicate_of_id == str(original.id)
-    assert dup.due is None
-    assert original.status is Status.reported
-    assert [r["name"] for r in original.reporters] == ["李四", "王五"]
-    assert original.reporters[1]["from_case_no"] == dup.case_no
-    merged_event = dup.collect_events()[-1]
-    assert isinstance(merged_event, Case.MarkedDuplicate)
-    assert merged_event.of_case_id == str(original.id)
+    original = report()
+    dup = report(reporter={"name": "王五", "phone": "139", "type": "citizen"})
+    with pytest.raises(InvalidCommand) as itself:
+        run(dup, "mark_duplicate", "dispatcher", 1, others=[dup],
+            of_case_no=dup.state.case_no, of_case_id=str(dup.id))
+    assert itself.value.field == "of_case_no"
+    with pytest.raises(InvalidCommand) as missing:
+        run(dup, "mark_duplicate", "dispatcher", 1,
+            of_case_no=original.state.case_no, of_case_id=str(original.id))
+    assert missing.value.field == "of_case_no"
+    assert dup.version == 1 and original.version == 1
+    touched = run(dup, "mark_duplicate", "dispatcher", 2, others=[original],
+                  of_case_no=original.state.case_no, of_case_id=str(original.id), reason="同一处")
+    assert touched == [dup, original]
+    assert dup.state.status is Status.merged
+    assert dup.state.duplicate_of == original.state.case_no
+    assert dup.state.duplicate_of_id == str(original.id)
+    assert dup.state.due is None
+    assert original.state.status is Status.reported
+    assert [r["name"] for r in original.state.reporters] == ["李四", "王五"]
+    assert original.state.reporters[1]["from_case_no"] == dup.state.case_no
+    merged_event = last(dup)
+    assert isinstance(merged_event, MarkedDuplicate)
+    assert merged_event.of_case_id == str(original.id) and merged_event.reason == "同一处"
+    linked = last(original)
+    assert type(linked).__name__ == "ReporterLinked" and linked.from_case_no == dup.state.case_no
     with pytest.raises(IllegalTransition):
-        dup.link_reporter(reporter={}, from_case_no="X", **ctx("system", 3))
+        run(dup, "link_reporter", "system", 3, reporter={}, from_case_no="X")
+
+
+def test_a_closed_original_cannot_take_a_duplicate() -> None:
+    original = report()
+    run(original, "reject", "dispatcher", 1, reason="不予立案")
+    dup = report()
+    with pytest.raises(IllegalTransition):
+        run(dup, "mark_duplicate", "dispatcher", 2, others=[original],
+            of_case_no=original.state.case_no, of_case_id=str(original.id))
+    assert dup.state.status is Status.reported and dup.version == 1
 
 
 # --- dispatch: override, return, wrong dispatch ------------------------------------------
@@ -333,67 +315,59 @@ def test_duplicate_merges_and_links_reporter_on_original() -> None:
 
 def test_override_needs_reason() -> None:
     case = filed()
-    base: dict[str, Any] = {"level": "community", "node": "C01", "handle_due": at(300)}
     with pytest.raises(InvalidCommand) as err:
-        case.dispatch(department="roads", priority="ordinary", **base, **ctx("dispatcher", 5))
+        run(case, "dispatch", "dispatcher", 5, department=OTHER)
     assert err.value.field == "override_reason"
-    with pytest.raises(InvalidCommand):
-        case.dispatch(department="sanitation", priority="urgent", **base, **ctx("dispatcher", 5))
-    case.dispatch(
-        department="roads",
-        priority="urgent",
-        override_reason="井蓋屬道路部門",
-        **base,
-        **ctx("dispatcher", 6),
-    )
-    event = case.collect_events()[-1]
-    assert isinstance(event, Case.Dispatched)
-    assert event.overridden and event.override_reason == "井蓋屬道路部門"
-    assert case.overridden and case.priority == "urgent"
+    with pytest.raises(InvalidCommand) as urgent:
+        run(case, "dispatch", "dispatcher", 5, priority="urgent")
+    assert urgent.value.field == "override_reason"
+    with pytest.raises(InvalidCommand) as unknown:
+        run(case, "dispatch", "dispatcher", 5, department="D-nowhere", override_reason="x")
+    assert unknown.value.field == "department"
+    with pytest.raises(InvalidCommand) as elsewhere:  # another district's department
+        run(case, "dispatch", "dispatcher", 5, department="D-520103-water", override_reason="x")
+    assert elsewhere.value.field == "department"
+    assert case.version == 2
+    run(case, "dispatch", "dispatcher", 6, department=OTHER, priority="urgent",
+        override_reason="井盖属水务")
+    event = last(case)
+    assert isinstance(event, Dispatched)
+    assert event.overridden and event.override_reason == "井盖属水务"
+    assert event.reason == "井盖属水务"
+    assert case.state.overridden and case.state.priority == "urgent"
+    assert case.state.due == due("handle", 6, priority="urgent")
 
 
 def test_return_and_redispatch_elsewhere_is_a_wrong_dispatch() -> None:
     case = dispatched()
-    with pytest.raises(InvalidCommand):
-        case.return_case(reason="", **ctx("handler", 5))
-    case.return_case(reason="不屬本部門", dispatch_due=at(40), **ctx("handler", 5))
-    assert case.status is Status.returned and case.return_count == 1
-    assert case.returned_from == "sanitation" and case.department is None
-    assert case.due == at(40) and case.due_step == "dispatch"
-    case.dispatch(
-        department="greening",
-        level="community",
-        node="C01",
-        priority="ordinary",
-        handle_due=at(700),
-        override_reason="綠化帶內垃圾歸園林",
-        **ctx("dispatcher", 10, actor="disp-B"),
-    )
-    event = case.collect_events()[-1]
-    assert isinstance(event, Case.Dispatched)
+    with pytest.raises(ValidationError):
+        run(case, "return_case", "handler", 5, reason="")
+    run(case, "return_case", "handler", 5, reason="不属本部门")
+    s = case.state
+    assert s.status is Status.returned and s.return_count == 1
+    assert s.returned_from == PROPOSED and s.department is None
+    assert s.due == due("dispatch", 5) and s.due_step == "dispatch"
+    assert last(case).department == PROPOSED
+    run(case, "dispatch", "dispatcher", 10, actor="disp-B", department=OTHER,
+        override_reason="井盖归水务")
+    event = last(case)
+    assert isinstance(event, Dispatched)
     assert event.redispatch and event.wrong_dispatch
-    assert event.previous_department == "sanitation"
+    assert event.previous_department == PROPOSED
     assert event.previous_dispatcher == "disp-A"  # counts against the first dispatcher
-    assert case.wrong_dispatches == 1 and case.department == "greening"
-    assert case.rework_count == 0
+    assert case.state.wrong_dispatches == 1 and case.state.department == OTHER
+    assert case.state.rework_count == 0 and case.state.dispatch_count == 2
 
 
 def test_redispatch_to_same_department_is_not_wrong() -> None:
     case = dispatched()
-    case.return_case(reason="地址不清", **ctx("handler", 5))
-    assert case.due is None  # no re-dispatch clock given
-    case.dispatch(
-        department="sanitation",
-        level="community",
-        node="C01",
-        priority="ordinary",
-        handle_due=at(700),
-        **ctx("dispatcher", 10),
-    )
-    event = case.collect_events()[-1]
-    assert isinstance(event, Case.Dispatched)
+    run(case, "return_case", "handler", 5, reason="地址不清")
+    run(case, "dispatch", "dispatcher", 10)
+    event = last(case)
+    assert isinstance(event, Dispatched)
     assert event.redispatch and not event.wrong_dispatch
-    assert case.wrong_dispatches == 0 and case.dispatch_count == 2
+    assert event.previous_department == PROPOSED and event.previous_dispatcher is None
+    assert case.state.wrong_dispatches == 0 and case.state.dispatch_count == 2
 
 
 # --- extensions --------------------------------------------------------------------------
@@ -401,64 +375,79 @@ def test_redispatch_to_same_department_is_not_wrong() -> None:
 
 def test_extension_request_approve_and_second_extension_rule() -> None:
     case = in_progress()
+    handle_due = due("handle", 2)
     with pytest.raises(IllegalTransition) as no_pending:
-        case.approve_extension(new_due=at(900), **ctx("shift_leader", 4))
+        run(case, "approve_extension", "shift_leader", 4)
     assert "approve_extension" not in no_pending.value.to_dict()["allowed_actions"]
-    with pytest.raises(InvalidCommand):
-        case.request_extension(hours=0, reason="x", **ctx("handler", 5))
-    with pytest.raises(InvalidCommand):
-        case.request_extension(hours=4, reason=None, **ctx("handler", 5))  # type: ignore[arg-type]
-    case.request_extension(hours=4, reason="材料未到", **ctx("handler", 5))
-    assert case.pending_extension is not None and case.pending_extension["hours"] == 4.0
+    assert no_pending.value.why == "no pending extension request"
+    for bad in ({"hours": 0, "reason": "x"}, {"hours": -1, "reason": "x"},
+                {"hours": 4, "reason": None}, {"hours": float("inf"), "reason": "x"}):
+        with pytest.raises(ValidationError):
+            run(case, "request_extension", "handler", 5, **bad)
+    run(case, "request_extension", "handler", 5, hours=4, reason="材料未到")
+    pending = case.state.pending_extension
+    assert pending is not None and pending["hours"] == 4.0 and pending["reason"] == "材料未到"
     with pytest.raises(IllegalTransition):  # one pending request at a time
-        case.request_extension(hours=2, reason="again", **ctx("handler", 6))
-    with pytest.raises(InvalidCommand):  # must actually extend
-        case.approve_extension(new_due=at(600), **ctx("shift_leader", 7))
-    case.approve_extension(new_due=at(840), **ctx("shift_leader", 7))
-    assert case.extension_count == 1 and case.due == at(840) and case.pending_extension is None
+        run(case, "request_extension", "handler", 6, hours=2, reason="again")
+    run(case, "approve_extension", "shift_leader", 7)
+    first_due = deadlines.extend(handle_due, 4.0, "working", CALENDAR)
+    s = case.state
+    assert s.extension_count == 1 and s.due == first_due and s.pending_extension is None
+    assert s.due_step == "handle"
 
-    case.request_extension(hours=4, reason="天氣", **ctx("handler", 8))
-    with pytest.raises(InvalidCommand) as limit:
-        case.approve_extension(new_due=at(1080), **ctx("shift_leader", 9))
-    assert limit.value.field == "role"
+    run(case, "request_extension", "handler", 8, hours=4, reason="天气")
+    with pytest.raises(IllegalTransition) as limit:  # beyond the category's one extension
+        run(case, "approve_extension", "shift_leader", 9, reason="理由")
+    assert "supervisor" in (limit.value.why or "")
     with pytest.raises(InvalidCommand) as no_reason:
-        case.approve_extension(new_due=at(1080), **ctx("supervisor", 9))
+        run(case, "approve_extension", "supervisor", 9)
     assert no_reason.value.field == "reason"
-    case.approve_extension(new_due=at(1080), reason="工程量大", **ctx("supervisor", 10))
-    event = case.collect_events()[-1]
-    assert isinstance(event, Case.ExtensionApproved)
+    assert offered(case.state, "supervisor", REF).count("approve_extension") == 1
+    assert "approve_extension" not in offered(case.state, "shift_leader", REF)
+    run(case, "approve_extension", "supervisor", 10, reason="工程量大")
+    event = last(case)
+    assert isinstance(event, ExtensionApproved)
     assert event.beyond_limit and event.extension_number == 2 and event.hours == 4.0
-    assert event.previous_due == at(840)
-    assert case.extension_count == 2
+    assert event.previous_due == first_due and event.reason == "工程量大"
+    assert case.state.extension_count == 2
+    assert case.state.due == deadlines.extend(first_due, 4.0, "working", CALENDAR)
 
 
-def test_engineering_case_needs_supervisor_for_first_extension() -> None:
-    case = in_progress()
-    case.request_extension(hours=8, reason="需施工", **ctx("handler", 5))
+def test_category_without_extensions_needs_supervisor_for_the_first() -> None:
+    case = in_progress(report(category="SJ0401"))  # 路面塌陷: max_extensions 0, natural clock
+    assert CATALOGUE.get("SJ0401").max_extensions == 0
+    run(case, "request_extension", "handler", 5, hours=8, reason="需施工")
+    with pytest.raises(IllegalTransition):
+        run(case, "approve_extension", "shift_leader", 6, reason="工程类")
     with pytest.raises(InvalidCommand):
-        case.approve_extension(new_due=at(900), max_extensions=0, **ctx("shift_leader", 6))
-    case.approve_extension(
-        new_due=at(900), max_extensions=0, reason="工程類", **ctx("supervisor", 6)
-    )
-    assert case.extension_count == 1
+        run(case, "approve_extension", "supervisor", 6)
+    before = case.state.due
+    assert before is not None
+    run(case, "approve_extension", "supervisor", 6, reason="工程类")
+    assert case.state.extension_count == 1 and last(case).beyond_limit
+    assert case.state.due == before + timedelta(hours=8)  # natural clock: calendar hours
 
 
 def test_refuse_extension_keeps_deadline() -> None:
     case = in_progress()
-    case.request_extension(hours=4, reason="材料未到", **ctx("handler", 5))
-    with pytest.raises(InvalidCommand):
-        case.refuse_extension(reason="", **ctx("shift_leader", 6))
-    case.refuse_extension(reason="可按期完成", **ctx("shift_leader", 6))
-    assert case.pending_extension is None and case.due == at(600) and case.extension_count == 0
+    run(case, "request_extension", "handler", 5, hours=4, reason="材料未到")
+    with pytest.raises(ValidationError):
+        run(case, "refuse_extension", "shift_leader", 6, reason="")
+    run(case, "refuse_extension", "shift_leader", 6, reason="可按期完成")
+    s = case.state
+    assert s.pending_extension is None and s.due == due("handle", 2) and s.extension_count == 0
+    event = last(case)
+    assert event.hours == 4.0 and event.reason == "可按期完成"
     with pytest.raises(IllegalTransition):
-        case.refuse_extension(reason="again", **ctx("shift_leader", 7))
+        run(case, "refuse_extension", "shift_leader", 7, reason="again")
 
 
 def test_pending_extension_dropped_when_leaving_handling() -> None:
     case = in_progress()
-    case.request_extension(hours=4, reason="x", **ctx("handler", 5))
-    case.report_result(note="done", photos=[], **ctx("handler", 6))
-    assert case.pending_extension is None
+    run(case, "request_extension", "handler", 5, hours=4, reason="x")
+    run(case, "report_result", "handler", 6, note="done")
+    assert case.state.pending_extension is None
+    assert last(case).summary["pending_extension"] is None
 
 
 # --- suspension ------------------------------------------------------------------------------
@@ -466,22 +455,30 @@ def test_pending_extension_dropped_when_leaving_handling() -> None:
 
 def test_suspend_and_resume_move_the_clock() -> None:
     case = in_progress()
-    with pytest.raises(InvalidCommand):
-        case.suspend(reason="", review_at=at(5000), **ctx("shift_leader", 5))
-    with pytest.raises(InvalidCommand):
-        case.suspend(reason="需預算", review_at=at(4), **ctx("shift_leader", 5))
-    case.suspend(reason="需預算", review_at=at(5000), **ctx("shift_leader", 5))
-    assert case.status is Status.suspended
-    assert case.due == at(5000) and case.due_step == "review"
-    assert case.paused_due == at(600) and case.suspended_at == at(5)
+    handle_due = due("handle", 2)
+    with pytest.raises(ValidationError):
+        run(case, "suspend", "shift_leader", 5, reason="", review_at=at(5000))
+    with pytest.raises(InvalidCommand) as past:
+        run(case, "suspend", "shift_leader", 5, reason="需预算", review_at=at(4))
+    assert past.value.field == "review_at"
+    with pytest.raises(InvalidCommand):  # "now" is not in the future either
+        run(case, "suspend", "shift_leader", 5, reason="需预算", review_at=at(5))
+    run(case, "suspend", "shift_leader", 5, reason="需预算", review_at=at(5000))
+    s = case.state
+    assert s.status is Status.suspended and s.suspension_count == 1
+    assert s.due == at(5000) and s.due_step == "review"
+    assert s.paused_due == handle_due and s.suspended_at == at(5)
     with pytest.raises(IllegalTransition):
-        case.report_result(note="x", photos=[], **ctx("handler", 6))
-    case.resume(new_due=at(1600), **ctx("handler", 1005))
-    assert case.status is Status.in_progress
-    assert case.due == at(1600) and case.due_step == "handle"
-    assert case.paused_due is None and case.suspended_at is None
-    event = case.collect_events()[-1]
-    assert isinstance(event, Case.Resumed) and event.suspended_since == at(5)
+        run(case, "report_result", "handler", 6, note="x")
+    run(case, "resume", "handler", 1005)
+    s = case.state
+    assert s.status is Status.in_progress
+    expected = deadlines.resume(handle_due, at(5), at(1005), "working", CALENDAR)
+    assert expected > handle_due  # 1000 minutes suspended include working time
+    assert s.due == expected and s.due_step == "handle"
+    assert s.paused_due is None and s.suspended_at is None
+    event = last(case)
+    assert isinstance(event, Resumed) and event.suspended_since == at(5)
 
 
 # --- verification and rework -----------------------------------------------------------------
@@ -489,74 +486,69 @@ def test_suspend_and_resume_move_the_clock() -> None:
 
 def test_verify_fail_is_rework_to_same_department() -> None:
     case = in_progress()
-    case.report_result(note="已修復", photos=[], verify_due=at(200), **ctx("handler", 100))
-    assert case.due == at(200) and case.due_step == "verify"
-    with pytest.raises(InvalidCommand):
-        case.verify_fail(note="", new_due=at(900), **ctx("inspector", 150))
-    case.verify_fail(
-        note="仍有垃圾", photos=[{"sha256": "ef"}], new_due=at(900), **ctx("inspector", 150)
-    )
-    assert case.status is Status.dispatched and case.department == "sanitation"
-    assert case.rework_count == 1 and case.wrong_dispatches == 0
-    assert case.due == at(900) and case.due_step == "handle"
-    case.accept(**ctx("handler", 160))
-    case.report_result(note="再次清理", photos=[], **ctx("handler", 200))
-    case.verify_fail(note="仍未清理", new_due=at(1200), **ctx("inspector", 210))
-    assert case.rework_count == 2
-    event = case.collect_events()[-1]
-    assert isinstance(event, Case.VerificationFailed) and event.rework_number == 2
+    run(case, "report_result", "handler", 100, note="已修复")
+    assert case.state.due == due("verify", 100) and case.state.due_step == "verify"
+    with pytest.raises(ValidationError):
+        run(case, "verify_fail", "inspector", 150, note="")
+    photo = {"digest": "sha256:" + "ef" * 32, "size": 10, "content_type": "image/webp"}
+    run(case, "verify_fail", "inspector", 150, note="仍有垃圾", photos=[photo])
+    s = case.state
+    assert s.status is Status.dispatched and s.department == PROPOSED
+    assert s.rework_count == 1 and s.wrong_dispatches == 0 and s.dispatch_count == 1
+    assert s.due == due("handle", 150) and s.due_step == "handle"
+    assert s.verification is not None and s.verification["passed"] is False
+    run(case, "accept", "handler", 160)
+    run(case, "report_result", "handler", 200, note="再次清理")
+    run(case, "verify_fail", "inspector", 210, note="仍未清理")
+    assert case.state.rework_count == 2
+    event = last(case)
+    assert isinstance(event, VerificationFailed) and event.rework_number == 2
+    assert event.reason == "仍未清理" and event.department == PROPOSED
 
 
 # --- escalation ------------------------------------------------------------------------------
 
 
 def test_escalate_community_district_city_then_top_refused() -> None:
-    case = in_progress()
-    with pytest.raises(InvalidCommand):
-        case.escalate(to_level="district", to_node="D01", reason="", **ctx("dispatcher", 5))
-    with pytest.raises(InvalidCommand):
-        case.escalate(to_level="community", to_node="C01", reason="x", **ctx("dispatcher", 5))
-    district_proposal = {"department": "district-sanitation", "priority": "ordinary"}
-    case.escalate(
-        to_level="district",
-        to_node="D01",
-        reason="跨社區",
-        automatic=False,
-        proposal=district_proposal,
-        dispatch_due=at(60),
-        **ctx("dispatcher", 5),
+    case = in_progress(report(category="ZL0402"))  # community level, 社区工作站
+    assert (case.state.level, case.state.department) == ("community", "D-520102001-station")
+    with pytest.raises(ValidationError):
+        run(case, "escalate", "dispatcher", 5, reason="")
+    run(case, "escalate", "dispatcher", 5, reason="跨社区")
+    s = case.state
+    district = triage.route_for_level(
+        CATALOGUE.get("ZL0402"), GRID, "district", JURISDICTION, priority="ordinary"
     )
-    assert case.status is Status.filed and case.level == "district" and case.node == "D01"
-    assert case.department is None and case.escalations == 1
-    assert case.proposal == district_proposal and case.due == at(60)
+    assert s.status is Status.filed and s.level == "district" and s.node == "520102"
+    assert s.department is None and s.escalations == 1
+    assert s.proposal == district.model_dump()
+    assert s.due == due("dispatch", 5, category="ZL0402") and s.due_step == "dispatch"
     # After escalation, overrides are judged against the new level's proposal.
-    case.dispatch(
-        department="district-sanitation",
-        level="district",
-        node="D01",
-        priority="ordinary",
-        handle_due=at(500),
-        **ctx("dispatcher", 6),
-    )
-    assert not case.overridden
-    case.escalate(
-        to_level="city", to_node="CITY", reason="超期", automatic=True, **ctx("system", 700)
-    )
-    assert case.level == "city" and case.escalations == 2 and case.proposal == {}
-    event = case.collect_events()[-1]
-    assert isinstance(event, Case.Escalated)
-    assert event.automatic and event.from_level == "district"
-    assert event.previous_department == "district-sanitation"
-    with pytest.raises(InvalidCommand) as top:
-        case.escalate(to_level=None, to_node=None, reason="再上提", **ctx("supervisor", 701))
-    assert top.value.field == "to_level"
-    assert case.escalations == 2
+    run(case, "dispatch", "dispatcher", 6)
+    assert not case.state.overridden and case.state.department == district.department
+    run(case, "escalate", "system", 700, reason="超期", automatic=True)
+    s = case.state
+    assert s.level == "city" and s.node == "520100" and s.escalations == 2
+    assert s.proposal["level"] == "city"
+    event = last(case)
+    assert isinstance(event, Escalated)
+    assert event.automatic and event.from_level == "district" and event.to_level == "city"
+    assert event.previous_department == district.department
+    with pytest.raises(IllegalTransition) as top:
+        run(case, "escalate", "supervisor", 701, reason="再上提")
+    assert "top level" in (top.value.why or "")
+    assert all("escalate" not in names for names in offers(case.state, REF).values())
+    assert case.state.escalations == 2
 
 
-def test_reported_case_cannot_be_escalated() -> None:
-    case = new_case()
+def test_reported_and_verifying_cases_cannot_be_escalated() -> None:
+    case = report()
     with pytest.raises(IllegalTransition):
-        case.escalate(to_level="district", reason="x", **ctx("dispatcher", 1))
+        run(case, "escalate", "dispatcher", 1, reason="x")
+    case = in_progress()
+    run(case, "report_result", "handler", 10, note="ok")
+    with pytest.raises(IllegalTransition):
+        run(case, "escalate", "supervisor", 11, reason="x")
 
 
 # --- supervision and traffic lights ----------------------------------------------------------
@@ -564,67 +556,74 @@ def test_reported_case_cannot_be_escalated() -> None:
 
 def test_supervise_counts_orders() -> None:
     case = dispatched()
-    with pytest.raises(InvalidCommand):
-        case.supervise(reason="", **ctx("supervisor", 5))
-    case.supervise(reason="群眾反映強烈", **ctx("supervisor", 5))
-    case.supervise(reason="仍未處置", **ctx("supervisor", 6))
-    assert case.supervised and case.supervision_orders == 2
+    with pytest.raises(ValidationError):
+        run(case, "supervise", "supervisor", 5, reason="")
+    run(case, "supervise", "supervisor", 5, reason="群众反映强烈")
+    run(case, "supervise", "supervisor", 6, reason="仍未处置")
+    assert case.state.supervised and case.state.supervision_orders == 2
+    assert case.state.status is Status.dispatched
     with pytest.raises(NotPermitted):
-        case.supervise(reason="x", **ctx("dispatcher", 7))
+        run(case, "supervise", "dispatcher", 7, reason="x")
 
 
 def test_warning_and_overdue_once_per_deadline() -> None:
-    case = in_progress()  # handle due at(600)
-    case.mark_warning(step="handle", **ctx("system", 480))
-    case.mark_warning(step="handle", **ctx("system", 490))  # same deadline: ignored
-    case.mark_warning(step="dispatch", **ctx("system", 495))  # stale step: ignored
-    case.mark_warning(step="handle", due=at(500), **ctx("system", 496))  # stale due: ignored
-    assert case.is_warned and not case.is_overdue
-    with pytest.raises(InvalidCommand):  # not yet overdue
-        case.mark_overdue(step="handle", **ctx("system", 500))
-    case.mark_overdue(step="handle", due=at(600), **ctx("system", 601))
-    case.mark_overdue(step="handle", **ctx("system", 700))
-    assert case.is_overdue and case.overdue_count == 1
+    case = in_progress()
+    handle_due = due("handle", 2)
+    minutes_due = (handle_due - at(0)).total_seconds() / 60
+    run(case, "mark_warning", "system", 4, step="handle", due=handle_due)
+    version = case.version
+    run(case, "mark_warning", "system", 5, step="handle", due=handle_due)  # already marked
+    run(case, "mark_warning", "system", 6, step="dispatch", due=handle_due)  # stale step
+    run(case, "mark_warning", "system", 7, step="handle", due=at(500))  # stale deadline
+    assert case.version == version
+    assert case.state.warned and not case.state.overdue
+    with pytest.raises(InvalidCommand) as early:  # not yet overdue
+        run(case, "mark_overdue", "system", 8, step="handle", due=handle_due)
+    assert early.value.field == "at"
+    run(case, "mark_overdue", "system", minutes_due + 1, step="handle", due=handle_due)
+    run(case, "mark_overdue", "system", minutes_due + 2, step="handle", due=handle_due)
+    assert case.state.overdue and case.state.overdue_count == 1
     events = case.collect_events()
     assert names(events)[-2:] == ["WarningMarked", "OverdueMarked"]
-    assert sum(1 for e in events if isinstance(e, Case.WarningMarked)) == 1
+    assert sum(1 for e in events if isinstance(e, WarningMarked)) == 1
+    assert events[-2].summary["warned"] is True and events[-2].summary["overdue"] is False
+    assert events[-1].due == handle_due and events[-1].summary["overdue"] is True
     # A new deadline (extension) may be warned / marked again.
-    case.request_extension(hours=4, reason="x", **ctx("handler", 701))
-    case.approve_extension(new_due=at(960), **ctx("shift_leader", 702))
-    assert not case.is_warned and not case.is_overdue
-    case.mark_overdue(step="handle", **ctx("system", 961))
-    assert case.overdue_count == 2
+    run(case, "request_extension", "handler", minutes_due + 3, hours=4, reason="x")
+    run(case, "approve_extension", "shift_leader", minutes_due + 4)
+    new_due = case.state.due
+    assert new_due is not None and new_due > handle_due
+    assert not case.state.warned and not case.state.overdue
+    later = (new_due - at(0)).total_seconds() / 60 + 1
+    run(case, "mark_overdue", "system", later, step="handle", due=new_due)
+    assert case.state.overdue_count == 2
 
 
 def test_traffic_lights_not_on_terminal_cases() -> None:
-    case = new_case()
-    case.reject(reason="x", **ctx("dispatcher", 1))
+    case = report()
+    file_due = case.state.due
+    assert file_due is not None
+    run(case, "reject", "dispatcher", 1, reason="x")
     with pytest.raises(IllegalTransition):
-        case.mark_overdue(step="file", **ctx("system", 100))
+        run(case, "mark_overdue", "system", 100, step="file", due=file_due)
 
 
 # --- errors: illegal, not permitted, idempotency, time -----------------------------------
 
 
-def test_illegal_transition_names_status_and_allowed_actions() -> None:
-    case = new_case()
+def test_illegal_transition_names_status_and_offered_actions() -> None:
+    case = report()
     with pytest.raises(IllegalTransition) as err:
-        case.dispatch(
-            department="sanitation",
-            level="community",
-            node="C01",
-            priority="ordinary",
-            handle_due=at(100),
-            **ctx("dispatcher", 1),
-        )
+        run(case, "dispatch", "dispatcher", 1)
     body = err.value.to_dict()
     assert body == {
         "error": "illegal_transition",
         "message": body["message"],
         "action": "dispatch",
         "status": "reported",
-        "status_zh": "已上報(待立案)",
-        "allowed_actions": ["file", "reject", "mark_duplicate", "link_reporter"],
+        "status_zh": "已上报(待立案)",
+        "why": "not possible while the case is reported",
+        "allowed_actions": ["file", "reject", "mark_duplicate"],
     }
     assert "dispatch" in body["message"] and "reported" in body["message"]
     assert err.value.http_status == 409
@@ -632,9 +631,9 @@ def test_illegal_transition_names_status_and_allowed_actions() -> None:
 
 
 def test_wrong_role_is_not_permitted() -> None:
-    case = new_case()
+    case = report()
     with pytest.raises(NotPermitted) as err:
-        case.file(dispatch_due=at(10), **ctx("handler", 1))
+        run(case, "file", "handler", 1)
     assert err.value.to_dict() == {
         "error": "not_permitted",
         "message": "role 'handler' may not perform 'file'",
@@ -644,144 +643,177 @@ def test_wrong_role_is_not_permitted() -> None:
     assert err.value.http_status == 403
     for role in ("auditor", "admin", "stranger"):
         with pytest.raises(NotPermitted):
-            case.supervise(reason="x", **ctx(role, 1))
+            run(case, "supervise", role, 1, reason="x")
     with pytest.raises(NotPermitted):
-        new_case(**ctx("handler", 0))
+        report(role="handler")
     assert isinstance(err.value, DomainError)
+    assert case.version == 1
+
+
+def test_invalid_command_is_422() -> None:
+    case = filed()
+    with pytest.raises(InvalidCommand) as err:
+        run(case, "dispatch", "dispatcher", 5, department=OTHER)
+    assert err.value.http_status == 422
+    assert err.value.to_dict() == {
+        "error": "invalid_command",
+        "message": err.value.message,
+        "field": "override_reason",
+    }
+
+
+def test_unknown_argument_is_refused_not_dropped() -> None:
+    case = filed()
+    with pytest.raises(ValidationError):
+        run(case, "dispatch", "dispatcher", 5, handle_due=at(300).isoformat())
+    with pytest.raises(ValidationError):
+        run(case, "file", "dispatcher", 5, dispatch_due=at(60).isoformat())
+    assert case.version == 2
 
 
 def test_same_command_id_twice_gives_one_event() -> None:
-    case = new_case()
-    cmd = ctx("dispatcher", 1, cid="dup-1")
-    case.file(dispatch_due=at(60), **cmd)
-    case.file(dispatch_due=at(60), **cmd)
-    # A redelivery is ignored before any check, even if it would now be illegal.
-    case.reject(reason="x", **ctx("dispatcher", 2, cid="dup-1"))
+    case = report()
+    run(case, "file", "dispatcher", 1, cid="dup-1")
+    run(case, "file", "dispatcher", 1, cid="dup-1")
+    # A redelivery is ignored before any check, even if it would now be illegal or refused.
+    run(case, "reject", "dispatcher", 2, cid="dup-1", reason="x")
+    run(case, "report_result", "handler", 2, cid="dup-1", note="x")
     assert names(case.collect_events()) == ["Reported", "Filed"]
-    assert case.applied_commands.count("dup-1") == 1
+    assert case.state.applied_commands.count("dup-1") == 1
 
 
 def test_time_must_be_aware_and_not_go_backwards() -> None:
     case = filed()
     with pytest.raises(InvalidCommand) as back:
-        case.supervise(reason="x", **ctx("supervisor", 0))
+        run(case, "supervise", "supervisor", 0, reason="x")
     assert back.value.field == "at"
-    naive = ctx("supervisor", 5)
-    naive["at"] = datetime(2024, 5, 6, 10)
-    with pytest.raises(InvalidCommand):
-        case.supervise(reason="x", **naive)
-    with pytest.raises(InvalidCommand):
-        case.dispatch(
-            department="sanitation",
-            level="community",
-            node="C01",
-            priority="ordinary",
-            handle_due=datetime(2024, 5, 7),
-            **ctx("dispatcher", 5),
-        )
-    case.supervise(reason="same instant is fine", **ctx("supervisor", 1))
+    with pytest.raises(ValidationError):  # the wire format refuses a naive time
+        run(case, "supervise", "supervisor", datetime(2026, 11, 23, 10), reason="x")
+    naive = Context("s", "supervisor", "web", datetime(2026, 11, 23, 10), "naive-1", REF)
+    with pytest.raises(InvalidCommand):  # and so does the aggregate
+        case.execute("supervise", ARGS["supervise"].model_validate({"reason": "x"}), naive)
+    run(case, "supervise", "supervisor", 1, reason="same instant is fine")
+    assert case.version == 3
 
 
 def test_report_validation() -> None:
-    with pytest.raises(InvalidCommand) as src:
-        new_case(source="fax")
-    assert src.value.field == "source"
-    with pytest.raises(InvalidCommand):
-        new_case(reporter={"name": "x", "type": "alien"})
-    with pytest.raises(InvalidCommand):
-        new_case(lat=26.5, lon=None)
-    with pytest.raises(InvalidCommand):
-        new_case(lat=95.0, lon=10.0)
-    with pytest.raises(InvalidCommand):
-        new_case(case_no="")
-    with pytest.raises(InvalidCommand):
-        new_case(photos=[{"blob": b"raw"}])  # not storable as JSON
-    case = new_case(lat=None, lon=None, address=None, photos=None, proposal=None, file_due=None)
-    assert case.due is None and case.node is None and case.proposal == {}
-    assert new_case().node == "C01"  # from the triage proposal
-    assert new_case(node="C99").node == "C99"
+    for bad in (
+        {"source": "fax"},
+        {"reporter": {"name": "x", "type": "alien"}},
+        {"reporter": {"type": "system"}},
+        {"lat": 26.5, "lon": None},
+        {"lat": 95.0, "lon": 10.0},
+        {"photos": [{"blob": "raw"}]},
+        {"description": "  "},
+        {"surprise": 1},
+    ):
+        with pytest.raises(ValidationError):
+            report(**bad)
+    with pytest.raises(ValidationError):
+        report(case_no="")
+    with pytest.raises(InvalidCommand) as category:
+        report(category="XX9999")
+    assert category.value.field == "category"
+    case = report(lat=None, lon=None, address=None, photos=[])
+    assert case.state.due == due("file", 0) and case.state.lat is None
+    assert case.state.node == "520102"  # from the triage proposal
+
+
+def test_unknown_grid_is_invalid() -> None:
+    args = report_args()
+    args["grid"] = "520102999999"
+    case_args = ARGS["report"].model_validate(args)
+    ctx = Context("i", "inspector", "app", at(0), "g-1", REF)
+    with pytest.raises(InvalidCommand) as err:
+        Case.create(UUID(int=5), "GD-5", case_args, ctx)
+    assert err.value.field == "grid"
 
 
 def test_return_visit_once_and_validated() -> None:
     case = in_progress()
-    case.report_result(note="ok", photos=[], **ctx("handler", 10))
-    case.verify_pass(note=None, photos=[], **ctx("inspector", 20))
+    run(case, "report_result", "handler", 10, note="ok")
+    run(case, "verify_pass", "inspector", 20)
     with pytest.raises(IllegalTransition):
-        case.return_visit(satisfaction="satisfied", **ctx("call_taker", 21))
-    case.close(**ctx("dispatcher", 30))
-    with pytest.raises(InvalidCommand):
-        case.return_visit(satisfaction="so-so", **ctx("call_taker", 40))
-    case.return_visit(satisfaction="dissatisfied", comment="太慢", **ctx("call_taker", 40))
-    assert SATISFACTION[case.satisfaction or ""] == "不滿意"
+        run(case, "return_visit", "call_taker", 21, satisfaction="satisfied")
+    run(case, "close", "dispatcher", 30)
+    with pytest.raises(ValidationError):
+        run(case, "return_visit", "call_taker", 40, satisfaction="so-so")
+    run(case, "return_visit", "call_taker", 40, satisfaction="dissatisfied", comment="太慢")
+    assert SATISFACTION_LABELS[case.state.satisfaction or ""] == "不满意"
     with pytest.raises(IllegalTransition) as again:
-        case.return_visit(satisfaction="satisfied", **ctx("call_taker", 41))
+        run(case, "return_visit", "call_taker", 41, satisfaction="satisfied")
     assert again.value.to_dict()["allowed_actions"] == []
 
 
 def test_input_objects_are_copied_into_events() -> None:
-    reporter = {"name": "趙六", "type": "citizen"}
-    case = new_case(reporter=reporter)
+    reporter = {"name": "赵六", "type": "citizen"}
+    case = report(reporter=reporter)
     reporter["name"] = "changed later"
     (event,) = case.collect_events()
-    assert isinstance(event, Case.Reported)
-    assert event.reporter["name"] == "趙六" and case.reporter["name"] == "趙六"
-    case.reporter["name"] = "mutated state"
-    assert event.reporter["name"] == "趙六"
+    assert isinstance(event, Reported)
+    assert event.reporter["name"] == "赵六" and case.state.reporter["name"] == "赵六"
+    assert recompute_hash(event) == event.hash
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG (reported): a new event and the state after it share containers "
+    "(Reported.evolve assigns event.reporter to state.reporter), so changing the state "
+    "in place changes the unsaved event and breaks its hash",
+)
+def test_state_and_recorded_event_do_not_share_containers() -> None:
+    case = report(reporter={"name": "赵六", "type": "citizen"})
+    (event,) = case.collect_events()
+    case.state.reporter["name"] = "mutated state"
+    assert event.reporter["name"] == "赵六"
     assert recompute_hash(event) == event.hash
 
 
 # --- replay and persistence ------------------------------------------------------------------
 
 
-def _busy_case() -> Case:
-    """A case that has been through most exception paths."""
+def _busy_case() -> tuple[Case, Case]:
+    """A case that has been through most exception paths (and a duplicate merged into it)."""
     case = dispatched()
-    case.return_case(reason="非本部門", dispatch_due=at(30), **ctx("handler", 4))
-    case.dispatch(
-        department="roads",
-        level="community",
-        node="C01",
-        priority="ordinary",
-        handle_due=at(600),
-        override_reason="道路",
-        **ctx("dispatcher", 5),
-    )
-    case.accept(**ctx("handler", 6))
-    case.request_extension(hours=2.5, reason="材料", **ctx("handler", 7))
-    case.approve_extension(new_due=at(750), **ctx("shift_leader", 8))
-    case.suspend(reason="預算", review_at=at(3000), **ctx("handler", 9))
-    case.supervise(reason="慢", **ctx("supervisor", 10))
-    case.resume(new_due=at(800), **ctx("shift_leader", 11))
-    case.report_result(note="修好", photos=[{"sha256": "11", "size": 1}], **ctx("handler", 12))
-    case.verify_fail(note="未修好", new_due=at(900), **ctx("inspector", 13))
-    case.escalate(
-        to_level="district",
-        to_node="D01",
-        reason="跨部門",
-        dispatch_due=at(60),
-        **ctx("dispatcher", 14),
-    )
-    case.link_reporter(
-        reporter={"name": "x", "type": "open311"}, from_case_no="DUP-1", **ctx("system", 15)
-    )
-    case.mark_warning(step="dispatch", **ctx("system", 50))
-    case.mark_overdue(step="dispatch", **ctx("system", 61))
-    return case
+    run(case, "return_case", "handler", 4, reason="非本部门")
+    run(case, "dispatch", "dispatcher", 5, department=OTHER, override_reason="水务")
+    run(case, "accept", "handler", 6)
+    run(case, "request_extension", "handler", 7, hours=2.5, reason="材料")
+    run(case, "approve_extension", "shift_leader", 8)
+    run(case, "suspend", "handler", 9, reason="预算", review_at=at(3000))
+    run(case, "supervise", "supervisor", 10, reason="慢")
+    run(case, "resume", "shift_leader", 11, note="预算到位")
+    run(case, "report_result", "handler", 12, note="修好",
+        photos=[{"digest": "sha256:" + "11" * 32, "size": 1, "content_type": "image/png"}])
+    run(case, "verify_fail", "inspector", 13, note="未修好")
+    run(case, "escalate", "dispatcher", 14, reason="跨部门")
+    dup = report(when=15, reporter={"name": "x", "type": "open311"})
+    run(dup, "mark_duplicate", "shift_leader", 16, others=[case],
+        of_case_no=case.state.case_no, of_case_id=str(case.id))
+    dispatch_due = case.state.due
+    assert dispatch_due is not None
+    run(case, "mark_warning", "system", 17, step="dispatch", due=dispatch_due)
+    overdue_at = (dispatch_due - at(0)).total_seconds() / 60 + 1
+    run(case, "mark_overdue", "system", overdue_at, step="dispatch", due=dispatch_due)
+    return case, dup
 
 
 def test_replay_from_collected_events_reproduces_state() -> None:
-    case = _busy_case()
+    case, _dup = _busy_case()
     events = case.collect_events()
+    assert names(events)[-3:] == ["ReporterLinked", "WarningMarked", "OverdueMarked"]
     rebuilt = replay(events)
     assert rebuilt.snapshot_dict() == case.snapshot_dict()
-    assert state(rebuilt) == state(case)
+    assert rebuilt.state == case.state
     assert verify_chain(events) is None
-    assert rebuilt.rework_count == 1 and rebuilt.wrong_dispatches == 1
-    assert rebuilt.escalations == 1 and rebuilt.supervision_orders == 1
+    s = rebuilt.state
+    assert s.rework_count == 1 and s.wrong_dispatches == 1 and s.extension_count == 1
+    assert s.escalations == 1 and s.supervision_orders == 1 and s.suspension_count == 1
+    assert s.overdue_count == 1 and len(s.reporters) == 2 and s.level == "city"
 
 
 def test_verify_chain_finds_tampering() -> None:
-    case = _busy_case()
+    case, _dup = _busy_case()
     events = list(case.collect_events())
     assert verify_chain(events) is None
     forged = dataclasses.replace(cast(Any, events[3]), actor="someone-else")
@@ -793,42 +825,43 @@ def test_verify_chain_finds_tampering() -> None:
 def test_round_trip_through_eventsourcing_application_popo() -> None:
     """eventsourcing's own in-memory (POPO) persistence, with its JSON transcoder."""
     app: Application[UUID] = Application()
-    case = _busy_case()
-    app.save(case)
+    case, dup = _busy_case()
+    app.save(case, dup)
     loaded: Case = app.repository.get(case.id)
     assert isinstance(loaded, Case)
     assert loaded.snapshot_dict() == case.snapshot_dict()
-    assert state(loaded) == state(case)
+    assert loaded.state == case.state
     stored = list(app.repository.event_store.get(case.id))
     assert names(stored)[0] == "Reported" and len(stored) == case.version
     assert verify_chain(stored) is None  # hashes survive transcoding
+    assert app.repository.get(dup.id).state.status is Status.merged
     # Continue on the loaded copy: same idempotency memory, chain goes on.
-    last_cid = loaded.applied_commands[-1]
-    loaded.supervise(reason="again", **ctx("supervisor", 70, cid=last_cid))
+    last_cid = loaded.state.applied_commands[-1]
+    later = loaded.modified_on + timedelta(minutes=1)
+    run(loaded, "supervise", "supervisor", later, cid=last_cid, reason="again")
     assert loaded.version == case.version
-    loaded.supervise(reason="again", **ctx("supervisor", 70))
+    run(loaded, "supervise", "supervisor", later, reason="again")
     app.save(loaded)
     stored = list(app.repository.event_store.get(case.id))
     assert verify_chain(stored) is None
-    assert cast(Case.Event, stored[-1]).hash == loaded.last_hash
+    assert stored[-1].hash == loaded.state.last_hash
     # State at a past moment: replay a prefix.
     past: Case = app.repository.get(case.id, version=6)
-    assert past.status is Status.in_progress and past.department == "roads"
+    assert past.state.status is Status.in_progress and past.state.department == OTHER
 
 
 def test_state_of_a_uuid_case_id_is_string_in_snapshot() -> None:
     case_id = UUID("00000000-0000-4000-8000-000000000001")
-    case = new_case(case_id=case_id)
-    assert case.id == case_id and case.snapshot_dict()["id"] == str(case_id)
-    assert case.snapshot_dict()["reported_at"] == "2024-05-06T01:00:00.000000Z"
-    assert all(not isinstance(v, datetime) for v in case.snapshot_dict().values())
+    case = report(case_id=case_id)
+    snap = case.snapshot_dict()
+    assert case.id == case_id and snap["id"] == str(case_id)
+    assert snap["reported_at"] == "2026-11-23T01:00:00.000000Z"
+    assert all(not isinstance(v, datetime) for v in snap.values())
+    assert "applied_commands" not in snap
 
 
 def test_zone_of_given_times_does_not_change_hash_input() -> None:
-    a = new_case(case_id=UUID(int=7), case_no="N1", **ctx("inspector", 0, cid="r1"))
-    b = new_case(
-        case_id=UUID(int=7),
-        case_no="N1",
-        **{**ctx("inspector", 0, cid="r1"), "at": at(0).astimezone(UTC)},
-    )
-    assert a.last_hash == b.last_hash
+    a = report(case_id=UUID(int=7), case_no="N1", cid="r1", when=at(0))
+    b = report(case_id=UUID(int=7), case_no="N1", cid="r1", when=at(0).astimezone(CST))
+    c = report(case_id=UUID(int=7), case_no="N1", cid="r1", when=at(0).astimezone(UTC))
+    assert a.state.last_hash == b.state.last_hash == c.state.last_hash
