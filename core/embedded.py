@@ -351,6 +351,9 @@ class _ManagedServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.RLock()
         self._log_offset = 0
+        #: True after :meth:`stop` (until the next start): a supervisor restarts a server
+        #: that *died*, never one that was stopped on purpose.
+        self.stopped = False
 
     # -- introspection -------------------------------------------------------------------
 
@@ -359,6 +362,12 @@ class _ManagedServer:
         """Whether our child process is alive (a zombie counts as dead)."""
         proc = self._proc
         return proc is not None and proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status of the last process once it has ended (reaped), else ``None``."""
+        proc = self._proc
+        return proc.poll() if proc is not None else None
 
     @property
     def pid(self) -> int | None:
@@ -388,6 +397,7 @@ class _ManagedServer:
         run_as: _RunAs | None = None,
     ) -> None:
         """Spawn the server with output appended to the log file."""
+        self.stopped = False
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as logf:
             self._log_offset = logf.tell()
@@ -423,9 +433,11 @@ class _ManagedServer:
             return False
         return "address already in use" in self.log_tail(since_start=True).lower()
 
-    def _signal_and_wait(self, steps: Sequence[tuple[int, float]]) -> None:
+    def _signal_and_wait(self, steps: Sequence[tuple[int, float]], *,
+                         on_purpose: bool = True) -> None:
         """Send each signal in turn until the process exits; always reap it."""
         with self._lock:
+            self.stopped = on_purpose
             proc = self._proc
             if proc is None:
                 return
@@ -442,8 +454,9 @@ class _ManagedServer:
             atexit.unregister(self.stop)
 
     def kill(self) -> None:
-        """SIGKILL the server (crash simulation for fault tests); the state dir is kept."""
-        self._signal_and_wait([(signal.SIGKILL, 10.0)])
+        """SIGKILL the server (crash simulation for fault tests); the state dir is kept.
+        A crash, not a stop: a supervisor watching the server restarts it."""
+        self._signal_and_wait([(signal.SIGKILL, 10.0)], on_purpose=False)
 
     def start(self, timeout: float = 30.0) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -716,6 +729,7 @@ class EmbeddedPostgres(_ManagedServer):
             bin_dir = postgres_bin_dir()
             self._prepare(run_as)
             self._initdb(bin_dir, run_as, timeout)
+            self._clear_stale_lock(deadline)
             for attempt in range(_PORT_RETRIES):
                 self._launch(
                     self._argv(bin_dir),
@@ -732,6 +746,49 @@ class EmbeddedPostgres(_ManagedServer):
                     continue
                 break
             raise self._fail(f"did not accept connections at {self.url} within {timeout:.0f}s")
+
+    def _clear_stale_lock(self, deadline: float) -> None:
+        """Make a ``postmaster.pid`` left by a dead postmaster harmless, safely.
+
+        PostgreSQL itself removes a lock file whose PID no longer exists — after checking that
+        no backend of the dead postmaster still uses the shared memory (the interlock that
+        stops two sets of processes writing one data directory). It refuses to start, for
+        good, when that PID *exists*: our own unreaped zombie (reaped here), or an unrelated
+        process that got the PID after a reboot or a long downtime. So: wait for the dead
+        postmaster's orphaned backends to go (SIGKILL stragglers, as :meth:`kill` does);
+        refuse if a live postmaster is using this data directory; remove the file only when
+        its PID belongs to something that is not a postgres of this data directory.
+        """
+        lock = self.pgdata / "postmaster.pid"
+        try:
+            pid = int(lock.read_text().split("\n", 1)[0].strip())
+        except (FileNotFoundError, ValueError):
+            return
+        if self._proc is not None and self._proc.pid == pid:
+            self._proc.poll()  # our own dead postmaster: reap it so its PID is gone
+        users = _processes_in(self.pgdata)
+        holder = next((p for p in users if p.pid == pid), None)
+        if holder is not None:
+            raise RuntimeError(
+                f"another PostgreSQL (pid {pid}) is running on {self.pgdata}; stop it first"
+            )
+        grace, escalated = time.monotonic() + 5.0, False
+        while users := [p for p in users if _alive(p)]:
+            if time.monotonic() > min(grace, deadline):
+                if escalated:
+                    raise RuntimeError(f"processes still use {self.pgdata}: {users}")
+                log.warning("postgres: killing backends of a dead postmaster: %s", users)
+                for proc in users:
+                    with contextlib.suppress(psutil.Error):
+                        proc.kill()
+                grace, escalated = time.monotonic() + 5.0, True
+            time.sleep(0.05)
+        if _pid_exists(pid):
+            log.warning(
+                "postgres: %s names pid %d, which is not a postgres of this data directory "
+                "(gone, reused or a zombie); removing the stale lock file", lock, pid
+            )
+            lock.unlink(missing_ok=True)
 
     def _wait_ready(self, deadline: float) -> bool:
         import psycopg
@@ -809,6 +866,31 @@ def _alive(proc: Any) -> bool:
         return bool(proc.is_running()) and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def _processes_in(directory: Path) -> list[Any]:
+    """Live processes whose working directory is ``directory``: a postmaster and each of
+    its backends run in their data directory (processes we may not inspect are skipped)."""
+    found = []
+    target = str(directory.resolve())
+    for proc in psutil.process_iter():
+        try:
+            if proc.cwd() == target and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _pid_exists(pid: int) -> bool:
+    """Whether ``kill(pid, 0)`` would succeed (what PostgreSQL's lock check asks)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def spawn_child(argv: list[str], death_signal: int = signal.SIGTERM, **kwargs: Any) -> Any:

@@ -56,17 +56,40 @@ def up(
     ] = False,
 ) -> None:
     """Run the whole system in one process tree: embedded NATS + PostgreSQL unless NATS_URL /
-    DATABASE_URL are set, then gateway, workers, relay and projections."""
+    DATABASE_URL are set, then gateway, workers, relay and projections.
+
+    One box per state directory: when another ``gridctl up`` holds it, this says which (pid,
+    URLs) and exits with code 3 without touching anything. A crash loop of a role or an
+    embedded server stops the box with code 1."""
+    from core.statelock import StateDirInUse, StateLock
+
     settings = _settings(state_dir, port)
     if host:
         settings = settings.model_copy(update={"http_host": host})
     configure_logging(settings.log_level, settings.log_json)
-    aio.run(_up(settings, sample, single_process))
+    lock = StateLock(settings.state_dir.resolve())
+    try:
+        lock.acquire(command_centre=_base_url(settings))
+    except StateDirInUse as busy:
+        console.print(f"[red]{busy.describe()}[/]\nNothing was started. Stop that one first, "
+                      "or give this one another --state-dir.")
+        raise typer.Exit(3) from None
+    if lock.previous:
+        console.print(f"[yellow]the previous gridctl up (pid {lock.previous.get('pid')}) did not "
+                      "stop cleanly[/]; starting anyway (its lock died with it)")
+    try:
+        failure = aio.run(_up(settings, sample, single_process, lock))
+    finally:
+        lock.release()
+    if failure:
+        console.print(f"[red]stopped: {failure}[/]")
+        raise typer.Exit(1)
 
 
-async def _up(settings: Settings, sample: int, single_process: bool) -> None:
+async def _up(settings: Settings, sample: int, single_process: bool, lock: Any) -> str | None:
+    """Start what is missing, serve until stopped; the reason when a crash loop stopped it."""
     from core.embedded import EmbeddedNats, EmbeddedPostgres
-    from gateways.runtime import Runtime
+    from gateways.bootstrap import Runtime
 
     state = settings.state_dir.resolve()
     state.mkdir(parents=True, exist_ok=True)
@@ -85,13 +108,16 @@ async def _up(settings: Settings, sample: int, single_process: bool) -> None:
             await asyncio.to_thread(pg_srv.start)
             database_url = pg_srv.url
             console.print(f"[green]embedded PostgreSQL[/] at {database_url}")
+        lock.update(nats_url=nats_url, database_url=database_url)
+        servers = [(n, s) for n, s in (("nats-server", nats_srv), ("postgres", pg_srv)) if s]
         # Set-up (schemas, streams, tables, demo users) once, before any role starts.
         runtime = await Runtime.open(settings, nats_url, database_url)
         try:
             if single_process:
-                await _serve_in_process(runtime, settings, sample)
-            else:
-                await _serve_supervised(runtime, settings, sample, nats_url, database_url)
+                return await _serve_in_process(runtime, settings, sample, servers)
+            return await _serve_supervised(
+                runtime, settings, sample, nats_url, database_url, servers
+            )
         finally:
             await runtime.close()
     finally:
@@ -100,6 +126,10 @@ async def _up(settings: Settings, sample: int, single_process: bool) -> None:
         if nats_srv is not None:
             await asyncio.to_thread(nats_srv.stop)
         console.print("stopped.")
+
+
+def _base_url(settings: Settings) -> str:
+    return f"http://{settings.http_host}:{settings.http_port}/"
 
 
 def _banner(settings: Settings) -> None:
@@ -111,31 +141,54 @@ def _banner(settings: Settings) -> None:
     )
 
 
-async def _serve_in_process(runtime: Any, settings: Settings, sample: int) -> None:
-    """Every role as a task of this one process (debugging, small pilots)."""
+async def _serve_in_process(
+    runtime: Any, settings: Settings, sample: int, servers: list[tuple[str, Any]]
+) -> str | None:
+    """Every role as a task of this one process (debugging, small pilots); the embedded
+    servers are still supervised (restarted when they die)."""
+    from gateways.bootstrap import ROLES
     from gateways.http.app import create_app
     from gateways.http.server import make_server
-    from gateways.runtime import ROLES
     from gateways.sample import load_sample_reports
+    from gateways.supervisor import Supervisor
 
     runtime.start(ROLES)
     server = make_server(create_app(runtime), settings.http_host, settings.http_port)
+    supervisor = Supervisor([], {}, settings.state_dir.resolve() / "logs")
+    for name, srv in servers:
+        supervisor.supervise_server(name, srv)
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        await supervisor.watch(stop)
+        server.should_exit = True  # a crash loop ends the box
+
     _banner(settings)
     sample_task = asyncio.create_task(load_sample_reports(runtime, sample)) if sample else None
+    watch_task = asyncio.create_task(watch())
     try:
         await server.serve()
     finally:
+        stop.set()
+        await asyncio.gather(watch_task, return_exceptions=True)
         if sample_task is not None:
             sample_task.cancel()
+    return supervisor.failure
 
 
 async def _serve_supervised(
-    runtime: Any, settings: Settings, sample: int, nats_url: str, database_url: str
-) -> None:
-    """One process per role, restarted if it dies; SIGINT/SIGTERM drains them in order."""
+    runtime: Any,
+    settings: Settings,
+    sample: int,
+    nats_url: str,
+    database_url: str,
+    servers: list[tuple[str, Any]],
+) -> str | None:
+    """One process per role and the embedded servers, each restarted if it dies;
+    SIGINT/SIGTERM drains the roles in order. The reason when a crash loop stopped it."""
     import signal
 
-    from gateways.runtime import ROLES
+    from gateways.bootstrap import ROLES
     from gateways.sample import load_sample_reports
     from gateways.supervisor import Supervisor, child_env
 
@@ -148,6 +201,8 @@ async def _serve_supervised(
         }
     )
     supervisor = Supervisor(["gateway", *ROLES], env, settings.state_dir.resolve() / "logs")
+    for name, server in servers:
+        supervisor.supervise_server(name, server)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -167,6 +222,7 @@ async def _serve_supervised(
         await supervisor.watch(stop)
     finally:
         await asyncio.to_thread(supervisor.stop)
+    return supervisor.failure
 
 
 async def _wait_http(settings: Settings, timeout: float) -> bool:
@@ -201,6 +257,16 @@ def run(
     settings = _settings(None, port)
     configure_logging(settings.log_level, settings.log_json)
     if not settings.nats_url or not settings.database_url:
+        from core.statelock import StateLock
+
+        box = StateLock.holder(settings.state_dir.resolve())
+        if box is not None:
+            console.print(
+                f"[red]{settings.state_dir.resolve()} is in use by gridctl up (pid "
+                f"{box.get('pid')})[/]; to run this role beside it, set\n"
+                f"  NATS_URL={box.get('nats_url', '?')} DATABASE_URL={box.get('database_url', '?')}"
+            )
+            raise typer.Exit(3)
         console.print(
             "[red]gridctl run needs NATS_URL and DATABASE_URL[/] (use `gridctl up` "
             "for the embedded all-in-one mode)"
@@ -211,9 +277,9 @@ def run(
 
 
 async def _run(settings: Settings, role: str, partitions: list[str] | None) -> None:
+    from gateways.bootstrap import ROLES, Runtime
     from gateways.http.app import create_app
     from gateways.http.server import make_server
-    from gateways.runtime import ROLES, Runtime
 
     assert settings.nats_url and settings.database_url
     runtime = await Runtime.open(settings, settings.nats_url, settings.database_url)

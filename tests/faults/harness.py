@@ -113,6 +113,10 @@ class FaultSystem:
     def start_roles(self) -> None:
         self.env = self.role_env()
         self.supervisor = Supervisor(ROLES, self.env, self.log_dir)
+        # The servers too, as gridctl up does: one that dies is reaped and started again (a
+        # deliberate stop(), as in drill 2, is left alone).
+        self.supervisor.supervise_server("nats-server", self.nats)
+        self.supervisor.supervise_server("postgres", self.pg)
         self.supervisor.start()
         self.watch_stop = asyncio.Event()
         self.watch_task = asyncio.create_task(self.supervisor.watch(self.watch_stop))
@@ -182,6 +186,15 @@ class FaultSystem:
         code = await self.signal_and_wait(child, sig)
         log_event("fault.signal", role=role, pid=pid, signal=signal.Signals(sig).name, code=code)
         return code
+
+    async def wait_server_restarted(self, server: Any, old_pid: int, timeout: float) -> float:
+        """Seconds until the supervisor has a new process of ``server`` serving."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if server.running and server.pid not in (None, old_pid):
+                return time.monotonic() - started
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{server._label} was not restarted within {timeout}s")
 
     async def wait_restarted(self, role: str, old_pid: int | None, timeout: float = 60) -> int:
         child = self.child(role)

@@ -169,6 +169,8 @@ class LoadDriver:
             r = await self._post("/v1/reports", CALL_TAKER, key, body)
             status = str(r.status_code) if r is not None else "conn_error"
             self.ledger.statuses[f"report:{status}"] += 1
+            if r is not None and r.status_code == 503 and r.headers.get("retry-after"):
+                self.ledger.statuses["report:503_retry_after"] += 1
             if r is not None and r.status_code == 202:
                 case_no = str(r.json()["case_no"])
                 previous = self.ledger.accepted.setdefault(key, case_no)

@@ -92,7 +92,7 @@ async def test_database_errors_are_classified_by_cause() -> None:
     caught: dict[str, BaseException] = {}
     try:
         await conn.execute("CREATE TEMP TABLE t_nn (n integer NOT NULL)")
-        probes = {
+        probes: dict[str, tuple[str, list[Any]]] = {
             "beyond int8": ("SELECT $1::bigint", [int(HUGE)]),
             "beyond int4": ("SELECT $1::text::integer", [str(2**40)]),
             "not null": ("INSERT INTO t_nn VALUES ($1)", [None]),
