@@ -13,15 +13,13 @@ yellow from 80 % up to the due moment, red once the due moment has passed.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal, get_args
 
 from core.calendar import WorkCalendar
 from core.catalogue import Category, Clock, Priority
+from core.vocabulary import LIMITED_STEPS, Step
 
-Step = Literal["file", "dispatch", "handle", "verify"]  # 立案 / 派遣 / 處置 / 核查
-Light = Literal["green", "yellow", "red"]  # 綠燈 / 黃燈 / 紅燈
-
-STEPS: tuple[Step, ...] = get_args(Step)
+#: Steps whose limit the catalogue defines (a review date is set by hand).
+STEPS: tuple[Step, ...] = LIMITED_STEPS
 WARNING_RATIO = 0.8
 
 # Datetimes carry microseconds, so a moment computed as "80 % of the limit" can come out a few
@@ -36,38 +34,6 @@ def due_at(
     if step not in STEPS:
         raise ValueError(f"unknown step {step!r} (expected one of {', '.join(STEPS)})")
     return calendar.add(start, category.limit(priority, step), category.clock)
-
-
-def _limit_hours(
-    start: datetime, due: datetime, clock: Clock, calendar: WorkCalendar, paused_hours: float
-) -> float:
-    return max(calendar.elapsed(start, due, clock) - paused_hours, 0.0)
-
-
-def light(
-    start: datetime,
-    due: datetime,
-    now: datetime,
-    clock: Clock,
-    calendar: WorkCalendar,
-    paused_hours: float = 0.0,
-) -> Light:
-    """The traffic light of a step at ``now``.
-
-    ``paused_hours`` is suspension (掛賬) time already folded into ``due`` by :func:`resume`;
-    it is taken out of both the limit and the time used, so a suspension neither eats the
-    department's time nor stretches the 80 % mark. While a case *is* suspended its clock is
-    stopped: evaluate it at the moment it was paused.
-    """
-    if paused_hours < 0:
-        raise ValueError(f"paused_hours must not be negative, got {paused_hours}")
-    if now > due:
-        return "red"
-    limit = _limit_hours(start, due, clock, calendar, paused_hours)
-    used = max(calendar.elapsed(start, now, clock) - paused_hours, 0.0)
-    if used + _TOLERANCE_HOURS >= WARNING_RATIO * limit:
-        return "yellow"
-    return "green"
 
 
 def warning_at(start: datetime, due: datetime, clock: Clock, calendar: WorkCalendar) -> datetime:
@@ -123,11 +89,9 @@ def overdue_hours(due: datetime, now: datetime, clock: Clock, calendar: WorkCale
 __all__ = [
     "STEPS",
     "WARNING_RATIO",
-    "Light",
     "Step",
     "due_at",
     "extend",
-    "light",
     "overdue_hours",
     "resume",
     "suspended_hours",

@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from aggregates.states import STATUS_ZH, Action, Status
+from core.vocabulary import STATUS_LABELS, Status
 
 
 def _text(value: Any) -> str:
     """Plain string of an Enum member or a str, so bodies never contain Enum reprs."""
-    return str(value.value) if isinstance(value, Action | Status) else str(value)
+    return str(value.value) if isinstance(value, Status) else str(value)
 
 
 class DomainError(Exception):
@@ -47,18 +47,20 @@ class IllegalTransition(DomainError):
     http_status: int = 409
 
     def __init__(
-        self, action: Action | str, status: Status | str, allowed: Iterable[Action | str]
+        self, action: str, status: Status | str, allowed: Iterable[str], why: str | None = None
     ) -> None:
         self.action = _text(action)
         self.status = _text(status)
         self.allowed = [_text(a) for a in allowed]
+        self.why = why
         try:
-            self.status_zh = STATUS_ZH[Status(self.status)]
+            self.status_zh = STATUS_LABELS[Status(self.status)]
         except ValueError:
             self.status_zh = ""
         super().__init__(
             f"action '{self.action}' is not allowed when the case is "
-            f"'{self.status}' ({self.status_zh}); allowed: {', '.join(self.allowed) or 'none'}"
+            f"'{self.status}' ({self.status_zh})" + (f": {why}" if why else "")
+            + f"; allowed: {', '.join(self.allowed) or 'none'}"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -69,6 +71,7 @@ class IllegalTransition(DomainError):
             "action": self.action,
             "status": self.status,
             "status_zh": self.status_zh,
+            "why": self.why,
             "allowed_actions": list(self.allowed),
         }
 
@@ -79,7 +82,7 @@ class NotPermitted(DomainError):
     code: str = "not_permitted"
     http_status: int = 403
 
-    def __init__(self, action: Action | str, role: str | None) -> None:
+    def __init__(self, action: str, role: str | None) -> None:
         self.action = _text(action)
         self.role = role
         super().__init__(f"role '{role}' may not perform '{self.action}'")

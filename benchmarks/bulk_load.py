@@ -65,8 +65,8 @@ def lifecycle(service: CaseService, case: Case, steps: int, at: datetime) -> Non
             command_id=uuid.uuid4().hex,
             verb=verb,  # type: ignore[arg-type]
             case_id=str(case.id),
-            case_no=case.case_no,
-            partition=case.district,
+            case_no=case.state.case_no,
+            partition=case.state.district,
             actor="bench",
             role=ROLES[verb],
             channel="bench",
@@ -129,7 +129,7 @@ class _Maker:
             (case,) = self.service.execute(cmd, None, lambda _id: None)
             lifecycle(self.service, case, rng.choice(STEP_CHOICES), cmd.at)
             if len(sample) < 200:
-                sample.append((case.case_no, str(case.id)))
+                sample.append((case.state.case_no, str(case.id)))
             for event in case.collect_events():
                 stored = self.mapper.to_stored_event(event)
                 yield (

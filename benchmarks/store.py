@@ -33,7 +33,7 @@ from benchmarks.bulk_load import STEP_CHOICES, lifecycle
 from benchmarks.common import report_command, rss_mb, summary_ms
 from core.logging import configure_logging
 from core.settings import Settings
-from gateways.runtime import Runtime, all_projections
+from gateways.bootstrap import Runtime, all_projections
 from projections.rebuild import rebuild
 
 
@@ -50,7 +50,7 @@ def _load_partition(
             lifecycle(runtime.service, case, rng.choice(STEP_CHOICES), cmd.at)
             events += len(case.pending_events)  # type: ignore[attr-defined]
             cases.append(case)
-            numbers.append(case.case_no)
+            numbers.append(case.state.case_no)
         store.save(*cases)
     return events, numbers
 

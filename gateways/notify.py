@@ -1,24 +1,7 @@
 """Notifications (通知): the right people hear about a case when it needs them.
 
-What is notified, to whom (``audience`` tokens: ``dept.<code>``, ``grid.<code>``,
-``role.<role>``, ``user.<id>``):
-
-==========================  ======================================  ==========================
-event                       kind                                    audience
-==========================  ======================================  ==========================
-Dispatched                  ``new_dispatch`` 新派遣 / 重派          the department
-ResultReported              ``recheck_task`` 核查任務               the grid's inspector(s)
-VerificationFailed          ``returned`` 返工 (back to the dept)    the department
-Returned (退單)             ``returned`` 退單 (back to dispatch)    dispatchers, shift leaders
-WarningMarked (黃燈 80 %)   ``deadline_approaching`` 即將超期       whoever owns the step
-OverdueMarked (紅燈)        ``overdue`` 已超期                      whoever owns the step
-ExtensionRequested          ``extension_requested`` 延期申請        shift leaders
-ExtensionApproved/Refused   ``extension_decided`` 延期審批          the department
-Closed (citizen case)       ``return_visit_due`` 待回訪             call-takers
-==========================  ======================================  ==========================
-
-"Whoever owns the step": handle / review → the department, verify → the grid's inspector,
-file / dispatch / close → dispatchers.
+What is notified, and to whom, is the domain's rule: ``aggregates.notices`` (``notices_for``).
+This module stores, pushes and delivers those notices.
 
 How it travels:
 
@@ -73,7 +56,6 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,6 +66,7 @@ import httpx
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
+from aggregates.notices import Notice, notices_for
 from core import codec
 from core.clock import Clock, SystemClock
 from core.logging import get_logger
@@ -214,114 +197,6 @@ def audiences_of(principal: Principal) -> list[str]:
     return out
 
 
-# ------------------------------------------------------------------------ event → notification
-
-
-@dataclass
-class Notice:
-    kind: str
-    audience: list[str]
-    body: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-def _owner(step: str | None, case: dict[str, Any]) -> list[str]:
-    if step in ("handle", "review") and case.get("department"):
-        return [f"dept.{case['department']}"]
-    if step == "verify":
-        return [f"grid.{case['grid']}"]
-    return ["role.dispatcher"]
-
-
-def notices_for(env: Envelope, case: dict[str, Any]) -> list[Notice]:
-    """Pure: the notifications one event causes, given the case facts known so far."""
-    etype, data = env["type"], env.get("data") or {}
-    reason = env.get("reason")
-    desc = (case.get("description") or "")[:80]
-    if etype == "Dispatched":
-        verb = "重派 re-dispatched" if data.get("redispatch") else "派遣 dispatched"
-        return [
-            Notice(
-                "new_dispatch",
-                [f"dept.{data.get('department')}"],
-                f"{verb}: {desc}",
-                {
-                    "department": data.get("department"),
-                    "due": data.get("handle_due"),
-                    "priority": data.get("priority"),
-                },
-            )
-        ]
-    if etype == "ResultReported":
-        return [
-            Notice(
-                "recheck_task",
-                [f"grid.{case['grid']}"],
-                f"請到現場核查 please check on site: {data.get('note') or desc}",
-                {"grid": case["grid"], "due": data.get("verify_due")},
-            )
-        ]
-    if etype == "VerificationFailed":
-        return [
-            Notice(
-                "returned",
-                [f"dept.{data.get('department') or case.get('department')}"],
-                f"核查不通過，返工 failed on-site check, rework: {data.get('note') or ''}",
-                {"rework_number": data.get("rework_number"), "due": data.get("new_due")},
-            )
-        ]
-    if etype == "Returned":
-        return [
-            Notice(
-                "returned",
-                ["role.dispatcher", "role.shift_leader"],
-                f"退單 returned by {data.get('department') or env.get('actor')}: {reason or ''}",
-                {"department": data.get("department"), "reason": reason},
-            )
-        ]
-    if etype in ("WarningMarked", "OverdueMarked"):
-        kind = "deadline_approaching" if etype == "WarningMarked" else "overdue"
-        step = data.get("step")
-        text = (
-            "即將超期 deadline approaching" if kind == "deadline_approaching" else "已超期 overdue"
-        )
-        return [
-            Notice(
-                kind,
-                _owner(step, case),
-                f"{text} ({step}): {desc}",
-                {"step": step, "due": data.get("due")},
-            )
-        ]
-    if etype == "ExtensionRequested":
-        return [
-            Notice(
-                "extension_requested",
-                ["role.shift_leader"],
-                f"延期申請 {data.get('hours')} h: {reason or ''}",
-                {"hours": data.get("hours"), "reason": reason},
-            )
-        ]
-    if etype in ("ExtensionApproved", "ExtensionRefused") and case.get("department"):
-        approved = etype == "ExtensionApproved"
-        return [
-            Notice(
-                "extension_decided",
-                [f"dept.{case['department']}"],
-                ("延期已批准 extension approved" if approved else "延期被駁回 extension refused")
-                + (f": {reason}" if reason else ""),
-                {"approved": approved, "new_due": data.get("new_due")},
-            )
-        ]
-    if etype == "Closed" and case.get("source") in ("hotline", "open311"):
-        return [
-            Notice(
-                "return_visit_due", ["role.call_taker"], f"已結案，請回訪 closed, call back: {desc}"
-            )
-        ]
-    return []
-
-
 def is_news(at: datetime, now: datetime, max_age: timedelta) -> bool:
     """Pure: whether an event recorded at ``at`` is still news at ``now`` (pushed live and
     offered to webhooks) rather than history (listed only). Events from the future — another
@@ -403,11 +278,9 @@ class NotifyProjection:
                 continue
             for notice in notices_for(env, case):
                 await self._insert(conn, env, at, live, case, notice, hooks)
-            if env["type"] == "Dispatched":
-                case["department"] = data.get("department")
-                changed.add(cid)
-            elif env["type"] in ("Returned", "Escalated"):
-                case["department"] = None
+            department = (data.get("summary") or {}).get("department")
+            if case["department"] != department:  # as the event recorded it
+                case["department"] = department
                 changed.add(cid)
         for cid in changed:
             c = cases[cid]

@@ -1,44 +1,37 @@
 """The SLA watcher: turns due deadlines into ordinary, idempotent commands.
 
-Every tick it reads the open deadlines from the case queue and, by the rules of
-aggregates/deadlines.py and the category catalogue, issues:
-- ``mark_warning`` at 80 % of a step's limit (黃燈) and ``mark_overdue`` at 100 % (紅燈);
-- ``escalate`` (automatic, 上提一級) once a case is overdue by its category's margin and a
-  command level exists above it — never above the top level;
-- ``mark_overdue`` with step ``review`` when a suspended case (掛賬) reaches its review date, a
-  reminder that lands on the case's timeline.
-Command ids are derived from (case, rule, step, deadline), so a repeated tick, a second
-watcher or a restart publishes nothing new (NATS dedupe) and changes nothing (the aggregate
-ignores a command id it has applied). Time comes from an injected clock: tests move it.
+Every tick it reads the open deadlines from the case queue and publishes the commands the
+SLA policy (``aggregates.sla.decide``: warnings, overdue marks, automatic escalation, review
+reminders) calls for. Command ids are derived from (case, rule, step, deadline), so a
+repeated tick, a second watcher or a restart publishes nothing new (NATS dedupe) and changes
+nothing (the aggregate ignores a command id it has applied). Time comes from an injected
+clock: tests move it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import asyncpg
 from nats.js import JetStreamContext
 
-from aggregates import deadlines
 from aggregates.commands import Command
-from aggregates.states import TERMINAL as TERMINAL_STATUSES
-from aggregates.states import Action, Status, allowed_actions
+from aggregates.sla import decide
 from core import codec
 from core.clock import Clock
 from core.logging import get_logger
 from core.messaging import Topology
 from core.refdata import Reference
 from core.retry import backoff_delays, sleep_or_stop
+from core.vocabulary import TERMINAL as TERMINAL_STATUSES
 
 log = get_logger("watcher")
 
 ACTOR = "sla-watcher"
 OPEN_DEADLINES_SQL = """
 SELECT case_id, case_no, partition, status, category, level, due_at, due_step,
-       due_started_at, warning, overdue
+       due_started_at, warning, overdue, offers
 FROM case_queue
 WHERE due_at IS NOT NULL AND status <> ALL($1::text[]) AND due_at <= $2
 ORDER BY due_at
@@ -46,53 +39,10 @@ LIMIT $3
 """
 
 
-@dataclass(frozen=True)
-class Decision:
-    """One command the rules call for, before it is wrapped and published."""
-
-    verb: str
-    case_no: str
-    args: dict[str, Any]
-    key: str
-
-
-def decide(row: dict[str, Any], now: datetime, ref: Reference) -> list[Decision]:
-    """Pure: which commands a case row calls for at ``now`` (tested without any I/O)."""
-    due: datetime = row["due_at"]
-    step: str = row["due_step"] or "handle"
-    start: datetime = row["due_started_at"] or due
-    category = ref.catalogue.get(row["category"])
-    clock = "natural" if step == "review" else category.clock
-    stamp = due.isoformat()
-    out: list[Decision] = []
-    status = Status(row["status"])
-    if step == "review":
-        if now >= due and not row["overdue"]:
-            out.append(Decision("mark_overdue", row["case_no"], {"step": step, "due": stamp},
-                                f"sla:review:{row['case_no']}:{stamp}"))
-        return out
-    if not row["warning"] and now >= deadlines.warning_at(start, due, clock, ref.calendar):
-        out.append(Decision("mark_warning", row["case_no"], {"step": step, "due": stamp},
-                            f"sla:warn:{row['case_no']}:{step}:{stamp}"))
-    if now >= due:
-        if not row["overdue"]:
-            out.append(Decision("mark_overdue", row["case_no"], {"step": step, "due": stamp},
-                                f"sla:overdue:{row['case_no']}:{step}:{stamp}"))
-        late = deadlines.overdue_hours(due, now, clock, ref.calendar)
-        can_escalate = Action.escalate in allowed_actions(status, "system")
-        higher = ref.jurisdiction.level_above(row["level"]) if row["level"] else None
-        if can_escalate and higher and late >= category.escalate_after_overdue_hours:
-            reason = (f"超期 {late:.1f} 小時自動上提 (overdue {late:.1f} h ≥ "
-                      f"{category.escalate_after_overdue_hours:g} h margin, step {step})")
-            out.append(Decision("escalate", row["case_no"], {"reason": reason, "automatic": True},
-                                f"sla:escalate:{row['case_no']}:{step}:{stamp}"))
-    return out
-
-
 class SlaWatcher:
     """Periodic scan of open deadlines; publishes the commands ``decide`` returns."""
 
-    TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)  # aggregates/states.py
+    TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)  # core/vocabulary.py
 
     def __init__(
         self,

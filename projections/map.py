@@ -10,11 +10,10 @@ query time in :func:`rollup`, for any number of levels).
 table when it reaches a terminal status), so a batch can compute exact deltas: the counts a
 case contributed before the batch are subtracted and the counts after it are added.
 
-Traffic lights follow the aggregate exactly (aggregates/case.py): an event that starts a step
-sets the running deadline (:data:`DUE_SET` mirrors ``Case._set_due``), and a yellow (黃燈,
-``WarningMarked``) or red (紅燈, ``OverdueMarked``) light counts only while it belongs to the
-deadline still running. So *warning* here means "yellow, not yet red" and *overdue* means
-"red": the two are disjoint and a legend can show open = green + yellow + red + no clock.
+Everything here is a recorded fact: every event says the status, the deadline and the case's
+list fields after it (its ``summary``, with the yellow 黄灯 and red 红灯 lights of the running
+deadline). *warning* here means "yellow, not yet red" and *overdue* means "red": the two are
+disjoint and a legend can show open = green + yellow + red + no clock.
 """
 
 from __future__ import annotations
@@ -29,15 +28,7 @@ import asyncpg
 from core.envelope import parse_time
 from core.jurisdiction import Jurisdiction
 from projections.base import Envelope
-from projections.queue import DUE_AFTER, TERMINAL
-
-#: Terminal statuses (終態) and the deadline each event sets are the queue's tables (one copy
-#: of the rule, mirroring ``Case._set_due``); here ``"*"`` as step means "the step stays what
-#: it was" (an approved extension moves the deadline of the running step).
-DUE_SET: dict[str, tuple[str | None, str | None]] = {
-    event: (field, "*" if field is not None and step is None else step)
-    for event, (field, step) in DUE_AFTER.items()
-}
+from projections.queue import TERMINAL
 
 PRIORITY_RANK = {"urgent": 0, "important": 1, "ordinary": 2}
 
@@ -106,32 +97,22 @@ def advance(state: dict[str, Any] | None, env: Envelope) -> dict[str, Any] | Non
         }
     elif state is None:
         return None
-    if etype == "Dispatched":
-        state.update(
-            department=data.get("department"),
-            level=data.get("level"),
-            node=data.get("node"),
-            priority=data.get("priority"),
-        )
-    elif etype == "Returned":
-        state["department"] = None
-    elif etype == "Escalated":
-        state.update(level=data.get("to_level"), node=data.get("to_node"), department=None)
-    elif etype == "Supervised":
-        state["supervised"] = True
-    elif etype == "WarningMarked":
-        state["warning_for"] = due_key(data.get("step"), iso(data.get("due")))
-    elif etype == "OverdueMarked":
-        state["overdue_for"] = due_key(data.get("step"), iso(data.get("due")))
-    if etype in DUE_SET:
-        field, step = DUE_SET[etype]
-        due = iso(data.get(field)) if field else None
-        if step == "*":
-            step = state["due_step"] or "handle"
-        state["due"] = due
-        state["due_step"] = step if due is not None else None
-    if data.get("to_status"):
-        state["status"] = data["to_status"]
+    summary: dict[str, Any] = data.get("summary") or {}
+    due = iso(data.get("due"))
+    step = data.get("due_step") if due is not None else None
+    key = due_key(step, due)
+    state.update(
+        status=data["to_status"],
+        level=summary.get("level"),
+        node=summary.get("node"),
+        department=summary.get("department"),
+        priority=summary.get("priority"),
+        supervised=bool(summary.get("supervised")),
+        due=due,
+        due_step=step,
+        warning_for=key if summary.get("warned") else None,
+        overdue_for=key if summary.get("overdue") else None,
+    )
     return state
 
 
@@ -404,7 +385,6 @@ def count_by(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
 
 __all__ = [
     "COUNT_FIELDS",
-    "DUE_SET",
     "MapProjection",
     "contribution",
     "grid_counts",

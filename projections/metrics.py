@@ -137,6 +137,12 @@ COUNTERS: dict[str, Counter] = {
         "zh": "結案數", "en": "Closed",
         "counted_on_zh": "結案當日", "counted_on_en": "day closed",
     },
+    "reopened": {
+        "zh": "重办数", "en": "Reopened",
+        "counted_on_zh": "回访不满意后重办当日, 重办前的层级与部门",
+        "counted_on_en": "day reopened after a dissatisfied return visit, the level and "
+        "department that had closed it",
+    },
     "escalations": {
         "zh": "上提數", "en": "Escalations",
         "counted_on_zh": "上提當日, 上提前的層級與部門",
@@ -321,6 +327,12 @@ METRICS: dict[str, Metric] = {
     ),
     "escalations": _count("escalations", "含自動上提。", "Automatic escalations included."),
     "supervision_orders": _count("supervision_orders"),
+    "reopens": _count(
+        "reopened",
+        "回访不满意、值班长重办(退回派遣)的案件数。重办的案件不再算作已结案, 再次结案时重新计入。",
+        "Cases a shift leader reopened (back to dispatch) after a dissatisfied return visit. "
+        "A reopened case no longer counts as closed until it is closed again.",
+    ),
     "satisfaction_rate": _rate(
         "滿意率", "Satisfaction rate", ("satisfied", "basically_satisfied"), ("return_visits",),
         "回訪結果為滿意或基本滿意的比例。",
@@ -533,6 +545,15 @@ def fold(state: dict[str, Any] | None, env: Envelope, out: Emitter) -> dict[str,
             out.add(state, "closed_of_filed", state["filed_day"], key[0], key[1])
             if state["last_result_on_time"]:
                 out.add(state, "closed_on_time_of_filed", state["filed_day"], key[0], key[1])
+            state["closed_counted"] = [state["filed_day"], *key, bool(state["last_result_on_time"])]
+    elif etype == "Reopened":
+        out.add(state, "reopened", day, before.get("level"), before.get("department"))
+        counted = state.pop("closed_counted", None)
+        if counted:  # closed no more: counted again when it is closed again
+            filed_day, lvl, dep, on_time = counted
+            out.add(state, "closed_of_filed", filed_day, lvl, dep, -1)
+            if on_time:
+                out.add(state, "closed_on_time_of_filed", filed_day, lvl, dep, -1)
     elif etype == "ReturnVisited":
         state["visited"] = True
         out.add(state, "return_visits", day, level, dept)

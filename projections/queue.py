@@ -1,8 +1,10 @@
 """The case queue read model: one row per case, what dispatchers list, filter and open.
 
-Status and deadline per event type are mapped here from the event *facts* (the event says
-what happened; this table says what the row shows). The mapping is deliberately a plain
-dict so that a reviewer can compare it line by line with aggregates/states.py.
+The row is made of recorded facts only: the ``Reported`` event's own fields, then after every
+event its ``to_status``, the deadline running after it (``due`` / ``due_step``) and its
+``summary`` (the case's list fields after the event, the traffic lights and the actions each
+role is offered next). No rule of the case is repeated here; the aggregate decided, the event
+says what it decided.
 """
 
 from __future__ import annotations
@@ -13,50 +15,12 @@ from typing import Any
 
 import asyncpg
 
-from aggregates.states import TERMINAL as TERMINAL_STATUSES
 from core import codec
 from core.envelope import parse_time
+from core.vocabulary import TERMINAL as TERMINAL_STATUSES
 from projections.base import Envelope
 
-# Every event also carries ``to_status`` (the aggregate's own answer); this table is the
-# fallback for events recorded before that field existed.
-STATUS_AFTER: dict[str, str] = {
-    "Reported": "reported",
-    "Filed": "filed",
-    "Rejected": "rejected",
-    "MarkedDuplicate": "merged",
-    "Dispatched": "dispatched",
-    "Accepted": "in_progress",
-    "Returned": "returned",
-    "Suspended": "suspended",
-    "Resumed": "in_progress",
-    "ResultReported": "awaiting_verification",
-    "VerificationPassed": "verified",
-    "VerificationFailed": "dispatched",
-    "Escalated": "filed",
-    "Closed": "closed",
-}
-TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)  # the rule: aggregates/states.py
-
-# event type -> (data field holding the new deadline, step it belongs to); mirrors the
-# aggregate's ``_set_due`` calls in aggregates/case.py one for one. A missing field clears the
-# deadline (the clock stops), exactly as the aggregate does.
-DUE_AFTER: dict[str, tuple[str | None, str | None]] = {
-    "Reported": ("file_due", "file"),
-    "Filed": ("dispatch_due", "dispatch"),
-    "Rejected": (None, None),
-    "MarkedDuplicate": (None, None),
-    "Dispatched": ("handle_due", "handle"),
-    "Returned": ("dispatch_due", "dispatch"),
-    "ExtensionApproved": ("new_due", None),  # keeps the running step
-    "Suspended": ("review_at", "review"),
-    "Resumed": ("new_due", "handle"),
-    "ResultReported": ("verify_due", "verify"),
-    "VerificationPassed": ("close_due", "close"),
-    "VerificationFailed": ("new_due", "handle"),
-    "Escalated": ("dispatch_due", "dispatch"),
-    "Closed": (None, None),
-}
+TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
 
 COLUMNS: tuple[str, ...] = (
     "case_id",
@@ -97,6 +61,7 @@ COLUMNS: tuple[str, ...] = (
     "return_count",
     "extension_count",
     "pending_extension",
+    "offers",
     "satisfaction",
     "duplicate_of",
     "closed_at",
@@ -145,6 +110,7 @@ CREATE TABLE IF NOT EXISTS case_queue (
     return_count integer NOT NULL DEFAULT 0,
     extension_count integer NOT NULL DEFAULT 0,
     pending_extension jsonb,
+    offers jsonb NOT NULL DEFAULT '{}',
     satisfaction text,
     duplicate_of text,
     closed_at timestamptz,
@@ -152,6 +118,7 @@ CREATE TABLE IF NOT EXISTS case_queue (
     last_event text NOT NULL,
     last_position bigint NOT NULL
 );
+ALTER TABLE case_queue ADD COLUMN IF NOT EXISTS offers jsonb NOT NULL DEFAULT '{}';
 CREATE INDEX IF NOT EXISTS case_queue_status_idx
     ON case_queue (status, reported_at DESC, case_no DESC);
 CREATE INDEX IF NOT EXISTS case_queue_district_idx
@@ -171,12 +138,19 @@ CREATE INDEX IF NOT EXISTS case_queue_updated_idx ON case_queue (updated_at DESC
 """
 
 
+#: Summary fields (``aggregates.state.CaseState``) shown as queue columns of the same name.
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "level", "node", "department", "priority", "supervised", "supervision_orders",
+    "escalations", "rework_count", "return_count", "extension_count", "pending_extension",
+    "satisfaction", "duplicate_of", "closed_at", "offers", "overdue",
+)
+
+
 def apply_event(row: dict[str, Any] | None, env: Envelope) -> dict[str, Any] | None:
     """Pure: the row after one event (None stays None for events of unknown cases)."""
-    etype: str = env["type"]
     data: dict[str, Any] = env.get("data") or {}
     at = parse_time(env["at"])
-    if etype == "Reported":
+    if env["type"] == "Reported":
         reporter = data.get("reporter") or {}
         row = {c: None for c in COLUMNS}
         row.update(
@@ -188,9 +162,6 @@ def apply_event(row: dict[str, Any] | None, env: Envelope) -> dict[str, Any] | N
             grid=data.get("grid"),
             community=data.get("community"),
             district=data.get("district"),
-            level=data.get("level"),
-            node=(data.get("proposal") or {}).get("node"),
-            priority=data.get("priority"),
             description=data.get("description"),
             address=data.get("address"),
             lat=data.get("lat"),
@@ -201,80 +172,27 @@ def apply_event(row: dict[str, Any] | None, env: Envelope) -> dict[str, Any] | N
             source=data.get("source"),
             channel=env.get("channel"),
             photos=data.get("photos") or [],
-            proposal=data.get("proposal"),
             reported_at=at,
-            warning=False,
-            overdue=False,
-            supervised=False,
-            supervision_orders=0,
-            escalations=0,
-            rework_count=0,
-            return_count=0,
-            extension_count=0,
         )
     elif row is None:
         return None
     else:
         row = dict(row)
-    _apply_changes(row, etype, data)
-    status = data.get("to_status") or STATUS_AFTER.get(etype)
-    if status:
-        row["status"] = status
-        if status != "in_progress":
-            row["pending_extension"] = None  # as the aggregate: only pending while handling
-        if row["status"] == "closed":
-            row["closed_at"] = at
-    if etype in DUE_AFTER:
-        field, step = DUE_AFTER[etype]
-        due = parse_time(data.get(field)) if field else None
-        row["due_at"] = due
-        row["due_step"] = (step or row.get("due_step") or "handle") if due is not None else None
-        row["due_started_at"] = at if due is not None else None
-        row["warning"] = row["overdue"] = False
+    if "proposal" in data:  # a new routing proposal (on report and on escalation)
+        row["proposal"] = data["proposal"]
+    summary: dict[str, Any] = data.get("summary") or {}
+    for column in SUMMARY_COLUMNS:
+        row[column] = summary.get(column)
+    row["warning"] = bool(summary.get("warned") or summary.get("overdue"))  # yellow or worse
+    row["status"] = data["to_status"]
+    row["due_at"] = parse_time(data.get("due"))
+    row["due_step"] = data.get("due_step")
+    row["due_started_at"] = parse_time(summary.get("due_since"))
     row["updated_at"] = at
     row["version"] = env["version"]
-    row["last_event"] = etype
+    row["last_event"] = env["type"]
     row["last_position"] = env["position"]
     return row
-
-
-def _apply_changes(row: dict[str, Any], etype: str, data: dict[str, Any]) -> None:
-    """Field changes other than status and deadline."""
-    if etype == "Dispatched":
-        row.update(
-            department=data.get("department"),
-            level=data.get("level"),
-            node=data.get("node"),
-            priority=data.get("priority"),
-        )
-    elif etype == "Returned":
-        row["return_count"] += 1
-    elif etype == "ExtensionRequested":
-        row["pending_extension"] = {"hours": data.get("hours"), "reason": data.get("reason")}
-    elif etype == "ExtensionApproved":
-        row["extension_count"] += 1
-        row["pending_extension"] = None
-    elif etype == "ExtensionRefused":
-        row["pending_extension"] = None
-    elif etype == "VerificationFailed":
-        row["rework_count"] += 1
-    elif etype == "Escalated":
-        row["escalations"] += 1
-        row.update(level=data.get("to_level"), node=data.get("to_node"), department=None)
-        if data.get("proposal"):
-            row["proposal"] = data["proposal"]
-    elif etype == "Supervised":
-        row["supervised"] = True
-        row["supervision_orders"] += 1
-    elif etype == "ReturnVisited":
-        row["satisfaction"] = data.get("satisfaction")
-    elif etype == "MarkedDuplicate":
-        row["duplicate_of"] = data.get("of_case_no")
-    elif etype == "WarningMarked":
-        row["warning"] = True
-    elif etype == "OverdueMarked":
-        row["overdue"] = True
-        row["warning"] = True
 
 
 class QueueProjection:
@@ -317,7 +235,7 @@ TYPES: dict[str, str] = {
     "due_started_at": "timestamptz", "warning": "boolean", "overdue": "boolean",
     "supervised": "boolean", "supervision_orders": "integer", "escalations": "integer",
     "rework_count": "integer", "return_count": "integer", "extension_count": "integer",
-    "pending_extension": "jsonb", "satisfaction": "text", "duplicate_of": "text",
+    "pending_extension": "jsonb", "offers": "jsonb", "satisfaction": "text", "duplicate_of": "text",
     "closed_at": "timestamptz", "version": "integer", "last_event": "text",
     "last_position": "bigint",
 }

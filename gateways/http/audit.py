@@ -20,7 +20,7 @@ is recorded in ``audit_reads`` by the access rule (``gateways.http.identity.auth
 * ``GET /v1/audit/reads`` — the read log: which auditor looked at what, when.
 
 Everything reads PostgreSQL with psycopg in worker threads, in read-only transactions on the
-audit layer's small pool (``projections.audit.pool``, closed with the runtime); exports and
+audit read side's small pool (``projections.audit.pool``, closed with the runtime); exports and
 whole-store verification open their own connections (long reads).
 """
 
@@ -28,28 +28,37 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path as FilePath
 from typing import Any, TypeVar
 
+import asyncpg
 import orjson
 import psycopg
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from psycopg_pool import PoolTimeout
 
-from aggregates.states import STATUS_ZH, Status
 from core.clock import Clock
-from gateways.http.deps import get_clock, get_runtime
+from core.refdata import Reference
+from core.settings import Settings
+from core.vocabulary import STATUS_LABELS, Status
+from gateways.http.deps import (
+    AuditPool,
+    get_audit_pool,
+    get_clock,
+    get_database_url,
+    get_pool,
+    get_reference,
+    get_settings,
+)
 from gateways.http.errors import ApiError
 from gateways.http.identity import Principal, public, require
-from gateways.runtime import Runtime
 from projections.audit import export as exporting
 from projections.audit import history as hist
 from projections.audit import verify as verifying
 from projections.audit.chain import CHAIN_ALGORITHM
-from projections.audit.pool import audit_pool
-from projections.audit.rows import store_partitions, table_exists
 
 router = APIRouter(prefix="/v1/audit", tags=["audit 審計"])
 #: The auditor page: public HTML / JS / CSS (no data; every datum comes from the API above).
@@ -77,18 +86,38 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
     return value
 
 
-async def _db(runtime: Runtime, fn: Callable[[psycopg.Connection[Any], str], T]) -> T:
+@dataclass(frozen=True)
+class Store:
+    """What the audit routes read: the event store's schema and partitions, through the
+    auditors' read-only pool (``projections.audit.pool``, opened on first use)."""
+
+    open_pool: AuditPool
+    database_url: str
+    schema: str
+    partitions: list[str]
+
+
+async def audit_store(
+    open_pool: AuditPool = Depends(get_audit_pool),
+    database_url: str = Depends(get_database_url),
+    settings: Settings = Depends(get_settings),
+    ref: Reference = Depends(get_reference),
+) -> Store:
+    return Store(open_pool, database_url, settings.db_schema, ref.partitions)
+
+
+async def _db(store: Store, fn: Callable[[psycopg.Connection[Any], str], T]) -> T:
     """Run ``fn(conn, schema)`` in a thread on a read-only autocommit connection of the
     audit pool (``projections.audit.pool``)."""
 
     def work() -> T:
-        pool = audit_pool(runtime)
+        pool = store.open_pool()
         for attempt in (1, 2):
             used: psycopg.Connection[Any] | None = None
             try:
                 with pool.connection() as conn:
                     used = conn
-                    return fn(conn, runtime.settings.db_schema)
+                    return fn(conn, store.schema)
             except psycopg.OperationalError as exc:
                 # A pooled connection the server dropped (restart, idle timeout) fails once;
                 # the pool discards it and the read is repeated on a fresh one.
@@ -105,13 +134,13 @@ async def _db(runtime: Runtime, fn: Callable[[psycopg.Connection[Any], str], T])
 
 
 def _history(
-    runtime: Runtime, case_no: str, answer: Callable[[hist.CaseHistory], dict[str, Any]]
+    store: Store, case_no: str, answer: Callable[[hist.CaseHistory], dict[str, Any]]
 ) -> Callable[[psycopg.Connection[Any], str], dict[str, Any]]:
     """Read a case's history and compute ``answer`` from it, both in the worker thread (the
     replay is CPU work: it must not run on the event loop)."""
 
     def load(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any]:
-        return answer(hist.case_history(conn, schema, case_no, runtime.ref.partitions))
+        return answer(hist.case_history(conn, schema, case_no, store.partitions))
 
     return load
 
@@ -128,7 +157,8 @@ async def find_cases(
     day: date | None = Query(default=None, alias="date",
                              description="day reported (Beijing time), YYYY-MM-DD"),
     limit: int = Query(default=50, ge=1, le=500),
-    runtime: Runtime = Depends(get_runtime),
+    pool: asyncpg.Pool = Depends(get_pool),
+    store: Store = Depends(audit_store),
     principal: Principal = Depends(auditor),
 ) -> dict[str, Any]:
     """Find cases by number, reporter, grid or date (the queue is the index; the history
@@ -156,17 +186,17 @@ async def find_cases(
         f"{'WHERE ' + ' AND '.join(where) if where else ''} "
         f"ORDER BY reported_at DESC, case_no LIMIT ${len(params)}"
     )
-    async with runtime.pool.acquire() as conn:
+    async with pool.acquire() as conn:
         records = await conn.fetch(sql, *params)
     items = []
     for r in records:
         row = dict(r)
-        row["status_zh"] = STATUS_ZH.get(Status(row["status"]), row["status"])
+        row["status_zh"] = STATUS_LABELS.get(Status(row["status"]), row["status"])
         items.append(row)
     if not items and q and len(q) >= 17:  # a full number the index does not (yet) know
         try:
-            ref = await _db(runtime, lambda c, s: hist.locate_case(c, s, q.strip().upper(),
-                                                                    runtime.ref.partitions))
+            ref = await _db(store, lambda c, s: hist.locate_case(c, s, q.strip().upper(),
+                                                                    store.partitions))
             items.append({"case_no": ref.case_no, "status": None, "source": "event_store"})
         except ApiError:
             pass
@@ -179,7 +209,7 @@ async def find_cases(
 @router.get("/cases/{case_no}/history", response_model=dict[str, Any])
 async def case_history(
     case_no: str = CaseNo,
-    runtime: Runtime = Depends(get_runtime),
+    store: Store = Depends(audit_store),
     principal: Principal = Depends(auditor),
 ) -> Response:
     """The whole ordered history from the event store: every event with who (actor, role),
@@ -187,13 +217,13 @@ async def case_history(
     and log position; the current state; and the case's integrity."""
 
     def load(conn: psycopg.Connection[Any], schema: str) -> bytes | dict[str, Any]:
-        out = hist.history_report(conn, schema, case_no, runtime.ref.partitions)
+        out = hist.history_report(conn, schema, case_no, store.partitions)
         try:  # rendered in the worker thread; orjson writes what json.dumps would (parsed)
             return orjson.dumps(out)
         except (TypeError, orjson.JSONEncodeError):  # e.g. an integer beyond 64 bits
             return out
 
-    body = await _db(runtime, load)
+    body = await _db(store, load)
     if isinstance(body, bytes):
         return Response(body, media_type="application/json")
     return JSONResponse(body)
@@ -204,7 +234,7 @@ async def case_state(
     case_no: str = CaseNo,
     at: datetime | None = Query(default=None, description="a moment (ISO 8601 with zone)"),
     version: int | None = Query(default=None, ge=1, le=1_000_000),
-    runtime: Runtime = Depends(get_runtime),
+    store: Store = Depends(audit_store),
     principal: Principal = Depends(auditor),
 ) -> dict[str, Any]:
     """The case state after the last event at or before ``at`` (or at ``version``; default:
@@ -212,7 +242,7 @@ async def case_state(
     if at is not None and version is not None:
         raise ApiError(422, "validation_error", "give at or version, not both")
     when = _aware(at, "at")
-    return await _db(runtime, _history(runtime, case_no,
+    return await _db(store, _history(store, case_no,
                                        lambda h: h.state_at(at=when, version=version)))
 
 
@@ -221,30 +251,30 @@ async def case_diff(
     case_no: str = CaseNo,
     from_version: int = Query(ge=0, le=1_000_000, description="0 = before the report"),
     to_version: int = Query(ge=0, le=1_000_000),
-    runtime: Runtime = Depends(get_runtime),
+    store: Store = Depends(audit_store),
     principal: Principal = Depends(auditor),
 ) -> dict[str, Any]:
     """Fields that differ between two versions, and the events in between."""
-    return await _db(runtime, _history(runtime, case_no,
+    return await _db(store, _history(store, case_no,
                                        lambda h: h.diff(from_version, to_version)))
 
 
 @router.get("/cases/{case_no}/verify")
 async def case_verify(
     case_no: str = CaseNo,
-    runtime: Runtime = Depends(get_runtime),
+    store: Store = Depends(audit_store),
     principal: Principal = Depends(auditor),
 ) -> dict[str, Any]:
     """Both chains for one case: content ↔ hash, prev_hash links, and each event against its
     sealed row in the running log chain."""
 
     def check(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any]:
-        case = hist.load_case(conn, schema, case_no, runtime.ref.partitions, sealed=True)
+        case = hist.load_case(conn, schema, case_no, store.partitions, sealed=True)
         return {"case_no": case.ref.case_no, "partition": case.ref.partition,
                 **verifying.check_case(case.ref.partition, case.rows, case.sealed_rows,
                                        case.head)}
 
-    return await _db(runtime, check)
+    return await _db(store, check)
 
 
 # --------------------------------------------------------------------------- activity
@@ -259,15 +289,16 @@ async def activity(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = Query(default=1000, ge=1, le=10_000),
-    runtime: Runtime = Depends(get_runtime),
+    store: Store = Depends(audit_store),
+    ref: Reference = Depends(get_reference),
     principal: Principal = Depends(auditor),
 ) -> dict[str, Any]:
     """Events of a grid, a department or a person over ``since <= at < until``."""
     if sum(x is not None for x in (grid, department, actor)) != 1:
         raise ApiError(422, "validation_error", "give exactly one of grid, department, actor")
     lo, hi = _aware(since, "since"), _aware(until, "until")
-    partitions = runtime.ref.partitions
-    j = runtime.ref.jurisdiction
+    partitions = store.partitions
+    j = ref.jurisdiction
     if grid is not None:
         if grid not in j.grids:
             raise ApiError(422, "unknown_grid", f"unknown grid {grid}", field="grid")
@@ -277,14 +308,14 @@ async def activity(
         return hist.activity(conn, schema, partitions, grid=grid, department=department,
                              actor=actor, since=lo, until=hi, limit=limit)
 
-    return await _db(runtime, run)
+    return await _db(store, run)
 
 
 # --------------------------------------------------------------------------- exports
 
 
 def _scope(
-    runtime: Runtime, case_no: str | None, grid: str | None, department: str | None,
+    case_no: str | None, grid: str | None, department: str | None,
     actor: str | None, since: datetime | None, until: datetime | None,
 ) -> exporting.ExportScope:
     scope = exporting.ExportScope(
@@ -299,14 +330,14 @@ def _scope(
 
 
 async def _stream(
-    runtime: Runtime, scope: exporting.ExportScope, principal: Principal, clock: Clock,
+    store: Store, scope: exporting.ExportScope, principal: Principal, clock: Clock,
     fmt: str,
 ) -> StreamingResponse:
     if scope.case_no:  # fail with 404 before the response starts
         case_no = scope.case_no
-        await _db(runtime, lambda c, s: hist.locate_case(c, s, case_no, runtime.ref.partitions))
+        await _db(store, lambda c, s: hist.locate_case(c, s, case_no, store.partitions))
     records: Iterator[dict[str, Any]] = exporting.export_records(
-        runtime.database_url, runtime.settings.db_schema, scope,
+        store.database_url, store.schema, scope,
         exported_by=principal.user_id, now=clock.now(),
     )
     stamp = clock.now().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -332,14 +363,14 @@ async def export_jsonl(
     actor: str | None = Query(default=None, max_length=100),
     since: datetime | None = None,
     until: datetime | None = None,
-    runtime: Runtime = Depends(get_runtime),
+    store: Store = Depends(audit_store),
     clock: Clock = Depends(get_clock),
     principal: Principal = Depends(auditor_link),
 ) -> StreamingResponse:
     """Events with their hashes and running-chain values as JSON lines, verifiable offline
     with ``tools/verify_export.py`` (format: docs/auditing.md)."""
-    scope = _scope(runtime, case_no, grid, department, actor, since, until)
-    return await _stream(runtime, scope, principal, clock, "jsonl")
+    scope = _scope(case_no, grid, department, actor, since, until)
+    return await _stream(store, scope, principal, clock, "jsonl")
 
 
 @router.get("/export.csv", response_class=StreamingResponse,
@@ -352,13 +383,13 @@ async def export_csv(
     actor: str | None = Query(default=None, max_length=100),
     since: datetime | None = None,
     until: datetime | None = None,
-    runtime: Runtime = Depends(get_runtime),
+    store: Store = Depends(audit_store),
     clock: Clock = Depends(get_clock),
     principal: Principal = Depends(auditor_link),
 ) -> StreamingResponse:
     """The same events as CSV for spreadsheets (verify with the JSONL export)."""
-    scope = _scope(runtime, case_no, grid, department, actor, since, until)
-    return await _stream(runtime, scope, principal, clock, "csv")
+    scope = _scope(case_no, grid, department, actor, since, until)
+    return await _stream(store, scope, principal, clock, "csv")
 
 
 # --------------------------------------------------------------------------- integrity
@@ -366,47 +397,18 @@ async def export_csv(
 
 @router.get("/heads")
 async def heads(
-    runtime: Runtime = Depends(get_runtime),
+    store: Store = Depends(audit_store),
     principal: Principal = Depends(auditor),
 ) -> dict[str, Any]:
     """Each partition's sealed chain head and how many stored events are not sealed yet."""
-
-    def load(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any]:
-        out = []
-        has_chain = table_exists(conn, schema, "log_chain")
-        for p in store_partitions(conn, schema):
-            row = conn.execute(
-                f"SELECT max(notification_id) FROM {schema}.cases_{p}_events"
-            ).fetchone()
-            store_head = int(row[0]) if row and row[0] is not None else 0
-            head = None
-            if has_chain:
-                h = conn.execute(
-                    f"SELECT position, chain, sealed_at FROM {schema}.log_chain "
-                    "WHERE partition = %s ORDER BY position DESC LIMIT 1",
-                    (p,),
-                ).fetchone()
-                if h is not None:
-                    head = {"position": int(h[0]), "chain": str(h[1]),
-                            "sealed_at": h[2].isoformat()}
-            unsealed = 0
-            if store_head:
-                n = conn.execute(
-                    f"SELECT count(*) FROM {schema}.cases_{p}_events WHERE notification_id > %s",
-                    (head["position"] if head else 0,),
-                ).fetchone()
-                unsealed = int(n[0]) if n else 0
-            out.append({"partition": p, "store_head": store_head, "sealed": head,
-                        "unsealed": unsealed})
-        return {"algorithm": CHAIN_ALGORITHM, "partitions": out}
-
-    return await _db(runtime, load)
+    partitions = await _db(store, verifying.sealed_heads)
+    return {"algorithm": CHAIN_ALGORITHM, "partitions": partitions}
 
 
 @router.get("/verify")
 async def verify(
     partition: list[str] | None = Query(default=None, max_length=50),
-    runtime: Runtime = Depends(get_runtime),
+    store: Store = Depends(audit_store),
     principal: Principal = Depends(auditor),
 ) -> dict[str, Any]:
     """Recompute both chains over whole partitions (default: all) and name the first
@@ -415,7 +417,7 @@ async def verify(
         if not p.isalnum() or len(p) > 20:
             raise ApiError(422, "validation_error", f"invalid partition {p!r}", field="partition")
     report = await asyncio.to_thread(
-        verifying.verify_store, runtime.database_url, runtime.settings.db_schema,
+        verifying.verify_store, store.database_url, store.schema,
         partition or None,
     )
     return report.as_dict()
@@ -427,7 +429,7 @@ async def reads(
     user: str | None = Query(default=None, max_length=100),
     since: datetime | None = None,
     limit: int = Query(default=200, ge=1, le=5000),
-    runtime: Runtime = Depends(get_runtime),
+    pool: asyncpg.Pool = Depends(get_pool),
     principal: Principal = Depends(auditor),
 ) -> dict[str, Any]:
     """The auditors' read log (審計查閱記錄): who looked at what, when (newest first)."""
@@ -441,7 +443,7 @@ async def reads(
         params.append(_aware(since, "since"))
         where.append(f"at >= ${len(params)}")
     params.append(limit)
-    async with runtime.pool.acquire() as conn:
+    async with pool.acquire() as conn:
         if not await conn.fetchval("SELECT to_regclass('audit_reads')"):
             return {"items": [], "count": 0}
         records = await conn.fetch(

@@ -17,12 +17,13 @@ from fastapi import APIRouter, Body, Depends, Header, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from aggregates.commands import ARGS, Command, Outcome
-from aggregates.states import STATUS_ZH, Status, allowed_actions
+from aggregates.actions import PUBLIC_ACTIONS
+from aggregates.commands import Command, Outcome
 from core import codec
 from core.clock import Clock
 from core.ids import new_key
 from core.messaging import Topology
+from core.vocabulary import STATUS_LABELS, Status
 from gateways.http import photos as photo_api
 from gateways.http.access import CASE_ACTORS, CASE_READERS, can_see, case_filter, case_not_found
 from gateways.http.deps import get_clock, get_runtime
@@ -40,7 +41,7 @@ LIST_COLUMNS = (
     "case_no, status, category, kind, grid, community, district, level, node, department, "
     "priority, description, address, lat, lon, reporter_name, reporter_phone, source, channel, "
     "reported_at, updated_at, due_at, due_step, warning, overdue, supervised, escalations, "
-    "rework_count, return_count, extension_count, satisfaction, duplicate_of, version"
+    "rework_count, return_count, extension_count, satisfaction, duplicate_of, version, offers"
 )
 
 # Which error code of a refused command maps to which HTTP status.
@@ -50,7 +51,8 @@ ERROR_STATUS = {
     "invalid_command": 422,
     "not_found": 404,
 }
-PUBLIC_VERBS = sorted(v for v in ARGS if v not in ("report", "mark_warning", "mark_overdue"))
+#: What a person may ask for here: the registry's public actions (closed-loop order).
+PUBLIC_VERBS: list[str] = list(PUBLIC_ACTIONS)
 
 
 def _encode_cursor(reported_at: datetime, case_no: str) -> str:
@@ -67,9 +69,18 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise ApiError(400, "invalid_cursor", "cursor is not one this API issued") from exc
 
 
-def _row(record: Any) -> dict[str, Any]:
+def offered_to(row: dict[str, Any], principal: Principal) -> list[str]:
+    """What the caller may do to the case now: the aggregate's own answer, recorded in the
+    case's last event (``summary.offers``), for the caller's role. Jurisdiction is checked
+    before a row is shown at all."""
+    offers: dict[str, list[str]] = row.pop("offers", None) or {}
+    return [a for a in offers.get(principal.role, []) if a in PUBLIC_VERBS]
+
+
+def _row(record: Any, principal: Principal) -> dict[str, Any]:
     row = dict(record)
-    row["status_zh"] = STATUS_ZH.get(Status(row["status"]), row["status"])
+    row["status_zh"] = STATUS_LABELS.get(Status(row["status"]), row["status"])
+    row["allowed_actions"] = offered_to(row, principal)
     return row
 
 
@@ -127,7 +138,7 @@ async def list_cases(
     )
     async with runtime.read_connection() as conn:
         records = await conn.fetch(sql, *params)
-    items = [mask_case(principal, _row(r), j) for r in records[:limit]]
+    items = [mask_case(principal, _row(r, principal), j) for r in records[:limit]]
     next_cursor = None
     if len(records) > limit:
         last = records[limit - 1]
@@ -158,14 +169,14 @@ async def get_case(
             "WHERE case_id = $1 ORDER BY version",
             row["case_id"],
         )
-    row["status_zh"] = STATUS_ZH.get(Status(row["status"]), row["status"])
+    row["status_zh"] = STATUS_LABELS.get(Status(row["status"]), row["status"])
     row["case_id"] = str(row["case_id"])
-    row["timeline"] = [dict(t) for t in timeline]
-    row["allowed_actions"] = [
-        a.value
-        for a in allowed_actions(Status(row["status"]), principal.role)
-        if a.value in PUBLIC_VERBS
+    # Each event's summary is read-model material (what the row above already shows).
+    row["timeline"] = [
+        {**dict(t), "data": {k: v for k, v in (t["data"] or {}).items() if k != "summary"}}
+        for t in timeline
     ]
+    row["allowed_actions"] = offered_to(row, principal)
     return mask_case(principal, row, runtime.ref.jurisdiction)
 
 

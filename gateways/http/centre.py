@@ -32,20 +32,20 @@ import orjson
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
-from aggregates.states import STATUS_ZH, Status
-from aggregates.states import TERMINAL as TERMINAL_STATUSES
 from core.clock import Clock
 from core.jurisdiction import Jurisdiction
+from core.refdata import Reference
+from core.vocabulary import STATUS_LABELS, Status
+from core.vocabulary import TERMINAL as TERMINAL_STATUSES
 from gateways.http.access import (
     CASE_READERS,
     COMMAND_CENTRE,
     case_filter,
     visible_grids,
 )
-from gateways.http.deps import get_clock, get_runtime
+from gateways.http.deps import ReadConnection, get_clock, get_reads, get_reference
 from gateways.http.errors import ApiError
 from gateways.http.identity import Principal, require
-from gateways.runtime import Runtime
 from projections import map as mapmodel
 from projections import metrics as m
 
@@ -92,7 +92,7 @@ QUEUE_COLUMNS = (
     "closed_at",
     "version",
 )
-TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)  # the one rule: aggregates/states.py
+TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)  # the one rule: core/vocabulary.py
 _FAR = "'9999-12-31T00:00:00Z'::timestamptz"
 _RANK = "(CASE priority WHEN 'urgent' THEN 0 WHEN 'important' THEN 1 ELSE 2 END)"
 
@@ -303,7 +303,7 @@ def _keyset(
 def _item(record: Any) -> dict[str, Any]:
     row = {c: record[c] for c in QUEUE_COLUMNS}
     try:
-        row["status_zh"] = STATUS_ZH[Status(row["status"])]
+        row["status_zh"] = STATUS_LABELS[Status(row["status"])]
     except ValueError:
         row["status_zh"] = row["status"]
     return row
@@ -315,12 +315,11 @@ class QueueSql:
     def __init__(
         self,
         query: QueueQuery,
-        runtime: Runtime,
+        j: Jurisdiction,
         principal: Principal,
         sort: str,
         order: str | None,
     ) -> None:
-        j = runtime.ref.jurisdiction
         clauses, self.params = query.where(j, principal)
         self.where = " AND ".join(clauses) if clauses else "true"
         self.keys = _order(sort, order)
@@ -394,11 +393,12 @@ async def queue(
         description="also count the matching rows: exact up to 10,000, above that "
         "PostgreSQL's estimate (``total_exact`` says which)",
     ),
-    runtime: Runtime = Depends(get_runtime),
+    ref: Reference = Depends(get_reference),
+    reads: ReadConnection = Depends(get_reads),
     principal: Principal = Depends(queue_reader),
 ) -> dict[str, Any]:
     """The queue (案件隊列), filtered and sorted; follow ``next_cursor`` for the next page."""
-    q = QueueSql(query, runtime, principal, sort, order)
+    q = QueueSql(query, ref.jurisdiction, principal, sort, order)
     keys = q.keys
     effective = keys[0][1]
     params = list(q.params)
@@ -409,7 +409,7 @@ async def queue(
         params.extend(extra)
     params.append(limit + 1)
     sql = q.rows(condition) + f" LIMIT ${len(params)}"
-    async with runtime.read_connection() as conn:
+    async with reads() as conn:
         records = await conn.fetch(sql, *params)
         total = exact = None
         if with_total:
@@ -435,10 +435,10 @@ async def queue(
 
 
 async def _rows(
-    runtime: Runtime, sql: str, params: list[Any]
+    reads: ReadConnection, sql: str, params: list[Any]
 ) -> AsyncIterator[dict[str, Any]]:
     """Rows of ``sql`` from a server-side cursor (constant memory for any size)."""
-    async with runtime.read_connection() as conn, conn.transaction(readonly=True):
+    async with reads() as conn, conn.transaction(readonly=True):
         async for record in conn.cursor(sql, *params, prefetch=1000):
             yield _item(record)
 
@@ -497,13 +497,14 @@ async def export_queue(
     query: QueueQuery = Depends(),
     sort: SortName = "reported_at",
     order: Literal["asc", "desc"] | None = None,
-    runtime: Runtime = Depends(get_runtime),
+    ref: Reference = Depends(get_reference),
+    reads: ReadConnection = Depends(get_reads),
     clock: Clock = Depends(get_clock),
     principal: Principal = Depends(queue_reader),
 ) -> StreamingResponse:
     """The filtered queue as CSV (UTF-8 with BOM) or JSON Lines, streamed."""
-    q = QueueSql(query, runtime, principal, sort, order)
-    rows = _rows(runtime, q.rows(), q.params)
+    q = QueueSql(query, ref.jurisdiction, principal, sort, order)
+    rows = _rows(reads, q.rows(), q.params)
     name = f"queue-{clock.now().astimezone(m.METRIC_TZ):%Y%m%d-%H%M}"
     columns = [*QUEUE_COLUMNS, "status_zh"]
     body = _as_csv(rows, columns) if fmt == "csv" else _as_jsonl(rows)
@@ -516,13 +517,14 @@ async def export_queue(
 @router.get("/map")
 async def map_counts(
     node: str | None = Query(default=None, max_length=40, description="default: your node"),
-    runtime: Runtime = Depends(get_runtime),
+    ref: Reference = Depends(get_reference),
+    reads: ReadConnection = Depends(get_reads),
     principal: Principal = Depends(centre_reader),
 ) -> dict[str, Any]:
     """Open / yellow / red / supervised / urgent counts of a node, its children and grids."""
-    j = runtime.ref.jurisdiction
+    j = ref.jurisdiction
     code, grids = _grids_for(principal, j, node)
-    async with runtime.read_connection() as conn:
+    async with reads() as conn:
         counts = await mapmodel.grid_counts(conn)
     if grids is not None:
         allowed = set(grids)
@@ -599,7 +601,8 @@ def _labeller(j: Jurisdiction, group_by: str) -> Callable[[str], tuple[str, str]
 
 
 async def _metrics(
-    runtime: Runtime,
+    ref: Reference,
+    reads: ReadConnection,
     clock: Clock,
     principal: Principal,
     node: str | None,
@@ -611,7 +614,7 @@ async def _metrics(
     inspector: str | None,
     keys: list[str] | None,
 ) -> dict[str, Any]:
-    j = runtime.ref.jurisdiction
+    j = ref.jurisdiction
     code, grids = _grids_for(principal, j, node)
     start, end = _period(clock, day_from, day_to)
     tree_levels = [lv.key for lv in j.levels]
@@ -637,7 +640,7 @@ async def _metrics(
     else:
         sql_group = m.GROUPS_SQL[group_by]
     filters = {"department": department, "level": level, "inspector": inspector}
-    async with runtime.read_connection() as conn:
+    async with reads() as conn:
         flows = await _flows(conn, start, end, grids, sql_group, filters)
         snaps = await _snapshots(
             conn, grids, None if group_by in TIME_GROUPS else sql_group, filters
@@ -774,14 +777,15 @@ async def metrics(
     only: str | None = Query(
         default=None, alias="metrics", max_length=1000, description="comma-separated keys"
     ),
-    runtime: Runtime = Depends(get_runtime),
+    ref: Reference = Depends(get_reference),
+    reads: ReadConnection = Depends(get_reads),
     clock: Clock = Depends(get_clock),
     principal: Principal = Depends(centre_reader),
 ) -> dict[str, Any]:
     """Evaluation metrics (綜合評價) of a node and period; rates are 0…1 or null."""
     keys = [k.strip() for k in only.split(",") if k.strip()] if only else None
     return await _metrics(
-        runtime, clock, principal, node, day_from, day_to, group_by, department, level,
+        ref, reads, clock, principal, node, day_from, day_to, group_by, department, level,
         inspector, keys,
     )
 
@@ -802,14 +806,15 @@ async def export_metrics(
     department: str | None = Query(default=None, max_length=80),
     level: str | None = Query(default=None, max_length=40),
     inspector: str | None = Query(default=None, max_length=100),
-    runtime: Runtime = Depends(get_runtime),
+    ref: Reference = Depends(get_reference),
+    reads: ReadConnection = Depends(get_reads),
     clock: Clock = Depends(get_clock),
     principal: Principal = Depends(centre_reader),
 ) -> StreamingResponse:
     """Metrics per group as CSV or JSON Lines: one row per group (and a TOTAL row), with
     every metric and every counter, so a third party can recompute each rate."""
     data = await _metrics(
-        runtime, clock, principal, node, day_from, day_to, group_by, department, level,
+        ref, reads, clock, principal, node, day_from, day_to, group_by, department, level,
         inspector, None,
     )
     counters = list(m.COUNTERS) + list(m.SNAPSHOTS)

@@ -257,7 +257,7 @@ def open311_status(status: str) -> str:
 
 def our_statuses(open311: str) -> list[str]:
     """Open311 status filter value → our statuses."""
-    from aggregates.states import Status
+    from core.vocabulary import Status
 
     if open311 == "closed":
         return sorted(CLOSED_STATUSES)
@@ -297,9 +297,9 @@ def _request_item(runtime: Runtime, row: dict[str, Any]) -> dict[str, Any]:
     category = catalogue.get(row["category"]) if row["category"] in catalogue else None
     department = j.departments.get(row["department"]) if row.get("department") else None
     status = str(row["status"])
-    from aggregates.states import STATUS_ZH, Status
+    from core.vocabulary import STATUS_LABELS, Status
 
-    notes = f"{STATUS_ZH.get(Status(status), status)} · {STATUS_EN.get(status, status)}"
+    notes = f"{STATUS_LABELS.get(Status(status), status)} · {STATUS_EN.get(status, status)}"
     if row.get("duplicate_of"):
         notes += f" · see {row['duplicate_of']}"
     return {

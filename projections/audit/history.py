@@ -40,10 +40,11 @@ from eventsourcing.persistence import (
 
 from aggregates.case import Case, json_view
 from aggregates.integrity import iso_utc
-from aggregates.states import STATUS_ZH
+from aggregates.state import FIELDS as STATE_FIELDS
 from core.db import check_schema
 from core.ids import case_no_for_id
 from core.logging import get_logger
+from core.vocabulary import STATUS_LABELS
 from projections.audit.rows import (
     COMMON_FIELDS,
     EVENT_COLUMNS,
@@ -291,10 +292,10 @@ def changed_fields(before: dict[str, Any] | None, after: dict[str, Any]) -> dict
 _DERIVED: dict[str, Callable[[Case], Any]] = {
     "id": operator.attrgetter("id"),
     "version": operator.attrgetter("version"),
-    "status": lambda c: c.status.value,
-    "status_zh": lambda c: STATUS_ZH[c.status],
-    "warned": operator.attrgetter("is_warned"),
-    "overdue": operator.attrgetter("is_overdue"),
+    "status": lambda c: c.state.status.value,
+    "status_zh": lambda c: STATUS_LABELS[c.state.status],
+    "warned": lambda c: c.state.warned,
+    "overdue": lambda c: c.state.overdue,
     "updated_at": operator.attrgetter("modified_on"),
 }
 #: Types whose JSON view is the value itself; ``datetime`` / ``UUID`` stay raw in a view.
@@ -325,22 +326,22 @@ class _Viewer:
     differ)."""
 
     def __init__(self, snapshot: dict[str, Any], case: Case) -> None:
-        attrs = vars(case)
-        plain = [k for k in snapshot if k not in _DERIVED and k in attrs]
+        fields = {f.name for f in STATE_FIELDS}
+        plain = [k for k in snapshot if k not in _DERIVED and k in fields]
         derived = [k for k in snapshot if k not in plain]
         self.keys = plain + derived
         self.rank = {k: i for i, k in enumerate(snapshot)}  # the snapshot's own key order
-        self._plain = operator.itemgetter(*plain) if len(plain) > 1 else None
+        self._plain = operator.attrgetter(*plain) if len(plain) > 1 else None
         self._one = plain[0] if len(plain) == 1 else None
         self._derived = [_DERIVED.get(k) or operator.attrgetter(k) for k in derived]
         self.watched = [i for i, k in enumerate(self.keys) if k not in BOOKKEEPING]
 
     def view(self, case: Case) -> list[Any]:
-        attrs = vars(case)
+        state = case.state
         if self._plain is not None:
-            values = list(self._plain(attrs))
+            values = list(self._plain(state))
         else:
-            values = [attrs[self._one]] if self._one is not None else []
+            values = [getattr(state, self._one)] if self._one is not None else []
         values.extend(get(case) for get in self._derived)
         return [v if type(v) in _RAW else _jv(v) for v in values]
 

@@ -61,7 +61,7 @@ class History:
             command_id=uuid.UUID(int=self.rng.getrandbits(128)).hex,
             verb=verb,  # type: ignore[arg-type]
             case_id=str(cid),
-            case_no=case.case_no if case is not None else case_no_for_id(cid),
+            case_no=case.state.case_no if case is not None else case_no_for_id(cid),
             partition=part,
             actor=actor,
             role=role,
@@ -83,14 +83,14 @@ class History:
 
     def lights(self, case: Case, until: datetime) -> None:
         """What the SLA watcher does before ``until``: yellow near the deadline, red past it."""
-        if case.due is None or case.due_step not in ("file", "dispatch", "handle", "verify"):
+        if case.state.due is None or case.state.due_step not in ("file", "dispatch", "handle", "verify"):
             return
-        due, step = case.due, case.due_step
+        due, step = case.state.due, case.state.due_step
         warn_at = due - timedelta(minutes=10)
-        if warn_at < until and warn_at >= case.modified_on and not case.is_warned:
+        if warn_at < until and warn_at >= case.modified_on and not case.state.warned:
             self.act(case, "mark_warning", "system", "sla-watcher", warn_at, step=step, due=due)
         over_at = max(due + timedelta(minutes=1), case.modified_on)
-        if over_at < until and not case.is_overdue and self.rng.random() < 0.9:
+        if over_at < until and not case.state.overdue and self.rng.random() < 0.9:
             self.act(case, "mark_overdue", "system", "sla-watcher", over_at, step=step, due=due)
 
     def step(self, case: Case, verb: str, role: str, actor: str, after: timedelta,
@@ -142,10 +142,10 @@ class History:
             return
         if r < 0.14 and self.parked[district]:
             original = self.cases[rng.choice(self.parked[district])]
-            if original.status.value not in ("rejected", "merged", "closed"):
+            if original.state.status.value not in ("rejected", "merged", "closed"):
                 when = max(case.modified_on, original.modified_on) + self.minutes(1, 30)
                 self.act(case, "mark_duplicate", "dispatcher", disp, when,
-                         of_case_no=original.case_no, of_case_id=str(original.id))
+                         of_case_no=original.state.case_no, of_case_id=str(original.id))
                 return
         if r < 0.18:
             self.park(case, district)
@@ -159,7 +159,7 @@ class History:
             if rng.random() < 0.04:
                 case = self.escalate_or_supervise(case, disp)
             case = self.dispatch(case, disp)
-            handler = f"handler-{case.department}"
+            handler = f"handler-{case.state.department}"
             if rng.random() < 0.03:
                 self.park(case, district)
                 return
@@ -167,7 +167,7 @@ class History:
                 case, _ = self.step(case, "return_case", "handler", handler,
                                     self.minutes(10, 600), reason="非本部門職責")
                 case = self.dispatch(case, disp, other=rng.random() < 0.6)
-                handler = f"handler-{case.department}"
+                handler = f"handler-{case.state.department}"
             case, _ = self.step(case, "accept", "handler", handler, self.minutes(5, 120))
             if rng.random() < 0.1:
                 case, _ = self.step(case, "request_extension", "handler", handler,
@@ -189,7 +189,7 @@ class History:
             hours = rng.choice((0.5, 2, 6, 20, 50, 120))
             case, _ = self.step(case, "report_result", "handler", handler,
                                 timedelta(hours=rng.uniform(0.1, 1) * hours), note="已處置完畢")
-            inspector = self.j.grid(case.grid).team.inspector
+            inspector = self.j.grid(case.state.grid).team.inspector
             if rng.random() < 0.03:
                 self.park(case, district)
                 return
@@ -202,12 +202,12 @@ class History:
                                     self.minutes(60, 3000), note="已返工")
             case, _ = self.step(case, "verify_pass", "inspector", inspector,
                                 self.minutes(30, 900), note="核查通過")
-            if case.status.value == "verified":
+            if case.state.status.value == "verified":
                 break
-            if case.status.value == "awaiting_verification":
+            if case.state.status.value == "awaiting_verification":
                 continue
         case, _ = self.step(case, "close", "dispatcher", disp, self.minutes(5, 300))
-        if case.reporter.get("type") == "citizen" and rng.random() < 0.8:
+        if case.state.reporter.get("type") == "citizen" and rng.random() < 0.8:
             self.step(case, "return_visit", "call_taker", "calltaker", self.minutes(60, 2000),
                       satisfaction=rng.choices(SATISFACTION, (6, 3, 1))[0])
 
@@ -221,10 +221,10 @@ class History:
 
     def dispatch(self, case: Case, disp: str, other: bool = False) -> Case:
         if other:
-            node = case.node or self.j.partition_of(case.grid)
-            proposed = (case.proposal or {}).get("department")
+            node = case.state.node or self.j.partition_of(case.state.grid)
+            proposed = (case.state.proposal or {}).get("department")
             choices = [d.code for d in self.j.departments.values()
-                       if d.code != proposed and self.j.contains(d.node, case.grid)]
+                       if d.code != proposed and self.j.contains(d.node, case.state.grid)]
             if choices:
                 case, _ = self.step(case, "dispatch", "dispatcher", disp, self.minutes(5, 90),
                                     department=self.rng.choice(sorted(choices)),
@@ -235,15 +235,15 @@ class History:
             case, _ = self.step(case, "dispatch", "dispatcher", disp, self.minutes(5, 90),
                                 priority=priority, override_reason="群眾反映強烈, 提高優先級")
             return case
-        proposed_priority = (case.proposal or {}).get("priority")
-        extra = {} if proposed_priority in (None, case.priority) else {
+        proposed_priority = (case.state.proposal or {}).get("priority")
+        extra = {} if proposed_priority in (None, case.state.priority) else {
             "override_reason": "沿用已調整的優先級"
         }
         case, _ = self.step(case, "dispatch", "dispatcher", disp, self.minutes(2, 90), **extra)
         return case
 
     def escalate_or_supervise(self, case: Case, disp: str, escalate: bool = True) -> Case:
-        if escalate and case.level != "city":
+        if escalate and case.state.level != "city":
             case, _ = self.step(case, "escalate", "dispatcher", disp, self.minutes(5, 120),
                                 reason="跨區域, 需上級協調")
         else:

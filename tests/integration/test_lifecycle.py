@@ -189,16 +189,21 @@ async def test_extension_suspension_and_duplicate(system: dict[str, Any]) -> Non
     await act(client, first, "approve_extension", SHIFT_LEADER)
     after = (await case_where(client, first, extension_count=1))["due_at"]
     assert after > before
-    # A second extension needs a supervisor.
+    # A second extension needs a supervisor: the shift leader is no longer offered it.
     await act(client, first, "request_extension", HANDLER, hours=7, reason="再次延期")
-    refused = await act(
-        client,
-        first,
-        "approve_extension",
-        SHIFT_LEADER,
-        expect=422,
-    )
-    assert refused["error"] == "invalid_command"
+
+    async def pending() -> dict[str, Any] | None:
+        case = (await client.get(f"/v1/cases/{first}", headers=SHIFT_LEADER)).json()
+        return case if case.get("pending_extension") else None
+
+    offered: dict[str, Any] = await eventually(pending, timeout=20)
+    assert offered["pending_extension"]["reason"] == "再次延期"
+    assert "approve_extension" not in offered["allowed_actions"]
+    assert "refuse_extension" in offered["allowed_actions"]
+    refused = await act(client, first, "approve_extension", SHIFT_LEADER, expect=409)
+    assert refused["error"] == "illegal_transition"
+    assert "supervisor" in refused["why"]
+    assert refused["allowed_actions"] == offered["allowed_actions"]
     await act(
         client,
         first,

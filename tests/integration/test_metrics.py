@@ -43,34 +43,13 @@ def day_of(at: Any) -> str:
     return parse_time(at).astimezone(TZ).date().isoformat()  # type: ignore[union-attr]
 
 
-# Which event sets which deadline (field, step); "*" keeps the step. Written from the event
-# classes' docstrings in aggregates/case.py, independently of projections/map.py.
-SETS_DEADLINE = {
-    "Reported": ("file_due", "file"), "Filed": ("dispatch_due", "dispatch"),
-    "Dispatched": ("handle_due", "handle"), "Returned": ("dispatch_due", "dispatch"),
-    "Escalated": ("dispatch_due", "dispatch"), "ExtensionApproved": ("new_due", "*"),
-    "Suspended": ("review_at", "review"), "Resumed": ("new_due", "handle"),
-    "ResultReported": ("verify_due", "verify"), "VerificationPassed": ("close_due", "close"),
-    "VerificationFailed": ("new_due", "handle"), "Rejected": (None, None),
-    "MarkedDuplicate": (None, None), "Closed": (None, None),
-}
-
-
 def deadline_before(events: list[dict[str, Any]], i: int) -> tuple[Any, str | None]:
-    """(due, step) running just before event ``i``: search backwards for the last event that
-    set a deadline; an extension keeps the step of the one before it."""
-    for k in range(i - 1, -1, -1):
-        kind = events[k]["type"]
-        if kind in SETS_DEADLINE:
-            field, step = SETS_DEADLINE[kind]
-            due = parse_time(events[k]["data"].get(field)) if field else None
-            if due is None:
-                return None, None
-            if step == "*":
-                _, step = deadline_before(events, k)
-                step = step or "handle"
-            return due, step
-    return None, None
+    """(due, step) running just before event ``i``: every event records the deadline
+    running after it."""
+    if i == 0:
+        return None, None
+    data = events[i - 1]["data"]
+    return parse_time(data.get("due")), data.get("due_step")
 
 
 def owner_at(events: list[dict[str, Any]], i: int) -> tuple[str, str]:

@@ -17,7 +17,6 @@ from aggregates.deadlines import (
     WARNING_RATIO,
     due_at,
     extend,
-    light,
     overdue_hours,
     resume,
     suspended_hours,
@@ -84,61 +83,6 @@ def test_illegal_construction_ordinary_spans_national_day(catalogue: Catalogue) 
     # Saturday), 13, 14 Oct — the 1–8 Oct holiday and Sunday 12 Oct do not count.
     assert local(due) == at(2025, 10, 14, 17, 30)
     assert local(due_at(illegal, "urgent", "handle", start, CAL)) == at(2025, 9, 29, 14, 30)
-
-
-# ---- traffic light --------------------------------------------------------------------------
-
-
-def test_light_turns_yellow_at_80_percent_and_red_after_due() -> None:
-    start = at(2025, 11, 17, 9)  # Monday
-    due = CAL.add(start, 4, "working")
-    assert local(due) == at(2025, 11, 17, 14, 30)
-    warn = warning_at(start, due, "working", CAL)
-    assert local(warn) == at(2025, 11, 17, 13, 42)  # 3.2 working hours, lunch skipped
-    assert light(start, due, at(2025, 11, 17, 12, 45), "working", CAL) == "green"  # lunch: 75 %
-    assert light(start, due, warn - SECOND, "working", CAL) == "green"
-    assert light(start, due, warn, "working", CAL) == "yellow"
-    assert light(start, due, due, "working", CAL) == "yellow"
-    assert light(start, due, due + timedelta(microseconds=1), "working", CAL) == "red"
-    assert light(start, due, at(2025, 11, 18, 9), "working", CAL) == "red"
-
-
-def test_light_on_natural_clock() -> None:
-    start = at(2025, 10, 4, 23)
-    due = CAL.add(start, 2, "natural")
-    assert local(warning_at(start, due, "natural", CAL)) == at(2025, 10, 5, 0, 36)
-    assert light(start, due, at(2025, 10, 5, 0, 35), "natural", CAL) == "green"
-    assert light(start, due, at(2025, 10, 5, 0, 36), "natural", CAL) == "yellow"
-    assert light(start, due, at(2025, 10, 5, 1, 1), "natural", CAL) == "red"
-
-
-def test_light_discounts_suspended_time() -> None:
-    start = at(2025, 11, 17, 9)  # Monday
-    original_due = CAL.add(start, 10, "working")
-    assert local(original_due) == at(2025, 11, 18, 12)
-    # Suspended Monday 10:00 → Tuesday 10:00 = 6 h Monday + 1 h Tuesday.
-    paused_at, resumed_at = at(2025, 11, 17, 10), at(2025, 11, 18, 10)
-    paused = suspended_hours(paused_at, resumed_at, "working", CAL)
-    assert paused == 7.0
-    due = resume(original_due, paused_at, resumed_at, "working", CAL)
-    assert local(due) == at(2025, 11, 19, 12)
-    # Tuesday 17:30: 14 h since start, 7 of them suspended → 7 of 10 h used: green.
-    # (Counting the suspension would give 14 of 17 h = 82 %: yellow.)
-    tuesday_close = at(2025, 11, 18, 17, 30)
-    assert light(start, due, tuesday_close, "working", CAL, paused_hours=paused) == "green"
-    assert light(start, due, tuesday_close, "working", CAL) == "yellow"
-    # Wednesday 10:00: 8 of 10 h used → yellow; after Wednesday noon → red.
-    assert light(start, due, at(2025, 11, 19, 10), "working", CAL, paused_hours=paused) == "yellow"
-    assert light(start, due, at(2025, 11, 19, 12, 1), "working", CAL, paused_hours=paused) == "red"
-    with pytest.raises(ValueError):
-        light(start, due, tuesday_close, "working", CAL, paused_hours=-1)
-
-
-def test_zero_length_limit_is_yellow_until_it_passes() -> None:
-    start = at(2025, 11, 17, 9)
-    assert light(start, start, start, "working", CAL) == "yellow"
-    assert light(start, start, start + SECOND, "working", CAL) == "red"
-    assert warning_at(start, start, "working", CAL) == start
 
 
 # ---- extension, suspension, overdue ---------------------------------------------------------

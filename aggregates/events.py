@@ -1,0 +1,91 @@
+"""The base of every case event: who, why, where the case stood before and after.
+
+Every event records, besides its own facts:
+
+* ``actor, role, channel, reason, command_id`` — who did it, through which channel, why, and
+  the idempotency key (幂等键) of the command;
+* ``from_status`` / ``to_status`` — so a history explains itself even if the rules change;
+* ``due`` / ``due_step`` — the deadline (时限) running *after* the event (None: no clock);
+* ``summary`` — the read models' fields after the event (:data:`CaseState` fields marked
+  ``summary``, the traffic lights and the actions each role is offered next), so no read
+  model has to know how an event changes a case;
+* ``prev_hash`` / ``hash`` — the per-case hash chain (``aggregates.integrity``).
+
+Each event class adds its own facts and one method, :meth:`CaseEvent.evolve`, the state change,
+written next to the action that records it (``aggregates.actions``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol, cast
+
+from eventsourcing.domain import Aggregate
+
+from aggregates.state import CaseState
+from core.vocabulary import Status
+
+
+class HasState(Protocol):
+    """What an event needs of its aggregate: the state, and a state prepared in advance."""
+
+    state: CaseState
+    prepared: CaseState | None
+
+
+class CaseEvent(Aggregate.Event):
+    """Common fields of all case events (see the module docstring)."""
+
+    actor: str  # 操作人 (user id or "sla-watcher")
+    role: str  # 角色 the actor acted in
+    channel: str  # 渠道: web, app, hotline, open311, api, system ...
+    reason: str | None  # 原因 / 理由
+    command_id: str  # 幂等键
+    from_status: str | None  # None for the first event
+    to_status: str
+    due: datetime | None  # deadline running after this event
+    due_step: str | None
+    summary: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def evolve(self, case: CaseState) -> None:
+        """This event's own change to the state; overridden by each event class. Replace
+        containers rather than changing them in place (see :meth:`CaseState.copy`)."""
+
+    def apply(self, aggregate: Any) -> None:
+        """eventsourcing's hook. A new event's state was computed before it was recorded
+        (to record its summary); a replayed one is computed here."""
+        holder = cast(HasState, aggregate)
+        if holder.prepared is not None:
+            holder.state, holder.prepared = holder.prepared, None
+        else:
+            advance(holder.state, self)
+        holder.state.last_hash = self.hash
+        holder.state.applied_commands.append(self.command_id)
+
+
+def advance(state: CaseState, event: Any) -> None:
+    """The whole change one event makes: its own ``evolve``, then the common facts. ``event``
+    is a stored event or, before recording, a draft with the same attributes."""
+    event.evolve(state)
+    state.status = Status(event.to_status)
+    if state.due != event.due or state.due_step != event.due_step:
+        state.due_since = event.timestamp if event.due is not None else None
+    state.due = event.due
+    state.due_step = event.due_step if event.due is not None else None
+    if state.status is not Status.in_progress:
+        # An extension request only means something while the department is handling.
+        state.pending_extension = None
+
+
+class Draft:
+    """An event before it is recorded: the same attributes, so the same ``evolve`` computes
+    the state after it (whose summary the event then records)."""
+
+    def __init__(self, event_class: type[CaseEvent], **fields: Any) -> None:
+        self.__dict__.update(fields)
+        self._event_class = event_class
+
+    def evolve(self, state: CaseState) -> None:
+        self._event_class.evolve(cast(CaseEvent, self), state)

@@ -1,0 +1,100 @@
+"""Who hears about what (通知规则): the notices one recorded event causes.
+
+Pure: an event's type and facts, and what is known of its case (grid, department, source,
+description), give the notices and their audiences (``dept.<code>``, ``grid.<code>``,
+``role.<role>``). The notifier (``gateways/notify.py``) stores, pushes and delivers them.
+
+==========================  ======================================  ==========================
+event                       kind                                    audience
+==========================  ======================================  ==========================
+Dispatched                  ``new_dispatch`` 新派遣 / 重派          the department
+ResultReported              ``recheck_task`` 核查任务               the grid's inspector(s)
+VerificationFailed          ``returned`` 返工 (back to the dept)    the department
+Returned (退单)             ``returned`` 退单 (back to dispatch)    dispatchers, shift leaders
+WarningMarked (黄灯 80 %)   ``deadline_approaching`` 即将超期       whoever owns the step
+OverdueMarked (红灯)        ``overdue`` 已超期                      whoever owns the step
+ExtensionRequested          ``extension_requested`` 延期申请        shift leaders
+ExtensionApproved/Refused   ``extension_decided`` 延期审批          the department
+Closed (citizen case)       ``return_visit_due`` 待回访             call-takers
+==========================  ======================================  ==========================
+
+"Whoever owns the step": handle / review → the department, verify → the grid's inspector,
+file / dispatch → dispatchers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Notice:
+    kind: str
+    audience: list[str]
+    body: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def owner(step: str | None, case: Mapping[str, Any]) -> list[str]:
+    """Who must act before the running deadline of ``step``."""
+    if step in ("handle", "review") and case.get("department"):
+        return [f"dept.{case['department']}"]
+    if step == "verify":
+        return [f"grid.{case['grid']}"]
+    return ["role.dispatcher"]
+
+
+def notices_for(env: Mapping[str, Any], case: Mapping[str, Any]) -> list[Notice]:
+    """The notices one event causes, given the case facts known before it."""
+    etype, data = env["type"], env.get("data") or {}
+    reason = env.get("reason")
+    desc = (case.get("description") or "")[:80]
+    if etype == "Dispatched":
+        verb = "重派" if data.get("redispatch") else "派遣"
+        return [Notice(
+            "new_dispatch", [f"dept.{data.get('department')}"], f"{verb}: {desc}",
+            {"department": data.get("department"), "due": data.get("due"),
+             "priority": data.get("priority")},
+        )]
+    if etype == "ResultReported":
+        return [Notice(
+            "recheck_task", [f"grid.{case['grid']}"],
+            f"请到现场核查: {data.get('note') or desc}",
+            {"grid": case["grid"], "due": data.get("due")},
+        )]
+    if etype == "VerificationFailed":
+        return [Notice(
+            "returned", [f"dept.{data.get('department') or case.get('department')}"],
+            f"核查不通过, 返工: {data.get('note') or ''}",
+            {"rework_number": data.get("rework_number"), "due": data.get("due")},
+        )]
+    if etype == "Returned":
+        return [Notice(
+            "returned", ["role.dispatcher", "role.shift_leader"],
+            f"退单 ({data.get('department') or env.get('actor')}): {reason or ''}",
+            {"department": data.get("department"), "reason": reason},
+        )]
+    if etype in ("WarningMarked", "OverdueMarked"):
+        kind = "deadline_approaching" if etype == "WarningMarked" else "overdue"
+        step = data.get("step")
+        text = "即将超期" if kind == "deadline_approaching" else "已超期"
+        return [Notice(kind, owner(step, case), f"{text} ({step}): {desc}",
+                       {"step": step, "due": data.get("due")})]
+    if etype == "ExtensionRequested":
+        return [Notice(
+            "extension_requested", ["role.shift_leader"],
+            f"延期申请 {data.get('hours')} 小时: {reason or ''}",
+            {"hours": data.get("hours"), "reason": reason},
+        )]
+    if etype in ("ExtensionApproved", "ExtensionRefused") and case.get("department"):
+        approved = etype == "ExtensionApproved"
+        return [Notice(
+            "extension_decided", [f"dept.{case['department']}"],
+            ("延期已批准" if approved else "延期被驳回") + (f": {reason}" if reason else ""),
+            {"approved": approved, "new_due": data.get("due") if approved else None},
+        )]
+    if etype == "Closed" and case.get("source") in ("hotline", "open311"):
+        return [Notice("return_visit_due", ["role.call_taker"], f"已结案, 请回访: {desc}")]
+    return []

@@ -1,0 +1,61 @@
+"""The SLA policy (时限监控): which commands a case's running deadline calls for, and when.
+
+- ``mark_warning`` at 80 % of a step's limit (黄灯) and ``mark_overdue`` at 100 % (红灯);
+- ``escalate`` (automatic, 上提一级) once a case is overdue by its category's margin, if the
+  system is offered escalation (the registry's guard: never above the top level);
+- ``mark_overdue`` with step ``review`` when a suspended case (挂账) reaches its review date, a
+  reminder that lands on the case's timeline.
+
+Pure: a case's queue row (recorded facts: deadline, step, lights, offers), ``now`` and the
+reference data in; decisions out. The watcher (``gateways/watcher.py``) publishes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from aggregates import deadlines
+from core.refdata import Reference
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One command the policy calls for, before it is wrapped and published."""
+
+    verb: str
+    case_no: str
+    args: dict[str, Any]
+    key: str  # the command id: the same decision always has the same key
+
+
+def decide(row: Mapping[str, Any], now: datetime, ref: Reference) -> list[Decision]:
+    """Which commands a case row calls for at ``now``."""
+    due: datetime = row["due_at"]
+    step: str = row["due_step"] or "handle"
+    start: datetime = row["due_started_at"] or due
+    category = ref.catalogue.get(row["category"])
+    clock = "natural" if step == "review" else category.clock
+    stamp = due.isoformat()
+    no = row["case_no"]
+    marks = {"step": step, "due": stamp}
+    if step == "review":
+        if now >= due and not row["overdue"]:
+            return [Decision("mark_overdue", no, marks, f"sla:review:{no}:{stamp}")]
+        return []
+    out: list[Decision] = []
+    if not row["warning"] and now >= deadlines.warning_at(start, due, clock, ref.calendar):
+        out.append(Decision("mark_warning", no, marks, f"sla:warn:{no}:{step}:{stamp}"))
+    if now >= due:
+        if not row["overdue"]:
+            out.append(Decision("mark_overdue", no, marks, f"sla:overdue:{no}:{step}:{stamp}"))
+        late = deadlines.overdue_hours(due, now, clock, ref.calendar)
+        offered = (row.get("offers") or {}).get("system") or []
+        if "escalate" in offered and late >= category.escalate_after_overdue_hours:
+            reason = (f"超期 {late:.1f} 小时自动上提 (overdue {late:.1f} h ≥ "
+                      f"{category.escalate_after_overdue_hours:g} h margin, step {step})")
+            out.append(Decision("escalate", no, {"reason": reason, "automatic": True},
+                                f"sla:escalate:{no}:{step}:{stamp}"))
+    return out
