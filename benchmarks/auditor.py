@@ -30,7 +30,7 @@ import httpx
 from benchmarks.common import rss_mb, summary_ms
 from core.logging import configure_logging
 from core.settings import Settings
-from gateways.runtime import Runtime
+from gateways.bootstrap import Runtime
 
 
 async def measure_history(

@@ -33,7 +33,7 @@ from benchmarks.common import report_command, rss_mb
 from core import codec
 from core.logging import configure_logging
 from core.settings import Settings
-from gateways.runtime import ROLES, Runtime
+from gateways.bootstrap import ROLES, Runtime
 
 
 async def run(

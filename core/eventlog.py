@@ -4,8 +4,8 @@ Each partition's events are one table, ``cases_<p>_events`` (``core.eventstore``
 through eventsourcing), whose ``notification_id`` is the event's position in the partition's
 log. Everything that reads events back without loading an aggregate — the relay (outbox →
 EVENTS), the projector filling holes, rebuilds and ``replay --check``, the auditors' histories,
-verification and exports — reads those rows here, so the table's name, its columns and the
-order of the log are written down once.
+verification and exports, the gateway asking whether a report's case already exists — reads
+those rows here, so the table's name, its columns and the order of the log are written once.
 
 Why not eventsourcing's ``select_notifications``: it is synchronous (a worker thread per read),
 builds a dict per row and pre-pings its connection on every call — about a fifth of the relay's
@@ -76,6 +76,23 @@ async def head(conn: asyncpg.Connection, partition: str, schema: str | None = No
     if await conn.fetchval("SELECT to_regclass($1)", table) is None:
         return 0
     return int(await conn.fetchval(f"SELECT max(notification_id) FROM {table}") or 0)
+
+
+async def existing_cases(
+    conn: asyncpg.Connection,
+    partition: str,
+    case_ids: list[str],
+    timeout: float | None = None,
+) -> set[str]:
+    """Which of ``case_ids`` already have their first event in the partition's log (one
+    lookup by the table's primary key ``(originator_id, originator_version)``)."""
+    rows = await conn.fetch(
+        f"SELECT originator_id FROM {qualified(partition)} "
+        "WHERE originator_id = ANY($1::uuid[]) AND originator_version = 1",
+        case_ids,
+        timeout=timeout,
+    )
+    return {str(row[0]) for row in rows}
 
 
 # ------------------------------------------------------------- psycopg (the auditors' tools)

@@ -474,9 +474,9 @@ async def _replay_check(
     settings: Settings, url: str, name: str | None, as_json: bool
 ) -> list[Any]:
     from core.eventstore import StoreRegistry
-    from gateways.runtime import all_projections
     from projections.audit.replay import check_all
     from projections.audit.rows import connect, store_partitions
+    from projections.read_models import all_projections
 
     schema = settings.db_schema
     projections = [p for p in all_projections() if name is None or p.name == name]

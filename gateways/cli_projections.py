@@ -52,7 +52,7 @@ def database_url(settings: Settings, given: str | None) -> str:
 
 
 def _projections(name: str | None) -> list[Any]:
-    from gateways.runtime import all_projections
+    from projections.read_models import all_projections
 
     everything = all_projections()
     if name is None:

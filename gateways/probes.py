@@ -1,9 +1,10 @@
 """``/healthz`` and ``/readyz`` for the roles that serve no HTTP (worker, relay, projector,
 watcher, notifier), so an orchestrator can probe them like the gateway.
 
-Started by ``Runtime.start`` when ``GRID_HEALTH_PORT`` is set (the deployments in deploy/ set
-it; ``gridctl up`` and tests do not). A few lines of asyncio instead of a second ASGI app:
-the probe must stay cheap and must not pull the HTTP stack into a worker process.
+Started by ``Runtime.start`` (gateways/bootstrap.py) when ``GRID_HEALTH_PORT`` is set (the
+deployments in deploy/ set it; ``gridctl up`` and tests do not). A few lines of asyncio
+instead of a second ASGI app: the probe must stay cheap and must not pull the HTTP stack into
+a worker process.
 
 - ``GET /healthz`` → 200 while the event loop answers (liveness);
 - ``GET /readyz`` → 200 when NATS is connected, PostgreSQL answers and every started role's
@@ -14,7 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+import asyncpg
+from nats.aio.client import Client
 
 from core import codec
 from core.logging import get_logger
@@ -25,16 +30,19 @@ if TYPE_CHECKING:
 log = get_logger("probes")
 
 
-async def readiness(runtime: Runtime) -> dict[str, Any]:
-    """The checks of ``/readyz`` (also what the gateway's endpoint reports)."""
-    checks: dict[str, bool] = {"nats": bool(runtime.nc.is_connected)}
+async def readiness(
+    nc: Client, pool: asyncpg.Pool, roles_alive: Callable[[], bool]
+) -> dict[str, Any]:
+    """The checks of ``/readyz`` (also what the gateway's endpoint reports): NATS connected,
+    a bounded ``SELECT 1``, and ``roles_alive()`` (``Runtime.consumers_ready``)."""
+    checks: dict[str, bool] = {"nats": bool(nc.is_connected)}
     try:
-        async with runtime.pool.acquire(timeout=2) as conn:
+        async with pool.acquire(timeout=2) as conn:
             await asyncio.wait_for(conn.fetchval("SELECT 1"), timeout=2)
         checks["postgres"] = True
     except Exception:
         checks["postgres"] = False
-    checks["consumers"] = runtime.consumers_ready()
+    checks["consumers"] = roles_alive()
     return {"ready": all(checks.values()), "checks": checks}
 
 
@@ -51,7 +59,7 @@ async def _handle(
         if path == "/healthz":
             status, body = 200, {"status": "ok"}
         elif path == "/readyz":
-            body = await readiness(runtime)
+            body = await readiness(runtime.nc, runtime.pool, runtime.consumers_ready)
             status = 200 if body["ready"] else 503
         else:
             status, body = 404, {"error": "not_found"}

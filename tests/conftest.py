@@ -24,6 +24,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from core.clock import FixedClock
 from core.settings import Settings
@@ -31,6 +33,17 @@ from core.settings import Settings
 LOCAL_NATS = "nats://127.0.0.1:4222"
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/test"
 _embedded: list[Any] = []
+
+# Hypothesis profiles: "fast" (the default) keeps the unit run short enough to run often;
+# "nightly" (HYPOTHESIS_PROFILE=nightly) searches much longer. Property tests set only what
+# their shape needs (e.g. stateful_step_count), never max_examples, so the profile decides.
+hypothesis_settings.register_profile(
+    "fast", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.register_profile(
+    "nightly", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
 
 
 def nats_url() -> str:
@@ -117,8 +130,8 @@ def clock() -> FixedClock:
 @pytest.fixture
 async def system(clock: FixedClock) -> AsyncIterator[dict[str, Any]]:
     """The whole system in-process (all roles) on the real services, plus an HTTP client."""
+    from gateways.bootstrap import ROLES, Runtime
     from gateways.http.app import create_app
-    from gateways.runtime import ROLES, Runtime
 
     settings = make_settings()
     runtime = await Runtime.open(settings, nats_url(), database_url())

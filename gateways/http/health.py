@@ -8,16 +8,29 @@ from __future__ import annotations
 
 import contextlib
 
+import asyncpg
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
+from nats.aio.client import Client
+from nats.js import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
 from core import eventlog
 from core.logging import get_logger
-from gateways.http.deps import get_runtime
+from core.messaging import Topology
+from core.refdata import Reference
+from gateways.http.deps import (
+    RoleCheck,
+    get_jetstream,
+    get_nats,
+    get_pool,
+    get_reference,
+    get_role_check,
+    get_topology,
+)
 from gateways.http.identity import public
 from gateways.probes import readiness
-from gateways.runtime import Runtime, all_projections
+from projections.read_models import all_projections
 
 log = get_logger("gateway")
 
@@ -36,10 +49,14 @@ _last_failing: list[str] = []
 
 
 @router.get("/readyz")
-async def readyz(runtime: Runtime = Depends(get_runtime)) -> JSONResponse:
+async def readyz(
+    nc: Client = Depends(get_nats),
+    pool: asyncpg.Pool = Depends(get_pool),
+    roles_alive: RoleCheck = Depends(get_role_check),
+) -> JSONResponse:
     # The same checks as the other roles' probes (a bounded SELECT 1: a connection the
     # restarted server has dropped must not hang the probe).
-    body = await readiness(runtime)
+    body = await readiness(nc, pool, roles_alive)
     failing = sorted(name for name, ok in body["checks"].items() if not ok)
     if failing != _last_failing:
         if failing:
@@ -92,17 +109,18 @@ CASES_WARNING = Gauge(_G + "cases_warning", "Open cases on a yellow light (預�
 CASES_OVERDUE = Gauge(_G + "cases_overdue", "Open cases past their deadline (超期)", ["district"])
 
 
-async def refresh_gauges(runtime: Runtime) -> None:
+async def refresh_gauges(
+    js: JetStreamContext, topo: Topology, pool: asyncpg.Pool, partitions: list[str]
+) -> None:
     """Read every gauge's value now (each source is optional: a failing one is skipped)."""
-    topo = runtime.topo
     with contextlib.suppress(Exception):
-        info = await runtime.js.stream_info(topo.commands_stream)
+        info = await js.stream_info(topo.commands_stream)
         COMMANDS_ACCEPTED.set(info.state.last_seq)
     CONSUMER_PENDING.clear()
     CONSUMER_ACK_PENDING.clear()
     for stream in (topo.commands_stream, topo.events_stream):
         with contextlib.suppress(Exception):
-            for consumer in await runtime.js.consumers_info(stream):
+            for consumer in await js.consumers_info(stream):
                 if not consumer.config.durable_name:
                     continue  # ephemeral: live-stream clients
                 name = consumer.name
@@ -110,11 +128,11 @@ async def refresh_gauges(runtime: Runtime) -> None:
                 CONSUMER_ACK_PENDING.labels(stream, name).set(consumer.num_ack_pending or 0)
     heads: dict[str, int] = {}
     with contextlib.suppress(Exception):
-        async with runtime.pool.acquire(timeout=2) as conn:
-            for partition in runtime.ref.partitions:
+        async with pool.acquire(timeout=2) as conn:
+            for partition in partitions:
                 heads[partition] = await eventlog.head(conn, partition)
     with contextlib.suppress(Exception):
-        async with runtime.pool.acquire(timeout=2) as conn:
+        async with pool.acquire(timeout=2) as conn:
             relay = {
                 r["partition"]: int(r["position"])
                 for r in await conn.fetch("SELECT partition, position FROM relay_positions")
@@ -162,7 +180,12 @@ async def refresh_gauges(runtime: Runtime) -> None:
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
 )
-async def metrics(runtime: Runtime = Depends(get_runtime)) -> Response:
+async def metrics(
+    js: JetStreamContext = Depends(get_jetstream),
+    topo: Topology = Depends(get_topology),
+    pool: asyncpg.Pool = Depends(get_pool),
+    ref: Reference = Depends(get_reference),
+) -> Response:
     """Prometheus exposition: intake, consumer lag, projection lag, open / overdue cases."""
-    await refresh_gauges(runtime)
+    await refresh_gauges(js, topo, pool, ref.partitions)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -45,13 +45,15 @@ from core.users import (
     HUMAN_ROLES,
     SCOPES,
     Credential,
-    IdentitySettings,
     TokenError,
     UserStore,
     decode_access_token,
     looks_like_jwt,
 )
+from gateways.http import ratelimit
+from gateways.http.deps import identity_settings as identity_settings
 from gateways.http.errors import ApiError
+from gateways.http.refusals import HeaderedError as HeaderedError
 
 KNOWN_ROLES = frozenset({*HUMAN_ROLES, "system"})
 READ_METHODS = frozenset({"GET", "HEAD"})
@@ -109,16 +111,6 @@ SYSTEM_PRINCIPAL = Principal(
 # --------------------------------------------------------------------------- errors
 
 
-class HeaderedError(ApiError):
-    """An :class:`ApiError` that also sets response headers (WWW-Authenticate, Retry-After)."""
-
-    def __init__(
-        self, status: int, error: str, message: str, headers: dict[str, str], **details: Any
-    ) -> None:
-        super().__init__(status, error, message, **details)
-        self.headers = headers
-
-
 def unauthorized(reason: str, message: str) -> HeaderedError:
     challenge = 'Bearer realm="griddispatch"'
     if reason not in ("missing_token",):
@@ -159,13 +151,6 @@ class Rule:
         if role == "auditor" and method.upper() not in READ_METHODS:
             return False
         return role in self.roles
-
-
-def identity_settings(request: Request) -> IdentitySettings:
-    settings = getattr(request.app.state, "identity", None)
-    if settings is None:
-        settings = request.app.state.identity = IdentitySettings()
-    return settings
 
 
 def user_store(request: Request) -> UserStore:
@@ -220,8 +205,6 @@ async def authenticate(request: Request, allow_query: bool = False) -> Principal
 
 async def authorize(request: Request, rule: Rule) -> Principal:
     """Authenticate, then apply ``rule`` (roles, scopes, rate limits, auditor read log)."""
-    from gateways.http import ratelimit  # ratelimit imports this module
-
     if rule.public:
         raise RuntimeError("authorize() called for a public rule")
     if rule.rate:
@@ -251,7 +234,7 @@ async def authorize(request: Request, rule: Rule) -> Principal:
             required=list(rule.scopes),
         )
     if rule.rate:
-        ratelimit.hit_token(request, principal, rule.rate)
+        ratelimit.hit_token(request, principal.token_id or principal.user_id, rule.rate)
     if principal.role == "auditor" and not getattr(request.state, "audit_logged", False):
         await user_store(request).record_read(
             principal.user_id,

@@ -16,13 +16,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
 
 from aggregates.commands import Photo
 from core import photos
+from core.jurisdiction import Jurisdiction
+from core.refdata import Reference
 from gateways.http.access import CASE_ACTORS, CASE_READERS, can_see
-from gateways.http.deps import get_runtime
+from gateways.http.deps import get_photos, get_pool, get_reference
 from gateways.http.errors import ApiError
 from gateways.http.identity import Principal, require
 from gateways.runtime import Runtime
@@ -34,19 +37,20 @@ UPLOADERS = require(*CASE_ACTORS)
 VIEWERS = require(*CASE_READERS)
 
 
-async def may_view(runtime: Runtime, principal: Principal, photo: photos.StoredPhoto) -> bool:
+async def may_view(
+    pool: asyncpg.Pool, j: Jurisdiction, principal: Principal, photo: photos.StoredPhoto
+) -> bool:
     """The uploader, auditors, and whoever may see a case whose events reference the photo
     (a report, a result 處置反饋, a verification 核查)."""
     if principal.role in ("auditor", "system") or photo.uploaded_by == principal.user_id:
         return True
-    async with runtime.pool.acquire() as conn:
+    async with pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT DISTINCT q.grid, q.community, q.district, q.node, q.department "
             "FROM case_timeline t JOIN case_queue q ON q.case_id = t.case_id "
             "WHERE t.data @> $1::jsonb LIMIT 200",
             {"photos": [{"digest": photo.digest}]},
         )
-    j = runtime.ref.jurisdiction
     return any(can_see(principal, dict(r), j) for r in rows)
 
 
@@ -133,19 +137,19 @@ async def check_refs(runtime: Runtime, refs: Sequence[Photo]) -> None:
 )
 async def upload_photo(
     request: Request,
-    runtime: Runtime = Depends(get_runtime),
+    store: photos.PhotoStore = Depends(get_photos),
+    pool: asyncpg.Pool = Depends(get_pool),
     principal: Principal = Depends(UPLOADERS),
 ) -> JSONResponse:
     """Store a photo; answers its reference ``{digest, size, content_type, url}``."""
     data = await _photo_bytes(request)
-    assert runtime.photos is not None
     try:
-        stored = await runtime.photos.put(data)
+        stored = await store.put(data)
     except photos.PhotoRejected as exc:
         raise ApiError(exc.status, exc.code, str(exc), **exc.details) from exc
     except Exception as exc:
         raise ApiError(503, "store_unavailable", f"could not store the photo: {exc!r}") from exc
-    await photos.record(runtime.pool, stored, principal.user_id, principal.role)
+    await photos.record(pool, stored, principal.user_id, principal.role)
     body: dict[str, Any] = {**stored.ref(), "url": f"/v1/photos/{stored.digest}"}
     return JSONResponse(body, status_code=201, headers={"Location": body["url"]})
 
@@ -161,7 +165,9 @@ async def upload_photo(
 async def download_photo(
     request: Request,
     digest: str = Path(max_length=80),
-    runtime: Runtime = Depends(get_runtime),
+    store: photos.PhotoStore = Depends(get_photos),
+    pool: asyncpg.Pool = Depends(get_pool),
+    ref: Reference = Depends(get_reference),
     principal: Principal = Depends(VIEWERS),
 ) -> Response:
     """The photo's bytes, for the uploader and whoever may see a case that shows it
@@ -170,14 +176,14 @@ async def download_photo(
         digest = photos.parse_digest(digest)
     except ValueError as exc:
         raise ApiError(422, "invalid_digest", str(exc)) from exc
-    known = await photos.lookup(runtime.pool, [digest])
-    if digest not in known or not await may_view(runtime, principal, known[digest]):
+    known = await photos.lookup(pool, [digest])
+    if digest not in known or not await may_view(pool, ref.jurisdiction, principal,
+                                                 known[digest]):
         raise ApiError(404, "not_found", f"no photo {digest}")
     etag = f'"{digest}"'
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers={"ETag": etag})
-    assert runtime.photos is not None
-    data = await runtime.photos.get(digest)
+    data = await store.get(digest)
     if data is None:
         raise ApiError(404, "not_found", f"photo {digest} is not in the store")
     return Response(

@@ -38,7 +38,8 @@ from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.users import IdentitySettings
-from gateways.http.identity import HeaderedError, Principal, identity_settings
+from gateways.http.deps import identity_settings
+from gateways.http.refusals import HeaderedError
 
 
 @dataclass
@@ -123,13 +124,14 @@ def hit_ip(request: Request, kind: str) -> None:
     )
 
 
-def hit_token(request: Request, principal: Principal, kind: str) -> None:
-    """Spend from the per-token bucket of ``kind`` (intake), or 429."""
+def hit_token(request: Request, token: str, kind: str) -> None:
+    """Spend from the per-token bucket of ``kind`` (intake), or 429; ``token`` is the
+    caller's token id (a session or device), or its user id."""
     settings = identity_settings(request)
     _check(
         request,
         f"{kind}_token",
-        principal.token_id or principal.user_id,
+        token,
         _budget(settings, kind, "token"),
         f"{kind} requests with this token",
     )

@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
-from gateways.http.deps import get_runtime
+from core.refdata import Reference
+from gateways.http.deps import get_reference
 from gateways.http.errors import ApiError
 from gateways.http.identity import current_principal
-from gateways.runtime import Runtime
 
 #: Any signed-in user may read reference data (forms, maps, validators).
 router = APIRouter(
@@ -19,12 +19,12 @@ router = APIRouter(
 
 @router.get("/categories")
 async def list_categories(
-    runtime: Runtime = Depends(get_runtime),
+    ref: Reference = Depends(get_reference),
     q: str | None = Query(default=None, max_length=100, description="search zh / en"),
     kind: str | None = Query(default=None, max_length=20),
 ) -> dict[str, Any]:
     """The category catalogue (部件 / 事件 / 網格治理) with limits and conditions."""
-    catalogue = runtime.ref.catalogue
+    catalogue = ref.catalogue
     cats = catalogue.search(q) if q else catalogue.all()
     if kind:
         cats = [c for c in cats if c.kind == kind]
@@ -33,11 +33,11 @@ async def list_categories(
 
 @router.get("/grids", responses={404: {"description": "unknown node"}})
 async def list_grids(
-    runtime: Runtime = Depends(get_runtime),
+    ref: Reference = Depends(get_reference),
     under: str | None = Query(default=None, max_length=40, description="a node code"),
 ) -> dict[str, Any]:
     """Unit grids (網格): code, name, community, centroid."""
-    j = runtime.ref.jurisdiction
+    j = ref.jurisdiction
     if under is not None and under not in j.nodes and under not in j.grids:
         raise ApiError(404, "not_found", f"unknown node {under}")
     codes = j.grids_under(under) if under else sorted(j.grids)
@@ -68,20 +68,20 @@ async def list_grids(
 
 @router.get("/grids.geojson", responses={404: {"description": "unknown node"}})
 async def grids_geojson(
-    runtime: Runtime = Depends(get_runtime),
+    ref: Reference = Depends(get_reference),
     under: str | None = Query(default=None, max_length=40),
 ) -> dict[str, Any]:
     """Grid polygons as GeoJSON for the command-centre map."""
-    j = runtime.ref.jurisdiction
+    j = ref.jurisdiction
     if under is not None and under not in j.nodes and under not in j.grids:
         raise ApiError(404, "not_found", f"unknown node {under}")
     return j.to_geojson(under)
 
 
 @router.get("/jurisdiction")
-async def jurisdiction_tree(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+async def jurisdiction_tree(ref: Reference = Depends(get_reference)) -> dict[str, Any]:
     """Levels and nodes of the jurisdiction tree (grids listed separately)."""
-    j = runtime.ref.jurisdiction
+    j = ref.jurisdiction
     return {
         "city": {"code": j.city_code, "name_zh": j.name_zh, "name_en": j.name_en},
         "levels": [lv.model_dump() for lv in j.levels],
@@ -91,11 +91,11 @@ async def jurisdiction_tree(runtime: Runtime = Depends(get_runtime)) -> dict[str
 
 @router.get("/departments", responses={404: {"description": "unknown node"}})
 async def list_departments(
-    runtime: Runtime = Depends(get_runtime),
+    ref: Reference = Depends(get_reference),
     node: str | None = Query(default=None, max_length=40),
 ) -> dict[str, Any]:
     """Departments (處置部門) per node, with their function tags."""
-    j = runtime.ref.jurisdiction
+    j = ref.jurisdiction
     if node is not None and node not in j.nodes:
         raise ApiError(404, "not_found", f"unknown node {node}")
     deps = j.departments_at(node) if node else list(j.departments.values())

@@ -26,9 +26,8 @@ from fastapi.responses import JSONResponse
 from pydantic import Field, ValidationError
 
 from aggregates.commands import Command, Photo, ReportArgs, Reporter, Strict
-from core import codec
+from core import codec, eventlog
 from core.clock import Clock
-from core.eventstore import table_name
 from core.ids import case_id_for_key, case_no_for_id, new_key
 from core.logging import get_logger
 from gateways.http import photos as photo_api
@@ -209,13 +208,9 @@ async def already_made(runtime: Runtime, reports: list[PreparedReport]) -> set[s
     try:
         async with runtime.pool.acquire(timeout=1.0) as conn:
             for district, items in by_district.items():
-                rows = await conn.fetch(
-                    f"SELECT originator_id FROM {table_name(district)} "
-                    "WHERE originator_id = ANY($1::uuid[]) AND originator_version = 1",
-                    [r.command.case_id for r in items],
-                    timeout=1.0,
+                found = await eventlog.existing_cases(
+                    conn, district, [r.command.case_id for r in items], timeout=1.0
                 )
-                found = {str(row[0]) for row in rows}
                 made.update(r.key for r in items if r.command.case_id in found)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         log.warning("report.duplicate_unknown", error=repr(exc)[:200])

@@ -28,18 +28,22 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
+from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from core import codec
+from core.jurisdiction import Jurisdiction
 from core.logging import get_logger
+from core.messaging import Topology
+from core.refdata import Reference
 from gateways.http.access import can_see
 from gateways.http.centre import CENTRE_ROLES, QUEUE_COLUMNS, _item
-from gateways.http.deps import get_runtime
+from gateways.http.deps import get_jetstream, get_pool, get_reference, get_topology
 from gateways.http.identity import Principal, require
-from gateways.runtime import Runtime
 
 log = get_logger("stream")
 router = APIRouter(prefix="/v1", tags=["command centre 指揮中心"])
@@ -62,8 +66,11 @@ class ReadBarrier:
     while instead of delaying every change.
     """
 
-    def __init__(self, runtime: Runtime, durable_prefix: str = "proj") -> None:
-        self.runtime = runtime
+    def __init__(
+        self, js: JetStreamContext, topo: Topology, durable_prefix: str = "proj"
+    ) -> None:
+        self.js = js
+        self.topo = topo
         self.prefix = durable_prefix + "_"
         self.floor = 0
         self.absent_until = 0.0
@@ -71,8 +78,8 @@ class ReadBarrier:
 
     async def _read_floor(self) -> int | None:
         floors = []
-        stream = self.runtime.topo.events_stream
-        for info in await self.runtime.js.consumers_info(stream):
+        stream = self.topo.events_stream
+        for info in await self.js.consumers_info(stream):
             name = info.config.durable_name or ""
             if not name.startswith(self.prefix):
                 continue
@@ -108,11 +115,15 @@ class ReadBarrier:
             await asyncio.sleep(0.02)
 
 
-def barrier_of(request: Request) -> ReadBarrier:
-    runtime = request.app.state.runtime
+async def barrier_of(
+    request: Request,
+    js: JetStreamContext = Depends(get_jetstream),
+    topo: Topology = Depends(get_topology),
+) -> ReadBarrier:
+    """The process's barrier (one per app and JetStream connection)."""
     barrier: ReadBarrier | None = getattr(request.app.state, "read_barrier", None)
-    if barrier is None or barrier.runtime is not runtime:
-        barrier = request.app.state.read_barrier = ReadBarrier(runtime)
+    if barrier is None or barrier.js is not js:
+        barrier = request.app.state.read_barrier = ReadBarrier(js, topo)
     return barrier
 
 
@@ -142,16 +153,18 @@ async def stream(
     last_event_id_header: str | None = Header(default=None, alias="Last-Event-ID", max_length=40),
     last_event_id: str | None = Query(default=None, max_length=40),
     district: str | None = Query(default=None, max_length=40, description="only this district"),
-    runtime: Runtime = Depends(get_runtime),
+    js: JetStreamContext = Depends(get_jetstream),
+    topo: Topology = Depends(get_topology),
+    pool: asyncpg.Pool = Depends(get_pool),
+    ref: Reference = Depends(get_reference),
+    barrier: ReadBarrier = Depends(barrier_of),
     principal: Principal = Depends(require(*CENTRE_ROLES, scopes=("cases:read",),
                                            query_token=True)),
 ) -> StreamingResponse:
     """Live changes of cases as Server-Sent Events, resumable with ``Last-Event-ID``."""
-    barrier = barrier_of(request)
     after = _start_from(last_event_id_header or last_event_id)
 
     async def events() -> AsyncIterator[bytes]:
-        js, topo = runtime.js, runtime.topo
         info = await js.stream_info(topo.events_stream)
         last_seq, first_seq = int(info.state.last_seq), int(info.state.first_seq)
         yield b"retry: 2000\n\n"
@@ -196,7 +209,7 @@ async def stream(
                         yield b": ping\n\n"
                     continue
                 idle = 0.0
-                async for chunk in _changes(runtime, barrier, batch, principal):
+                async for chunk in _changes(pool, ref.jurisdiction, barrier, batch, principal):
                     yield chunk
         finally:
             with contextlib.suppress(Exception):
@@ -210,7 +223,11 @@ async def stream(
 
 
 async def _changes(
-    runtime: Runtime, barrier: ReadBarrier, batch: list[Any], principal: Principal
+    pool: asyncpg.Pool,
+    j: Jurisdiction,
+    barrier: ReadBarrier,
+    batch: list[Any],
+    principal: Principal,
 ) -> AsyncIterator[bytes]:
     decoded: list[tuple[int, dict[str, Any]]] = []
     for msg in batch:
@@ -222,14 +239,13 @@ async def _changes(
         return
     await barrier.wait(decoded[-1][0])
     ids = list({env["case_id"] for _, env in decoded})
-    async with runtime.pool.acquire() as conn:
+    async with pool.acquire() as conn:
         records = await conn.fetch(
             f"SELECT case_id, {', '.join(QUEUE_COLUMNS)} FROM case_queue "
             "WHERE case_id = ANY($1::uuid[])",
             ids,
         )
     rows = {str(r["case_id"]): _item(r) for r in records}
-    j = runtime.ref.jurisdiction
     out = []
     for seq, env in decoded:
         row = rows.get(env["case_id"])

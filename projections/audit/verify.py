@@ -600,3 +600,34 @@ def check_case(
         "problems": [p.as_dict() for p in problems],
         "per_event": events_out,
     }
+
+
+def sealed_heads(conn: psycopg.Connection[Any], schema: str) -> list[dict[str, Any]]:
+    """Each partition's last stored position, its last sealed ``log_chain`` row and how many
+    stored events are not sealed yet (the relay seals as it publishes)."""
+    out: list[dict[str, Any]] = []
+    has_chain = table_exists(conn, schema, "log_chain")
+    for p in store_partitions(conn, schema):
+        table = qualified(schema, p)
+        row = conn.execute(f"SELECT max(notification_id) FROM {table}").fetchone()
+        store_head = int(row[0]) if row and row[0] is not None else 0
+        head = None
+        if has_chain:
+            h = conn.execute(
+                f"SELECT position, chain, sealed_at FROM {schema}.log_chain "
+                "WHERE partition = %s ORDER BY position DESC LIMIT 1",
+                (p,),
+            ).fetchone()
+            if h is not None:
+                head = {"position": int(h[0]), "chain": str(h[1]),
+                        "sealed_at": h[2].isoformat()}
+        unsealed = 0
+        if store_head:
+            n = conn.execute(
+                f"SELECT count(*) FROM {table} WHERE notification_id > %s",
+                (head["position"] if head else 0,),
+            ).fetchone()
+            unsealed = int(n[0]) if n else 0
+        out.append({"partition": p, "store_head": store_head, "sealed": head,
+                    "unsealed": unsealed})
+    return out

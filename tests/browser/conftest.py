@@ -87,9 +87,9 @@ async def centre(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, Any]
     generated history of N cases (last 12 days) into the event store."""
     from playwright.async_api import async_playwright
 
+    from gateways.bootstrap import ROLES, Runtime
     from gateways.http.app import create_app
     from gateways.http.server import make_server
-    from gateways.runtime import ROLES, Runtime
     from tests.conftest import eventually
     from tests.integration.history import History, save
 

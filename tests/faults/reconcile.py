@@ -29,7 +29,7 @@ from core import codec
 from core.eventstore import StoreRegistry, table_name
 from core.ids import case_id_for_key
 from gateways.notify import NotifyProjection
-from gateways.runtime import all_projections
+from projections.read_models import all_projections
 from projections.rebuild import build_scratch, compare_tables
 from tests.faults.harness import FaultSystem
 from tests.faults.load import Ledger

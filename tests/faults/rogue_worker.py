@@ -16,7 +16,7 @@ import sys
 
 from core.logging import configure_logging
 from core.settings import get_settings
-from gateways.runtime import Runtime
+from gateways.bootstrap import Runtime
 from gateways.worker import Worker
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from gateways.runtime import all_projections
+from projections.read_models import all_projections
 from tests.conftest import auth_headers, database_url, eventually
 from tests.integration.test_lifecycle import act
 

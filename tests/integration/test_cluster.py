@@ -38,8 +38,8 @@ from core.eventstore import table_name
 from core.ids import case_id_for_key, case_no_for_id
 from core.messaging import Topology, connect, ensure_streams
 from core.users import IdentitySettings
+from gateways.bootstrap import ROLES, Runtime
 from gateways.http.app import create_app
-from gateways.runtime import ROLES, Runtime
 from tests.conftest import auth_headers, database_url, drop_everything, make_settings
 
 pytestmark = pytest.mark.slow

@@ -25,7 +25,7 @@ from core.embedded import nats_binary
 from core.jurisdiction import Jurisdiction
 from core.messaging import server_list
 from core.settings import Settings
-from gateways.runtime import ROLES, all_projections
+from gateways.bootstrap import ROLES, all_projections
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = REPO / "deploy" / "compose"

@@ -167,8 +167,8 @@ async def test_every_response_has_a_content_security_policy(system: dict[str, An
 @pytest.fixture
 async def short_window(clock: FixedClock) -> AsyncIterator[dict[str, Any]]:
     """The system with a 1 s dedupe window, so "after the window" is a second away."""
+    from gateways.bootstrap import ROLES, Runtime
     from gateways.http.app import create_app
-    from gateways.runtime import ROLES, Runtime
 
     settings = make_settings(GRID_DEDUPE_WINDOW=1.0)
     runtime = await Runtime.open(settings, nats_url(), database_url())

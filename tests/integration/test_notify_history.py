@@ -17,8 +17,8 @@ from structlog.testing import capture_logs
 from core import codec
 from core.clock import FixedClock
 from core.messaging import connect
+from gateways.bootstrap import ROLES, Runtime
 from gateways.http.app import create_app
-from gateways.runtime import ROLES, Runtime
 from tests.conftest import database_url, drop_everything, eventually, make_settings, nats_url
 from tests.intake_support import Receiver, live_server, login
 from tests.integration.test_notifications import collect_sse, dispatched_case

@@ -23,8 +23,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 async def replicated(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    from gateways.bootstrap import ROLES, Runtime
     from gateways.http.app import create_app
-    from gateways.runtime import ROLES, Runtime
 
     primary = EmbeddedPostgres(tmp_path / "primary", settings={"max_connections": "100"})
     primary.start()

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from gateways.runtime import all_projections
 from projections.base import POSITIONS_DDL
+from projections.read_models import all_projections
 from projections.rebuild import build_scratch, compare_tables, replay_into
 from tests.conftest import database_url, unique_name
 from tests.integration.history import generated_store

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from core.eventstore import table_name
-from gateways.runtime import Runtime, all_projections
+from gateways.bootstrap import Runtime, all_projections
 from projections.rebuild import rebuild
 from tests.conftest import auth_headers, database_url, eventually
 

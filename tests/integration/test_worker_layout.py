@@ -15,7 +15,7 @@ from nats.js.api import ConsumerInfo
 from benchmarks.common import report_command
 from core import codec
 from core.eventstore import table_name
-from gateways.runtime import Runtime
+from gateways.bootstrap import Runtime
 from gateways.worker import FETCH_TIMEOUT_S
 from tests.conftest import database_url, drop_everything, eventually, make_settings, nats_url
 

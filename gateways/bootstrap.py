@@ -1,0 +1,162 @@
+"""Wiring: the one place that connects a process and builds its roles.
+
+Roles are the parts of the data flow (worker, relay, projector, watcher, notifier);
+``gridctl up`` runs each in its own process (or all in one, ``--single-process``),
+``gridctl run <role>`` runs one so it can be scaled out. :meth:`Runtime.open` connects to NATS
+and PostgreSQL, creates streams and tables and loads the reference data; :meth:`Runtime.start`
+builds the roles from those objects. Nothing below this module knows which roles exist:
+``gateways/runtime.py`` holds the connections, the routers get narrow dependencies
+(``gateways/http/deps.py``, filled in by ``gateways/http/app.py``), the notifier and the
+probes get the runtime they are given here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+import asyncpg
+
+from aggregates.service import CaseService
+from core import apikeys, photos, users
+from core.db import create_pool, ensure_schema, wait_for_database
+from core.eventstore import StoreRegistry
+from core.logging import get_logger
+from core.messaging import Topology, connect, ensure_streams
+from core.photos import PhotoStore
+from core.refdata import load_reference
+from core.settings import Settings
+from gateways import notify, runtime
+from gateways.http import open311
+from gateways.probes import serve_probes
+from gateways.relay import RELAY_DDL, Relay
+from gateways.watcher import SlaWatcher
+from gateways.worker import Worker
+from projections.base import Projection
+from projections.read_models import all_projections
+from projections.runner import ProjectionRunner, setup
+
+log = get_logger("runtime")
+
+ROLES = ("worker", "relay", "projector", "watcher", "notifier")
+
+__all__ = ["ROLES", "Runtime", "all_projections", "intake_setup"]
+
+
+async def intake_setup(conn: asyncpg.Connection, settings: Settings) -> None:
+    """Tables of the intake side (photos, API clients, Open311 tokens, notifications)."""
+    await photos.setup(conn)
+    await apikeys.setup(conn, settings.city_dir)
+    await open311.setup(conn)
+    await notify.setup(conn)
+
+
+class Runtime(runtime.Runtime):
+    """A process's runtime with its wiring: :meth:`open` it, :meth:`start` roles on it."""
+
+    @classmethod
+    async def open(cls, settings: Settings, nats_url: str, database_url: str) -> Runtime:
+        ref = load_reference(settings)
+        topo = Topology(settings.stream_prefix)
+        await wait_for_database(database_url)
+        await ensure_schema(database_url, settings.db_schema)
+        nc = await connect(nats_url, name="griddispatch")
+        js = nc.jetstream(timeout=10)
+        await ensure_streams(js, topo, settings.dedupe_window_s, settings.stream_replicas)
+        pool = await create_pool(database_url, settings.db_schema)
+        stores = StoreRegistry(database_url, settings.db_schema)
+        # Schema set-up is idempotent but not concurrent-safe in PostgreSQL (two processes
+        # running CREATE TABLE IF NOT EXISTS at once can collide): one process at a time.
+        async with pool.acquire() as lock_conn:
+            await lock_conn.execute(
+                "SELECT pg_advisory_lock(hashtext('griddispatch-setup:' || current_schema()))"
+            )
+            try:
+                async with pool.acquire() as conn:
+                    await conn.execute(RELAY_DDL)
+                    await intake_setup(conn, settings)
+                await setup(pool, all_projections())
+                # Identity tables; demo users into an empty users table unless
+                # GRID_DEMO_USERS=false.
+                await users.setup(pool, ref.jurisdiction)
+                # Open every partition's store now: creates the tables before anyone reads.
+                # Then close them again: each store keeps its own small connection pool, and
+                # only the roles that use the store (worker, relay, audit) should hold one —
+                # six processes holding every partition's pool exhausted PostgreSQL's default
+                # 100 connections. ``stores.get`` reopens a partition on first use.
+                await asyncio.to_thread(lambda: [stores.get(p) for p in ref.partitions])
+                await asyncio.to_thread(stores.close)
+                stores.tables_ready()
+            finally:
+                await lock_conn.execute(
+                    "SELECT pg_advisory_unlock(hashtext('griddispatch-setup:' || current_schema()))"
+                )
+        service = CaseService(ref.catalogue, ref.jurisdiction, ref.calendar)
+        opened = cls(settings, nats_url, database_url, ref, topo, nc, js, pool, stores, service)
+        opened.photos = PhotoStore(js, topo, replicas=settings.stream_replicas)
+        return opened
+
+    def start(self, roles: Iterable[str], partitions: list[str] | None = None) -> None:
+        """Start the given roles as tasks; ``partitions`` limits workers and the relay."""
+        parts = partitions or self.ref.partitions
+        for role in roles:
+            if role == "worker":
+                # Every district: one consumer for all (gateways.worker.Worker._subscribe);
+                # chosen districts: one consumer each.
+                chosen: list[str | None] = list(partitions) if partitions else [None]
+                for p in chosen:
+                    worker = Worker(
+                        self.nc,
+                        self.js,
+                        self.topo,
+                        self.stores,
+                        self.service,
+                        partition=p,
+                        batch=self.settings.worker_batch,
+                        max_deliver=self.settings.max_deliver,
+                        linger=self.settings.batch_linger_ms / 1000,
+                    )
+                    self.workers.append(worker)
+                    self.spawn(role, worker.run(self.stop_event))
+            elif role == "relay":
+                self.relay = Relay(
+                    self.stores,
+                    parts,
+                    self.js,
+                    self.topo,
+                    self.pool,
+                    batch=self.settings.relay_batch,
+                    linger=self.settings.batch_linger_ms / 1000,
+                )
+                self.spawn(role, self.relay.run(self.stop_event))
+            elif role == "projector":
+                runner = ProjectionRunner(
+                    self._selected_projections(), self.js, self.topo, self.pool,
+                    linger=self.settings.batch_linger_ms / 1000,
+                )
+                self.projectors.append(runner)
+                self.spawn(role, runner.run(self.stop_event))
+            elif role == "watcher":
+                self.watcher = SlaWatcher(self.pool, self.js, self.topo, self.ref, self.clock,
+                                          interval_s=self.settings.watcher_interval_s)
+                self.spawn(role, self.watcher.run(self.stop_event))
+            elif role == "notifier":
+                self.notifier = notify.Notifier(self)
+                for coro in self.notifier.tasks(self.stop_event):
+                    self.spawn(role, coro)
+            else:
+                raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+        if self.settings.health_port and "probes" not in self.role_tasks:
+            self.spawn("probes", serve_probes(
+                self, self.settings.http_host, self.settings.health_port, self.stop_event
+            ))
+        log.info("runtime.started", roles=list(roles), partitions=parts)
+
+    def _selected_projections(self) -> list[Projection]:
+        """All read models, or the ones named in GRID_PROJECTIONS (comma-separated)."""
+        wanted = [n.strip() for n in self.settings.projections.split(",") if n.strip()]
+        chosen = [p for p in all_projections() if not wanted or p.name in wanted]
+        unknown = set(wanted) - {p.name for p in chosen}
+        if unknown:
+            raise ValueError(f"unknown projections {sorted(unknown)}")
+        return chosen
