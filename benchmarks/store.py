@@ -50,7 +50,7 @@ def _load_partition(
             lifecycle(runtime.service, case, rng.choice(STEP_CHOICES), cmd.at)
             events += len(case.pending_events)  # type: ignore[attr-defined]
             cases.append(case)
-            numbers.append(case.case_no)
+            numbers.append(case.state.case_no)
         store.save(*cases)
     return events, numbers
 

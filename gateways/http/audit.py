@@ -40,10 +40,10 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from psycopg_pool import PoolTimeout
 
-from aggregates.states import STATUS_ZH, Status
 from core.clock import Clock
 from core.refdata import Reference
 from core.settings import Settings
+from core.vocabulary import STATUS_LABELS, Status
 from gateways.http.deps import (
     AuditPool,
     get_audit_pool,
@@ -191,7 +191,7 @@ async def find_cases(
     items = []
     for r in records:
         row = dict(r)
-        row["status_zh"] = STATUS_ZH.get(Status(row["status"]), row["status"])
+        row["status_zh"] = STATUS_LABELS.get(Status(row["status"]), row["status"])
         items.append(row)
     if not items and q and len(q) >= 17:  # a full number the index does not (yet) know
         try:

@@ -32,11 +32,11 @@ import orjson
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
-from aggregates.states import STATUS_ZH, Status
-from aggregates.states import TERMINAL as TERMINAL_STATUSES
 from core.clock import Clock
 from core.jurisdiction import Jurisdiction
 from core.refdata import Reference
+from core.vocabulary import STATUS_LABELS, Status
+from core.vocabulary import TERMINAL as TERMINAL_STATUSES
 from gateways.http.access import (
     CASE_READERS,
     COMMAND_CENTRE,
@@ -92,7 +92,7 @@ QUEUE_COLUMNS = (
     "closed_at",
     "version",
 )
-TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)  # the one rule: aggregates/states.py
+TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)  # the one rule: core/vocabulary.py
 _FAR = "'9999-12-31T00:00:00Z'::timestamptz"
 _RANK = "(CASE priority WHEN 'urgent' THEN 0 WHEN 'important' THEN 1 ELSE 2 END)"
 
@@ -303,7 +303,7 @@ def _keyset(
 def _item(record: Any) -> dict[str, Any]:
     row = {c: record[c] for c in QUEUE_COLUMNS}
     try:
-        row["status_zh"] = STATUS_ZH[Status(row["status"])]
+        row["status_zh"] = STATUS_LABELS[Status(row["status"])]
     except ValueError:
         row["status_zh"] = row["status"]
     return row
