@@ -171,7 +171,8 @@ def _payload(
         "due_step": due_step if due is not None else None,
     }
     after = state.copy()
-    advance(after, Draft(spec.event, timestamp=ctx.at, **fields, **common))
+    # The state gets its own copies of the containers: changing it never changes the event.
+    advance(after, Draft(spec.event, timestamp=ctx.at, **json_safe(fields), **common))
     summary = after.summary()
     summary["offers"] = offers(after, ctx.ref)
     return {**fields, **common, "summary": summary}, after

@@ -60,7 +60,7 @@ class CaseEvent(Aggregate.Event):
         if holder.prepared is not None:
             holder.state, holder.prepared = holder.prepared, None
         else:
-            advance(holder.state, self)
+            advance(holder.state, Draft.of(self))
         holder.state.last_hash = self.hash
         holder.state.applied_commands.append(self.command_id)
 
@@ -87,5 +87,21 @@ class Draft:
         self.__dict__.update(fields)
         self._event_class = event_class
 
+    @classmethod
+    def of(cls, event: CaseEvent) -> Draft:
+        """A replayed event's facts with their own containers, so the state built from it
+        never shares a dict or list with the stored event (whose hash covers them)."""
+        fields = {k: _own(v) for k, v in vars(event).items() if k != "summary"}
+        return cls(type(event), **fields)
+
     def evolve(self, state: CaseState) -> None:
         self._event_class.evolve(cast(CaseEvent, self), state)
+
+
+def _own(value: Any) -> Any:
+    """Containers rebuilt all the way down, leaves shared (they are immutable)."""
+    if isinstance(value, dict):
+        return {k: _own(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_own(v) for v in value]
+    return value

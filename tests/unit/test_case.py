@@ -755,12 +755,6 @@ def test_input_objects_are_copied_into_events() -> None:
     assert recompute_hash(event) == event.hash
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (reported): a new event and the state after it share containers "
-    "(Reported.evolve assigns event.reporter to state.reporter), so changing the state "
-    "in place changes the unsaved event and breaks its hash",
-)
 def test_state_and_recorded_event_do_not_share_containers() -> None:
     case = report(reporter={"name": "赵六", "type": "citizen"})
     (event,) = case.collect_events()
