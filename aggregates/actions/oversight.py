@@ -68,6 +68,8 @@ def _below_top(case: CaseState, _role: str, ref: Reference) -> str | None:
 def _raise(case: CaseState, args: EscalateArgs, ctx: Context) -> dict[str, Any]:
     """The level above, its command centre for the case's grid, and the routing proposal
     there (later dispatch overrides are judged against it)."""
+    if args.automatic and ctx.role != "system":
+        raise InvalidCommand("only the SLA watcher escalates automatically", "automatic")
     j = ctx.ref.jurisdiction
     to_level = j.level_above(case.level)
     assert to_level is not None  # guarded by _below_top

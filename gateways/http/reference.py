@@ -6,7 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
+from aggregates.actions import PUBLIC_ACTIONS, REGISTRY
 from core.refdata import Reference
+from core.vocabulary import terms
 from gateways.http.deps import get_reference
 from gateways.http.errors import ApiError
 from gateways.http.identity import current_principal
@@ -100,3 +102,24 @@ async def list_departments(
         raise ApiError(404, "not_found", f"unknown node {node}")
     deps = j.departments_at(node) if node else list(j.departments.values())
     return {"items": [d.model_dump() for d in deps]}
+
+
+@router.get("/vocabulary")
+async def vocabulary() -> dict[str, Any]:
+    """The system's words with their labels (statuses, roles, priorities, deadline steps,
+    satisfaction, reporter types, sources) and every action a person may ask for: its label,
+    the roles that may, and the JSON Schema of its arguments. Pages build their labels and
+    action forms from this; which actions a case offers comes with the case
+    (``allowed_actions``)."""
+    return {
+        **terms(),
+        "actions": [
+            {
+                "value": name,
+                "label": REGISTRY[name].label,
+                "roles": sorted(REGISTRY[name].roles - {"system"}),
+                "args": REGISTRY[name].args.model_json_schema(),
+            }
+            for name in PUBLIC_ACTIONS
+        ],
+    }

@@ -86,19 +86,23 @@
       if (existing && existing.dataset.form === kind) return slot.replaceChildren();
       slot.replaceChildren(form(kind, c, noop));
     };
+    // Exactly the actions the server offers on this case now (rules and guards are its job).
+    const offered = new Set(c.allowed_actions || []);
     const buttons = [];
-    if (c.status === "dispatched") {
+    if (offered.has("accept")) {
       buttons.push(h("button", { type: "button", class: "primary", onclick: async (ev) => {
         ev.target.disabled = true;
         try { await act(c.case_no, "accept", {}); GD.toast("已接單 · accepted", "good"); }
         catch (e) { GD.toast(e.message, "bad"); ev.target.disabled = false; }
       } }, "接單 Accept"));
     }
-    if (c.status === "in_progress") {
+    if (offered.has("report_result")) {
       buttons.push(h("button", { type: "button", class: "ok", onclick: () => open("result") }, "處置反饋 Report result"));
-      if (!c.pending_extension) buttons.push(h("button", { type: "button", onclick: () => open("extension") }, "延期 Extension"));
     }
-    if (c.status === "dispatched" || c.status === "in_progress") {
+    if (offered.has("request_extension")) {
+      buttons.push(h("button", { type: "button", onclick: () => open("extension") }, "延期 Extension"));
+    }
+    if (offered.has("return_case")) {
       buttons.push(h("button", { type: "button", class: "danger", onclick: () => open("return") }, "退單 Return"));
     }
     const photos = h("div", { class: "thumbs" }, ...(c.photos || []).map(GD.photoImg));

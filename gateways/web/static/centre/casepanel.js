@@ -6,28 +6,39 @@ import {
   fmtDuration, fmtTime, nameOf, t, tAction, tEvent, tPriority, tRole, tSatisfaction, tStatus, tStep, zhEn,
 } from "./i18n.js";
 
-const FORMS = {
-  file: [{ name: "note", kind: "textarea", optional: true }],
-  reject: [{ name: "reason", kind: "textarea" }],
-  mark_duplicate: [{ name: "of_case_no", kind: "text" }, { name: "reason", kind: "textarea", optional: true }],
-  accept: [],
-  return_case: [{ name: "reason", kind: "textarea" }],
-  request_extension: [{ name: "hours", kind: "number" }, { name: "reason", kind: "textarea" }],
-  approve_extension: [{ name: "reason", kind: "textarea", optional: true }],
-  refuse_extension: [{ name: "reason", kind: "textarea" }],
-  suspend: [{ name: "reason", kind: "textarea" }, { name: "review_at", kind: "datetime-local" }],
-  resume: [{ name: "note", kind: "textarea", optional: true }],
-  report_result: [{ name: "note", kind: "textarea" }],
-  verify_pass: [{ name: "note", kind: "textarea", optional: true }],
-  verify_fail: [{ name: "note", kind: "textarea" }],
-  escalate: [{ name: "reason", kind: "textarea" }],
-  supervise: [{ name: "reason", kind: "textarea" }],
-  close: [{ name: "note", kind: "textarea", optional: true }],
-  return_visit: [
-    { name: "satisfaction", kind: "select", options: ["satisfied", "basically_satisfied", "dissatisfied"] },
-    { name: "comment", kind: "textarea", optional: true },
-  ],
-};
+// The fields of each action's form come from the action's argument schema
+// (GET /v1/vocabulary → actions[].args, the registry's own schema): nothing to keep in step.
+let vocabulary = null;
+const loadVocabulary = () => (vocabulary ??= api("/v1/vocabulary"));
+const LONG_TEXT = new Set(["reason", "note", "comment", "override_reason"]);
+const HIDDEN = new Set(["photos", "of_case_id", "automatic"]); // uploads / server / watcher only
+
+function enumOf(prop) {
+  if (prop.enum) return prop.enum;
+  for (const alt of prop.anyOf || []) if (alt.enum) return alt.enum;
+  return null;
+}
+
+function typeOf(prop) {
+  if (prop.type) return prop;
+  return (prop.anyOf || []).find((alt) => alt.type && alt.type !== "null") || {};
+}
+
+/** Form fields for an action, from its JSON Schema: [{name, kind, optional, options}]. */
+export function formFields(schema) {
+  const required = new Set(schema.required || []);
+  return Object.entries(schema.properties || {}).filter(([name]) => !HIDDEN.has(name)).map(([name, prop]) => {
+    const options = enumOf(prop);
+    const type = typeOf(prop);
+    const kind = options ? "select"
+      : type.type === "number" || type.type === "integer" ? "number"
+      : type.type === "boolean" ? "checkbox"
+      : type.format === "date-time" ? "datetime-local"
+      : LONG_TEXT.has(name) ? "textarea" : "text";
+    return { name, kind, options, optional: !required.has(name) };
+  });
+}
+
 const PRIMARY = new Set(["file", "dispatch", "close", "approve_extension", "verify_pass", "accept"]);
 const DANGER = new Set(["reject", "refuse_extension", "return_case", "verify_fail"]);
 
@@ -130,14 +141,9 @@ export class CasePanel {
       `<div class="big">${esc(fmtTime(c.due_at))}</div></div><div class="due ${cls}">${esc(text)}</div></div>`;
   }
 
+  /** Exactly what the server offers this user now (rules, guards and roles are its job). */
   allowed() {
-    const c = this.data;
-    return (c.allowed_actions || []).filter((a) => {
-      if ((a === "approve_extension" || a === "refuse_extension") && !c.pending_extension) return false;
-      if (a === "request_extension" && c.pending_extension) return false;
-      if (a === "return_visit" && c.satisfaction) return false;
-      return true;
-    });
+    return this.data.allowed_actions || [];
   }
 
   renderActions() {
@@ -157,8 +163,9 @@ export class CasePanel {
     if (this.openForm && actions.includes(this.openForm)) this.showForm(this.openForm);
   }
 
-  showForm(action) {
+  async showForm(action) {
     this.openForm = action;
+    const spec = (await loadVocabulary()).actions.find((a) => a.value === action);
     const slot = this.root.querySelector("#action-form-slot");
     const c = this.data;
     let fields = "";
@@ -179,11 +186,12 @@ export class CasePanel {
           `<option value="${p}" ${p === prio ? "selected" : ""}>${esc(tPriority(p))}</option>`).join("")}</select></label>
         <label id="override-label">${esc(t("override_reason"))}<textarea name="override_reason" id="dispatch-override"></textarea></label>`;
     } else {
-      fields = (FORMS[action] || [{ name: "note", kind: "textarea", optional: true }]).map((f) => {
+      fields = formFields(spec ? spec.args : {}).map((f) => {
         const label = `${t(f.name)}${f.optional ? "" : " *"}`;
         if (f.kind === "select") {
-          return `<label>${esc(label)}<select name="${f.name}">${f.options.map((o) => `<option value="${o}">${esc(tSatisfaction(o))}</option>`).join("")}</select></label>`;
+          return `<label>${esc(label)}<select name="${f.name}">${f.options.map((o) => `<option value="${esc(o)}">${esc(tSatisfaction(o))}</option>`).join("")}</select></label>`;
         }
+        if (f.kind === "checkbox") return `<label><input name="${f.name}" type="checkbox"> ${esc(label)}</label>`;
         if (f.kind === "textarea") return `<label>${esc(label)}<textarea name="${f.name}" ${f.optional ? "" : "required"}></textarea></label>`;
         return `<label>${esc(label)}<input name="${f.name}" type="${f.kind}" ${f.optional ? "" : "required"}></label>`;
       }).join("");
@@ -219,6 +227,7 @@ export class CasePanel {
     for (const el of form.querySelectorAll("[name]")) {
       const v = el.value.trim();
       if (v === "") continue;
+      if (el.type === "checkbox") { if (el.checked) args[el.name] = true; continue; }
       if (el.type === "number") args[el.name] = Number(v);
       else if (el.type === "datetime-local") args[el.name] = new Date(v).toISOString();
       else args[el.name] = v;
@@ -286,8 +295,8 @@ export class CasePanel {
       if (e.type === "MarkedDuplicate") bits.push(d.of_case_no);
       if (e.type === "ReporterLinked") bits.push(d.from_case_no);
       if (e.type === "WarningMarked" || e.type === "OverdueMarked") bits.push(`${tStep(d.step)} ${fmtTime(d.due)}`);
-      const due = d.handle_due || d.dispatch_due || d.new_due || d.file_due;
-      if (due && e.type !== "WarningMarked") bits.push(`${zhEn("時限", "due")} ${fmtTime(due)}`);
+      const due = d.due;
+      if (due && e.type !== "WarningMarked" && e.type !== "OverdueMarked") bits.push(`${zhEn("時限", "due")} ${fmtTime(due)}`);
       const text = e.reason || d.note || d.comment || "";
       const cls = e.type === "OverdueMarked" || e.type === "VerificationFailed" || e.type === "Returned" ? "bad"
         : e.type === "WarningMarked" || e.type === "Supervised" ? "warn" : "";

@@ -128,6 +128,7 @@ const ACTIONS = {
   report_result: ["處置反饋", "Report result"], verify_pass: ["核查通過", "Verification passed"],
   verify_fail: ["核查不通過(返工)", "Verification failed"], escalate: ["上提一級", "Escalate"],
   supervise: ["督辦", "Supervise"], close: ["結案", "Close"], return_visit: ["回訪", "Return visit"],
+  reopen: ["重办", "Reopen"],
 };
 const EVENTS = {
   Reported: ["上報", "Reported"], Filed: ["立案", "Filed"], Rejected: ["不予立案", "Rejected"],
@@ -138,6 +139,7 @@ const EVENTS = {
   ResultReported: ["處置反饋", "Result reported"], VerificationPassed: ["核查通過", "Verification passed"],
   VerificationFailed: ["核查不通過 → 返工", "Verification failed → rework"], Escalated: ["上提一級", "Escalated"],
   Supervised: ["督辦", "Supervision order"], Closed: ["結案", "Closed"], ReturnVisited: ["回訪", "Return visit"],
+  Reopened: ["回访不满意重办", "Reopened after a dissatisfied visit"],
   WarningMarked: ["黃燈預警", "Yellow light"], OverdueMarked: ["紅燈超期", "Red light (overdue)"],
 };
 const ROLES = {
