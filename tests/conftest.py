@@ -24,6 +24,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from hypothesis import HealthCheck, Phase
+from hypothesis import settings as hypothesis_settings
 
 from core.clock import FixedClock
 from core.settings import Settings
@@ -31,6 +33,22 @@ from core.settings import Settings
 LOCAL_NATS = "nats://127.0.0.1:4222"
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/test"
 _embedded: list[Any] = []
+
+# Hypothesis profiles: "fast" (the default) keeps the unit run short enough to run often;
+# "nightly" (HYPOTHESIS_PROFILE=nightly) searches much longer. Property tests set only what
+# their shape needs (e.g. stateful_step_count), never max_examples, so the profile decides.
+hypothesis_settings.register_profile(
+    "fast",
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    # The explain phase re-runs a failing stateful test hundreds of times (minutes here).
+    phases=[p for p in Phase if p is not Phase.explain],
+)
+hypothesis_settings.register_profile(
+    "nightly", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
 
 
 def nats_url() -> str:

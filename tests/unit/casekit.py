@@ -23,6 +23,7 @@ from core.catalogue import Catalogue
 from core.ids import case_no_for_id
 from core.jurisdiction import Jurisdiction
 from core.refdata import Reference
+from core.vocabulary import TERMINAL
 
 ROOT = Path(__file__).resolve().parents[2]
 JURISDICTION = Jurisdiction.load(ROOT / "deploy" / "cities" / "guiyang")
@@ -172,3 +173,108 @@ def replay(events: Sequence[Any]) -> Case:
         case = event.mutate(case)
     assert case is not None
     return case
+
+
+# --- valid arguments for any action, for the property tests --------------------------------
+
+TEXTS = ("理由", "群众反映", "材料未到", "现场已处理")
+
+
+def departments_over(grid: str) -> list[str]:
+    """Every department whose node covers ``grid`` (at each command level)."""
+    codes: list[str] = []
+    for level in JURISDICTION.command_levels():
+        node = JURISDICTION.command_node(grid, level)
+        codes += [d.code for d in JURISDICTION.departments_at(node.code)]
+    return codes
+
+
+def valid_command(
+    name: str,
+    case: Case,
+    role: str,
+    now: datetime,
+    data: Any,
+    others: Sequence[Case] = (),
+) -> tuple[dict[str, Any], datetime] | None:
+    """Arguments (and the time) with which ``name`` must succeed whenever it is offered to
+    ``role``; drawn with ``data`` (hypothesis ``st.data()``) so runs vary. None when no valid
+    arguments exist (a duplicate with no other open case to merge into).
+
+    What "valid" means is each schema plus the documented data rules: a dispatch that departs
+    from the triage proposal gives ``override_reason``; an extension beyond the category's
+    limit gives a reason; a suspension's review date is in the future; a duplicate names
+    another open case the loader finds; the watcher marks the running deadline, and marks it
+    overdue only once it has passed.
+    """
+    from hypothesis import strategies as st
+
+    s = case.state
+    text = data.draw(st.sampled_from(TEXTS))
+    maybe_text = data.draw(st.sampled_from((None, *TEXTS)))
+    match name:
+        case "file" | "accept" | "close" | "resume":
+            return {"note": maybe_text}, now
+        case "reject" | "return_case" | "refuse_extension" | "supervise" | "reopen":
+            return {"reason": text}, now
+        case "verify_pass":
+            return {"note": maybe_text, "photos": []}, now
+        case "report_result" | "verify_fail":
+            photos = data.draw(st.sampled_from(([], [_photo()])))
+            return {"note": text, "photos": photos}, now
+        case "dispatch":
+            proposed = s.proposal.get("department") or None
+            department = data.draw(
+                st.sampled_from([None, proposed] if proposed else departments_over(s.grid))
+                | st.sampled_from(departments_over(s.grid))
+            )
+            priority = data.draw(st.sampled_from([None, "urgent", "important", "ordinary"]))
+            proposed_priority = s.proposal.get("priority") or s.priority
+            departs = (department not in (None, proposed)) or (
+                (priority or s.priority) != proposed_priority
+            )
+            reason = text if departs or data.draw(st.booleans()) else None
+            return {"department": department, "priority": priority, "override_reason": reason}, now
+        case "request_extension":
+            hours = data.draw(st.sampled_from([0.5, 2.0, 4.5, 24.0]))
+            return {"hours": hours, "reason": text}, now
+        case "approve_extension":
+            limit = CATALOGUE.get(s.category).max_extensions
+            return {"reason": text if s.extension_count >= limit else maybe_text}, now
+        case "suspend":
+            review = now + timedelta(hours=data.draw(st.integers(1, 24 * 60)))
+            return {"reason": text, "review_at": review}, now
+        case "escalate":
+            return {"reason": text, "automatic": role == "system" and data.draw(st.booleans())}, now
+        case "return_visit":
+            satisfaction = data.draw(
+                st.sampled_from(["satisfied", "basically_satisfied", "dissatisfied"])
+            )
+            return {"satisfaction": satisfaction, "comment": maybe_text}, now
+        case "mark_duplicate":
+            open_ones = [
+                o for o in others
+                if o.id != case.id and o.state.status not in TERMINAL
+            ]
+            if not open_ones:
+                return None
+            original = open_ones[data.draw(st.integers(0, len(open_ones) - 1))]
+            return {
+                "of_case_no": original.state.case_no,
+                "of_case_id": str(original.id),
+                "reason": maybe_text,
+            }, now
+        case "link_reporter":
+            return {"reporter": {"name": "王五", "type": "citizen"}, "from_case_no": "GD-DUP",
+                    "reason": maybe_text}, now
+        case "mark_warning" | "mark_overdue":
+            if s.due is None:  # nothing running: the mark is stale and records nothing
+                return {"step": "handle", "due": now}, now
+            when = max(now, s.due) if name == "mark_overdue" else now
+            return {"step": s.due_step, "due": s.due}, when
+    raise AssertionError(f"no valid arguments known for {name}")
+
+
+def _photo() -> dict[str, Any]:
+    return {"digest": "sha256:" + "5a" * 32, "size": 4096, "content_type": "image/jpeg",
+            "name": "现场.jpg"}
