@@ -403,6 +403,7 @@ def heads_command(database: DatabaseOpt = None) -> None:
     """The sealed head (position, chain value) of each partition's running chain: note them
     down (or publish them) to detect later rewriting with ``verify --expect-head``."""
     from projections.audit.rows import connect, table_exists
+    from projections.audit.verify import sealed_heads
 
     settings = get_settings()
     url, schema = _url(settings, database), settings.db_schema
@@ -410,12 +411,12 @@ def heads_command(database: DatabaseOpt = None) -> None:
         if not table_exists(conn, schema, "log_chain"):
             console.print("no log_chain table yet (the relay creates it)")
             return
-        rows = conn.execute(
-            f"SELECT DISTINCT ON (partition) partition, position, chain, sealed_at "
-            f"FROM {schema}.log_chain ORDER BY partition, position DESC"
-        ).fetchall()
-    for partition, position, chain, sealed_at in rows:
-        out.print(f"{partition}:{position}:{chain}  (sealed {sealed_at.isoformat()})")
+        heads = sealed_heads(conn, schema)
+    for h in heads:
+        if h["sealed"]:
+            s = h["sealed"]
+            out.print(f"{h['partition']}:{s['position']}:{s['chain']}  (sealed {s['sealed_at']}, "
+                      f"{h['unsealed']} not sealed yet)")
 
 
 @app.command("reads")

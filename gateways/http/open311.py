@@ -40,6 +40,7 @@ from typing import Any, Literal
 from xml.etree import ElementTree as ET
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
@@ -54,7 +55,8 @@ from core.calendar import DEFAULT_TZ
 from core.catalogue import Category
 from core.clock import Clock
 from core.ids import new_key
-from gateways.http.deps import get_clock, get_runtime
+from core.refdata import Reference
+from gateways.http.deps import get_clock, get_pool, get_reference, get_runtime
 from gateways.http.errors import ApiError
 from gateways.http.identity import Principal, public, require
 from gateways.http.reports import ReportIn, post_report
@@ -239,9 +241,9 @@ def service_code_for(category: str) -> str:
     return category
 
 
-def category_for(runtime: Runtime, service_code: str) -> Category:
+def category_for(ref: Reference, service_code: str) -> Category:
     """Open311 service_code → our category (case-insensitive); Open311Error 404 if none."""
-    catalogue = runtime.ref.catalogue
+    catalogue = ref.catalogue
     code = service_code.strip()
     if code not in catalogue:
         by_upper = {c.code.upper(): c.code for c in catalogue.all()}
@@ -282,18 +284,18 @@ def _service(category: Category) -> dict[str, Any]:
     }
 
 
-def _check_jurisdiction(runtime: Runtime, jurisdiction_id: str | None) -> None:
-    if jurisdiction_id and jurisdiction_id != runtime.ref.jurisdiction.city_code:
+def _check_jurisdiction(ref: Reference, jurisdiction_id: str | None) -> None:
+    if jurisdiction_id and jurisdiction_id != ref.jurisdiction.city_code:
         raise Open311Error(
             404,
             f"unknown jurisdiction_id {jurisdiction_id!r}; this endpoint serves "
-            f"{runtime.ref.jurisdiction.city_code}",
+            f"{ref.jurisdiction.city_code}",
         )
 
 
-def _request_item(runtime: Runtime, row: dict[str, Any]) -> dict[str, Any]:
-    catalogue = runtime.ref.catalogue
-    j = runtime.ref.jurisdiction
+def _request_item(ref: Reference, row: dict[str, Any]) -> dict[str, Any]:
+    catalogue = ref.catalogue
+    j = ref.jurisdiction
     category = catalogue.get(row["category"]) if row["category"] in catalogue else None
     department = j.departments.get(row["department"]) if row.get("department") else None
     status = str(row["status"])
@@ -342,19 +344,19 @@ def _public_filter() -> str:
 
 @router.get("/discovery.{fmt}", summary="Discovery")
 async def discovery(
-    request: Request, fmt: Format, runtime: Runtime = Depends(get_runtime)
+    request: Request, fmt: Format, ref: Reference = Depends(get_reference)
 ) -> Response:
     _format(fmt)
     base = str(request.base_url).rstrip("/") + "/open311/v2/"
     doc = {
-        "changeset": runtime.ref.catalogue.version,
+        "changeset": ref.catalogue.version,
         "contact": "12319 城市管理熱線 (12319 city-management hotline)",
         "key_service": "Ask the city for an api_key (one per client application).",
         "endpoints": [
             {
                 "specification": "http://wiki.open311.org/GeoReport_v2",
                 "url": base,
-                "changeset": runtime.ref.catalogue.version,
+                "changeset": ref.catalogue.version,
                 "type": "production",
                 "formats": ["application/json", "text/xml"],
             }
@@ -373,12 +375,12 @@ async def services(
     request: Request,
     fmt: Format,
     jurisdiction_id: str | None = None,
-    runtime: Runtime = Depends(get_runtime),
+    ref: Reference = Depends(get_reference),
 ) -> Response:
     """Every public category as an Open311 service."""
     _format(fmt)
-    _check_jurisdiction(runtime, jurisdiction_id)
-    items = [_service(c) for c in runtime.ref.catalogue.all() if is_public(c)]
+    _check_jurisdiction(ref, jurisdiction_id)
+    items = [_service(c) for c in ref.catalogue.all() if is_public(c)]
     return render(request, "services", "service", items)
 
 
@@ -388,12 +390,12 @@ async def service_definition(
     service_code: str,
     fmt: Format,
     jurisdiction_id: str | None = None,
-    runtime: Runtime = Depends(get_runtime),
+    ref: Reference = Depends(get_reference),
 ) -> Response:
     """Our services need no extra attributes (metadata false): the definition is empty."""
     _format(fmt)
-    _check_jurisdiction(runtime, jurisdiction_id)
-    category = category_for(runtime, service_code)
+    _check_jurisdiction(ref, jurisdiction_id)
+    category = category_for(ref, service_code)
     code = service_code_for(category.code)
     definition: dict[str, Any] = {"service_code": code, "attributes": []}
     if fmt == "xml":
@@ -452,11 +454,11 @@ async def create_request(
     client = await apikeys.authenticate(runtime.pool, api_key)
     if client is None:
         raise Open311Error(403, "api_key is invalid or revoked")
-    _check_jurisdiction(runtime, _field(form, request, "jurisdiction_id"))
+    _check_jurisdiction(runtime.ref, _field(form, request, "jurisdiction_id"))
     service_code = _field(form, request, "service_code")
     if not service_code:
         raise Open311Error(400, "service_code is required")
-    category = category_for(runtime, service_code)
+    category = category_for(runtime.ref, service_code)
     lat, lon = _float(form, request, "lat"), _float(form, request, "long")
     address_id = _field(form, request, "address_id")
     address = _field(form, request, "address_string")
@@ -541,13 +543,14 @@ async def search_requests(
     end_date: str | None = None,
     status: str | None = None,
     jurisdiction_id: str | None = None,
-    runtime: Runtime = Depends(get_runtime),
+    ref: Reference = Depends(get_reference),
+    pool: asyncpg.Pool = Depends(get_pool),
     clock: Clock = Depends(get_clock),
 ) -> Response:
     """Search requests. With ``service_request_id`` (comma-separated) the other filters are
     ignored; otherwise the window defaults to the last 90 days, at most 1000 results."""
     _format(fmt)
-    _check_jurisdiction(runtime, jurisdiction_id)
+    _check_jurisdiction(ref, jurisdiction_id)
     where = [_public_filter()]
     params: list[Any] = []
     if service_request_id:
@@ -556,7 +559,7 @@ async def search_requests(
         where.append(f"case_no = ANY(${len(params)}::text[])")
     else:
         if service_code:
-            codes = [category_for(runtime, c).code for c in service_code.split(",") if c]
+            codes = [category_for(ref, c).code for c in service_code.split(",") if c]
             params.append(codes)
             where.append(f"category = ANY(${len(params)}::text[])")
         if status:
@@ -582,9 +585,9 @@ async def search_requests(
         f"SELECT {_REQUEST_COLUMNS} FROM case_queue WHERE {' AND '.join(where)} "
         f"ORDER BY reported_at DESC, case_no DESC LIMIT ${len(params)}"
     )
-    async with runtime.pool.acquire() as conn:
+    async with pool.acquire() as conn:
         rows = await conn.fetch(sql, *params)
-    items = [_request_item(runtime, dict(r)) for r in rows]
+    items = [_request_item(ref, dict(r)) for r in rows]
     return render(request, "service_requests", "request", items)
 
 
@@ -606,18 +609,19 @@ async def get_request(
     service_request_id: str,
     fmt: Format,
     jurisdiction_id: str | None = None,
-    runtime: Runtime = Depends(get_runtime),
+    ref: Reference = Depends(get_reference),
+    pool: asyncpg.Pool = Depends(get_pool),
 ) -> Response:
     _format(fmt)
-    _check_jurisdiction(runtime, jurisdiction_id)
-    async with runtime.pool.acquire() as conn:
+    _check_jurisdiction(ref, jurisdiction_id)
+    async with pool.acquire() as conn:
         row = await conn.fetchrow(
             f"SELECT {_REQUEST_COLUMNS} FROM case_queue WHERE case_no = $1 AND {_public_filter()}",
             service_request_id,
         )
     if row is None:
         raise Open311Error(404, f"no service request {service_request_id!r}")
-    return render(request, "service_requests", "request", [_request_item(runtime, dict(row))])
+    return render(request, "service_requests", "request", [_request_item(ref, dict(row))])
 
 
 @router.get("/tokens/{token}.{fmt}", summary="GET service_request_id from a token")
@@ -626,12 +630,13 @@ async def get_token(
     token: str,
     fmt: Format,
     jurisdiction_id: str | None = None,
-    runtime: Runtime = Depends(get_runtime),
+    ref: Reference = Depends(get_reference),
+    pool: asyncpg.Pool = Depends(get_pool),
 ) -> Response:
     """The request id once the request is on record (404 while it is still queued)."""
     _format(fmt)
-    _check_jurisdiction(runtime, jurisdiction_id)
-    async with runtime.pool.acquire() as conn:
+    _check_jurisdiction(ref, jurisdiction_id)
+    async with pool.acquire() as conn:
         row = await conn.fetchrow(
             "SELECT t.token, t.case_no, q.case_no AS stored FROM open311_tokens t "
             "LEFT JOIN case_queue q ON q.case_no = t.case_no WHERE t.token = $1",
@@ -668,19 +673,19 @@ def _admin(principal: Principal) -> None:
 
 @admin_router.get("")
 async def list_api_clients(
-    runtime: Runtime = Depends(get_runtime),
+    pool: asyncpg.Pool = Depends(get_pool),
     principal: Principal = Depends(ADMIN),
 ) -> dict[str, Any]:
     """API clients (keys are never shown again; only their first characters)."""
     _admin(principal)
-    clients = await apikeys.list_clients(runtime.pool)
+    clients = await apikeys.list_clients(pool)
     return {"items": [c.public() for c in clients]}
 
 
 @admin_router.post("", status_code=201)
 async def issue_api_client(
     payload: dict[str, Any],
-    runtime: Runtime = Depends(get_runtime),
+    pool: asyncpg.Pool = Depends(get_pool),
     principal: Principal = Depends(ADMIN),
 ) -> dict[str, Any]:
     """Issue a key for a client application: ``{"name": …, "contact": …}``. The answer holds
@@ -692,19 +697,19 @@ async def issue_api_client(
     contact = payload.get("contact")
     if contact is not None and (not isinstance(contact, str) or len(contact) > 200):
         raise ApiError(422, "validation_error", "contact: text up to 200 characters")
-    client, api_key = await apikeys.issue(runtime.pool, name.strip(), principal.user_id, contact)
+    client, api_key = await apikeys.issue(pool, name.strip(), principal.user_id, contact)
     return {**client.public(), "api_key": api_key}
 
 
 @admin_router.delete("/{client_id}")
 async def revoke_api_client(
     client_id: str,
-    runtime: Runtime = Depends(get_runtime),
+    pool: asyncpg.Pool = Depends(get_pool),
     principal: Principal = Depends(ADMIN),
 ) -> dict[str, Any]:
     """Revoke a client's key at once (POSTs with it get 403 from then on)."""
     _admin(principal)
-    client = await apikeys.revoke(runtime.pool, client_id, principal.user_id)
+    client = await apikeys.revoke(pool, client_id, principal.user_id)
     if client is None:
         raise ApiError(404, "not_found", f"no API client {client_id}")
     return client.public()

@@ -39,6 +39,7 @@ import orjson
 import psycopg
 
 from aggregates.integrity import HASH_ALGORITHM, iso_utc
+from core.eventstore import table_name
 from core.ids import case_no_for_id
 from projections.audit.chain import CHAIN_ALGORITHM, GENESIS
 from projections.audit.history import _department_events, _needle, locate_case
@@ -283,7 +284,7 @@ def export_records(
         }
         count = 0
         for partition in partitions:
-            if not table_exists(conn, schema, f"cases_{partition.lower()}_events"):
+            if not table_exists(conn, schema, table_name(partition)):
                 continue
             if scope.kind == "all" or (
                 scope.kind == "filter"

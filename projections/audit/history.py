@@ -42,6 +42,7 @@ from aggregates.case import Case, json_view
 from aggregates.integrity import iso_utc
 from aggregates.state import FIELDS as STATE_FIELDS
 from core.db import check_schema
+from core.eventstore import table_name
 from core.ids import case_no_for_id
 from core.logging import get_logger
 from core.vocabulary import STATUS_LABELS
@@ -120,7 +121,7 @@ def _search_store(
     if needle is None:
         raise NotFound(f"case {case_no} not found")
     for partition in partitions or store_partitions(conn, schema):
-        if not table_exists(conn, schema, f"cases_{partition.lower()}_events"):
+        if not table_exists(conn, schema, table_name(partition)):
             continue
         for (case_id,) in conn.execute(
             f"SELECT originator_id::text FROM {qualified(schema, partition)} "
@@ -604,7 +605,7 @@ def activity(
         raise ValueError("give exactly one of grid, department, actor")
     found: list[dict[str, Any]] = []
     for partition in partitions:
-        if not table_exists(conn, schema, f"cases_{partition.lower()}_events"):
+        if not table_exists(conn, schema, table_name(partition)):
             continue
         table = qualified(schema, partition)
         if actor is not None:

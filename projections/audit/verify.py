@@ -35,6 +35,7 @@ from typing import Any
 
 import psycopg
 
+from core.eventstore import table_name
 from projections.audit.chain import GENESIS, Head, fast_link
 from projections.audit.rows import (
     NOT_HASHED,
@@ -289,7 +290,7 @@ def verify_partition(
     checker = _Checker(partition, report, max_problems)
     with connect(database_url) as conn:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        has_events = table_exists(conn, schema, f"cases_{partition.lower()}_events")
+        has_events = table_exists(conn, schema, table_name(partition))
         has_chain = table_exists(conn, schema, "log_chain")
         sealed_head = _sealed_head(conn, schema, partition)
         expected = 0

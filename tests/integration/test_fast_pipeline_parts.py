@@ -10,7 +10,6 @@ stdlib mapper; and a fetch that returns what is there, in order, without losing 
 from __future__ import annotations
 
 import asyncio
-import random
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -166,9 +165,10 @@ async def test_event_log_reader_matches_eventsourcing(stores: StoreRegistry) -> 
     ``select_notifications`` gives, and bounds the range both ways."""
     from core import eventlog
     from core.envelope import envelope_from_stored
+    from tests.unit.casekit import report
 
     store = stores.get("520103")
-    store.save(*[_report(random.randrange(10_000)) for _ in range(30)])
+    store.save(*[report(when=n, description=f'井蓋 {n} "破損"\n') for n in range(30)])
     conn = await asyncpg.connect(database_url(), server_settings={"search_path": stores.schema})
     try:
         fast = await eventlog.read_envelopes(conn, "520103", 5, 20)
