@@ -150,8 +150,8 @@ async def test_auditor_page_replays_verifies_and_exports(site: dict[str, Any],
     await page.screenshot(path=str(ARTIFACTS / "auditor-page-zh.png"), full_page=True)
     await page.fill("#slider", "2")
     await page.click("#play")
-    await page.wait_for_function("document.querySelector('#slider').value === '5'")
-    await page.wait_for_function("document.querySelector('#play').textContent === '▶'")
+    await page.wait_for_function("() => document.querySelector('#slider').value === '5'")
+    await page.wait_for_function("() => document.querySelector('#play').textContent === '▶'")
 
     # English labels.
     await page.click("#lang")
