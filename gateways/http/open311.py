@@ -56,11 +56,10 @@ from core.catalogue import Category
 from core.clock import Clock
 from core.ids import new_key
 from core.refdata import Reference
-from gateways.http.deps import get_clock, get_pool, get_reference, get_runtime
+from gateways.http.deps import get_clock, get_pool, get_reference
 from gateways.http.errors import ApiError
 from gateways.http.identity import Principal, public, require
-from gateways.http.reports import ReportIn, post_report
-from gateways.runtime import Runtime
+from gateways.http.reports import Intake, ReportIn, intake_from, post_report
 
 TZ = ZoneInfo(DEFAULT_TZ)
 #: Category code prefixes not exposed through Open311 (they name private households).
@@ -441,7 +440,7 @@ def _float(form: FormData, request: Request, name: str) -> float | None:
 async def create_request(
     request: Request,
     fmt: Format,
-    runtime: Runtime = Depends(get_runtime),
+    intake: Intake = Depends(intake_from),
     clock: Clock = Depends(get_clock),
 ) -> Response:
     """Create a service request (form-encoded, as the spec says). ``api_key`` required."""
@@ -451,14 +450,14 @@ async def create_request(
     api_key = _field(form, request, "api_key")
     if not api_key:
         raise Open311Error(403, "api_key is required to post a service request")
-    client = await apikeys.authenticate(runtime.pool, api_key)
+    client = await apikeys.authenticate(intake.pool, api_key)
     if client is None:
         raise Open311Error(403, "api_key is invalid or revoked")
-    _check_jurisdiction(runtime.ref, _field(form, request, "jurisdiction_id"))
+    _check_jurisdiction(intake.ref, _field(form, request, "jurisdiction_id"))
     service_code = _field(form, request, "service_code")
     if not service_code:
         raise Open311Error(400, "service_code is required")
-    category = category_for(runtime.ref, service_code)
+    category = category_for(intake.ref, service_code)
     lat, lon = _float(form, request, "lat"), _float(form, request, "long")
     address_id = _field(form, request, "address_id")
     address = _field(form, request, "address_string")
@@ -508,13 +507,13 @@ async def create_request(
     principal = Principal(user_id=f"open311:{client.client_id}", role="system", channel="open311")
     response = await post_report(
         body=body,
-        runtime=runtime,
+        intake=intake,
         clock=clock,
         principal=principal,
         idempotency_key=f"open311:{client.client_id}:{token}",
     )
     accepted = orjson.loads(bytes(response.body))
-    async with runtime.pool.acquire() as conn:
+    async with intake.pool.acquire() as conn:
         await conn.execute(
             "INSERT INTO open311_tokens (token, case_no, client_id) VALUES ($1, $2, $3) "
             "ON CONFLICT (token) DO NOTHING",

@@ -98,13 +98,19 @@ async def _photo_bytes(request: Request) -> bytes:
 
 
 async def check_refs(runtime: Runtime, refs: Sequence[Photo]) -> None:
+    """:func:`check_photo_refs` on the runtime's pool (``gateways/http/cases.py`` still
+    passes its runtime)."""
+    await check_photo_refs(runtime.pool, refs)
+
+
+async def check_photo_refs(pool: asyncpg.Pool, refs: Sequence[Photo]) -> None:
     """Refuse photo references (in a report, result or verification) that were never
     uploaded, or whose size / type differ from what was stored: an event must not point at
     evidence that does not exist. Called by every route that queues a command carrying
     ``photos`` (``POST /v1/reports``, its batch, ``POST /v1/cases/{no}/actions/{verb}``)."""
     if not refs:
         return
-    known = await photos.lookup(runtime.pool, [r.digest for r in refs])
+    known = await photos.lookup(pool, [r.digest for r in refs])
     for ref in refs:
         stored = known.get(ref.digest)
         if stored is None:

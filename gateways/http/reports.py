@@ -16,6 +16,7 @@ is also what lets the gateway keep up with storm bursts (docs/performance.md).
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ import asyncpg
 import structlog
 from fastapi import APIRouter, Depends, Header
 from fastapi.responses import JSONResponse
+from nats.js import JetStreamContext
 from pydantic import Field, ValidationError
 
 from aggregates.commands import Command, Photo, ReportArgs, Reporter, Strict
@@ -30,12 +32,13 @@ from core import codec, eventlog
 from core.clock import Clock
 from core.ids import case_id_for_key, case_no_for_id, new_key
 from core.logging import get_logger
+from core.messaging import Topology
+from core.refdata import Reference
 from gateways.http import photos as photo_api
 from gateways.http.access import REPORTERS, check_report_location
-from gateways.http.deps import get_clock, get_runtime
+from gateways.http.deps import get_clock, get_jetstream, get_pool, get_reference, get_topology
 from gateways.http.errors import ApiError, validation_error
 from gateways.http.identity import Principal, require
-from gateways.runtime import Runtime
 
 log = get_logger("gateway")
 router = APIRouter(prefix="/v1", tags=["intake 上報"])
@@ -69,9 +72,29 @@ class ReportAccepted(Strict):
     district: str
 
 
-def locate(runtime: Runtime, body: ReportIn) -> str:
+@dataclass(frozen=True)
+class Intake:
+    """What accepting a report needs: the reference data (category, grid, jurisdiction), the
+    pool (photo references, "is this case already made") and JetStream with its subjects."""
+
+    ref: Reference
+    pool: asyncpg.Pool
+    js: JetStreamContext
+    topo: Topology
+
+
+async def intake_from(
+    ref: Reference = Depends(get_reference),
+    pool: asyncpg.Pool = Depends(get_pool),
+    js: JetStreamContext = Depends(get_jetstream),
+    topo: Topology = Depends(get_topology),
+) -> Intake:
+    return Intake(ref, pool, js, topo)
+
+
+def locate(ref: Reference, body: ReportIn) -> str:
     """The grid of a report: from lat/lon by point-in-polygon, else the given grid code."""
-    j = runtime.ref.jurisdiction
+    j = ref.jurisdiction
     if (body.lat is None) != (body.lon is None):
         raise ApiError(422, "invalid_location", "give both lat and lon, or neither")
     if body.lat is not None and body.lon is not None:
@@ -129,17 +152,17 @@ class PreparedReport:
 
 
 async def prepare(
-    runtime: Runtime, clock: Clock, principal: Principal, body: ReportIn, key: str
+    intake: Intake, clock: Clock, principal: Principal, body: ReportIn, key: str
 ) -> PreparedReport:
     """Check a report against the reference data and the caller's area; build its command."""
-    if body.category not in runtime.ref.catalogue:
+    if body.category not in intake.ref.catalogue:
         raise ApiError(
             422, "unknown_category", f"unknown category {body.category}", field="category"
         )
-    grid_code = locate(runtime, body)
-    check_report_location(principal, grid_code, runtime.ref.jurisdiction)
-    await photo_api.check_refs(runtime, body.photos)
-    j = runtime.ref.jurisdiction
+    grid_code = locate(intake.ref, body)
+    check_report_location(principal, grid_code, intake.ref.jurisdiction)
+    await photo_api.check_photo_refs(intake.pool, body.photos)
+    j = intake.ref.jurisdiction
     district = j.partition_of(grid_code)
     community = j.grid(grid_code).parent
     reporter = body.reporter or Reporter(
@@ -175,12 +198,12 @@ async def prepare(
     return PreparedReport(command, key, grid_code, district)
 
 
-async def publish(runtime: Runtime, report: PreparedReport) -> bool:
+async def publish(intake: Intake, report: PreparedReport) -> bool:
     """Queue the report's command on JetStream; True when the broker already had it (the
     idempotency key was seen within the dedupe window). 503 when the broker cannot take it."""
     try:
-        ack = await runtime.js.publish(
-            runtime.topo.command_subject(report.district, "report"),
+        ack = await intake.js.publish(
+            intake.topo.command_subject(report.district, "report"),
             codec.dumps(report.command.model_dump(mode="json")),
             headers={"Nats-Msg-Id": f"report:{report.key}"},
             timeout=5,
@@ -190,7 +213,7 @@ async def publish(runtime: Runtime, report: PreparedReport) -> bool:
     return bool(ack.duplicate)
 
 
-async def already_made(runtime: Runtime, reports: list[PreparedReport]) -> set[str]:
+async def already_made(intake: Intake, reports: list[PreparedReport]) -> set[str]:
     """The keys among ``reports`` whose case is already in the event store.
 
     Asked only for reports JetStream took as new: within the dedupe window JetStream's own
@@ -206,7 +229,7 @@ async def already_made(runtime: Runtime, reports: list[PreparedReport]) -> set[s
         by_district.setdefault(report.district, []).append(report)
     made: set[str] = set()
     try:
-        async with runtime.pool.acquire(timeout=1.0) as conn:
+        async with intake.pool.acquire(timeout=1.0) as conn:
             for district, items in by_district.items():
                 found = await eventlog.existing_cases(
                     conn, district, [r.command.case_id for r in items], timeout=1.0
@@ -225,7 +248,7 @@ async def already_made(runtime: Runtime, reports: list[PreparedReport]) -> set[s
 )
 async def post_report(
     body: ReportIn,
-    runtime: Runtime = Depends(get_runtime),
+    intake: Intake = Depends(intake_from),
     clock: Clock = Depends(get_clock),
     principal: Principal = Depends(reporter),
     idempotency_key: str | None = Header(default=None, min_length=8, max_length=200),
@@ -237,11 +260,11 @@ async def post_report(
         )
     generated = new_key()
     key = idempotency_key or body.idempotency_key or generated
-    report = await prepare(runtime, clock, principal, body, key)
+    report = await prepare(intake, clock, principal, body, key)
     structlog.contextvars.bind_contextvars(case_no=report.command.case_no)
-    duplicate = await publish(runtime, report)
+    duplicate = await publish(intake, report)
     if not duplicate and key != generated:
-        duplicate = bool(await already_made(runtime, [report]))
+        duplicate = bool(await already_made(intake, [report]))
     log.info("report.accepted", grid=report.grid, duplicate=duplicate)
     return JSONResponse(
         report.accepted(duplicate).model_dump(),
@@ -299,7 +322,7 @@ def _refusal(index: int, key: str | None, exc: ApiError, status: int) -> BatchIt
 )
 async def post_reports_batch(
     batch: BatchIn,
-    runtime: Runtime = Depends(get_runtime),
+    intake: Intake = Depends(intake_from),
     clock: Clock = Depends(get_clock),
     principal: Principal = Depends(reporter),
 ) -> JSONResponse:
@@ -329,7 +352,7 @@ async def post_reports_batch(
                     field="idempotency_key",
                 )
             seen.add(body.idempotency_key)
-            prepared.append((index, await prepare(runtime, clock, principal, body,
+            prepared.append((index, await prepare(intake, clock, principal, body,
                                                   body.idempotency_key)))
         except ValidationError as exc:
             # The same body POST /v1/reports would have refused this item with.
@@ -337,10 +360,10 @@ async def post_reports_batch(
         except ApiError as exc:
             results[index] = _refusal(index, key, exc, exc.status)
     outcomes = await asyncio.gather(
-        *(publish(runtime, report) for _, report in prepared), return_exceptions=True
+        *(publish(intake, report) for _, report in prepared), return_exceptions=True
     )
     fresh = [report for (_, report), dup in zip(prepared, outcomes, strict=True) if dup is False]
-    made = await already_made(runtime, fresh) if fresh else set()
+    made = await already_made(intake, fresh) if fresh else set()
     broker_down = 0
     for (index, report), outcome in zip(prepared, outcomes, strict=True):
         if isinstance(outcome, ApiError):
