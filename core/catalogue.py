@@ -19,16 +19,15 @@ import json
 from collections.abc import Iterable
 from itertools import pairwise
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-Priority = Literal["urgent", "important", "ordinary"]  # 緊急 / 重要 / 一般
+from core.vocabulary import PRIORITIES, Priority
+
 Clock = Literal["working", "natural"]  # 工作時 / 自然時
 Kind = Literal["component", "event", "governance"]  # 部件 / 事件 / 網格社會治理
 
-#: Priorities from the most to the least pressing; "raising" a priority moves left.
-PRIORITIES: tuple[Priority, ...] = get_args(Priority)
 #: Rank of each priority, 0 = most urgent; used to compare without string tricks.
 PRIORITY_RANK: dict[Priority, int] = {p: i for i, p in enumerate(PRIORITIES)}
 

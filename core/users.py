@@ -49,6 +49,7 @@ from core import passwords
 from core.jurisdiction import Jurisdiction
 from core.logging import get_logger
 from core.settings import REPO_ROOT
+from core.vocabulary import HUMAN_ROLES as VOCABULARY_HUMAN_ROLES
 
 log = get_logger("users")
 
@@ -88,16 +89,8 @@ class IdentitySettings(BaseSettings):
 
 # --------------------------------------------------------------------------- roles, scopes
 
-HUMAN_ROLES: tuple[str, ...] = (
-    "inspector",
-    "call_taker",
-    "shift_leader",
-    "dispatcher",
-    "handler",
-    "supervisor",
-    "auditor",
-    "admin",
-)
+#: Roles a person can hold: the vocabulary's (``core/vocabulary.py``).
+HUMAN_ROLES: tuple[str, ...] = VOCABULARY_HUMAN_ROLES
 #: Roles whose jurisdiction is a node of the tree (own node and everything below it).
 NODE_ROLES = frozenset({"call_taker", "shift_leader", "dispatcher", "supervisor"})
 #: Roles that may hold device tokens (field staff with phones).

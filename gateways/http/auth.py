@@ -55,17 +55,8 @@ admin_router = APIRouter(prefix="/v1/admin/users", tags=["admin 用戶管理"])
 
 _CHANNEL = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{1,63}$"
-Role = Literal[
-    "inspector",
-    "call_taker",
-    "shift_leader",
-    "dispatcher",
-    "handler",
-    "supervisor",
-    "auditor",
-    "admin",
-]
-assert set(Role.__args__) == set(HUMAN_ROLES)  # type: ignore[attr-defined]
+#: A role a person can be given (``core/vocabulary.py``, without the internal ``system``).
+Role = Literal[HUMAN_ROLES]  # type: ignore[valid-type]
 
 
 class TokenOut(BaseModel):

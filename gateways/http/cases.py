@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, Body, Depends, Header, Path, Query
@@ -23,7 +23,7 @@ from core import codec
 from core.clock import Clock
 from core.ids import new_key
 from core.messaging import Topology
-from core.vocabulary import STATUS_LABELS, Status
+from core.vocabulary import STATUS_LABELS, Priority, Status
 from gateways.http import photos as photo_api
 from gateways.http.access import CASE_ACTORS, CASE_READERS, can_see, case_filter, case_not_found
 from gateways.http.deps import get_clock, get_runtime
@@ -93,7 +93,7 @@ async def list_cases(
     community: str | None = Query(default=None, max_length=40),
     grid: str | None = Query(default=None, max_length=40),
     department: str | None = Query(default=None, max_length=80),
-    priority: Literal["urgent", "important", "ordinary"] | None = None,
+    priority: Priority | None = None,
     limit: int = Query(default=50, ge=1, le=500),
     cursor: str | None = Query(default=None, max_length=400),
 ) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from fastapi.responses import StreamingResponse
 from core.clock import Clock
 from core.jurisdiction import Jurisdiction
 from core.refdata import Reference
-from core.vocabulary import STATUS_LABELS, Status
+from core.vocabulary import STATUS_LABELS, Priority, Status
 from core.vocabulary import TERMINAL as TERMINAL_STATUSES
 from gateways.http.access import (
     CASE_READERS,
@@ -149,7 +149,7 @@ class QueueQuery:
         warning: bool | None = Query(default=None, description="yellow or red light"),
         overdue: bool | None = Query(default=None, description="red light (超期)"),
         supervised: bool | None = Query(default=None, description="under a supervision order"),
-        priority: list[Literal["urgent", "important", "ordinary"]] | None = Query(
+        priority: list[Priority] | None = Query(
             default=None, max_length=3
         ),
         level: str | None = Query(default=None, max_length=40, description="owning level"),

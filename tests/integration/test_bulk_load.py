@@ -66,9 +66,9 @@ async def test_loaded_cases_read_back_and_verify(loaded: dict[str, Any]) -> None
         partition, version, order = by_id[case_id]
         assert order == list(range(1, version + 1))  # positions follow the case's versions
         case = await asyncio.to_thread(stores.get(partition).repository.get, UUID(case_id))
-        assert case.case_no == case_no
+        assert case.state.case_no == case_no
         assert case.version == version
-        assert case.district == partition
+        assert case.state.district == partition
 
     # The audit verification recomputes every hash and chain link: all genuine.
     report = await asyncio.to_thread(verify_store, database_url(), schema)

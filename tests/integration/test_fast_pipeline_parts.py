@@ -29,7 +29,12 @@ from eventsourcing.persistence import (
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
+from aggregates.actions.fields import NoteArgs, Reporter
+from aggregates.actions.intake import ReportArgs
 from aggregates.case import Case, verify_chain
+from aggregates.registry import Context
+from core.refdata import load_reference
+from core.settings import Settings
 from core.envelope import envelope_from_stored, to_envelope
 from core.eventstore import FastRecorder, FastTranscoder, StoreRegistry
 from core.pull import fetch
@@ -38,16 +43,17 @@ from tests.conftest import database_url, nats_url
 T = datetime(2026, 5, 4, 1, 0, tzinfo=UTC)
 
 
-def _report(n: int) -> Case:
-    return Case.report(
-        case_id=uuid.uuid4(), case_no=f"GD-TEST-0000-{n:04d}", category="SJ0101",
-        kind="event", grid="520102001001", community="520102001", district="520102",
-        description=f"井蓋 {n} \"破損\"\n", reporter={"name": "張三", "type": "citizen"},
-        source="api", priority="ordinary", level="district", lat=26.5 + n / 1000, lon=106.7,
-        proposal={"department": "D-1", "node": "520102", "reasons": ["a", "b"]},
-        file_due=T + timedelta(hours=1), actor="u1", role="call_taker", channel="test",
-        at=T + timedelta(seconds=n), command_id=f"k{n}",
+REF = load_reference(Settings())
+
+
+def _report(n: int, case_id: uuid.UUID | None = None, description: str | None = None) -> Case:
+    args = ReportArgs(
+        category="SJ0101", grid="520102001001", community="520102001", district="520102",
+        description=description or f"井蓋 {n} \"破損\"\n", source="api",
+        reporter=Reporter(name="張三", type="citizen"), lat=26.5 + n / 1000, lon=106.7,
     )
+    ctx = Context("u1", "call_taker", "test", T + timedelta(seconds=n), f"k{n}", REF)
+    return Case.create(case_id or uuid.uuid4(), f"GD-TEST-0000-{n:04d}", args, ctx)
 
 
 @pytest.fixture
@@ -68,8 +74,9 @@ def test_batch_insert_ids_order_conflicts_and_readers(stores: StoreRegistry) -> 
     assert isinstance(store.mapper.transcoder, FastTranscoder)
     cases = [_report(n) for n in range(50)]
     for case in cases[:10]:
-        case.file(dispatch_due=T + timedelta(hours=3), actor="d1", role="dispatcher",
-                  channel="test", at=T + timedelta(minutes=5), command_id=f"f{case.case_no}")
+        ctx = Context("d1", "dispatcher", "test", T + timedelta(minutes=5),
+                      f"f{case.state.case_no}", REF)
+        case.execute("file", NoteArgs(), ctx)
     recordings = store.save(*cases)
     ids = [r.notification.id for r in recordings]
     assert ids == sorted(ids) and len(set(ids)) == 60
@@ -100,12 +107,7 @@ def test_batch_insert_ids_order_conflicts_and_readers(stores: StoreRegistry) -> 
     again = _report(99)
     clash = _report(98)
     store.save(clash)
-    duplicate = Case.report(
-        case_id=clash.id, case_no="GD-TEST-0000-0098", category="SJ0101", kind="event",
-        grid="520102001001", community="520102001", district="520102", description="x",
-        reporter={"type": "citizen"}, source="api", priority="ordinary", level="district",
-        actor="u1", role="call_taker", channel="test", at=T, command_id="dup",
-    )
+    duplicate = _report(98, case_id=clash.id, description="x")
     with pytest.raises(IntegrityError):
         store.save(again, duplicate)
     assert store.recorder.select_events(again.id) == []
