@@ -2,8 +2,9 @@
 
 Which roles exist and how they are wired to these objects is ``gateways/bootstrap.py`` (the one
 place that builds workers, the relay, projectors, the watcher, the notifier and the probes);
-routers never see this object, only the narrow dependencies of ``gateways/http/deps.py``. Each
-role is an asyncio task that survives outages of its dependencies by itself (retry with jitter).
+routers take the narrow dependencies of ``gateways/http/deps.py`` rather than this object (the
+case and notification routes are still to move). Each role is an asyncio task that survives
+outages of its dependencies by itself (retry with jitter).
 """
 
 from __future__ import annotations
