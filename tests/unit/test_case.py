@@ -311,12 +311,6 @@ def test_a_finished_original_cannot_take_a_duplicate() -> None:
     assert original.version == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (reported): naming a rejected/merged/closed original answers 409 "
-    "IllegalTransition for 'link_reporter' with the *original's* status and allowed_actions "
-    "[], although mark_duplicate is offered on the duplicate; expected 422 on of_case_no",
-)
 def test_a_finished_original_is_an_invalid_argument_of_the_duplicate() -> None:
     original = report()
     run(original, "reject", "dispatcher", 1, reason="不予立案")
@@ -531,6 +525,9 @@ def test_escalate_community_district_city_then_top_refused() -> None:
     assert (case.state.level, case.state.department) == ("community", "D-520102001-station")
     with pytest.raises(ValidationError):
         run(case, "escalate", "dispatcher", 5, reason="")
+    with pytest.raises(InvalidCommand) as automatic:  # only the SLA watcher escalates 自动
+        run(case, "escalate", "dispatcher", 5, reason="跨社区", automatic=True)
+    assert automatic.value.field == "automatic"
     run(case, "escalate", "dispatcher", 5, reason="跨社区")
     s = case.state
     district = triage.route_for_level(
