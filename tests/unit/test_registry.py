@@ -43,6 +43,7 @@ from tests.unit.casekit import (
     at,
     replay,
     report,
+    report_args,
     run,
     valid_command,
 )
@@ -70,6 +71,18 @@ def test_every_argument_is_a_field_of_its_event(name: str) -> None:
             assert arg == "reason" or (arg == "due" and spec.args is StepArgs), (name, arg)
         else:
             assert arg in spec.event.__annotations__, f"{name}: {arg!r} not the event's own"
+
+
+def test_a_report_records_every_argument_as_given() -> None:
+    args = report_args(
+        client_time=at(-3).isoformat(),
+        photos=[{"digest": "sha256:" + "0f" * 32, "size": 7, "content_type": "image/png",
+                 "name": "p.png"}],
+    )
+    case = report(**args)
+    (event,) = case.collect_events()
+    for key, value in ARGS["report"].model_validate(args).model_dump().items():
+        assert json_view(getattr(event, key)) == json_view(value), key
 
 
 def test_the_watchers_due_is_the_recorded_common_due() -> None:
