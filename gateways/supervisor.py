@@ -217,9 +217,12 @@ class ServerChild:
 
     def watch(self, now: float, stop: asyncio.Event) -> bool:
         """One look: False when the server is in a crash loop (the caller stops the box)."""
-        if self.starting is not None or self.server.stopped:
+        if self.starting is not None:
             return True
-        if self.server.running:
+        if self.server.stopped or self.server.running:
+            # Stopped on purpose (maybe between two looks of the last round), or serving:
+            # nothing is due.
+            self.restart_at = None
             if self.failures and now - self.up_since > SERVER_HEALTHY_S:
                 self.failures = 0
             return True
