@@ -226,3 +226,25 @@ async def test_a_server_that_cannot_come_back_stops_the_box(
     finally:
         squatter.close()
         await asyncio.to_thread(nats.stop)
+
+
+async def test_a_role_in_a_crash_loop_stops_the_box(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A role that exits right after every start is restarted with backoff, then reported
+    and the box stopped — not restarted forever."""
+    import asyncio
+
+    from gateways import supervisor as sup
+
+    monkeypatch.setattr(sup, "backoff", lambda failures, first: 0.05)
+    boxes = sup.Supervisor(["worker"], {**os.environ}, tmp_path / "logs")
+    boxes.children[0].argv = [sys.executable, "-c", "raise SystemExit(3)"]
+    boxes.start()
+    stop = asyncio.Event()
+    await asyncio.wait_for(boxes.watch(stop), timeout=120)
+    assert stop.is_set()
+    assert boxes.failure is not None and "worker is in a crash loop" in boxes.failure
+    assert "code 3" in boxes.failure and "worker.log" in boxes.failure
+    assert boxes.children[0].restarts == sup.ROLE_CRASH_LOOP - 1
+    boxes.stop()
