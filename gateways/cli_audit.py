@@ -223,7 +223,7 @@ def verify_command(
     import os
 
     from projections.audit.rows import connect
-    from projections.audit.verify import partitions_of, verify_store
+    from projections.audit.verify import expected_heads_missing, partitions_of, verify_store
 
     settings = get_settings()
     url, schema = _url(settings, database), settings.db_schema
@@ -246,21 +246,11 @@ def verify_command(
                        rate=f"{done / secs:,.0f} ev/s")
 
         report = verify_store(url, schema, parts, progress, jobs=workers)
-    failures: list[str] = []
-    for spec in expect_head or []:
-        try:
-            part, pos, chain = spec.split(":", 2)
-            position = int(pos)
-        except ValueError as exc:
-            raise typer.BadParameter(f"--expect-head {spec!r}: PARTITION:POSITION:CHAIN") from exc
+    try:
         with connect(url) as conn:
-            row = conn.execute(
-                f"SELECT chain FROM {schema}.log_chain WHERE partition = %s AND position = %s",
-                (part, position),
-            ).fetchone()
-        if row is None or row[0] != chain:
-            failures.append(f"expected head {spec} is not in the log "
-                            f"(found {row[0] if row else 'nothing'} at that position)")
+            failures = expected_heads_missing(conn, schema, expect_head or [])
+    except ValueError as exc:
+        raise typer.BadParameter(f"--expect-head {exc}") from exc
     if as_json:
         data = report.as_dict()
         data["expected_heads"] = failures or "ok"

@@ -35,6 +35,7 @@ from typing import Any
 
 import psycopg
 
+from core.db import check_schema
 from core.eventstore import table_name
 from projections.audit.chain import GENESIS, Head, fast_link
 from projections.audit.rows import (
@@ -632,3 +633,27 @@ def sealed_heads(conn: psycopg.Connection[Any], schema: str) -> list[dict[str, A
         out.append({"partition": p, "store_head": store_head, "sealed": head,
                     "unsealed": unsealed})
     return out
+
+
+def expected_heads_missing(
+    conn: psycopg.Connection[Any], schema: str, specs: Sequence[str]
+) -> list[str]:
+    """Heads an auditor noted earlier (``PARTITION:POSITION:CHAIN``, as ``gridctl audit heads``
+    prints them) that are no longer in the sealed log, described; empty when all still are.
+    Raises ``ValueError`` for a spec that is not of that form."""
+    missing: list[str] = []
+    for spec in specs:
+        try:
+            partition, pos, chain = spec.split(":", 2)
+            position = int(pos)
+        except ValueError as exc:
+            raise ValueError(f"{spec!r}: PARTITION:POSITION:CHAIN") from exc
+        row = conn.execute(
+            f"SELECT chain FROM {check_schema(schema)}.log_chain "
+            "WHERE partition = %s AND position = %s",
+            (partition, position),
+        ).fetchone()
+        if row is None or row[0] != chain:
+            missing.append(f"expected head {spec} is not in the log "
+                           f"(found {row[0] if row else 'nothing'} at that position)")
+    return missing

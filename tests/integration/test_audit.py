@@ -19,6 +19,7 @@ from core.clock import FixedClock
 from gateways.runtime import Runtime
 from projections.audit import history as hist
 from projections.audit.pool import MAX_SIZE, audit_pool, close_pool
+from projections.audit.verify import expected_heads_missing
 from tests.conftest import auth_headers, database_url, eventually, user_headers
 from tests.integration.test_lifecycle import act
 
@@ -366,6 +367,15 @@ async def test_exports_are_verified_offline_and_tampered_exports_fail(
     args = [a for spec in expect for a in ("--expect-head", spec)]
     code, output = await _run(sys.executable, str(VERIFIER), str(everything), *args)
     assert code == 0, output
+    # The same heads checked against the sealed log (gridctl audit verify --expect-head).
+    schema = system["runtime"].settings.db_schema
+    with psycopg.connect(database_url()) as conn:
+        assert expected_heads_missing(conn, schema, expect) == []
+        forged = f"{sealed[0]['partition']}:{sealed[0]['sealed']['position']}:{'0' * 64}"
+        [missing] = expected_heads_missing(conn, schema, [forged])
+        assert forged in missing
+        with pytest.raises(ValueError):
+            expected_heads_missing(conn, schema, ["no-position"])
     # Dropping one event from the full export breaks the running chain.
     all_lines = r.content.decode().splitlines()
     cut = tmp_path / "cut.jsonl"
