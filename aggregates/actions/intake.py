@@ -212,6 +212,12 @@ def _link_original(case: CaseState, args: MarkDuplicateArgs, ctx: Context) -> di
         )
     if original.state.case_no == case.case_no:
         raise InvalidCommand("a case cannot duplicate itself", "of_case_no")
+    closed = LINK_REPORTER.why_not(original.state, ctx.role, ctx.ref)
+    if closed is not None:
+        raise InvalidCommand(
+            f"original case {original.state.case_no} cannot take a duplicate: {closed}",
+            "of_case_no",
+        )
     link = LinkArgs(reporter=case.reporter, from_case_no=case.case_no, reason=args.reason)
     sub = Context(ctx.actor, ctx.role, ctx.channel, ctx.at, f"{ctx.command_id}:link", ctx.ref)
     original.execute("link_reporter", link, sub)

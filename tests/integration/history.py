@@ -27,6 +27,7 @@ from core import codec
 from core.envelope import to_envelope
 from core.ids import case_no_for_id
 from core.refdata import Reference
+from core.vocabulary import LIMITED_STEPS
 
 SATISFACTION = ("satisfied", "basically_satisfied", "dissatisfied")
 
@@ -83,7 +84,7 @@ class History:
 
     def lights(self, case: Case, until: datetime) -> None:
         """What the SLA watcher does before ``until``: yellow near the deadline, red past it."""
-        if case.state.due is None or case.state.due_step not in ("file", "dispatch", "handle", "verify"):
+        if case.state.due is None or case.state.due_step not in LIMITED_STEPS:
             return
         due, step = case.state.due, case.state.due_step
         warn_at = due - timedelta(minutes=10)

@@ -137,31 +137,12 @@ limits = st.sampled_from([0.5, 1.0, 2.0, 4.0, 8.0, 24.0, 56.0])
 clocks = st.sampled_from(get_args(Clock))
 
 
-@settings(max_examples=200, deadline=None)
 @given(start=moments, hours=limits, clock=clocks)
-def test_light_changes_exactly_at_warning_and_due(
-    start: datetime, hours: float, clock: Clock
-) -> None:
+def test_warning_is_at_80_percent_of_the_limit(start: datetime, hours: float, clock: Clock) -> None:
     due = CAL.add(start, hours, clock)
     warn = warning_at(start, due, clock, CAL)
+    assert start <= warn <= due
     assert CAL.elapsed(start, warn, clock) == pytest.approx(WARNING_RATIO * hours, abs=1e-6)
-    assert light(start, due, warn, clock, CAL) == "yellow"
-    assert light(start, due, due, clock, CAL) == "yellow"
-    assert light(start, due, due + SECOND, clock, CAL) == "red"
-    if clock == "natural" or CAL.elapsed(start, warn - SECOND, "working") < CAL.elapsed(
-        start, warn, "working"
-    ):
-        assert light(start, due, warn - SECOND, clock, CAL) == "green"
-
-
-@settings(max_examples=100, deadline=None)
-@given(start=moments, hours=limits, steps=st.lists(st.integers(0, 200), min_size=2, max_size=8))
-def test_light_never_goes_back(start: datetime, hours: float, steps: list[int]) -> None:
-    due = CAL.add(start, hours, "working")
-    order = {"green": 0, "yellow": 1, "red": 2}
-    moments_seen = sorted(start + timedelta(hours=h) for h in steps)
-    colours = [order[light(start, due, now, "working", CAL)] for now in moments_seen]
-    assert colours == sorted(colours)
 
 
 @settings(max_examples=100, deadline=None)

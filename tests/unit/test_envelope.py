@@ -3,43 +3,34 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from uuid import uuid4
-
 from eventsourcing.application import Application
 
-from aggregates.case import Case
 from core import codec
 from core.envelope import envelope_from_stored, to_envelope
+from tests.unit.casekit import report, run
 
-T = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
-
-
-def ctx(role: str, minutes: int, key: str) -> dict[str, object]:
-    return {"actor": f"{role}-1", "role": role, "channel": "test",
-            "at": T + timedelta(minutes=minutes), "command_id": key}
+PHOTO = {"digest": "sha256:" + "0" * 64, "size": 3, "content_type": "image/jpeg"}
 
 
 def test_fast_and_slow_envelopes_are_identical() -> None:
     app: Application[object] = Application(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    case = Case.report(
-        case_id=uuid4(), case_no="GD-TEST-0000-0001", category="SJ0101", kind="event",
-        grid="520102001001", community="520102001", district="520102", description="垃圾",
-        reporter={"name": "張三", "phone": "138", "type": "citizen"}, source="api",
-        priority="ordinary", level="district", lat=26.5, lon=106.7,
-        proposal={"department": "D-1", "node": "520102", "level": "district"},
-        file_due=T + timedelta(hours=1), **ctx("call_taker", 0, "k0"),  # type: ignore[arg-type]
-    )
-    case.file(dispatch_due=T + timedelta(hours=2), **ctx("dispatcher", 1, "k1"))  # type: ignore[arg-type]
-    case.dispatch(department="D-1", level="district", node="520102", priority="ordinary",
-                  handle_due=T + timedelta(hours=9), **ctx("dispatcher", 2, "k2"))  # type: ignore[arg-type]
-    case.accept(**ctx("handler", 3, "k3"))  # type: ignore[arg-type]
-    case.report_result(note="done", photos=[{"digest": "sha256:" + "0" * 64, "size": 3,
-                                             "content_type": "image/jpeg"}],
-                       **ctx("handler", 4, "k4"))  # type: ignore[arg-type]
+    case = report("call_taker", 0, reporter={"name": "張三", "phone": "138", "type": "citizen"})
+    run(case, "file", "dispatcher", 1, note="立案")
+    run(case, "dispatch", "dispatcher", 2)
+    run(case, "accept", "handler", 3, note="收到")
+    run(case, "request_extension", "handler", 4, hours=2.5, reason="材料")
+    run(case, "approve_extension", "shift_leader", 5)
+    run(case, "report_result", "handler", 6, note="done", photos=[PHOTO])
+    run(case, "verify_fail", "inspector", 7, note="still there", photos=[PHOTO])
+    run(case, "accept", "handler", 8)
+    run(case, "report_result", "handler", 9, note="done again")
+    run(case, "verify_pass", "inspector", 10)
+    run(case, "close", "dispatcher", 11)
+    run(case, "return_visit", "call_taker", 12, satisfaction="dissatisfied")
+    run(case, "reopen", "shift_leader", 13, reason="不满意")
     app.save(case)
     notifications = app.recorder.select_notifications(start=1, limit=100)
-    assert len(notifications) == 5
+    assert len(notifications) == 14
     for n in notifications:
         slow = to_envelope("520102", n.id, app.mapper.to_domain_event(n))
         fast = envelope_from_stored("520102", n.id, n.originator_id, n.originator_version,
