@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path as FilePath
 from typing import Any, TypeVar
 
@@ -57,6 +57,7 @@ from gateways.http.errors import ApiError
 from gateways.http.identity import Principal, public, require
 from projections.audit import export as exporting
 from projections.audit import history as hist
+from projections.audit import search
 from projections.audit import verify as verifying
 from projections.audit.chain import CHAIN_ALGORITHM
 
@@ -70,7 +71,6 @@ auditor = require("auditor", scopes=("audit:read",))
 #: Exports may be plain links: the token may come as ``?access_token=``.
 auditor_link = require("auditor", scopes=("audit:read",), query_token=True)
 
-CST = timezone(timedelta(hours=8))  # 北京時間: "date" filters are local days
 T = TypeVar("T")
 
 CaseNo = Path(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9-]+$",
@@ -163,36 +163,11 @@ async def find_cases(
 ) -> dict[str, Any]:
     """Find cases by number, reporter, grid or date (the queue is the index; the history
     itself always comes from the event store)."""
-    where: list[str] = []
-    params: list[Any] = []
-    if q:
-        params.append(q.strip().upper() + "%")
-        where.append(f"upper(case_no) LIKE ${len(params)}")
-    if reporter:
-        params.append("%" + reporter.strip().replace("%", r"\%").replace("_", r"\_") + "%")
-        where.append(f"(reporter_name ILIKE ${len(params)} OR reporter_phone ILIKE "
-                     f"${len(params)})")
-    if grid:
-        params.append(grid)
-        where.append(f"grid = ${len(params)}")
-    if day:
-        start = datetime(day.year, day.month, day.day, tzinfo=CST)
-        params.extend([start, start + timedelta(days=1)])
-        where.append(f"reported_at >= ${len(params) - 1} AND reported_at < ${len(params)}")
-    params.append(limit)
-    sql = (
-        "SELECT case_no, status, category, grid, district, department, reporter_name, "
-        "reporter_phone, reported_at, updated_at, version, description FROM case_queue "
-        f"{'WHERE ' + ' AND '.join(where) if where else ''} "
-        f"ORDER BY reported_at DESC, case_no LIMIT ${len(params)}"
-    )
     async with pool.acquire() as conn:
-        records = await conn.fetch(sql, *params)
-    items = []
-    for r in records:
-        row = dict(r)
+        items = await search.find_in_queue(conn, q=q, reporter=reporter, grid=grid, day=day,
+                                           limit=limit)
+    for row in items:
         row["status_zh"] = STATUS_LABELS.get(Status(row["status"]), row["status"])
-        items.append(row)
     if not items and q and len(q) >= 17:  # a full number the index does not (yet) know
         try:
             ref = await _db(store, lambda c, s: hist.locate_case(c, s, q.strip().upper(),

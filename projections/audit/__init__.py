@@ -6,6 +6,7 @@ running log chain with :class:`.chain.ChainSealer`. Stored rows come through ``c
 
 * :mod:`.rows` — stored rows decoded without eventsourcing (fast, exact canonical values);
 * :mod:`.history` — case histories, state at a time / version, diffs, activity;
+* :mod:`.search` — finding cases (number, reporter, grid, day) with the queue as index;
 * :mod:`.chain` — the running log chain over each partition (algorithm documented there),
   sealed by the relay into ``log_chain``;
 * :mod:`.verify` — both chains recomputed over the store, first problem located;
