@@ -17,6 +17,7 @@ from pathlib import Path
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
+from gateways.http import security
 from gateways.http.errors import ApiError
 from gateways.http.identity import public
 
@@ -35,11 +36,7 @@ TYPES = {
 _HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; "
-        "script-src 'self'; connect-src 'self'; worker-src 'self'; manifest-src 'self'; "
-        "frame-ancestors 'none'"
-    ),
+    "Content-Security-Policy": security.PAGE_POLICY,  # the one policy of every page
 }
 
 router = APIRouter(tags=["pages 頁面"], dependencies=[Depends(public)], include_in_schema=False)

@@ -12,6 +12,7 @@ their service worker needs ``connect-src``). ``/docs`` and ``/redoc`` load FastA
 UI / ReDoc from their CDN with an inline bootstrap script: they get a policy allowing exactly
 that. Anything that is not HTML (JSON, images, exports) gets ``default-src 'none'``: it is
 data, and if a browser is ever made to render it as a document nothing in it may load or run.
+Scripts get the pages' policy (for a worker, the policy of its script response applies).
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ def with_security_headers(
         if lower == _CSP:
             has_csp = True
         elif lower == b"content-type":
-            html = value.startswith(b"text/html")
+            # A script is code of this origin too: if it is ever run as a worker, the
+            # response's policy is the worker's, and it must be allowed to fetch.
+            html = value.startswith((b"text/html", b"text/javascript", b"application/javascript"))
         elif lower == _NOSNIFF[0]:
             has_nosniff = True
         elif lower == _FRAMES[0]:
