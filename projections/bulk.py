@@ -112,10 +112,10 @@ class MapFolder:
         for env in envelopes:
             case_id = env["case_id"]
             states[case_id] = mapmodel.advance(states.get(case_id), env)
-        # As ``MapProjection.apply`` after a batch: a case no longer open leaves map_cases,
-        # so a later event of it finds no state.
+        # As ``MapProjection.apply`` after a batch: a finished case leaves map_cases.
         for case_id in {e["case_id"] for e in envelopes}:
-            if not mapmodel.is_open(states.get(case_id)):
+            state = states.get(case_id)
+            if state is None or state["finished"]:
                 states.pop(case_id, None)
 
     def flush(self) -> Rows:
@@ -180,10 +180,7 @@ class MetricsFolder:
         }
 
 
-def _finished(s: dict[str, Any]) -> bool:
-    return s.get("status") in metrics._FINISHED or (
-        s.get("status") == "closed" and bool(s.get("visited"))
-    )
+_finished = metrics.finished
 
 
 FOLDERS: dict[str, Callable[[], Folder]] = {

@@ -6,9 +6,11 @@ fast with hundreds of thousands of open cases. Community, district and city figu
 over the grids under them (the jurisdiction tree is configuration, so the roll-up happens at
 query time in :func:`rollup`, for any number of levels).
 
-``map_cases`` keeps the handful of fields each *open* case contributes (a case leaves the
-table when it reaches a terminal status), so a batch can compute exact deltas: the counts a
-case contributed before the batch are subtracted and the counts after it are added.
+``map_cases`` keeps the handful of fields of each case that can still change (a case leaves
+the table once its last event offered no role anything: rejected, merged, or closed and
+visited without a reopen to follow), so a batch can compute exact deltas: the counts a case
+contributed before the batch are subtracted and the counts after it are added. Only open
+cases count; a closed one waiting for its visit counts nothing.
 
 Everything here is a recorded fact: every event says the status, the deadline and the case's
 list fields after it (its ``summary``, with the yellow 黄灯 and red 红灯 lights of the running
@@ -112,6 +114,8 @@ def advance(state: dict[str, Any] | None, env: Envelope) -> dict[str, Any] | Non
         due_step=step,
         warning_for=key if summary.get("warned") else None,
         overdue_for=key if summary.get("overdue") else None,
+        # Nothing more can happen (no role is offered anything): the case leaves map_cases.
+        finished=not summary.get("offers"),
     )
     return state
 
@@ -277,7 +281,7 @@ class MapProjection:
             delta = deltas.setdefault(grid, [0] * len(COUNT_FIELDS))
             for i, (a, b) in enumerate(zip(contribution(old), contribution(new), strict=True)):
                 delta[i] += b - a
-            if is_open(new):
+            if not new["finished"]:
                 upserts.append(_case_record(case_id, new))
             elif old is not None:
                 deletes.append(case_id)

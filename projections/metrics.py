@@ -36,6 +36,7 @@ import asyncpg
 from core.envelope import parse_time
 from projections.base import Envelope
 from projections.map import advance, iso
+from projections.queue import TERMINAL
 
 METRIC_TZ = ZoneInfo("Asia/Shanghai")
 DEFINITIONS_VERSION = 1
@@ -448,6 +449,7 @@ def fold(state: dict[str, Any] | None, env: Envelope, out: Emitter) -> dict[str,
     state = advance(state, env)
     if state is None:
         return None
+    state["finished"] = not (data.get("summary") or {}).get("offers")
     if fresh:
         # A case seen first: carry the cohort fields (Reported is always a case's first event).
         state.update(
@@ -632,9 +634,11 @@ ROLLUP_FROM_COUNTS = (
 )
 DDL = DDL.replace("{rollup}", ROLLUP_FROM_COUNTS)
 
-#: Once a case reached one of these and nothing more can change its counters, its state row
-#: is dropped (closed cases wait for their return visit first).
-_FINISHED = frozenset({"rejected", "merged"})
+def finished(state: dict[str, Any]) -> bool:
+    """Nothing can happen to the case any more: its last event offered no role any action
+    (a recorded fact — a closed case still waits for its return visit, and a dissatisfied
+    one for a possible reopen). Its state row is then dropped."""
+    return bool(state.get("finished"))
 
 
 class MetricsProjection:
@@ -662,10 +666,7 @@ class MetricsProjection:
             s = states.get(case_id)
             if s is None:
                 continue
-            finished = s.get("status") in _FINISHED or (
-                s.get("status") == "closed" and s.get("visited")
-            )
-            if finished:
+            if finished(s):
                 if case_id in existed:
                     drop.append(case_id)
             else:
@@ -827,9 +828,10 @@ async def snapshot_counters(
     level: str | None = None,
     inspector: str | None = None,
 ) -> dict[str, dict[str, int]]:
-    """{group key: {open_now, warning_now, overdue_now}} from the map model."""
-    where = ["true"]
-    params: list[Any] = []
+    """{group key: {open_now, warning_now, overdue_now}} from the map model (its open cases:
+    a closed one stays there while a return visit or a reopen may still follow)."""
+    params: list[Any] = [sorted(TERMINAL)]
+    where = ["status <> ALL($1::text[])"]
     for column, value in (("department", department), ("level", level), ("inspector", inspector)):
         if value is not None:
             params.append(value)

@@ -94,6 +94,11 @@ async def list_cases(
     grid: str | None = Query(default=None, max_length=40),
     department: str | None = Query(default=None, max_length=80),
     priority: Priority | None = None,
+    action: str | None = Query(
+        default=None, max_length=40,
+        description="only cases on which the caller is offered this action now "
+        "(e.g. return_visit 回访, verify_pass 核查)",
+    ),
     limit: int = Query(default=50, ge=1, le=500),
     cursor: str | None = Query(default=None, max_length=400),
 ) -> dict[str, Any]:
@@ -126,6 +131,12 @@ async def list_cases(
         if value is not None:
             params.append(value)
             where.append(f"{column} = ${len(params)}")
+    if action is not None:
+        if action not in PUBLIC_VERBS:
+            raise ApiError(422, "unknown_action", f"unknown action {action!r}",
+                           actions=PUBLIC_VERBS)
+        params.extend([principal.role, action])
+        where.append(f"(offers -> ${len(params) - 1}) ? ${len(params)}")
     if cursor:
         at, case_no = _decode_cursor(cursor)
         params.extend([at, case_no])

@@ -141,8 +141,9 @@
   let visitEls = new Map();
   async function loadVisits() {
     try {
-      const data = await GD.api("/v1/cases?status=closed&limit=200");
-      const due = data.items.filter((c) => !c.satisfaction && (c.source === "hotline" || c.source === "open311"));
+      // Every case the server offers this call-taker a return visit on (回访), whatever its channel.
+      const data = await GD.api("/v1/cases?action=return_visit&limit=200");
+      const due = data.items;
       $("#visit-badge").textContent = due.length ? String(due.length) : "";
       const next = new Map();
       const els = due.map((c) => {

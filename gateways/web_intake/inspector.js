@@ -366,7 +366,7 @@
     const box = $("#tasks");
     let data;
     try {
-      data = await GD.api("/v1/cases?status=awaiting_verification&limit=100");
+      data = await GD.api("/v1/cases?action=verify_pass&limit=100");
     } catch (e) {
       if (!box.children.length || box.querySelector(".empty")) box.replaceChildren(h("p", { class: "empty" }, navigator.onLine ? e.message : "離線：連網後顯示 · offline"));
       return;

@@ -235,3 +235,71 @@ async def test_extension_suspension_and_duplicate(system: dict[str, Any]) -> Non
         "Resumed",
         "ReporterLinked",
     } <= timeline
+
+
+async def test_dissatisfied_return_visit_reopens_the_case(system: dict[str, Any]) -> None:
+    """回访不满意 → 重办: offered only then and only to the shift leader, back to dispatch with
+    a deadline, on the timeline, and counted as a reopen; the call-taker's list of visits due
+    is what the server offers (any channel)."""
+    client = system["client"]
+    await _sign_in(client)
+    grid = "520102001001"
+    response = await client.post(
+        "/v1/reports",
+        headers=INSPECTOR,
+        json={"category": "SJ0101", "grid": grid, "description": "垃圾暴露 (inspector report)"},
+    )
+    assert response.status_code == 202, response.text
+    case_no = response.json()["case_no"]
+    await case_where(client, case_no, status="reported")
+    await act(client, case_no, "file", DISPATCHER)
+    await act(client, case_no, "dispatch", DISPATCHER)
+    case = await case_where(client, case_no, status="dispatched")
+    handler = await user_headers(system, role="handler", department=case["department"])
+    await act(client, case_no, "accept", handler, note="马上处理")
+    await act(client, case_no, "report_result", handler, note="已清运")
+    await case_where(client, case_no, status="awaiting_verification")
+    await act(client, case_no, "verify_pass", INSPECTOR)
+    await case_where(client, case_no, status="verified")
+    await act(client, case_no, "close", DISPATCHER)
+    await case_where(client, case_no, status="closed")
+
+    # An inspector's case is on the call-taker's list of return visits due.
+    due = (await client.get("/v1/cases?action=return_visit", headers=CALL_TAKER)).json()
+    assert case_no in [c["case_no"] for c in due["items"]]
+    assert all("return_visit" in c["allowed_actions"] for c in due["items"])
+    before = (await client.get(f"/v1/cases/{case_no}", headers=SHIFT_LEADER)).json()
+    assert "reopen" not in before["allowed_actions"]  # nothing to reopen before a visit
+    visited = await act(client, case_no, "return_visit", CALL_TAKER, satisfaction="dissatisfied",
+                        comment="垃圾又堆起来了")
+    assert visited["allowed_actions"] == []  # one visit per closing: not offered again
+
+    async def reopen_offered() -> dict[str, Any] | None:
+        case = (await client.get(f"/v1/cases/{case_no}", headers=SHIFT_LEADER)).json()
+        return case if "reopen" in case["allowed_actions"] else None
+
+    await eventually(reopen_offered, timeout=20)
+    refused = await act(client, case_no, "reopen", DISPATCHER, expect=403, reason="不满意")
+    assert refused["error"] == "not_permitted"
+    assert (await act(client, case_no, "reopen", SHIFT_LEADER, expect=422))["error"] == (
+        "validation_error"
+    )  # a reason is required
+    done = await act(client, case_no, "reopen", SHIFT_LEADER, reason="回访不满意, 重新派遣")
+    assert done["status"] == "filed" and "dispatch" in done["allowed_actions"]
+    case = await case_where(client, case_no, status="filed")
+    assert case["due_step"] == "dispatch" and case["due_at"] and case["satisfaction"] is None
+    reopened = case["timeline"][-1]
+    assert reopened["type"] == "Reopened" and reopened["reason"] == "回访不满意, 重新派遣"
+    assert reopened["data"]["satisfaction"] == "dissatisfied"
+
+    async def counted() -> dict[str, Any] | None:
+        body = (await client.get("/v1/metrics?metrics=reopens,open_now",
+                                 headers=SHIFT_LEADER)).json()
+        # Counted as a reopen, and open again (on the map's counts too).
+        wanted = {"reopens": 1, "open_now": 1}
+        return body if body["totals"]["metrics"] == wanted else None
+
+    await eventually(counted, timeout=20)
+    definitions = (await client.get("/v1/metrics/definitions", headers=SHIFT_LEADER)).json()
+    reopens = next(d for d in definitions["metrics"] if d["key"] == "reopens")
+    assert reopens["numerator"] == ["reopened"]
