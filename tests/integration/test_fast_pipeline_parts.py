@@ -33,11 +33,11 @@ from aggregates.actions.fields import NoteArgs, Reporter
 from aggregates.actions.intake import ReportArgs
 from aggregates.case import Case, verify_chain
 from aggregates.registry import Context
-from core.refdata import load_reference
-from core.settings import Settings
 from core.envelope import envelope_from_stored, to_envelope
 from core.eventstore import FastRecorder, FastTranscoder, StoreRegistry
 from core.pull import fetch
+from core.refdata import load_reference
+from core.settings import Settings
 from tests.conftest import database_url, nats_url
 
 T = datetime(2026, 5, 4, 1, 0, tzinfo=UTC)
