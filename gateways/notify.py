@@ -55,8 +55,9 @@ import random
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -66,16 +67,16 @@ import httpx
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from aggregates.notices import Notice, notices_for
 from core import codec
-from core.clock import Clock, SystemClock
+from core.clock import Clock
 from core.logging import get_logger
-from core.settings import REPO_ROOT, get_settings
+from core.settings import REPO_ROOT
 from gateways.http.access import CASE_READERS
-from gateways.http.deps import get_clock, get_runtime
+from gateways.http.deps import get_clock, get_pool, get_runtime
 from gateways.http.errors import ApiError
 from gateways.http.identity import Principal, require
 from projections.base import Envelope
+from projections.notifications import DDL, KINDS, NotifyProjection, recent
 
 if TYPE_CHECKING:
     from gateways.runtime import Runtime
@@ -89,92 +90,6 @@ TIMESTAMP_HEADER = "X-Grid-Timestamp"
 #: The summary of a catch-up on history is logged when news arrives or after this many
 #: seconds without more history.
 HISTORY_QUIET_S = 5.0
-
-KINDS: dict[str, str] = {
-    "new_dispatch": "新派遣 New dispatch",
-    "recheck_task": "核查任務 Re-check task",
-    "returned": "退回 Returned case",
-    "deadline_approaching": "即將超期 Deadline approaching",
-    "overdue": "已超期 Overdue",
-    "extension_requested": "延期申請 Extension requested",
-    "extension_decided": "延期審批 Extension decided",
-    "return_visit_due": "待回訪 Return visit due",
-}
-
-DDL = """
-CREATE TABLE IF NOT EXISTS notify_cases (
-    case_id uuid PRIMARY KEY,
-    case_no text NOT NULL,
-    category text,
-    grid text,
-    department text,
-    source text,
-    description text
-);
-CREATE TABLE IF NOT EXISTS notifications (
-    id bigserial PRIMARY KEY,
-    kind text NOT NULL,
-    case_no text NOT NULL,
-    case_id uuid NOT NULL,
-    audience text[] NOT NULL,
-    title text NOT NULL,
-    body text NOT NULL,
-    data jsonb NOT NULL DEFAULT '{}',
-    at timestamptz NOT NULL,
-    partition text NOT NULL,
-    position bigint NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    live boolean NOT NULL DEFAULT true,
-    UNIQUE (partition, position, kind)
-);
-DO $$ BEGIN
-    -- live: pushed (NATS / SSE) and offered to webhooks; false for history (module docstring).
-    -- Checked first so a start-up takes no lock on the table once the column is there.
-    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema =
-                   current_schema() AND table_name = 'notifications' AND column_name = 'live')
-    THEN
-        ALTER TABLE notifications ADD COLUMN live boolean NOT NULL DEFAULT true;
-    END IF;
-END $$;
-CREATE INDEX IF NOT EXISTS notifications_audience_idx ON notifications USING gin (audience);
-CREATE TABLE IF NOT EXISTS webhooks (
-    id text PRIMARY KEY,
-    url text NOT NULL,
-    secret text NOT NULL,
-    kinds text[] NOT NULL DEFAULT '{}',
-    audiences text[] NOT NULL DEFAULT '{}',
-    active boolean NOT NULL DEFAULT true,
-    description text,
-    source text NOT NULL DEFAULT 'api',
-    created_at timestamptz NOT NULL DEFAULT now(),
-    created_by text NOT NULL
-);
-CREATE TABLE IF NOT EXISTS webhook_deliveries (
-    id bigserial PRIMARY KEY,
-    webhook_id text NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
-    notification_id bigint NOT NULL REFERENCES notifications (id),
-    kind text NOT NULL,
-    status text NOT NULL DEFAULT 'pending',
-    attempts integer NOT NULL DEFAULT 0,
-    next_attempt_at timestamptz NOT NULL DEFAULT now(),
-    last_status_code integer,
-    last_error text,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    delivered_at timestamptz,
-    UNIQUE (webhook_id, notification_id)
-);
-CREATE INDEX IF NOT EXISTS webhook_deliveries_due_idx
-    ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
-CREATE TABLE IF NOT EXISTS webhook_attempts (
-    id bigserial PRIMARY KEY,
-    delivery_id bigint NOT NULL REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
-    attempt integer NOT NULL,
-    at timestamptz NOT NULL DEFAULT now(),
-    status_code integer,
-    error text,
-    duration_ms integer NOT NULL
-);
-"""
 
 _TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -195,174 +110,6 @@ def audiences_of(principal: Principal) -> list[str]:
     if principal.role in ("dispatcher", "shift_leader", "call_taker", "supervisor"):
         out.append(f"role.{principal.role}")
     return out
-
-
-def is_news(at: datetime, now: datetime, max_age: timedelta) -> bool:
-    """Pure: whether an event recorded at ``at`` is still news at ``now`` (pushed live and
-    offered to webhooks) rather than history (listed only). Events from the future — another
-    process's clock a little ahead — are news."""
-    return now - at <= max_age
-
-
-def hook_wants(hook: Any, notice: Notice, at: datetime) -> bool:
-    """Pure: whether a webhook (a ``webhooks`` row) gets a delivery of ``notice``, caused by
-    an event recorded at ``at``: its kinds and audiences match, and it existed by then."""
-    if hook["kinds"] and notice.kind not in hook["kinds"]:
-        return False
-    if hook["audiences"] and not set(hook["audiences"]) & set(notice.audience):
-        return False
-    return at >= hook["created_at"]
-
-
-class NotifyProjection:
-    """Turns events into notifications and webhook deliveries (run by ProjectionRunner).
-
-    ``clock`` is the runtime's (read once per batch: the "now" an event's age is measured
-    against); ``max_age_s`` the bound beyond which an event is history (default: the setting
-    ``GRID_NOTIFY_MAX_AGE_S``)."""
-
-    name = "notify"
-    tables = ("notify_cases", "notifications")
-
-    def __init__(self, clock: Clock | None = None, max_age_s: float | None = None) -> None:
-        self.clock: Clock = clock or SystemClock()
-        if max_age_s is None:
-            max_age_s = get_settings().notify_max_age_s
-        self.max_age = timedelta(seconds=max_age_s)
-        # What the last ``apply`` did, read by the Notifier after the commit:
-        self.fresh: list[dict[str, Any]] = []  # notifications to push now
-        self.history_events = 0  # events older than the bound
-        self.held = 0  # notification rows written for them, not pushed, no deliveries
-        self.history_span: tuple[datetime, datetime] | None = None  # oldest, newest such event
-        self.news_seen = False  # the batch held at least one event within the bound
-
-    def ddl(self) -> str:
-        return DDL
-
-    async def apply(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
-        self.fresh = []
-        self.history_events = self.held = 0
-        self.history_span = None
-        self.news_seen = False
-        now = self.clock.now()
-        ids = list({e["case_id"] for e in envelopes})
-        rows = await conn.fetch("SELECT * FROM notify_cases WHERE case_id = ANY($1::uuid[])", ids)
-        cases: dict[str, dict[str, Any]] = {str(r["case_id"]): dict(r) for r in rows}
-        changed: set[str] = set()
-        hooks = await conn.fetch(
-            "SELECT id, kinds, audiences, created_at FROM webhooks WHERE active"
-        )
-        for env in envelopes:
-            cid, data = env["case_id"], env.get("data") or {}
-            at = _time(env["at"])
-            live = is_news(at, now, self.max_age)
-            if live:
-                self.news_seen = True
-            else:
-                self.history_events += 1
-                old, new = self.history_span or (at, at)
-                self.history_span = (min(old, at), max(new, at))
-            if env["type"] == "Reported":
-                cases[cid] = {
-                    "case_id": cid,
-                    "case_no": data.get("case_no"),
-                    "category": data.get("category"),
-                    "grid": data.get("grid"),
-                    "department": None,
-                    "source": data.get("source"),
-                    "description": data.get("description"),
-                }
-                changed.add(cid)
-            case = cases.get(cid)
-            if case is None:
-                continue
-            for notice in notices_for(env, case):
-                await self._insert(conn, env, at, live, case, notice, hooks)
-            department = (data.get("summary") or {}).get("department")
-            if case["department"] != department:  # as the event recorded it
-                case["department"] = department
-                changed.add(cid)
-        for cid in changed:
-            c = cases[cid]
-            await conn.execute(
-                "INSERT INTO notify_cases (case_id, case_no, category, grid, department, source, "
-                "description) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (case_id) DO "
-                "UPDATE SET department = EXCLUDED.department",
-                cid,
-                c["case_no"],
-                c["category"],
-                c["grid"],
-                c["department"],
-                c["source"],
-                c["description"],
-            )
-
-    async def _insert(
-        self,
-        conn: asyncpg.Connection,
-        env: Envelope,
-        at: datetime,
-        live: bool,
-        case: dict[str, Any],
-        notice: Notice,
-        hooks: Sequence[Any],
-    ) -> None:
-        data = {
-            **notice.data,
-            "category": case.get("category"),
-            "grid": case.get("grid"),
-            "event": env["type"],
-            "actor": env.get("actor"),
-        }
-        row = await conn.fetchrow(
-            "INSERT INTO notifications (kind, case_no, case_id, audience, title, body, data, at, "
-            "partition, position, live) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
-            "ON CONFLICT (partition, position, kind) DO NOTHING RETURNING id, created_at",
-            notice.kind,
-            case["case_no"],
-            env["case_id"],
-            notice.audience,
-            KINDS[notice.kind],
-            notice.body,
-            data,
-            at,
-            env["partition"],
-            env["position"],
-            live,
-        )
-        if row is None:
-            return
-        if not live:
-            self.held += 1  # listed for the record; history is not pushed nor sent
-            return
-        item = {
-            "id": row["id"],
-            "kind": notice.kind,
-            "title": KINDS[notice.kind],
-            "body": notice.body,
-            "case_no": case["case_no"],
-            "audience": notice.audience,
-            "at": env["at"],
-            "data": data,
-        }
-        self.fresh.append(item)
-        for hook in hooks:
-            if not hook_wants(hook, notice, at):
-                continue
-            await conn.execute(
-                "INSERT INTO webhook_deliveries (webhook_id, notification_id, kind) "
-                "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                hook["id"],
-                row["id"],
-                notice.kind,
-            )
-
-
-def _time(value: Any) -> datetime:
-    """An envelope's time as an aware datetime (naive ones are UTC, as the envelope's are)."""
-    if not isinstance(value, datetime):
-        value = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 # ------------------------------------------------------------------------------- webhooks
@@ -661,59 +408,36 @@ def _check_url(url: str) -> str:
 
 # ---------------------------------------------------------------------------------- the API
 
+@dataclass(frozen=True)
+class Feed:
+    """What a live stream needs: the pool (replay), NATS (live pushes), the subject root and
+    the process's stop signal (streams end on shutdown)."""
+
+    pool: asyncpg.Pool
+    nc: Any
+    root: str
+    stop: asyncio.Event
+
+
+async def get_feed(request: Request) -> Feed:
+    runtime = await get_runtime(request)
+    return Feed(runtime.pool, runtime.nc, runtime.topo.subject_root, runtime.stop_event)
+
+
 router = APIRouter(prefix="/v1", tags=["notifications 通知"])
 ADMIN = require("admin")
 LISTENERS = require(*[r for r in CASE_READERS if r != "auditor"], query_token=True)
-
-
-def _row(r: Any) -> dict[str, Any]:
-    return {
-        "id": r["id"],
-        "kind": r["kind"],
-        "title": r["title"],
-        "body": r["body"],
-        "case_no": r["case_no"],
-        "audience": list(r["audience"]),
-        "at": r["at"],
-        "data": r["data"],
-    }
-
-
-async def _recent(
-    runtime: Runtime, audiences: list[str], after: int | None, limit: int, live_only: bool = False
-) -> list[dict[str, Any]]:
-    """The list (all rows), or with ``live_only`` what was pushed live (the SSE replay: no
-    history the notifier caught up on, see the module docstring)."""
-    live = " AND live" if live_only else ""
-    async with runtime.pool.acquire() as conn:
-        if after is None:
-            rows = await conn.fetch(
-                "SELECT * FROM (SELECT id, kind, title, body, case_no, audience, at, data "
-                f"FROM notifications WHERE audience && $1::text[]{live} ORDER BY id DESC "
-                "LIMIT $2) x ORDER BY id",
-                audiences,
-                limit,
-            )
-        else:
-            rows = await conn.fetch(
-                "SELECT id, kind, title, body, case_no, audience, at, data FROM notifications "
-                f"WHERE audience && $1::text[] AND id > $2{live} ORDER BY id LIMIT $3",
-                audiences,
-                after,
-                limit,
-            )
-    return [_row(r) for r in rows]
 
 
 @router.get("/notifications")
 async def list_notifications(
     after: int | None = Query(default=None, ge=0),
     limit: int = Query(default=50, ge=1, le=500),
-    runtime: Runtime = Depends(get_runtime),
+    pool: asyncpg.Pool = Depends(get_pool),
     principal: Principal = Depends(LISTENERS),
 ) -> dict[str, Any]:
     """My notifications, oldest first (the latest ``limit`` when ``after`` is not given)."""
-    items = await _recent(runtime, audiences_of(principal), after, limit)
+    items = await recent(pool, audiences_of(principal), after, limit)
     return {"items": items, "audiences": audiences_of(principal)}
 
 
@@ -722,7 +446,7 @@ async def notification_stream(
     request: Request,
     after: int | None = Query(default=None, ge=0),
     last_event_id: str | None = Header(default=None, max_length=20),
-    runtime: Runtime = Depends(get_runtime),
+    feed: Feed = Depends(get_feed),
     principal: Principal = Depends(LISTENERS),
 ) -> StreamingResponse:
     """Server-Sent Events: my notifications as they happen (``event: notification``), after
@@ -734,7 +458,7 @@ async def notification_stream(
     if last_event_id and last_event_id.isdigit():
         since = int(last_event_id)
     return StreamingResponse(
-        _events(request, runtime, audiences, since),
+        _events(request, feed, audiences, since),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -745,7 +469,7 @@ def _sse(item: dict[str, Any]) -> bytes:
 
 
 async def _events(
-    request: Request, runtime: Runtime, audiences: list[str], since: int | None
+    request: Request, feed: Feed, audiences: list[str], since: int | None
 ) -> AsyncIterator[bytes]:
     queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1000)
 
@@ -753,16 +477,16 @@ async def _events(
         with contextlib.suppress(asyncio.QueueFull):
             queue.put_nowait(msg.data)
 
-    root = runtime.topo.subject_root
-    subs = [await runtime.nc.subscribe(audience_subject(root, a), cb=on_msg) for a in audiences]
+    subs = [await feed.nc.subscribe(audience_subject(feed.root, a), cb=on_msg)
+            for a in audiences]
     try:
         yield b"retry: 3000\n: connected\n\n"
         last = since or 0
         if since is not None:
-            for item in await _recent(runtime, audiences, since, 500, live_only=True):
+            for item in await recent(feed.pool, audiences, since, 500, live_only=True):
                 last = max(last, item["id"])
                 yield _sse(item)
-        while not runtime.stop_event.is_set():
+        while not feed.stop.is_set():
             try:
                 raw = await asyncio.wait_for(queue.get(), timeout=15)
             except TimeoutError:
@@ -783,9 +507,9 @@ async def _events(
 
 @router.get("/webhooks")
 async def list_webhooks(
-    runtime: Runtime = Depends(get_runtime), _: Principal = Depends(ADMIN)
+    pool: asyncpg.Pool = Depends(get_pool), _: Principal = Depends(ADMIN)
 ) -> dict[str, Any]:
-    async with runtime.pool.acquire() as conn:
+    async with pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT id, url, kinds, audiences, active, description, source, created_at, "
             "created_by FROM webhooks ORDER BY created_at"
@@ -796,7 +520,7 @@ async def list_webhooks(
 @router.post("/webhooks", status_code=201)
 async def create_webhook(
     payload: dict[str, Any],
-    runtime: Runtime = Depends(get_runtime),
+    pool: asyncpg.Pool = Depends(get_pool),
     clock: Clock = Depends(get_clock),
     principal: Principal = Depends(ADMIN),
 ) -> dict[str, Any]:
@@ -819,7 +543,7 @@ async def create_webhook(
         raise ApiError(422, "invalid_secret", "secret: 16–200 characters")
     description = payload.get("description")
     hook_id = "wh-" + secrets.token_hex(6)
-    async with runtime.pool.acquire() as conn:
+    async with pool.acquire() as conn:
         await conn.execute(
             "INSERT INTO webhooks (id, url, secret, kinds, audiences, description, created_by, "
             "created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -837,10 +561,10 @@ async def create_webhook(
 
 @router.delete("/webhooks/{hook_id}")
 async def deactivate_webhook(
-    hook_id: str, runtime: Runtime = Depends(get_runtime), _: Principal = Depends(ADMIN)
+    hook_id: str, pool: asyncpg.Pool = Depends(get_pool), _: Principal = Depends(ADMIN)
 ) -> dict[str, Any]:
     """Stop a webhook (its delivery log stays)."""
-    async with runtime.pool.acquire() as conn:
+    async with pool.acquire() as conn:
         row = await conn.fetchrow(
             "UPDATE webhooks SET active = false WHERE id = $1 RETURNING id, active", hook_id
         )
@@ -859,11 +583,11 @@ async def deactivate_webhook(
 async def webhook_deliveries(
     hook_id: str,
     limit: int = Query(default=100, ge=1, le=1000),
-    runtime: Runtime = Depends(get_runtime),
+    pool: asyncpg.Pool = Depends(get_pool),
     _: Principal = Depends(ADMIN),
 ) -> dict[str, Any]:
     """The delivery log: each delivery with its attempts (status code, error, duration)."""
-    async with runtime.pool.acquire() as conn:
+    async with pool.acquire() as conn:
         deliveries = await conn.fetch(
             "SELECT d.id, d.notification_id, d.kind, d.status, d.attempts, d.last_status_code, "
             "d.last_error, d.created_at, d.delivered_at, d.next_attempt_at, n.case_no "

@@ -12,25 +12,32 @@ import base64
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import orjson
 from fastapi import APIRouter, Body, Depends, Header, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from aggregates.actions import PUBLIC_ACTIONS
-from aggregates.commands import Command, Outcome
-from core import codec
+from aggregates.commands import Command
 from core.clock import Clock
 from core.ids import new_key
-from core.messaging import Topology
+from core.refdata import Reference
 from core.vocabulary import STATUS_LABELS, Priority, Status
+from gateways.commandbus import CommandBus, QueueUnavailable
 from gateways.http import photos as photo_api
 from gateways.http.access import CASE_ACTORS, CASE_READERS, can_see, case_filter, case_not_found
-from gateways.http.deps import get_clock, get_runtime
+from gateways.http.deps import (
+    ReadConnection,
+    get_clock,
+    get_command_bus,
+    get_pool,
+    get_reads,
+    get_reference,
+)
 from gateways.http.errors import ApiError, validation_error
 from gateways.http.identity import Principal, require
 from gateways.http.privacy import mask_case
-from gateways.runtime import Runtime
 
 router = APIRouter(prefix="/v1", tags=["cases 案件"])
 #: Readers see cases in their jurisdiction only (others: 404); actors run commands on them.
@@ -86,7 +93,8 @@ def _row(record: Any, principal: Principal) -> dict[str, Any]:
 
 @router.get("/cases", responses={400: {"description": "invalid cursor"}})
 async def list_cases(
-    runtime: Runtime = Depends(get_runtime),
+    ref: Reference = Depends(get_reference),
+    reads: ReadConnection = Depends(get_reads),
     principal: Principal = Depends(case_reader),
     status: list[str] | None = Query(default=None, max_length=20),
     district: str | None = Query(default=None, max_length=40),
@@ -103,7 +111,7 @@ async def list_cases(
     cursor: str | None = Query(default=None, max_length=400),
 ) -> dict[str, Any]:
     """The queue, newest first, filtered; follow ``next_cursor`` for the next page."""
-    j = runtime.ref.jurisdiction
+    j = ref.jurisdiction
     params: list[Any] = []
     where: list[str] = [case_filter(principal, j, params)]
     if status:
@@ -147,7 +155,7 @@ async def list_cases(
         f"{'WHERE ' + ' AND '.join(where) if where else ''} "
         f"ORDER BY reported_at DESC, case_no DESC LIMIT ${len(params)}"
     )
-    async with runtime.read_connection() as conn:
+    async with reads() as conn:
         records = await conn.fetch(sql, *params)
     items = [mask_case(principal, _row(r, principal), j) for r in records[:limit]]
     next_cursor = None
@@ -157,11 +165,13 @@ async def list_cases(
     return {"items": items, "next_cursor": next_cursor, "count": len(items)}
 
 
-async def _case_row(runtime: Runtime, case_no: str, principal: Principal) -> dict[str, Any]:
+async def _case_row(
+    pool: asyncpg.Pool, ref: Reference, case_no: str, principal: Principal
+) -> dict[str, Any]:
     """The case's row; 404 when it does not exist or lies outside the caller's jurisdiction."""
-    async with runtime.pool.acquire() as conn:
+    async with pool.acquire() as conn:
         record = await conn.fetchrow("SELECT * FROM case_queue WHERE case_no = $1", case_no)
-    if record is None or not can_see(principal, dict(record), runtime.ref.jurisdiction):
+    if record is None or not can_see(principal, dict(record), ref.jurisdiction):
         raise case_not_found(case_no)
     return dict(record)
 
@@ -169,12 +179,13 @@ async def _case_row(runtime: Runtime, case_no: str, principal: Principal) -> dic
 @router.get("/cases/{case_no}")
 async def get_case(
     case_no: str = Path(max_length=40),
-    runtime: Runtime = Depends(get_runtime),
+    pool: asyncpg.Pool = Depends(get_pool),
+    ref: Reference = Depends(get_reference),
     principal: Principal = Depends(case_reader),
 ) -> dict[str, Any]:
     """One case with its timeline and the actions the caller may take now."""
-    row = await _case_row(runtime, case_no, principal)
-    async with runtime.pool.acquire() as conn:
+    row = await _case_row(pool, ref, case_no, principal)
+    async with pool.acquire() as conn:
         timeline = await conn.fetch(
             "SELECT version, type, at, actor, role, channel, reason, data FROM case_timeline "
             "WHERE case_id = $1 ORDER BY version",
@@ -188,7 +199,7 @@ async def get_case(
         for t in timeline
     ]
     row["allowed_actions"] = offered_to(row, principal)
-    return mask_case(principal, row, runtime.ref.jurisdiction)
+    return mask_case(principal, row, ref.jurisdiction)
 
 
 @router.post(
@@ -206,7 +217,9 @@ async def act_on_case(
     case_no: str = Path(max_length=40),
     verb: str = Path(max_length=40),
     args: dict[str, Any] = Body(default_factory=dict),
-    runtime: Runtime = Depends(get_runtime),
+    pool: asyncpg.Pool = Depends(get_pool),
+    ref: Reference = Depends(get_reference),
+    bus: CommandBus = Depends(get_command_bus),
     clock: Clock = Depends(get_clock),
     principal: Principal = Depends(case_actor),
     idempotency_key: str | None = Header(default=None, min_length=8, max_length=200),
@@ -218,9 +231,9 @@ async def act_on_case(
     / ``photo_mismatch``, and nothing is queued."""
     if verb not in PUBLIC_VERBS:
         raise ApiError(404, "unknown_action", f"unknown action {verb!r}", actions=PUBLIC_VERBS)
-    row = await _case_row(runtime, case_no, principal)
+    row = await _case_row(pool, ref, case_no, principal)
     if verb == "mark_duplicate" and isinstance(args.get("of_case_no"), str):
-        original = await _case_row(runtime, args["of_case_no"], principal)
+        original = await _case_row(pool, ref, args["of_case_no"], principal)
         args = {**args, "of_case_id": str(original["case_id"])}
     try:
         command = Command(
@@ -241,8 +254,11 @@ async def act_on_case(
     # A result (處置反饋) or verification (核查) may only point at uploaded photos, as a report
     # may: checked here, before the command is queued, because once the worker has stored the
     # event the reference is part of the evidence for good.
-    await photo_api.check_refs(runtime, getattr(parsed, "photos", []))
-    outcome = await send_command(runtime, command)
+    await photo_api.check_photo_refs(pool, getattr(parsed, "photos", []))
+    try:
+        outcome = await bus.send(command)
+    except QueueUnavailable as exc:
+        raise ApiError(503, "broker_unavailable", f"could not queue: {exc}") from exc
     if outcome is None:
         return JSONResponse(
             {"status": "queued", "command_id": command.command_id, "case_no": case_no},
@@ -252,29 +268,3 @@ async def act_on_case(
         return JSONResponse(outcome.model_dump(mode="json"), status_code=200)
     error = outcome.error or {"error": "refused"}
     return JSONResponse(error, status_code=ERROR_STATUS.get(str(error.get("error")), 409))
-
-
-async def send_command(runtime: Runtime, command: Command) -> Outcome | None:
-    """Publish to JetStream and wait for the worker's outcome (None on timeout)."""
-    reply_subject = runtime.topo.reply_subject(command.command_id)
-    sub = await runtime.nc.subscribe(reply_subject, max_msgs=1)
-    try:
-        try:
-            await runtime.js.publish(
-                runtime.topo.command_subject(command.partition, command.verb),
-                codec.dumps(command.model_dump(mode="json")),
-                headers={
-                    "Nats-Msg-Id": f"{command.verb}:{command.command_id}",
-                    Topology.REPLY_WANTED: "1",
-                },
-                timeout=5,
-            )
-        except Exception as exc:
-            raise ApiError(503, "broker_unavailable", f"could not queue: {exc!r}") from exc
-        try:
-            msg = await sub.next_msg(timeout=runtime.settings.command_reply_timeout_s)
-        except (TimeoutError, Exception):
-            return None
-        return Outcome.model_validate(codec.loads(msg.data))
-    finally:
-        await sub.unsubscribe()

@@ -29,6 +29,7 @@ from core.photos import PhotoStore
 from core.refdata import Reference
 from core.settings import Settings
 from core.users import IdentitySettings
+from gateways.commandbus import CommandBus
 from projections.audit.pool import audit_pool
 
 if TYPE_CHECKING:
@@ -50,8 +51,8 @@ def _runtime(request: Request) -> Runtime:
 
 
 async def get_runtime(request: Request) -> Runtime:
-    """The whole runtime: only for code that runs a role's share in the gateway (the
-    notifier's routes, ``gateways/notify.py``). Routers take the narrow dependencies below."""
+    """The whole runtime: only to build a narrow dependency from several of its parts (the
+    notification stream's ``Feed``, the ``CommandBus`` below). Routers take those."""
     return _runtime(request)
 
 
@@ -89,6 +90,13 @@ async def get_jetstream(request: Request) -> JetStreamContext:
 
 async def get_nats(request: Request) -> Client:
     return _runtime(request).nc
+
+
+async def get_command_bus(request: Request) -> CommandBus:
+    """Queue a lifecycle command and wait briefly for its outcome."""
+    runtime = await get_runtime(request)
+    return CommandBus(runtime.nc, runtime.js, runtime.topo,
+                      runtime.settings.command_reply_timeout_s)
 
 
 async def get_photos(request: Request) -> PhotoStore:

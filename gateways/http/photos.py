@@ -28,7 +28,6 @@ from gateways.http.access import CASE_ACTORS, CASE_READERS, can_see
 from gateways.http.deps import get_photos, get_pool, get_reference
 from gateways.http.errors import ApiError
 from gateways.http.identity import Principal, require
-from gateways.runtime import Runtime
 
 router = APIRouter(prefix="/v1", tags=["photos 照片"])
 
@@ -95,12 +94,6 @@ async def _photo_bytes(request: Request) -> bytes:
         await form.close()
         return data
     return await _read_limited(request, photos.MAX_BYTES)
-
-
-async def check_refs(runtime: Runtime, refs: Sequence[Photo]) -> None:
-    """:func:`check_photo_refs` on the runtime's pool (``gateways/http/cases.py`` still
-    passes its runtime)."""
-    await check_photo_refs(runtime.pool, refs)
 
 
 async def check_photo_refs(pool: asyncpg.Pool, refs: Sequence[Photo]) -> None:

@@ -28,7 +28,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from core import codec
 from core.eventstore import StoreRegistry, table_name
 from core.ids import case_id_for_key
-from gateways.notify import NotifyProjection
+from projections.notifications import NotifyProjection
 from projections.read_models import all_projections
 from projections.rebuild import build_scratch, compare_tables
 from tests.faults.harness import FaultSystem
