@@ -13,7 +13,6 @@ import { MetricsPanel } from "./metrics.js";
 import { LiveStream } from "./stream.js";
 
 const PAGE = 50;
-const STATUSES = ["reported", "filed", "dispatched", "in_progress", "returned", "suspended", "awaiting_verification", "verified", "closed", "rejected", "merged"];
 const $ = (sel) => document.querySelector(sel);
 
 const state = {
@@ -25,7 +24,8 @@ const state = {
   rows: new Map(), // case_no -> row shown
   selected: null, serverToday: null, tab: "queue",
 };
-const refs = { nodes: {}, grids: {}, departments: {}, categories: {}, levels: [], cityCode: null, cityName: null };
+// Statuses and priorities come from the server's vocabulary (GET /v1/vocabulary).
+const refs = { nodes: {}, grids: {}, departments: {}, categories: {}, levels: [], cityCode: null, cityName: null, statuses: [], priorities: [] };
 let map, panel, metrics, live;
 
 // ------------------------------------------------------------------------------ boot
@@ -106,9 +106,12 @@ function renderUser() {
 }
 
 async function loadReference() {
-  const [tree, deps, cats, geo] = await Promise.all([
+  const [tree, deps, cats, geo, words] = await Promise.all([
     api("/v1/jurisdiction"), api("/v1/departments"), api("/v1/categories"), api("/v1/grids.geojson"),
+    api("/v1/vocabulary"),
   ]);
+  refs.statuses = words.statuses.map((s) => s.value);
+  refs.priorities = words.priorities.map((p) => p.value);
   refs.cityCode = tree.city.code;
   refs.cityName = tree.city;
   document.getElementById("city-name").textContent = nameOf(tree.city);
@@ -172,8 +175,8 @@ function setupUi() {
 
 function renderFilters() {
   const opt = (value, label, current) => `<option value="${esc(value)}" ${value === current ? "selected" : ""}>${esc(label)}</option>`;
-  $("#f-status").innerHTML = opt("", t("any_status"), state.status) + STATUSES.map((s) => opt(s, tStatus(s), state.status)).join("");
-  $("#f-priority").innerHTML = opt("", t("any_priority"), state.priority) + ["urgent", "important", "ordinary"].map((p) => opt(p, tPriority(p), state.priority)).join("");
+  $("#f-status").innerHTML = opt("", t("any_status"), state.status) + refs.statuses.map((s) => opt(s, tStatus(s), state.status)).join("");
+  $("#f-priority").innerHTML = opt("", t("any_priority"), state.priority) + refs.priorities.map((p) => opt(p, tPriority(p), state.priority)).join("");
   $("#f-level").innerHTML = opt("", t("any_level"), state.level) + refs.levels.slice(0, -1).map((l) => opt(l.key, nameOf(l), state.level)).join("");
   const deps = Object.values(refs.departments).filter((d) => !state.node || state.node === refs.cityCode || underOrAbove(d.node, state.node));
   $("#f-department").innerHTML = opt("", t("any_department"), state.department) + deps.map((d) => opt(d.code, nameOf(d), state.department)).join("");
@@ -323,7 +326,7 @@ async function loadQueue({ flash = new Set() } = {}) {
 }
 
 function lightOf(r) {
-  if (!r.due_at || ["closed", "rejected", "merged"].includes(r.status)) return "";
+  if (!r.due_at) return ""; // no clock runs (the event said so: finished cases have none)
   if (r.overdue) return "r";
   if (r.warning) return "y";
   return "g";
