@@ -44,12 +44,15 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from starlette.routing import BaseRoute
 
+from aggregates.actions import PUBLIC_ACTIONS, REGISTRY
 from core.jurisdiction import Jurisdiction
 from core.users import HUMAN_ROLES, NODE_ROLES, SCOPES
 from gateways.http.errors import ApiError
 from gateways.http.identity import Principal, Rule, rule_of_dependency
 
 # --------------------------------------------------------------------------- role groups
+
+REPORT_ROLES = next(spec.roles for spec in REGISTRY.values() if spec.creates)
 
 ALL_ROLES: tuple[str, ...] = HUMAN_ROLES
 #: Everyone who reads case files (auditors read-only).
@@ -62,10 +65,13 @@ CASE_READERS: tuple[str, ...] = (
     "supervisor",
     "auditor",
 )
-#: Everyone who runs lifecycle commands (the aggregate then checks role × action).
-CASE_ACTORS: tuple[str, ...] = tuple(r for r in CASE_READERS if r != "auditor")
-#: Who submits reports: inspectors in their grids, call-takers for their centre.
-REPORTERS: tuple[str, ...] = ("inspector", "call_taker")
+#: Everyone who runs lifecycle commands: the people some public action of the registry names
+#: (the aggregate then checks role × action × state).
+CASE_ACTORS: tuple[str, ...] = tuple(
+    r for r in HUMAN_ROLES if any(r in REGISTRY[a].roles for a in PUBLIC_ACTIONS)
+)
+#: Who submits reports (上报): the people the registry's creating action names.
+REPORTERS: tuple[str, ...] = tuple(r for r in HUMAN_ROLES if r in REPORT_ROLES)
 #: Command-centre staff (queues, metrics, the live map).
 COMMAND_CENTRE: tuple[str, ...] = ("call_taker", "shift_leader", "dispatcher", "supervisor")
 ADMINS: tuple[str, ...] = ("admin",)
