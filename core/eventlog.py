@@ -12,12 +12,11 @@ builds a dict per row and pre-pings its connection on every call — about a fif
 CPU. The rows read here are the same (``tests/integration/test_fast_pipeline_parts.py`` checks
 it). Two drivers use the same SQL: asyncpg for the asynchronous roles (:func:`read_envelopes`,
 :func:`head`) and psycopg for the auditors' synchronous tools (:func:`select_events`,
-:func:`scan`, :func:`store_partitions`).
+:func:`store_partitions`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -124,26 +123,3 @@ def select_events(
         params,
     ).fetchall()
 
-
-def scan(
-    conn: psycopg.Connection[Any],
-    schema: str,
-    partition: str,
-    where: str = "TRUE",
-    params: tuple[Any, ...] = (),
-    itersize: int = 5000,
-    name: str = "eventlog_scan",
-) -> Iterator[tuple[Any, ...]]:
-    """:func:`select_events` in log order through a server-side cursor (constant memory over
-    millions of rows). Call inside a transaction."""
-    cur = conn.cursor(name=name)
-    cur.itersize = itersize
-    try:
-        cur.execute(
-            f"SELECT {EVENT_COLUMNS} FROM {qualified(partition, schema)} "
-            f"WHERE {where} ORDER BY notification_id",
-            params,
-        )
-        yield from cur
-    finally:
-        cur.close()

@@ -59,16 +59,31 @@ async def replay_into(
     batch: int = 5000,
     progress: Progress | None = None,
 ) -> int:
-    """Feed the store's events (after ``start``) through ``apply_batch`` on ``conn``."""
+    """Feed the store's events (after ``start``, up to each partition's head) through
+    ``apply_batch`` on ``conn``."""
     heads = {p: await eventlog.head(conn, p, stores.schema) for p in partitions}
     positions = dict(start or {})
     total = sum(max(0, heads[p] - positions.get(p, 0)) for p in partitions)
+    report = None if progress is None else (lambda done: progress(done, total))
+    return await replay_range(conn, projection, stores, positions, heads, batch, report)
+
+
+async def replay_range(
+    conn: asyncpg.Connection,
+    projection: Projection,
+    stores: StoreRegistry,
+    start: dict[str, int],
+    end: dict[str, int],
+    batch: int = 5000,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Apply each partition's events in ``(start[p], end[p]]`` on ``conn`` (its search path)."""
     done = 0
-    for partition in partitions:
-        after = positions.get(partition, 0)
-        while after < heads[partition]:
+    for partition, stop in sorted(end.items()):
+        after = start.get(partition, 0)
+        while after < stop:
             envelopes = await eventlog.read_envelopes(
-                conn, partition, after, batch, schema=stores.schema
+                conn, partition, after, batch, upto=stop, schema=stores.schema
             )
             if not envelopes:
                 break
@@ -76,7 +91,7 @@ async def replay_into(
             after = envelopes[-1]["position"]
             done += len(envelopes)
             if progress is not None:
-                progress(done, total)
+                progress(done)
     return done
 
 

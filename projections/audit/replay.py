@@ -28,8 +28,8 @@ from core import eventlog
 from core.db import _init_connection, check_schema
 from core.eventstore import StoreRegistry
 from projections.base import POSITIONS_DDL, Projection
-from projections.rebuild import compare_tables
-from projections.runner import apply_batch, projection_lock
+from projections.rebuild import compare_tables, replay_range
+from projections.runner import projection_lock
 
 Progress = Callable[[str, int, int], None]  # (projection, events done, events total)
 
@@ -66,33 +66,6 @@ async def _positions(conn: asyncpg.Connection, name: str) -> dict[str, int]:
         "SELECT partition, position FROM projection_positions WHERE projection = $1", name
     )
     return {r["partition"]: int(r["position"]) for r in rows}
-
-
-async def replay_range(
-    conn: asyncpg.Connection,
-    projection: Projection,
-    stores: StoreRegistry,
-    start: dict[str, int],
-    end: dict[str, int],
-    batch: int = 5000,
-    progress: Callable[[int], None] | None = None,
-) -> int:
-    """Apply each partition's events in ``(start[p], end[p]]`` on ``conn`` (its search path)."""
-    done = 0
-    for partition, stop in sorted(end.items()):
-        after = start.get(partition, 0)
-        while after < stop:
-            envelopes = await eventlog.read_envelopes(
-                conn, partition, after, batch, upto=stop, schema=stores.schema
-            )
-            if not envelopes:
-                break
-            await apply_batch(conn, projection, envelopes, lock=False)
-            after = envelopes[-1]["position"]
-            done += len(envelopes)
-            if progress is not None:
-                progress(done)
-    return done
 
 
 async def primary_key(conn: asyncpg.Connection, schema: str, table: str) -> list[str]:

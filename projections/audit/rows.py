@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -235,17 +235,3 @@ def case_rows(
         conn, schema, partition, "originator_id = %s", (case_id,), order="originator_version"
     )
     return [to_row(partition, r) for r in records]
-
-
-def scan(
-    conn: psycopg.Connection[Any],
-    schema: str,
-    partition: str,
-    where: str = "TRUE",
-    params: tuple[Any, ...] = (),
-    itersize: int = 5000,
-    name: str = "audit_scan",
-) -> Iterator[tuple[Any, ...]]:
-    """Raw rows ``(position, case_id, version, topic, state)`` in position order through a
-    server-side cursor (constant memory). Call inside a transaction."""
-    return eventlog.scan(conn, schema, partition, where, params, itersize, name)
