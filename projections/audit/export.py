@@ -42,7 +42,13 @@ from aggregates.integrity import HASH_ALGORITHM, iso_utc
 from core.eventstore import table_name
 from core.ids import case_no_for_id
 from projections.audit.chain import CHAIN_ALGORITHM, GENESIS
-from projections.audit.history import _department_events, _needle, locate_case
+from projections.audit.history import (
+    _department_events,
+    _needle,
+    cases_mentioning,
+    events_of_cases,
+    locate_case,
+)
 from projections.audit.rows import (
     COMMON_FIELDS,
     EVENT_COLUMNS,
@@ -168,7 +174,7 @@ def _selected_rows(
     table = qualified(schema, partition)
     if scope.case_no:
         ref = locate_case(conn, schema, scope.case_no, [partition])
-        ids = [ref.case_id]
+        by_case = events_of_cases(conn, table, partition, [ref.case_id])
     elif scope.actor is not None:
         needle = _needle("actor", scope.actor)
         where = "position(%s::bytea in state) > 0" if needle else "TRUE"
@@ -182,27 +188,7 @@ def _selected_rows(
         key, value = (("grid", scope.grid) if scope.grid is not None
                       else ("department", scope.department))
         assert value is not None
-        needle = _needle(key, value)
-        condition = "position(%s::bytea in state) > 0" if needle else "TRUE"
-        version_filter = "originator_version = 1 AND " if key == "grid" else ""
-        ids = [
-            str(r[0]) for r in conn.execute(
-                f"SELECT DISTINCT originator_id::text FROM {table} "
-                f"WHERE {version_filter}{condition}",
-                (needle,) if needle else (),
-            ).fetchall()
-        ]
-    if not ids:
-        return []
-    records = conn.execute(
-        f"SELECT {EVENT_COLUMNS} FROM {table} WHERE originator_id = ANY(%s::uuid[]) "
-        "ORDER BY originator_id, originator_version",
-        (ids,),
-    ).fetchall()
-    by_case: dict[str, list[StoredRow]] = {}
-    for record in records:
-        row = to_row(partition, record)
-        by_case.setdefault(row.case_id, []).append(row)
+        by_case = cases_mentioning(conn, table, partition, key, value)
     picked: list[StoredRow] = []
     for rows in by_case.values():
         if scope.grid is not None:

@@ -564,6 +564,44 @@ def _needle(key: str, value: str) -> bytes | None:
     return text.encode() if "\\" not in text else None
 
 
+def cases_mentioning(
+    conn: psycopg.Connection[Any], table: str, partition: str, key: str, value: str
+) -> dict[str, list[StoredRow]]:
+    """Every event, by case in version order, of the cases whose stored events may mention
+    ``"key":"value"`` (the grid: in the report; a department: anywhere) — a byte pre-filter
+    in SQL, so callers still check exactly."""
+    needle = _needle(key, value)
+    condition = "position(%s::bytea in state) > 0" if needle else "TRUE"
+    version_filter = "originator_version = 1 AND " if key == "grid" else ""
+    ids = [
+        str(r[0])
+        for r in conn.execute(
+            f"SELECT DISTINCT originator_id::text FROM {table} "
+            f"WHERE {version_filter}{condition}",
+            (needle,) if needle else (),
+        ).fetchall()
+    ]
+    return events_of_cases(conn, table, partition, ids)
+
+
+def events_of_cases(
+    conn: psycopg.Connection[Any], table: str, partition: str, ids: Sequence[str]
+) -> dict[str, list[StoredRow]]:
+    """Every event of the cases ``ids``, by case in version order."""
+    by_case: dict[str, list[StoredRow]] = {}
+    if not ids:
+        return by_case
+    records = conn.execute(
+        f"SELECT {EVENT_COLUMNS} FROM {table} WHERE originator_id = ANY(%s::uuid[]) "
+        "ORDER BY originator_id, originator_version",
+        (list(ids),),
+    ).fetchall()
+    for record in records:
+        row = to_row(partition, record)
+        by_case.setdefault(row.case_id, []).append(row)
+    return by_case
+
+
 def _within(at: str, since: datetime | None, until: datetime | None) -> bool:
     return (since is None or at >= iso_utc(since)) and (until is None or at < iso_utc(until))
 
@@ -627,29 +665,7 @@ def activity(
             continue
         key, value = ("grid", grid) if grid is not None else ("department", department)
         assert value is not None
-        needle = _needle(key, value)
-        condition = "position(%s::bytea in state) > 0" if needle else "TRUE"
-        version_filter = "originator_version = 1 AND " if key == "grid" else ""
-        ids = [
-            str(r[0])
-            for r in conn.execute(
-                f"SELECT DISTINCT originator_id::text FROM {table} "
-                f"WHERE {version_filter}{condition}",
-                (needle,) if needle else (),
-            ).fetchall()
-        ]
-        if not ids:
-            continue
-        records = conn.execute(
-            f"SELECT {EVENT_COLUMNS} FROM {table} WHERE originator_id = ANY(%s::uuid[]) "
-            "ORDER BY originator_id, originator_version",
-            (ids,),
-        ).fetchall()
-        by_case: dict[str, list[StoredRow]] = {}
-        for record in records:
-            row = to_row(partition, record)
-            by_case.setdefault(row.case_id, []).append(row)
-        for case_id, case_rows in by_case.items():
+        for case_id, case_rows in cases_mentioning(conn, table, partition, key, value).items():
             case_no = str(case_rows[0].state.get("case_no") or case_no_for_id(UUID(case_id)))
             if key == "grid":
                 if case_rows[0].state.get("grid") != grid:
