@@ -73,8 +73,24 @@ def test_lock_refuses_a_second_holder_and_a_stale_pid_does_not_block(tmp_path: P
 
 
 @pytest.fixture
-def pg(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path / "pg", port=free_port())
+def own_dir() -> Iterator[Path]:
+    """A scratch directory outside pytest's ``/tmp/pytest-of-<user>``: as root, PostgreSQL
+    runs as ``nobody`` and needs search permission on every ancestor, which a pytest session
+    starting meanwhile (another suite on the machine) takes away again (it resets its base
+    directory to 0700) — seen as "could not open pg_control: Permission denied"."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="griddispatch-onebox-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def pg(own_dir: Path) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(own_dir / "pg", port=free_port())
     server.start()
     try:
         yield server
@@ -123,8 +139,10 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-def test_second_gridctl_up_is_refused_and_the_first_heals_its_postgres(tmp_path: Path) -> None:
-    state = tmp_path / "state"
+def test_second_gridctl_up_is_refused_and_the_first_heals_its_postgres(
+    tmp_path: Path, own_dir: Path
+) -> None:
+    state = own_dir / "state"
     env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL")}
     env.update(
         GRID_NATS_PORT=str(free_port()), GRID_PG_PORT=str(free_port()),
