@@ -11,7 +11,7 @@ from uuid import UUID
 
 import pytest
 from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscoder, UUIDAsHex
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from aggregates.integrity import canonical_json, event_hash, iso_utc
@@ -30,7 +30,6 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=3000)
 @given(json_values)
 def test_canonical_bytes_equal_the_reference(value: Any) -> None:
     assert canonical_bytes(value) == canonical_json(value)

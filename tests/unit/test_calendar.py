@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from core.calendar import WorkCalendar
@@ -182,7 +182,6 @@ def _in_working_time(moment: datetime) -> bool:
     return any(start <= wall.time() <= end for start, end in CAL.periods)
 
 
-@settings(max_examples=300, deadline=None)
 @given(start=moments, h=hours)
 def test_elapsed_inverts_add(start: datetime, h: float) -> None:
     due = CAL.add(start, h, "working")
@@ -194,7 +193,6 @@ def test_elapsed_inverts_add(start: datetime, h: float) -> None:
     assert CAL.elapsed(start, natural, "natural") == pytest.approx(h, abs=1e-6)
 
 
-@settings(max_examples=200, deadline=None)
 @given(start=moments, a=hours, b=hours)
 def test_add_is_monotonic_and_composes(start: datetime, a: float, b: float) -> None:
     low, high = sorted((a, b))
@@ -207,7 +205,6 @@ def test_add_is_monotonic_and_composes(start: datetime, a: float, b: float) -> N
         assert abs((chained - direct).total_seconds()) < 1e-3
 
 
-@settings(max_examples=200, deadline=None)
 @given(first=moments, second=moments, third=moments)
 def test_elapsed_is_additive(first: datetime, second: datetime, third: datetime) -> None:
     a, b, c = sorted((first, second, third))

@@ -9,7 +9,7 @@ from typing import get_args
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from aggregates import deadlines
@@ -145,7 +145,6 @@ def test_warning_is_at_80_percent_of_the_limit(start: datetime, hours: float, cl
     assert CAL.elapsed(start, warn, clock) == pytest.approx(WARNING_RATIO * hours, abs=1e-6)
 
 
-@settings(max_examples=100, deadline=None)
 @given(due=moments, paused_at=moments, length=st.floats(0, 300), clock=clocks)
 def test_resume_preserves_remaining_time(
     due: datetime, paused_at: datetime, length: float, clock: Clock

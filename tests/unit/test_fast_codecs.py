@@ -15,7 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscoder, UUIDAsHex
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from aggregates.integrity import _reference_json, canonical_json, iso_utc
@@ -65,7 +65,6 @@ values = st.recursive(
 )
 
 
-@settings(max_examples=400)
 @given(values)
 def test_canonical_json_fast_path_equals_reference(value: Any) -> None:
     assert canonical_json(value) == _reference_json(value)
@@ -110,7 +109,6 @@ states = st.dictionaries(
 )
 
 
-@settings(max_examples=400)
 @given(states)
 def test_transcoder_is_interchangeable_with_eventsourcings(state: dict[str, Any]) -> None:
     """Rows written by either transcoder decode to the same state with either."""
@@ -154,7 +152,6 @@ def test_envelope_reads_rows_of_the_fast_transcoder() -> None:
     assert fast_env["at"] == at.astimezone(UTC)
 
 
-@settings(max_examples=300)
 @given(st.datetimes(timezones=zones))
 def test_iso_utc_is_strftime(value: datetime) -> None:
     try:

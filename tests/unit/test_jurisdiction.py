@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import shapely
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from core.jurisdiction import (
@@ -153,7 +153,6 @@ def test_every_centroid_locates_back(city: Jurisdiction) -> None:
         assert city.in_city(lat, lon)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(
     pick=st.sampled_from(_ALL_GRIDS),
     triangle=st.sampled_from([(0, 1, 2), (0, 2, 3)]),

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from aggregates.triage import NO_DEPARTMENT, Proposal, propose, route_for_level
@@ -213,7 +213,6 @@ def _all_keywords(catalogue: Catalogue) -> list[tuple[Category, Priority, str]]:
     ]
 
 
-@settings(max_examples=150, deadline=None)
 @given(data=st.data())
 def test_priority_is_the_max_of_default_and_matched_keywords(
     catalogue: Catalogue, guiyang: Jurisdiction, data: st.DataObject
