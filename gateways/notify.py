@@ -75,6 +75,7 @@ from gateways.http.access import CASE_READERS
 from gateways.http.deps import get_clock, get_pool, get_runtime
 from gateways.http.errors import ApiError
 from gateways.http.identity import Principal, require
+from gateways.http.inputs import INT8_MAX
 from projections.base import Envelope
 from projections.notifications import DDL, KINDS, NotifyProjection, recent
 
@@ -455,8 +456,8 @@ async def notification_stream(
     proxies from closing the connection."""
     audiences = audiences_of(principal)
     since = after
-    if last_event_id and last_event_id.isdigit():
-        since = int(last_event_id)
+    if last_event_id and last_event_id.isdigit() and int(last_event_id) <= INT8_MAX:
+        since = int(last_event_id)  # an id we never issued (too large) replays nothing
     return StreamingResponse(
         _events(request, feed, audiences, since),
         media_type="text/event-stream",
