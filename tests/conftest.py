@@ -250,6 +250,24 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
+async def worker_pulls_expired(runtime: Any) -> bool:
+    """No pull request of a stopped worker waits on its consumers any more. (A cancelled
+    worker's last request lives on in the server until it expires, ``FETCH_TIMEOUT_S``; a
+    command arriving meanwhile is handed to it and redelivered only after the ack wait.)"""
+    infos = await runtime.js.consumers_info(runtime.topo.commands_stream)
+    return all(not i.num_waiting for i in infos if i.name.startswith("worker_"))
+
+
+async def commands_waiting(runtime: Any, n: int) -> bool:
+    """Exactly ``n`` commands wait on the worker consumers, none delivered (no worker took
+    one)."""
+    infos = await runtime.js.consumers_info(runtime.topo.commands_stream)
+    workers = [i for i in infos if i.name.startswith("worker_")]
+    return bool(workers) and all(
+        i.num_pending == n and not i.num_ack_pending for i in workers
+    )
+
+
 # --------------------------------------------------------------------------- identity helpers
 
 DEMO_USERS_FILE = Path(__file__).resolve().parent.parent / "deploy" / "users.demo.json"

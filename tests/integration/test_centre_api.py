@@ -350,8 +350,10 @@ async def served(system: dict[str, Any]) -> AsyncIterator[str]:
 async def _events(
     client: httpx.AsyncClient, params: dict[str, Any], headers: dict[str, str], want: int,
     kinds: tuple[str, ...] = ("change",), timeout: float = 20.0,
+    ready: asyncio.Event | None = None,
 ) -> list[tuple[str, int, dict[str, Any]]]:
-    """Read SSE events until ``want`` events of ``kinds`` arrived (then disconnect)."""
+    """Read SSE events until ``want`` events of ``kinds`` arrived (then disconnect); ``ready``
+    is set at the first event (``hello`` / ``reset``: everything after it is delivered)."""
     got: list[tuple[str, int, dict[str, Any]]] = []
 
     async def read() -> None:
@@ -369,6 +371,8 @@ async def _events(
                 elif line == "" and data:
                     got.append((event, seq, orjson.loads(data)))
                     event, data = "message", ""
+                    if ready is not None:
+                        ready.set()
                     if sum(1 for e in got if e[0] in kinds) >= want:
                         return
 
@@ -387,10 +391,12 @@ async def test_stream_delivers_changes_and_resumes_without_loss(system: dict[str
         assert (await http.get("/v1/stream")).status_code == 401
         # Fresh start: hello carries the last sequence; then a report arrives as a change,
         # already visible in the queue read model (read-your-stream barrier).
+        subscribed = asyncio.Event()
         reader = asyncio.create_task(
-            _events(http, {"access_token": token}, {}, want=1, kinds=("change",))
+            _events(http, {"access_token": token}, {}, want=1, kinds=("change",),
+                    ready=subscribed)
         )
-        await asyncio.sleep(0.5)
+        await asyncio.wait_for(subscribed.wait(), timeout=20)
         first = await _report(client, taker, grid, "stream-000", "井蓋缺失 #0")
         events = await reader
         assert events[0][0] == "hello"
@@ -426,8 +432,11 @@ async def test_stream_delivers_changes_and_resumes_without_loss(system: dict[str
         other = next(g for g in sorted(j.grids) if j.partition_of(g) != j.partition_of(grid))
         dtoken = (await auth_headers(client, f"dispatcher-{j.partition_of(other)}"))[
             "Authorization"].split()[1]
-        scoped = asyncio.create_task(_events(http, {"access_token": dtoken}, {}, want=1))
-        await asyncio.sleep(0.5)
+        subscribed = asyncio.Event()
+        scoped = asyncio.create_task(
+            _events(http, {"access_token": dtoken}, {}, want=1, ready=subscribed)
+        )
+        await asyncio.wait_for(subscribed.wait(), timeout=20)
         await _report(client, taker, grid, "stream-100", "not yours")
         mine = await _report(client, taker, other, "stream-101", "yours")
         got = await scoped

@@ -52,6 +52,13 @@ def report_command(rt: Runtime, key: str, description: str | None) -> dict[str, 
     return body
 
 
+async def commands_settled(rt: Runtime) -> bool:
+    """Every command on the stream delivered to the workers and acknowledged by them."""
+    infos = await rt.js.consumers_info(rt.topo.commands_stream)
+    workers = [i for i in infos if i.name.startswith("worker_")]
+    return bool(workers) and all(not i.num_pending and not i.num_ack_pending for i in workers)
+
+
 async def case_count(rt: Runtime, case_no: str) -> int:
     async with rt.pool.acquire() as conn:
         return int(
@@ -131,7 +138,7 @@ async def test_poison_messages_are_dead_lettered_listed_and_replayed(
     assert again.exit_code == 0, again.output
     case_no = fixed["case_no"]
     await eventually(lambda: case_count(rt, case_no))
-    await asyncio.sleep(1.0)  # time for a second copy, if any, to be processed
+    await eventually(lambda: commands_settled(rt))  # a second copy, if any, processed too
     assert await case_count(rt, case_no) == 1
     assert await stored_reports(system, uuid.UUID(fixed["case_id"])) == 1
     remaining = await list_dead_letters(rt.js, rt.topo)

@@ -22,8 +22,14 @@ DEPT = "D-520102-sanitation"
 SECRET = "test-webhook-secret-0123456789"
 
 
-async def collect_sse(url: str, headers: dict[str, str], into: list[dict[str, Any]]) -> None:
-    """Read a text/event-stream and append each ``notification`` event's data."""
+async def collect_sse(
+    url: str,
+    headers: dict[str, str],
+    into: list[dict[str, Any]],
+    connected: asyncio.Event | None = None,
+) -> None:
+    """Read a text/event-stream and append each ``notification`` event's data; ``connected``
+    is set at the stream's ``: connected`` comment (sent once its subscriptions are made)."""
     async with (
         httpx.AsyncClient(timeout=None) as http,
         http.stream("GET", url, headers=headers) as response,
@@ -32,7 +38,9 @@ async def collect_sse(url: str, headers: dict[str, str], into: list[dict[str, An
         assert response.headers["content-type"].startswith("text/event-stream")
         event, data = None, None
         async for line in response.aiter_lines():
-            if line.startswith("event:"):
+            if line == ": connected" and connected is not None:
+                connected.set()
+            elif line.startswith("event:"):
                 event = line.split(":", 1)[1].strip()
             elif line.startswith("data:"):
                 data = line.split(":", 1)[1].strip()
@@ -102,16 +110,21 @@ async def test_live_stream_and_signed_retried_webhooks(system: dict[str, Any]) -
         handler_feed: list[dict[str, Any]] = []
         other_feed: list[dict[str, Any]] = []
         async with live_server(create_app(runtime, clock)) as base:
+            subscribed = [asyncio.Event(), asyncio.Event()]
             streams = [
                 asyncio.create_task(
-                    collect_sse(f"{base}/v1/notifications/stream", handler, handler_feed)
+                    collect_sse(f"{base}/v1/notifications/stream", handler, handler_feed,
+                                subscribed[0])
                 ),
                 asyncio.create_task(
-                    collect_sse(f"{base}/v1/notifications/stream", other_handler, other_feed)
+                    collect_sse(f"{base}/v1/notifications/stream", other_handler, other_feed,
+                                subscribed[1])
                 ),
             ]
             try:
-                await asyncio.sleep(0.5)  # streams subscribed
+                await asyncio.wait_for(
+                    asyncio.gather(*(e.wait() for e in subscribed)), timeout=20
+                )  # both streams subscribed
                 case_no = await dispatched_case(client, inspector, dispatcher, "垃圾 garbage")
 
                 # Live: the handler of that department sees it at once, another does not.

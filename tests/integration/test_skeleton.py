@@ -11,7 +11,13 @@ import asyncpg
 from core.eventstore import table_name
 from gateways.bootstrap import Runtime, all_projections
 from projections.rebuild import rebuild
-from tests.conftest import auth_headers, database_url, eventually
+from tests.conftest import (
+    auth_headers,
+    commands_waiting,
+    database_url,
+    eventually,
+    worker_pulls_expired,
+)
 
 
 def _body(grid: str, category: str, text: str) -> dict[str, Any]:
@@ -71,8 +77,8 @@ async def test_reports_queued_while_worker_down_become_one_case_each(
     auth = await auth_headers(client, "call_taker")
     await rt.stop_role("worker")  # relay and projector keep running
     # The cancelled worker's last pull request lives on in the server for its 0.5 s expiry; a
-    # report arriving meanwhile is handed to it and redelivered only after ack_wait (60 s).
-    await asyncio.sleep(0.6)
+    # report arriving meanwhile is handed to it and redelivered only after the ack wait.
+    await eventually(lambda: worker_pulls_expired(rt))
     grid = sorted(rt.ref.jurisdiction.grids)[3]
     category = rt.ref.catalogue.all()[2].code
     numbers = []
@@ -85,7 +91,8 @@ async def test_reports_queued_while_worker_down_become_one_case_each(
     for i in range(10):
         await client.post("/v1/reports", json=_body(grid, category, f"queued {i}"),
                           headers={**auth, "Idempotency-Key": f"queued-{i:04d}"})
-    await asyncio.sleep(0.5)
+    # All 20 are on the stream, and no worker took one: nothing can have been stored.
+    await eventually(lambda: commands_waiting(rt, 20))
     assert await _count_cases(system) == 0
     rt.start(["worker"])  # a fresh worker on the same durable consumers
     await eventually(lambda: _count_ok(system, 20), timeout=30)

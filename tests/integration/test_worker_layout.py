@@ -3,7 +3,6 @@ with ``--partitions``, and a switch between the two neither loses nor replays co
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -17,7 +16,14 @@ from core import codec
 from core.eventstore import table_name
 from gateways.bootstrap import Runtime
 from gateways.worker import FETCH_TIMEOUT_S
-from tests.conftest import database_url, drop_everything, eventually, make_settings, nats_url
+from tests.conftest import (
+    database_url,
+    drop_everything,
+    eventually,
+    make_settings,
+    nats_url,
+    worker_pulls_expired,
+)
 
 
 @pytest.fixture
@@ -65,7 +71,7 @@ async def _switch(rt: Runtime, partitions: list[str] | None, durable: str) -> No
     them a new command, which then waits for its ack deadline), start the new layout and
     wait for its consumer."""
     await rt.stop_role("worker")
-    await asyncio.sleep(FETCH_TIMEOUT_S + 0.5)
+    await eventually(lambda: worker_pulls_expired(rt), timeout=FETCH_TIMEOUT_S + 15)
     rt.start(["worker"], partitions)
 
     async def ready() -> bool:
