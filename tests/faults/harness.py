@@ -315,6 +315,19 @@ class Drill:
         self.drivers.append(driver)
         return driver
 
+    async def accepted_more(self, n: int = 40, timeout: float = 60.0) -> float:
+        """Wait until ``n`` more reports than now were accepted (202): the load is flowing.
+        A condition instead of a fixed warm-up time; returns the seconds it took."""
+        started = time.monotonic()
+        target = len(self.ledger.accepted) + n
+        while len(self.ledger.accepted) < target:
+            assert time.monotonic() - started < timeout, (
+                f"the load made no progress: {len(self.ledger.accepted)} of {target} accepted "
+                f"within {timeout}s; client errors: {self.ledger.errors[-3:]}"
+            )
+            await asyncio.sleep(0.05)
+        return time.monotonic() - started
+
 
 def record(counts: dict[str, Any]) -> None:
     """Print one reconciliation's counts now (visible with -s) — and in the summary."""

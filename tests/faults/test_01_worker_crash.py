@@ -44,6 +44,29 @@ async def _held(drill: Drill) -> int:
     return sum(int(c["num_ack_pending"]) for c in await _worker_consumers(drill))  # type: ignore[call-overload]
 
 
+async def _holding(drill: Drill, timeout: float = 20.0) -> int:
+    """Wait until the worker holds commands unacknowledged (a batch in flight); returns how
+    many (0 when none within ``timeout``: the kill then catches nothing, which is asserted)."""
+    deadline = time.monotonic() + timeout
+    while not (held := await _held(drill)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return held
+
+
+async def _blocked_at_save(conn: asyncpg.Connection, timeout: float = 20.0) -> bool:
+    """Wait until a session waits for a lock on an events table: the worker, at its save."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        waiting = await conn.fetchval(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+            "WHERE NOT l.granted AND c.relname LIKE 'cases\\_%\\_events'"
+        )
+        if waiting:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
 async def _worker_consumers(drill: Drill) -> list[dict[str, object]]:
     return [c for c in await drill.system.consumers() if str(c["name"]).startswith("worker_")]
 
@@ -52,7 +75,7 @@ async def test_worker_sigkill_mid_batch_three_times(drill: Drill) -> None:
     system = drill.system
     load = drill.load("wkill", rate=40)
     await load.start()
-    await asyncio.sleep(3)
+    await drill.accepted_more(40)
     unacked_at_kill: list[int] = []
     back_to_zero: list[float] = []
     timer = Timer("worker_sigkill")
@@ -65,7 +88,9 @@ async def test_worker_sigkill_mid_batch_three_times(drill: Drill) -> None:
             await tx.start()
             for table in await _event_tables(lock, system.schema):
                 await lock.execute(f"LOCK TABLE {system.schema}.{table} IN EXCLUSIVE MODE")
-            await asyncio.sleep(1.5)  # the worker holds a batch, waiting to save it
+            # The worker takes a batch, executes it and waits at its save.
+            await _holding(drill)
+            await _blocked_at_save(lock)
             held = await _held(drill)
             if n == 0:
                 await system.kill("worker", signal.SIGKILL)
@@ -77,8 +102,7 @@ async def test_worker_sigkill_mid_batch_three_times(drill: Drill) -> None:
             await lock.close()
         else:
             worker.proc.send_signal(signal.SIGSTOP)
-            await asyncio.sleep(2.0)  # a backlog is delivered to the frozen worker
-            held = await _held(drill)
+            held = await _holding(drill)  # a backlog is delivered to the frozen worker
             worker.proc.send_signal(signal.SIGCONT)
             await asyncio.sleep(random.uniform(0.05, 0.25))
             await system.kill("worker", signal.SIGKILL)
@@ -127,7 +151,7 @@ async def test_worker_sigterm_drains_in_flight_batch(drill: Drill) -> None:
     system = drill.system
     load = drill.load("wterm", rate=40)
     await load.start()
-    await asyncio.sleep(3)
+    await drill.accepted_more(40)
     redelivery_lines_before = len(
         [line for line in system.log_lines("worker") if line.get("event") == "worker.redelivered"]
     )
@@ -138,7 +162,7 @@ async def test_worker_sigterm_drains_in_flight_batch(drill: Drill) -> None:
     exit_s = time.monotonic() - started
     left_unacked = await _held(drill)
     await system.wait_restarted("worker", old_pid)
-    await asyncio.sleep(3)
+    await drill.accepted_more(40)  # the load goes on against the new worker
     await load.stop()
     await wait_drained(system, drill.ledger, timeout=60)
     counts = await reconcile(system, drill.ledger, "worker SIGTERM (graceful)")

@@ -35,7 +35,7 @@ async def _outage(
     system = drill.system
     load = drill.load(name, rate=30)
     await load.start()
-    await asyncio.sleep(3)
+    await drill.accepted_more(30)
     sizes = {role: _log_size(drill, role) for role in ROLES_ON_NATS}
     timer = Timer(name)
     await asyncio.to_thread(stop)
@@ -48,7 +48,7 @@ async def _outage(
     load.mark(name)
     log_event("fault.server_up", server=name)
     ready_again_s = await system.wait_readyz(200, timeout=RECOVERY_BOUND_S)
-    await asyncio.sleep(4)
+    await drill.accepted_more(30, timeout=RECOVERY_BOUND_S)  # intake flows again
     await load.stop()
     drained = await wait_drained(system, drill.ledger, timeout=RECOVERY_BOUND_S + 30)
     timer.recover()

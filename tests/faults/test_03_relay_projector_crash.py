@@ -27,7 +27,7 @@ async def test_relay_and_projectors_sigkilled(drill: Drill) -> None:
     system = drill.system
     load = drill.load("rpkill", rate=40)
     await load.start()
-    await asyncio.sleep(3)
+    await drill.accepted_more(40)
     for n in range(ROUNDS):
         pids = {role: system.child(role).pid for role in VICTIMS}
         for role in ("relay", "projector"):
@@ -40,7 +40,7 @@ async def test_relay_and_projectors_sigkilled(drill: Drill) -> None:
         log_event("fault.relay_projector_killed", round=n)
         for role in VICTIMS:
             await system.wait_restarted(role, pids[role])
-        await asyncio.sleep(3)
+        await drill.accepted_more(40)  # the load goes on against the restarted roles
     stopped = time.monotonic()
     await load.stop()
     drained = await wait_drained(system, drill.ledger, timeout=RECOVERY_BOUND_S + 30)

@@ -28,16 +28,28 @@ from tests.faults.reconcile import reconcile, wait_drained
 
 PARTITION = "520102"
 ROGUE_DURABLE = "rogue_520102"
+LOAD_BOUND_S = 20.0
 
 
 async def test_two_workers_on_one_partition(drill: Drill) -> None:
     system = drill.system
+    workers = ["worker", "worker-b", "rogue"]
+    conflicts_before = system.events_named(workers, "worker.batch_conflict")
     system.add_child("worker-b", ["gateways.cli", "run", "worker"])
     system.add_child("rogue", ["tests.faults.rogue_worker", PARTITION, ROGUE_DURABLE])
     grids = drill.grids_by_partition[PARTITION][:6]
     load = drill.load("twowk", rate=40, grids=grids)
     await load.start()
-    await asyncio.sleep(10)
+    # Load until the three workers have collided (an optimistic-concurrency conflict was
+    # logged) and at least 100 reports went through them, within LOAD_BOUND_S (a condition:
+    # the extra processes take a few seconds to start on a loaded machine).
+    await drill.accepted_more(100)
+    deadline = time.monotonic() + LOAD_BOUND_S
+    while (
+        system.events_named(workers, "worker.batch_conflict") == conflicts_before
+        and time.monotonic() < deadline
+    ):
+        await asyncio.sleep(0.5)
     await load.stop()
     # Let both extra workers finish the backlog before they go (on a loaded machine the rogue
     # process may still be starting: its consumer does not exist yet).

@@ -102,8 +102,9 @@ async def test_duplicates_reorders_replays_and_late_resubmission(drill: Drill) -
         return n
 
     seen["replayed_commands"] = await system.js_call(replay)
-    await asyncio.sleep(2)
     await load.stop()
+    # Drained: every consumer (the workers' too) has nothing pending — the replayed commands
+    # were all delivered and acknowledged.
     drained = await wait_drained(system, drill.ledger, timeout=60)
     counts = await reconcile(system, drill.ledger, "duplicates, reorders, replays, late resubmit")
     counts.update(seen, drain_s=round(drained, 2))
