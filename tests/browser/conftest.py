@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import database_url, demo_password, drop_everything, make_settings, nats_url
+from tests.conftest import demo_password
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -80,22 +80,24 @@ async def caught_up(runtime: Any) -> bool:
 
 
 @pytest.fixture
-async def centre(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, Any]]:
+async def centre(
+    request: pytest.FixtureRequest, _runtimes_closed: Any
+) -> AsyncIterator[dict[str, Any]]:
     """The running system on a real port, an API client, and a Chromium page factory.
 
     ``@pytest.mark.parametrize("centre", [{"history": N}], indirect=True)`` first writes a
     generated history of N cases (last 12 days) into the event store."""
     from playwright.async_api import async_playwright
 
-    from gateways.bootstrap import ROLES, Runtime
+    from gateways.bootstrap import ROLES
     from gateways.http.app import create_app
     from gateways.http.server import make_server
     from tests.conftest import eventually
     from tests.integration.history import History, save
 
     options: dict[str, Any] = getattr(request, "param", None) or {}
-    settings = make_settings()
-    runtime = await Runtime.open(settings, nats_url(), database_url())
+    # Opened in the background meanwhile, not started yet (tests/conftest.py ``_Runtimes``).
+    runtime, settings = await _runtimes_closed.take()
     if options.get("history"):
         history = History(runtime.ref, seed=options.get("seed", 5))
         now = datetime.now(UTC)
@@ -149,8 +151,7 @@ async def centre(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, Any]
             await browser.close()
             server.should_exit = True
             await asyncio.wait_for(serving, timeout=10)
-            await runtime.close()
-            await drop_everything(settings)
+            await _runtimes_closed.retire(runtime, settings)  # closed and dropped meanwhile
 
 
 async def shoot(page: Any, name: str, readme: bool = False) -> Path:

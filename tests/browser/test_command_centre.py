@@ -201,10 +201,27 @@ async def test_overview_screenshot(centre: dict[str, Any]) -> None:
     target = waiting.first if await waiting.count() else page.locator("#queue-body tr").nth(2)
     await target.click()
     await page.wait_for_selector("#case-timeline li")
-    await page.wait_for_timeout(800)  # let the map settle after fitting bounds
+    await map_settled(page)  # the map has finished flying to the case's bounds
     path = await shoot(page, "command-centre", readme=True)
     assert path.stat().st_size > 50_000
     await eventually(lambda: _open(page), timeout=5)
+
+
+#: The map's view (pane offset, each animated layer's transform and viewBox): equal in two
+#: polls 300 ms apart and no zoom / pan animation running means the map has settled.
+_MAP_VIEW = """() => {
+  const parts = [...document.querySelectorAll(
+    '.leaflet-map-pane, .leaflet-zoom-animated, .leaflet-overlay-pane svg')].map(
+    (e) => `${e.style.transform}|${e.getAttribute('viewBox') || ''}`);
+  const view = parts.join(';');
+  const same = view !== '' && window.__gdLastMapView === view;
+  window.__gdLastMapView = view;
+  return same && !document.querySelector('.leaflet-zoom-anim, .leaflet-pan-anim');
+}"""
+
+
+async def map_settled(page: Any) -> None:
+    await page.wait_for_function(_MAP_VIEW, polling=300, timeout=20_000)
 
 
 async def _open(page: Any) -> bool:
