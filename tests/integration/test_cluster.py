@@ -14,7 +14,8 @@ event in the event store and one row in the case queue — and the store holds n
 not accepted. The counts and the measured outage are printed (``-s``) and written to
 ``test-artifacts/cluster-failover.json``.
 
-Bounded: 30–40 s on a 2-core box; the whole test gives up after 90 s.
+Bounded: ~20 s on a 2-core box (each phase ends on a condition, within 30 s); the whole test
+gives up after 90 s.
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLIENTS = 8  # concurrent report senders
 RATE_PER_CLIENT = 10.0  # reports/s each: a steady ~80 reports/s in total
-WARM_S = 4.0  # load before the kill
-DOWN_S = 8.0  # the node stays dead this long (longer than a leader election)
-AFTER_S = 5.0  # load after the restart
+# Phases end on conditions, not fixed times (each bounded by PHASE_BOUND_S):
+WARM_REPORTS = 150  # accepted before the kill (~2 s of load)
+DOWN_REPORTS = 80  # the node stays dead until another node leads COMMANDS and this many more
+AFTER_REPORTS = 80  # accepted after the restart
+PHASE_BOUND_S = 30.0
 GIVE_UP_S = 90.0
 
 
@@ -251,6 +254,18 @@ async def _wait_ready(base: str, timeout: float = 15.0) -> None:
             await asyncio.sleep(0.1)
 
 
+async def _accepted_more(load: Load, n: int) -> None:
+    """Wait until ``n`` more reports than now were accepted (202)."""
+    target = len(load.accepted) + n
+    deadline = time.monotonic() + PHASE_BOUND_S
+    while len(load.accepted) < target:
+        assert not load.errors, load.errors[:10]
+        assert time.monotonic() < deadline, (
+            f"only {len(load.accepted)} of {target} reports accepted in {PHASE_BOUND_S:.0f} s"
+        )
+        await asyncio.sleep(0.05)
+
+
 async def _queued(rt: Runtime) -> dict[str, int]:
     async with rt.pool.acquire() as conn:
         rows = await conn.fetch("SELECT case_no, count(*) AS n FROM case_queue GROUP BY case_no")
@@ -311,18 +326,21 @@ async def test_node_killed_and_restarted_under_load_loses_and_doubles_nothing(
                 ]
                 loop = asyncio.get_running_loop()
                 t0 = loop.time()
-                await asyncio.sleep(WARM_S)
+                await _accepted_more(load, WARM_REPORTS)
                 victim_name = await stream_leader(js, topo.commands_stream)
                 victim = cluster.node(victim_name)
                 before_kill = len(load.accepted)
                 t_kill = loop.time()
                 await asyncio.to_thread(victim.kill)  # SIGKILL: no goodbye to the cluster
-                await asyncio.sleep(DOWN_S)
-                new_leader = await stream_leader(js, topo.commands_stream)
+                # Dead through a leader election, with the load going on meanwhile.
+                while (new_leader := await stream_leader(js, topo.commands_stream)) == victim_name:
+                    assert loop.time() - t_kill < PHASE_BOUND_S, "no new COMMANDS leader"
+                    await asyncio.sleep(0.2)
+                await _accepted_more(load, DOWN_REPORTS)
                 t_restart = loop.time()
                 await asyncio.to_thread(victim.start, 30.0)
                 restart_s = loop.time() - t_restart
-                await asyncio.sleep(AFTER_S)
+                await _accepted_more(load, AFTER_REPORTS)
                 stop.set()
                 await asyncio.gather(*senders)
                 t_end = loop.time()
