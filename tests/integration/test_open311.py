@@ -137,7 +137,12 @@ async def test_requests_round_trip_keys_and_statuses(system: dict[str, Any]) -> 
         return r.json() if r.status_code == 200 else None
 
     assert await eventually(token_ready) == [{"service_request_id": request_id, "token": token}]
-    token_xml = xml(await client.get(f"{BASE}/tokens/{xml_token}.xml"))
+
+    async def xml_token_ready() -> Any:  # another case: on record in its own time
+        r = await client.get(f"{BASE}/tokens/{xml_token}.xml")
+        return r if r.status_code == 200 else None
+
+    token_xml = xml(await eventually(xml_token_ready))
     assert token_xml.find("request/service_request_id").text == xml_id  # type: ignore[union-attr]
     assert_error(await client.get(f"{BASE}/tokens/unknown-token.json"), 404)
 
