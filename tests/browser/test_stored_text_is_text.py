@@ -49,7 +49,7 @@ async def site() -> AsyncIterator[dict[str, Any]]:
 
     from gateways.http.app import create_app
     from gateways.http.server import make_server
-    from gateways.runtime import ROLES, Runtime
+    from gateways.bootstrap import ROLES, Runtime
 
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
