@@ -47,9 +47,9 @@ INJECTED = "img[src='x'], svg[onload], b.xss, iframe, script:not([src])"
 async def site() -> AsyncIterator[dict[str, Any]]:
     from playwright.async_api import async_playwright
 
+    from gateways.bootstrap import ROLES, Runtime
     from gateways.http.app import create_app
     from gateways.http.server import make_server
-    from gateways.bootstrap import ROLES, Runtime
 
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
