@@ -78,6 +78,10 @@ async def test_return_visit_and_reopen_from_the_case_panel(centre: dict[str, Any
     await page.wait_for_selector('#case-actions button[data-action="return_visit"]')
     assert await _buttons(page) == offered
     await page.click('#case-actions button[data-action="return_visit"]')
+    # The form is built after the click: wait for it (reading at once raced it: []).
+    await page.wait_for_selector(
+        '#action-form select[name="satisfaction"] option', state="attached"
+    )
     options = await page.eval_on_selector_all(
         '#action-form select[name="satisfaction"] option', "os => os.map(o => o.value)"
     )
