@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, cast
 from uuid import UUID
@@ -39,6 +40,9 @@ from aggregates.state import CaseState, json_view
 from core.refdata import Reference
 from core.vocabulary import INITIAL_STATUS
 
+#: The state after a case's first event while :meth:`Case.create` records it.
+_CREATED: ContextVar[CaseState | None] = ContextVar("case_created", default=None)
+
 #: Event fields left out of the hashed payload (envelope or storage metadata, and the hashes).
 NON_PAYLOAD_FIELDS: frozenset[str] = frozenset(
     {"originator_id", "originator_version", "timestamp", "originator_topic", "prev_hash", "hash"}
@@ -51,8 +55,9 @@ class Case(Aggregate):
     def __init__(self) -> None:
         """Empty shell; the ``Reported`` event fills it (eventsourcing calls this on replay)."""
         self.state = CaseState()
-        # The state after an event being recorded, computed before it (see CaseEvent.apply).
-        self.prepared: CaseState | None = None
+        # The state after an event being recorded, computed before it (see CaseEvent.apply);
+        # for a new case :meth:`create` hands it over, on replay there is none.
+        self.prepared: CaseState | None = _CREATED.get()
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -71,10 +76,14 @@ class Case(Aggregate):
         fields["case_no"] = case_no
         payload, after = _payload(spec, empty, fields, ctx)
         digest = _chain(GENESIS, str(case_id), 1, spec.event.__name__, ctx.at, payload)
-        case = cls._create(
-            cast(Any, spec.event),
-            id=case_id, timestamp=ctx.at, prev_hash=GENESIS, hash=digest, **payload,
-        )
+        token = _CREATED.set(after)
+        try:
+            case = cls._create(
+                cast(Any, spec.event),
+                id=case_id, timestamp=ctx.at, prev_hash=GENESIS, hash=digest, **payload,
+            )
+        finally:
+            _CREATED.reset(token)
         assert case.state.status is after.status
         return case
 

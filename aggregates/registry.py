@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any, Literal, Protocol, cast
 
 from pydantic import BaseModel, ConfigDict
@@ -162,11 +163,21 @@ def offered(state: CaseState, role: str, ref: Reference) -> list[str]:
     summary."""
     return [
         spec.name
-        for spec in REGISTRY.values()
-        if (spec.public or role == "system")
-        and not spec.creates
-        and spec.why_not(state, role, ref) is None
+        for spec in _candidates(state.status, role)
+        if spec.guard is None or spec.guard(state, role, ref) is None
     ]
+
+
+@cache
+def _candidates(status: Status, role: str) -> tuple[ActionSpec, ...]:
+    """The entries ``role`` may take from ``status`` before any guard: the part of
+    :meth:`ActionSpec.why_not` that depends on nothing else (computed once per pair — every
+    event records the offers of every role)."""
+    return tuple(
+        spec for spec in REGISTRY.values()
+        if (spec.public or role == "system") and not spec.creates
+        and role in spec.roles and status in spec.moves
+    )
 
 
 #: Roles whose offers every event records (the ones that act on cases).

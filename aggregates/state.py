@@ -12,6 +12,7 @@ to know how an event changes a case.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from dataclasses import field
 from datetime import datetime
 from typing import Any
@@ -119,7 +120,10 @@ class CaseState:
 
     def summary(self) -> dict[str, Any]:
         """The ``summary`` fields plus the traffic lights, as JSON-ready values."""
-        out = {name: json_view(getattr(self, name)) for name in SUMMARY_FIELDS}
+        out = {
+            name: value if type(value) in _PLAIN else json_view(value)
+            for name, value in zip(SUMMARY_FIELDS, _summary_values(self), strict=True)
+        }
         out["warned"] = self.warned
         out["overdue"] = self.overdue
         return out
@@ -139,6 +143,9 @@ FIELDS: tuple[dataclasses.Field[Any], ...] = dataclasses.fields(CaseState)
 #: Idempotency bookkeeping: part of the state, not of what a person reads.
 _PRIVATE = "applied_commands"
 SUMMARY_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.metadata.get("summary"))
+_summary_values = operator.attrgetter(*SUMMARY_FIELDS)
+#: Values that are their own JSON view.
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 def due_key(step: str | None, due: datetime) -> str:
