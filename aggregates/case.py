@@ -33,7 +33,7 @@ from eventsourcing.domain import Aggregate
 
 from aggregates.actions import REGISTRY, ActionSpec, offers
 from aggregates.errors import IllegalTransition, InvalidCommand, NotPermitted
-from aggregates.events import Draft, advance
+from aggregates.events import ALWAYS, Draft, advance
 from aggregates.integrity import GENESIS, event_hash, iso_utc
 from aggregates.registry import Context, Strict, offered
 from aggregates.state import CaseState, json_view
@@ -182,9 +182,18 @@ def _payload(
     after = state.copy()
     # The state gets its own copies of the containers: changing it never changes the event.
     advance(after, Draft(spec.event, timestamp=ctx.at, **json_safe(fields), **common))
-    summary = after.summary()
-    summary["offers"] = offers(after, ctx.ref)
+    summary = _summary(after, ctx)
+    if not spec.creates:  # record what changed (the lights always: they are two booleans)
+        previous = _summary(state, ctx)
+        summary = {k: v for k, v in summary.items() if k in ALWAYS or previous.get(k) != v}
     return {**fields, **common, "summary": summary}, after
+
+
+def _summary(state: CaseState, ctx: Context) -> dict[str, Any]:
+    """The read models' fields of ``state`` and what each role is offered in it."""
+    out = state.summary()
+    out["offers"] = offers(state, ctx.ref)
+    return out
 
 
 def json_safe(value: Any) -> Any:

@@ -6,9 +6,11 @@ Every event records, besides its own facts:
   the idempotency key (幂等键) of the command;
 * ``from_status`` / ``to_status`` — so a history explains itself even if the rules change;
 * ``due`` / ``due_step`` — the deadline (时限) running *after* the event (None: no clock);
-* ``summary`` — the read models' fields after the event (:data:`CaseState` fields marked
-  ``summary``, the traffic lights and the actions each role is offered next), so no read
-  model has to know how an event changes a case;
+* ``summary`` — the read models' fields the event changed (:data:`CaseState` fields marked
+  ``summary`` and the actions each role is offered next; all of them on a case's first event,
+  the traffic lights on every event), so no read model has to know how an event changes a
+  case: a read model keeps the fields of the events before and updates them by the summary
+  (:func:`fold_summaries`);
 * ``prev_hash`` / ``hash`` — the per-case hash chain (``aggregates.integrity``).
 
 Each event class adds its own facts and one method, :meth:`CaseEvent.evolve`, the state change,
@@ -17,6 +19,7 @@ written next to the action that records it (``aggregates.actions``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol, cast
 
@@ -45,7 +48,7 @@ class CaseEvent(Aggregate.Event):
     to_status: str
     due: datetime | None  # deadline running after this event
     due_step: str | None
-    summary: dict[str, Any]
+    summary: dict[str, Any]  # what changed (see the module docstring)
     prev_hash: str
     hash: str
 
@@ -63,6 +66,19 @@ class CaseEvent(Aggregate.Event):
             advance(holder.state, Draft.of(self))
         holder.state.last_hash = self.hash
         holder.state.applied_commands.append(self.command_id)
+
+
+#: Summary keys recorded on every event, changed or not (small, and read on their own).
+ALWAYS = frozenset({"warned", "overdue"})
+
+
+def fold_summaries(events: Iterable[Any]) -> dict[str, Any]:
+    """The read models' fields after ``events`` (a case's, in order): each summary updates
+    the ones before it."""
+    out: dict[str, Any] = {}
+    for event in events:
+        out.update(event.summary)
+    return out
 
 
 def advance(state: CaseState, event: Any) -> None:

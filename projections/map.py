@@ -103,20 +103,20 @@ def advance(state: dict[str, Any] | None, env: Envelope) -> dict[str, Any] | Non
     due = iso(data.get("due"))
     step = data.get("due_step") if due is not None else None
     key = due_key(step, due)
+    state.update({k: summary[k] for k in ("level", "node", "department", "priority",
+                                          "supervised") if k in summary})
     state.update(
         status=data["to_status"],
-        level=summary.get("level"),
-        node=summary.get("node"),
-        department=summary.get("department"),
-        priority=summary.get("priority"),
-        supervised=bool(summary.get("supervised")),
         due=due,
         due_step=step,
         warning_for=key if summary.get("warned") else None,
         overdue_for=key if summary.get("overdue") else None,
-        # Nothing more can happen (no role is offered anything): the case leaves map_cases.
-        finished=not summary.get("offers"),
     )
+    # Nothing more can happen (no role is offered anything): the case leaves map_cases.
+    if "offers" in summary:
+        state["finished"] = not summary["offers"]
+    else:
+        state.setdefault("finished", False)  # only unfinished cases are kept between batches
     return state
 
 

@@ -449,7 +449,9 @@ def fold(state: dict[str, Any] | None, env: Envelope, out: Emitter) -> dict[str,
     state = advance(state, env)
     if state is None:
         return None
-    state["finished"] = not (data.get("summary") or {}).get("offers")
+    summary = data.get("summary") or {}
+    if "offers" in summary:  # what the event changed: the offers, when it changed them
+        state["finished"] = not summary["offers"]
     if fresh:
         # A case seen first: carry the cohort fields (Reported is always a case's first event).
         state.update(

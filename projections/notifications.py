@@ -189,7 +189,8 @@ class NotifyProjection:
                 continue
             for notice in notices_for(env, case):
                 await self._insert(conn, env, at, live, case, notice, hooks)
-            department = (data.get("summary") or {}).get("department")
+            # The event's summary names the department when it changed it.
+            department = (data.get("summary") or {}).get("department", case["department"])
             if case["department"] != department:  # as the event recorded it
                 case["department"] = department
                 changed.add(cid)

@@ -144,6 +144,8 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "escalations", "rework_count", "return_count", "extension_count", "pending_extension",
     "satisfaction", "duplicate_of", "closed_at", "offers", "overdue",
 )
+#: Columns a case's first event sets from its summary; later events change the ones named in
+#: theirs.
 
 
 def apply_event(row: dict[str, Any] | None, env: Envelope) -> dict[str, Any] | None:
@@ -180,14 +182,16 @@ def apply_event(row: dict[str, Any] | None, env: Envelope) -> dict[str, Any] | N
         row = dict(row)
     if "proposal" in data:  # a new routing proposal (on report and on escalation)
         row["proposal"] = data["proposal"]
-    summary: dict[str, Any] = data.get("summary") or {}
+    summary: dict[str, Any] = data.get("summary") or {}  # what the event changed
     for column in SUMMARY_COLUMNS:
-        row[column] = summary.get(column)
+        if column in summary:
+            row[column] = summary[column]
     row["warning"] = bool(summary.get("warned") or summary.get("overdue"))  # yellow or worse
+    if "due_since" in summary:
+        row["due_started_at"] = parse_time(summary["due_since"])
     row["status"] = data["to_status"]
     row["due_at"] = parse_time(data.get("due"))
     row["due_step"] = data.get("due_step")
-    row["due_started_at"] = parse_time(summary.get("due_since"))
     row["updated_at"] = at
     row["version"] = env["version"]
     row["last_event"] = env["type"]

@@ -70,6 +70,14 @@ COLUMNS = (
 )
 
 
+def _shown(data: dict[str, Any]) -> dict[str, Any]:
+    """The event's facts as the timeline shows them: without its ``summary`` (what changed in
+    the read models' fields — the queue row already shows the result)."""
+    if "summary" not in data:
+        return data
+    return {k: v for k, v in data.items() if k != "summary"}
+
+
 def record(e: Envelope) -> tuple[Any, ...]:
     """The row of one event, in :data:`COLUMNS` order (live inserts and rebuild COPY)."""
     return (
@@ -84,7 +92,7 @@ def record(e: Envelope) -> tuple[Any, ...]:
         e.get("channel"),
         e.get("reason"),
         e.get("command_id"),
-        e.get("data") or {},
+        _shown(e.get("data") or {}),
         e.get("prev_hash"),
         e.get("hash"),
     )

@@ -193,11 +193,7 @@ async def get_case(
         )
     row["status_zh"] = STATUS_LABELS.get(Status(row["status"]), row["status"])
     row["case_id"] = str(row["case_id"])
-    # Each event's summary is read-model material (what the row above already shows).
-    row["timeline"] = [
-        {**dict(t), "data": {k: v for k, v in (t["data"] or {}).items() if k != "summary"}}
-        for t in timeline
-    ]
+    row["timeline"] = [dict(t) for t in timeline]
     row["allowed_actions"] = offered_to(row, principal)
     return mask_case(principal, row, ref.jurisdiction)
 

@@ -28,6 +28,7 @@ from aggregates.actions.oversight import Escalated, WarningMarked
 from aggregates.case import NON_PAYLOAD_FIELDS, Case, event_payload, recompute_hash, verify_chain
 from aggregates.commands import ARGS
 from aggregates.errors import DomainError, IllegalTransition, InvalidCommand, NotPermitted
+from aggregates.events import fold_summaries
 from aggregates.integrity import GENESIS, event_hash, iso_utc
 from aggregates.registry import Context
 from aggregates.state import CaseState
@@ -240,14 +241,18 @@ def test_event_timestamps_are_the_given_times() -> None:
 
 def test_common_event_fields() -> None:
     case = filed()
-    event = last(case)
+    events = case.collect_events()
+    event = events[-1]
     assert type(event).__name__ == "Filed"
     assert (event.actor, event.role, event.channel) == ("dispatcher-1", "dispatcher", "web")
     assert event.command_id in case.state.applied_commands
     assert (event.from_status, event.to_status) == ("reported", "filed")
     assert (event.due, event.due_step) == (due("dispatch", 1), "dispatch")
+    # The summary records what the event changed: filing changes what is offered.
     assert event.summary["offers"] == offers(case.state, REF)
-    assert event.summary["level"] == "district" and event.summary["department"] is None
+    assert "level" not in event.summary  # unchanged since the report
+    summary = fold_summaries(events)
+    assert summary["level"] == "district" and summary["department"] is None
 
 
 # --- filing exceptions -----------------------------------------------------------------------

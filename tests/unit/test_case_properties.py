@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from aggregates.actions import REGISTRY, offered, offers
 from aggregates.case import Case, recompute_hash, verify_chain
 from aggregates.errors import IllegalTransition, InvalidCommand, NotPermitted
+from aggregates.events import fold_summaries
 from aggregates.integrity import GENESIS
 from core.vocabulary import ROLES, SATISFACTIONS, STEPS, TERMINAL, Status
 from tests.unit.casekit import GRID, REF, T0, replay, report, run
@@ -227,7 +228,7 @@ class CaseMachine(RuleBasedStateMachine):
         assert event.timestamp == now
         assert event.from_status == before.status.value
         assert event.to_status == case.state.status.value
-        assert event.summary["offers"] == offers(case.state, REF)
+        assert fold_summaries([*self.events, *new])["offers"] == offers(case.state, REF)
         self.events.extend(new)
         hypothesis_event(f"reached {case.state.status.value}")
 

@@ -31,7 +31,7 @@ from aggregates.actions.oversight import StepArgs
 from aggregates.case import Case, verify_chain
 from aggregates.commands import ARGS
 from aggregates.errors import IllegalTransition, NotPermitted
-from aggregates.events import CaseEvent
+from aggregates.events import CaseEvent, fold_summaries
 from aggregates.state import json_view
 from core.vocabulary import ROLES, Status
 from tests.unit.casekit import (
@@ -176,7 +176,7 @@ class OfferedIsWhatSucceeds(RuleBasedStateMachine):
     def _offered_succeed(self, index: int, role: str, data: st.DataObject) -> None:
         case = self.cases[index]
         names = offered(case.state, role, REF)
-        assert names == self.events[case.id][-1].summary["offers"].get(role, [])
+        assert names == fold_summaries(self.events[case.id])["offers"].get(role, [])
         for name in names:
             made = valid_command(name, case, role, self.now, data, self.cases)
             if made is None:
@@ -213,7 +213,7 @@ class OfferedIsWhatSucceeds(RuleBasedStateMachine):
     def _move_on(self, data: st.DataObject) -> None:
         index = data.draw(st.integers(0, len(self.cases) - 1))
         case = self.cases[index]
-        pairs = [(r, n) for r, ns in self.events[case.id][-1].summary["offers"].items()
+        pairs = [(r, n) for r, ns in fold_summaries(self.events[case.id])["offers"].items()
                  for n in ns]
         if data.draw(st.integers(0, 9)) > 0:  # mostly stay out of the dead ends
             pairs = [p for p in pairs if p[1] not in DEAD_ENDS] or pairs
@@ -261,7 +261,11 @@ class OfferedIsWhatSucceeds(RuleBasedStateMachine):
     def events_record_the_state_after_them(self) -> None:
         for case in self.cases:
             last = self.events[case.id][-1]
-            assert last.summary == {**case.state.summary(), "offers": offers(case.state, REF)}
+            # The summaries, folded in order, are the state's read-model fields and offers.
+            assert fold_summaries(self.events[case.id]) == {
+                **case.state.summary(), "offers": offers(case.state, REF)
+            }
+            assert {"warned", "overdue"} <= set(last.summary)
             assert (last.due, last.to_status) == (case.state.due, case.state.status.value)
             assert last.due_step == case.state.due_step
 
@@ -294,8 +298,9 @@ def _closed_and_visited(satisfaction: str | None) -> Case:
 def test_reopen_after_a_dissatisfied_visit_goes_back_to_dispatch() -> None:
     case = _closed_and_visited("dissatisfied")
     history = case.collect_events()
-    summary = history[-1].summary
+    summary = fold_summaries(history)
     assert summary["offers"] == {"shift_leader": ["reopen"]}
+    assert history[-1].summary["offers"] == summary["offers"]  # the visit changed them
     with pytest.raises(NotPermitted):
         run(case, "reopen", "dispatcher", 50, reason="不满意")
     with pytest.raises(ValidationError):
