@@ -58,6 +58,8 @@ class Case(Aggregate):
         # The state after an event being recorded, computed before it (see CaseEvent.apply);
         # for a new case :meth:`create` hands it over, on replay there is none.
         self.prepared: CaseState | None = _CREATED.get()
+        # The read-model summary of ``state`` once computed (each event records the change).
+        self.summarised: tuple[CaseState, dict[str, Any]] | None = None
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -74,7 +76,7 @@ class Case(Aggregate):
         fields = _fields(spec, empty, args, ctx)
         assert fields is not None  # creation always records
         fields["case_no"] = case_no
-        payload, after = _payload(spec, empty, fields, ctx)
+        payload, after, summary = _payload(spec, empty, fields, ctx, None)
         digest = _chain(GENESIS, str(case_id), 1, spec.event.__name__, ctx.at, payload)
         token = _CREATED.set(after)
         try:
@@ -84,7 +86,8 @@ class Case(Aggregate):
             )
         finally:
             _CREATED.reset(token)
-        assert case.state.status is after.status
+        assert case.state is after
+        case.summarised = (after, summary)
         return case
 
     def execute(self, name: str, args: Strict, ctx: Context) -> bool:
@@ -111,7 +114,9 @@ class Case(Aggregate):
         fields = _fields(spec, state, args, ctx)
         if fields is None:
             return False
-        payload, after = _payload(spec, state, fields, ctx)
+        known = self.summarised
+        previous = known[1] if known is not None and known[0] is state else _summary(state, ctx)
+        payload, after, summary = _payload(spec, state, fields, ctx, previous)
         digest = _chain(
             state.last_hash, str(self.id), self.version + 1, spec.event.__name__, ctx.at, payload
         )
@@ -122,6 +127,7 @@ class Case(Aggregate):
             )
         finally:
             self.prepared = None
+        self.summarised = (self.state, summary)
         return True
 
     # --- views ------------------------------------------------------------------------------
@@ -162,9 +168,14 @@ def _fields(
 
 
 def _payload(
-    spec: ActionSpec, state: CaseState, fields: dict[str, Any], ctx: Context
-) -> tuple[dict[str, Any], CaseState]:
-    """The full payload (own fields + common ones + the summary after) and the state after."""
+    spec: ActionSpec,
+    state: CaseState,
+    fields: dict[str, Any],
+    ctx: Context,
+    previous: dict[str, Any] | None,
+) -> tuple[dict[str, Any], CaseState, dict[str, Any]]:
+    """The full payload (own fields + common ones + what the summary changed from
+    ``previous``, the whole summary for a new case), the state after and its summary."""
     due, due_step = spec.deadline.after(state, fields, ctx)
     fields = json_safe(fields)
     fields.pop("due", None)  # a watcher's mark names the running deadline: the common ``due``
@@ -183,10 +194,10 @@ def _payload(
     # The state gets its own copies of the containers: changing it never changes the event.
     advance(after, Draft(spec.event, timestamp=ctx.at, **json_safe(fields), **common))
     summary = _summary(after, ctx)
-    if not spec.creates:  # record what changed (the lights always: they are two booleans)
-        previous = _summary(state, ctx)
-        summary = {k: v for k, v in summary.items() if k in ALWAYS or previous.get(k) != v}
-    return {**fields, **common, "summary": summary}, after
+    changed = summary
+    if previous is not None:  # record what changed (the lights always: two booleans)
+        changed = {k: v for k, v in summary.items() if k in ALWAYS or previous.get(k) != v}
+    return {**fields, **common, "summary": changed}, after, summary
 
 
 def _summary(state: CaseState, ctx: Context) -> dict[str, Any]:

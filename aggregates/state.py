@@ -25,7 +25,7 @@ from core.vocabulary import INITIAL_STATUS, STATUS_LABELS, Status
 SUMMARY = {"summary": True}
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass
 class CaseState:
     """Everything the closed loop knows about a case. Defaults are the empty shell that the
     ``Reported`` event fills; after that only events change it."""
@@ -106,17 +106,28 @@ class CaseState:
     @property
     def warned(self) -> bool:
         """Yellow light (黄灯) raised for the running deadline."""
-        return self.due is not None and self.warning_for == due_key(self.due_step, self.due)
+        return (
+            self.warning_for is not None
+            and self.due is not None
+            and self.warning_for == due_key(self.due_step, self.due)
+        )
 
     @property
     def overdue(self) -> bool:
         """Red light (红灯) raised for the running deadline."""
-        return self.due is not None and self.overdue_for == due_key(self.due_step, self.due)
+        return (
+            self.overdue_for is not None
+            and self.due is not None
+            and self.overdue_for == due_key(self.due_step, self.due)
+        )
 
     def copy(self) -> CaseState:
         """Shallow copy. Events replace containers instead of changing them in place, so a
-        copy taken before an event never sees that event."""
-        return dataclasses.replace(self)
+        copy taken before an event never sees that event. (``dataclasses.replace`` runs
+        ``__init__`` with every field by name: the largest cost of recording an event.)"""
+        new = object.__new__(CaseState)
+        new.__dict__.update(self.__dict__)
+        return new
 
     def summary(self) -> dict[str, Any]:
         """The ``summary`` fields plus the traffic lights, as JSON-ready values."""
