@@ -173,6 +173,9 @@ def install(app: FastAPI) -> None:
         return _internal(request, exc)
 
     @app.exception_handler(asyncpg.InterfaceError)
+    # A connection lost in the middle of an operation can leave asyncpg's protocol in a state
+    # it refuses to leave ("cannot switch to state …"): the database went away, not a bug.
+    @app.exception_handler(asyncpg.exceptions.InternalClientError)
     @app.exception_handler(OSError)  # ConnectionRefusedError, asyncpg's multi-address OSError
     @app.exception_handler(TimeoutError)  # a pool that could not hand out a connection
     async def _database_down(request: Request, exc: Exception) -> JSONResponse:

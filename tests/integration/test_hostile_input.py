@@ -134,6 +134,27 @@ async def test_database_gone_is_503_with_retry_after(system: dict[str, Any]) -> 
     assert response.headers["Retry-After"] == str(errors.RETRY_AFTER_S), body
 
 
+async def test_a_connection_lost_mid_operation_is_503() -> None:
+    """asyncpg leaves a connection lost mid-query in a protocol state it refuses to leave
+    ("cannot switch to state 12", seen once in drill 7's postmaster kill): an outage."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    errors.install(app)
+
+    @app.get("/lost")
+    async def lost() -> None:
+        raise asyncpg.exceptions.InternalClientError(
+            "cannot switch to state 12; another operation (2) is in progress"
+        )
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.get("/lost")
+    _is_refusal(response, 503, "database_unavailable")
+    assert response.headers["Retry-After"] == str(errors.RETRY_AFTER_S)
+
+
 async def test_broker_gone_is_503_with_retry_after(system: dict[str, Any]) -> None:
     client = system["client"]
     headers = await auth_headers(client, "call_taker")
