@@ -12,6 +12,19 @@ from aggregates.commands import Command, ReportArgs, Reporter
 from core.ids import case_id_for_key, case_no_for_id
 from core.refdata import Reference
 
+#: role → the demo user (Guiyang sample city, deploy/users.demo.json) that tests and the fuzzer
+#: sign in as: city-level staff (see everything in the city), one handler, one inspector.
+ROLE_USERS: dict[str, str] = {
+    "inspector": "inspector-520102001001",
+    "call_taker": "calltaker",
+    "shift_leader": "shiftleader",
+    "dispatcher": "dispatcher",
+    "handler": "handler-D-520102-sanitation",
+    "supervisor": "supervisor",
+    "auditor": "auditor",
+    "admin": "admin",
+}
+
 TEXTS = [
     "路口垃圾暴露，氣味很大 (exposed garbage at the crossing)",
     "井蓋破損，存在安全隱患 (broken manhole cover)",

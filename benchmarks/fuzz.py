@@ -31,17 +31,8 @@ import schemathesis.checks
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 
-#: Role → the demo user signed in as it (deploy/users.demo.json; password ``<user>-demo``).
-ROLE_USERS: dict[str, str] = {
-    "inspector": "inspector-520102001001",
-    "call_taker": "calltaker",
-    "shift_leader": "shiftleader",
-    "dispatcher": "dispatcher",
-    "handler": "handler-D-520102-sanitation",
-    "supervisor": "supervisor",
-    "auditor": "auditor",
-    "admin": "admin",
-}
+from benchmarks.common import ROLE_USERS
+
 #: Semantic validation beyond the schema (an unknown category code, a grid outside the city)
 #: is a documented 422, so "schema-valid data must be accepted" does not hold by design.
 EXCLUDED_CHECKS = [schemathesis.checks.positive_data_acceptance]

@@ -27,6 +27,7 @@ import pytest
 from hypothesis import HealthCheck, Phase
 from hypothesis import settings as hypothesis_settings
 
+from benchmarks.common import ROLE_USERS
 from core.clock import FixedClock
 from core.settings import Settings
 
@@ -272,18 +273,6 @@ async def commands_waiting(runtime: Any, n: int) -> bool:
 
 DEMO_USERS_FILE = Path(__file__).resolve().parent.parent / "deploy" / "users.demo.json"
 
-#: role → the demo user (Guiyang sample city) that ``auth_headers(client, role)`` signs in as:
-#: city-level staff (see everything in the city), one handler, one inspector.
-ROLE_USERS: dict[str, str] = {
-    "inspector": "inspector-520102001001",
-    "call_taker": "calltaker",
-    "shift_leader": "shiftleader",
-    "dispatcher": "dispatcher",
-    "handler": "handler-D-520102-sanitation",
-    "supervisor": "supervisor",
-    "auditor": "auditor",
-    "admin": "admin",
-}
 
 _token_cache: weakref.WeakKeyDictionary[httpx.AsyncClient, dict[str, dict[str, Any]]] = (
     weakref.WeakKeyDictionary()

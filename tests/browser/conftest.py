@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import demo_password
+from tests.conftest import database_url, demo_password, drop_everything, make_settings, nats_url
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -192,3 +192,39 @@ async def browser() -> AsyncIterator[Any]:
             yield b
         finally:
             await b.close()
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[dict[str, Any]]:
+    """The running system on a real port, an API client and a launched Chromium (pages are
+    opened by the test: the auditor's and the stored-text tests sign in their own way)."""
+    from playwright.async_api import async_playwright
+
+    from gateways.bootstrap import ROLES, Runtime
+    from gateways.http.app import create_app
+    from gateways.http.server import make_server
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
+    settings = make_settings()
+    runtime = await Runtime.open(settings, nats_url(), database_url())
+    runtime.start(ROLES)
+    port = _free_port()
+    server = make_server(create_app(runtime), "127.0.0.1", port)
+    serving = asyncio.create_task(server.serve())
+    base = f"http://127.0.0.1:{port}"
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        while not server.started:
+            await asyncio.sleep(0.02)
+        async with async_playwright() as pw, httpx.AsyncClient(base_url=base, timeout=30) as c:
+            browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                yield {"runtime": runtime, "client": c, "base": base, "browser": browser}
+            finally:
+                await browser.close()
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, timeout=10)
+        await runtime.close()
+        await drop_everything(settings)

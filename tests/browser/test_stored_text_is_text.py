@@ -11,22 +11,15 @@ uPlot and our modules are our own files; no inline script anywhere).
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.browser.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, _free_port
+from tests.browser.conftest import ARTIFACTS
 from tests.conftest import (
     auth_headers,
-    database_url,
     demo_password,
-    drop_everything,
     eventually,
-    make_settings,
-    nats_url,
 )
 from tests.intake_support import sign_in_page
 
@@ -41,40 +34,6 @@ ADDRESS = f"中華路 {IMG}"
 NOTE = f"符合立案條件 {SCRIPT}<iframe src=\"javascript:window.__xss='iframe'\"></iframe>"
 #: What a payload would have created, had it been parsed as HTML.
 INJECTED = "img[src='x'], svg[onload], b.xss, iframe, script:not([src])"
-
-
-@pytest.fixture
-async def site() -> AsyncIterator[dict[str, Any]]:
-    from playwright.async_api import async_playwright
-
-    from gateways.bootstrap import ROLES, Runtime
-    from gateways.http.app import create_app
-    from gateways.http.server import make_server
-
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
-    settings = make_settings()
-    runtime = await Runtime.open(settings, nats_url(), database_url())
-    runtime.start(ROLES)
-    port = _free_port()
-    server = make_server(create_app(runtime), "127.0.0.1", port)
-    serving = asyncio.create_task(server.serve())
-    base = f"http://127.0.0.1:{port}"
-    ARTIFACTS.mkdir(exist_ok=True)
-    try:
-        while not server.started:
-            await asyncio.sleep(0.02)
-        async with async_playwright() as pw, httpx.AsyncClient(base_url=base, timeout=30) as c:
-            browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            try:
-                yield {"runtime": runtime, "client": c, "base": base, "browser": browser}
-            finally:
-                await browser.close()
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, timeout=10)
-        await runtime.close()
-        await drop_everything(settings)
 
 
 async def _hostile_case(site: dict[str, Any]) -> dict[str, Any]:
