@@ -33,7 +33,7 @@ from eventsourcing.domain import Aggregate
 
 from aggregates.actions import REGISTRY, ActionSpec, offers
 from aggregates.errors import IllegalTransition, InvalidCommand, NotPermitted
-from aggregates.events import ALWAYS, Draft, advance
+from aggregates.events import ALWAYS, Draft, advance, json_safe
 from aggregates.integrity import GENESIS, event_hash, iso_utc
 from aggregates.registry import Context, Strict, offered
 from aggregates.state import CaseState, json_view
@@ -205,17 +205,6 @@ def _summary(state: CaseState, ctx: Context) -> dict[str, Any]:
     out = state.summary()
     out["offers"] = offers(state, ctx.ref)
     return out
-
-
-def json_safe(value: Any) -> Any:
-    """Copy of a JSON-like tree (dicts and lists rebuilt, tuples become lists, leaves
-    shared): a caller changing its dicts later cannot change a recorded event, and state
-    before and after a round trip through the store is identical."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def _text(value: Any, field: str) -> str:

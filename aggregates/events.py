@@ -107,17 +107,20 @@ class Draft:
     def of(cls, event: CaseEvent) -> Draft:
         """A replayed event's facts with their own containers, so the state built from it
         never shares a dict or list with the stored event (whose hash covers them)."""
-        fields = {k: _own(v) for k, v in vars(event).items() if k != "summary"}
+        fields = {k: json_safe(v) for k, v in vars(event).items() if k != "summary"}
         return cls(type(event), **fields)
 
     def evolve(self, state: CaseState) -> None:
         self._event_class.evolve(cast(CaseEvent, self), state)
 
 
-def _own(value: Any) -> Any:
-    """Containers rebuilt all the way down, leaves shared (they are immutable)."""
+def json_safe(value: Any) -> Any:
+    """Copy of a JSON-like tree (dicts and lists rebuilt, tuples become lists, leaves shared:
+    they are immutable). Used wherever a recorded event and a state (or a caller's dicts)
+    must not share a container: a change to one can then never alter the other, and state
+    before and after a round trip through the store is identical."""
     if isinstance(value, dict):
-        return {k: _own(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_own(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
