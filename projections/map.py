@@ -80,22 +80,15 @@ def advance(state: dict[str, Any] | None, env: Envelope) -> dict[str, Any] | Non
     etype: str = env["type"]
     data: dict[str, Any] = env.get("data") or {}
     if etype == "Reported":
+        # The place and reporter; the rest comes from the event's summary and deadline below
+        # (a case's first summary names every field).
         state = {
             "case_no": data.get("case_no"),
             "grid": data.get("grid"),
             "community": data.get("community"),
             "district": data.get("district"),
-            "level": data.get("level"),
-            "node": data.get("node") or (data.get("proposal") or {}).get("node"),
-            "department": None,
-            "priority": data.get("priority"),
             "inspector": inspector_of(env),
             "reported_at": iso(env["at"]),
-            "due": None,
-            "due_step": None,
-            "warning_for": None,
-            "overdue_for": None,
-            "supervised": False,
         }
     elif state is None:
         return None
