@@ -39,7 +39,7 @@ _HEADERS = {
     "Content-Security-Policy": security.PAGE_POLICY,  # the one policy of every page
 }
 
-router = APIRouter(tags=["pages 頁面"], dependencies=[Depends(public)], include_in_schema=False)
+router = APIRouter(tags=["pages 页面"], dependencies=[Depends(public)], include_in_schema=False)
 
 
 def _file(relative: str, cache: str = "no-cache") -> Response:
@@ -64,7 +64,7 @@ for _page in ("inspector", "department", "hotline"):
 
 @router.get("/inspector/")
 async def inspector_page() -> Response:
-    """網格員 app: report, queue, my grid (核查, 六必訪)."""
+    """网格员 app: report, queue, my grid (核查, 六必访)."""
     return _file("inspector.html")
 
 
@@ -82,13 +82,13 @@ async def inspector_manifest() -> Response:
 
 @router.get("/department/")
 async def department_page() -> Response:
-    """處置部門 worklist."""
+    """处置部门 worklist."""
     return _file("department.html")
 
 
 @router.get("/hotline/")
 async def hotline_page() -> Response:
-    """12319 受理 form and 回訪."""
+    """12319 受理 form and 回访."""
     return _file("hotline.html")
 
 

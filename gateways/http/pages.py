@@ -20,14 +20,14 @@ from gateways.http.identity import Rule, public
 WEB = Path(__file__).resolve().parent.parent / "web"
 STATIC = WEB / "static"
 
-router = APIRouter(tags=["pages 頁面"], include_in_schema=False)
+router = APIRouter(tags=["pages 页面"], include_in_schema=False)
 
 _NO_CACHE = {"Cache-Control": "no-cache"}
 
 
 @router.get("/", dependencies=[Depends(public)])
 async def command_centre() -> FileResponse:
-    """The command centre (指揮中心) page."""
+    """The command centre (指挥中心) page."""
     return FileResponse(STATIC / "centre" / "index.html", headers=_NO_CACHE)
 
 

@@ -56,31 +56,31 @@
   });
   GD.time = (iso) => (iso ? TZ_FMT.format(new Date(iso)) : "—");
 
-  /** "剩 3 小時 / 3 h left" or "超期 2 小時 / 2 h overdue" relative to now. */
+  /** "剩 3 小时 / 3 h left" or "超期 2 小时 / 2 h overdue" relative to now. */
   GD.dueText = function (iso, now) {
     if (!iso) return { text: "—", light: "none" };
     const ms = new Date(iso) - (now || Date.now());
     const abs = Math.abs(ms);
     const h = Math.floor(abs / 3600000);
     const m = Math.floor((abs % 3600000) / 60000);
-    const span = h >= 48 ? `${Math.floor(h / 24)} 天 d` : h > 0 ? `${h} 小時 h ${m} 分` : `${m} 分鐘 min`;
+    const span = h >= 48 ? `${Math.floor(h / 24)} 天 d` : h > 0 ? `${h} 小时 h ${m} 分` : `${m} 分钟 min`;
     return ms >= 0 ? { text: `剩 ${span}`, light: "green" } : { text: `超期 ${span}`, light: "red" };
   };
 
   GD.STATUS = {
-    reported: "已上報 Reported",
+    reported: "已上报 Reported",
     filed: "已立案 Filed",
     rejected: "不予立案 Rejected",
-    merged: "已合併 Merged",
+    merged: "已合并 Merged",
     dispatched: "已派遣 Dispatched",
-    in_progress: "處置中 In progress",
-    returned: "已退單 Returned",
-    suspended: "掛賬 Suspended",
+    in_progress: "处置中 In progress",
+    returned: "已退单 Returned",
+    suspended: "挂账 Suspended",
     awaiting_verification: "待核查 Awaiting check",
-    verified: "核查通過 Verified",
-    closed: "已結案 Closed",
+    verified: "核查通过 Verified",
+    closed: "已结案 Closed",
   };
-  GD.PRIORITY = { urgent: "緊急 Urgent", important: "重要 Important", ordinary: "一般 Ordinary" };
+  GD.PRIORITY = { urgent: "紧急 Urgent", important: "重要 Important", ordinary: "一般 Ordinary" };
 
   // ------------------------------------------------------------------ sign-in and API
   class ApiError extends Error {
@@ -184,11 +184,11 @@
       const form = GD.h(
         "form",
         { class: "card signin", id: "signin" },
-        GD.h("h2", {}, "登錄 Sign in"),
-        GD.h("label", {}, "用戶名 Username", user),
-        GD.h("label", {}, "密碼 Password", pass),
+        GD.h("h2", {}, "登录 Sign in"),
+        GD.h("label", {}, "用户名 Username", user),
+        GD.h("label", {}, "密码 Password", pass),
         err,
-        GD.h("button", { type: "submit", class: "primary block" }, "登錄 Sign in"),
+        GD.h("button", { type: "submit", class: "primary block" }, "登录 Sign in"),
         hint ? GD.h("p", { class: "muted small" }, hint) : null
       );
       form.addEventListener("submit", async (ev) => {
@@ -198,13 +198,13 @@
           const u = await Auth.signIn(user.value.trim(), pass.value);
           if (!ok(u)) {
             Auth.save(null);
-            err.textContent = `此頁面供 ${roles.join(" / ")} 使用 · this page is for ${roles.join(" / ")}`;
+            err.textContent = `此页面供 ${roles.join(" / ")} 使用 · this page is for ${roles.join(" / ")}`;
             return;
           }
           form.remove();
           resolve(u);
         } catch (e) {
-          err.textContent = e.status === 401 ? "用戶名或密碼錯誤 · wrong username or password" : `無法登錄 · cannot sign in: ${e.message}`;
+          err.textContent = e.status === 401 ? "用户名或密码错误 · wrong username or password" : `无法登录 · cannot sign in: ${e.message}`;
         }
       });
       container.replaceChildren(form);
@@ -279,13 +279,13 @@
   GD.downscale = async function (file, maxEdge) {
     maxEdge = maxEdge || GD.MAX_EDGE;
     if (!/^image\/(jpeg|png|webp|heic|heif)$/i.test(file.type || "")) {
-      throw new Error(`不支持的文件類型 unsupported file type: ${file.type || file.name}`);
+      throw new Error(`不支持的文件类型 unsupported file type: ${file.type || file.name}`);
     }
     let bitmap;
     try {
       bitmap = await createImageBitmap(file);
     } catch (e) {
-      throw new Error(`無法讀取圖片 cannot read this image: ${file.name}`);
+      throw new Error(`无法读取图片 cannot read this image: ${file.name}`);
     }
     const scale = Math.min(1, maxEdge / Math.max(bitmap.width, bitmap.height));
     const w = Math.max(1, Math.round(bitmap.width * scale));
@@ -296,7 +296,7 @@
     canvas.getContext("2d").drawImage(bitmap, 0, 0, w, h);
     if (bitmap.close) bitmap.close();
     const blob = await new Promise((res) => canvas.toBlob(res, "image/jpeg", 0.82));
-    if (!blob) throw new Error("無法壓縮圖片 cannot compress the image");
+    if (!blob) throw new Error("无法压缩图片 cannot compress the image");
     return { blob, width: w, height: h, name: (file.name || "photo").replace(/\.\w+$/, "") + ".jpg" };
   };
 
@@ -337,7 +337,7 @@
       err.textContent = "";
       for (const f of files) {
         if (items.length >= 9) {
-          err.textContent = "最多 9 張照片 · at most 9 photos";
+          err.textContent = "最多 9 张照片 · at most 9 photos";
           break;
         }
         try {
@@ -372,7 +372,7 @@
         "div",
         { class: "row" },
         GD.h("button", { type: "button", class: "ghost", onclick: () => camera.click() }, "📷 拍照 Camera"),
-        GD.h("button", { type: "button", class: "ghost", onclick: () => gallery.click() }, "🖼 相冊 Gallery")
+        GD.h("button", { type: "button", class: "ghost", onclick: () => gallery.click() }, "🖼 相册 Gallery")
       ),
       camera,
       gallery,
@@ -430,10 +430,10 @@
     const recentKey = storageKey || "gd.recentCategories";
     const pool = filter ? cats.filter(filter) : cats;
     let chosen = null;
-    const input = GD.h("input", { type: "search", placeholder: "搜索類別 search: 垃圾 / garbage / 井蓋", "aria-label": "搜索類別 search category", autocomplete: "off" });
+    const input = GD.h("input", { type: "search", placeholder: "搜索类别 search: 垃圾 / garbage / 井盖", "aria-label": "搜索类别 search category", autocomplete: "off" });
     const recentBox = GD.h("div", { class: "chips" });
     const list = GD.h("ul", { class: "results", role: "listbox" });
-    const selected = GD.h("div", { class: "selected muted" }, "未選擇類別 no category chosen");
+    const selected = GD.h("div", { class: "selected muted" }, "未选择类别 no category chosen");
     const recent = () => JSON.parse(localStorage.getItem(recentKey) || "[]").filter((code) => pool.some((c) => c.code === code));
     function pick(c) {
       chosen = c;
@@ -471,7 +471,7 @@
           )
         )
       );
-      if (input.value.trim() && !found.length) list.append(GD.h("li", { class: "muted" }, "沒有匹配 no match"));
+      if (input.value.trim() && !found.length) list.append(GD.h("li", { class: "muted" }, "没有匹配 no match"));
     });
     renderRecent();
     return {
@@ -483,7 +483,7 @@
       clear() {
         chosen = null;
         selected.className = "selected muted";
-        selected.textContent = "未選擇類別 no category chosen";
+        selected.textContent = "未选择类别 no category chosen";
       },
     };
   };
@@ -550,7 +550,7 @@
     const out = GD.h("button", { type: "button", class: "link", hidden: true, title: "登出 Sign out", onclick: () => { Auth.signOut(); location.reload(); } }, "登出");
     const net = GD.h("span", { class: "net", id: "net" });
     const setNet = () => {
-      net.textContent = navigator.onLine ? "在線 online" : "離線 offline";
+      net.textContent = navigator.onLine ? "在线 online" : "离线 offline";
       net.className = "net " + (navigator.onLine ? "on" : "off");
     };
     window.addEventListener("online", setNet);

@@ -1,6 +1,6 @@
-/* Department worklist (處置部門): cases dispatched to my department, sorted by deadline;
- * accept 接單, report the result with photos 處置反饋, return a mis-dispatch 退單 with a
- * reason, request an extension 延期申請. New dispatches and reworks arrive live. */
+/* Department worklist (处置部门): cases dispatched to my department, sorted by deadline;
+ * accept 接单, report the result with photos 处置反馈, return a mis-dispatch 退单 with a
+ * reason, request an extension 延期申请. New dispatches and reworks arrive live. */
 (function () {
   "use strict";
   const { $, h } = GD;
@@ -33,37 +33,37 @@
     let photos = null;
     const parts = [];
     if (kind === "result") {
-      fields.note = h("textarea", { maxlength: 2000, placeholder: "處置情況 what was done", required: true });
+      fields.note = h("textarea", { maxlength: 2000, placeholder: "处置情况 what was done", required: true });
       photos = GD.photoPicker();
-      parts.push(h("label", {}, "處置說明 Result", fields.note), h("label", {}, "處置照片 Photos"), photos.el);
+      parts.push(h("label", {}, "处置说明 Result", fields.note), h("label", {}, "处置照片 Photos"), photos.el);
     } else if (kind === "return") {
-      fields.reason = h("textarea", { maxlength: 2000, placeholder: "不屬於本部門職責的原因 why this is not ours", required: true });
-      parts.push(h("label", {}, "退單原因 Reason", fields.reason));
+      fields.reason = h("textarea", { maxlength: 2000, placeholder: "不属于本部门职责的原因 why this is not ours", required: true });
+      parts.push(h("label", {}, "退单原因 Reason", fields.reason));
     } else if (kind === "extension") {
       fields.hours = h("input", { type: "number", min: "1", max: "720", step: "1", value: "8" });
       fields.reason = h("textarea", { maxlength: 2000, placeholder: "需要延期的原因 why more time is needed", required: true });
-      parts.push(h("label", {}, "延長小時數 Extra hours", fields.hours), h("label", {}, "延期原因 Reason", fields.reason));
+      parts.push(h("label", {}, "延长小时数 Extra hours", fields.hours), h("label", {}, "延期原因 Reason", fields.reason));
     }
-    const labels = { result: "提交反饋 Submit result", return: "確認退單 Return case", extension: "提交申請 Request" };
+    const labels = { result: "提交反馈 Submit result", return: "确认退单 Return case", extension: "提交申请 Request" };
     const submit = h("button", { type: "button", class: kind === "return" ? "danger" : "primary" }, labels[kind]);
     submit.addEventListener("click", async () => {
       err.textContent = "";
       submit.disabled = true;
       try {
         if (kind === "result") {
-          if (!fields.note.value.trim()) throw new Error("請填寫處置說明 · describe what was done");
+          if (!fields.note.value.trim()) throw new Error("请填写处置说明 · describe what was done");
           const refs = [];
           for (const p of photos.items) refs.push(await GD.uploadPhoto(p.blob));
           await act(c.case_no, "report_result", { note: fields.note.value.trim(), photos: refs });
-          GD.toast("處置結果已反饋，等待核查 · result reported, awaiting on-site check", "good");
+          GD.toast("处置结果已反馈，等待核查 · result reported, awaiting on-site check", "good");
         } else if (kind === "return") {
-          if (!fields.reason.value.trim()) throw new Error("請填寫退單原因 · give the reason");
+          if (!fields.reason.value.trim()) throw new Error("请填写退单原因 · give the reason");
           await act(c.case_no, "return_case", { reason: fields.reason.value.trim() });
-          GD.toast("已退單 · returned to the dispatcher", "good");
+          GD.toast("已退单 · returned to the dispatcher", "good");
         } else {
-          if (!fields.reason.value.trim()) throw new Error("請填寫延期原因 · give the reason");
+          if (!fields.reason.value.trim()) throw new Error("请填写延期原因 · give the reason");
           await act(c.case_no, "request_extension", { hours: Number(fields.hours.value), reason: fields.reason.value.trim() });
-          GD.toast("延期申請已提交 · extension requested", "good");
+          GD.toast("延期申请已提交 · extension requested", "good");
         }
         done();
       } catch (e) {
@@ -92,18 +92,18 @@
     if (offered.has("accept")) {
       buttons.push(h("button", { type: "button", class: "primary", onclick: async (ev) => {
         ev.target.disabled = true;
-        try { await act(c.case_no, "accept", {}); GD.toast("已接單 · accepted", "good"); }
+        try { await act(c.case_no, "accept", {}); GD.toast("已接单 · accepted", "good"); }
         catch (e) { GD.toast(e.message, "bad"); ev.target.disabled = false; }
-      } }, "接單 Accept"));
+      } }, "接单 Accept"));
     }
     if (offered.has("report_result")) {
-      buttons.push(h("button", { type: "button", class: "ok", onclick: () => open("result") }, "處置反饋 Report result"));
+      buttons.push(h("button", { type: "button", class: "ok", onclick: () => open("result") }, "处置反馈 Report result"));
     }
     if (offered.has("request_extension")) {
       buttons.push(h("button", { type: "button", onclick: () => open("extension") }, "延期 Extension"));
     }
     if (offered.has("return_case")) {
-      buttons.push(h("button", { type: "button", class: "danger", onclick: () => open("return") }, "退單 Return"));
+      buttons.push(h("button", { type: "button", class: "danger", onclick: () => open("return") }, "退单 Return"));
     }
     const photos = h("div", { class: "thumbs" }, ...(c.photos || []).map(GD.photoImg));
     return h(
@@ -114,9 +114,9 @@
         h("span", {}, h("span", { class: `light ${light}` }), h("b", {}, due.text), ` · ${GD.time(c.due_at)}`),
         c.priority ? h("span", { class: `pill ${c.priority}` }, GD.PRIORITY[c.priority] || c.priority) : null,
         c.rework_count ? h("span", { class: "pill urgent" }, `返工 rework ×${c.rework_count}`) : null,
-        c.pending_extension ? h("span", { class: "pill important" }, `延期審批中 extension pending (${c.pending_extension.hours} h)`) : null),
+        c.pending_extension ? h("span", { class: "pill important" }, `延期审批中 extension pending (${c.pending_extension.hours} h)`) : null),
       h("div", { class: "desc" }, h("span", { class: "code" }, c.category), " ", c.description),
-      h("div", { class: "meta" }, c.address ? h("span", {}, `📍 ${c.address}`) : null, h("span", {}, `網格 ${c.grid}`), h("span", {}, `上報 ${GD.time(c.reported_at)}`)),
+      h("div", { class: "meta" }, c.address ? h("span", {}, `📍 ${c.address}`) : null, h("span", {}, `网格 ${c.grid}`), h("span", {}, `上报 ${GD.time(c.reported_at)}`)),
       photos,
       buttons.length ? h("div", { class: "actions" }, ...buttons) : null,
       slot
@@ -144,7 +144,7 @@
         return el;
       });
       rendered = next;
-      $("#list").replaceChildren(...(els.length ? els : [h("p", { class: "empty card" }, "暫無待處置案件 · nothing to handle")]));
+      $("#list").replaceChildren(...(els.length ? els : [h("p", { class: "empty card" }, "暂无待处置案件 · nothing to handle")]));
     })()
       .catch((e) => GD.toast(e.message, "bad"))
       .finally(() => (loading = null));
@@ -152,16 +152,16 @@
   }
 
   async function start() {
-    const header = GD.header("處置部門工作台", "Department worklist · 處置");
+    const header = GD.header("处置部门工作台", "Department worklist · 处置");
     $("#header").replaceChildren(header.el);
     user = await GD.signInFlow({
       app: "department",
       roles: ["handler"],
       container: $("#signin-slot"),
-      hint: "演示帳號 demo: handler-D-520102-sanitation / handler-D-520102-sanitation-demo",
+      hint: "演示帐号 demo: handler-D-520102-sanitation / handler-D-520102-sanitation-demo",
     });
     header.signedIn(user);
-    $("#dept-name").textContent = `${user.department} · 本部門案件`;
+    $("#dept-name").textContent = `${user.department} · 本部门案件`;
     $("#app").hidden = false;
     $("#reload").addEventListener("click", load);
     await load();

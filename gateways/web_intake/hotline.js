@@ -1,5 +1,5 @@
-/* 12319 call-taker (受理員): register a citizen's call as a case (caller, address or map pick →
- * grid, category, description) and do the return visit (回訪) after closure. */
+/* 12319 call-taker (受理员): register a citizen's call as a case (caller, address or map pick →
+ * grid, category, description) and do the return visit (回访) after closure. */
 (function () {
   "use strict";
   const { $, $$, h } = GD;
@@ -26,12 +26,12 @@
     const picker = GD.categoryPicker(cats, { storageKey: "gd.hotline.recent", filter: (c) => !c.code.startsWith("ZL03") });
     $("#category-slot").replaceChildren(picker.el);
     const sel = $("#grid-select");
-    sel.replaceChildren(h("option", { value: "" }, "手選網格 choose grid…"), ...grids.map((g) => h("option", { value: g.code }, `${g.name_zh} ${g.code}`)));
+    sel.replaceChildren(h("option", { value: "" }, "手选网格 choose grid…"), ...grids.map((g) => h("option", { value: g.code }, `${g.name_zh} ${g.code}`)));
     sel.addEventListener("change", () => {
       picked = null;
       if (sel.value) {
         const g = grids.find((x) => x.code === sel.value);
-        gridLine(["網格 Grid: ", h("b", {}, g.name_zh), ` (${g.code}) · 手選 chosen`]);
+        gridLine(["网格 Grid: ", h("b", {}, g.name_zh), ` (${g.code}) · 手选 chosen`]);
         if (mapApi) { mapApi.select(sel.value); mapApi.fit(sel.value); }
       }
     });
@@ -41,13 +41,13 @@
         if (!g) {
           picked = null;
           sel.value = "";
-          gridLine(`(${lat.toFixed(5)}, ${lon.toFixed(5)}) 不在任何網格內 · in no grid`, true);
+          gridLine(`(${lat.toFixed(5)}, ${lon.toFixed(5)}) 不在任何网格内 · in no grid`, true);
           return;
         }
         picked = { lat, lon, grid: g.code };
         sel.value = g.code;
         mapApi.select(g.code);
-        gridLine(["網格 Grid: ", h("b", {}, g.name_zh), ` (${g.code}) · ${lat.toFixed(5)}, ${lon.toFixed(5)}`]);
+        gridLine(["网格 Grid: ", h("b", {}, g.name_zh), ` (${g.code}) · ${lat.toFixed(5)}, ${lon.toFixed(5)}`]);
       },
     });
 
@@ -60,10 +60,10 @@
       const name = $("#caller-name").value.trim();
       const phone = $("#caller-phone").value.trim();
       const description = $("#description").value.trim();
-      if (!name || !phone) return (err.textContent = "請填寫來電人姓名和電話 · caller name and phone are required");
-      if (!cat) return (err.textContent = "請選擇類別 · choose a category");
-      if (!grid) return (err.textContent = "請在地圖上點選或手選網格 · pick the place on the map or choose the grid");
-      if (!description) return (err.textContent = "請填寫問題描述 · describe the problem");
+      if (!name || !phone) return (err.textContent = "请填写来电人姓名和电话 · caller name and phone are required");
+      if (!cat) return (err.textContent = "请选择类别 · choose a category");
+      if (!grid) return (err.textContent = "请在地图上点选或手选网格 · pick the place on the map or choose the grid");
+      if (!description) return (err.textContent = "请填写问题描述 · describe the problem");
       const body = {
         category: cat.code,
         grid,
@@ -80,10 +80,10 @@
         picker.remember(cat.code);
         $("#call-result").replaceChildren(
           h("div", { class: "panel", id: "registered" },
-            h("b", {}, "已登記 Registered: "), h("span", { class: "case-no" }, r.case_no),
-            h("p", { class: "small muted" }, "請告知來電人案件編號 · tell the caller this case number"))
+            h("b", {}, "已登记 Registered: "), h("span", { class: "case-no" }, r.case_no),
+            h("p", { class: "small muted" }, "请告知来电人案件编号 · tell the caller this case number"))
         );
-        GD.toast(`已登記 ${r.case_no}`, "good");
+        GD.toast(`已登记 ${r.case_no}`, "good");
         key = GD.uuid();
         for (const id of ["#caller-name", "#caller-phone", "#description", "#address"]) $(id).value = "";
         picker.clear();
@@ -96,29 +96,29 @@
   }
 
   const SATISFACTION = [
-    ["satisfied", "滿意 Satisfied"],
-    ["basically_satisfied", "基本滿意 Basically"],
-    ["dissatisfied", "不滿意 Dissatisfied"],
+    ["satisfied", "满意 Satisfied"],
+    ["basically_satisfied", "基本满意 Basically"],
+    ["dissatisfied", "不满意 Dissatisfied"],
   ];
 
   function visitCard(c) {
     const name = `sat-${c.case_no}`;
     const seg = h("div", { class: "seg", role: "radiogroup" },
       ...SATISFACTION.map(([v, t]) => h("label", {}, h("input", { type: "radio", name, value: v }), t)));
-    const comment = h("textarea", { maxlength: 2000, placeholder: "來電人意見 the caller's comment" });
+    const comment = h("textarea", { maxlength: 2000, placeholder: "来电人意见 the caller's comment" });
     const err = h("p", { class: "error small", role: "alert" });
-    const save = h("button", { type: "button", class: "primary" }, "保存回訪 Save");
+    const save = h("button", { type: "button", class: "primary" }, "保存回访 Save");
     const el = h("div", { class: "card item filed", dataset: { caseNo: c.case_no } },
-      h("div", { class: "top" }, h("strong", {}, c.case_no), h("span", { class: "pill" }, `結案 ${GD.time(c.closed_at || c.updated_at)}`)),
+      h("div", { class: "top" }, h("strong", {}, c.case_no), h("span", { class: "pill" }, `结案 ${GD.time(c.closed_at || c.updated_at)}`)),
       h("div", { class: "desc" }, h("span", { class: "code" }, c.category), " ", c.description),
       h("div", { class: "meta" }, h("span", {}, `☎ ${c.reporter_name || "—"} ${c.reporter_phone || ""}`), c.address ? h("span", {}, `📍 ${c.address}`) : null),
-      h("label", {}, "滿意度 Satisfaction"), seg,
-      h("label", {}, "意見 Comment", comment), err,
+      h("label", {}, "满意度 Satisfaction"), seg,
+      h("label", {}, "意见 Comment", comment), err,
       h("div", { class: "actions" }, save));
     save.addEventListener("click", async () => {
       err.textContent = "";
       const choice = $(`input[name="${name}"]:checked`, el);
-      if (!choice) return (err.textContent = "請選擇滿意度 · choose the satisfaction");
+      if (!choice) return (err.textContent = "请选择满意度 · choose the satisfaction");
       save.disabled = true;
       try {
         const r = await GD.api(`/v1/cases/${encodeURIComponent(c.case_no)}/actions/return_visit`, {
@@ -127,7 +127,7 @@
           headers: { "Idempotency-Key": GD.uuid() },
         });
         if (r && r.ok === false) throw new Error(r.error ? r.error.message : "refused");
-        GD.toast(`回訪已記錄 ${c.case_no}`, "good");
+        GD.toast(`回访已记录 ${c.case_no}`, "good");
         el.remove();
         setTimeout(loadVisits, 800);
       } catch (e) {
@@ -152,20 +152,20 @@
         return el;
       });
       visitEls = next;
-      $("#visits").replaceChildren(...(els.length ? els : [h("p", { class: "empty card" }, "沒有待回訪案件 · no return visits due")]));
+      $("#visits").replaceChildren(...(els.length ? els : [h("p", { class: "empty card" }, "没有待回访案件 · no return visits due")]));
     } catch (e) {
       GD.toast(e.message, "bad");
     }
   }
 
   async function start() {
-    const header = GD.header("12319 受理", "Call-taker · 熱線受理 / 回訪");
+    const header = GD.header("12319 受理", "Call-taker · 热线受理 / 回访");
     $("#header").replaceChildren(header.el);
     const user = await GD.signInFlow({
       app: "hotline",
       roles: ["call_taker"],
       container: $("#signin-slot"),
-      hint: "演示帳號 demo: calltaker / calltaker-demo",
+      hint: "演示帐号 demo: calltaker / calltaker-demo",
     });
     header.signedIn(user);
     $("#app").hidden = false;

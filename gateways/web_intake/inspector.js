@@ -1,4 +1,4 @@
-/* Inspector app (網格員): report offline-first, verify fixes (核查), record care visits (六必訪).
+/* Inspector app (网格员): report offline-first, verify fixes (核查), record care visits (六必访).
  *
  * The outbox: every submission (a report or a verification) is first written to IndexedDB
  * with its own idempotency key, then sent when the network allows. States:
@@ -13,10 +13,10 @@
   const { $, $$, h } = GD;
   const CARE_VISITS = ["ZL0301", "ZL0302", "ZL0303", "ZL0304", "ZL0305", "ZL0306"];
   const STATE_TEXT = {
-    queued: "待發送 queued",
-    sending: "發送中 sending",
-    sent: "已發送 sent",
-    filed: "已登記 filed",
+    queued: "待发送 queued",
+    sending: "发送中 sending",
+    sent: "已发送 sent",
+    filed: "已登记 filed",
     rejected: "被拒 refused",
   };
 
@@ -222,7 +222,7 @@
     $("#queue-badge").textContent = waiting ? String(waiting) : "";
     const list = $("#queue-list");
     if (!items.length) {
-      list.replaceChildren(h("p", { class: "empty card" }, "隊列是空的 nothing queued"));
+      list.replaceChildren(h("p", { class: "empty card" }, "队列是空的 nothing queued"));
       return;
     }
     list.replaceChildren(
@@ -238,14 +238,14 @@
             h("span", {}, GD.time(it.created)),
             it.case_no ? h("span", { class: "case-no" }, `案件 ${it.case_no}`) : null,
             it.photos.length ? h("span", {}, `📷 ${it.photos.length}`) : null,
-            h("span", { class: "code", title: "冪等鍵 idempotency key" }, it.key.slice(0, 8))
+            h("span", { class: "code", title: "幂等键 idempotency key" }, it.key.slice(0, 8))
           ),
           it.error ? h("p", { class: "error small" }, it.error) : null,
           it.state === "rejected"
             ? h(
                 "div",
                 { class: "actions" },
-                h("button", { type: "button", class: "danger", onclick: async () => { await Outbox.del(it.key); renderQueue(); } }, "刪除 Delete")
+                h("button", { type: "button", class: "danger", onclick: async () => { await Outbox.del(it.key); renderQueue(); } }, "删除 Delete")
               )
             : null
         )
@@ -267,7 +267,7 @@
     const line = $("#grid-line");
     if (g) {
       line.className = "gridline";
-      line.replaceChildren("網格 Grid: ", h("b", {}, `${g.name_zh}`), ` (${g.code}) · ${why}`);
+      line.replaceChildren("网格 Grid: ", h("b", {}, `${g.name_zh}`), ` (${g.code}) · ${why}`);
       if (mapApi) mapApi.select(code);
     }
   }
@@ -275,7 +275,7 @@
   function locate() {
     const line = $("#grid-line");
     if (!navigator.geolocation) {
-      line.textContent = "此設備不支持定位，請手選網格 · no GPS: choose the grid";
+      line.textContent = "此设备不支持定位，请手选网格 · no GPS: choose the grid";
       return;
     }
     line.textContent = "定位中 locating…";
@@ -287,13 +287,13 @@
         if (!g) {
           located = null;
           line.className = "gridline error";
-          line.textContent = `位置 (${lat.toFixed(5)}, ${lon.toFixed(5)}) 不在任何網格內，請手選網格 · this position is in no grid: choose the grid`;
+          line.textContent = `位置 (${lat.toFixed(5)}, ${lon.toFixed(5)}) 不在任何网格内，请手选网格 · this position is in no grid: choose the grid`;
           return;
         }
         if (!myGrids.includes(g.code)) {
           located = null;
           line.className = "gridline error";
-          line.textContent = `您在 ${g.name_zh} (${g.code})，不是您負責的網格 · you are outside your grids; choose one of yours`;
+          line.textContent = `您在 ${g.name_zh} (${g.code})，不是您负责的网格 · you are outside your grids; choose one of yours`;
           return;
         }
         located = { lat, lon, grid: g.code };
@@ -302,7 +302,7 @@
       () => {
         located = null;
         line.className = "gridline";
-        line.textContent = "無法定位（GPS 關閉？），請手選網格 · GPS is off: choose the grid";
+        line.textContent = "无法定位（GPS 关闭？），请手选网格 · GPS is off: choose the grid";
       },
       { enableHighAccuracy: true, timeout: 10000, maximumAge: 60000 }
     );
@@ -315,7 +315,7 @@
     $("#photo-slot").replaceChildren(photos.el);
     const sel = $("#grid-select");
     sel.replaceChildren(
-      h("option", { value: "" }, "手選網格 choose grid…"),
+      h("option", { value: "" }, "手选网格 choose grid…"),
       ...myGrids.map((code) => {
         const g = grids.find((x) => x.code === code);
         return h("option", { value: code }, g ? `${g.name_zh} ${code}` : code);
@@ -323,10 +323,10 @@
     );
     sel.addEventListener("change", () => {
       located = null;
-      if (sel.value) setGrid(sel.value, "手選 chosen by hand");
+      if (sel.value) setGrid(sel.value, "手选 chosen by hand");
       if (mapApi && sel.value) mapApi.fit(sel.value);
     });
-    if (myGrids.length === 1) setGrid(myGrids[0], "您的網格 your grid");
+    if (myGrids.length === 1) setGrid(myGrids[0], "您的网格 your grid");
     mapApi = GD.gridMap($("#map"), grids.filter((g) => myGrids.includes(g.code) || myGrids.length === 0), { highlight: myGrids });
     $("#gps-btn").addEventListener("click", locate);
 
@@ -337,9 +337,9 @@
       const cat = picker.value;
       const grid = sel.value;
       const description = $("#description").value.trim();
-      if (!cat) return (err.textContent = "請選擇類別 · choose a category");
-      if (!grid) return (err.textContent = "請定位或手選網格 · use GPS or choose the grid");
-      if (!description) return (err.textContent = "請填寫描述 · describe the problem");
+      if (!cat) return (err.textContent = "请选择类别 · choose a category");
+      if (!grid) return (err.textContent = "请定位或手选网格 · use GPS or choose the grid");
+      if (!description) return (err.textContent = "请填写描述 · describe the problem");
       const payload = {
         category: cat.code,
         grid,
@@ -355,12 +355,12 @@
       photos.clear();
       $("#description").value = "";
       $("#address").value = "";
-      GD.toast(navigator.onLine ? "已提交 submitted" : "已存入隊列，恢復網絡後發送 · queued until online", navigator.onLine ? "good" : "warn");
+      GD.toast(navigator.onLine ? "已提交 submitted" : "已存入队列，恢复网络后发送 · queued until online", navigator.onLine ? "good" : "warn");
       showTab("queue");
     });
   }
 
-  // ------------------------------------------------------------------ my grid: 核查 and 六必訪
+  // ------------------------------------------------------------------ my grid: 核查 and 六必访
   let taskEls = new Map(); // case_no → {version, el}: a half-written note survives a refresh
   async function refreshTasks() {
     const box = $("#tasks");
@@ -368,14 +368,14 @@
     try {
       data = await GD.api("/v1/cases?action=verify_pass&limit=100");
     } catch (e) {
-      if (!box.children.length || box.querySelector(".empty")) box.replaceChildren(h("p", { class: "empty" }, navigator.onLine ? e.message : "離線：連網後顯示 · offline"));
+      if (!box.children.length || box.querySelector(".empty")) box.replaceChildren(h("p", { class: "empty" }, navigator.onLine ? e.message : "离线：连网后显示 · offline"));
       return;
     }
     const pending = new Set((await Outbox.all()).filter((i) => i.kind === "action" && i.state !== "rejected").map((i) => i.payload.case_no));
     const tasks = data.items.filter((c) => !pending.has(c.case_no));
     $("#task-badge").textContent = tasks.length ? String(tasks.length) : "";
     if (!tasks.length) {
-      box.replaceChildren(h("p", { class: "empty" }, "沒有待核查的案件 · nothing to check"));
+      box.replaceChildren(h("p", { class: "empty" }, "没有待核查的案件 · nothing to check"));
       return;
     }
     const next = new Map();
@@ -391,15 +391,15 @@
   }
 
   function taskCard(c) {
-    const note = h("textarea", { placeholder: "核查說明 what did you see on site?", maxlength: 2000 });
+    const note = h("textarea", { placeholder: "核查说明 what did you see on site?", maxlength: 2000 });
     const photos = GD.photoPicker();
     const err = h("p", { class: "error small", role: "alert" });
-    const result = h("div", { class: "panel small" }, "載入處置結果 loading result…");
+    const result = h("div", { class: "panel small" }, "载入处置结果 loading result…");
     GD.api(`/v1/cases/${encodeURIComponent(c.case_no)}`)
       .then((full) => {
         const ev = [...full.timeline].reverse().find((e) => e.type === "ResultReported");
         result.replaceChildren(
-          h("b", {}, "處置反饋 Result: "),
+          h("b", {}, "处置反馈 Result: "),
           ev ? ev.data.note : "—",
           h("div", { class: "thumbs" }, ...((ev && ev.data.photos) || []).map(GD.photoImg))
         );
@@ -407,15 +407,15 @@
       .catch(() => result.remove());
     const decide = async (verb) => {
       err.textContent = "";
-      if (verb === "verify_fail" && !note.value.trim()) return (err.textContent = "不通過須說明原因 · say what is still wrong");
+      if (verb === "verify_fail" && !note.value.trim()) return (err.textContent = "不通过须说明原因 · say what is still wrong");
       await enqueue(
         "action",
         { case_no: c.case_no, verb, args: { note: note.value.trim() || null } },
         photos.items.slice(),
-        `${verb === "verify_pass" ? "核查通過 Pass" : "核查不通過 Fail"} · ${c.case_no}`
+        `${verb === "verify_pass" ? "核查通过 Pass" : "核查不通过 Fail"} · ${c.case_no}`
       );
       card.remove();
-      GD.toast(verb === "verify_pass" ? "核查通過已提交 · pass recorded" : "已退回返工 · sent back for rework", "good");
+      GD.toast(verb === "verify_pass" ? "核查通过已提交 · pass recorded" : "已退回返工 · sent back for rework", "good");
     };
     const light = c.overdue ? "red" : c.warning ? "yellow" : "green";
     const card = h(
@@ -423,16 +423,16 @@
       { class: "card item task", dataset: { caseNo: c.case_no } },
       h("div", { class: "top" }, h("strong", {}, c.case_no), h("span", { class: "pill" }, GD.STATUS[c.status] || c.status)),
       h("div", { class: "desc" }, c.description),
-      h("div", { class: "meta" }, h("span", {}, h("span", { class: `light ${light}` }), `核查時限 ${GD.time(c.due_at)}`), h("span", {}, c.category), c.address ? h("span", {}, c.address) : null),
+      h("div", { class: "meta" }, h("span", {}, h("span", { class: `light ${light}` }), `核查时限 ${GD.time(c.due_at)}`), h("span", {}, c.category), c.address ? h("span", {}, c.address) : null),
       result,
-      h("label", {}, "核查說明 Note", note),
+      h("label", {}, "核查说明 Note", note),
       photos.el,
       err,
       h(
         "div",
         { class: "actions" },
-        h("button", { type: "button", class: "ok", onclick: () => decide("verify_pass") }, "✓ 通過 Pass"),
-        h("button", { type: "button", class: "danger", onclick: () => decide("verify_fail") }, "✗ 不通過 Fail")
+        h("button", { type: "button", class: "ok", onclick: () => decide("verify_pass") }, "✓ 通过 Pass"),
+        h("button", { type: "button", class: "danger", onclick: () => decide("verify_fail") }, "✗ 不通过 Fail")
       )
     );
     return card;
@@ -451,8 +451,8 @@
       const code = $("#visit-type").value;
       const household = $("#visit-household").value.trim();
       const note = $("#visit-note").value.trim();
-      if (!household) return (err.textContent = "請填寫走訪對象 · name the household");
-      if (!note) return (err.textContent = "請填寫走訪情況 · write what you found");
+      if (!household) return (err.textContent = "请填写走访对象 · name the household");
+      if (!note) return (err.textContent = "请填写走访情况 · write what you found");
       const cat = types.find((c) => c.code === code);
       await enqueue(
         "report",
@@ -460,7 +460,7 @@
           category: code,
           grid: $("#visit-grid").value,
           address: household.slice(0, 200),
-          description: `【六必訪】${household}：${note}`,
+          description: `【六必访】${household}：${note}`,
           source: "inspector_app",
           client_time: new Date().toISOString(),
         },
@@ -470,7 +470,7 @@
       $("#visit-household").value = "";
       $("#visit-note").value = "";
       photos.clear();
-      GD.toast("走訪已記錄 · visit recorded", "good");
+      GD.toast("走访已记录 · visit recorded", "good");
     });
   }
 
@@ -512,17 +512,17 @@
   }
 
   async function start() {
-    const header = GD.header("網格員上報", "Inspector · 網格化管理");
+    const header = GD.header("网格员上报", "Inspector · 网格化管理");
     $("#header").replaceChildren(header.el);
     if ("serviceWorker" in navigator) navigator.serviceWorker.register("/inspector/sw.js", { scope: "/inspector/" }).catch(() => {});
     const user = await GD.signInFlow({
       app: "inspector",
       roles: ["inspector"],
       container: $("#signin-slot"),
-      hint: "演示帳號 demo: inspector-520102001001 / inspector-520102001001-demo",
+      hint: "演示帐号 demo: inspector-520102001001 / inspector-520102001001-demo",
     });
     header.signedIn(user);
-    GD.onSignedOut = () => GD.toast("登錄已過期，請重新登錄 · please sign in again", "warn");
+    GD.onSignedOut = () => GD.toast("登录已过期，请重新登录 · please sign in again", "warn");
     myGrids = user.grids || [];
     $("#app").hidden = false;
     $("#tabs").hidden = false;
@@ -531,14 +531,14 @@
     try {
       [cats, grids] = await Promise.all([GD.categories(), GD.grids()]);
     } catch (e) {
-      GD.toast(`無法載入基礎數據 · cannot load reference data: ${e.message}`, "bad");
+      GD.toast(`无法载入基础数据 · cannot load reference data: ${e.message}`, "bad");
     }
     await setupReport(cats);
     setupVisits(cats);
     await renderQueue();
     $("#flush-btn").addEventListener("click", () => flush());
     window.addEventListener("online", () => {
-      GD.toast("網絡已恢復，正在發送 · back online, sending", "good");
+      GD.toast("网络已恢复，正在发送 · back online, sending", "good");
       flush();
     });
     setInterval(() => navigator.onLine && flush(), 5000);

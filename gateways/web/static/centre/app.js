@@ -1,4 +1,4 @@
-// Command centre (指揮中心): wires the map, the queue, the case panel, the metrics and the
+// Command centre (指挥中心): wires the map, the queue, the case panel, the metrics and the
 // live stream together. State is small and explicit (`state`); every read is an API call
 // through api.js; the live stream triggers throttled re-reads so thousands of changes per
 // minute cost a few requests, not thousands.
@@ -82,7 +82,7 @@ async function start() {
     await loadQueue();
   } catch (e) {
     if (e.status === 403) {
-      toast(zhEn("此畫面供指揮中心人員使用 (受理員、值班長、派遣員、督辦、審計員)。",
+      toast(zhEn("此画面供指挥中心人员使用 (受理员、值班长、派遣员、督办、审计员)。",
         "This screen is for command-centre staff (call-takers, shift leaders, dispatchers, supervisors, auditors)."), "err");
       return;
     }
@@ -344,7 +344,7 @@ function rowHtml(r) {
   const dept = r.department ? nameOf(refs.departments[r.department], r.department) : "—";
   return `<tr data-case-no="${esc(r.case_no)}" data-status="${esc(r.status)}" data-grid="${esc(r.grid)}">` +
     `<td class="light-col"><span class="light ${light}"></span></td>` +
-    `<td><span class="case-no">${esc(r.case_no)}</span>${r.supervised ? '<span class="sup" title="督辦">●</span>' : ""}</td>` +
+    `<td><span class="case-no">${esc(r.case_no)}</span>${r.supervised ? '<span class="sup" title="督办">●</span>' : ""}</td>` +
     `<td title="${esc(r.description || "")}">${esc(cat ? nameOf(cat) : r.category)}</td>` +
     `<td title="${esc(placeTitle(r))}">${esc(grid ? nameOf(grid) : r.grid)}</td>` +
     `<td><span class="status ${esc(r.status)}">${esc(tStatus(r.status))}</span></td>` +

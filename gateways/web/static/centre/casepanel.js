@@ -119,7 +119,7 @@ export class CasePanel {
         <dt>${esc(t("reporter"))}</dt><dd>${esc([c.reporter_name, c.reporter_phone].filter(Boolean).join(" · ") || "—")} <span class="muted">(${esc(c.source || c.channel || "")})</span></dd>
         <dt>${esc(t("counters"))}</dt><dd>${esc(t("rework"))} ${c.rework_count} · ${esc(t("returns"))} ${c.return_count} · ${esc(t("escalations"))} ${c.escalations} · ${esc(t("extensions"))} ${c.extension_count}</dd>
         ${c.pending_extension ? `<dt>${esc(t("pending_extension"))}</dt><dd>${esc(c.pending_extension.hours)} ${esc(t("hours"))} · ${esc(c.pending_extension.reason || "")}</dd>` : ""}
-        ${c.duplicate_of ? `<dt>${esc(zhEn("合併到", "Merged into"))}</dt><dd class="case-no">${esc(c.duplicate_of)}</dd>` : ""}
+        ${c.duplicate_of ? `<dt>${esc(zhEn("合并到", "Merged into"))}</dt><dd class="case-no">${esc(c.duplicate_of)}</dd>` : ""}
         ${c.satisfaction ? `<dt>${esc(t("satisfaction"))}</dt><dd>${esc(tSatisfaction(c.satisfaction))}</dd>` : ""}
       </dl></div>
       <div class="section"><h3>${esc(t("actions"))}</h3><div class="actions" id="case-actions"></div><div id="action-form-slot"></div></div>
@@ -251,7 +251,7 @@ export class CasePanel {
     } catch (e) {
       const body = e.body || {};
       let message = body.message || e.message;
-      if (body.allowed) message += ` (${zhEn("可執行", "allowed")}: ${body.allowed.map(tAction).join(", ") || "—"})`;
+      if (body.allowed) message += ` (${zhEn("可执行", "allowed")}: ${body.allowed.map(tAction).join(", ") || "—"})`;
       errorBox.textContent = message;
       errorBox.hidden = false;
       button.disabled = false;
@@ -288,15 +288,15 @@ export class CasePanel {
       const bits = [];
       if (d.department && e.type === "Dispatched") bits.push(nameOf(departments[d.department], d.department));
       if (e.type === "Dispatched" && d.overridden) bits.push(zhEn("改派", "override"));
-      if (e.type === "Dispatched" && d.wrong_dispatch) bits.push(zhEn("錯誤派遣", "wrong dispatch"));
-      if (e.type === "Escalated") bits.push(`${levelName(this.refs, d.from_level)} → ${levelName(this.refs, d.to_level)}${d.automatic ? zhEn(" (自動)", " (automatic)") : ""}`);
+      if (e.type === "Dispatched" && d.wrong_dispatch) bits.push(zhEn("错误派遣", "wrong dispatch"));
+      if (e.type === "Escalated") bits.push(`${levelName(this.refs, d.from_level)} → ${levelName(this.refs, d.to_level)}${d.automatic ? zhEn(" (自动)", " (automatic)") : ""}`);
       if (e.type === "ExtensionRequested") bits.push(`${d.hours} ${t("hours")}`);
       if (e.type === "ReturnVisited") bits.push(tSatisfaction(d.satisfaction));
       if (e.type === "MarkedDuplicate") bits.push(d.of_case_no);
       if (e.type === "ReporterLinked") bits.push(d.from_case_no);
       if (e.type === "WarningMarked" || e.type === "OverdueMarked") bits.push(`${tStep(d.step)} ${fmtTime(d.due)}`);
       const due = d.due;
-      if (due && e.type !== "WarningMarked" && e.type !== "OverdueMarked") bits.push(`${zhEn("時限", "due")} ${fmtTime(due)}`);
+      if (due && e.type !== "WarningMarked" && e.type !== "OverdueMarked") bits.push(`${zhEn("时限", "due")} ${fmtTime(due)}`);
       const text = e.reason || d.note || d.comment || "";
       const cls = e.type === "OverdueMarked" || e.type === "VerificationFailed" || e.type === "Returned" ? "bad"
         : e.type === "WarningMarked" || e.type === "Supervised" ? "warn" : "";

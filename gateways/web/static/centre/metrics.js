@@ -1,4 +1,4 @@
-// The evaluation panel (綜合評價): metric cards with their definitions, daily charts (uPlot),
+// The evaluation panel (综合评价): metric cards with their definitions, daily charts (uPlot),
 // a table per group (department, community, grid, inspector …), and the definitions list —
 // all from GET /v1/metrics and GET /v1/metrics/definitions (the one table of definitions).
 /* global uPlot */
@@ -135,7 +135,7 @@ export class MetricsPanel {
   renderTable() {
     const head = `<thead><tr><th>${esc(t("col_place"))}</th>${TABLE.map((k) =>
       `<th class="num" title="${esc(`${this.formula(k)}\n${this.note(k)}`)}">${esc(this.name(k))}</th>`).join("")}</tr></thead>`;
-    const rows = [...this.grouped.groups, { key: "TOTAL", label_zh: "合計", label_en: "Total", metrics: this.grouped.totals.metrics }];
+    const rows = [...this.grouped.groups, { key: "TOTAL", label_zh: "合计", label_en: "Total", metrics: this.grouped.totals.metrics }];
     const body = rows.map((g) => `<tr class="${g.key === "TOTAL" ? "total" : ""}"><td title="${esc(g.key || "")}">${esc(getLang() === "zh" ? g.label_zh : g.label_en)}</td>${TABLE.map((k) =>
       `<td class="num">${esc(this.value(k, g.metrics))}</td>`).join("")}</tr>`).join("");
     const table = this.root.querySelector("#metrics-table");
