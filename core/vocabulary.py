@@ -126,6 +126,29 @@ SOURCE_LABELS: dict[str, str] = {
 }
 
 
+#: The six must-visit household flags (六必访): a household with any of them is visited on a
+#: schedule (``deploy/cities/<city>/visits.json``). Stable values, zh-Hans labels.
+CareFlag = Literal[
+    "hardship",  # 困难
+    "dispute",  # 矛盾纠纷
+    "unemployed",  # 下岗失业
+    "serious_illness",  # 重大疾病
+    "released_or_corrected",  # 刑释解教 / 社区矫正
+    "elderly_alone",  # 孤寡老人
+]
+CARE_FLAGS: tuple[CareFlag, ...] = get_args(CareFlag)
+CARE_FLAG_LABELS: dict[str, str] = {
+    "hardship": "困难",
+    "dispute": "矛盾纠纷",
+    "unemployed": "下岗失业",
+    "serious_illness": "重大疾病",
+    "released_or_corrected": "刑释解教/社区矫正",
+    "elderly_alone": "孤寡老人",
+}
+#: Flags only roles with a need to know may see (gateways/http/household_access.py).
+SENSITIVE_CARE_FLAGS: frozenset[str] = frozenset({"serious_illness", "released_or_corrected"})
+
+
 def terms() -> dict[str, list[dict[str, str]]]:
     """Every list above as ``[{value, label}]`` in its order, for ``GET /v1/vocabulary``."""
 
@@ -142,4 +165,5 @@ def terms() -> dict[str, list[dict[str, str]]]:
         "satisfactions": pairs(SATISFACTIONS, SATISFACTION_LABELS),
         "reporter_types": pairs(REPORTER_TYPES, REPORTER_TYPE_LABELS),
         "sources": pairs(SOURCES, SOURCE_LABELS),
+        "care_flags": pairs(CARE_FLAGS, CARE_FLAG_LABELS),
     }
