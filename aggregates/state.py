@@ -47,6 +47,8 @@ class CaseState:
     lon: float | None = None
     address: str | None = None
     photos: list[dict[str, Any]] = field(default_factory=list)
+    answers: dict[str, Any] = field(default_factory=dict)  # the category's extra questions
+    media_url: str | None = None  # a photo / video the reporter links to (Open311)
     # --- routing (派遣) ----------------------------------------------------------------
     level: str = field(default="", metadata=SUMMARY)
     node: str | None = field(default=None, metadata=SUMMARY)
@@ -87,6 +89,8 @@ class CaseState:
     # 回访满意度 of the latest return visit
     satisfaction: str | None = field(default=None, metadata=SUMMARY)
     return_visit_comment: str | None = None
+    # 不予重办: the shift leader's decision not to reopen after a dissatisfied visit
+    reopen_declined: dict[str, Any] | None = None
     # --- when --------------------------------------------------------------------------
     reported_at: datetime | None = None
     filed_at: datetime | None = None

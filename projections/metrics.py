@@ -144,6 +144,16 @@ COUNTERS: dict[str, Counter] = {
         "counted_on_en": "day reopened after a dissatisfied return visit, the level and "
         "department that had closed it",
     },
+    "reopened_of_closed": {
+        "zh": "结案后被重办数", "en": "Closings reopened",
+        "counted_on_zh": "结案当日(队列)及结案时的层级与部门: 其后回访不满意而重办",
+        "counted_on_en": "day closed (cohort), the level and department that closed it: "
+        "later reopened after a dissatisfied return visit",
+    },
+    "reopen_declined": {
+        "zh": "不予重办数", "en": "Reopens declined",
+        "counted_on_zh": "值班长决定不予重办当日", "counted_on_en": "day the shift leader declined",
+    },
     "escalations": {
         "zh": "上提數", "en": "Escalations",
         "counted_on_zh": "上提當日, 上提前的層級與部門",
@@ -333,6 +343,19 @@ METRICS: dict[str, Metric] = {
         "回访不满意、值班长重办(退回派遣)的案件数。重办的案件不再算作已结案, 再次结案时重新计入。",
         "Cases a shift leader reopened (back to dispatch) after a dissatisfied return visit. "
         "A reopened case no longer counts as closed until it is closed again.",
+    ),
+    "reopen_rate": _rate(
+        "重办率", "Reopen rate", ("reopened_of_closed",), ("closed",),
+        "按结案日统计: 当期结案中, 其后因回访不满意被值班长重办的比例。"
+        "再次结案另计一次结案。",
+        "By day closed: the share of the period's closings a shift leader later reopened after "
+        "a dissatisfied return visit. Closing again counts as another closing.",
+    ),
+    "reopens_declined": _count(
+        "reopen_declined",
+        "回访不满意后, 值班长记录理由、决定不予重办的案件数。",
+        "Cases a shift leader decided, with a reason, not to reopen after a dissatisfied "
+        "return visit.",
     ),
     "satisfaction_rate": _rate(
         "滿意率", "Satisfaction rate", ("satisfied", "basically_satisfied"), ("return_visits",),
@@ -544,6 +567,7 @@ def fold(state: dict[str, Any] | None, env: Envelope, out: Emitter) -> dict[str,
         out.add(state, "supervision_orders", day, level, dept)
     elif etype == "Closed":
         out.add(state, "closed", day, level, dept)
+        state["closed_key"] = [day, level or "", dept or ""]  # the reopen-rate cohort
         if state["filed_day"] is not None:
             key = state["filed_key"]
             out.add(state, "closed_of_filed", state["filed_day"], key[0], key[1])
@@ -552,6 +576,9 @@ def fold(state: dict[str, Any] | None, env: Envelope, out: Emitter) -> dict[str,
             state["closed_counted"] = [state["filed_day"], *key, bool(state["last_result_on_time"])]
     elif etype == "Reopened":
         out.add(state, "reopened", day, before.get("level"), before.get("department"))
+        closing = state.pop("closed_key", None)
+        if closing:
+            out.add(state, "reopened_of_closed", closing[0], closing[1], closing[2])
         counted = state.pop("closed_counted", None)
         if counted:  # closed no more: counted again when it is closed again
             filed_day, lvl, dep, on_time = counted
@@ -564,6 +591,8 @@ def fold(state: dict[str, Any] | None, env: Envelope, out: Emitter) -> dict[str,
         answer = data.get("satisfaction")
         if answer in ("satisfied", "basically_satisfied", "dissatisfied"):
             out.add(state, answer, day, level, dept)
+    elif etype == "ReopenDeclined":
+        out.add(state, "reopen_declined", day, level, dept)
     elif etype == "OverdueMarked":
         out.add(state, "overdue_marks", day, level, dept)
     elif etype == "WarningMarked":

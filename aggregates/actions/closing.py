@@ -145,14 +145,46 @@ class Reopened(CaseEvent):
         case.satisfaction = None
         case.return_visit_comment = None
         case.return_visited_at = None
+        case.reopen_declined = None
+
+
+def _undecided_dissatisfied(case: CaseState, _r: str, _ref: object) -> str | None:
+    """The shift leader decides once after a dissatisfied visit: reopen or decline."""
+    if case.satisfaction != "dissatisfied":
+        return "only after a dissatisfied return visit"
+    if case.reopen_declined:
+        return "already decided not to reopen"
+    return None
 
 
 REOPEN = register(ActionSpec(
     "reopen", "重办", Reopened, ReasonArgs,
     roles=frozenset({"shift_leader"}),
     moves={Status.closed: Status.filed}, deadline=start("dispatch"),
-    guard=lambda case, _r, _ref: (
-        None if case.satisfaction == "dissatisfied" else "only after a dissatisfied return visit"
-    ),
+    guard=_undecided_dissatisfied,
+    decide=lambda case, _a, _c: {"satisfaction": case.satisfaction},
+))
+
+# --------------------------------------------------------------------------- 不予重办
+
+
+class ReopenDeclined(CaseEvent):
+    """回访不满意, 不予重办: the shift leader's recorded decision not to reopen a case the
+    reporter was dissatisfied with (reason required, e.g. outside the city's remit or already
+    explained to the caller). The case stays closed; nothing more is offered on it."""
+
+    satisfaction: str | None  # the rating the decision answers
+
+    def evolve(self, case: CaseState) -> None:
+        case.reopen_declined = {
+            "reason": self.reason, "by": self.actor, "at": iso_utc(self.timestamp),
+        }
+
+
+DECLINE_REOPEN = register(ActionSpec(
+    "decline_reopen", "不予重办", ReopenDeclined, ReasonArgs,
+    roles=frozenset({"shift_leader"}),
+    moves={Status.closed: Status.closed}, deadline=KEEP,
+    guard=_undecided_dissatisfied,
     decide=lambda case, _a, _c: {"satisfaction": case.satisfaction},
 ))

@@ -215,7 +215,10 @@ def valid_command(
     match name:
         case "file" | "accept" | "close" | "resume":
             return {"note": maybe_text}, now
-        case "reject" | "return_case" | "refuse_extension" | "supervise" | "reopen":
+        case (
+            "reject" | "return_case" | "refuse_extension" | "supervise"
+            | "reopen" | "decline_reopen"
+        ):
             return {"reason": text}, now
         case "verify_pass":
             return {"note": maybe_text, "photos": []}, now

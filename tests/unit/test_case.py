@@ -102,6 +102,7 @@ def test_moves_cover_only_statuses_and_terminal_statuses_are_dead_ends() -> None
     for status in (Status.rejected, Status.merged):
         assert [n for n, s in REGISTRY.items() if status in s.moves] == []
     assert sorted(n for n, s in REGISTRY.items() if Status.closed in s.moves) == [
+        "decline_reopen",
         "reopen",
         "return_visit",
     ]

@@ -81,7 +81,10 @@ def _args(name: str, case: Case, data: st.DataObject, now: datetime) -> dict[str
     match name:
         case "file" | "accept" | "close" | "resume":
             return {"note": data.draw(reasons)}
-        case "reject" | "supervise" | "return_case" | "refuse_extension" | "reopen":
+        case (
+            "reject" | "supervise" | "return_case" | "refuse_extension"
+            | "reopen" | "decline_reopen"
+        ):
             return {"reason": data.draw(reasons)}
         case "mark_duplicate":
             return {"of_case_no": "GY-ORIGINAL", "of_case_id": str(UUID(int=99))}

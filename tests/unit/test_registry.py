@@ -254,7 +254,7 @@ class OfferedIsWhatSucceeds(RuleBasedStateMachine):
             assert event.due_step == spec.deadline.step and event.due is not None
         if name == "mark_duplicate":
             assert len(touched) == 2
-        if name == "reopen":
+        if name in ("reopen", "decline_reopen"):
             assert before.satisfaction == "dissatisfied" and role == "shift_leader"
 
     @invariant()
@@ -299,7 +299,7 @@ def test_reopen_after_a_dissatisfied_visit_goes_back_to_dispatch() -> None:
     case = _closed_and_visited("dissatisfied")
     history = case.collect_events()
     summary = fold_summaries(history)
-    assert summary["offers"] == {"shift_leader": ["reopen"]}
+    assert summary["offers"] == {"shift_leader": ["reopen", "decline_reopen"]}
     assert history[-1].summary["offers"] == summary["offers"]  # the visit changed them
     with pytest.raises(NotPermitted):
         run(case, "reopen", "dispatcher", 50, reason="不满意")

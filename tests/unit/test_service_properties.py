@@ -48,7 +48,10 @@ def args_for(verb: str, case: Case, data: st.DataObject, now: datetime) -> dict[
     match verb:
         case "file" | "accept" | "resume" | "close":
             return {}
-        case "reject" | "return_case" | "refuse_extension" | "supervise" | "reopen":
+        case (
+            "reject" | "return_case" | "refuse_extension" | "supervise"
+            | "reopen" | "decline_reopen"
+        ):
             return {"reason": "理由"}
         case "dispatch":
             if data.draw(st.booleans()) or not s.proposal:
