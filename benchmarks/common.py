@@ -75,6 +75,7 @@ def report_body(ref: Reference, rng: random.Random) -> dict[str, Any]:
         "description": rng.choice(TEXTS),
         "reporter": {"name": "測試", "phone": "13800000000", "type": "citizen"},
         "source": "api",
+        "answers": category.example_answers(),  # the category's required questions
     }
 
 

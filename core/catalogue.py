@@ -16,12 +16,21 @@ major + minor class embedded in the 16-digit component id (county code + major +
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping
+from datetime import date
 from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from core.vocabulary import PRIORITIES, Priority
 
@@ -81,6 +90,156 @@ class StepLimits(BaseModel):
     verify: _Hours  # 核查
 
 
+Language = Literal["zh-Hans", "zh-Hant", "en"]
+#: The languages a question's text is given in (zh-Hans is required: the users' language).
+LANGUAGES: tuple[Language, ...] = ("zh-Hans", "zh-Hant", "en")
+#: Kinds of answer a question takes (Open311 datatypes: ``OPEN311_DATATYPES``).
+QuestionType = Literal["text", "number", "boolean", "date", "choice", "multi_choice"]
+OPEN311_DATATYPES: dict[str, str] = {
+    "text": "string",
+    "number": "number",
+    "boolean": "singlevaluelist",
+    "date": "datetime",
+    "choice": "singlevaluelist",
+    "multi_choice": "multivaluelist",
+}
+#: Longest text answer (characters).
+MAX_TEXT_ANSWER = 500
+#: Default distance (metres) between a case and the inspector's fix for 核查 (verification).
+DEFAULT_VERIFY_RADIUS_M = 200.0
+
+
+def _texts(value: dict[Language, str]) -> dict[Language, str]:
+    if not (value.get("zh-Hans") or "").strip():
+        raise ValueError("the zh-Hans text is required")
+    return {k: v.strip() for k, v in value.items() if v.strip()}
+
+
+class Choice(BaseModel):
+    """One possible answer of a choice question."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_]{0,39}$")]
+    text: dict[Language, str]
+
+    _text = field_validator("text")(_texts)
+
+
+class Question(BaseModel):
+    """An extra question a category asks at intake (e.g. 积水深度 for 积水内涝); the answer is
+    recorded in the report's event under ``answers[code]``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+    type: QuestionType
+    required: bool = False
+    text: dict[Language, str]
+    help: dict[Language, str] = Field(default_factory=dict)
+    choices: list[Choice] = Field(default_factory=list)
+    min: float | None = None  # numbers only
+    max: float | None = None
+    unit: str | None = None  # numbers only, shown after the field (cm, m², ...)
+
+    _text = field_validator("text")(_texts)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Question:
+        choosing = self.type in ("choice", "multi_choice")
+        if choosing and len(self.choices) < 2:
+            raise ValueError(f"question {self.code}: a {self.type} needs at least two choices")
+        if not choosing and self.choices:
+            raise ValueError(f"question {self.code}: only choice questions have choices")
+        codes = [c.code for c in self.choices]
+        if len(set(codes)) != len(codes):
+            raise ValueError(f"question {self.code}: duplicate choice code")
+        if self.type != "number" and (self.min is not None or self.max is not None or self.unit):
+            raise ValueError(f"question {self.code}: min, max and unit are for numbers")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"question {self.code}: min is above max")
+        return self
+
+    def check(self, value: Any) -> Any:
+        """The answer in its recorded form (form text accepted: "12", "true", "a,b");
+        ValueError naming what is wrong otherwise."""
+        if self.type == "text":
+            if not isinstance(value, str | int | float) or isinstance(value, bool):
+                raise ValueError("must be text")
+            text = str(value).strip()
+            if len(text) > MAX_TEXT_ANSWER:
+                raise ValueError(f"at most {MAX_TEXT_ANSWER} characters")
+            return text
+        if self.type == "number":
+            return self._number(value)
+        if self.type == "boolean":
+            return _boolean(value)
+        if self.type == "date":
+            if not isinstance(value, str):
+                raise ValueError("must be a date (YYYY-MM-DD)")
+            try:
+                return date.fromisoformat(value.strip()[:10]).isoformat()
+            except ValueError:
+                raise ValueError("must be a date (YYYY-MM-DD)") from None
+        codes = [c.code for c in self.choices]
+        if self.type == "choice":
+            if not isinstance(value, str) or value.strip() not in codes:
+                raise ValueError(f"must be one of {', '.join(codes)}")
+            return value.strip()
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            raise ValueError(f"must be a list of {', '.join(codes)}")
+        chosen = {i.strip() for i in items if i.strip()}
+        unknown = sorted(chosen - set(codes))
+        if unknown:
+            raise ValueError(f"unknown choice {', '.join(unknown)} (allowed: {', '.join(codes)})")
+        return [c for c in codes if c in chosen]  # catalogue order, no repeats
+
+    def _number(self, value: Any) -> float | int:
+        if isinstance(value, bool):
+            raise ValueError("must be a number")
+        try:
+            number = float(value.strip()) if isinstance(value, str) else float(value)
+        except (TypeError, ValueError):
+            raise ValueError("must be a number") from None
+        if not math.isfinite(number):
+            raise ValueError("must be a finite number")
+        if self.min is not None and number < self.min:
+            raise ValueError(f"must be at least {self.min:g}")
+        if self.max is not None and number > self.max:
+            raise ValueError(f"must be at most {self.max:g}")
+        return int(number) if number.is_integer() else number
+
+    def example(self) -> Any:
+        """A valid answer (load generators and sample data answer required questions)."""
+        examples: dict[str, Any] = {
+            "text": "示例", "boolean": False, "date": "2026-01-01",
+            "number": self.min if self.min is not None else 0,
+        }
+        if self.choices:
+            first = self.choices[0].code
+            return [first] if self.type == "multi_choice" else first
+        return examples[self.type]
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    words = {"true": True, "1": True, "yes": True, "是": True,
+             "false": False, "0": False, "no": False, "否": False}
+    if isinstance(value, str | int) and str(value).strip().lower() in words:
+        return words[str(value).strip().lower()]
+    raise ValueError("must be true or false")
+
+
+class AnswerError(ValueError):
+    """An answer the category's questions refuse; ``question`` names the one concerned."""
+
+    def __init__(self, question: str, message: str) -> None:
+        super().__init__(message)
+        self.question = question
+
+
 class Category(BaseModel):
     """One case category: what may be filed, who handles it at which level, how fast."""
 
@@ -106,6 +265,50 @@ class Category(BaseModel):
     #: Extra search terms (simplified-Chinese spellings, colloquial names). Optional; only
     #: pickers use it, so older files without it stay valid.
     aliases: list[_Text] = Field(default_factory=list)
+    #: Extra questions asked at intake (optional; see :class:`Question`).
+    questions: list[Question] = Field(default_factory=list)
+    #: 核查: the inspector's fix must be within this many metres of the case.
+    verify_radius_m: Annotated[float, Field(gt=0, le=10_000)] = DEFAULT_VERIFY_RADIUS_M
+
+    @field_validator("questions")
+    @classmethod
+    def _unique_questions(cls, value: list[Question]) -> list[Question]:
+        codes = [q.code for q in value]
+        doubled = sorted({c for c in codes if codes.count(c) > 1})
+        if doubled:
+            raise ValueError(f"duplicate question code {', '.join(doubled)}")
+        return value
+
+    def check_answers(self, answers: Mapping[str, Any], *, complete: bool) -> dict[str, Any]:
+        """The answers in their recorded form, in question order. Refuses (AnswerError) an
+        answer to no question of this category and an invalid one; with ``complete`` also a
+        required question left unanswered. Intake asks with ``complete``; the aggregate
+        without, so a report queued before a question became required is still taken."""
+        questions = {q.code: q for q in self.questions}
+        unknown = sorted(set(answers) - set(questions))
+        if unknown:
+            raise AnswerError(
+                unknown[0], f"category {self.code} asks no question {unknown[0]!r}"
+                + (f" (its questions: {', '.join(questions)})" if questions else "")
+            )
+        out: dict[str, Any] = {}
+        for code, question in questions.items():
+            value = answers.get(code)
+            if value is None or value == "" or value == []:
+                if complete and question.required:
+                    raise AnswerError(
+                        code, f"{question.text['zh-Hans']} ({code}) is required for {self.code}"
+                    )
+                continue
+            try:
+                out[code] = question.check(value)
+            except ValueError as exc:
+                raise AnswerError(code, f"{question.text['zh-Hans']} ({code}): {exc}") from None
+        return out
+
+    def example_answers(self) -> dict[str, Any]:
+        """Valid answers to the required questions (for generated reports)."""
+        return {q.code: q.example() for q in self.questions if q.required}
 
     @field_validator("name_zh", "name_en", "group_zh", "group_en")
     @classmethod
@@ -289,15 +492,21 @@ def priority_max(*priorities: Priority) -> Priority:
 
 __all__ = [
     "DEFAULT_LEVELS",
+    "DEFAULT_VERIFY_RADIUS_M",
     "DEPARTMENT_FUNCTIONS",
+    "LANGUAGES",
+    "OPEN311_DATATYPES",
     "PRIORITIES",
     "PRIORITY_RANK",
+    "AnswerError",
     "Catalogue",
     "CatalogueError",
     "Category",
+    "Choice",
     "Clock",
     "Kind",
     "Priority",
+    "Question",
     "StepLimits",
     "UnknownCategory",
     "priority_max",

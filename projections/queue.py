@@ -46,6 +46,8 @@ COLUMNS: tuple[str, ...] = (
     "source",
     "channel",
     "photos",
+    "answers",
+    "media_url",
     "proposal",
     "reported_at",
     "updated_at",
@@ -119,6 +121,8 @@ CREATE TABLE IF NOT EXISTS case_queue (
     last_position bigint NOT NULL
 );
 ALTER TABLE case_queue ADD COLUMN IF NOT EXISTS offers jsonb NOT NULL DEFAULT '{}';
+ALTER TABLE case_queue ADD COLUMN IF NOT EXISTS answers jsonb NOT NULL DEFAULT '{}';
+ALTER TABLE case_queue ADD COLUMN IF NOT EXISTS media_url text;
 CREATE INDEX IF NOT EXISTS case_queue_status_idx
     ON case_queue (status, reported_at DESC, case_no DESC);
 CREATE INDEX IF NOT EXISTS case_queue_district_idx
@@ -174,6 +178,8 @@ def apply_event(row: dict[str, Any] | None, env: Envelope) -> dict[str, Any] | N
             source=data.get("source"),
             channel=env.get("channel"),
             photos=data.get("photos") or [],
+            answers=data.get("answers") or {},
+            media_url=data.get("media_url"),
             reported_at=at,
         )
     elif row is None:
@@ -234,7 +240,8 @@ TYPES: dict[str, str] = {
     "priority": "text", "description": "text", "address": "text",
     "lat": "double precision", "lon": "double precision", "reporter_name": "text",
     "reporter_phone": "text", "reporter_type": "text", "source": "text", "channel": "text",
-    "photos": "jsonb", "proposal": "jsonb", "reported_at": "timestamptz",
+    "photos": "jsonb", "answers": "jsonb", "media_url": "text", "proposal": "jsonb",
+    "reported_at": "timestamptz",
     "updated_at": "timestamptz", "due_at": "timestamptz", "due_step": "text",
     "due_started_at": "timestamptz", "warning": "boolean", "overdue": "boolean",
     "supervised": "boolean", "supervision_orders": "integer", "escalations": "integer",

@@ -28,6 +28,7 @@ from aggregates.registry import (
     start,
 )
 from aggregates.state import CaseState
+from core.catalogue import AnswerError
 from core.jurisdiction import UnknownCode
 from core.vocabulary import Source, Status
 
@@ -47,6 +48,14 @@ class ReportArgs(Strict):
     source: Source = "api"
     client_time: datetime | None = None
     photos: list[Photo] = Field(default_factory=list, max_length=9)
+    answers: dict[str, Any] = Field(
+        default_factory=dict, max_length=30,
+        description="answers to the category's extra questions, by question code",
+    )
+    media_url: str | None = Field(
+        default=None, max_length=SHORT, pattern=r"^https?://\S+$",
+        description="a photo or video the reporter links to (Open311 media_url)",
+    )
 
     @model_validator(mode="after")
     def _both_coordinates(self) -> ReportArgs:
@@ -76,6 +85,9 @@ class Reported(CaseEvent, Aggregate.Created):
     photos: list[dict[str, Any]]
     priority: str
     proposal: dict[str, Any]
+    # Added later: a default, so events recorded before them read as "none".
+    answers: dict[str, Any] | None = None
+    media_url: str | None = None
 
     def mutate(self, aggregate: Any) -> Any:
         """eventsourcing's ``CanInitAggregate.mutate`` (new shell, base init, ``__init__``,
@@ -108,6 +120,8 @@ class Reported(CaseEvent, Aggregate.Created):
         case.source = self.source
         case.client_time = self.client_time
         case.photos = self.photos
+        case.answers = self.answers or {}
+        case.media_url = self.media_url
         case.priority = self.priority
         case.proposal = self.proposal
         case.reported_at = self.timestamp
@@ -119,16 +133,24 @@ def _plain_init(cls: type) -> bool:
 
 
 def _triage(_case: CaseState, args: ReportArgs, ctx: Context) -> dict[str, Any]:
-    """Category and grid must exist; triage proposes department, level and priority."""
+    """Category and grid must exist; the answers must fit the category's questions (recorded
+    in their checked form; a required one may be missing here — intake asks for it, but a
+    report queued before a question became required is still taken); triage proposes
+    department, level and priority."""
     category = ctx.category(args.category)
     try:
         ctx.ref.jurisdiction.grid(args.grid)
     except UnknownCode as exc:
         raise InvalidCommand(f"unknown grid {args.grid}", "grid") from exc
+    try:
+        answers = category.check_answers(args.answers, complete=False)
+    except AnswerError as exc:
+        raise InvalidCommand(str(exc), f"answers.{exc.question}") from exc
     proposal = triage.propose(category, args.grid, args.description, ctx.ref.jurisdiction)
     return {
         "category": category.code,
         "kind": category.kind,
+        "answers": answers,
         "level": proposal.level,
         "node": proposal.node,
         "priority": proposal.priority,

@@ -73,6 +73,8 @@ QUEUE_COLUMNS = (
     "address",
     "lat",
     "lon",
+    "answers",
+    "media_url",
     "source",
     "channel",
     "reported_at",
@@ -456,6 +458,8 @@ def _cell(value: Any) -> Any:
         return ""
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, dict | list):  # answers to the category's questions
+        return orjson.dumps(value).decode()
     return value
 
 

@@ -29,6 +29,7 @@ from pydantic import Field, ValidationError
 
 from aggregates.commands import Command, Photo, ReportArgs, Reporter, Strict
 from core import codec, eventlog
+from core.catalogue import AnswerError
 from core.clock import Clock
 from core.ids import case_id_for_key, case_no_for_id, new_key
 from core.logging import get_logger
@@ -58,6 +59,16 @@ class ReportIn(Strict):
     reporter: Reporter | None = None
     client_time: datetime | None = None
     photos: list[Photo] = Field(default_factory=list, max_length=9)
+    answers: dict[str, Any] = Field(
+        default_factory=dict,
+        max_length=30,
+        description="answers to the category's questions (GET /v1/categories: questions), "
+        "by question code; required ones must be answered",
+    )
+    media_url: str | None = Field(
+        default=None, max_length=200, pattern=r"^https?://\S+$",
+        description="a photo or video the reporter links to",
+    )
     source: Literal["inspector_app", "hotline", "open311", "api"] = "api"
     idempotency_key: str | None = Field(default=None, min_length=8, max_length=200)
 
@@ -159,6 +170,15 @@ async def prepare(
         raise ApiError(
             422, "unknown_category", f"unknown category {body.category}", field="category"
         )
+    try:
+        answers = intake.ref.catalogue.get(body.category).check_answers(
+            body.answers, complete=True
+        )
+    except AnswerError as exc:
+        raise ApiError(
+            422, "invalid_answer", str(exc), field=f"answers.{exc.question}",
+            question=exc.question,
+        ) from exc
     grid_code = locate(intake.ref, body)
     check_report_location(principal, grid_code, intake.ref.jurisdiction)
     await photo_api.check_photo_refs(intake.pool, body.photos)
@@ -182,6 +202,8 @@ async def prepare(
         source=body.source,
         client_time=body.client_time,
         photos=body.photos,
+        answers=answers,
+        media_url=body.media_url,
     )
     command = Command(
         command_id=key,
