@@ -139,6 +139,10 @@ CREATE INDEX IF NOT EXISTS case_queue_priority_sort_idx ON case_queue (
     (CASE priority WHEN 'urgent' THEN 0 WHEN 'important' THEN 1 ELSE 2 END),
     (coalesce(due_at, '9999-12-31T00:00:00Z'::timestamptz)), case_no);
 CREATE INDEX IF NOT EXISTS case_queue_updated_idx ON case_queue (updated_at DESC, case_no DESC);
+-- The call-taker's list of return visits due, oldest closing first
+-- (projections/return_visits.py): a page is a walk of the few closed, unvisited cases.
+CREATE INDEX IF NOT EXISTS case_queue_visit_due_idx ON case_queue (closed_at, case_no)
+    WHERE status = 'closed' AND satisfaction IS NULL;
 """
 
 

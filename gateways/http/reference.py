@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from aggregates.actions import PUBLIC_ACTIONS, REGISTRY
 from core.refdata import Reference
@@ -102,6 +102,23 @@ async def list_departments(
         raise ApiError(404, "not_found", f"unknown node {node}")
     deps = j.departments_at(node) if node else list(j.departments.values())
     return {"items": [d.model_dump() for d in deps]}
+
+
+@router.get("/people")
+async def people(
+    request: Request,
+    ids: str = Query(max_length=8000, description="user ids, comma separated (at most 500)"),
+) -> dict[str, Any]:
+    """Display names of staff by user id (人员姓名), so pages show people by name, not by id
+    (timelines, actors, handlers): ``{items: [{user_id, name, role, department}]}``. Ids that
+    are not users (``system``, watchers, API keys) are left out; the page shows them as is."""
+    wanted = sorted({i.strip() for i in ids.split(",") if i.strip()})[:500]
+    async with request.app.state.runtime.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT user_id, name, role, department FROM users WHERE user_id = ANY($1::text[])",
+            wanted,
+        )
+    return {"items": [dict(r) for r in rows]}
 
 
 @router.get("/vocabulary")
