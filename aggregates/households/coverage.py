@@ -1,0 +1,82 @@
+"""Visit coverage (走访覆盖率): visits done on time ÷ visits due — the definition, in one place.
+
+Every event of a household records the visit deadline running after it (``due``,
+``due_started_at``). Each distinct deadline is one *visit due*. It ends:
+
+* at the visit that meets it — **on time** when the visit was at or before ``due``, else it
+  ends at ``due`` as missed (the late visit then starts the next deadline);
+* at ``due`` as missed when no visit came by then;
+* not at all when a change replaced it before it was due (a flag set with a shorter interval,
+  the last flag lifted, the household archived): nobody could have missed it.
+
+**Coverage** over a period = deadlines ending in the period that were met on time ÷ all
+deadlines ending in the period (ending at or before *now*). A household left unvisited for
+several intervals counts one missed visit (its deadline stays red and it is in the overdue
+count until a visit comes). The SQL of the read model (``projections/households.py``) counts
+the rows :func:`deadlines` produces in the same way; ``tests/unit/test_household.py``
+recomputes it from the events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from aggregates.households.aggregate import HouseholdEvent, _time
+
+
+@dataclass(frozen=True)
+class VisitDeadline:
+    started_at: datetime
+    due: datetime
+    met_at: datetime | None = None  # the visit that ended it
+    replaced_at: datetime | None = None  # a change that replaced it before a visit
+
+    @property
+    def on_time(self) -> bool:
+        return self.met_at is not None and self.met_at <= self.due
+
+    def ends_at(self) -> datetime | None:
+        """When it counts as a visit due (None: it never counts)."""
+        if self.on_time:
+            return self.met_at
+        if self.replaced_at is not None and self.met_at is None and self.replaced_at < self.due:
+            return None
+        return self.due
+
+
+def deadlines(events: Iterable[HouseholdEvent]) -> list[VisitDeadline]:
+    """Every visit deadline of one household's events, in order."""
+    out: list[VisitDeadline] = []
+    current: VisitDeadline | None = None
+    for event in events:
+        due = _time(event.data.get("due"))
+        started = _time(event.data.get("due_started_at"))
+        if current is not None:
+            if event.type == "HouseholdVisited":
+                met = _time(event.data.get("visited_at")) or event.at
+                out.append(VisitDeadline(current.started_at, current.due, met_at=met))
+                current = None
+            elif (due, started) != (current.due, current.started_at):
+                out.append(VisitDeadline(current.started_at, current.due, replaced_at=event.at))
+                current = None
+        if current is None and due is not None and started is not None:
+            current = VisitDeadline(started, due)
+    if current is not None:
+        out.append(current)
+    return out
+
+
+def coverage(
+    items: Iterable[VisitDeadline], start: datetime, end: datetime, now: datetime
+) -> tuple[int, int]:
+    """(on time, due) for deadlines ending in ``[start, end)`` and at or before ``now``."""
+    on_time = due = 0
+    for d in items:
+        ends = d.ends_at()
+        if ends is None or not (start <= ends < end) or ends > now:
+            continue
+        due += 1
+        on_time += int(d.on_time)
+    return on_time, due
