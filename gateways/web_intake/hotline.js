@@ -141,10 +141,11 @@
   let visitEls = new Map();
   async function loadVisits() {
     try {
-      // Every case the server offers this call-taker a return visit on (回访), whatever its channel.
-      const data = await GD.api("/v1/cases?action=return_visit&limit=200");
+      // The closed cases due a return visit (回访) under the city's rule, oldest closing first,
+      // from the read model (GET /v1/return-visits; the badge counts all of them, not a page).
+      const data = await GD.api("/v1/return-visits?page=1&page_size=50");
       const due = data.items;
-      $("#visit-badge").textContent = due.length ? String(due.length) : "";
+      $("#visit-badge").textContent = data.total ? String(data.total) : "";
       const next = new Map();
       const els = due.map((c) => {
         const el = visitEls.get(c.case_no) || visitCard(c);
