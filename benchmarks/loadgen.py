@@ -76,11 +76,16 @@ async def _post_many(
     user: str,
     password: str,
     batch: int = 1,
-) -> tuple[int, int, list[float]]:
+    start_at: float = 0.0,
+) -> tuple[int, int, list[float], float, float]:
     """Post ``items`` over ``concurrency`` connections: one per request, or ``batch`` per
-    ``POST /v1/reports/batch`` when ``batch`` > 1. Latencies are per HTTP request."""
+    ``POST /v1/reports/batch`` when ``batch`` > 1, from wall time ``start_at`` on (after
+    signing in). Latencies are per HTTP request; also the wall times of the first POST and of
+    the last answer."""
     async with session(url, concurrency) as client:
         headers = await sign_in(client, user, password)
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        first = time.time()
         queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
         for i in range(0, len(items), batch):
             queue.put_nowait(items[i : i + batch])
@@ -111,27 +116,49 @@ async def _post_many(
                 failed += len(group) - good
 
         await asyncio.gather(*[lane() for _ in range(concurrency)])
-        return ok, failed, latencies
+        return ok, failed, latencies, first, time.time()
 
 
-def _process(args: tuple[str, int, int, int, str, str, int]) -> tuple[int, int, list[float]]:
-    url, n, concurrency, seed, user, password, batch = args
-    return asyncio.run(_post_many(url, bodies(n, seed), concurrency, user, password, batch))
+def _process(
+    args: tuple[str, int, int, int, str, str, int, float],
+) -> tuple[int, int, list[float], float, float]:
+    url, n, concurrency, seed, user, password, batch, start_at = args
+    items = bodies(n, seed)
+    return asyncio.run(_post_many(url, items, concurrency, user, password, batch, start_at))
 
 
-async def _count_since(db: str, schema: str, since: float) -> int:
-    conn = await asyncpg.connect(db, server_settings={"search_path": schema})
+async def poller(db: str, schema: str) -> asyncpg.Connection:
+    """The one connection that watches for visible reports (``application_name`` says so:
+    a CPU count of the database can leave its backend out, ``get_server_pid()``)."""
+    conn: asyncpg.Connection = await asyncpg.connect(
+        db, server_settings={"search_path": schema, "application_name": "loadgen-poller"}
+    )
+    return conn
+
+
+async def _wait_visible(
+    db: str, schema: str, table: str, since: float, ok: int, conn: asyncpg.Connection | None
+) -> float:
+    """Poll every 50 ms until ``ok`` rows of ``table`` were reported since ``since``; the
+    wall time it was seen."""
+    own = conn is None
+    conn = conn or await poller(db, schema)
+    query = f"SELECT count(*) FROM {table} WHERE reported_at >= to_timestamp($1)"
     try:
-        return int(
-            await conn.fetchval(
-                "SELECT count(*) FROM case_queue WHERE reported_at >= to_timestamp($1)", since
-            )
-        )
+        while int(await conn.fetchval(query, since)) < ok:
+            await asyncio.sleep(0.05)
+        return time.time()
     finally:
-        await conn.close()
+        if own:
+            await conn.close()
 
 
-def intake(
+def intake(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """:func:`intake_async` in its own event loop."""
+    return asyncio.run(intake_async(*args, **kwargs))
+
+
+async def intake_async(
     url: str,
     db: str,
     schema: str,
@@ -141,23 +168,30 @@ def intake(
     user: str,
     password: str,
     batch: int = 1,
+    *,
+    table: str = "case_queue",
+    conn: asyncpg.Connection | None = None,
+    start_delay: float = 3.0,
 ) -> dict[str, Any]:
-    """Post ``reports`` as fast as possible (``batch`` per request); time until all are
-    visible in the case queue."""
+    """Post ``reports`` as fast as possible (``batch`` per request); time from the first POST
+    until all are visible in ``table`` (the case queue; rows with a ``reported_at``).
+
+    The sender processes sign in, then start together ``start_delay`` s after the call
+    (process start-up is not counted). ``conn``: a :func:`poller` connection to use (else
+    one is opened and closed)."""
     wall0 = time.time()
-    t0 = time.perf_counter()
+    start_at = wall0 + start_delay
     per = reports // processes
+    jobs = [(url, per, concurrency, i, user, password, batch, start_at) for i in range(processes)]
     with mp.get_context("spawn").Pool(processes) as pool:
-        results = pool.map(
-            _process, [(url, per, concurrency, i, user, password, batch) for i in range(processes)]
-        )
-    accepted_s = time.perf_counter() - t0
+        results = await asyncio.to_thread(pool.map, _process, jobs)
+    t0 = min(r[3] for r in results)
+    accepted_s = max(r[4] for r in results) - t0
     ok = sum(r[0] for r in results)
     failed = sum(r[1] for r in results)
     latencies = [x for r in results for x in r[2]]
-    while asyncio.run(_count_since(db, schema, wall0 - 1)) < ok:
-        time.sleep(0.05)
-    visible_s = time.perf_counter() - t0
+    seen_at = await _wait_visible(db, schema, table, wall0 - 1, ok, conn)
+    visible_s = seen_at - t0
     return {
         "batch": batch,
         "processes": processes,
@@ -168,6 +202,8 @@ def intake(
         "visible_per_s": round(ok / visible_s),
         "seconds_to_visible": round(visible_s, 2),
         "http_request": summary_ms(latencies),
+        "first_post_at": round(t0, 3),
+        "visible_at": round(seen_at, 3),
     }
 
 
@@ -232,20 +268,29 @@ async def latency(
     user: str,
     password: str,
     processes: int = 2,
+    *,
+    table: str = "case_queue",
+    conn: asyncpg.Connection | None = None,
+    start: float | None = None,
 ) -> dict[str, Any]:
-    """Post at a fixed rate (spread over ``processes``); measure report → visible.
+    """Post at a fixed rate (spread over ``processes``); measure report → visible in
+    ``table`` (by its ``case_no``).
 
     Case numbers follow from the idempotency keys (``core.ids``), so the poller knows what to
     look for before the answers come back; times are wall-clock, comparable across processes.
+    The schedule begins at wall time ``start`` (default: in 3 s; the senders sign in and wait
+    for it). ``conn``: a :func:`poller` connection to use (else one is opened and closed).
     """
     n = int(rate * seconds)
-    start = time.time() + 3.0  # the senders sign in and wait for this moment
+    start = start if start is not None else time.time() + 3.0
     keys = [f"lat-{uuid.uuid4().hex}" for _ in range(n)]
     schedule = [(start + i / rate, keys[i], body) for i, body in enumerate(bodies(n, 99))]
     plans = [schedule[p::processes] for p in range(processes)]
     expected = {case_no_for_key(k): start + i / rate for i, k in enumerate(keys)}
     seen: dict[str, float] = {}
-    conn = await asyncpg.connect(db, server_settings={"search_path": schema})
+    own = conn is None
+    conn = conn or await poller(db, schema)
+    query = f"SELECT case_no FROM {table} WHERE case_no = ANY($1)"
     pool = mp.get_context("spawn").Pool(processes)
     try:
         pending_result = pool.map_async(
@@ -255,9 +300,7 @@ async def latency(
         while time.time() < deadline:
             due = [no for no, at in expected.items() if at <= time.time() and no not in seen]
             if due:
-                rows = await conn.fetch(
-                    "SELECT case_no FROM case_queue WHERE case_no = ANY($1)", due
-                )
+                rows = await conn.fetch(query, due)
                 now = time.time()
                 for r in rows:
                     seen[r["case_no"]] = now
@@ -268,7 +311,8 @@ async def latency(
     finally:
         pool.close()
         pool.join()
-        await conn.close()
+        if own:
+            await conn.close()
     sent = {no: t for part, *_ in results for no, t in part.items()}
     refused = sum(r[1] for r in results)
     return {

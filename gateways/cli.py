@@ -309,10 +309,19 @@ def bench(ctx: typer.Context) -> None:
 
     Options: --reports N --batch B --rate R --seconds S --cases N --out FILE (see
     benchmarks/standard.py); the numbers replace the generated section of docs/performance.md.
+    ``--against-plain`` instead runs issue 19's side-by-side comparison with a plain INSERT
+    app (--rounds N --seconds S --reports N --rates 20,50,100 --measures intake,batch,latency;
+    see benchmarks/against_plain.py) and prints it.
     """
+    args = list(ctx.args)
+    if "--against-plain" in args:
+        from benchmarks.against_plain import main as against_plain
+
+        against_plain([a for a in args if a != "--against-plain"])
+        return
     from benchmarks.standard import main as bench_main
 
-    bench_main(list(ctx.args))
+    bench_main(args)
 
 
 if __name__ == "__main__":
