@@ -81,6 +81,11 @@ class Settings(BaseSettings):
         "every request); sign-out and admin changes through the same gateway apply at once, "
         "elsewhere within this time",
     )
+    return_visits: str = Field(
+        default="hotline,open311,phone", alias="GRID_RETURN_VISITS",
+        description="which closed cases are due a return visit (回访): sources, 'phone' (any "
+        "case with a reporter phone) or 'all' (aggregates/visits.py)",
+    )
     log_json: bool = Field(default=False, alias="GRID_LOG_JSON")
     log_level: str = Field(default="INFO", alias="GRID_LOG_LEVEL")
 

@@ -26,6 +26,7 @@ from gateways.http import (
     ratelimit,
     reference,
     reports,
+    return_visits,
     stream,
 )
 from gateways.runtime import Runtime
@@ -62,6 +63,7 @@ def create_app(
     app.include_router(intake_pages.router)
     app.include_router(centre.router)
     app.include_router(stream.router)
+    app.include_router(return_visits.router)
     # Auditors (issue 7): histories from the event store, integrity, exports, the /audit page.
     app.include_router(audit.router)
     app.include_router(audit.pages)

@@ -1,0 +1,134 @@
+"""The return-visit loop through the running system: the call-taker's list is every closed
+case the visit rule makes due (hotline, Open311, any case with a reporter phone), from the
+read model, oldest closing first and paginated; a 不满意 visit puts the case on the shift
+leader's list until 重办 or 不予重办; the decision is counted in the metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aggregates.visits import VisitRule
+from projections import return_visits as rv
+from tests.conftest import eventually, user_headers
+from tests.integration.test_lifecycle import (
+    CALL_TAKER,
+    DISPATCHER,
+    INSPECTOR,
+    SHIFT_LEADER,
+    _sign_in,
+    act,
+    case_where,
+)
+
+GRID = "520102001001"
+
+
+async def close_case(system: dict[str, Any], headers: dict[str, str], **report: Any) -> str:
+    """A case reported with ``report`` and taken through the loop to 结案."""
+    client = system["client"]
+    body = {"category": "SJ0101", "grid": GRID, "description": "垃圾暴露", **report}
+    response = await client.post("/v1/reports", headers=headers, json=body)
+    assert response.status_code == 202, response.text
+    case_no: str = response.json()["case_no"]
+    await case_where(client, case_no, status="reported")
+    await act(client, case_no, "file", DISPATCHER)
+    await act(client, case_no, "dispatch", DISPATCHER)
+    case = await case_where(client, case_no, status="dispatched")
+    handler = await user_headers(system, role="handler", department=case["department"])
+    await act(client, case_no, "accept", handler)
+    await act(client, case_no, "report_result", handler, note="已清运")
+    await case_where(client, case_no, status="awaiting_verification")
+    await act(client, case_no, "verify_pass", INSPECTOR)
+    await case_where(client, case_no, status="verified")
+    await act(client, case_no, "close", DISPATCHER)
+    return case_no
+
+
+async def test_return_visit_list_rule_pages_and_the_shift_leaders_decision(
+    system: dict[str, Any],
+) -> None:
+    client, clock = system["client"], system["clock"]
+    await _sign_in(client)
+    hotline = await close_case(
+        system, CALL_TAKER, source="hotline",
+        reporter={"name": "王五", "phone": "13700001234", "type": "citizen"},
+    )
+    clock.advance(minutes=1)
+    no_phone = await close_case(system, INSPECTOR)  # an inspector's own report: no one to ask
+    clock.advance(minutes=1)
+    with_phone = await close_case(
+        system, INSPECTOR, reporter={"name": "赵六", "phone": "13900005678", "type": "citizen"},
+    )
+    await case_where(client, with_phone, status="closed")
+
+    async def due_list(**query: Any) -> dict[str, Any]:
+        response = await client.get("/v1/return-visits", params=query, headers=CALL_TAKER)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def listed() -> dict[str, Any] | None:
+        body = await due_list()
+        return body if body["total"] == 2 else None
+
+    body = await eventually(listed, timeout=20)
+    # Oldest closing first; the inspector's case without a reporter phone is not due.
+    assert [c["case_no"] for c in body["items"]] == [hotline, with_phone]
+    assert no_phone not in [c["case_no"] for c in body["items"]]
+    assert body["items"][0]["reporter_phone"] == "13700001234"  # call-takers call back
+    assert all(c["allowed_actions"] == ["return_visit"] for c in body["items"])
+    assert "热线" in body["rule"]["zh"] and "电话" in body["rule"]["zh"]
+    second = await due_list(page=2, page_size=1)
+    assert (second["total"], second["pages"], [c["case_no"] for c in second["items"]]) == (
+        2, 2, [with_phone])
+    refused = await client.get("/v1/return-visits", headers=INSPECTOR)
+    assert refused.status_code == 403
+
+    # The same rule in SQL and in Python, for each way a city may set it.
+    pool = system["runtime"].pool
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT case_no, source, reporter_phone FROM case_queue "
+                                "WHERE status = 'closed'")
+        for text in ("hotline,open311,phone", "hotline", "phone", "inspector_app", "all"):
+            rule = VisitRule.parse(text)
+            params: list[Any] = []
+            items, _ = await rv.page(conn, "due", rule, "true", params, 1, 50)
+            assert {r["case_no"] for r in items} == {
+                r["case_no"] for r in rows if rule.due(r["source"], r["reporter_phone"])
+            }, text
+
+    # 不满意 → off the call-taker's list, onto the shift leader's until decided.
+    await act(client, hotline, "return_visit", CALL_TAKER, satisfaction="dissatisfied",
+              comment="还是很脏")
+    await act(client, with_phone, "return_visit", CALL_TAKER, satisfaction="satisfied")
+
+    async def decisions() -> dict[str, Any] | None:
+        response = await client.get("/v1/return-visits/decisions", headers=SHIFT_LEADER)
+        decided: dict[str, Any] = response.json()
+        return decided if decided["total"] == 1 else None
+
+    pending = await eventually(decisions, timeout=20)
+    assert pending["items"][0]["case_no"] == hotline
+    assert pending["items"][0]["allowed_actions"] == ["reopen", "decline_reopen"]
+
+    async def none_due() -> bool:
+        return (await due_list())["total"] == 0
+
+    await eventually(none_due, timeout=20)
+    done = await act(client, hotline, "decline_reopen", SHIFT_LEADER,
+                     reason="属物业管理范围, 已向来电人解释")
+    assert done["status"] == "closed" and done["allowed_actions"] == []
+    case = await case_where(client, hotline, version=done["version"])
+    assert case["timeline"][-1]["type"] == "ReopenDeclined"
+
+    async def counted() -> dict[str, Any] | None:
+        response = await client.get(
+            "/v1/metrics?metrics=reopens_declined,reopen_rate,satisfaction_rate",
+            headers=SHIFT_LEADER)
+        got: dict[str, Any] = response.json()["totals"]["metrics"]
+        return got if got["reopens_declined"] == 1 else None
+
+    metrics = await eventually(counted, timeout=20)
+    assert metrics["reopen_rate"] == 0 and metrics["satisfaction_rate"] == 0.5
+    assert (await client.get("/v1/return-visits/decisions", headers=SHIFT_LEADER)).json()[
+        "total"] == 0
