@@ -7,8 +7,14 @@ Endpoints (each as ``.json`` and ``.xml``):
 
 * ``GET  discovery``                  — where the endpoint is and what it speaks;
 * ``GET  services``                   — the public categories (service_code = category code);
-* ``GET  services/{service_code}``    — a service definition (no extra attributes);
-* ``POST requests``                   — create a request; ``api_key`` required;
+* ``GET  services/{service_code}``    — a service definition: the category's questions as
+                                         attributes (``metadata`` true when it has some);
+* ``POST requests``                   — create a request; ``api_key`` required; form-encoded
+                                         (decoded as UTF-8 unless the Content-Type names
+                                         another charset) or ``multipart/form-data`` with one
+                                         photo in the ``media`` field; ``attribute[code]``
+                                         answers the service's attributes; ``media_url`` is
+                                         stored and returned as given;
 * ``GET  requests``                   — search: service_request_id, service_code,
                                          start_date, end_date, status (open / closed);
 * ``GET  requests/{service_request_id}``;
@@ -26,17 +32,21 @@ Mapping rules
 * address_id = grid code (a request without lat/long names its grid); no geocoding of free
   addresses.
 
-Errors use the spec's shape — ``[{"code": 400, "description": "…"}]`` or
+Every refusal — ours, the form parser's, a body too large, a database or broker outage —
+uses the spec's shape — ``[{"code": 400, "description": "…"}]`` or
 ``<errors><error><code>400</code><description>…</description></error></errors>`` — with the
 HTTP status equal to ``code``. Reporter names, phones and e-mails are never published.
 """
 
 from __future__ import annotations
 
+import codecs
 import re
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from datetime import datetime, timedelta
+from email.message import Message
 from typing import Any, Literal
+from urllib.parse import parse_qsl
 from xml.etree import ElementTree as ET
 from zoneinfo import ZoneInfo
 
@@ -47,19 +57,23 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
-from starlette.datastructures import FormData
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from aggregates.commands import Reporter
-from core import apikeys
+from aggregates.commands import Photo, Reporter
+from core import apikeys, photos
 from core.calendar import DEFAULT_TZ
-from core.catalogue import Category
+from core.catalogue import OPEN311_DATATYPES, Category, Question
 from core.clock import Clock
 from core.ids import new_key
+from core.logging import get_logger
 from core.refdata import Reference
-from gateways.http.deps import get_clock, get_pool, get_reference
+from gateways.http.deps import get_clock, get_photos, get_pool, get_reference
 from gateways.http.errors import ApiError
 from gateways.http.identity import Principal, public, require
 from gateways.http.reports import Intake, ReportIn, intake_from, post_report
+
+log = get_logger("open311")
 
 TZ = ZoneInfo(DEFAULT_TZ)
 #: Category code prefixes not exposed through Open311 (they name private households).
@@ -80,6 +94,28 @@ STATUS_EN = {
     "closed": "closed",
 }
 MAX_RESULTS = 1000
+#: Form fields a POST may carry (the spec's ~20 and the attributes of a service).
+MAX_FIELDS = 100
+#: A multipart body may be this much larger than its photo (the other fields, boundaries).
+MULTIPART_OVERHEAD = 64 * 1024
+#: What this endpoint does beyond the spec's minimum (discovery lists them).
+CAPABILITIES: tuple[dict[str, str], ...] = (
+    {"name": "service_definitions",
+     "description": "services with metadata=true have attributes: the category's questions"},
+    {"name": "attributes", "description": "POST attribute[code]=value (multivaluelist: "
+     "repeat the field or separate by commas); required attributes are enforced"},
+    {"name": "media_upload", "description": "multipart/form-data POST with one photo in the "
+     f"'media' field: JPEG, PNG or WebP, at most {photos.MAX_BYTES} bytes"},
+    {"name": "media_url", "description": "media_url is stored and returned as given"},
+    {"name": "tokens", "description": "GET tokens/{token} gives the service_request_id"},
+    {"name": "search", "description": "GET requests by service_request_id, service_code, "
+     "status, start_date, end_date"},
+    {"name": "utf8_forms", "description": "form bodies are read as UTF-8 unless the "
+     "Content-Type names another charset"},
+    {"name": "formats", "description": "every resource as .json and .xml"},
+)
+#: XML element names of list items whose plural does not end in a plain "s".
+_SINGULAR = {"capabilities": "capability", "attributes": "attribute", "values": "value"}
 DEFAULT_WINDOW = timedelta(days=90)
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{8,100}$")
 
@@ -128,11 +164,12 @@ def _fill(node: ET.Element, entry: dict[str, Any]) -> None:
     for key, value in entry.items():
         child = ET.SubElement(node, key)
         if isinstance(value, list):
+            name = _SINGULAR.get(key) or key.rstrip("s") or key
             for element in value:
                 if isinstance(element, dict):
-                    _fill(ET.SubElement(child, key.rstrip("s") or key), element)
+                    _fill(ET.SubElement(child, name), element)
                 else:
-                    ET.SubElement(child, key.rstrip("s") or key).text = _text(element)
+                    ET.SubElement(child, name).text = _text(element)
         elif isinstance(value, dict):
             _fill(child, value)
         elif value is not None:
@@ -181,8 +218,34 @@ class Open311Route(APIRoute):
                     for e in exc.errors()
                 )
                 return error_response(fmt, 400, problems or "invalid request")
+            except StarletteHTTPException as exc:  # the form parser's, a dependency's
+                return error_response(fmt, exc.status_code, str(exc.detail))
+            except Exception as exc:
+                return await _outage(request, fmt, exc)
 
         return wrapped
+
+
+async def _outage(request: Request, fmt: str, exc: Exception) -> Response:
+    """Anything else (a database or broker outage, a bug): the app's own handler decides the
+    status (503 + Retry-After, or 500), answered in the spec's shape."""
+    handler = next(
+        (request.app.exception_handlers[c] for c in type(exc).__mro__
+         if c in request.app.exception_handlers and c is not Exception),
+        None,
+    )
+    if handler is None:
+        log.error("open311.internal_error", path=request.url.path, exc_info=exc)
+        return error_response(fmt, 500, "internal error; it has been logged")
+    answer = await handler(request, exc)
+    try:
+        message = str(orjson.loads(bytes(answer.body)).get("message") or "unavailable")
+    except (orjson.JSONDecodeError, AttributeError):
+        message = "unavailable"
+    out = error_response(fmt, answer.status_code, message)
+    if "retry-after" in answer.headers:
+        out.headers["Retry-After"] = answer.headers["retry-after"]
+    return out
 
 
 Format = Literal["json", "xml"]
@@ -276,7 +339,7 @@ def _service(category: Category) -> dict[str, Any]:
         "service_code": service_code_for(category.code),
         "service_name": f"{category.name_zh} {category.name_en}",
         "description": " ".join(category.filing_conditions),
-        "metadata": False,
+        "metadata": bool(category.questions),
         "type": "realtime",
         "keywords": ", ".join([category.name_en, *category.aliases]),
         "group": f"{category.group_zh} {category.group_en}",
@@ -324,13 +387,13 @@ def _request_item(ref: Reference, row: dict[str, Any]) -> dict[str, Any]:
         "zipcode": None,
         "lat": row.get("lat"),
         "long": row.get("lon"),
-        "media_url": None,
+        "media_url": row.get("media_url"),
     }
 
 
 _REQUEST_COLUMNS = (
     "case_no, status, category, description, department, reported_at, updated_at, due_at, "
-    "address, grid, lat, lon, duplicate_of"
+    "address, grid, lat, lon, duplicate_of, media_url"
 )
 
 
@@ -358,8 +421,10 @@ async def discovery(
                 "changeset": ref.catalogue.version,
                 "type": "production",
                 "formats": ["application/json", "text/xml"],
+                "capabilities": [c["name"] for c in CAPABILITIES],
             }
         ],
+        "capabilities": list(CAPABILITIES),
     }
     if fmt == "xml":
         top = ET.Element("discovery")
@@ -391,23 +456,91 @@ async def service_definition(
     jurisdiction_id: str | None = None,
     ref: Reference = Depends(get_reference),
 ) -> Response:
-    """Our services need no extra attributes (metadata false): the definition is empty."""
+    """The service's attributes: the category's questions (``metadata`` true when there are
+    any), in the languages the request asks for (``Accept-Language``; zh-Hans first)."""
     _format(fmt)
     _check_jurisdiction(ref, jurisdiction_id)
     category = category_for(ref, service_code)
     code = service_code_for(category.code)
-    definition: dict[str, Any] = {"service_code": code, "attributes": []}
+    language = _language(request)
+    definition: dict[str, Any] = {
+        "service_code": code,
+        "attributes": [
+            _attribute(q, order, language) for order, q in enumerate(category.questions, 1)
+        ],
+    }
     if fmt == "xml":
         top = ET.Element("service_definition")
-        ET.SubElement(top, "service_code").text = code
-        ET.SubElement(top, "attributes")
+        _fill(top, definition)
         body = b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(top, encoding="utf-8")
         return Response(body, media_type="text/xml")
     return JSONResponse(definition)
 
 
-def _field(form: FormData, request: Request, name: str) -> str | None:
-    value = form.get(name)
+def _language(request: Request) -> str:
+    """zh-Hans unless the client prefers traditional Chinese or English."""
+    wanted = request.headers.get("accept-language", "").lower()
+    for part in wanted.split(","):
+        tag = part.split(";")[0].strip()
+        if tag.startswith(("zh-hant", "zh-tw", "zh-hk", "zh-mo")):
+            return "zh-Hant"
+        if tag.startswith("zh"):
+            return "zh-Hans"
+        if tag.startswith("en"):
+            return "en"
+    return "zh-Hans"
+
+
+def _said(texts: Mapping[Any, str], language: str) -> str:
+    return texts.get(language) or texts["zh-Hans"]
+
+
+def _attribute(question: Question, order: int, language: str) -> dict[str, Any]:
+    """One question as the spec's attribute (``variable`` true: the citizen answers it)."""
+    values: list[dict[str, str]]
+    if question.type == "boolean":
+        yes_no = {"zh-Hans": ("是", "否"), "zh-Hant": ("是", "否"), "en": ("yes", "no")}
+        yes, no = yes_no.get(language, yes_no["zh-Hans"])
+        values = [{"key": "true", "name": yes}, {"key": "false", "name": no}]
+    else:
+        values = [{"key": c.code, "name": _said(c.text, language)} for c in question.choices]
+    description = _said(question.text, language)
+    if question.unit:
+        description += f" ({question.unit})"
+    if question.help:
+        description += f" — {_said(question.help, language)}"
+    item: dict[str, Any] = {
+        "variable": True,
+        "code": question.code,
+        "datatype": OPEN311_DATATYPES[question.type],
+        "required": question.required,
+        "datatype_description": _datatype_hint(question),
+        "order": order,
+        "description": description,
+    }
+    if values:
+        item["values"] = values
+    return item
+
+
+def _datatype_hint(question: Question) -> str | None:
+    if question.type == "number":
+        bounds = [f"≥ {question.min:g}" if question.min is not None else "",
+                  f"≤ {question.max:g}" if question.max is not None else ""]
+        return " ".join(["a number", *[b for b in bounds if b]])
+    if question.type == "date":
+        return "a date, YYYY-MM-DD"
+    if question.type == "multi_choice":
+        return "one or more keys: repeat the field or separate them by commas"
+    return None
+
+
+Form = dict[str, list[str]]
+
+
+def _field(form: Form, request: Request, name: str) -> str | None:
+    values = form.get(name)
+    value = values[0] if values else None
     if value is None:
         value = request.query_params.get(name)
     if value is None or not isinstance(value, str):
@@ -416,7 +549,7 @@ def _field(form: FormData, request: Request, name: str) -> str | None:
     return value or None
 
 
-def _float(form: FormData, request: Request, name: str) -> float | None:
+def _float(form: Form, request: Request, name: str) -> float | None:
     value = _field(form, request, name)
     if value is None:
         return None
@@ -429,12 +562,137 @@ def _float(form: FormData, request: Request, name: str) -> float | None:
     return number
 
 
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as it is longer than ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise Open311Error(413, f"the request is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise Open311Error(413, f"the request is larger than the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _charset(content_type: str) -> str:
+    """The charset the Content-Type names, else UTF-8 (curl, browsers and most clients send
+    UTF-8 without saying so; Starlette's default of Latin-1 turned 路口 into mojibake)."""
+    header = Message()
+    header["content-type"] = content_type
+    named = header.get_param("charset")
+    if not isinstance(named, str) or not named.strip():
+        return "utf-8"
+    try:
+        return codecs.lookup(named.strip()).name
+    except LookupError:
+        raise Open311Error(400, f"unknown charset {named!r} in the Content-Type") from None
+
+
+async def _read_form(request: Request) -> tuple[Form, tuple[bytes, str | None] | None]:
+    """The posted fields (each name with its values, in order) and the ``media`` file
+    (bytes, file name) if one was sent. Fields may also come in the query string."""
+    content_type = request.headers.get("content-type", "")
+    kind = content_type.split(";")[0].strip().lower()
+    fields: Form = {}
+    if kind == "multipart/form-data":
+        raw = await _read_body(request, photos.MAX_BYTES + MULTIPART_OVERHEAD)
+
+        async def replay() -> dict[str, Any]:
+            return {"type": "http.request", "body": raw, "more_body": False}
+
+        try:
+            form = await Request(request.scope, replay).form(
+                max_files=1, max_fields=MAX_FIELDS
+            )
+        except StarletteHTTPException as exc:  # too many files or fields, a broken body
+            raise Open311Error(
+                400, f"multipart body refused: {exc.detail} (send at most one file, the "
+                f"photo, in the field 'media', and at most {MAX_FIELDS} fields)"
+            ) from None
+        media: tuple[bytes, str | None] | None = None
+        try:
+            for name, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    if name != "media":
+                        raise Open311Error(
+                            400, f"a file in the field {name!r}: send the photo as 'media'"
+                        )
+                    media = (await value.read(), value.filename)
+                else:
+                    fields.setdefault(name, []).append(value)
+        finally:
+            await form.close()
+        return fields, media
+    if kind in ("application/x-www-form-urlencoded", "text/plain", ""):
+        raw = await _read_body(request, 1_000_000)
+        charset = _charset(content_type)
+        try:
+            pairs = parse_qsl(
+                raw.decode(charset), keep_blank_values=True, encoding=charset,
+                errors="strict", max_num_fields=MAX_FIELDS,
+            )
+        except UnicodeDecodeError:
+            raise Open311Error(400, f"the form body is not valid {charset} text") from None
+        except ValueError as exc:  # too many fields
+            raise Open311Error(400, f"form body refused: {exc}") from None
+        for name, value in pairs:
+            fields.setdefault(name, []).append(value)
+        return fields, None
+    raise Open311Error(
+        400, f"send the request form-encoded or as multipart/form-data, not {kind!r}"
+    )
+
+
+_ATTRIBUTE = re.compile(r"^attribute\[([^\]]{1,40})\](\[\])?$")
+
+
+def _attributes(form: Form, category: Category) -> dict[str, Any]:
+    """``attribute[code]`` fields → answers; a multivaluelist may repeat the field."""
+    multi = {q.code for q in category.questions if q.type == "multi_choice"}
+    answers: dict[str, Any] = {}
+    for name, values in form.items():
+        match = _ATTRIBUTE.match(name)
+        if match is None:
+            continue
+        code = match.group(1)
+        kept = [v.strip() for v in values if v.strip()]
+        if not kept:
+            continue
+        answers[code] = (
+            [part for v in kept for part in v.split(",")] if code in multi else kept[0]
+        )
+    return answers
+
+
+async def _store_media(
+    intake: Intake, store: photos.PhotoStore, media: tuple[bytes, str | None], client_id: str
+) -> Photo:
+    """The posted photo, stored like an inspector's (checked by content, content-addressed,
+    the upload recorded with its client as uploader); its reference for the report."""
+    data, filename = media
+    try:
+        stored = await store.put(data)
+    except photos.PhotoRejected as exc:
+        raise Open311Error(
+            400 if exc.status == 422 else exc.status, f"media: {exc}"
+        ) from exc
+    await photos.record(intake.pool, stored, f"open311:{client_id}", "system")
+    name = (filename or "").strip()[:200] or None
+    return Photo(**stored.ref(), name=name)
+
+
 @router.post(
     "/requests.{fmt}",
     summary="POST Service Request",
     status_code=201,
     responses={
-        201: {"description": "created", "content": {"application/json": {}, "text/xml": {}}}
+        201: {"description": "created", "content": {"application/json": {}, "text/xml": {}}},
+        413: _documented("body or media too large"),
+        415: _documented("media not JPEG / PNG / WebP"),
+        503: _documented("database or broker unavailable; retry"),
     },
 )
 async def create_request(
@@ -442,11 +700,12 @@ async def create_request(
     fmt: Format,
     intake: Intake = Depends(intake_from),
     clock: Clock = Depends(get_clock),
+    store: photos.PhotoStore = Depends(get_photos),
 ) -> Response:
-    """Create a service request (form-encoded, as the spec says). ``api_key`` required."""
+    """Create a service request: form-encoded (UTF-8), or multipart with the photo in
+    ``media``. ``api_key`` required; ``attribute[code]`` answers the service's attributes."""
     _format(fmt)
-    content_type = request.headers.get("content-type", "")
-    form = await request.form(max_files=0, max_fields=100) if "form" in content_type else FormData()
+    form, media = await _read_form(request)
     api_key = _field(form, request, "api_key")
     if not api_key:
         raise Open311Error(403, "api_key is required to post a service request")
@@ -471,8 +730,6 @@ async def create_request(
         )
     description = _field(form, request, "description") or category.name_zh
     media_url = _field(form, request, "media_url")
-    if media_url:
-        description = f"{description}\n[media_url] {media_url}"
     name = " ".join(
         p for p in (_field(form, request, "first_name"), _field(form, request, "last_name")) if p
     )
@@ -499,11 +756,20 @@ async def create_request(
             description=description[:2000],
             reporter=reporter,
             source="open311",
+            answers=_attributes(form, category),
+            media_url=media_url,
         )
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
         raise Open311Error(400, f"{where}: {first.get('msg', 'invalid')}") from exc
+    if body.answers or category.questions:  # refuse bad attributes before storing a photo
+        try:
+            category.check_answers(body.answers, complete=True)
+        except ValueError as exc:
+            raise Open311Error(400, f"attribute {exc}") from exc
+    if media is not None:
+        body.photos = [await _store_media(intake, store, media, client.client_id)]
     principal = Principal(user_id=f"open311:{client.client_id}", role="system", channel="open311")
     response = await post_report(
         body=body,

@@ -47,7 +47,7 @@ async def test_services_and_definitions(system: dict[str, Any]) -> None:
     # Care visits and disputes name private households: not offered to the public.
     assert not any(c.startswith(("ZL03", "ZL01")) for c in codes)
     first = next(s for s in items if s["service_code"] == "BJ0101")
-    assert first["metadata"] is False and first["type"] == "realtime"
+    assert first["metadata"] is True and first["type"] == "realtime"  # it asks a question
     assert "上水井蓋" in first["service_name"] and "manhole" in first["service_name"]
     assert set(first) >= {"service_code", "service_name", "description", "keywords", "group"}
 
@@ -60,8 +60,8 @@ async def test_services_and_definitions(system: dict[str, Any]) -> None:
     assert scoped.status_code == 200
     assert_error(await client.get(f"{BASE}/services.json", params={"jurisdiction_id": "x"}), 404)
 
-    definition = await client.get(f"{BASE}/services/SJ0101.json")
-    assert definition.json() == {"service_code": "SJ0101", "attributes": []}
+    definition = await client.get(f"{BASE}/services/SJ0102.json")
+    assert definition.json() == {"service_code": "SJ0102", "attributes": []}
     lower = await client.get(f"{BASE}/services/sj0101.json")  # codes match case-insensitively
     assert lower.json()["service_code"] == "SJ0101"
     root = xml(await client.get(f"{BASE}/services/SJ0101.xml"))
@@ -249,3 +249,106 @@ async def test_api_keys_are_issued_per_client_and_revocable(system: dict[str, An
     assert_error(await client.post(f"{BASE}/requests.json", data=demo), 403)
     missing = await client.delete("/v1/admin/api-clients/nobody", headers=admin)
     assert missing.status_code == 404
+
+
+JPEG = b"\xff\xd8\xff\xe0" + b"\x00\x10JFIF" + bytes(range(256)) * 4
+
+
+async def test_utf8_forms_media_attributes_and_refusals(system: dict[str, Any]) -> None:
+    """Issue 17 item 7: raw UTF-8 form bodies (as ``curl -d`` sends them), a multipart photo in
+    ``media``, ``media_url`` returned as given, attributes from the category's questions, and
+    every refusal in the spec's error list."""
+    client, runtime = system["client"], system["runtime"]
+    lat, lon = runtime.ref.jurisdiction.grid(GRID).centroid
+    where = f"lat={lat}&long={lon}"
+    raw = f"api_key={DEMO_KEY}&service_code=SJ0101&{where}&description=路口垃圾&" \
+          "media_url=https://example.org/路口.jpg"
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    created = await client.post(f"{BASE}/requests.json", content=raw.encode(), headers=form)
+    assert created.status_code == 201, created.text
+    utf8_id = created.json()[0]["service_request_id"]
+    # A client that names another charset is read in it.
+    gbk = f"api_key={DEMO_KEY}&service_code=SJ0101&{where}&description=井盖缺失".encode("gbk")
+    by_gbk = await client.post(f"{BASE}/requests.json", content=gbk,
+                               headers={"content-type": f"{form['content-type']}; charset=GBK"})
+    assert by_gbk.status_code == 201, by_gbk.text
+    gbk_id = by_gbk.json()[0]["service_request_id"]
+    latin = f"api_key={DEMO_KEY}&service_code=SJ0101&description=".encode() + b"\xe9\xff"
+    assert "UTF-8" in assert_error(
+        await client.post(f"{BASE}/requests.json", content=latin, headers=form), 400
+    ).upper()
+
+    # Attributes: SJ0404 asks for the water depth (required), SJ0101 does not require any.
+    definition = (await client.get(f"{BASE}/services/SJ0404.json")).json()
+    depth, blocked = definition["attributes"]
+    assert depth["code"] == "depth_cm" and depth["required"] is True
+    assert depth["datatype"] == "number" and "积水深度" in depth["description"]
+    assert blocked["datatype"] == "singlevaluelist" and {v["key"] for v in blocked["values"]} == {
+        "true", "false"
+    }
+    english = await client.get(f"{BASE}/services/SJ0404.json", headers={"accept-language": "en"})
+    assert "Water depth" in english.json()["attributes"][0]["description"]
+    listed = {s["service_code"]: s for s in (await client.get(f"{BASE}/services.json")).json()}
+    assert listed["SJ0404"]["metadata"] is True and listed["SJ0102"]["metadata"] is False
+    definition_xml = xml(await client.get(f"{BASE}/services/SJ0101.xml"))
+    assert definition_xml.findtext("attributes/attribute/code") == "volume"
+    assert len(definition_xml.findall("attributes/attribute/values/value")) == 3
+    flood = {"api_key": DEMO_KEY, "service_code": "SJ0404", "address_id": GRID}
+    missing = await client.post(f"{BASE}/requests.json", data=flood)
+    assert "depth_cm" in assert_error(missing, 400)
+    wrong = await client.post(f"{BASE}/requests.xml",
+                              data={**flood, "attribute[depth_cm]": "deep"})
+    assert "number" in assert_error(wrong, 400, "xml")
+
+    # Multipart with the photo in ``media`` and the attributes.
+    multipart = await client.post(
+        f"{BASE}/requests.json",
+        data={**flood, "attribute[depth_cm]": "40", "attribute[traffic_blocked]": "true",
+              "description": "地下通道积水"},
+        files={"media": ("积水.jpg", JPEG, "image/jpeg")},
+    )
+    assert multipart.status_code == 201, multipart.text
+    media_id = multipart.json()[0]["service_request_id"]
+    two = await client.post(
+        f"{BASE}/requests.json", data=flood,
+        files=[("media", ("a.jpg", JPEG, "image/jpeg")), ("other", ("b.jpg", JPEG, "image/jpeg"))],
+    )
+    assert "media" in assert_error(two, 400)
+    elsewhere = await client.post(f"{BASE}/requests.xml", data=flood,
+                                  files={"photo": ("a.jpg", JPEG, "image/jpeg")})
+    assert "'media'" in assert_error(elsewhere, 400, "xml")
+    not_a_photo = await client.post(
+        f"{BASE}/requests.json", data={**flood, "attribute[depth_cm]": "1"},
+        files={"media": ("a.jpg", b"GIF89a....", "image/jpeg")},
+    )
+    assert "JPEG" in assert_error(not_a_photo, 415)
+    unauthorised = await client.post(f"{BASE}/requests.json", data={**flood, "api_key": "x"},
+                                     files={"media": ("a.jpg", JPEG, "image/jpeg")})
+    assert_error(unauthorised, 403)
+    assert_error(await client.post(f"{BASE}/requests.json", json={"api_key": DEMO_KEY}), 400)
+
+    async def stored(case_no: str) -> Any:
+        r = await client.get(f"{BASE}/requests/{case_no}.json")
+        return r.json()[0] if r.status_code == 200 else None
+
+    utf8 = await eventually(lambda: stored(utf8_id))
+    assert utf8["description"] == "路口垃圾" and utf8["media_url"] == "https://example.org/路口.jpg"
+    assert (await eventually(lambda: stored(gbk_id)))["description"] == "井盖缺失"
+    assert (await eventually(lambda: stored(media_id)))["media_url"] is None
+    dispatcher = await login(client, "dispatcher")
+    case = (await client.get(f"/v1/cases/{media_id}", headers=dispatcher)).json()
+    assert case["answers"] == {"depth_cm": 40, "traffic_blocked": True}
+    assert case["description"] == "地下通道积水"
+    [photo] = case["photos"]
+    assert photo["size"] == len(JPEG) and photo["name"] == "积水.jpg"
+    image = await client.get(f"/v1/photos/{photo['digest']}", headers=dispatcher)
+    assert image.status_code == 200 and image.content == JPEG
+    export = await client.get("/v1/queue/export.csv", headers=dispatcher)
+    assert '"{""depth_cm"":40,""traffic_blocked"":true}"' in export.text
+
+    discovery = (await client.get(f"{BASE}/discovery.json")).json()
+    names = {c["name"] for c in discovery["capabilities"]}
+    assert {"media_upload", "media_url", "attributes", "service_definitions"} <= names
+    assert set(discovery["endpoints"][0]["capabilities"]) == names
+    discovery_xml = xml(await client.get(f"{BASE}/discovery.xml"))
+    assert len(discovery_xml.findall("capabilities/capability")) == len(names)
