@@ -119,8 +119,17 @@ def json_safe(value: Any) -> Any:
     they are immutable). Used wherever a recorded event and a state (or a caller's dicts)
     must not share a container: a change to one can then never alter the other, and state
     before and after a round trip through the store is identical."""
-    if isinstance(value, dict):
+    kind = type(value)
+    if kind is dict:  # leaves are kept without a call per leaf: most values are leaves
+        return {k: v if type(v) in _LEAVES else json_safe(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [v if type(v) in _LEAVES else json_safe(v) for v in value]
+    if isinstance(value, dict):  # subclasses: the slow, general way
         return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     return value
+
+
+#: Immutable leaf types ``json_safe`` shares instead of visiting.
+_LEAVES = frozenset({str, int, float, bool, type(None), datetime})

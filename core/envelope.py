@@ -81,7 +81,9 @@ def envelope_from_stored(
     with orjson and a small walk gives identical envelopes (tests compare both paths).
     """
     attrs = orjson.loads(state)
-    _untype_in_place(attrs)
+    typed = state.count(b'"_type_"')
+    if typed and _untype_top(attrs) < typed:
+        _untype_in_place(attrs)  # typed values below the top level (rare): walk everything
     at = attrs.pop("timestamp", None)
     envelope: dict[str, Any] = {
         "partition": partition,
@@ -98,6 +100,23 @@ def envelope_from_stored(
         pop(key, None)
     envelope["data"] = attrs
     return envelope
+
+
+def _untype_top(attrs: dict[str, Any]) -> int:
+    """Replace the typed values among the event's own attributes; how many there were.
+
+    Why not always walk the whole tree: an event's nested parts (its ``summary`` with every
+    role's offers, a report's proposal and reporter) are plain JSON, and walking them was
+    most of the cost of reading an event back. The caller counts the typed markers in the raw
+    bytes and walks deeper only when some are left (a marker-like key anywhere only costs the
+    full walk, never a wrong value).
+    """
+    found = 0
+    for key, value in attrs.items():
+        if type(value) is dict and len(value) == 2 and "_type_" in value and "_data_" in value:
+            attrs[key] = _untype(value)
+            found += 1
+    return found
 
 
 def _untype_in_place(container: dict[str, Any] | list[Any]) -> None:

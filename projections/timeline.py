@@ -75,7 +75,9 @@ def _shown(data: dict[str, Any]) -> dict[str, Any]:
     the read models' fields — the queue row already shows the result)."""
     if "summary" not in data:
         return data
-    return {k: v for k, v in data.items() if k != "summary"}
+    shown = dict(data)  # a C-level copy: cheaper than a comprehension filtering one key
+    del shown["summary"]
+    return shown
 
 
 def record(e: Envelope) -> tuple[Any, ...]:
