@@ -330,6 +330,7 @@ def _wait_ready(url: str, log: Path) -> None:
 
 @contextmanager
 def griddispatch_system(state: Path) -> Iterator[Side]:
+    state.mkdir(parents=True, exist_ok=True)
     proc, url, _, db = _start_system(state)
     try:
         yield Side("griddispatch", url, db, "public", "case_queue", "/v1/cases/{no}",
