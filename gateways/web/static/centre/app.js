@@ -5,8 +5,8 @@
 import { api, download, onAuthRequired, signIn, signOut, user } from "./api.js";
 import { CasePanel, esc } from "./casepanel.js";
 import {
-  applyStatic, fmtClock, fmtDuration, fmtPct, fmtTime, getLang, nameOf, onLang, setLang, t, tPriority, tRole, tStatus,
-  zhEn,
+  applyStatic, fmtClock, fmtDateTime, fmtDue, fmtPct, fmtTime, languagePicker, nameOf, onLang, t, tPriority, tRole,
+  tStatus,
 } from "./i18n.js";
 import { JurisdictionMap } from "./map.js";
 import { MetricsPanel } from "./metrics.js";
@@ -19,7 +19,8 @@ const state = {
   root: null, // the user's own node (jurisdiction root of this screen)
   node: null, // drill-down node (filters map, queue and metrics)
   light: "", status: "", priority: "", level: "", department: "", q: "",
-  sort: "reported_at", order: "desc",
+  // Default: by urgency — overdue first (the longest overdue on top), then the soonest due.
+  sort: "due_at", order: "asc",
   cursors: [null], page: 0, total: null,
   rows: new Map(), // case_no -> row shown
   selected: null, serverToday: null, tab: "queue",
@@ -30,9 +31,9 @@ let map, panel, metrics, live;
 
 // ------------------------------------------------------------------------------ boot
 async function boot() {
-  setLang(getLang());
-  $("#lang-toggle").addEventListener("click", () => setLang(getLang() === "zh" ? "en" : "zh"));
-  onLang(() => { liveState(liveNow); if (refs.cityName) $("#city-name").textContent = nameOf(refs.cityName); renderFilters(); renderAll(); panel?.rerender(); metrics?.render(); metrics?.labels(); renderUser(); });
+  $("#lang-slot").replaceChildren(languagePicker());
+  applyStatic();
+  onLang(() => { liveState(liveNow); if (refs.cityName) $("#city-name").textContent = nameOf(refs.cityName); renderFilters(); renderSaved(); renderAll(); panel?.rerender(); metrics?.render(); metrics?.labels(); renderUser(); });
   setInterval(() => { $("#clock").textContent = fmtClock(new Date()); }, 1000);
   $("#signin-form").addEventListener("submit", onSignIn);
   $("#sign-out").addEventListener("click", () => signOut());
@@ -77,13 +78,13 @@ async function start() {
   const me = user();
   state.root = me && me.node && refs.nodes[me.node] ? me.node : refs.cityCode;
   state.node = state.root;
+  restoreFilters();
   try {
     await refreshView();
     await loadQueue();
   } catch (e) {
     if (e.status === 403) {
-      toast(zhEn("此画面供指挥中心人员使用 (受理员、值班长、派遣员、督办、审计员)。",
-        "This screen is for command-centre staff (call-takers, shift leaders, dispatchers, supervisors, auditors)."), "err");
+      toast(t("centre_only"), "err");
       return;
     }
     throw e;
@@ -134,25 +135,26 @@ function setupUi() {
     chip.addEventListener("click", () => {
       state.light = chip.dataset.light;
       for (const c of document.querySelectorAll("#light-chips .chip")) c.classList.toggle("active", c === chip);
-      resetPaging(); loadQueue();
+      rememberFilters(); resetPaging(); loadQueue();
     });
   }
   for (const [id, key] of [["#f-status", "status"], ["#f-priority", "priority"], ["#f-level", "level"], ["#f-department", "department"], ["#sort", "sort"]]) {
     $(id).addEventListener("change", () => {
       state[key] = $(id).value;
       if (key === "sort") state.order = state.sort === "reported_at" || state.sort === "updated_at" ? "desc" : "asc";
-      renderOrder(); resetPaging(); loadQueue();
+      rememberFilters(); renderOrder(); resetPaging(); loadQueue();
     });
   }
+  setupSaved();
   let searchTimer;
   $("#f-q").addEventListener("input", () => {
     clearTimeout(searchTimer);
-    searchTimer = setTimeout(() => { state.q = $("#f-q").value.trim(); resetPaging(); loadQueue(); }, 300);
+    searchTimer = setTimeout(() => { state.q = $("#f-q").value.trim(); rememberFilters(); resetPaging(); loadQueue(); }, 300);
   });
   $("#queue-filters").addEventListener("submit", (e) => e.preventDefault());
   $("#order").addEventListener("click", () => {
     state.order = state.order === "asc" ? "desc" : "asc";
-    renderOrder(); resetPaging(); loadQueue();
+    rememberFilters(); renderOrder(); resetPaging(); loadQueue();
   });
   $("#page-first").addEventListener("click", () => { resetPaging(); loadQueue(); });
   $("#page-prev").addEventListener("click", () => { if (state.page > 0) { state.page -= 1; loadQueue(); } });
@@ -180,7 +182,62 @@ function renderFilters() {
   $("#f-level").innerHTML = opt("", t("any_level"), state.level) + refs.levels.slice(0, -1).map((l) => opt(l.key, nameOf(l), state.level)).join("");
   const deps = Object.values(refs.departments).filter((d) => !state.node || state.node === refs.cityCode || underOrAbove(d.node, state.node));
   $("#f-department").innerHTML = opt("", t("any_department"), state.department) + deps.map((d) => opt(d.code, nameOf(d), state.department)).join("");
-  $("#sort").innerHTML = ["reported_at", "due_at", "priority", "updated_at"].map((s) => opt(s, t(`sort_${s}`), state.sort)).join("");
+  $("#sort").innerHTML = ["due_at", "priority", "reported_at", "updated_at"].map((s) => opt(s, t(s === "due_at" ? "sort_urgency" : `sort_${s}`), state.sort)).join("");
+  for (const c of document.querySelectorAll("#light-chips .chip")) c.classList.toggle("active", c.dataset.light === state.light);
+  $("#f-q").value = state.q;
+}
+
+// ------------------------------------------------------------------------------ saved filters
+// Per user, in this browser (localStorage): the last filters come back at the next start, and
+// named filters ("已存筛选") are one click away.
+const FILTER_KEYS = ["light", "status", "priority", "level", "department", "q", "sort", "order"];
+const filterKey = (kind) => `gd.centre.${kind}.${user()?.user_id || "anon"}`;
+const currentFilters = () => Object.fromEntries(FILTER_KEYS.map((k) => [k, state[k]]));
+function readJson(key, fallback) {
+  try { return JSON.parse(localStorage.getItem(key) || "null") ?? fallback; } catch { return fallback; }
+}
+function rememberFilters() { localStorage.setItem(filterKey("last"), JSON.stringify(currentFilters())); }
+function applyFilters(f) {
+  for (const k of FILTER_KEYS) if (typeof f[k] === "string") state[k] = f[k];
+  if (state.department && !refs.departments[state.department]) state.department = "";
+  renderFilters(); renderOrder();
+}
+function restoreFilters() { applyFilters(readJson(filterKey("last"), {})); renderSaved(); }
+function savedFilters() { return readJson(filterKey("saved"), []); }
+function renderSaved() {
+  const sel = $("#f-saved");
+  if (!sel) return;
+  const list = savedFilters();
+  sel.innerHTML = `<option value="">${esc(t("saved_filters"))} (${list.length})</option>` +
+    list.map((f, i) => `<option value="${i}">${esc(f.name)}</option>`).join("");
+  $("#f-delete").hidden = true;
+}
+function setupSaved() {
+  $("#f-saved").addEventListener("change", () => {
+    const f = savedFilters()[Number($("#f-saved").value)];
+    $("#f-delete").hidden = !f;
+    if (!f) return;
+    applyFilters(f.filters); rememberFilters(); resetPaging(); loadQueue();
+  });
+  $("#f-save").addEventListener("click", () => {
+    const name = (window.prompt(t("filter_name"), "") || "").trim();
+    if (!name) return;
+    const list = savedFilters().filter((f) => f.name !== name);
+    list.push({ name, filters: currentFilters() });
+    localStorage.setItem(filterKey("saved"), JSON.stringify(list));
+    renderSaved();
+    $("#f-saved").value = String(list.length - 1);
+    $("#f-delete").hidden = false;
+    toast(t("filter_saved", { a: name }));
+  });
+  $("#f-delete").addEventListener("click", () => {
+    const i = Number($("#f-saved").value);
+    const list = savedFilters();
+    if (Number.isNaN(i) || !list[i]) return;
+    list.splice(i, 1);
+    localStorage.setItem(filterKey("saved"), JSON.stringify(list));
+    renderSaved();
+  });
 }
 
 function underOrAbove(deptNode, node) {
@@ -192,7 +249,8 @@ function underOrAbove(deptNode, node) {
   return false;
 }
 
-function renderOrder() { $("#order").textContent = state.order === "asc" ? "↑" : "↓"; }
+function renderOrder() { $("#order").innerHTML = icon(state.order === "asc" ? "up" : "down"); }
+const icon = (name) => `<svg class="icon" aria-hidden="true"><use href="/static/shared/icons.svg#i-${name}"/></svg>`;
 
 function selectTab(tab) {
   state.tab = tab;
@@ -337,25 +395,25 @@ function rowHtml(r) {
   const grid = refs.grids[r.grid];
   const light = lightOf(r);
   let due = "—";
-  if (r.due_at) {
-    const left = new Date(r.due_at).getTime() - Date.now();
-    due = `<span class="due ${light === "r" || left < 0 ? "r" : light === "y" ? "y" : ""}" title="${esc(fmtTime(r.due_at))}">${left < 0 ? "-" : ""}${esc(fmtDuration(left))}</span>`;
+  const d = fmtDue(r.due_at);
+  if (d) {
+    due = `<span class="due ${light === "r" || d.overdue ? "r" : light === "y" ? "y" : ""}" title="${esc(fmtDateTime(r.due_at))}">${esc(d.text)}</span>`;
   }
   const dept = r.department ? nameOf(refs.departments[r.department], r.department) : "—";
   return `<tr data-case-no="${esc(r.case_no)}" data-status="${esc(r.status)}" data-grid="${esc(r.grid)}">` +
     `<td class="light-col"><span class="light ${light}"></span></td>` +
-    `<td><span class="case-no">${esc(r.case_no)}</span>${r.supervised ? '<span class="sup" title="督办">●</span>' : ""}</td>` +
-    `<td title="${esc(r.description || "")}">${esc(cat ? nameOf(cat) : r.category)}</td>` +
-    `<td title="${esc(placeTitle(r))}">${esc(grid ? nameOf(grid) : r.grid)}</td>` +
+    `<td class="nowrap"><span class="case-no">${esc(r.case_no)}</span>${r.supervised ? `<span class="sup" title="${esc(t("supervised_mark"))}">${icon("flag")}</span>` : ""}</td>` +
+    `<td class="ellip" title="${esc(`${r.category} · ${r.description || ""}`)}">${esc(cat ? nameOf(cat) : r.category)}</td>` +
+    `<td class="ellip" title="${esc(placeTitle(r))}">${esc(grid ? nameOf(grid) : r.grid)}</td>` +
     `<td><span class="status ${esc(r.status)}">${esc(tStatus(r.status))}</span></td>` +
     `<td><span class="prio ${esc(r.priority)}">${esc(tPriority(r.priority))}</span></td>` +
-    `<td title="${esc(dept)}">${esc(dept)}</td>` +
-    `<td>${due}</td><td>${esc(fmtTime(r.reported_at))}</td></tr>`;
+    `<td class="ellip dept" title="${esc(r.department ? `${dept} (${r.department})` : "")}">${esc(dept)}</td>` +
+    `<td class="nowrap">${due}</td><td class="nowrap" title="${esc(fmtDateTime(r.reported_at))}">${esc(fmtTime(r.reported_at))}</td></tr>`;
 }
 
 function placeTitle(r) {
   return [refs.nodes[r.district], refs.nodes[r.community], refs.grids[r.grid]]
-    .filter(Boolean).map((n) => nameOf(n)).join(" › ") + (r.address ? ` · ${r.address}` : "");
+    .filter(Boolean).map((n) => nameOf(n)).join(" › ") + ` (${r.grid})` + (r.address ? ` · ${r.address}` : "");
 }
 
 function markSelected() {

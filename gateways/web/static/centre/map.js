@@ -7,6 +7,17 @@ import { nameOf, t } from "./i18n.js";
 const COLOURS = { none: "#1b2740", open: "#3b82f6", yellow: "#f59e0b", red: "#ef4444" };
 const SEVERE = 0.3;
 
+/** The legend's class of a grid, exactly as the legend says: "none" (no open case), "red"
+ * (overdue ≥ 30 % of its open cases), "yellow" (some warning or overdue below that), "open"
+ * (all on time). Warnings alone never make a grid red. */
+export function gridClass(c) {
+  const open = c.open || 0;
+  if (!open) return "none";
+  const overdue = c.overdue || 0;
+  if (overdue / open >= SEVERE) return "red";
+  return overdue || c.warning ? "yellow" : "open";
+}
+
 export class JurisdictionMap {
   constructor(element, { onDrill }) {
     this.onDrill = onDrill;
@@ -88,12 +99,9 @@ export class JurisdictionMap {
     const open = c.open || 0;
     let fill = COLOURS.none, opacity = 0.55;
     if (open) {
-      // Severity = share of the grid's open cases on red (full weight) or yellow (half), in
-      // three classes: blue (all on time), amber (some lights), red (≥ 30 %). Opacity grows
-      // with the number of open cases, so busy grids stand out.
-      const severity = ((c.overdue || 0) + 0.5 * (c.warning || 0)) / open;
-      fill = severity >= SEVERE ? COLOURS.red : severity > 0 ? COLOURS.yellow : COLOURS.open;
-      opacity = 0.28 + 0.6 * Math.min(1, open / (this.max?.open || 1));
+      fill = COLOURS[gridClass(c)];
+      // Opacity grows with the number of open cases, so busy grids stand out.
+      opacity = 0.45 + 0.45 * Math.min(1, open / (this.max?.open || 1));
     }
     lyr.setStyle({
       fillColor: fill,

@@ -1,0 +1,161 @@
+// Language and formats shared by every page (classic script; load messages.js first).
+// zh-Hans is the default; zh-Hant and English are chosen per user and remembered in
+// localStorage ("gd.lang"). Dates and durations are written the way Chinese offices write
+// them in every language: 2026-12-05 09:30, 超期 1小时22分 (English: overdue 1 h 22 min).
+(function () {
+  "use strict";
+  const LANGS = [
+    ["zh-Hans", "简体中文"],
+    ["zh-Hant", "繁體中文"],
+    ["en", "English"],
+  ];
+  const INDEX = { "zh-Hans": 0, "zh-Hant": 1, en: 2 };
+  const KEY = "gd.lang";
+  const M = window.GD_MESSAGES || {};
+  const listeners = new Set();
+
+  function normal(value) {
+    if (value in INDEX) return value;
+    if (value === "zh") return "zh-Hans"; // the old two-language setting
+    return "zh-Hans";
+  }
+  let lang = "zh-Hans";
+  try {
+    lang = normal(localStorage.getItem(KEY) || localStorage.getItem("gd.audit.lang"));
+  } catch (e) {
+    lang = "zh-Hans";
+  }
+
+  /** The message `key` in the current language, `{name}` replaced from `vars`. A key the
+   * catalogue lacks is its own text (intake pages key by the zh-Hans wording). */
+  function t(key, vars) {
+    const entry = M[key];
+    let s = entry ? entry[INDEX[lang]] || entry[0] : key;
+    if (vars) for (const [k, v] of Object.entries(vars)) s = s.split(`{${k}}`).join(String(v));
+    return s;
+  }
+  /** A word of the vocabulary: label("status", "closed") → 已结案. Unknown values stay as is. */
+  function label(kind, value) {
+    if (value === null || value === undefined || value === "") return "";
+    const k = `${kind}.${value}`;
+    return k in M ? t(k) : String(value);
+  }
+  /** The name of a reference record (name_zh / name_en): English only in English. */
+  function name(rec, fallback) {
+    if (!rec) return fallback === undefined ? "—" : fallback;
+    return (lang === "en" ? rec.name_en : rec.name_zh) || rec.name_zh || rec.name || rec.code || fallback || "—";
+  }
+
+  function applyStatic(root) {
+    root = root || document;
+    for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+    for (const el of root.querySelectorAll("[data-i18n-placeholder]")) el.placeholder = t(el.dataset.i18nPlaceholder);
+    for (const el of root.querySelectorAll("[data-i18n-title]")) el.title = t(el.dataset.i18nTitle);
+    for (const el of root.querySelectorAll("[data-i18n-aria]")) el.setAttribute("aria-label", t(el.dataset.i18nAria));
+    for (const el of root.querySelectorAll("select.lang-picker")) el.value = lang;
+    if (root === document) document.documentElement.lang = lang;
+  }
+  function setLang(value) {
+    lang = normal(value);
+    try {
+      localStorage.setItem(KEY, lang);
+    } catch (e) {
+      /* private mode: the choice lasts for this page */
+    }
+    applyStatic(document);
+    for (const fn of listeners) fn(lang);
+  }
+  /** A <select> of the three languages; changing it switches and remembers. */
+  function picker() {
+    const sel = document.createElement("select");
+    sel.className = "lang-picker";
+    sel.setAttribute("aria-label", t("lang.label"));
+    sel.title = t("lang.label");
+    for (const [value, text] of LANGS) {
+      const o = document.createElement("option");
+      o.value = value;
+      o.textContent = text;
+      sel.append(o);
+    }
+    sel.value = lang;
+    sel.addEventListener("change", () => setLang(sel.value));
+    return sel;
+  }
+
+  // ---------------------------------------------------------------- dates and durations
+  // Always Beijing time, always year-month-day and a 24-hour clock, whatever the language.
+  const parts = new Intl.DateTimeFormat("en-CA", {
+    timeZone: "Asia/Shanghai", year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
+  });
+  function fields(value) {
+    const d = value instanceof Date ? value : new Date(value);
+    if (Number.isNaN(d.getTime())) return null;
+    const o = {};
+    for (const p of parts.formatToParts(d)) o[p.type] = p.value;
+    return o;
+  }
+  /** 2026-12-05 09:30 */
+  function dateTime(value) {
+    if (!value) return "—";
+    const f = fields(value);
+    return f ? `${f.year}-${f.month}-${f.day} ${f.hour}:${f.minute}` : String(value);
+  }
+  /** 12-05 09:30 (dense tables; the year is on hover via dateTime). */
+  function shortDateTime(value) {
+    if (!value) return "—";
+    const f = fields(value);
+    return f ? `${f.month}-${f.day} ${f.hour}:${f.minute}` : String(value);
+  }
+  /** 2026-12-05 */
+  function date(value) {
+    if (!value) return "—";
+    if (typeof value === "string" && /^\d{4}-\d\d-\d\d$/.test(value)) return value;
+    const f = fields(value);
+    return f ? `${f.year}-${f.month}-${f.day}` : String(value);
+  }
+  /** 09:30:15 */
+  function clock(value) {
+    const f = fields(value || new Date());
+    return f ? `${f.hour}:${f.minute}:${f.second}` : "--:--:--";
+  }
+  /** A span of time without sign: 1小时22分, 2天3小时, 5分 (en: 1 h 22 min). */
+  function duration(ms) {
+    const m = Math.max(0, Math.floor(Math.abs(ms) / 60000));
+    const d = Math.floor(m / 1440), h = Math.floor((m % 1440) / 60), mm = m % 60;
+    const [D, H, Mi] = [t("dur.d"), t("dur.h"), t("dur.m")];
+    const sep = lang === "en" ? " " : "";
+    const out = d ? [`${d}${D}`, h ? `${h}${H}` : ""] : h ? [`${h}${H}`, mm ? `${mm}${Mi}` : ""] : [`${mm}${Mi}`];
+    return out.filter(Boolean).join(sep);
+  }
+  /** Time to a deadline: {text: "剩余 3小时" | "超期 1小时22分", overdue} (null when no clock). */
+  function due(iso, now) {
+    if (!iso) return null;
+    const ms = new Date(iso).getTime() - (now === undefined ? Date.now() : now);
+    const overdue = ms < 0;
+    return { text: t(overdue ? "due.overdue" : "due.left", { d: duration(ms) }), overdue, ms };
+  }
+  const pct = (v) => (v === null || v === undefined ? "—" : `${(v * 100).toFixed(1)}%`);
+
+  window.GDI18N = {
+    LANGS,
+    messages: M,
+    get lang() { return lang; },
+    setLang,
+    onLang: (fn) => listeners.add(fn),
+    t,
+    label,
+    name,
+    applyStatic,
+    picker,
+    dateTime,
+    shortDateTime,
+    date,
+    clock,
+    duration,
+    due,
+    pct,
+  };
+  if (document.readyState !== "loading") document.documentElement.lang = lang;
+  else document.addEventListener("DOMContentLoaded", () => { document.documentElement.lang = lang; });
+})();
