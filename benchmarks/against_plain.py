@@ -13,20 +13,23 @@ server then belongs to one side and is counted whole — backends, WAL writer, c
 nats-server — while other engineers' tests on the shared servers would land in any server-wide
 CPU delta; and nobody else's streams or schemas are touched.
 
-Rounds are interleaved (griddispatch first in odd rounds, the plain app first in even ones)
-and each side is driven by the same load generator (``benchmarks.loadgen``: aiohttp, two
-processes, the same bodies). A report counts as visible when its row is in the table the
-read endpoint serves — ``case_queue`` for ``GET /v1/cases/{no}``, ``reports`` for the plain
-app's ``GET /v1/reports/{no}`` — polled by one connection (its backend is left out of the
-CPU); after each side's round a sample of those reports is fetched through the HTTP endpoint
+Each side first takes ``--warmup`` reports (not measured). Rounds are interleaved
+(griddispatch first in odd rounds, the plain app first in even ones) and each side is
+driven by the same load generator (``benchmarks.loadgen``: aiohttp, two processes, the same
+bodies). A report counts as visible when its row is in the table the read endpoint serves —
+``case_queue`` for ``GET /v1/cases/{no}``, ``reports`` for the plain app's
+``GET /v1/reports/{no}`` — polled by one connection (its backend is left out of the CPU);
+after each side's round a sample of those reports is fetched through the HTTP endpoint
 itself as a check.
 
-CPU: user + system time of every process of a side's tree from ``/proc/<pid>/stat``, sampled
-every 0.25 s while that side runs; PostgreSQL backends are named by the process whose socket
-they serve (``pg:worker``…), the server's own processes ``pg:server``. Saturation: CPU from
-the first POST until the last report is visible ÷ reports. Steady rate R: CPU per second in
-the middle of the fixed-rate run (from 1 s after its start to 0.5 s before its end) ÷ R.
-The load generator's own processes are not counted (the same for both sides).
+CPU: time on a CPU of every process of a side's tree from ``/proc/<pid>/schedstat`` (ns;
+``/proc/<pid>/stat`` ticks where there is none), sampled every 0.25 s while that side runs;
+PostgreSQL backends are named by the process whose socket they serve (``pg:worker``…), the
+server's own processes ``pg:server``. Saturation: CPU from the first POST until the last
+report is visible ÷ reports. Steady rate R: CPU per second in the middle of the fixed-rate
+run (from 1 s after its start to 0.5 s before its end) ÷ R. The load generator's own
+processes are not counted (the same for both sides). The other side idles meanwhile and is
+not counted either.
 """
 
 from __future__ import annotations
@@ -125,6 +128,16 @@ def judge(measures: dict[str, tuple[list[float], list[float]]]) -> list[Verdict]
 # ----------------------------------------------------------------------------- CPU from /proc
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process so far: ``/proc/<pid>/schedstat``'s time on a CPU (ns, so a
+    short window of a lightly loaded process is not rounded to 10 ms clock ticks), else
+    user + system from ``/proc/<pid>/stat``."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return _cpu_s(pid)
+
+
 class CpuSampler:
     """CPU seconds of every process of some process trees, sampled every ``interval`` s in a
     thread: ``window(a, b)`` is the CPU spent between wall times ``a`` and ``b`` by process,
@@ -153,7 +166,7 @@ class CpuSampler:
         out = {}
         for pid in self.pids():
             try:
-                out[pid] = _cpu_s(pid)
+                out[pid] = cpu_seconds(pid)
             except OSError:
                 continue
         return out
@@ -349,6 +362,9 @@ async def run_side(side: Side, args: argparse.Namespace) -> None:
     sampler = CpuSampler(side.roots, exclude={conn.get_server_pid()})
     names = process_names(side.roots, side.label)
     try:
+        if args.warmup and not side.runs:
+            await loadgen.intake_async(side.url, side.db, side.schema, args.warmup, 2, 8, *WHO,
+                                       table=side.table, conn=conn)
         with sampler.running():
             if "intake" in args.measures:
                 await _intake(side, args, conn, sampler, names, "intake", 1, 32, args.reports)
@@ -547,6 +563,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reports", type=int, default=5000,
                    help="reports per single-report intake run (twice that batched)")
     p.add_argument("--batch", type=int, default=50, help="reports per batch request")
+    p.add_argument("--warmup", type=int, default=400,
+                   help="reports sent to each side before its first round (not measured)")
     p.add_argument("--rates", type=lambda v: [float(x) for x in v.split(",") if x],
                    default=list(RATES), help="fixed rates for latency and steady CPU")
     p.add_argument("--measures", type=lambda v: [x for x in v.split(",") if x],
