@@ -193,16 +193,25 @@ def _payload(
     after = state.copy()
     # The state gets its own copies of the containers: changing it never changes the event.
     advance(after, Draft(spec.event, timestamp=ctx.at, **json_safe(fields), **common))
-    summary = _summary(after, ctx)
+    summary = _summary(after, ctx, state, previous)
     changed = summary
     if previous is not None:  # record what changed (the lights always: two booleans)
         changed = {k: v for k, v in summary.items() if k in ALWAYS or previous.get(k) != v}
     return {**fields, **common, "summary": changed}, after, summary
 
 
-def _summary(state: CaseState, ctx: Context) -> dict[str, Any]:
-    """The read models' fields of ``state`` and what each role is offered in it."""
-    out = state.summary()
+def _summary(
+    state: CaseState,
+    ctx: Context,
+    before: CaseState | None = None,
+    previous: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The read models' fields of ``state`` and what each role is offered in it (from
+    ``previous``, the summary of ``before``, when known)."""
+    if before is None or previous is None:
+        out = state.summary()
+    else:
+        out = state.summary_since(before, previous)
     out["offers"] = offers(state, ctx.ref)
     return out
 

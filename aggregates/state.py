@@ -143,6 +143,24 @@ class CaseState:
         out["overdue"] = self.overdue
         return out
 
+    def summary_since(self, before: CaseState, previous: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`summary`, given ``previous`` = ``before.summary()`` of the state this one was
+        copied from: only fields whose value object changed are converted again.
+
+        Why: an event changes two or three of the twenty fields, and converting them all was
+        a tenth of the cost of recording an event. Sound because events replace values
+        instead of changing them in place (see :meth:`copy`); the registry's property test
+        compares folded summaries with full ones."""
+        out = dict(previous)
+        now, then = self.__dict__, before.__dict__
+        for name in SUMMARY_FIELDS:
+            value = now[name]
+            if value is not then[name]:
+                out[name] = value if type(value) in _PLAIN else json_view(value)
+        out["warned"] = self.warned
+        out["overdue"] = self.overdue
+        return out
+
     def to_json(self) -> dict[str, Any]:
         """Every field as JSON-ready values (datetimes as ISO-8601 UTC text), plus the
         status label and the lights; what auditors and the API call the case's state."""

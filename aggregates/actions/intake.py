@@ -5,6 +5,7 @@ Each action: its argument schema, its event (facts + state change) and its entry
 
 from __future__ import annotations
 
+import functools
 import inspect
 from datetime import datetime
 from typing import Any
@@ -127,6 +128,7 @@ class Reported(CaseEvent, Aggregate.Created):
         case.reported_at = self.timestamp
 
 
+@functools.cache
 def _plain_init(cls: type) -> bool:
     """Whether ``cls.__init__`` takes no arguments (what ``Reported.mutate`` relies on)."""
     return len(inspect.signature(cls.__init__).parameters) == 1  # type: ignore[misc]

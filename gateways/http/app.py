@@ -16,6 +16,7 @@ from gateways.http import (
     centre,
     errors,
     health,
+    households,
     identity,
     inputs,
     intake_pages,
@@ -67,6 +68,8 @@ def create_app(
     # Auditors (issue 7): histories from the event store, integrity, exports, the /audit page.
     app.include_router(audit.router)
     app.include_router(audit.pages)
+    # Households and care visits (issue 18).
+    app.include_router(households.router)
     pages.install(app)
     # Every integer parameter without a bound gets PostgreSQL bigint's (issue 15).
     inputs.bound_integer_params(app)
