@@ -14,6 +14,7 @@ from gateways.http import (
     auth,
     cases,
     centre,
+    documents,
     errors,
     health,
     households,
@@ -65,6 +66,7 @@ def create_app(
     app.include_router(centre.router)
     app.include_router(stream.router)
     app.include_router(return_visits.router)
+    app.include_router(documents.router)
     # Auditors (issue 7): histories from the event store, integrity, exports, the /audit page.
     app.include_router(audit.router)
     app.include_router(audit.pages)

@@ -5,11 +5,16 @@ leader's list until 重办 or 不予重办; the decision is counted in the metri
 
 from __future__ import annotations
 
+import io
 from typing import Any
+
+from openpyxl import load_workbook
+from pypdf import PdfReader
 
 from aggregates.visits import VisitRule
 from projections import return_visits as rv
-from tests.conftest import eventually, user_headers
+from projections.metrics import METRICS
+from tests.conftest import auth_headers, eventually, user_headers
 from tests.integration.test_lifecycle import (
     CALL_TAKER,
     DISPATCHER,
@@ -23,8 +28,12 @@ from tests.integration.test_lifecycle import (
 GRID = "520102001001"
 
 
-async def close_case(system: dict[str, Any], headers: dict[str, str], **report: Any) -> str:
-    """A case reported with ``report`` and taken through the loop to 结案."""
+async def close_case(
+    system: dict[str, Any], headers: dict[str, str], supervisor: dict[str, str] | None = None,
+    **report: Any,
+) -> str:
+    """A case reported with ``report`` and taken through the loop to 结案 (supervised on the
+    way when ``supervisor`` is given)."""
     client = system["client"]
     body = {"category": "SJ0101", "grid": GRID, "description": "垃圾暴露", **report}
     response = await client.post("/v1/reports", headers=headers, json=body)
@@ -35,6 +44,8 @@ async def close_case(system: dict[str, Any], headers: dict[str, str], **report: 
     await act(client, case_no, "dispatch", DISPATCHER)
     case = await case_where(client, case_no, status="dispatched")
     handler = await user_headers(system, role="handler", department=case["department"])
+    if supervisor is not None:
+        await act(client, case_no, "supervise", supervisor, reason="群众反映强烈, 限期办结")
     await act(client, case_no, "accept", handler)
     await act(client, case_no, "report_result", handler, note="已清运")
     await case_where(client, case_no, status="awaiting_verification")
@@ -49,8 +60,9 @@ async def test_return_visit_list_rule_pages_and_the_shift_leaders_decision(
 ) -> None:
     client, clock = system["client"], system["clock"]
     await _sign_in(client)
+    supervisor = await auth_headers(client, "supervisor")
     hotline = await close_case(
-        system, CALL_TAKER, source="hotline",
+        system, CALL_TAKER, supervisor, source="hotline",
         reporter={"name": "王五", "phone": "13700001234", "type": "citizen"},
     )
     clock.advance(minutes=1)
@@ -132,3 +144,40 @@ async def test_return_visit_list_rule_pages_and_the_shift_leaders_decision(
     assert metrics["reopen_rate"] == 0 and metrics["satisfaction_rate"] == 0.5
     assert (await client.get("/v1/return-visits/decisions", headers=SHIFT_LEADER)).json()[
         "total"] == 0
+
+    # Documents from the read models: 案卷 and 督办单 (PDF), 综合评价 (Excel, PDF).
+    response = await client.get(f"/v1/documents/cases/{hotline}/case-file.pdf",
+                                headers=SHIFT_LEADER)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/pdf"
+    text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(response.content)).pages)
+    for expected in (hotline, "案卷", "上报", "督办", "结案", "回访", "不予重办",
+                     "属物业管理范围", "还是很脏", "137****1234"):
+        assert expected in text, expected  # a shift leader sees the phone masked
+    assert "13700001234" not in text
+    order = await client.get(f"/v1/documents/cases/{hotline}/supervision.pdf",
+                             headers=SHIFT_LEADER)
+    assert order.status_code == 200
+    order_text = PdfReader(io.BytesIO(order.content)).pages[0].extract_text()
+    assert "督办单" in order_text and "群众反映强烈, 限期办结" in order_text
+    never = await client.get(f"/v1/documents/cases/{no_phone}/supervision.pdf",
+                             headers=SHIFT_LEADER)
+    assert (never.status_code, never.json()["error"]) == (404, "not_supervised")
+    assert (await client.get(f"/v1/documents/cases/{hotline}/case-file.pdf",
+                             headers=INSPECTOR)).status_code == 403
+    today = clock.now().date().isoformat()
+    xlsx = await client.get("/v1/documents/evaluation.xlsx",
+                            params={"from": today, "to": today}, headers=SHIFT_LEADER)
+    assert xlsx.status_code == 200, xlsx.text
+    workbook = load_workbook(io.BytesIO(xlsx.content))
+    assert workbook.sheetnames == ["总览", "区县排名", "部门排名", "社区排名", "网格排名"]
+    grids = workbook["网格排名"]
+    header = [c.value for c in grids[1]]
+    row = [c.value for c in grids[2]]
+    assert row[header.index("代码")] == GRID and row[0] == 1
+    closed = header.index(METRICS["closed"]["zh"])
+    assert row[closed] == 3  # the three closings of today in the one grid
+    assert row[header.index(METRICS["reopen_rate"]["zh"])] == 0
+    pdf = await client.get("/v1/documents/evaluation.pdf",
+                           params={"from": today, "to": today}, headers=SHIFT_LEADER)
+    assert "综合评价报告" in PdfReader(io.BytesIO(pdf.content)).pages[0].extract_text()
