@@ -32,6 +32,7 @@ from gateways.probes import serve_probes
 from gateways.relay import RELAY_DDL, Relay
 from gateways.watcher import SlaWatcher
 from gateways.worker import Worker
+from projections import households
 from projections.base import Projection
 from projections.read_models import all_projections
 from projections.runner import ProjectionRunner, setup
@@ -49,6 +50,7 @@ async def intake_setup(conn: asyncpg.Connection, settings: Settings) -> None:
     await apikeys.setup(conn, settings.city_dir)
     await open311.setup(conn)
     await notify.setup(conn)
+    await households.setup(conn)  # issue 18: household events and read models
 
 
 class Runtime(runtime.Runtime):
