@@ -32,6 +32,9 @@ from gateways.cli_audit import app as audit_app  # noqa: E402
 from gateways.cli_audit import replay as replay_command  # noqa: E402
 
 app.add_typer(audit_app, name="audit")
+from gateways.cli_households import app as households_app  # noqa: E402
+
+app.add_typer(households_app, name="households")
 app.command("replay")(replay_command)
 
 

@@ -113,3 +113,34 @@ class HouseholdApp:
             number_or_id,
         )
         return dict(row) if row is not None else None
+
+
+async def import_rows(
+    app: HouseholdApp, rows: list[Any], *, actor: str, role: str, channel: str, at: datetime,
+    check: Callable[[dict[str, Any]], str | None] | None = None,
+) -> tuple[int, int, list[dict[str, Any]]]:
+    """Register parsed import rows (``gateways.household_files.ImportRow``), one transaction
+    each; (registered, already there, refused rows with reasons). ``check`` may refuse a row
+    (e.g. a grid outside the importer's area) by returning why."""
+    from pydantic import ValidationError
+
+    from aggregates.errors import DomainError
+
+    made = existing = 0
+    refused: list[dict[str, Any]] = []
+    for row in rows:
+        why = check(row.args) if check is not None else None
+        if why is not None:
+            refused.append({"line": row.line, "reason": why, "row": {}})
+            continue
+        try:
+            result = await app.register(row.key, row.args, actor=actor, role=role,
+                                        channel=channel, at=at)
+        except (ValidationError, DomainError) as exc:
+            refused.append({"line": row.line, "reason": str(exc), "row": {}})
+            continue
+        if result.recorded:
+            made += 1
+        else:
+            existing += 1
+    return made, existing, refused
