@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 
 from aggregates.commands import Strict
 from core import passwords
+from core.logging import get_logger
 from core.users import (
     HUMAN_ROLES,
     ROLE_SCOPES,
@@ -35,6 +36,7 @@ from core.users import (
     TokenError,
     UserRecord,
     issue_access_token,
+    read_demo_file,
 )
 from gateways.http import ratelimit
 from gateways.http.access import ADMINS, jurisdiction_of
@@ -52,6 +54,10 @@ from gateways.http.inputs import Patch
 
 router = APIRouter(prefix="/v1/auth", tags=["identity 身份認證"])
 admin_router = APIRouter(prefix="/v1/admin/users", tags=["admin 用戶管理"])
+
+#: Security events (failed, locked and disabled sign-ins): one structlog line each with the
+#: event name, the username tried and the client address, for the SIEM / log search.
+security_log = get_logger("security")
 
 _CHANNEL = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{1,63}$"
@@ -251,26 +257,41 @@ async def sign_in(
             f"grant_type {grant_type!r} is not supported",
             supported=["password", "refresh_token"],
         )
-    ratelimit.hit_ip(request, "signin")
+    ip = ratelimit.client_ip(request)
+    try:
+        ratelimit.hit_ip(request, "signin")
+    except HeaderedError:
+        security_log.warning("auth.signin_locked", username=(username or "")[:100], ip=ip,
+                             limit="signin_ip")
+        raise
     if not username or not password:
         raise ApiError(
             422,
             "validation_error",
-            "username and password are required (form fields)",
+            "请填写用户名和密码 (username and password are required form fields)",
             field="username" if not username else "password",
         )
-    ratelimit.hit_username(request, username)
+    try:
+        ratelimit.hit_username(request, username)
+    except HeaderedError:
+        security_log.warning("auth.signin_locked", username=username[:100], ip=ip,
+                             limit="signin_user")
+        raise
     store = user_store(request)
     user = await store.authenticate(username, password)
     if user is None:
+        security_log.warning("auth.signin_failed", username=username[:100], ip=ip,
+                             reason="wrong username or password")
         raise HeaderedError(
             401,
             "invalid_credentials",
-            "wrong username or password",
+            "用户名或密码错误",
             headers={"WWW-Authenticate": 'Bearer realm="griddispatch"'},
         )
     if user.disabled:
-        raise ApiError(403, "account_disabled", "the account is disabled; ask an admin")
+        security_log.warning("auth.signin_failed", username=username[:100], ip=ip,
+                             reason="account disabled")
+        raise ApiError(403, "account_disabled", "账号已停用, 请联系管理员")
     allowed = user.effective_scopes
     requested = scope.split()
     unknown = sorted(set(requested) - set(allowed))
@@ -292,6 +313,37 @@ async def sign_in(
         user_agent=request.headers.get("user-agent"),
     )
     return _issue(request, user, sid, scopes, channel, refresh, refresh_expires)
+
+
+@router.get("/demo", dependencies=[Depends(public)])
+async def demo_accounts(
+    request: Request,
+    role: list[str] = Query(default=[], max_length=10, description="only these roles"),
+) -> dict[str, Any]:
+    """The demo accounts a sign-in page may print (演示账号): only while demo users are
+    enabled (``GRID_DEMO_USERS``) and only those still as published — the user exists, is not
+    disabled and still has the demo file's password hash. Anything else: an empty list."""
+    settings = identity_settings(request)
+    path = settings.demo_users_file
+    if not settings.demo_users or not path.is_file():
+        return {"enabled": False, "accounts": []}
+    city, demo = read_demo_file(path)
+    if city is not None and city != request.app.state.runtime.ref.jurisdiction.city_code:
+        return {"enabled": False, "accounts": []}
+    wanted = [u for u in demo if u.password_hash and (not role or u.role in role)]
+    async with request.app.state.runtime.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT username, password_hash FROM users WHERE username = ANY($1::text[]) "
+            "AND NOT disabled",
+            [u.username for u in wanted],
+        )
+    hashes = {r["username"]: r["password_hash"] for r in rows}
+    accounts = [
+        {"username": u.username, "password": u.password, "role": u.role, "name": u.name}
+        for u in wanted
+        if hashes.get(u.username) == u.password_hash
+    ]
+    return {"enabled": bool(accounts), "accounts": accounts}
 
 
 @router.post(

@@ -2,6 +2,7 @@
  * grids and categories). No framework, no CDN: plain ES2020 served from /intake-static/. */
 (function () {
   "use strict";
+  const T = (key, vars) => window.GDI18N.t(key, vars);
 
   const GD = {};
   window.GD = GD;
@@ -35,6 +36,19 @@
     return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
   };
 
+  GD.T = T;
+  /** An SVG icon from the shared sprite (no emoji: a desktop without an emoji font shows boxes). */
+  GD.icon = function (name) {
+    const ns = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("class", "icon");
+    svg.setAttribute("aria-hidden", "true");
+    const use = document.createElementNS(ns, "use");
+    use.setAttribute("href", `/static/shared/icons.svg#i-${name}`);
+    svg.append(use);
+    return svg;
+  };
+
   GD.toast = function (text, kind) {
     let box = GD.$("#toasts");
     if (!box) {
@@ -46,41 +60,30 @@
     setTimeout(() => t.remove(), 5000);
   };
 
-  const TZ_FMT = new Intl.DateTimeFormat("zh-CN", {
-    timeZone: "Asia/Shanghai",
-    month: "2-digit",
-    day: "2-digit",
-    hour: "2-digit",
-    minute: "2-digit",
-    hour12: false,
-  });
-  GD.time = (iso) => (iso ? TZ_FMT.format(new Date(iso)) : "—");
+  // Dates and durations as every page writes them (static/shared/i18n.js): 2026-12-05 09:30.
+  GD.time = (iso) => window.GDI18N.dateTime(iso);
 
-  /** "剩 3 小时 / 3 h left" or "超期 2 小时 / 2 h overdue" relative to now. */
+  /** "剩余 3小时" or "超期 1小时22分" relative to now (static/shared/i18n.js writes it). */
   GD.dueText = function (iso, now) {
-    if (!iso) return { text: "—", light: "none" };
-    const ms = new Date(iso) - (now || Date.now());
-    const abs = Math.abs(ms);
-    const h = Math.floor(abs / 3600000);
-    const m = Math.floor((abs % 3600000) / 60000);
-    const span = h >= 48 ? `${Math.floor(h / 24)} 天 d` : h > 0 ? `${h} 小时 h ${m} 分` : `${m} 分钟 min`;
-    return ms >= 0 ? { text: `剩 ${span}`, light: "green" } : { text: `超期 ${span}`, light: "red" };
+    const d = window.GDI18N.due(iso, now);
+    if (!d) return { text: "—", light: "none" };
+    return { text: d.text, light: d.overdue ? "red" : "green" };
   };
 
   GD.STATUS = {
-    reported: "已上报 Reported",
-    filed: "已立案 Filed",
-    rejected: "不予立案 Rejected",
-    merged: "已合并 Merged",
-    dispatched: "已派遣 Dispatched",
-    in_progress: "处置中 In progress",
-    returned: "已退单 Returned",
-    suspended: "挂账 Suspended",
-    awaiting_verification: "待核查 Awaiting check",
-    verified: "核查通过 Verified",
-    closed: "已结案 Closed",
+    reported: T("已上报"),
+    filed: T("已立案"),
+    rejected: T("不予立案"),
+    merged: T("已合并"),
+    dispatched: T("已派遣"),
+    in_progress: T("处置中"),
+    returned: T("已退单"),
+    suspended: T("挂账"),
+    awaiting_verification: T("待核查"),
+    verified: T("核查通过"),
+    closed: T("已结案"),
   };
-  GD.PRIORITY = { urgent: "紧急 Urgent", important: "重要 Important", ordinary: "一般 Ordinary" };
+  GD.PRIORITY = { urgent: T("紧急"), important: T("重要"), ordinary: T("一般") };
 
   // ------------------------------------------------------------------ sign-in and API
   class ApiError extends Error {
@@ -173,23 +176,23 @@
   };
 
   /** Mount the sign-in form; resolves with the user once signed in with an allowed role. */
-  GD.signInFlow = function ({ app, roles, container, hint }) {
+  GD.signInFlow = function ({ app, roles, container }) {
     Auth.load(app);
     return new Promise((resolve) => {
       const ok = (user) => user && roles.includes(user.role);
       if (ok(Auth.user)) return resolve(Auth.user);
       const err = GD.h("p", { class: "error", role: "alert" });
-      const user = GD.h("input", { name: "username", autocomplete: "username", required: true, placeholder: "inspector-520102001001" });
+      const user = GD.h("input", { name: "username", autocomplete: "username", required: true, autocapitalize: "none" });
       const pass = GD.h("input", { name: "password", type: "password", autocomplete: "current-password", required: true });
       const form = GD.h(
         "form",
         { class: "card signin", id: "signin" },
-        GD.h("h2", {}, "登录 Sign in"),
-        GD.h("label", {}, "用户名 Username", user),
-        GD.h("label", {}, "密码 Password", pass),
+        GD.h("h2", {}, T("登录")),
+        GD.h("label", {}, T("用户名"), user),
+        GD.h("label", {}, T("密码"), pass),
         err,
-        GD.h("button", { type: "submit", class: "primary block" }, "登录 Sign in"),
-        hint ? GD.h("p", { class: "muted small" }, hint) : null
+        GD.h("button", { type: "submit", class: "primary block" }, T("登录")),
+        window.GDI18N.demoBox(roles, (u, p) => { user.value = u; pass.value = p; })
       );
       form.addEventListener("submit", async (ev) => {
         ev.preventDefault();
@@ -198,13 +201,13 @@
           const u = await Auth.signIn(user.value.trim(), pass.value);
           if (!ok(u)) {
             Auth.save(null);
-            err.textContent = `此页面供 ${roles.join(" / ")} 使用 · this page is for ${roles.join(" / ")}`;
+            err.textContent = T("此页面供 {roles} 使用", { roles: roles.map((r) => window.GDI18N.label("role", r)).join(" / ") });
             return;
           }
           form.remove();
           resolve(u);
         } catch (e) {
-          err.textContent = e.status === 401 ? "用户名或密码错误 · wrong username or password" : `无法登录 · cannot sign in: ${e.message}`;
+          err.textContent = e.status === 401 ? T("signin_failed") : e.status === 429 ? T("signin_locked") : e.status === 403 ? T("signin_disabled") : `${T("无法登录")}: ${e.message}`;
         }
       });
       container.replaceChildren(form);
@@ -279,13 +282,13 @@
   GD.downscale = async function (file, maxEdge) {
     maxEdge = maxEdge || GD.MAX_EDGE;
     if (!/^image\/(jpeg|png|webp|heic|heif)$/i.test(file.type || "")) {
-      throw new Error(`不支持的文件类型 unsupported file type: ${file.type || file.name}`);
+      throw new Error(`${T("不支持的文件类型")}: ${file.type || file.name}`);
     }
     let bitmap;
     try {
       bitmap = await createImageBitmap(file);
     } catch (e) {
-      throw new Error(`无法读取图片 cannot read this image: ${file.name}`);
+      throw new Error(`${T("无法读取图片")}: ${file.name}`);
     }
     const scale = Math.min(1, maxEdge / Math.max(bitmap.width, bitmap.height));
     const w = Math.max(1, Math.round(bitmap.width * scale));
@@ -296,7 +299,7 @@
     canvas.getContext("2d").drawImage(bitmap, 0, 0, w, h);
     if (bitmap.close) bitmap.close();
     const blob = await new Promise((res) => canvas.toBlob(res, "image/jpeg", 0.82));
-    if (!blob) throw new Error("无法压缩图片 cannot compress the image");
+    if (!blob) throw new Error(T("无法压缩图片"));
     return { blob, width: w, height: h, name: (file.name || "photo").replace(/\.\w+$/, "") + ".jpg" };
   };
 
@@ -309,7 +312,7 @@
   const photoUrls = new Map();
   /** An <img> for a stored photo, fetched with the token (img src cannot send headers). */
   GD.photoImg = function (ref) {
-    const img = GD.h("img", { class: "thumb", alt: "照片 photo", loading: "lazy" });
+    const img = GD.h("img", { class: "thumb", alt: T("照片"), loading: "lazy" });
     const key = ref.digest;
     const set = (url) => (img.src = url);
     if (photoUrls.has(key)) set(photoUrls.get(key));
@@ -337,7 +340,7 @@
       err.textContent = "";
       for (const f of files) {
         if (items.length >= 9) {
-          err.textContent = "最多 9 张照片 · at most 9 photos";
+          err.textContent = T("最多 9 张照片");
           break;
         }
         try {
@@ -357,7 +360,7 @@
             "div",
             { class: "thumbwrap" },
             GD.h("img", { class: "thumb", src: it.url, alt: it.name }),
-            GD.h("button", { type: "button", class: "x", title: "移除 remove", onclick: () => { items.splice(i, 1); render(); } }, "×")
+            GD.h("button", { type: "button", class: "x", title: T("移除"), onclick: () => { items.splice(i, 1); render(); } }, "×")
           )
         )
       );
@@ -371,8 +374,8 @@
       GD.h(
         "div",
         { class: "row" },
-        GD.h("button", { type: "button", class: "ghost", onclick: () => camera.click() }, "📷 拍照 Camera"),
-        GD.h("button", { type: "button", class: "ghost", onclick: () => gallery.click() }, "🖼 相册 Gallery")
+        GD.h("button", { type: "button", class: "ghost", onclick: () => camera.click() }, GD.icon("camera"), T("拍照")),
+        GD.h("button", { type: "button", class: "ghost", onclick: () => gallery.click() }, GD.icon("image"), T("相册"))
       ),
       camera,
       gallery,
@@ -404,6 +407,7 @@
   }
   GD.categories = () => cached("gd.categories", "/v1/categories", (d) => d.items);
   GD.grids = () => cached("gd.grids", "/v1/grids", (d) => d.items);
+  GD.departments = () => cached("gd.departments", "/v1/departments", (d) => d.items);
 
   function fold(s) {
     return String(s || "").toLowerCase().trim();
@@ -430,10 +434,10 @@
     const recentKey = storageKey || "gd.recentCategories";
     const pool = filter ? cats.filter(filter) : cats;
     let chosen = null;
-    const input = GD.h("input", { type: "search", placeholder: "搜索类别 search: 垃圾 / garbage / 井盖", "aria-label": "搜索类别 search category", autocomplete: "off" });
+    const input = GD.h("input", { type: "search", placeholder: T("搜索类别: 垃圾 / 井盖"), "aria-label": T("搜索类别"), autocomplete: "off" });
     const recentBox = GD.h("div", { class: "chips" });
     const list = GD.h("ul", { class: "results", role: "listbox" });
-    const selected = GD.h("div", { class: "selected muted" }, "未选择类别 no category chosen");
+    const selected = GD.h("div", { class: "selected muted" }, T("未选择类别"));
     const recent = () => JSON.parse(localStorage.getItem(recentKey) || "[]").filter((code) => pool.some((c) => c.code === code));
     function pick(c) {
       chosen = c;
@@ -451,7 +455,7 @@
     function renderRecent() {
       const r = recent();
       recentBox.replaceChildren(
-        ...(r.length ? [GD.h("span", { class: "muted small" }, "最近 Recent:")] : []),
+        ...(r.length ? [GD.h("span", { class: "muted small" }, T("最近") + ":")] : []),
         ...r.map((code) => {
           const c = pool.find((x) => x.code === code);
           return GD.h("button", { type: "button", class: "chip", onclick: () => pick(c) }, c.name_zh);
@@ -471,7 +475,7 @@
           )
         )
       );
-      if (input.value.trim() && !found.length) list.append(GD.h("li", { class: "muted" }, "没有匹配 no match"));
+      if (input.value.trim() && !found.length) list.append(GD.h("li", { class: "muted" }, T("没有匹配")));
     });
     renderRecent();
     return {
@@ -483,7 +487,7 @@
       clear() {
         chosen = null;
         selected.className = "selected muted";
-        selected.textContent = "未选择类别 no category chosen";
+        selected.textContent = T("未选择类别");
       },
     };
   };
@@ -547,20 +551,24 @@
 
   GD.header = function (title, subtitle) {
     const user = GD.h("span", { class: "who" });
-    const out = GD.h("button", { type: "button", class: "link", hidden: true, title: "登出 Sign out", onclick: () => { Auth.signOut(); location.reload(); } }, "登出");
+    const out = GD.h("button", { type: "button", class: "link", hidden: true, title: T("登出"), onclick: () => { Auth.signOut(); location.reload(); } }, T("登出"));
     const net = GD.h("span", { class: "net", id: "net" });
     const setNet = () => {
-      net.textContent = navigator.onLine ? "在线 online" : "离线 offline";
+      net.textContent = navigator.onLine ? T("在线") : T("离线");
       net.className = "net " + (navigator.onLine ? "on" : "off");
     };
     window.addEventListener("online", setNet);
     window.addEventListener("offline", setNet);
     setNet();
+    // The language picker: the choice is remembered (localStorage) and the page reloads in it.
+    const lang = window.GDI18N.picker();
+    lang.addEventListener("change", () => location.reload());
+    document.title = title;
     const el = GD.h(
       "header",
-      { class: "bar" },
-      GD.h("div", { class: "brand" }, GD.h("img", { src: "/intake-static/icon.svg", alt: "", width: 28, height: 28 }), GD.h("div", {}, GD.h("strong", {}, title), GD.h("small", {}, subtitle))),
-      GD.h("div", { class: "right" }, net, user, out)
+      { class: "bar gd-bar" },
+      GD.h("div", { class: "brand gd-brand" }, GD.h("img", { src: "/intake-static/icon.svg", alt: "", width: 28, height: 28 }), GD.h("div", {}, GD.h("strong", {}, title), GD.h("small", {}, subtitle))),
+      GD.h("div", { class: "right gd-right" }, net, lang, user, out)
     );
     return {
       el,
@@ -570,4 +578,6 @@
       },
     };
   };
+  // Static labels of the page (data-i18n) in the chosen language.
+  window.GDI18N.applyStatic(document);
 })();

@@ -3,6 +3,9 @@
  * reason, request an extension 延期申请. New dispatches and reworks arrive live. */
 (function () {
   "use strict";
+  const T = (key, vars) => window.GDI18N.t(key, vars);
+  const grids = {}; // code -> grid (names, not codes, on the cards)
+  const gridName = (code) => (grids[code] ? window.GDI18N.name(grids[code]) : code);
   const { $, h } = GD;
   const OPEN = ["dispatched", "in_progress", "suspended"];
   let user = null;
@@ -33,37 +36,37 @@
     let photos = null;
     const parts = [];
     if (kind === "result") {
-      fields.note = h("textarea", { maxlength: 2000, placeholder: "处置情况 what was done", required: true });
+      fields.note = h("textarea", { maxlength: 2000, placeholder: T("处置情况"), required: true });
       photos = GD.photoPicker();
-      parts.push(h("label", {}, "处置说明 Result", fields.note), h("label", {}, "处置照片 Photos"), photos.el);
+      parts.push(h("label", {}, T("处置说明"), fields.note), h("label", {}, T("处置照片")), photos.el);
     } else if (kind === "return") {
-      fields.reason = h("textarea", { maxlength: 2000, placeholder: "不属于本部门职责的原因 why this is not ours", required: true });
-      parts.push(h("label", {}, "退单原因 Reason", fields.reason));
+      fields.reason = h("textarea", { maxlength: 2000, placeholder: T("不属于本部门职责的原因"), required: true });
+      parts.push(h("label", {}, T("退单原因"), fields.reason));
     } else if (kind === "extension") {
       fields.hours = h("input", { type: "number", min: "1", max: "720", step: "1", value: "8" });
-      fields.reason = h("textarea", { maxlength: 2000, placeholder: "需要延期的原因 why more time is needed", required: true });
-      parts.push(h("label", {}, "延长小时数 Extra hours", fields.hours), h("label", {}, "延期原因 Reason", fields.reason));
+      fields.reason = h("textarea", { maxlength: 2000, placeholder: T("需要延期的原因"), required: true });
+      parts.push(h("label", {}, T("延长小时数"), fields.hours), h("label", {}, T("延期原因"), fields.reason));
     }
-    const labels = { result: "提交反馈 Submit result", return: "确认退单 Return case", extension: "提交申请 Request" };
+    const labels = { result: T("提交反馈"), return: T("确认退单"), extension: T("提交申请") };
     const submit = h("button", { type: "button", class: kind === "return" ? "danger" : "primary" }, labels[kind]);
     submit.addEventListener("click", async () => {
       err.textContent = "";
       submit.disabled = true;
       try {
         if (kind === "result") {
-          if (!fields.note.value.trim()) throw new Error("请填写处置说明 · describe what was done");
+          if (!fields.note.value.trim()) throw new Error(T("请填写处置说明"));
           const refs = [];
           for (const p of photos.items) refs.push(await GD.uploadPhoto(p.blob));
           await act(c.case_no, "report_result", { note: fields.note.value.trim(), photos: refs });
-          GD.toast("处置结果已反馈，等待核查 · result reported, awaiting on-site check", "good");
+          GD.toast(T("处置结果已反馈，等待核查"), "good");
         } else if (kind === "return") {
-          if (!fields.reason.value.trim()) throw new Error("请填写退单原因 · give the reason");
+          if (!fields.reason.value.trim()) throw new Error(T("请填写退单原因"));
           await act(c.case_no, "return_case", { reason: fields.reason.value.trim() });
-          GD.toast("已退单 · returned to the dispatcher", "good");
+          GD.toast(T("已退单"), "good");
         } else {
-          if (!fields.reason.value.trim()) throw new Error("请填写延期原因 · give the reason");
+          if (!fields.reason.value.trim()) throw new Error(T("请填写延期原因"));
           await act(c.case_no, "request_extension", { hours: Number(fields.hours.value), reason: fields.reason.value.trim() });
-          GD.toast("延期申请已提交 · extension requested", "good");
+          GD.toast(T("延期申请已提交"), "good");
         }
         done();
       } catch (e) {
@@ -92,18 +95,18 @@
     if (offered.has("accept")) {
       buttons.push(h("button", { type: "button", class: "primary", onclick: async (ev) => {
         ev.target.disabled = true;
-        try { await act(c.case_no, "accept", {}); GD.toast("已接单 · accepted", "good"); }
+        try { await act(c.case_no, "accept", {}); GD.toast(T("已接单"), "good"); }
         catch (e) { GD.toast(e.message, "bad"); ev.target.disabled = false; }
-      } }, "接单 Accept"));
+      } }, T("接单")));
     }
     if (offered.has("report_result")) {
-      buttons.push(h("button", { type: "button", class: "ok", onclick: () => open("result") }, "处置反馈 Report result"));
+      buttons.push(h("button", { type: "button", class: "ok", onclick: () => open("result") }, T("处置反馈")));
     }
     if (offered.has("request_extension")) {
-      buttons.push(h("button", { type: "button", onclick: () => open("extension") }, "延期 Extension"));
+      buttons.push(h("button", { type: "button", onclick: () => open("extension") }, T("延期")));
     }
     if (offered.has("return_case")) {
-      buttons.push(h("button", { type: "button", class: "danger", onclick: () => open("return") }, "退单 Return"));
+      buttons.push(h("button", { type: "button", class: "danger", onclick: () => open("return") }, T("退单")));
     }
     const photos = h("div", { class: "thumbs" }, ...(c.photos || []).map(GD.photoImg));
     return h(
@@ -113,10 +116,10 @@
       h("div", { class: "meta" },
         h("span", {}, h("span", { class: `light ${light}` }), h("b", {}, due.text), ` · ${GD.time(c.due_at)}`),
         c.priority ? h("span", { class: `pill ${c.priority}` }, GD.PRIORITY[c.priority] || c.priority) : null,
-        c.rework_count ? h("span", { class: "pill urgent" }, `返工 rework ×${c.rework_count}`) : null,
-        c.pending_extension ? h("span", { class: "pill important" }, `延期审批中 extension pending (${c.pending_extension.hours} h)`) : null),
+        c.rework_count ? h("span", { class: "pill urgent" }, `${T("返工")} ×${c.rework_count}`) : null,
+        c.pending_extension ? h("span", { class: "pill important" }, `${T("延期审批中")} (${c.pending_extension.hours}${T("dur.h")})`) : null),
       h("div", { class: "desc" }, h("span", { class: "code" }, c.category), " ", c.description),
-      h("div", { class: "meta" }, c.address ? h("span", {}, `📍 ${c.address}`) : null, h("span", {}, `网格 ${c.grid}`), h("span", {}, `上报 ${GD.time(c.reported_at)}`)),
+      h("div", { class: "meta" }, c.address ? h("span", {}, GD.icon("pin"), ` ${c.address}`) : null, h("span", { title: c.grid }, `${T("网格")} ${gridName(c.grid)}`), h("span", {}, `${T("上报")} ${GD.time(c.reported_at)}`)),
       photos,
       buttons.length ? h("div", { class: "actions" }, ...buttons) : null,
       slot
@@ -144,7 +147,7 @@
         return el;
       });
       rendered = next;
-      $("#list").replaceChildren(...(els.length ? els : [h("p", { class: "empty card" }, "暂无待处置案件 · nothing to handle")]));
+      $("#list").replaceChildren(...(els.length ? els : [h("p", { class: "empty card" }, T("暂无待处置案件"))]));
     })()
       .catch((e) => GD.toast(e.message, "bad"))
       .finally(() => (loading = null));
@@ -152,16 +155,21 @@
   }
 
   async function start() {
-    const header = GD.header("处置部门工作台", "Department worklist · 处置");
+    const header = GD.header(T("处置部门工作台"), T("处置部门"));
     $("#header").replaceChildren(header.el);
     user = await GD.signInFlow({
       app: "department",
       roles: ["handler"],
       container: $("#signin-slot"),
-      hint: "演示帐号 demo: handler-D-520102-sanitation / handler-D-520102-sanitation-demo",
     });
     header.signedIn(user);
-    $("#dept-name").textContent = `${user.department} · 本部门案件`;
+    $("#dept-name").textContent = T("本部门案件");
+    $("#dept-name").title = user.department || "";
+    GD.departments().then((deps) => {
+      const d = deps.find((x) => x.code === user.department);
+      if (d) $("#dept-name").textContent = `${window.GDI18N.name(d)} · ${T("本部门案件")}`;
+    }).catch(() => {});
+    GD.grids().then((gs) => { for (const g of gs) grids[g.code] = g; }).catch(() => {});
     $("#app").hidden = false;
     $("#reload").addEventListener("click", load);
     await load();

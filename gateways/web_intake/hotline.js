@@ -2,6 +2,7 @@
  * grid, category, description) and do the return visit (回访) after closure. */
 (function () {
   "use strict";
+  const T = (key, vars) => window.GDI18N.t(key, vars);
   const { $, $$, h } = GD;
   let grids = [];
   let picked = null; // {lat, lon, grid}
@@ -26,12 +27,12 @@
     const picker = GD.categoryPicker(cats, { storageKey: "gd.hotline.recent", filter: (c) => !c.code.startsWith("ZL03") });
     $("#category-slot").replaceChildren(picker.el);
     const sel = $("#grid-select");
-    sel.replaceChildren(h("option", { value: "" }, "手选网格 choose grid…"), ...grids.map((g) => h("option", { value: g.code }, `${g.name_zh} ${g.code}`)));
+    sel.replaceChildren(h("option", { value: "" }, T("手选网格")), ...grids.map((g) => h("option", { value: g.code }, `${g.name_zh} ${g.code}`)));
     sel.addEventListener("change", () => {
       picked = null;
       if (sel.value) {
         const g = grids.find((x) => x.code === sel.value);
-        gridLine(["网格 Grid: ", h("b", {}, g.name_zh), ` (${g.code}) · 手选 chosen`]);
+        gridLine([`${T("网格")}: `, h("b", {}, g.name_zh), ` (${g.code}) · ${T("手选")}`]);
         if (mapApi) { mapApi.select(sel.value); mapApi.fit(sel.value); }
       }
     });
@@ -41,13 +42,13 @@
         if (!g) {
           picked = null;
           sel.value = "";
-          gridLine(`(${lat.toFixed(5)}, ${lon.toFixed(5)}) 不在任何网格内 · in no grid`, true);
+          gridLine(`(${lat.toFixed(5)}, ${lon.toFixed(5)}) ${T("不在任何网格内")}`, true);
           return;
         }
         picked = { lat, lon, grid: g.code };
         sel.value = g.code;
         mapApi.select(g.code);
-        gridLine(["网格 Grid: ", h("b", {}, g.name_zh), ` (${g.code}) · ${lat.toFixed(5)}, ${lon.toFixed(5)}`]);
+        gridLine([`${T("网格")}: `, h("b", {}, g.name_zh), ` (${g.code}) · ${lat.toFixed(5)}, ${lon.toFixed(5)}`]);
       },
     });
 
@@ -60,10 +61,10 @@
       const name = $("#caller-name").value.trim();
       const phone = $("#caller-phone").value.trim();
       const description = $("#description").value.trim();
-      if (!name || !phone) return (err.textContent = "请填写来电人姓名和电话 · caller name and phone are required");
-      if (!cat) return (err.textContent = "请选择类别 · choose a category");
-      if (!grid) return (err.textContent = "请在地图上点选或手选网格 · pick the place on the map or choose the grid");
-      if (!description) return (err.textContent = "请填写问题描述 · describe the problem");
+      if (!name || !phone) return (err.textContent = T("请填写来电人姓名和电话"));
+      if (!cat) return (err.textContent = T("请选择类别"));
+      if (!grid) return (err.textContent = T("请在地图上点选或手选网格"));
+      if (!description) return (err.textContent = T("请填写问题描述"));
       const body = {
         category: cat.code,
         grid,
@@ -80,10 +81,10 @@
         picker.remember(cat.code);
         $("#call-result").replaceChildren(
           h("div", { class: "panel", id: "registered" },
-            h("b", {}, "已登记 Registered: "), h("span", { class: "case-no" }, r.case_no),
-            h("p", { class: "small muted" }, "请告知来电人案件编号 · tell the caller this case number"))
+            h("b", {}, `${T("已登记")}: `), h("span", { class: "case-no" }, r.case_no),
+            h("p", { class: "small muted" }, T("请告知来电人案件编号")))
         );
-        GD.toast(`已登记 ${r.case_no}`, "good");
+        GD.toast(`${T("已登记")}: ${r.case_no}`, "good");
         key = GD.uuid();
         for (const id of ["#caller-name", "#caller-phone", "#description", "#address"]) $(id).value = "";
         picker.clear();
@@ -96,29 +97,29 @@
   }
 
   const SATISFACTION = [
-    ["satisfied", "满意 Satisfied"],
-    ["basically_satisfied", "基本满意 Basically"],
-    ["dissatisfied", "不满意 Dissatisfied"],
+    ["satisfied", T("满意")],
+    ["basically_satisfied", T("基本满意")],
+    ["dissatisfied", T("不满意")],
   ];
 
   function visitCard(c) {
     const name = `sat-${c.case_no}`;
     const seg = h("div", { class: "seg", role: "radiogroup" },
       ...SATISFACTION.map(([v, t]) => h("label", {}, h("input", { type: "radio", name, value: v }), t)));
-    const comment = h("textarea", { maxlength: 2000, placeholder: "来电人意见 the caller's comment" });
+    const comment = h("textarea", { maxlength: 2000, placeholder: T("来电人意见") });
     const err = h("p", { class: "error small", role: "alert" });
-    const save = h("button", { type: "button", class: "primary" }, "保存回访 Save");
+    const save = h("button", { type: "button", class: "primary" }, T("保存回访"));
     const el = h("div", { class: "card item filed", dataset: { caseNo: c.case_no } },
-      h("div", { class: "top" }, h("strong", {}, c.case_no), h("span", { class: "pill" }, `结案 ${GD.time(c.closed_at || c.updated_at)}`)),
+      h("div", { class: "top" }, h("strong", {}, c.case_no), h("span", { class: "pill" }, `${T("结案")} ${GD.time(c.closed_at || c.updated_at)}`)),
       h("div", { class: "desc" }, h("span", { class: "code" }, c.category), " ", c.description),
       h("div", { class: "meta" }, h("span", {}, `☎ ${c.reporter_name || "—"} ${c.reporter_phone || ""}`), c.address ? h("span", {}, `📍 ${c.address}`) : null),
-      h("label", {}, "满意度 Satisfaction"), seg,
-      h("label", {}, "意见 Comment", comment), err,
+      h("label", {}, T("满意度")), seg,
+      h("label", {}, T("意见"), comment), err,
       h("div", { class: "actions" }, save));
     save.addEventListener("click", async () => {
       err.textContent = "";
       const choice = $(`input[name="${name}"]:checked`, el);
-      if (!choice) return (err.textContent = "请选择满意度 · choose the satisfaction");
+      if (!choice) return (err.textContent = T("请选择满意度"));
       save.disabled = true;
       try {
         const r = await GD.api(`/v1/cases/${encodeURIComponent(c.case_no)}/actions/return_visit`, {
@@ -127,7 +128,7 @@
           headers: { "Idempotency-Key": GD.uuid() },
         });
         if (r && r.ok === false) throw new Error(r.error ? r.error.message : "refused");
-        GD.toast(`回访已记录 ${c.case_no}`, "good");
+        GD.toast(`${T("回访已记录")}: ${c.case_no}`, "good");
         el.remove();
         setTimeout(loadVisits, 800);
       } catch (e) {
@@ -153,20 +154,19 @@
         return el;
       });
       visitEls = next;
-      $("#visits").replaceChildren(...(els.length ? els : [h("p", { class: "empty card" }, "没有待回访案件 · no return visits due")]));
+      $("#visits").replaceChildren(...(els.length ? els : [h("p", { class: "empty card" }, T("没有待回访案件"))]));
     } catch (e) {
       GD.toast(e.message, "bad");
     }
   }
 
   async function start() {
-    const header = GD.header("12319 受理", "Call-taker · 热线受理 / 回访");
+    const header = GD.header(T("12319 受理"), T("热线受理 / 回访"));
     $("#header").replaceChildren(header.el);
     const user = await GD.signInFlow({
       app: "hotline",
       roles: ["call_taker"],
       container: $("#signin-slot"),
-      hint: "演示帐号 demo: calltaker / calltaker-demo",
     });
     header.signedIn(user);
     $("#app").hidden = false;

@@ -10,14 +10,15 @@
  * (lost responses, two tabs, a crash mid-send) exactly one case exists. */
 (function () {
   "use strict";
+  const T = (key, vars) => window.GDI18N.t(key, vars);
   const { $, $$, h } = GD;
   const CARE_VISITS = ["ZL0301", "ZL0302", "ZL0303", "ZL0304", "ZL0305", "ZL0306"];
   const STATE_TEXT = {
-    queued: "待发送 queued",
-    sending: "发送中 sending",
-    sent: "已发送 sent",
-    filed: "已登记 filed",
-    rejected: "被拒 refused",
+    queued: T("待发送"),
+    sending: T("发送中"),
+    sent: T("已发送"),
+    filed: T("已登记"),
+    rejected: T("被拒"),
   };
 
   // ------------------------------------------------------------------ IndexedDB outbox
@@ -162,7 +163,7 @@
         await Outbox.update(item.key, { state: "queued", error: result.message });
       } else {
         await Outbox.update(item.key, { state: "rejected", error: result.message });
-        GD.toast(`被拒 refused: ${result.message}`, "bad");
+        GD.toast(`${T("被拒")}: ${result.message}`, "bad");
       }
     }
   }
@@ -196,7 +197,7 @@
       if (e instanceof GD.ApiError && e.status >= 400 && e.status < 500 && e.status !== 401 && e.status !== 408 && e.status !== 429) {
         // Refused (bad photo, location outside the city, …): keep it with the reason.
         await Outbox.update(item.key, { state: "rejected", error: e.message });
-        GD.toast(`被拒 refused: ${e.message}`, "bad");
+        GD.toast(`${T("被拒")}: ${e.message}`, "bad");
       } else {
         await Outbox.update(item.key, { state: "queued", error: navigator.onLine ? e.message : null });
         if (e instanceof GD.ApiError && e.status === 401) throw e;
@@ -222,7 +223,7 @@
     $("#queue-badge").textContent = waiting ? String(waiting) : "";
     const list = $("#queue-list");
     if (!items.length) {
-      list.replaceChildren(h("p", { class: "empty card" }, "队列是空的 nothing queued"));
+      list.replaceChildren(h("p", { class: "empty card" }, T("队列是空的")));
       return;
     }
     list.replaceChildren(
@@ -236,16 +237,16 @@
             "div",
             { class: "meta" },
             h("span", {}, GD.time(it.created)),
-            it.case_no ? h("span", { class: "case-no" }, `案件 ${it.case_no}`) : null,
+            it.case_no ? h("span", { class: "case-no" }, `${T("案件")} ${it.case_no}`) : null,
             it.photos.length ? h("span", {}, `📷 ${it.photos.length}`) : null,
-            h("span", { class: "code", title: "幂等键 idempotency key" }, it.key.slice(0, 8))
+            h("span", { class: "code", title: T("幂等键") }, it.key.slice(0, 8))
           ),
           it.error ? h("p", { class: "error small" }, it.error) : null,
           it.state === "rejected"
             ? h(
                 "div",
                 { class: "actions" },
-                h("button", { type: "button", class: "danger", onclick: async () => { await Outbox.del(it.key); renderQueue(); } }, "删除 Delete")
+                h("button", { type: "button", class: "danger", onclick: async () => { await Outbox.del(it.key); renderQueue(); } }, T("删除"))
               )
             : null
         )
@@ -255,6 +256,8 @@
 
   // ------------------------------------------------------------------ the report form
   let grids = [];
+  const catIndex = {}; // code -> category (names, not codes)
+  const categoryName = (code) => (catIndex[code] ? window.GDI18N.name(catIndex[code]) : code);
   let myGrids = [];
   let located = null; // {lat, lon, grid}
   let mapApi = null;
@@ -267,7 +270,7 @@
     const line = $("#grid-line");
     if (g) {
       line.className = "gridline";
-      line.replaceChildren("网格 Grid: ", h("b", {}, `${g.name_zh}`), ` (${g.code}) · ${why}`);
+      line.replaceChildren(`${T("网格")}: `, h("b", {}, `${g.name_zh}`), ` (${g.code}) · ${why}`);
       if (mapApi) mapApi.select(code);
     }
   }
@@ -275,10 +278,10 @@
   function locate() {
     const line = $("#grid-line");
     if (!navigator.geolocation) {
-      line.textContent = "此设备不支持定位，请手选网格 · no GPS: choose the grid";
+      line.textContent = T("此设备不支持定位，请手选网格");
       return;
     }
-    line.textContent = "定位中 locating…";
+    line.textContent = T("定位中");
     navigator.geolocation.getCurrentPosition(
       (pos) => {
         const { latitude: lat, longitude: lon, accuracy } = pos.coords;
@@ -287,13 +290,13 @@
         if (!g) {
           located = null;
           line.className = "gridline error";
-          line.textContent = `位置 (${lat.toFixed(5)}, ${lon.toFixed(5)}) 不在任何网格内，请手选网格 · this position is in no grid: choose the grid`;
+          line.textContent = `(${lat.toFixed(5)}, ${lon.toFixed(5)}) ${T("不在任何网格内，请手选网格")}`;
           return;
         }
         if (!myGrids.includes(g.code)) {
           located = null;
           line.className = "gridline error";
-          line.textContent = `您在 ${g.name_zh} (${g.code})，不是您负责的网格 · you are outside your grids; choose one of yours`;
+          line.textContent = T("您在 {grid}，不是您负责的网格", { grid: `${g.name_zh} (${g.code})` });
           return;
         }
         located = { lat, lon, grid: g.code };
@@ -302,7 +305,7 @@
       () => {
         located = null;
         line.className = "gridline";
-        line.textContent = "无法定位（GPS 关闭？），请手选网格 · GPS is off: choose the grid";
+        line.textContent = T("无法定位（GPS 关闭？），请手选网格");
       },
       { enableHighAccuracy: true, timeout: 10000, maximumAge: 60000 }
     );
@@ -315,7 +318,7 @@
     $("#photo-slot").replaceChildren(photos.el);
     const sel = $("#grid-select");
     sel.replaceChildren(
-      h("option", { value: "" }, "手选网格 choose grid…"),
+      h("option", { value: "" }, T("手选网格")),
       ...myGrids.map((code) => {
         const g = grids.find((x) => x.code === code);
         return h("option", { value: code }, g ? `${g.name_zh} ${code}` : code);
@@ -323,10 +326,10 @@
     );
     sel.addEventListener("change", () => {
       located = null;
-      if (sel.value) setGrid(sel.value, "手选 chosen by hand");
+      if (sel.value) setGrid(sel.value, T("手选"));
       if (mapApi && sel.value) mapApi.fit(sel.value);
     });
-    if (myGrids.length === 1) setGrid(myGrids[0], "您的网格 your grid");
+    if (myGrids.length === 1) setGrid(myGrids[0], T("您的网格"));
     mapApi = GD.gridMap($("#map"), grids.filter((g) => myGrids.includes(g.code) || myGrids.length === 0), { highlight: myGrids });
     $("#gps-btn").addEventListener("click", locate);
 
@@ -337,9 +340,9 @@
       const cat = picker.value;
       const grid = sel.value;
       const description = $("#description").value.trim();
-      if (!cat) return (err.textContent = "请选择类别 · choose a category");
-      if (!grid) return (err.textContent = "请定位或手选网格 · use GPS or choose the grid");
-      if (!description) return (err.textContent = "请填写描述 · describe the problem");
+      if (!cat) return (err.textContent = T("请选择类别"));
+      if (!grid) return (err.textContent = T("请定位或手选网格"));
+      if (!description) return (err.textContent = T("请填写描述"));
       const payload = {
         category: cat.code,
         grid,
@@ -355,7 +358,7 @@
       photos.clear();
       $("#description").value = "";
       $("#address").value = "";
-      GD.toast(navigator.onLine ? "已提交 submitted" : "已存入队列，恢复网络后发送 · queued until online", navigator.onLine ? "good" : "warn");
+      GD.toast(navigator.onLine ? T("已提交") : T("已存入队列，恢复网络后发送"), navigator.onLine ? "good" : "warn");
       showTab("queue");
     });
   }
@@ -368,14 +371,14 @@
     try {
       data = await GD.api("/v1/cases?action=verify_pass&limit=100");
     } catch (e) {
-      if (!box.children.length || box.querySelector(".empty")) box.replaceChildren(h("p", { class: "empty" }, navigator.onLine ? e.message : "离线：连网后显示 · offline"));
+      if (!box.children.length || box.querySelector(".empty")) box.replaceChildren(h("p", { class: "empty" }, navigator.onLine ? e.message : T("离线：连网后显示")));
       return;
     }
     const pending = new Set((await Outbox.all()).filter((i) => i.kind === "action" && i.state !== "rejected").map((i) => i.payload.case_no));
     const tasks = data.items.filter((c) => !pending.has(c.case_no));
     $("#task-badge").textContent = tasks.length ? String(tasks.length) : "";
     if (!tasks.length) {
-      box.replaceChildren(h("p", { class: "empty" }, "没有待核查的案件 · nothing to check"));
+      box.replaceChildren(h("p", { class: "empty" }, T("没有待核查的案件")));
       return;
     }
     const next = new Map();
@@ -391,15 +394,15 @@
   }
 
   function taskCard(c) {
-    const note = h("textarea", { placeholder: "核查说明 what did you see on site?", maxlength: 2000 });
+    const note = h("textarea", { placeholder: T("核查说明"), maxlength: 2000 });
     const photos = GD.photoPicker();
     const err = h("p", { class: "error small", role: "alert" });
-    const result = h("div", { class: "panel small" }, "载入处置结果 loading result…");
+    const result = h("div", { class: "panel small" }, T("载入处置结果"));
     GD.api(`/v1/cases/${encodeURIComponent(c.case_no)}`)
       .then((full) => {
         const ev = [...full.timeline].reverse().find((e) => e.type === "ResultReported");
         result.replaceChildren(
-          h("b", {}, "处置反馈 Result: "),
+          h("b", {}, T("处置反馈")),
           ev ? ev.data.note : "—",
           h("div", { class: "thumbs" }, ...((ev && ev.data.photos) || []).map(GD.photoImg))
         );
@@ -407,15 +410,15 @@
       .catch(() => result.remove());
     const decide = async (verb) => {
       err.textContent = "";
-      if (verb === "verify_fail" && !note.value.trim()) return (err.textContent = "不通过须说明原因 · say what is still wrong");
+      if (verb === "verify_fail" && !note.value.trim()) return (err.textContent = T("不通过须说明原因"));
       await enqueue(
         "action",
         { case_no: c.case_no, verb, args: { note: note.value.trim() || null } },
         photos.items.slice(),
-        `${verb === "verify_pass" ? "核查通过 Pass" : "核查不通过 Fail"} · ${c.case_no}`
+        `${verb === "verify_pass" ? T("核查通过") : T("核查不通过")} · ${c.case_no}`
       );
       card.remove();
-      GD.toast(verb === "verify_pass" ? "核查通过已提交 · pass recorded" : "已退回返工 · sent back for rework", "good");
+      GD.toast(verb === "verify_pass" ? T("核查通过已提交") : T("已退回返工"), "good");
     };
     const light = c.overdue ? "red" : c.warning ? "yellow" : "green";
     const card = h(
@@ -423,16 +426,16 @@
       { class: "card item task", dataset: { caseNo: c.case_no } },
       h("div", { class: "top" }, h("strong", {}, c.case_no), h("span", { class: "pill" }, GD.STATUS[c.status] || c.status)),
       h("div", { class: "desc" }, c.description),
-      h("div", { class: "meta" }, h("span", {}, h("span", { class: `light ${light}` }), `核查时限 ${GD.time(c.due_at)}`), h("span", {}, c.category), c.address ? h("span", {}, c.address) : null),
+      h("div", { class: "meta" }, h("span", {}, h("span", { class: `light ${light}` }), `${T("核查时限")} ${GD.time(c.due_at)}`), h("span", { title: c.category }, categoryName(c.category)), c.address ? h("span", {}, c.address) : null),
       result,
-      h("label", {}, "核查说明 Note", note),
+      h("label", {}, T("核查说明"), note),
       photos.el,
       err,
       h(
         "div",
         { class: "actions" },
-        h("button", { type: "button", class: "ok", onclick: () => decide("verify_pass") }, "✓ 通过 Pass"),
-        h("button", { type: "button", class: "danger", onclick: () => decide("verify_fail") }, "✗ 不通过 Fail")
+        h("button", { type: "button", class: "ok", onclick: () => decide("verify_pass") }, T("✓ 通过")),
+        h("button", { type: "button", class: "danger", onclick: () => decide("verify_fail") }, T("✗ 不通过"))
       )
     );
     return card;
@@ -451,8 +454,8 @@
       const code = $("#visit-type").value;
       const household = $("#visit-household").value.trim();
       const note = $("#visit-note").value.trim();
-      if (!household) return (err.textContent = "请填写走访对象 · name the household");
-      if (!note) return (err.textContent = "请填写走访情况 · write what you found");
+      if (!household) return (err.textContent = T("请填写走访对象"));
+      if (!note) return (err.textContent = T("请填写走访情况"));
       const cat = types.find((c) => c.code === code);
       await enqueue(
         "report",
@@ -470,7 +473,7 @@
       $("#visit-household").value = "";
       $("#visit-note").value = "";
       photos.clear();
-      GD.toast("走访已记录 · visit recorded", "good");
+      GD.toast(T("走访已记录"), "good");
     });
   }
 
@@ -512,17 +515,16 @@
   }
 
   async function start() {
-    const header = GD.header("网格员上报", "Inspector · 网格化管理");
+    const header = GD.header(T("网格员上报"), T("网格化管理"));
     $("#header").replaceChildren(header.el);
     if ("serviceWorker" in navigator) navigator.serviceWorker.register("/inspector/sw.js", { scope: "/inspector/" }).catch(() => {});
     const user = await GD.signInFlow({
       app: "inspector",
       roles: ["inspector"],
       container: $("#signin-slot"),
-      hint: "演示帐号 demo: inspector-520102001001 / inspector-520102001001-demo",
     });
     header.signedIn(user);
-    GD.onSignedOut = () => GD.toast("登录已过期，请重新登录 · please sign in again", "warn");
+    GD.onSignedOut = () => GD.toast(T("登录已过期，请重新登录"), "warn");
     myGrids = user.grids || [];
     $("#app").hidden = false;
     $("#tabs").hidden = false;
@@ -530,15 +532,16 @@
     let cats = [];
     try {
       [cats, grids] = await Promise.all([GD.categories(), GD.grids()]);
+      for (const c of cats) catIndex[c.code] = c;
     } catch (e) {
-      GD.toast(`无法载入基础数据 · cannot load reference data: ${e.message}`, "bad");
+      GD.toast(`${T("无法载入基础数据")}: ${e.message}`, "bad");
     }
     await setupReport(cats);
     setupVisits(cats);
     await renderQueue();
     $("#flush-btn").addEventListener("click", () => flush());
     window.addEventListener("online", () => {
-      GD.toast("网络已恢复，正在发送 · back online, sending", "good");
+      GD.toast(T("网络已恢复，正在发送"), "good");
       flush();
     });
     setInterval(() => navigator.onLine && flush(), 5000);

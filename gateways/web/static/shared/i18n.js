@@ -135,6 +135,32 @@
     const overdue = ms < 0;
     return { text: t(overdue ? "due.overdue" : "due.left", { d: duration(ms) }), overdue, ms };
   }
+  /** The demo accounts box of a sign-in form: empty and hidden unless the server says demo
+   * users are enabled and still as published (GET /v1/auth/demo). Clicking one fills the form. */
+  function demoBox(roles, onPick) {
+    const box = document.createElement("div");
+    box.className = "gd-demo";
+    box.hidden = true;
+    const q = new URLSearchParams();
+    for (const r of roles || []) q.append("role", r);
+    fetch(`/v1/auth/demo?${q}`).then((r) => (r.ok ? r.json() : null)).then((data) => {
+      if (!data || !data.enabled || !data.accounts.length) return;
+      const head = document.createElement("div");
+      head.textContent = t("demo_accounts");
+      box.append(head);
+      for (const a of data.accounts.slice(0, 6)) {
+        const line = document.createElement("div");
+        const code = document.createElement("code");
+        code.textContent = `${a.username} / ${a.password}`;
+        code.style.cursor = onPick ? "pointer" : "";
+        if (onPick) code.addEventListener("click", () => onPick(a.username, a.password));
+        line.append(code, ` · ${label("role", a.role)}`);
+        box.append(line);
+      }
+      box.hidden = false;
+    }).catch(() => {});
+    return box;
+  }
   const pct = (v) => (v === null || v === undefined ? "—" : `${(v * 100).toFixed(1)}%`);
 
   window.GDI18N = {
@@ -155,6 +181,7 @@
     duration,
     due,
     pct,
+    demoBox,
   };
   if (document.readyState !== "loading") document.documentElement.lang = lang;
   else document.addEventListener("DOMContentLoaded", () => { document.documentElement.lang = lang; });
