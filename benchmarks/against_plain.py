@@ -22,10 +22,12 @@ bodies). A report counts as visible when its row is in the table the read endpoi
 after each side's round a sample of those reports is fetched through the HTTP endpoint
 itself as a check.
 
-CPU: time on a CPU of every process of a side's tree from ``/proc/<pid>/schedstat`` (ns;
-``/proc/<pid>/stat`` ticks where there is none), sampled every 0.25 s while that side runs;
-PostgreSQL backends are named by the process whose socket they serve (``pg:worker``…), the
-server's own processes ``pg:server``. Saturation: CPU from the first POST until the last
+CPU: time on a CPU of every thread of every process of a side's tree from
+``/proc/<pid>/task/*/schedstat`` (ns; ``/proc/<pid>/stat`` ticks where there is none),
+sampled every 0.25 s while that side runs (the whole round is also counted in ticks of
+``/proc/<pid>/stat``, threads that ended included, as a cross-check); PostgreSQL backends
+are named by the process whose socket they serve (``pg:worker``…), the server's own
+processes ``pg:server``. Saturation: CPU from the first POST until the last
 report is visible ÷ reports. Steady rate R: CPU per second in the middle of the fixed-rate
 run (from 1 s after its start to 0.5 s before its end) ÷ R. The load generator's own
 processes are not counted (the same for both sides). The other side idles meanwhile and is
@@ -129,11 +131,16 @@ def judge(measures: dict[str, tuple[list[float], list[float]]]) -> list[Verdict]
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time of a process so far: ``/proc/<pid>/schedstat``'s time on a CPU (ns, so a
-    short window of a lightly loaded process is not rounded to 10 ms clock ticks), else
-    user + system from ``/proc/<pid>/stat``."""
+    """CPU time of a process so far: the sum of its threads' time on a CPU from
+    ``/proc/<pid>/task/*/schedstat`` (ns, so a short window of a lightly loaded process is not
+    rounded to 10 ms clock ticks; a process's own ``schedstat`` is its main thread only), else
+    user + system from ``/proc/<pid>/stat``. (A thread that ended takes its time with it
+    here; the roles keep their threads.)"""
     try:
-        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+        return sum(
+            int((task / "schedstat").read_text().split()[0])
+            for task in Path(f"/proc/{pid}/task").iterdir()
+        ) / 1e9
     except (OSError, ValueError, IndexError):
         return _cpu_s(pid)
 
@@ -149,6 +156,7 @@ class CpuSampler:
         self.exclude = exclude
         self.interval = interval
         self.samples: list[tuple[float, dict[int, float]]] = []
+        self.cross_check = (0.0, 0.0)  # CPU s of the last run: (stat ticks, schedstat)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -176,10 +184,22 @@ class CpuSampler:
             self.samples.append((time.time(), self.snapshot()))
             self._stop.wait(self.interval)
 
+    def ticks(self) -> dict[int, float]:
+        """User + system seconds by pid from ``/proc/<pid>/stat`` (10 ms ticks; threads that
+        ended included)."""
+        out = {}
+        for pid in self.pids():
+            try:
+                out[pid] = _cpu_s(pid)
+            except OSError:
+                continue
+        return out
+
     @contextmanager
     def running(self) -> Iterator[CpuSampler]:
         self.samples = []
         self._stop.clear()
+        ticks = self.ticks()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         try:
@@ -188,6 +208,11 @@ class CpuSampler:
             self._stop.set()
             self._thread.join()
             self.samples.append((time.time(), self.snapshot()))
+            after = self.ticks()
+            self.cross_check = (
+                sum(after.values()) - sum(ticks.get(pid, 0.0) for pid in after),
+                sum(self.window(self.samples[0][0], self.samples[-1][0])[1].values()),
+            )
 
     def window(self, a: float, b: float) -> tuple[float, dict[int, float]]:
         """(seconds between the two samples used, CPU seconds by pid)."""
@@ -271,6 +296,7 @@ class Side:
     label: dict[int, str] = field(default_factory=dict)
     runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     checks: list[str] = field(default_factory=list)
+    ticks: list[str] = field(default_factory=list)
 
 
 def jetstream_sync(nats_pid: int | None) -> str:
@@ -384,6 +410,8 @@ async def run_side(side: Side, args: argparse.Namespace) -> None:
                     result["cpu_us_per_report"] = per_report_us(cpu, names, rate * span)
                     _keep(side, f"latency_{rate:g}", result)
             side.checks.append(await _read_check(side, conn))
+        ticks, exact = sampler.cross_check
+        side.ticks.append(f"{exact:.1f} s (schedstat) vs {ticks:.1f} s (stat ticks)")
     finally:
         await conn.close()
 
@@ -503,6 +531,8 @@ def render(ours: Side, plain: Side, header: list[str]) -> str:
             lines.append(f"| {p} | " + " | ".join(f"{c:,.0f}" for c in cells) + " |")
     lines += ["", "Read check: " + "; ".join(
         f"{s.name} {', '.join(s.checks)}" for s in (ours, plain))]
+    lines += ["", "CPU of each round, all processes, two ways: " + "; ".join(
+        f"{s.name} {', '.join(s.ticks)}" for s in (ours, plain))]
     lines += ["", "| issue 19 target | bound | per round | median | |", "|---|---|---|---|---|"]
     for v in judge(measures_of(ours, plain)):
         bound = f"{'≥' if v.target.at_least else '≤'} {v.target.bound:g}"

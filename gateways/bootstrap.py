@@ -18,7 +18,7 @@ from collections.abc import Iterable
 import asyncpg
 
 from aggregates.service import CaseService
-from core import apikeys, photos, users
+from core import apikeys, photos, places, users
 from core.db import create_pool, ensure_schema, wait_for_database
 from core.eventstore import StoreRegistry
 from core.logging import get_logger
@@ -51,6 +51,7 @@ async def intake_setup(conn: asyncpg.Connection, settings: Settings) -> None:
     await open311.setup(conn)
     await notify.setup(conn)
     await households.setup(conn)  # issue 18: household events and read models
+    await places.setup(conn)  # issue 17: standard addresses
 
 
 class Runtime(runtime.Runtime):

@@ -24,9 +24,11 @@ from gateways.cli_projections import app as projections_app  # noqa: E402
 
 app.add_typer(projections_app, name="projections")
 from gateways.cli_dlq import app as dlq_app  # noqa: E402
+from gateways.cli_places import app as places_app  # noqa: E402
 from gateways.cli_users import app as users_app  # noqa: E402
 
 app.add_typer(users_app, name="users")
+app.add_typer(places_app, name="places")
 app.add_typer(dlq_app, name="dlq")
 from gateways.cli_audit import app as audit_app  # noqa: E402
 from gateways.cli_audit import replay as replay_command  # noqa: E402
@@ -115,6 +117,7 @@ async def _up(settings: Settings, sample: int, single_process: bool, lock: Any) 
         servers = [(n, s) for n, s in (("nats-server", nats_srv), ("postgres", pg_srv)) if s]
         # Set-up (schemas, streams, tables, demo users) once, before any role starts.
         runtime = await Runtime.open(settings, nats_url, database_url)
+        await _load_places(runtime, settings)
         try:
             if single_process:
                 return await _serve_in_process(runtime, settings, sample, servers)
@@ -129,6 +132,16 @@ async def _up(settings: Settings, sample: int, single_process: bool, lock: Any) 
         if nats_srv is not None:
             await asyncio.to_thread(nats_srv.stop)
         console.print("stopped.")
+
+
+async def _load_places(runtime: Any, settings: Settings) -> None:
+    """The city's shipped standard addresses, into an empty list (issue 17)."""
+    from core import places
+
+    async with runtime.pool.acquire() as conn:
+        loaded = await places.load_city(conn, runtime.ref.jurisdiction, settings.city_dir)
+    if loaded:
+        console.print(f"standard addresses: {loaded} entries from {settings.city_dir.name}")
 
 
 def _base_url(settings: Settings) -> str:
