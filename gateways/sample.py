@@ -25,7 +25,8 @@ DESCRIPTIONS = {
 
 
 async def load_sample_reports(runtime: Runtime, count: int) -> None:
-    """Publish ``count`` deterministic sample reports (idempotent across restarts)."""
+    """Publish ``count`` deterministic sample reports (idempotent across restarts), then
+    the sample register of households (:func:`load_sample_households`)."""
     rng = random.Random(12319)
     grids = sorted(runtime.ref.jurisdiction.grids)
     categories = runtime.ref.catalogue.all()
@@ -70,3 +71,73 @@ async def load_sample_reports(runtime: Runtime, count: int) -> None:
             log.warning("sample.failed", error=repr(exc))
             return
     log.info("sample.loaded", count=count)
+    try:
+        await load_sample_households(runtime)
+    except Exception as exc:  # the sample is a courtesy: a failure stops nothing else
+        log.warning("sample.households_failed", error=repr(exc))
+
+
+SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
+GIVEN = ["秀英", "桂兰", "建国", "志强", "淑珍", "海燕", "德明", "玉梅", "国华", "丽娟"]
+STREETS = ["中华路", "解放路", "宝山路", "遵义路", "市府路", "花溪大道", "长江路", "黔灵路"]
+#: The sample flags and the reasons an inspector would write (weights: how common).
+SAMPLE_FLAGS = [
+    ("elderly_alone", "独居老人，子女在外地务工", 5),
+    ("hardship", "低保户，收入来源少", 4),
+    ("unemployed", "户主下岗，正在找工作", 3),
+    ("dispute", "与邻居因漏水有纠纷", 2),
+    ("serious_illness", "家属患重大疾病，长期治疗", 2),
+    ("released_or_corrected", "家属正在社区矫正", 1),
+]
+
+
+async def load_sample_households(runtime: Runtime, per_grid: int = 4, weeks: int = 6) -> int:
+    """A generated register (``per_grid`` households in every grid, a few hundred in the
+    sample city) with must-visit flags and ``weeks`` of past visits, some late or missed, so
+    the worklist, coverage and the overdue map have something to show. Deterministic keys
+    and command ids: loading again changes nothing. Returns the households registered now."""
+    from datetime import timedelta
+
+    from aggregates.errors import DomainError
+    from gateways.households import HouseholdApp, schedules_for
+
+    rng = random.Random(18)
+    app = HouseholdApp(runtime.pool, runtime.ref, schedules_for(runtime.settings.city_dir))
+    now = SystemClock().now()
+    start = now - timedelta(weeks=weeks)
+    made = 0
+    for grid_code in sorted(runtime.ref.jurisdiction.grids):
+        grid = runtime.ref.jurisdiction.grid(grid_code)
+        for i in range(per_grid):
+            flags = [(f, reason) for f, reason, w in SAMPLE_FLAGS if rng.random() < w / 12]
+            name = rng.choice(SURNAMES) + rng.choice(GIVEN)
+            args = {
+                "grid": grid_code,
+                "address": f"{rng.choice(STREETS)}{rng.randint(1, 300)}号"
+                           f"{rng.randint(1, 6)}单元{rng.randint(1, 7)}0{rng.randint(1, 4)}",
+                "members": [{"name": name, "relation": "户主",
+                             "birth_year": rng.randint(1935, 1985),
+                             "phone": f"139{rng.randint(10_000_000, 99_999_999)}"}],
+                "flags": [{"flag": f, "reason": r} for f, r in flags],
+                "party_member": "党员" + rng.choice(SURNAMES) + rng.choice(GIVEN),
+            }
+            key = f"sample-household-{grid_code}-{i}"
+            try:
+                result = await app.register(key, args, actor="sample", role="system",
+                                            channel="import", at=start)
+                made += int(result.recorded)
+                at = start
+                for k in range(weeks):
+                    at = at + timedelta(days=rng.choice([3, 5, 6, 7, 9, 12]))
+                    if at >= now or not flags:
+                        break
+                    await app.run(result.household.id, "record_visit",
+                                  {"findings": rng.choice(["情况稳定", "身体尚可，已叮嘱按时服药",
+                                                           "家中整洁，生活正常"])},
+                                  actor=grid.team.inspector, role="inspector",
+                                  channel="inspector_app", at=at,
+                                  command_id=f"sample-visit-{grid_code}-{i}-{k}")
+            except DomainError as exc:
+                log.warning("sample.household_failed", key=key, error=str(exc))
+    log.info("sample.households", registered=made)
+    return made
