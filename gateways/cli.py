@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,6 +39,11 @@ from gateways.cli_households import app as households_app  # noqa: E402
 
 app.add_typer(households_app, name="households")
 app.command("replay")(replay_command)
+from gateways.cli_documents import app as documents_app  # noqa: E402
+from gateways.cli_status import status as status_command  # noqa: E402
+
+app.command("status")(status_command)
+app.add_typer(documents_app, name="documents")
 
 
 def _settings(state_dir: Path | None, port: int | None) -> Settings:
@@ -118,11 +124,12 @@ async def _up(settings: Settings, sample: int, single_process: bool, lock: Any) 
         # Set-up (schemas, streams, tables, demo users) once, before any role starts.
         runtime = await Runtime.open(settings, nats_url, database_url)
         await _load_places(runtime, settings)
+        await _hint_first_admin(runtime)
         try:
             if single_process:
                 return await _serve_in_process(runtime, settings, sample, servers)
             return await _serve_supervised(
-                runtime, settings, sample, nats_url, database_url, servers
+                runtime, settings, sample, nats_url, database_url, servers, lock
             )
         finally:
             await runtime.close()
@@ -132,6 +139,27 @@ async def _up(settings: Settings, sample: int, single_process: bool, lock: Any) 
         if nats_srv is not None:
             await asyncio.to_thread(nats_srv.stop)
         console.print("stopped.")
+
+
+async def _publish_roles(supervisor: Any, lock: Any, stop: asyncio.Event) -> None:
+    """Keep the role processes (pid, restarts) in the state lock for ``gridctl status``."""
+    if lock is None:
+        return
+    while not stop.is_set():
+        lock.update(roles=supervisor.status())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=5)
+
+
+async def _hint_first_admin(runtime: Any) -> None:
+    """A city with nobody who can sign in (not the sample with its demo users): say how to
+    create the first admin, where the operator is looking (not only in a log line)."""
+    from gateways.cli_status import FIRST_ADMIN
+
+    with contextlib.suppress(Exception):
+        async with runtime.pool.acquire() as conn:
+            if not await conn.fetchval("SELECT count(*) FROM users"):
+                console.print(f"[yellow]{FIRST_ADMIN}[/]")
 
 
 async def _load_places(runtime: Any, settings: Settings) -> None:
@@ -199,6 +227,7 @@ async def _serve_supervised(
     nats_url: str,
     database_url: str,
     servers: list[tuple[str, Any]],
+    lock: Any = None,
 ) -> str | None:
     """One process per role and the embedded servers, each restarted if it dies;
     SIGINT/SIGTERM drains the roles in order. The reason when a crash loop stopped it."""
@@ -233,9 +262,11 @@ async def _serve_supervised(
         _banner(settings)
         for child in supervisor.status():
             console.print(f"  {child['role']:<10} pid {child['pid']}")
+        publish = asyncio.create_task(_publish_roles(supervisor, lock, stop))
         if sample:
             await load_sample_reports(runtime, sample)
         await supervisor.watch(stop)
+        publish.cancel()
     finally:
         await asyncio.to_thread(supervisor.stop)
     return supervisor.failure

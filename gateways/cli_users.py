@@ -34,6 +34,7 @@ from core.db import create_pool
 from core.jurisdiction import Jurisdiction
 from core.settings import Settings
 from core.users import HUMAN_ROLES, GrantError, UserRecord, UserStore
+from core.vocabulary import ROLE_LABELS
 
 app = typer.Typer(help="Users, roles and jurisdictions (用戶管理).", no_args_is_help=True)
 out = Console()
@@ -125,8 +126,10 @@ StdinOpt = Annotated[bool, typer.Option("--password-stdin", help="read the passw
 
 @app.command()
 def add(
-    username: str,
-    role: RoleOpt,
+    username: Annotated[
+        str | None, typer.Argument(help="login name (default for --role admin: admin)")
+    ] = None,
+    role: RoleOpt = "",
     name: Annotated[str | None, typer.Option(help="display name")] = None,
     node: NodeOpt = None,
     department: DeptOpt = None,
@@ -137,7 +140,24 @@ def add(
     ] = None,
     password_stdin: StdinOpt = False,
 ) -> None:
-    """Add a user with a role and its jurisdiction."""
+    """Add a user with a role and its jurisdiction (asks for the password twice).
+
+    \b
+    The first admin of a new city:  gridctl users add admin --role admin --name 系统管理员
+    A district dispatcher:          gridctl users add nm-disp --role dispatcher --node 520102
+    A grid inspector:               gridctl users add insp-1 --role inspector --grid 520102001001
+    A department handler:           gridctl users add san-1 --role handler \\
+                                        --department D-520102-sanitation
+    Codes: the city file (GRID_CITY, e.g. deploy/cities/guiyang/city.json) or GET
+    /v1/jurisdiction and /v1/departments.
+    """
+    if role not in HUMAN_ROLES:
+        raise _fail(f"--role: one of {', '.join(HUMAN_ROLES)} (e.g. --role admin)", 2)
+    if username is None:
+        if role != "admin":
+            raise _fail("give the new user's login name: gridctl users add <username> "
+                        f"--role {role} …", 2)
+        username = "admin"
     password = _password(password_stdin)
     encoded = passwords.hash_password(password)
 
@@ -161,7 +181,8 @@ def add(
             raise _fail(f"user {username} already exists") from exc
 
     user = _run(work)
-    out.print(f"added [bold]{user.username}[/] ({user.role})")
+    out.print(f"added [bold]{user.username}[/] ({user.role}) · 已添加用户 {user.username}"
+              f"({ROLE_LABELS.get(user.role, user.role)}), 现在可以登录")
 
 
 @app.command("list")
