@@ -23,7 +23,7 @@ from aggregates.households.coverage import coverage, deadlines
 from core.db import create_pool
 from core.refdata import load_reference
 from gateways import household_files as files
-from gateways.households import HouseholdApp, import_rows, schedules_for
+from gateways.households import HouseholdApp, schedules_for
 from projections import households as model
 from tests.conftest import database_url, make_settings
 from tests.unit.casekit import T0
