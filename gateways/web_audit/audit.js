@@ -2,82 +2,64 @@
 // show its integrity, export. Talks only to /v1/auth/token and /v1/audit/* with a Bearer
 // token kept in sessionStorage (it dies with the tab). Every read is recorded server-side.
 const KEY = "gd.audit.session";
-const LANG_KEY = "gd.audit.lang";
 
-const T = {
-  zh: {
-    title: "案件审计", subtitle: "事件溯源 · 哈希链 · 可验证导出", signin: "审计员登录",
-    username: "用户名", password: "密码", signin_go: "登录", signout: "退出",
-    find: "查找案件", case_no: "案件编号", reporter: "上报人 / 电话", grid: "网格",
-    date: "上报日期", search: "查找", no_results: "没有找到案件",
-    activity: "网格 / 部门 / 人员 的历史", filter_by: "按", department: "部门", actor: "操作人",
-    code: "编码 / 用户", since: "自", until: "至", show: "显示", log: "全量日志",
-    heads: "链头", export_all_jsonl: "全部导出 JSONL", export_all_csv: "全部导出 CSV",
-    export_jsonl: "导出 JSONL", export_csv: "导出 CSV", as_of: "时点", event: "事件",
-    changes: "变更字段", state: "状态", all_fields: "全部字段", timeline: "时间线",
-    reads: "查阅记录（谁在何时查看了此案件）",
-    pick: "在左侧查找并选择一个案件，回放其完整历史。",
-    step: "步骤", of: "/", version: "版本", at: "时间", role: "角色", channel: "渠道",
-    reason: "原因", status_change: "状态变化", position: "日志位置", hash: "哈希",
-    prev_hash: "前一哈希", field: "字段", before: "之前", after: "之后",
-    intact: "完整性已验证", tampered: "发现篡改", events: "事件", sealed: "已封存",
-    unsealed: "未封存", not_yet: "该时点案件尚不存在", events_found: "条事件",
-    cases: "个案件", truncated: "（已截断）", store_head: "存储头", chain: "链值",
-    user: "用户", path: "路径", nothing_changed: "（无字段变化）", first_problem: "首个问题",
-  },
-  en: {
-    title: "Case audit", subtitle: "event sourcing · hash chains · verifiable exports",
-    signin: "Auditor sign-in", username: "Username", password: "Password", signin_go: "Sign in",
-    signout: "Sign out", find: "Find a case", case_no: "Case number",
-    reporter: "Reporter / phone", grid: "Grid", date: "Reported on", search: "Search",
-    no_results: "No case found", activity: "History of a grid / department / person",
-    filter_by: "By", department: "Department", actor: "Actor", code: "Code / user",
-    since: "From", until: "To", show: "Show", log: "Whole log", heads: "Chain heads",
-    export_all_jsonl: "Export all JSONL", export_all_csv: "Export all CSV",
-    export_jsonl: "Export JSONL", export_csv: "Export CSV", as_of: "As of", event: "Event",
-    changes: "Fields changed", state: "State", all_fields: "All fields", timeline: "Timeline",
-    reads: "Read log (who looked at this case, when)",
-    pick: "Find and pick a case on the left to replay its whole history.",
-    step: "Step", of: "/", version: "Version", at: "Time", role: "Role", channel: "Channel",
-    reason: "Reason", status_change: "Status", position: "Log position", hash: "Hash",
-    prev_hash: "Previous hash", field: "Field", before: "Before", after: "After",
-    intact: "Integrity verified", tampered: "Tampering detected", events: "events",
-    sealed: "sealed", unsealed: "unsealed", not_yet: "The case did not exist yet at that time",
-    events_found: "events", cases: "cases", truncated: " (truncated)", store_head: "store head",
-    chain: "chain", user: "User", path: "Path", nothing_changed: "(no field changed)",
-    first_problem: "First problem",
-  },
-};
-
-const TYPES = {
-  Reported: ["上报", "Reported"], Filed: ["立案", "Filed"], Rejected: ["不予立案", "Rejected"],
-  MarkedDuplicate: ["标记重复", "Marked duplicate"], ReporterLinked: ["关联上报人", "Reporter linked"],
-  Dispatched: ["派遣", "Dispatched"], Accepted: ["接单", "Accepted"], Returned: ["退单", "Returned"],
-  ExtensionRequested: ["延期申请", "Extension requested"],
-  ExtensionApproved: ["批准延期", "Extension approved"],
-  ExtensionRefused: ["驳回延期", "Extension refused"], Suspended: ["挂账", "Suspended"],
-  Resumed: ["恢复处置", "Resumed"], ResultReported: ["处置反馈", "Result reported"],
-  VerificationPassed: ["核查通过", "Verification passed"],
-  VerificationFailed: ["核查不通过（返工）", "Verification failed (rework)"],
-  Escalated: ["上提一级", "Escalated"], Supervised: ["督办", "Supervision order"],
-  Closed: ["结案", "Closed"], ReturnVisited: ["回访", "Return visit"],
-  WarningMarked: ["黄灯预警", "Yellow light"], OverdueMarked: ["红灯超期", "Overdue (red)"],
-};
-
+// Words, dates and the language come from the shared catalogue (/static/shared/messages.js and
+// i18n.js, loaded before this module): the same as on every other page.
+const I = window.GDI18N;
+const t = (key) => I.t(`audit.${key}`);
+// The state panel: these fields, labelled, in this order; values translated (names, not codes).
 const STATE_FIELDS = [
-  ["status", "状态", "Status"], ["level", "层级", "Level"], ["node", "责任节点", "Node"],
-  ["department", "处置部门", "Department"], ["priority", "优先级", "Priority"],
-  ["due", "时限", "Deadline"], ["due_step", "计时环节", "Deadline step"],
-  ["category", "类别", "Category"], ["grid", "网格", "Grid"],
-  ["reporter", "上报人", "Reporter"],
-  ["rework_count", "返工次数", "Rework"], ["return_count", "退单次数", "Returns"],
-  ["extension_count", "延期次数", "Extensions"], ["escalations", "上提次数", "Escalations"],
-  ["supervised", "督办", "Supervised"], ["satisfaction", "满意度", "Satisfaction"],
-  ["closed_at", "结案时间", "Closed at"],
+  "status", "level", "node", "department", "priority", "due", "due_step", "category", "grid", "reporter",
+  "rework_count", "return_count", "extension_count", "escalations", "supervised", "satisfaction", "closed_at",
 ];
+// Reference data for names (any signed-in user may read it), loaded once after sign-in.
+const refs = { categories: {}, departments: {}, nodes: {}, grids: {}, levels: {}, people: new Map() };
+async function loadRefs() {
+  const get = (path) => api(path).catch(() => null);
+  const [cats, deps, tree, grids] = await Promise.all([get("/v1/categories"), get("/v1/departments"), get("/v1/jurisdiction"), get("/v1/grids")]);
+  for (const c of cats?.items || []) refs.categories[c.code] = c;
+  for (const d of deps?.items || []) refs.departments[d.code] = d;
+  for (const n of tree?.nodes || []) refs.nodes[n.code] = n;
+  if (tree?.city) refs.nodes[tree.city.code] = tree.city;
+  for (const l of tree?.levels || []) refs.levels[l.key] = l;
+  for (const g of grids?.items || []) refs.grids[g.code] = g;
+}
+async function loadPeople(ids) {
+  const missing = [...new Set(ids)].filter((id) => id && !refs.people.has(id));
+  if (!missing.length) return;
+  for (const id of missing) refs.people.set(id, null);
+  const data = await api("/v1/people", { ids: missing.join(",") }).catch(() => null);
+  for (const p of data?.items || []) refs.people.set(p.user_id, p);
+}
+const person = (id) => refs.people.get(id)?.name || I.label("actor", id);
+/** A field's value for people: translated words, names with the code after them. */
+function show(key, v) {
+  if (v === null || v === undefined || v === "") return "—";
+  const named = (rec, code) => (rec ? `${I.name(rec)} (${code})` : String(code));
+  switch (key) {
+    case "status": case "from_status": case "to_status": return I.label("status", v);
+    case "priority": return I.label("priority", v);
+    case "due_step": return I.label("step", v);
+    case "satisfaction": return I.label("satisfaction", v);
+    case "source": return I.label("source", v);
+    case "role": return I.label("role", v);
+    case "level": return refs.levels[v] ? I.name(refs.levels[v]) : String(v);
+    case "category": return named(refs.categories[v], v);
+    case "department": return named(refs.departments[v], v);
+    case "grid": return named(refs.grids[v], v);
+    case "node": case "district": case "community": return named(refs.nodes[v] || refs.grids[v], v);
+    case "actor": return `${person(v)}${person(v) === v ? "" : ` (${v})`}`;
+    case "reporter":
+      return typeof v === "object"
+        ? [v.name || (v.id ? person(v.id) : ""), v.phone, I.label("reporter_type", v.type)].filter(Boolean).join(" · ") || "—"
+        : String(v);
+    default: break;
+  }
+  if (typeof v === "boolean") return I.t(v ? "yes" : "no");
+  return fmt(v);
+}
+const fieldName = (key) => I.label("field", key);
 
-let lang = localStorage.getItem(LANG_KEY) || "zh";
-const t = (key) => T[lang][key] ?? T.zh[key] ?? key;
 const $ = (sel) => document.querySelector(sel);
 const el = (tag, attrs = {}, ...children) => {
   const node = document.createElement(tag);
@@ -129,19 +111,14 @@ function toast(text) {
   toast.timer = setTimeout(() => { box.hidden = true; }, 3500);
 }
 
-const fmtTime = (iso) => {
-  if (!iso) return "—";
-  const d = new Date(iso);
-  if (Number.isNaN(d.getTime())) return String(iso);
-  return d.toLocaleString(lang === "zh" ? "zh-CN" : "en-GB", { timeZone: "Asia/Shanghai", hour12: false });
-};
+const fmtTime = (iso) => I.dateTime(iso);
 const fmt = (v) => {
   if (v === null || v === undefined || v === "") return "—";
   if (typeof v === "string" && /^\d{4}-\d\d-\d\dT.*Z$/.test(v)) return fmtTime(v);
   if (typeof v === "object") return JSON.stringify(v);
   return String(v);
 };
-const typeName = (type) => (TYPES[type] ? TYPES[type][lang === "zh" ? 0 : 1] : type);
+const typeName = (type) => I.label("event", type);
 const localDay = (d, plus = 0) => {
   if (!d) return null;
   const day = new Date(`${d}T00:00:00+08:00`);
@@ -151,9 +128,7 @@ const localDay = (d, plus = 0) => {
 
 // ------------------------------------------------------------------ i18n
 function applyLang() {
-  document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
-  for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
-  $("#lang").textContent = lang === "zh" ? "EN" : "中文";
+  I.applyStatic(document);
   if (view.history) renderCase();
 }
 
@@ -162,7 +137,8 @@ function showSignin() { $("#signin").hidden = false; $("#app").hidden = true; $(
 function showApp() {
   const s = session();
   $("#signin").hidden = true; $("#app").hidden = false; $("#signout").hidden = false;
-  $("#who").textContent = s?.user ? `${s.user.name || s.user.username} · ${s.user.role}` : "";
+  $("#who").textContent = s?.user ? `${s.user.name || s.user.username} · ${I.label("role", s.user.role)}` : "";
+  loadRefs().then(() => { if (view.history) renderCase(); }).catch(() => {});
 }
 
 async function signIn(ev) {
@@ -174,9 +150,13 @@ async function signIn(ev) {
   });
   const res = await fetch("/v1/auth/token", { method: "POST", body: form });
   const body = await res.json().catch(() => ({}));
-  if (!res.ok) { $("#signin-error").textContent = body.message || `HTTP ${res.status}`; return; }
+  if (!res.ok) {
+    const word = { 401: "signin_failed", 403: "signin_disabled", 429: "signin_locked" }[res.status];
+    $("#signin-error").textContent = word ? I.t(word) : body.message || `HTTP ${res.status}`;
+    return;
+  }
   const role = body.user?.role;
-  if (role && role !== "auditor") { $("#signin-error").textContent = `role ${role}: auditors only`; return; }
+  if (role && role !== "auditor") { $("#signin-error").textContent = I.t("此页面供 {roles} 使用", { roles: I.label("role", "auditor") }); return; }
   sessionStorage.setItem(KEY, JSON.stringify(body));
   showApp();
 }
@@ -193,7 +173,7 @@ async function find(ev) {
   for (const c of body.items) {
     tbody.append(el("tr", { class: "pick", "data-case": c.case_no, onclick: () => openCase(c.case_no) },
       el("td", { class: "mono nowrap" }, c.case_no),
-      el("td", { class: "nowrap" }, lang === "zh" ? (c.status_zh || c.status || "") : (c.status || "")),
+      el("td", { class: "nowrap" }, I.label("status", c.status)),
       el("td", { class: "nowrap muted" }, fmtTime(c.reported_at))));
   }
   $("#results-empty").hidden = body.items.length > 0;
@@ -235,7 +215,8 @@ function renderCase() {
   const n = h.events.length;
   $("#case-no").textContent = h.case_no;
   const last = h.state || {};
-  $("#case-sub").textContent = `${last.category || ""} · ${t("grid")} ${last.grid || ""} · ${h.partition} · ${n} ${t("events")}`;
+  $("#case-sub").textContent = `${show("category", last.category)} · ${t("grid")} ${show("grid", last.grid)} · ${h.partition} · ${n} ${t("events")}`;
+  loadPeople(h.events.map((e) => e.actor)).then(() => { if (view.history === h) renderStep(); });
   const integ = h.integrity || {};
   const badge = $("#integrity");
   badge.className = `badge ${integ.ok ? "ok" : "bad"}`;
@@ -256,7 +237,7 @@ function renderCase() {
     const seal = status ? (bad ? `✗ ${status.status}` : status.sealed ? `✓ ${t("sealed")}` : t("unsealed")) : "";
     list.append(el("li", { "data-step": String(i + 1), class: bad ? "bad" : "", onclick: () => go(i) },
       el("strong", {}, `v${e.version} ${typeName(e.type)}`), " ",
-      el("span", { class: "muted" }, `${fmtTime(e.at)} · ${e.actor} (${e.role}, ${e.channel})`), " ",
+      el("span", { class: "muted", title: e.actor }, `${fmtTime(e.at)} · ${person(e.actor)} (${I.label("role", e.role)}, ${e.channel})`), " ",
       el("span", { class: "seal" }, seal)));
   });
   renderStep();
@@ -270,9 +251,9 @@ function renderStep() {
   $("#slider").value = String(i + 1);
   $("#step-label").textContent = `${t("step")} ${i + 1} ${t("of")} ${h.events.length} · ${fmtTime(e.at)}`;
   const kv = [
-    [t("event"), lang === "zh" ? `${typeName(e.type)} (${e.type})` : typeName(e.type)], [t("version"), e.version], [t("at"), fmtTime(e.at)],
-    [t("actor"), e.actor], [t("role"), e.role], [t("channel"), e.channel], [t("reason"), e.reason],
-    [t("status_change"), `${e.from_status || "—"} → ${e.to_status}`],
+    [t("event"), `${typeName(e.type)} (${e.type})`], [t("version"), e.version], [t("at"), fmtTime(e.at)],
+    [t("actor"), show("actor", e.actor)], [t("role"), show("role", e.role)], [t("channel"), e.channel], [t("reason"), e.reason],
+    [t("status_change"), `${e.from_status ? show("status", e.from_status) : "—"} → ${show("status", e.to_status)}`],
     [t("position"), `${h.partition}:${e.position}`], [t("hash"), e.hash], [t("prev_hash"), e.prev_hash || "∅"],
   ];
   const dl = $("#event");
@@ -283,15 +264,12 @@ function renderStep() {
   const changes = Object.entries(e.changes || {});
   if (!changes.length) tbody.append(el("tr", {}, el("td", { colspan: "3", class: "muted" }, t("nothing_changed"))));
   for (const [k, c] of changes) {
-    tbody.append(el("tr", {}, el("td", {}, k), el("td", { class: "change-from" }, fmt(c.from)), el("td", { class: "change-to" }, fmt(c.to))));
+    tbody.append(el("tr", {}, el("td", { title: k }, fieldName(k)), el("td", { class: "change-from" }, show(k, c.from)), el("td", { class: "change-to" }, show(k, c.to))));
   }
   const sdl = $("#state");
   sdl.replaceChildren();
-  for (const [key, zh, en] of STATE_FIELDS) {
-    let value = state[key];
-    if (key === "status" && lang === "zh" && state.status_zh) value = `${state.status_zh} (${state.status})`;
-    if (key === "reporter" && value) value = [value.name, value.phone, value.id, value.type].filter(Boolean).join(" · ");
-    sdl.append(el("dt", {}, lang === "zh" ? zh : en), el("dd", { "data-field": key }, fmt(value)));
+  for (const key of STATE_FIELDS) {
+    sdl.append(el("dt", { title: key }, fieldName(key)), el("dd", { "data-field": key }, show(key, state[key])));
   }
   $("#state-version").textContent = `${t("version")} ${state.version}`;
   $("#state-json").textContent = JSON.stringify(state, null, 2);
@@ -375,7 +353,9 @@ async function heads() {
 function wire() {
   $("#signin-form").addEventListener("submit", signIn);
   $("#signout").addEventListener("click", () => { sessionStorage.removeItem(KEY); showSignin(); });
-  $("#lang").addEventListener("click", () => { lang = lang === "zh" ? "en" : "zh"; localStorage.setItem(LANG_KEY, lang); applyLang(); });
+  $("#lang-slot").replaceChildren(I.picker());
+  I.onLang(applyLang);
+  $("#signin-form").append(I.demoBox(["auditor"], (u, p) => { $("#signin-username").value = u; $("#signin-password").value = p; }));
   $("#find-form").addEventListener("submit", (ev) => find(ev).catch((e) => toast(e.message)));
   $("#act-form").addEventListener("submit", (ev) => activity(ev).catch((e) => toast(e.message)));
   $("#slider").addEventListener("input", (ev) => { stop(); go(Number(ev.target.value) - 1); });
