@@ -40,7 +40,7 @@ from core.refdata import Reference
 from core.settings import Settings
 from core.vocabulary import CARE_FLAG_LABELS, STATUS_LABELS, Status
 from gateways import household_files as files
-from gateways.households import HouseholdApp, schedules_for
+from gateways.households import HouseholdApp, import_rows, schedules_for
 from gateways.http import household_access as hx
 from gateways.http.deps import (
     get_clock,
@@ -350,6 +350,40 @@ async def export(
              "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
     return Response(data, media_type=media, headers={
         "Content-Disposition": f'attachment; filename="households.{format}"'})
+
+
+@router.post("/import")
+async def import_register(
+    request: Request,
+    app: HouseholdApp = Depends(app_from),
+    clock: Clock = Depends(get_clock),
+    principal: Principal = Depends(editors),
+    format: Literal["csv", "xlsx"] = "xlsx",
+) -> dict[str, Any]:
+    """Import a register (the request body is the .xlsx or .csv file; columns in
+    docs/households.md). Rows of grids the caller may not edit are refused with the others
+    that cannot be taken, each with its row number and reason; the same file again registers
+    nothing twice."""
+    data = await request.body()
+    try:
+        table = files.read_table(data, f"upload.{format}")
+    except Exception as exc:  # a file openpyxl / csv cannot read at all
+        raise ApiError(422, "unreadable_file", f"cannot read the {format} file: {exc}") from exc
+    parsed = files.parse_import(table, app.ref.jurisdiction)
+    j = app.ref.jurisdiction
+
+    def mine(args: dict[str, Any]) -> str | None:
+        grid = args["grid"]
+        if hx.may_edit(principal, grid, j.grid(grid).parent):
+            return None
+        return f"grid {grid} is not yours to edit"
+
+    made, existing, refused = await import_rows(
+        app, parsed.rows, actor=principal.user_id, role=principal.role, channel="import",
+        at=clock.now(), check=mine)
+    rejected = sorted([*parsed.rejected, *refused], key=lambda r: r["line"])
+    return {"registered": made, "already_there": existing, "rejected": [
+        {"line": r["line"], "reason": r["reason"]} for r in rejected]}
 
 
 # --------------------------------------------------------------------------- one household

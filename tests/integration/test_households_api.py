@@ -8,7 +8,6 @@ One system for the whole story (the budget of the suite): each step asserts real
 from __future__ import annotations
 
 import io
-from datetime import timedelta
 from typing import Any
 
 import openpyxl
@@ -149,4 +148,17 @@ async def test_household_story(system: dict[str, Any]) -> None:
             ("dispatcher", "detail", False), ("dispatcher", "export", False),
             ("inspector", "export", True), ("auditor", "history", True)} <= who
     assert (await client.get("/v1/households/reads", headers=leader)).status_code == 403
-    assert clock.now() - timedelta(days=12) < clock.now()
+
+    # Import over HTTP: rows of grids the caller may not edit are refused with a reason.
+    csv_body = ("外部编号,网格,地址,孤寡老人\n"
+                f"B-1,{GRID},新华路 20 号,独居\nB-2,{OTHER_GRID},黔灵路 1 号,独居\n"
+                f"B-3,{GRID},,独居\n").encode()
+    r = await client.post("/v1/households/import?format=csv", content=csv_body,
+                          headers={**inspector, "content-type": "text/csv"})
+    assert r.status_code == 200, r.text
+    result = r.json()
+    assert result["registered"] == 1
+    assert [(x["line"], "not yours" in x["reason"]) for x in result["rejected"]] == [
+        (3, True), (4, False)]
+    assert (await client.post("/v1/households/import?format=csv", content=csv_body,
+                              headers=auditor)).status_code == 403
