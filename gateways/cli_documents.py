@@ -46,12 +46,16 @@ def _where(settings: Settings) -> dict[str, Any]:
 async def _connect(settings: Settings, url: str) -> Any:
     import asyncpg
 
+    from core.db import _init_connection  # JSON columns as Python values, as in the pools
+
     try:
-        return await asyncpg.connect(url, timeout=5,
+        conn = await asyncpg.connect(url, timeout=5,
                                      server_settings={"search_path": settings.db_schema})
     except (OSError, asyncpg.PostgresError) as exc:
         err.print(f"[red]无法连接 PostgreSQL[/] {url}: {exc}")
         raise typer.Exit(2) from exc
+    await _init_connection(conn)
+    return conn
 
 
 async def _photos(settings: Settings, nats_url: str | None, digests: list[str]) -> dict[str, bytes]:

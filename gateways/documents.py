@@ -129,7 +129,7 @@ class _Pdf(FPDF):
 
     def fields(self, pairs: list[tuple[str, Any]]) -> None:
         self.set_font("cjk", size=9)
-        with self.table(col_widths=(28, 152), first_row_as_headings=False,
+        with self.table(col_widths=(36, 144), first_row_as_headings=False,
                         line_height=6) as table:
             for key, value in pairs:
                 row = table.row()

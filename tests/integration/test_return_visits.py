@@ -5,13 +5,17 @@ leader's list until 重办 or 不予重办; the decision is counted in the metri
 
 from __future__ import annotations
 
+import asyncio
 import io
+from pathlib import Path
 from typing import Any
 
 from openpyxl import load_workbook
 from pypdf import PdfReader
+from typer.testing import CliRunner
 
 from aggregates.visits import VisitRule
+from gateways.cli import app
 from projections import return_visits as rv
 from projections.metrics import METRICS
 from tests.conftest import auth_headers, eventually, user_headers
@@ -56,7 +60,7 @@ async def close_case(
 
 
 async def test_return_visit_list_rule_pages_and_the_shift_leaders_decision(
-    system: dict[str, Any],
+    system: dict[str, Any], tmp_path: Path,
 ) -> None:
     client, clock = system["client"], system["clock"]
     await _sign_in(client)
@@ -181,3 +185,20 @@ async def test_return_visit_list_rule_pages_and_the_shift_leaders_decision(
     pdf = await client.get("/v1/documents/evaluation.pdf",
                            params={"from": today, "to": today}, headers=SHIFT_LEADER)
     assert "综合评价报告" in PdfReader(io.BytesIO(pdf.content)).pages[0].extract_text()
+
+    # The same documents from gridctl (read models at DATABASE_URL, photos from NATS).
+    settings = system["settings"]
+    env = {"NATS_URL": settings.nats_url, "DATABASE_URL": settings.database_url,
+           "GRID_DB_SCHEMA": settings.db_schema, "GRID_STREAM_PREFIX": settings.stream_prefix}
+    runner = CliRunner()
+    made = await asyncio.to_thread(
+        runner.invoke, app, ["documents", "case-file", hotline, "-o", str(tmp_path / "a.pdf")],
+        env=env)
+    assert made.exit_code == 0, made.output
+    cli_text = PdfReader(tmp_path / "a.pdf").pages[0].extract_text()
+    assert hotline in cli_text and "137****1234" in cli_text  # masked without --personal
+    made = await asyncio.to_thread(
+        runner.invoke, app, ["documents", "evaluation", "--from", today, "--to", today,
+                             "-o", str(tmp_path / "e.xlsx")], env=env)
+    assert made.exit_code == 0, made.output
+    assert load_workbook(tmp_path / "e.xlsx")["网格排名"].cell(2, 2).value
