@@ -55,6 +55,11 @@ class Settings(BaseSettings):
         "its first message is there (batching under moderate load; adds at most this much "
         "latency per stage at low load)",
     )
+    batch_linger_from_rate: float = Field(
+        default=150.0, ge=0, alias="GRID_BATCH_LINGER_FROM_RATE",
+        description="messages per second from which a stage lingers (core.pull.Linger); "
+        "below it every message is handled at once (low latency); 0 = always linger",
+    )
     max_deliver: int = Field(default=5, ge=1, alias="GRID_MAX_DELIVER")
     dedupe_window_s: float = Field(default=120.0, gt=0, alias="GRID_DEDUPE_WINDOW")
     stream_replicas: int = Field(

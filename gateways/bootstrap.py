@@ -24,6 +24,7 @@ from core.eventstore import StoreRegistry
 from core.logging import get_logger
 from core.messaging import Topology, connect, ensure_streams
 from core.photos import PhotoStore
+from core.pull import Linger
 from core.refdata import load_reference
 from core.settings import Settings
 from gateways import notify, runtime
@@ -117,7 +118,7 @@ class Runtime(runtime.Runtime):
                         partition=p,
                         batch=self.settings.worker_batch,
                         max_deliver=self.settings.max_deliver,
-                        linger=self.settings.batch_linger_ms / 1000,
+                        linger=self._linger(),
                     )
                     self.workers.append(worker)
                     self.spawn(role, worker.run(self.stop_event))
@@ -129,13 +130,13 @@ class Runtime(runtime.Runtime):
                     self.topo,
                     self.pool,
                     batch=self.settings.relay_batch,
-                    linger=self.settings.batch_linger_ms / 1000,
+                    linger=self._linger(),
                 )
                 self.spawn(role, self.relay.run(self.stop_event))
             elif role == "projector":
                 runner = ProjectionRunner(
                     self._selected_projections(), self.js, self.topo, self.pool,
-                    linger=self.settings.batch_linger_ms / 1000,
+                    linger=self._linger(),
                 )
                 self.projectors.append(runner)
                 self.spawn(role, runner.run(self.stop_event))
@@ -154,6 +155,13 @@ class Runtime(runtime.Runtime):
                 self, self.settings.http_host, self.settings.health_port, self.stop_event
             ))
         log.info("runtime.started", roles=list(roles), partitions=parts)
+
+    def _linger(self) -> Linger:
+        """Each batching stage's own adaptive linger (``GRID_BATCH_LINGER_MS`` from
+        ``GRID_BATCH_LINGER_FROM_RATE`` messages per second)."""
+        return Linger(
+            self.settings.batch_linger_ms / 1000, self.settings.batch_linger_from_rate
+        )
 
     def _selected_projections(self) -> list[Projection]:
         """All read models, or the ones named in GRID_PROJECTIONS (comma-separated)."""

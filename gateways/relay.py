@@ -34,11 +34,11 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from core import codec, eventlog
-from core.eventstore import StoreRegistry
+from core.eventstore import StoreRegistry, table_name
 from core.gctune import tune_gc
 from core.logging import get_logger
 from core.messaging import Topology
-from core.pull import DEFAULT_LINGER_S
+from core.pull import DEFAULT_LINGER_S, Linger
 from core.retry import backoff_delays, sleep_or_stop
 from projections.audit.chain import CHAIN_HEADER, ChainSealer
 
@@ -59,6 +59,9 @@ CREATE TABLE IF NOT EXISTS relay_positions (
 
 #: Header with ``<partition>:<position>`` of a published event.
 POSITION_HEADER = "Grid-Position"
+#: Polling interval while listening for the store's NOTIFY (a safety net: a lost
+#: notification costs at most this much latency).
+IDLE_POLL_S = 0.25
 #: JetStream's limit on the messages of one atomic batch.
 MAX_ATOMIC_BATCH = 1000
 
@@ -79,10 +82,13 @@ class Relay:
         topo: Topology,
         pool: asyncpg.Pool,
         batch: int = 1000,
-        linger: float = DEFAULT_LINGER_S,
+        linger: float | Linger = DEFAULT_LINGER_S,
     ) -> None:
         self.stores = stores
-        self.linger = linger
+        self.linger = linger if isinstance(linger, Linger) else Linger(linger)
+        #: Set by PostgreSQL's NOTIFY on every insert into a partition's events table.
+        self.wake = asyncio.Event()
+        self._listener: asyncpg.pool.PoolConnectionProxy | None = None
         self.partitions = list(partitions)
         self.js = js
         self.topo = topo
@@ -137,29 +143,76 @@ class Relay:
         return head
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Pump until ``stop`` is set; idle partitions are polled every 50 ms."""
+        """Pump until ``stop`` is set. Between pumps the relay waits for the store's NOTIFY
+        (every insert into a partition's events table sends one), polling every
+        ``IDLE_POLL_S`` as a safety net (every 50 ms while it cannot listen)."""
         tune_gc()
         delays = backoff_delays()
-        while not stop.is_set():
-            try:
-                if not self.ready:
-                    await self.setup()
-                moved = 0
-                for partition in self.partitions:
-                    moved += await self.pump(partition)
-                delays = backoff_delays()
-                if moved == 0:
-                    await sleep_or_stop(stop, 0.05)
-                elif moved < self.batch // 10:
-                    # A trickle: let it gather (each pump is a read, a publish round trip,
-                    # a log-chain seal and a position write, whatever its size).
-                    await sleep_or_stop(stop, self.linger)
-            except Exception as exc:
-                # The outcome of an interrupted publish is unknown: re-read the stream first.
-                self.stream_heads.clear()
-                delay = next(delays)
-                log.warning("relay.retry", error=repr(exc), delay_s=round(delay, 2))
-                await sleep_or_stop(stop, delay)
+        try:
+            while not stop.is_set():
+                try:
+                    if not self.ready:
+                        await self.setup()
+                    self.wake.clear()  # before reading: an insert during the pump wakes again
+                    moved = 0
+                    for partition in self.partitions:
+                        moved += await self.pump(partition)
+                    delays = backoff_delays()
+                    self.linger.note(moved)
+                    if moved >= max(1, self.batch // 10):
+                        continue  # more may be waiting
+                    wait = self.linger.seconds() if moved else 0.0
+                    if wait > 0:
+                        # A trickle at a high rate: let it gather (each pump is a read, a
+                        # publish round trip, a log-chain seal and a position write).
+                        await sleep_or_stop(stop, wait)
+                    else:
+                        await self._idle(stop)
+                except Exception as exc:
+                    # The outcome of an interrupted publish is unknown: re-read the stream.
+                    self.stream_heads.clear()
+                    delay = next(delays)
+                    log.warning("relay.retry", error=repr(exc), delay_s=round(delay, 2))
+                    await sleep_or_stop(stop, delay)
+        finally:
+            await self._unlisten()
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        """Wait for a NOTIFY from the store, ``stop``, or the poll interval."""
+        if self._listener is None or self._listener.is_closed():
+            await self._listen()
+        timeout = IDLE_POLL_S if self._listener is not None else 0.05
+        waits = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+
+    async def _listen(self) -> None:
+        """LISTEN on the partitions' channels on one held connection of the pool (a failure
+        only means polling every 50 ms)."""
+        self._listener = None
+        conn = None
+        try:
+            conn = await self.pool.acquire()
+            for partition in self.partitions:
+                await conn.add_listener(table_name(partition), self._notified)
+            self._listener = conn
+        except Exception as exc:  # the database is down or restarting: poll meanwhile
+            log.warning("relay.listen_failed", error=repr(exc))
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await self.pool.release(conn)
+
+    def _notified(self, *_args: Any) -> None:
+        self.wake.set()
+
+    async def _unlisten(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await self.pool.release(conn)
 
     async def pump(self, partition: str) -> int:
         """Publish the next batch of one partition; returns how many events moved."""

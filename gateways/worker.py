@@ -45,7 +45,7 @@ from core.eventstore import StoreRegistry
 from core.gctune import tune_gc
 from core.logging import get_logger
 from core.messaging import Topology
-from core.pull import DEFAULT_LINGER_S, fetch
+from core.pull import DEFAULT_LINGER_S, Linger, fetch
 from core.retry import backoff_delays, sleep_or_stop
 
 log = get_logger("worker")
@@ -97,7 +97,7 @@ class Worker:
         batch: int = 500,
         max_deliver: int = 5,
         durable: str | None = None,
-        linger: float = DEFAULT_LINGER_S,
+        linger: float | Linger = DEFAULT_LINGER_S,
     ) -> None:
         self.nc = nc
         self.js = js

@@ -29,7 +29,7 @@ from core import codec, eventlog
 from core.gctune import tune_gc
 from core.logging import get_logger
 from core.messaging import Topology
-from core.pull import DEFAULT_LINGER_S, fetch
+from core.pull import DEFAULT_LINGER_S, Linger, fetch
 from core.retry import backoff_delays, sleep_or_stop
 from projections.base import POSITIONS_DDL, Envelope, Projection
 
@@ -162,7 +162,7 @@ class ProjectionRunner:
         batch: int = 1000,
         on_applied: Callable[[list[Envelope]], Any] | None = None,
         durable_prefix: str = "proj",
-        linger: float = DEFAULT_LINGER_S,
+        linger: float | Linger = DEFAULT_LINGER_S,
     ) -> None:
         self.projections: list[Projection] = (
             list(projection) if isinstance(projection, list | tuple) else [projection]  # type: ignore[list-item]
