@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 import pytest
 
-from benchmarks.against_plain import TARGETS, judge, per_report_us
+from benchmarks.against_plain import TARGETS, Rounds, judge, per_report_us
 from benchmarks.common import report_body
 from benchmarks.loadgen import sign_in
 from benchmarks.plain_app import create_app
@@ -78,17 +78,19 @@ async def test_plain_app_report_get_and_batch() -> None:
 
 
 def test_judge_ratios_bounds_and_medians() -> None:
-    measures = {
+    measures: dict[str, Rounds] = {
         # griddispatch, plain per round
         "intake_single": ([700.0, 800.0, 600.0], [1000.0, 1000.0, 1000.0]),  # 0.7,0.8,0.6
         "latency_100_p99": ([49.0, 51.0], [9.0, 9.0]),  # own value, median 50 -> PASS (≤)
         "latency_20_p99": ([31.0], [8.0]),
         "cpu_saturation": ([1300.0], [650.0]),  # exactly 2 ×
-        "cpu_steady_50": ([4000.0], [1000.0]),
+        "cpu_steady_50": ([4000.0, 100.0], [1000.0, None]),  # round 2 does not count
+        "cpu_steady_100": ([None], [1000.0]),  # no round counts: no verdict
         "intake_batch": ([400.0, 600.0], [1000.0, 1000.0]),  # 0.4, 0.6 -> median 0.5
     }
     verdicts = {v.target.measure: v for v in judge(measures)}
-    assert "cpu_steady_100" not in verdicts  # not measured: no verdict
+    assert "cpu_steady_100" not in verdicts
+    assert verdicts["cpu_steady_50"].values == [4.0]
     assert verdicts["intake_single"].values == pytest.approx([0.7, 0.8, 0.6])
     assert verdicts["intake_single"].value == pytest.approx(0.7)
     assert verdicts["intake_single"].passed
