@@ -8,10 +8,11 @@ and Leaflet set element styles, and a style cannot run code. Every page is serve
 origin (Leaflet and uPlot are vendored), so ``'self'`` is the whole list.
 
 A response that already carries a policy keeps it (the intake pages' files set their own;
-their service worker needs ``connect-src``). ``/docs`` and ``/redoc`` load FastAPI's Swagger
-UI / ReDoc from their CDN with an inline bootstrap script: they get a policy allowing exactly
-that. Anything that is not HTML (JSON, images, exports) gets ``default-src 'none'``: it is
-data, and if a browser is ever made to render it as a document nothing in it may load or run.
+their service worker needs ``connect-src``). ``/docs`` and ``/redoc`` load the vendored Swagger
+UI / ReDoc (gateways/http/pages.py): no CDN and no inline script; ReDoc starts a worker from a
+blob, which their policy allows. Anything that is not HTML (JSON, images, exports) gets
+``default-src 'none'``: it is data, and if a browser is ever made to render it as a document
+nothing in it may load or run.
 Scripts get the pages' policy (for a worker, the policy of its script response applies).
 """
 
@@ -24,11 +25,9 @@ PAGE_POLICY = (
     "frame-ancestors 'none'"
 )
 DOCS_POLICY = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "font-src 'self' https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
-    "https://cdn.redoc.ly; worker-src 'self' blob:; connect-src 'self'; object-src 'none'; "
-    "base-uri 'self'; frame-ancestors 'none'"
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "font-src 'self' data:; img-src 'self' data: blob:; worker-src 'self' blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'self'; frame-ancestors 'none'"
 )
 DATA_POLICY = "default-src 'none'; frame-ancestors 'none'"
 DOC_PATHS = ("/docs", "/redoc")

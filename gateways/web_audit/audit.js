@@ -269,7 +269,9 @@ function renderStep() {
   const sdl = $("#state");
   sdl.replaceChildren();
   for (const key of STATE_FIELDS) {
-    sdl.append(el("dt", { title: key }, fieldName(key)), el("dd", { "data-field": key }, show(key, state[key])));
+    const raw = state[key];
+    const code = raw === null || raw === undefined || typeof raw === "object" ? "" : String(raw);
+    sdl.append(el("dt", { title: key }, fieldName(key)), el("dd", { "data-field": key, title: code }, show(key, raw)));
   }
   $("#state-version").textContent = `${t("version")} ${state.version}`;
   $("#state-json").textContent = JSON.stringify(state, null, 2);

@@ -114,7 +114,7 @@ async def centre(
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
 
-        async def new_page(username: str = "dispatcher", lang: str = "zh") -> Any:
+        async def new_page(username: str = "dispatcher", lang: str = "zh-Hans") -> Any:
             context = await browser.new_context(viewport=VIEWPORT, locale="zh-CN")
             page = await context.new_page()
             page.set_default_timeout(20_000)

@@ -30,8 +30,8 @@ async def _drive_case(site: dict[str, Any]) -> str:
     dispatcher = await auth_headers(client, "dispatcher")
     r = await client.post("/v1/reports", headers=caller, json={
         "category": "SJ0101", "grid": "520102001001", "source": "hotline",
-        "description": "垃圾暴露，影響通行 (exposed garbage)",
-        "reporter": {"name": "趙六", "phone": "13600000006", "type": "citizen"},
+        "description": "垃圾暴露，影响通行 (exposed garbage)",
+        "reporter": {"name": "赵六", "phone": "13600000006", "type": "citizen"},
     })
     assert r.status_code == 202, r.text
     case_no = str(r.json()["case_no"])
@@ -42,14 +42,14 @@ async def _drive_case(site: dict[str, Any]) -> str:
         return body if body.get("version") == version else None
 
     await eventually(lambda: case(1))
-    for verb, args in (("file", {"note": "符合立案條件"}), ("dispatch", {})):
+    for verb, args in (("file", {"note": "符合立案条件"}), ("dispatch", {})):
         got = await client.post(f"/v1/cases/{case_no}/actions/{verb}", json=args,
                                 headers=dispatcher)
         assert got.status_code == 200, got.text
     dispatched = await eventually(lambda: case(3))
     handler = await user_headers({"runtime": site["runtime"]}, role="handler",
                                  department=dispatched["department"])
-    for verb, args in (("accept", {}), ("report_result", {"note": "已清運完畢"})):
+    for verb, args in (("accept", {}), ("report_result", {"note": "已清运完毕"})):
         got = await client.post(f"/v1/cases/{case_no}/actions/{verb}", json=args,
                                 headers=handler)
         assert got.status_code == 200, got.text
@@ -74,26 +74,29 @@ async def test_auditor_page_replays_verifies_and_exports(site: dict[str, Any],
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     await page.goto(site["base"] + "/audit")
-    assert await page.text_content("[data-i18n=signin]") == "審計員登錄"
+    assert await page.text_content("[data-i18n='audit.signin']") == "审计员登录"
     await page.fill("#signin-username", "auditor")
     await page.fill("#signin-password", demo_password("auditor"))
     await page.click("#signin-submit")
     await page.wait_for_selector("#app", state="visible")
 
     # Find by reporter name: one result opens the case.
-    await page.fill("#find-reporter", "趙六")
+    await page.fill("#find-reporter", "赵六")
     await page.click("#find-go")
     await page.wait_for_selector(f"#results tr[data-case='{case_no}']")
     await page.wait_for_selector("#case", state="visible")
     assert (await page.text_content("#case-no")) == case_no
     badge = page.locator("#integrity")
     assert await badge.get_attribute("data-ok") == "true"
-    assert "完整性已驗證" in (await badge.text_content() or "")
+    assert "完整性已验证" in (await badge.text_content() or "")
     assert await page.locator("#timeline li").count() == 5
     # The last step is shown first: status after ResultReported.
     assert await page.input_value("#slider") == "5"
-    assert "awaiting_verification" in (await page.text_content("#state dd[data-field=status]")
-                                       or "")
+    # Labelled fields with translated values; the stored code is on hover.
+    status = page.locator("#state dd[data-field=status]")
+    assert await status.text_content() == "待核查"
+    assert await status.get_attribute("title") == "awaiting_verification"
+    assert await page.text_content("#state dt[title=status]") == "状态"
 
     # The slider replays: step 2 is the filed case, equal to the API's state at version 2.
     auditor = await auth_headers(site["client"], "auditor")
@@ -102,11 +105,14 @@ async def test_auditor_page_replays_verifies_and_exports(site: dict[str, Any],
         api_state = (await site["client"].get(
             f"/v1/audit/cases/{case_no}/state", params={"version": step}, headers=auditor
         )).json()["state"]
-        shown = await page.text_content("#state dd[data-field=status]") or ""
-        assert f"({api_state['status']})" in shown, (step, shown)
-        dept = await page.text_content("#state dd[data-field=department]")
-        assert dept == (api_state["department"] or "—")
-        assert (await page.text_content("#step-label") or "").startswith(f"步驟 {step} / 5")
+        shown = page.locator("#state dd[data-field=status]")
+        assert await shown.get_attribute("title") == api_state["status"], step
+        dept = page.locator("#state dd[data-field=department]")
+        assert (await dept.get_attribute("title") or None) == api_state["department"], step
+        if api_state["department"]:  # by name, with the code after it
+            name = site["runtime"].ref.jurisdiction.departments[api_state["department"]]
+            assert await dept.text_content() == f"{name.name_zh} ({api_state['department']})"
+        assert (await page.text_content("#step-label") or "").startswith(f"步骤 {step} / 5")
     await page.screenshot(path=str(ARTIFACTS / "auditor-page-zh.png"), full_page=True)
     await page.fill("#slider", "2")
     await page.click("#play")
@@ -114,8 +120,8 @@ async def test_auditor_page_replays_verifies_and_exports(site: dict[str, Any],
     await page.wait_for_function("() => document.querySelector('#play').textContent === '▶'")
 
     # English labels.
-    await page.click("#lang")
-    assert await page.text_content("[data-i18n=timeline]") == "Timeline"
+    await page.select_option("#lang-slot select", "en")
+    assert await page.text_content("[data-i18n='audit.timeline']") == "Timeline"
     assert "Integrity verified" in (await badge.text_content() or "")
     await page.fill("#slider", "3")
     assert "Dispatched" in (await page.text_content("#event") or "")

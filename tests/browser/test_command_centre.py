@@ -24,7 +24,7 @@ async def _report(client: Any, grid: str, key: str, text: str, category: str = "
     response = await client.post(
         "/v1/reports",
         json={"category": category, "grid": grid, "description": text, "source": "hotline",
-              "reporter": {"name": "錢七", "phone": "13500000000", "type": "citizen"}},
+              "reporter": {"name": "钱七", "phone": "13500000000", "type": "citizen"}},
         headers=headers,
     )
     assert response.status_code == 202, response.text
@@ -43,7 +43,7 @@ async def test_dispatcher_files_and_dispatches_a_case_from_the_page(
 ) -> None:
     client, rt = centre["client"], centre["runtime"]
     grid = sorted(rt.ref.jurisdiction.grids)[0]
-    case_no = await _report(client, grid, "browser-file-0001", "人行道井蓋缺失, 有行人絆倒風險")
+    case_no = await _report(client, grid, "browser-file-0001", "人行道井盖缺失, 有行人绊倒风险")
     page = await centre["new_page"]("dispatcher")
     row = page.locator(f'#queue-body tr[data-case-no="{case_no}"]')
     await row.wait_for()
@@ -54,7 +54,7 @@ async def test_dispatcher_files_and_dispatches_a_case_from_the_page(
     assert (await page.text_content("#case-title")) == case_no
     # File (立案): the button is there because the server says the dispatcher may do it now.
     await page.click('#case-actions button[data-action="file"]')
-    await page.fill('#action-form textarea[name="note"]', "符合立案條件")
+    await page.fill('#action-form textarea[name="note"]', "符合立案条件")
     await page.click("#action-submit")
     await page.wait_for_selector('#case-sub .status.filed')
     # Dispatch (派遣): the triage proposal is preselected; the dispatcher overrides it, and the
@@ -70,7 +70,7 @@ async def test_dispatcher_files_and_dispatches_a_case_from_the_page(
     await page.click("#action-submit")
     await page.wait_for_selector("#action-error:not([hidden])")
     assert "override_reason" in (await page.text_content("#action-error") or "")
-    await page.fill("#dispatch-override", "該路段由市級部門管養 (maintained by the city)")
+    await page.fill("#dispatch-override", "该路段由市级部门管养 (maintained by the city)")
     await shoot(page, "dispatch-form")
     await page.click("#action-submit")
     await page.wait_for_selector("#case-sub .status.dispatched")
@@ -103,7 +103,7 @@ async def test_report_by_api_appears_on_map_and_queue_without_reload(
     before = int(await district_row.text_content() or "0")
     navigations: list[str] = []
     page.on("framenavigated", lambda f: navigations.append(f.url))
-    case_no = await _report(client, grid, "browser-live-0001", "垃圾桶滿溢 (bins overflowing)")
+    case_no = await _report(client, grid, "browser-live-0001", "垃圾桶满溢 (bins overflowing)")
     await page.wait_for_selector(f'#queue-body tr[data-case-no="{case_no}"]')
     await page.wait_for_function(
         "([sel, n]) => Number(document.querySelector(sel).textContent) === n",
@@ -169,16 +169,25 @@ async def test_filters_drill_down_language_and_metrics(centre: dict[str, Any]) -
         arg=first,
     )
     await page.fill("#f-q", "")
-    # Sort by deadline, earliest first.
+    # The default order is by urgency (overdue first, then the soonest due): ascending
+    # deadlines; by report time it turns to newest first.
+    assert await page.input_value("#sort") == "due_at"
+    await page.select_option("#sort", "reported_at")
+    await page.wait_for_selector("#order use[href$='#i-down']")
     await page.select_option("#sort", "due_at")
-    await page.wait_for_function("() => document.querySelector('#order').textContent === '↑'")
+    await page.wait_for_selector("#order use[href$='#i-up']")
 
-    # English.
-    await page.click("#lang-toggle")
+    # English, remembered: after a reload the page is still in English.
+    assert await page.evaluate("document.documentElement.lang") == "zh-Hans"
+    await page.select_option("#lang-slot select", "en")
     await page.wait_for_function(
         "() => document.querySelector('.brand-title').textContent.includes('Command Centre')"
     )
     assert (await page.text_content("#tab-queue")) == "Queue"
+    await page.reload()
+    await page.wait_for_selector("#queue-body tr")
+    assert (await page.text_content("#tab-queue")) == "Queue"
+    assert await page.evaluate("document.documentElement.lang") == "en"
 
     # Metrics: cards, two charts, the table and the definitions.
     await page.click("#tab-metrics")

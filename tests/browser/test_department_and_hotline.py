@@ -1,7 +1,7 @@
 """The whole job from the pages, in headless Chromium at 360×640: a 12319 call-taker registers
 a call (map pick → grid), the department's handler sees the dispatch arrive live, accepts it
 and reports the result with a photo, the grid's inspector verifies it on site (核查), and
-after closure the call-taker records the return visit (回訪)."""
+after closure the call-taker records the return visit (回访)."""
 
 from __future__ import annotations
 
@@ -51,8 +51,8 @@ async def test_call_dispatch_handle_verify_close_and_return_visit(
     await hot.fill("#caller-phone", "13800001234")
     await hot.fill(".catpicker input", "garbage")
     await hot.click(".catpicker .results li:has-text('Exposed garbage')")
-    await hot.fill("#description", "小區門口垃圾兩天沒人清運 (garbage not collected for two days)")
-    await hot.fill("#address", "新華路 8 號小區門口")
+    await hot.fill("#description", "小区门口垃圾两天没人清运 (garbage not collected for two days)")
+    await hot.fill("#address", "新华路 8 号小区门口")
     await hot.locator("#map").scroll_into_view_if_needed()
     x, y = await hot.evaluate(
         "([lat, lon]) => { const m = GD.maps[0].map; m.setView([lat, lon], 16, {animate: false});"
@@ -87,7 +87,7 @@ async def test_call_dispatch_handle_verify_close_and_return_visit(
     await dept.wait_for_selector("#list .empty")
     for verb, args in (
         ("file", {}),
-        ("dispatch", {"department": DEPT, "override_reason": "區環衛局 district sanitation"}),
+        ("dispatch", {"department": DEPT, "override_reason": "区环卫局 district sanitation"}),
     ):
         r = await client.post(f"/v1/cases/{case_no}/actions/{verb}", json=args, headers=dispatcher)
         assert r.status_code == 200, r.text
@@ -95,18 +95,18 @@ async def test_call_dispatch_handle_verify_close_and_return_visit(
     await dept.wait_for_selector(f"{card}[data-status=dispatched]", timeout=20_000)
     await dept.wait_for_selector("#toasts .toast:has-text('新派遣')")
     await shot(dept, "department-1-new-dispatch")
-    await dept.click(f"{card} button:has-text('接單')")
+    await dept.click(f"{card} button:has-text('接单')")
     await dept.wait_for_selector(f"{card}[data-status=in_progress]", timeout=20_000)
-    await dept.click(f"{card} button:has-text('處置反饋')")
+    await dept.click(f"{card} button:has-text('处置反馈')")
     await dept.fill(
-        f"{card} [data-form=result] textarea", "已清運垃圾並消殺 (cleared and disinfected)"
+        f"{card} [data-form=result] textarea", "已清运垃圾并消杀 (cleared and disinfected)"
     )
     fixed = tmp_path / "fixed.png"
     fixed.write_bytes(png(1200, 900, (220, 225, 230)))
     await dept.set_input_files(f"{card} [data-form=result] input[data-role=gallery]", str(fixed))
     await dept.wait_for_selector(f"{card} [data-form=result] .thumb")
     await shot(dept, "department-2-report-result", top=False)
-    await dept.click(f"{card} [data-form=result] button:has-text('提交反饋')")
+    await dept.click(f"{card} [data-form=result] button:has-text('提交反馈')")
     await dept.wait_for_selector(f"{card}", state="detached", timeout=20_000)
     handled = await case(status="awaiting_verification")
     result = next(e for e in handled["timeline"] if e["type"] == "ResultReported")
@@ -119,16 +119,16 @@ async def test_call_dispatch_handle_verify_close_and_return_visit(
     task = f"#tasks .task[data-case-no='{case_no}']"
     await insp.wait_for_selector(task)
     await insp.wait_for_selector(f"{task} .panel img.thumb[src^='blob:']")  # the result photo
-    await insp.fill(f"{task} textarea", "現場已清理乾淨 (clean on site)")
+    await insp.fill(f"{task} textarea", "现场已清理干净 (clean on site)")
     await shot(insp, "inspector-5-verification-task")
-    await insp.click(f"{task} button:has-text('通過')")
+    await insp.click(f"{task} button:has-text('通过')")
     await insp.click("#tabs button[data-tab=queue]")
     await insp.wait_for_selector("#queue-list .item[data-state=filed]", timeout=20_000)
     verified = await case(status="verified")
     passed = next(e for e in verified["timeline"] if e["type"] == "VerificationPassed")
     assert passed["actor"] == "insp-520102001001"
 
-    # --- closure, then the return visit (回訪) ----------------------------------------------
+    # --- closure, then the return visit (回访) ----------------------------------------------
     clock.advance(minutes=20)
     r = await client.post(f"/v1/cases/{case_no}/actions/close", json={}, headers=dispatcher)
     assert r.status_code == 200, r.text
@@ -136,10 +136,10 @@ async def test_call_dispatch_handle_verify_close_and_return_visit(
     await hot.click("#tabs button[data-tab=visits]")
     visit = f"#visits .item[data-case-no='{case_no}']"
     await hot.wait_for_selector(visit, timeout=20_000)
-    await hot.click(f"{visit} label:has-text('滿意 Satisfied')")
-    await hot.fill(f"{visit} textarea", "處理很及時 (quick)")
+    await hot.click(f"{visit} label:text-is('满意')")
+    await hot.fill(f"{visit} textarea", "处理很及时 (quick)")
     await shot(hot, "hotline-3-return-visit")
-    await hot.click(f"{visit} button:has-text('保存回訪')")
+    await hot.click(f"{visit} button:has-text('保存回访')")
     await hot.wait_for_selector(visit, state="detached")
     done = await case(satisfaction="satisfied")
     assert done["timeline"][-1]["type"] == "ReturnVisited"

@@ -67,8 +67,8 @@ async def test_offline_report_is_filed_exactly_once(
     big.write_bytes(png(2400, 1800, (90, 140, 60)))  # a "camera" photo, downscaled on the phone
     await page.set_input_files("#photo-slot input[data-role=gallery]", str(big))
     await page.wait_for_selector("#photo-slot .thumb")
-    await page.fill("#description", "新華路口垃圾堆放，約 2 立方米 (garbage pile at the crossing)")
-    await page.fill("#address", "新華路 12 號")
+    await page.fill("#description", "新华路口垃圾堆放，约 2 立方米 (garbage pile at the crossing)")
+    await page.fill("#address", "新华路 12 号")
     await shot(page, "inspector-1-report-form")
     await page.click("#submit-report")
     await page.wait_for_selector("#queue-list .item[data-state=queued]")
@@ -115,9 +115,9 @@ async def test_offline_report_is_filed_exactly_once(
     # (coordinates outside the city, as a phone with a broken GPS fix would queue them)
     await page.evaluate(
         """async (grid) => {
-            await GDInspector.outbox.put({key: GD.uuid(), kind: 'report', label: '井蓋 · BJ0101',
+            await GDInspector.outbox.put({key: GD.uuid(), kind: 'report', label: '井盖 · BJ0101',
               payload: {category: 'BJ0101', grid, lat: 39.9, lon: 116.4, source: 'inspector_app',
-                        description: '井蓋鬆動 loose manhole cover'},
+                        description: '井盖松动 loose manhole cover'},
               photos: [], refs: [], state: 'queued', attempts: 0, case_no: null, error: null,
               created: new Date().toISOString()});
             await GDInspector.flush();
@@ -174,7 +174,7 @@ async def test_offline_backlog_is_sent_as_one_batch(
               photos: [], refs: [], state: 'queued', attempts: 0, case_no: null, error: null,
               created: new Date().toISOString()});
             for (const it of [item('垃圾 1', lat, lon), item('垃圾 2', lat, lon),
-                              item('壞定位 bad fix', 39.9, 116.4), item('垃圾 3', lat, lon)])
+                              item('坏定位 bad fix', 39.9, 116.4), item('垃圾 3', lat, lon)])
               await GDInspector.outbox.put(it);
         }""",
         [GRID, lat, lon],

@@ -28,10 +28,10 @@ pytestmark = pytest.mark.browser
 SCRIPT = "<script>window.__xss='script'</script>"
 IMG = "<img src=x onerror=\"window.__xss='img'\">"
 SVG = "<svg onload=\"window.__xss='svg'\"></svg>"
-DESCRIPTION = f"井蓋破損 {SCRIPT}{IMG}<b class=\"xss\">bold</b>"
-REPORTER = f"張{SVG}"
-ADDRESS = f"中華路 {IMG}"
-NOTE = f"符合立案條件 {SCRIPT}<iframe src=\"javascript:window.__xss='iframe'\"></iframe>"
+DESCRIPTION = f"井盖破损 {SCRIPT}{IMG}<b class=\"xss\">bold</b>"
+REPORTER = f"张{SVG}"
+ADDRESS = f"中华路 {IMG}"
+NOTE = f"符合立案条件 {SCRIPT}<iframe src=\"javascript:window.__xss='iframe'\"></iframe>"
 #: What a payload would have created, had it been parsed as HTML.
 INJECTED = "img[src='x'], svg[onload], b.xss, iframe, script:not([src])"
 

@@ -14,6 +14,13 @@ const files = [
   ["uplot/dist/uPlot.iife.min.js", "uplot/uPlot.iife.min.js"],
   ["uplot/dist/uPlot.min.css", "uplot/uPlot.min.css"],
   ["uplot/LICENSE", "uplot/LICENSE"],
+  // /docs and /redoc (gateways/http/pages.py): Swagger UI and ReDoc served from here, not a CDN.
+  ["swagger-ui-dist/swagger-ui-bundle.js", "swagger-ui/swagger-ui-bundle.js"],
+  ["swagger-ui-dist/swagger-ui.css", "swagger-ui/swagger-ui.css"],
+  ["swagger-ui-dist/favicon-32x32.png", "swagger-ui/favicon-32x32.png"],
+  ["swagger-ui-dist/LICENSE", "swagger-ui/LICENSE"],
+  ["redoc/bundles/redoc.standalone.js", "redoc/redoc.standalone.js"],
+  ["redoc/LICENSE", "redoc/LICENSE"],
 ];
 const check = process.argv.includes("--check");
 let stale = 0;

@@ -3,8 +3,32 @@
 // the form its arguments need; POST /v1/cases/{no}/actions/{verb}.
 import { api, photoUrl } from "./api.js";
 import {
-  fmtDuration, fmtTime, nameOf, t, tAction, tEvent, tPriority, tRole, tSatisfaction, tStatus, tStep, zhEn,
+  fmtDateTime, fmtDue, fmtTime, nameOf, t, tAction, tEvent, tPriority, tRole, tSatisfaction, tStatus, tStep,
 } from "./i18n.js";
+
+// People by name (GET /v1/people), cached for the page: the timeline shows "派遣员 王芳",
+// with the user id on hover; watchers and services by their label ("时限监控").
+const people = new Map(); // user id -> {name, ...} | null (not a user)
+async function loadPeople(ids) {
+  const missing = [...new Set(ids)].filter((id) => id && !people.has(id));
+  if (!missing.length) return false;
+  for (const id of missing) people.set(id, null);
+  const data = await api("/v1/people", { query: { ids: missing.join(",") } });
+  for (const p of data.items) people.set(p.user_id, p);
+  return data.items.length > 0;
+}
+/** The inspector who reported (the first event's actor) when no citizen is named. */
+function reporterPerson(c) {
+  const first = (c.timeline || []).find((e) => e.type === "Reported");
+  return c.reporter_type === "inspector" && first ? personName(first.actor) : "";
+}
+export function personName(id) {
+  if (!id) return "";
+  const p = people.get(id);
+  if (p && p.name) return p.name;
+  const word = window.GDI18N.label("actor", id);
+  return word;
+}
 
 // The fields of each action's form come from the action's argument schema
 // (GET /v1/vocabulary → actions[].args, the registry's own schema): nothing to keep in step.
@@ -101,7 +125,7 @@ export class CasePanel {
     this.root.querySelector("#case-sub").innerHTML =
       `<span class="status ${c.status}">${esc(tStatus(c.status))}</span>` +
       `<span class="prio ${c.priority}">${esc(tPriority(c.priority))}</span>` +
-      (c.supervised ? `<span class="sup">● ${esc(t("kpi_supervised"))} ×${c.supervision_orders}</span>` : "") +
+      (c.supervised ? `<span class="sup">${esc(t("kpi_supervised"))} ×${c.supervision_orders}</span>` : "") +
       `<span>v${c.version}</span>`;
     const grid = grids[c.grid];
     const place = [nodes[c.district], nodes[c.community], grid].filter(Boolean).map((n) => nameOf(n)).join(" › ");
@@ -111,15 +135,15 @@ export class CasePanel {
       ${this.deadlineHtml(c)}
       <div class="section"><h3>${esc(t("description"))}</h3><div class="desc">${esc(c.description || "")}</div></div>
       <div class="section"><dl class="facts">
-        <dt>${esc(t("category"))}</dt><dd>${esc(cat ? `${nameOf(cat)} · ${c.category}` : c.category)}</dd>
-        <dt>${esc(t("place"))}</dt><dd>${esc(place)}${c.address ? `<br><span class="muted">${esc(c.address)}</span>` : ""}</dd>
+        <dt>${esc(t("category"))}</dt><dd>${esc(cat ? nameOf(cat) : c.category)} <span class="gd-code">${esc(c.category)}</span></dd>
+        <dt>${esc(t("place"))}</dt><dd>${esc(place)} <span class="gd-code">${esc(c.grid || "")}</span>${c.address ? `<br><span class="muted">${esc(c.address)}</span>` : ""}</dd>
         <dt>${esc(t("level"))}</dt><dd>${esc(levelName(this.refs, c.level))}${c.node ? ` · ${esc(nameOf(nodes[c.node], c.node))}` : ""}</dd>
-        <dt>${esc(t("department"))}</dt><dd>${esc(c.department ? nameOf(departments[c.department], c.department) : "—")}</dd>
+        <dt>${esc(t("department"))}</dt><dd title="${esc(c.department || "")}">${esc(c.department ? nameOf(departments[c.department], c.department) : "—")}</dd>
         <dt>${esc(t("proposal"))}</dt><dd>${esc(proposal.department ? nameOf(departments[proposal.department], proposal.department) : "—")} · ${esc(tPriority(proposal.priority))}</dd>
-        <dt>${esc(t("reporter"))}</dt><dd>${esc([c.reporter_name, c.reporter_phone].filter(Boolean).join(" · ") || "—")} <span class="muted">(${esc(c.source || c.channel || "")})</span></dd>
+        <dt>${esc(t("reporter"))}</dt><dd>${esc([c.reporter_name || reporterPerson(c), c.reporter_phone].filter(Boolean).join(" · ") || "—")} <span class="muted">(${esc(window.GDI18N.label("source", c.source || c.channel || ""))})</span></dd>
         <dt>${esc(t("counters"))}</dt><dd>${esc(t("rework"))} ${c.rework_count} · ${esc(t("returns"))} ${c.return_count} · ${esc(t("escalations"))} ${c.escalations} · ${esc(t("extensions"))} ${c.extension_count}</dd>
         ${c.pending_extension ? `<dt>${esc(t("pending_extension"))}</dt><dd>${esc(c.pending_extension.hours)} ${esc(t("hours"))} · ${esc(c.pending_extension.reason || "")}</dd>` : ""}
-        ${c.duplicate_of ? `<dt>${esc(zhEn("合并到", "Merged into"))}</dt><dd class="case-no">${esc(c.duplicate_of)}</dd>` : ""}
+        ${c.duplicate_of ? `<dt>${esc(t("merged_into"))}</dt><dd class="case-no">${esc(c.duplicate_of)}</dd>` : ""}
         ${c.satisfaction ? `<dt>${esc(t("satisfaction"))}</dt><dd>${esc(tSatisfaction(c.satisfaction))}</dd>` : ""}
       </dl></div>
       <div class="section"><h3>${esc(t("actions"))}</h3><div class="actions" id="case-actions"></div><div id="action-form-slot"></div></div>
@@ -134,11 +158,10 @@ export class CasePanel {
     if (!c.due_at) {
       return `<div class="section deadline"><span class="muted">${esc(t("deadline"))}</span><span>${esc(t("no_clock"))}</span></div>`;
     }
-    const left = new Date(c.due_at).getTime() - Date.now();
-    const cls = c.overdue || left < 0 ? "r" : c.warning ? "y" : "";
-    const text = left < 0 ? `${t("overdue_by")} ${fmtDuration(left)}` : `${t("remaining")} ${fmtDuration(left)}`;
+    const due = fmtDue(c.due_at);
+    const cls = c.overdue || due.overdue ? "r" : c.warning ? "y" : "";
     return `<div class="section deadline ${cls}"><div><div class="muted">${esc(t("deadline"))} · ${esc(tStep(c.due_step))}</div>` +
-      `<div class="big">${esc(fmtTime(c.due_at))}</div></div><div class="due ${cls}">${esc(text)}</div></div>`;
+      `<div class="big">${esc(fmtDateTime(c.due_at))}</div></div><div class="due ${cls}">${esc(due.text)}</div></div>`;
   }
 
   /** Exactly what the server offers this user now (rules, guards and roles are its job). */
@@ -251,7 +274,7 @@ export class CasePanel {
     } catch (e) {
       const body = e.body || {};
       let message = body.message || e.message;
-      if (body.allowed) message += ` (${zhEn("可执行", "allowed")}: ${body.allowed.map(tAction).join(", ") || "—"})`;
+      if (body.allowed) message += ` (${t("allowed")}: ${body.allowed.map(tAction).join(", ") || "—"})`;
       errorBox.textContent = message;
       errorBox.hidden = false;
       button.disabled = false;
@@ -281,26 +304,29 @@ export class CasePanel {
 
   renderTimeline() {
     const list = this.root.querySelector("#case-timeline");
+    const ids = (this.data.timeline || []).map((e) => e.actor);
+    const shown = this.data;
+    loadPeople(ids).then((found) => { if (found && this.data === shown) this.render(); }).catch(() => {});
     const { departments } = this.refs;
     const items = [...(this.data.timeline || [])].reverse();
     list.innerHTML = items.map((e) => {
       const d = e.data || {};
       const bits = [];
       if (d.department && e.type === "Dispatched") bits.push(nameOf(departments[d.department], d.department));
-      if (e.type === "Dispatched" && d.overridden) bits.push(zhEn("改派", "override"));
-      if (e.type === "Dispatched" && d.wrong_dispatch) bits.push(zhEn("错误派遣", "wrong dispatch"));
-      if (e.type === "Escalated") bits.push(`${levelName(this.refs, d.from_level)} → ${levelName(this.refs, d.to_level)}${d.automatic ? zhEn(" (自动)", " (automatic)") : ""}`);
+      if (e.type === "Dispatched" && d.overridden) bits.push(t("override"));
+      if (e.type === "Dispatched" && d.wrong_dispatch) bits.push(t("wrong_dispatch"));
+      if (e.type === "Escalated") bits.push(`${levelName(this.refs, d.from_level)} → ${levelName(this.refs, d.to_level)}${d.automatic ? t("automatic") : ""}`);
       if (e.type === "ExtensionRequested") bits.push(`${d.hours} ${t("hours")}`);
       if (e.type === "ReturnVisited") bits.push(tSatisfaction(d.satisfaction));
       if (e.type === "MarkedDuplicate") bits.push(d.of_case_no);
       if (e.type === "ReporterLinked") bits.push(d.from_case_no);
       if (e.type === "WarningMarked" || e.type === "OverdueMarked") bits.push(`${tStep(d.step)} ${fmtTime(d.due)}`);
       const due = d.due;
-      if (due && e.type !== "WarningMarked" && e.type !== "OverdueMarked") bits.push(`${zhEn("时限", "due")} ${fmtTime(due)}`);
+      if (due && e.type !== "WarningMarked" && e.type !== "OverdueMarked") bits.push(`${t("due_word")} ${fmtTime(due)}`);
       const text = e.reason || d.note || d.comment || "";
       const cls = e.type === "OverdueMarked" || e.type === "VerificationFailed" || e.type === "Returned" ? "bad"
         : e.type === "WarningMarked" || e.type === "Supervised" ? "warn" : "";
-      return `<li class="${cls}"><div class="t">${esc(fmtTime(e.at))} · ${esc(tRole(e.role))} ${esc(e.actor || "")}</div>` +
+      return `<li class="${cls}"><div class="t" title="${esc(`${fmtDateTime(e.at)} · ${e.actor || ""}`)}">${esc(fmtTime(e.at))} · ${esc(tRole(e.role))} ${esc(personName(e.actor))}</div>` +
         `<div class="w">${esc(tEvent(e.type))}${bits.length ? ` <span class="muted">· ${esc(bits.join(" · "))}</span>` : ""}</div>` +
         (text ? `<div class="r">${esc(text)}</div>` : "") + "</li>";
     }).join("");
