@@ -1,7 +1,7 @@
 /* Inspector app service worker: caches the app shell so the app opens without a network.
  * API calls are never cached here — the report queue lives in IndexedDB (inspector.js),
  * which is what makes submissions safe offline. */
-const SHELL = "gd-inspector-shell-v2";
+const SHELL = "gd-inspector-shell-v3";
 const ASSETS = [
   "/inspector/",
   "/inspector/manifest.webmanifest",
@@ -12,6 +12,8 @@ const ASSETS = [
   "/static/shared/icons.svg",
   "/intake-static/common.js",
   "/intake-static/inspector.js",
+  "/intake-static/visits.js",
+  "/intake-static/visits.css",
   "/intake-static/icon.svg",
   "/static/vendor/leaflet/leaflet.js",
   "/static/vendor/leaflet/leaflet.css",
