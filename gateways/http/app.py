@@ -27,6 +27,7 @@ from gateways.http import (
     photos,
     ratelimit,
     reference,
+    reporter_status,
     reports,
     return_visits,
     stream,
@@ -67,6 +68,7 @@ def create_app(
     app.include_router(stream.router)
     app.include_router(return_visits.router)
     app.include_router(documents.router)
+    app.include_router(reporter_status.router)
     # Auditors (issue 7): histories from the event store, integrity, exports, the /audit page.
     app.include_router(audit.router)
     app.include_router(audit.pages)

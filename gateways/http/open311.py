@@ -52,7 +52,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -71,6 +71,7 @@ from core.refdata import Reference
 from gateways.http.deps import get_clock, get_photos, get_pool, get_reference
 from gateways.http.errors import ApiError
 from gateways.http.identity import Principal, public, require
+from gateways.http.reporter_status import open311_progress
 from gateways.http.reports import Intake, ReportIn, intake_from, post_report
 
 log = get_logger("open311")
@@ -874,19 +875,32 @@ async def get_request(
     service_request_id: str,
     fmt: Format,
     jurisdiction_id: str | None = None,
+    phone_last4: str | None = Query(
+        default=None, pattern=r"^\d{4}$",
+        description="工单查询: the last four digits of the reporter's phone add the request's "
+        "progress (status_history); rate-limited like sign-ins (gateways/http/reporter_status.py)",
+    ),
     ref: Reference = Depends(get_reference),
     pool: asyncpg.Pool = Depends(get_pool),
 ) -> Response:
     _format(fmt)
     _check_jurisdiction(ref, jurisdiction_id)
+    history = None
     async with pool.acquire() as conn:
         row = await conn.fetchrow(
             f"SELECT {_REQUEST_COLUMNS} FROM case_queue WHERE case_no = $1 AND {_public_filter()}",
             service_request_id,
         )
+        if row is not None and phone_last4 is not None:
+            history = await open311_progress(request, conn, ref, service_request_id, phone_last4)
+            if history is None:  # wrong digits answer like an unknown request
+                row = None
     if row is None:
         raise Open311Error(404, f"no service request {service_request_id!r}")
-    return render(request, "service_requests", "request", [_request_item(ref, dict(row))])
+    item = _request_item(ref, dict(row))
+    if history is not None:
+        item["status_history"] = history
+    return render(request, "service_requests", "request", [item])
 
 
 @router.get("/tokens/{token}.{fmt}", summary="GET service_request_id from a token")
