@@ -42,8 +42,15 @@ async function boot() {
   await start();
 }
 
+let demoShown = false;
 function showSignIn() {
   $("#signin").hidden = false;
+  if (!demoShown) {
+    demoShown = true;
+    $("#signin-form").append(window.GDI18N.demoBox(
+      ["dispatcher", "shift_leader", "call_taker", "supervisor", "auditor"],
+      (u, p) => { $("#signin-username").value = u; $("#signin-password").value = p; }));
+  }
   $("#user-box").hidden = true;
   $("#sign-out").hidden = true;
   setTimeout(() => $("#signin-username").focus(), 0);
@@ -60,7 +67,8 @@ async function onSignIn(e) {
     $("#signin-password").value = "";
     await start();
   } catch (ex) {
-    err.textContent = ex.message;
+    err.textContent = ex.status === 401 ? t("signin_failed") : ex.status === 429 ? t("signin_locked")
+      : ex.status === 403 ? t("signin_disabled") : ex.message;
     err.hidden = false;
   } finally {
     $("#signin-submit").disabled = false;

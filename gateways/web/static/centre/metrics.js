@@ -3,7 +3,7 @@
 // all from GET /v1/metrics and GET /v1/metrics/definitions (the one table of definitions).
 /* global uPlot */
 import { api, download } from "./api.js";
-import { fmtPct, getLang, nameOf, t } from "./i18n.js";
+import { fmtPct, isZh, nameOf, t } from "./i18n.js";
 import { esc } from "./casepanel.js";
 
 const CARDS = [
@@ -47,7 +47,7 @@ export class MetricsPanel {
     const value = group.value || "department";
     group.innerHTML = this.groupOptions.map(([key, label]) => {
       const lv = this.levels.find((l) => l.key === key);
-      const text = label ? t(label) : `${getLang() === "zh" ? "按" : "By "}${lv ? nameOf(lv) : key}`;
+      const text = label ? t(label) : `${isZh() ? "按" : "By "}${lv ? nameOf(lv) : key}`;
       return `<option value="${key}" ${key === value ? "selected" : ""}>${esc(text)}</option>`;
     }).join("");
     for (const opt of this.root.querySelectorAll("#m-period option")) opt.textContent = t("period_days", { n: opt.value });
@@ -78,9 +78,9 @@ export class MetricsPanel {
   }
 
   def(key) { return this.defs.metrics.find((m) => m.key === key); }
-  name(key) { const d = this.def(key); return d ? (getLang() === "zh" ? d.zh : d.en) : key; }
-  formula(key) { const d = this.def(key); return d ? (getLang() === "zh" ? d.formula_zh : d.formula_en) : ""; }
-  note(key) { const d = this.def(key); return d ? (getLang() === "zh" ? d.note_zh : d.note_en) : ""; }
+  name(key) { const d = this.def(key); return d ? (isZh() ? d.zh : d.en) : key; }
+  formula(key) { const d = this.def(key); return d ? (isZh() ? d.formula_zh : d.formula_en) : ""; }
+  note(key) { const d = this.def(key); return d ? (isZh() ? d.note_zh : d.note_en) : ""; }
   value(key, metrics) {
     const d = this.def(key);
     const v = metrics[key];
@@ -136,7 +136,7 @@ export class MetricsPanel {
     const head = `<thead><tr><th>${esc(t("col_place"))}</th>${TABLE.map((k) =>
       `<th class="num" title="${esc(`${this.formula(k)}\n${this.note(k)}`)}">${esc(this.name(k))}</th>`).join("")}</tr></thead>`;
     const rows = [...this.grouped.groups, { key: "TOTAL", label_zh: "合计", label_en: "Total", metrics: this.grouped.totals.metrics }];
-    const body = rows.map((g) => `<tr class="${g.key === "TOTAL" ? "total" : ""}"><td title="${esc(g.key || "")}">${esc(getLang() === "zh" ? g.label_zh : g.label_en)}</td>${TABLE.map((k) =>
+    const body = rows.map((g) => `<tr class="${g.key === "TOTAL" ? "total" : ""}"><td title="${esc(g.key || "")}">${esc(isZh() ? g.label_zh : g.label_en)}</td>${TABLE.map((k) =>
       `<td class="num">${esc(this.value(k, g.metrics))}</td>`).join("")}</tr>`).join("");
     const table = this.root.querySelector("#metrics-table");
     table.style.minWidth = `${200 + TABLE.length * 92}px`;
@@ -144,7 +144,7 @@ export class MetricsPanel {
   }
 
   renderDefinitions() {
-    const zh = getLang() === "zh";
+    const zh = isZh();
     this.root.querySelector("#definition-rules").textContent = zh ? this.defs.rules_zh : this.defs.rules_en;
     this.root.querySelector("#definition-list").innerHTML = this.defs.metrics.map((m) =>
       `<dt>${esc(zh ? m.zh : m.en)}<br><small class="muted">${esc(zh ? m.en : m.zh)}</small></dt>` +
