@@ -80,3 +80,20 @@ def coverage(
         due += 1
         on_time += int(d.on_time)
     return on_time, due
+
+
+#: The definition as people read it (the API and the centre show it beside the figures).
+DEFINITION_ZH = (
+    "走访覆盖率 = 按期完成的走访 ÷ 应走访次数。每户的每个走访期限算一次应走访：期限内走访为按期；"
+    "期限已过仍未走访（或走访晚于期限）为未按期，迟到的走访开始下一个期限；期限未到就因标记变化"
+    "（新增更短周期的标记、解除全部标记）被替换的不计。统计期内结束的期限计入：按期的在走访时结束，"
+    "其余在期限时结束。长期未走访的户只计一次未按期，并一直计入逾期未访户，直到走访。"
+)
+DEFINITION_EN = (
+    "Visit coverage = visits done on time ÷ visits due. Each visit deadline of a household is "
+    "one visit due: met on time by a visit at or before it; missed when it passes without one "
+    "(a late visit starts the next deadline); not counted when a flag change replaced it before "
+    "it was due. Deadlines ending in the period count (on-time ones end at the visit, others at "
+    "the due moment). A household left unvisited counts one missed visit and stays in the "
+    "overdue count until visited."
+)

@@ -30,7 +30,7 @@ from aggregates.households import (
     verify_chain,
 )
 from aggregates.households.actions import need_key
-from aggregates.households.coverage import __doc__ as COVERAGE_DEFINITION
+from aggregates.households.coverage import DEFINITION_EN, DEFINITION_ZH
 from aggregates.households.schedule import light
 from aggregates.registry import Strict
 from core.clock import Clock
@@ -275,12 +275,13 @@ async def coverage(
                   "coverage": round(total_on_time / total_due, 4) if total_due else None,
                   "overdue": sum(u["overdue"] for u in units)},
         "definition": {
-            "coverage": "走访覆盖率 = 按期完成的走访 ÷ 应走访次数 (visits done on time ÷ "
-                        "visits due). " + " ".join((COVERAGE_DEFINITION or "").split()),
-            "overdue": "逾期未访户数: households whose visit deadline has passed without a "
-                       "visit (红灯), now",
-            "warning": "临期户数: households past 80 % of their visit interval, not yet due "
-                       "(黄灯)",
+            "coverage": DEFINITION_ZH,
+            "coverage_en": DEFINITION_EN,
+            "overdue": "逾期未访户：走访期限已过仍未走访的户数（红灯），按当前时刻计",
+            "overdue_en": "households whose visit deadline has passed without a visit (red), now",
+            "warning": "临期户：已过走访周期 80%、尚未到期的户数（黄灯），与案件时限同一规则",
+            "warning_en": "households past 80 % of their visit interval, not yet due (yellow); "
+                          "the same rule as case deadlines",
         },
         "sensitive_counts_shown": sensitive_ok,
     }

@@ -88,7 +88,7 @@ async def test_visit_offline_then_online(
         return r.status_code == 200
 
     await eventually(case_made)
-    await page.wait_for_function(
-        f"!document.querySelector(\".visit-row[data-household='{numbers[0]}'] .badge\")")
+    await page.wait_for_selector(f".visit-row[data-household='{numbers[0]}'] .badge",
+                                 state="detached")
     await shot(page, "households-4-sent")
     assert not errors, errors
