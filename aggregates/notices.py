@@ -15,8 +15,12 @@ WarningMarked (黄灯 80 %)   ``deadline_approaching`` 即将超期       whoeve
 OverdueMarked (红灯)        ``overdue`` 已超期                      whoever owns the step
 ExtensionRequested          ``extension_requested`` 延期申请        shift leaders
 ExtensionApproved/Refused   ``extension_decided`` 延期审批          the department
-Closed (citizen case)       ``return_visit_due`` 待回访             call-takers
+Closed (due a visit)        ``return_visit_due`` 待回访             call-takers
 ==========================  ======================================  ==========================
+
+Reporters (by text message, :func:`reporter_notices`): ``filed`` when the case is filed,
+``closed`` when it is closed, ``return_visit_due`` on closing when the visit rule
+(``aggregates/visits.py``) makes a return visit due.
 
 "Whoever owns the step": handle / review → the department, verify → the grid's inspector,
 file / dispatch → dispatchers.
@@ -27,6 +31,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from aggregates.visits import DEFAULT_RULE, VisitRule
 
 
 @dataclass
@@ -95,6 +101,38 @@ def notices_for(env: Mapping[str, Any], case: Mapping[str, Any]) -> list[Notice]
             ("延期已批准" if approved else "延期被驳回") + (f": {reason}" if reason else ""),
             {"approved": approved, "new_due": data.get("due") if approved else None},
         )]
-    if etype == "Closed" and case.get("source") in ("hotline", "open311"):
+    if etype == "Closed" and DEFAULT_RULE.due(case.get("source"), case.get("reporter_phone")):
         return [Notice("return_visit_due", ["role.call_taker"], f"已结案, 请回访: {desc}")]
+    return []
+
+
+#: What a reporter's text message says, per kind (``reporter_notices``).
+REPORTER_KINDS: dict[str, str] = {
+    "filed": "立案通知", "closed": "办结通知", "return_visit_due": "回访提示",
+}
+
+
+def reporter_notices(
+    env: Mapping[str, Any], case: Mapping[str, Any], rule: VisitRule = DEFAULT_RULE,
+) -> list[Notice]:
+    """The messages one event sends to the case's reporter (短信, audience ``reporter``):
+    when the case is filed, when it is closed, and — on closing, when the visit rule
+    (``aggregates/visits.py``) makes it due — that a return visit will follow. Only citizens
+    who left a phone; an inspector's own reports send nothing. Texts name the case number and
+    nothing the phone's holder did not say (no staff, no department's notes)."""
+    phone = (case.get("reporter_phone") or "").strip()
+    if not phone or case.get("reporter_type") == "inspector":
+        return []
+    etype, no = env["type"], case.get("case_no")
+    if etype == "Filed":
+        return [Notice("filed", ["reporter"],
+                       f"【12319】您反映的问题已立案, 工单号 {no}, 正在派遣处理。"
+                       "凭工单号和手机号后四位可查询进度。")]
+    if etype == "Closed":
+        out = [Notice("closed", ["reporter"],
+                      f"【12319】您反映的问题(工单 {no})已办结, 感谢您的监督。")]
+        if rule.due(case.get("source"), phone):
+            out.append(Notice("return_visit_due", ["reporter"],
+                              f"【12319】工单 {no} 已办结, 近日我们将电话回访, 听取您的意见。"))
+        return out
     return []

@@ -91,6 +91,14 @@ class Settings(BaseSettings):
         description="which closed cases are due a return visit (回访): sources, 'phone' (any "
         "case with a reporter phone) or 'all' (aggregates/visits.py)",
     )
+    sms_channel: str = Field(
+        default="log", alias="GRID_SMS_CHANNEL",
+        description="how text messages to reporters go out (gateways/outbound.py): 'log' "
+        "(log lines only), 'webhook' (POST to GRID_SMS_WEBHOOK_URL, signed), or "
+        "'module:factory' of an adapter",
+    )
+    sms_webhook_url: str | None = Field(default=None, alias="GRID_SMS_WEBHOOK_URL")
+    sms_webhook_secret: str | None = Field(default=None, alias="GRID_SMS_WEBHOOK_SECRET")
     log_json: bool = Field(default=False, alias="GRID_LOG_JSON")
     log_level: str = Field(default="INFO", alias="GRID_LOG_LEVEL")
 

@@ -27,7 +27,7 @@ from core.photos import PhotoStore
 from core.pull import Linger
 from core.refdata import load_reference
 from core.settings import Settings
-from gateways import notify, runtime
+from gateways import notify, outbound, runtime
 from gateways.http import open311
 from gateways.probes import serve_probes
 from gateways.relay import RELAY_DDL, Relay
@@ -51,6 +51,7 @@ async def intake_setup(conn: asyncpg.Connection, settings: Settings) -> None:
     await apikeys.setup(conn, settings.city_dir)
     await open311.setup(conn)
     await notify.setup(conn)
+    await outbound.setup(conn)  # issue 16: text messages to reporters
     await households.setup(conn)  # issue 18: household events and read models
     await places.setup(conn)  # issue 17: standard addresses
 
@@ -147,6 +148,9 @@ class Runtime(runtime.Runtime):
             elif role == "notifier":
                 self.notifier = notify.Notifier(self)
                 for coro in self.notifier.tasks(self.stop_event):
+                    self.spawn(role, coro)
+                # Text messages to reporters (filed, closed, return visit due).
+                for coro in outbound.OutboundRunner(self).tasks(self.stop_event):
                     self.spawn(role, coro)
             else:
                 raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")

@@ -183,7 +183,7 @@ async def _postgres(
                 "extract(epoch FROM now() - updated_at)::float8 AS age FROM projection_positions"
             ):
                 applied[(r["projection"], r["partition"])] = (int(r["position"]), r["age"] or 0.0)
-        for name in [*(p.name for p in all_projections()), NotifyProjection.name]:
+        for name in [*(p.name for p in all_projections()), NotifyProjection.name, "reporter_sms"]:
             lag = 0
             oldest = 0.0
             for p, head in heads.items():

@@ -113,6 +113,20 @@ async def test_return_visit_list_rule_pages_and_the_shift_leaders_decision(
                 r["case_no"] for r in rows if rule.due(r["source"], r["reporter_phone"])
             }, text
 
+    # The reporters were texted (log-only channel by default): filed, closed, visit due.
+    async def texted() -> list[Any] | None:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch("SELECT case_no, kind, status, channel, to_phone "
+                                    "FROM outbound_messages ORDER BY id")
+        return rows if len(rows) == 6 and all(r["status"] == "sent" for r in rows) else None
+
+    messages = await eventually(texted, timeout=20)
+    assert {(r["case_no"], r["kind"]) for r in messages} == {
+        (no, kind) for no in (hotline, with_phone)
+        for kind in ("filed", "closed", "return_visit_due")}
+    assert {r["channel"] for r in messages} == {"log"}
+    assert no_phone not in {r["case_no"] for r in messages}
+
     # 不满意 → off the call-taker's list, onto the shift leader's until decided.
     await act(client, hotline, "return_visit", CALL_TAKER, satisfaction="dissatisfied",
               comment="还是很脏")
