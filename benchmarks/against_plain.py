@@ -22,10 +22,10 @@ bodies). A report counts as visible when its row is in the table the read endpoi
 after each side's round a sample of those reports is fetched through the HTTP endpoint
 itself as a check.
 
-CPU: time on a CPU of every thread of every process of a side's tree from
-``/proc/<pid>/task/*/schedstat`` (ns; ``/proc/<pid>/stat`` ticks where there is none),
-sampled every 0.25 s while that side runs (the whole round is also counted in ticks of
-``/proc/<pid>/stat``, threads that ended included, as a cross-check); PostgreSQL backends
+CPU: user + system time of every process of a side's tree (all its threads, ended ones
+included) from ``/proc/<pid>/stat``, sampled every 0.25 s while that side runs (10 ms
+ticks: ± 10 ms per process and window; the whole round is also counted to the ns from the
+live threads' ``/proc/<pid>/task/*/schedstat`` as a cross-check); PostgreSQL backends
 are named by the process whose socket they serve (``pg:worker``…), the server's own
 processes ``pg:server``. Saturation: CPU from the first POST until the last
 report is visible ÷ reports. Steady rate R: CPU per second in the middle of the fixed-rate
@@ -133,12 +133,11 @@ def judge(measures: dict[str, Rounds]) -> list[Verdict]:
 # ----------------------------------------------------------------------------- CPU from /proc
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of a process so far: the sum of its threads' time on a CPU from
-    ``/proc/<pid>/task/*/schedstat`` (ns, so a short window of a lightly loaded process is not
-    rounded to 10 ms clock ticks; a process's own ``schedstat`` is its main thread only), else
-    user + system from ``/proc/<pid>/stat``. (A thread that ended takes its time with it
-    here; the roles keep their threads.)"""
+def live_threads_cpu(pid: int) -> float:
+    """CPU time so far of a process's live threads: the sum of ``/proc/<pid>/task/*/schedstat``
+    (ns; a process's own ``schedstat`` is its main thread only), else ``/proc/<pid>/stat``.
+    Precise, but a thread that ended (anyio's and asyncio's pool threads end when idle)
+    takes its time with it — so this is only the cross-check of :func:`_cpu_s`."""
     try:
         return sum(
             int((task / "schedstat").read_text().split()[0])
@@ -159,7 +158,7 @@ class CpuSampler:
         self.exclude = exclude
         self.interval = interval
         self.samples: list[tuple[float, dict[int, float]]] = []
-        self.cross_check = (0.0, 0.0)  # CPU s of the last run: (stat ticks, schedstat)
+        self.cross_check = (0.0, 0.0)  # CPU s of the last run: (stat, live threads)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -177,7 +176,7 @@ class CpuSampler:
         out = {}
         for pid in self.pids():
             try:
-                out[pid] = cpu_seconds(pid)
+                out[pid] = _cpu_s(pid)
             except OSError:
                 continue
         return out
@@ -187,13 +186,12 @@ class CpuSampler:
             self.samples.append((time.time(), self.snapshot()))
             self._stop.wait(self.interval)
 
-    def ticks(self) -> dict[int, float]:
-        """User + system seconds by pid from ``/proc/<pid>/stat`` (10 ms ticks; threads that
-        ended included)."""
+    def live_threads(self) -> dict[int, float]:
+        """:func:`live_threads_cpu` by pid."""
         out = {}
         for pid in self.pids():
             try:
-                out[pid] = _cpu_s(pid)
+                out[pid] = live_threads_cpu(pid)
             except OSError:
                 continue
         return out
@@ -202,7 +200,7 @@ class CpuSampler:
     def running(self) -> Iterator[CpuSampler]:
         self.samples = []
         self._stop.clear()
-        ticks = self.ticks()
+        exact = self.live_threads()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         try:
@@ -211,10 +209,10 @@ class CpuSampler:
             self._stop.set()
             self._thread.join()
             self.samples.append((time.time(), self.snapshot()))
-            after = self.ticks()
+            after = self.live_threads()
             self.cross_check = (
-                sum(after.values()) - sum(ticks.get(pid, 0.0) for pid in after),
                 sum(self.window(self.samples[0][0], self.samples[-1][0])[1].values()),
+                sum(after.values()) - sum(exact.get(pid, 0.0) for pid in after),
             )
 
     def window(self, a: float, b: float) -> tuple[float, dict[int, float]]:
@@ -414,7 +412,7 @@ async def run_side(side: Side, args: argparse.Namespace) -> None:
                     _keep(side, f"latency_{rate:g}", result)
             side.checks.append(await _read_check(side, conn))
         ticks, exact = sampler.cross_check
-        side.ticks.append(f"{exact:.1f} s (schedstat) vs {ticks:.1f} s (stat ticks)")
+        side.ticks.append(f"{ticks:.1f} s (stat) vs {exact:.1f} s (live threads' schedstat)")
     finally:
         await conn.close()
 
