@@ -185,13 +185,36 @@ ACTING_ROLES: tuple[str, ...] = tuple(r for r in ROLES if r not in ("auditor", "
 
 
 def offers(state: CaseState, ref: Reference) -> dict[str, list[str]]:
-    """:func:`offered` for every acting role that is offered anything."""
+    """:func:`offered` for every acting role that is offered anything (the same answer,
+    with the guard-free part of each role's list computed once per status: this runs for
+    every recorded event)."""
     out: dict[str, list[str]] = {}
-    for role in ACTING_ROLES:
-        names = offered(state, role, ref)
+    for role, specs, unguarded in _status_plan(state.status):
+        if unguarded is not None:
+            out[role] = list(unguarded)
+            continue
+        names = [
+            spec.name for spec in specs
+            if spec.guard is None or spec.guard(state, role, ref) is None
+        ]
         if names:
             out[role] = names
     return out
+
+
+@cache
+def _status_plan(
+    status: Status,
+) -> tuple[tuple[str, tuple[ActionSpec, ...], tuple[str, ...] | None], ...]:
+    """Per acting role with candidates in ``status``: the candidates, and their names when
+    none has a guard (then the answer does not depend on the case's data)."""
+    plan = []
+    for role in ACTING_ROLES:
+        specs = _candidates(status, role)
+        if specs:
+            unguarded = None if any(s.guard for s in specs) else tuple(s.name for s in specs)
+            plan.append((role, specs, unguarded))
+    return tuple(plan)
 
 
 def role_actions(role: str) -> list[str]:
