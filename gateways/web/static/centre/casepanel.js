@@ -1,9 +1,10 @@
 // The case panel: the case file (GET /v1/cases/{no}), photos, the timeline, and a button for
 // each action the signed-in user may take now (the server's `allowed_actions`), each with
 // the form its arguments need; POST /v1/cases/{no}/actions/{verb}.
-import { api, photoUrl } from "./api.js";
+import { api, download, photoUrl, user } from "./api.js";
 import {
   fmtDateTime, fmtDue, fmtTime, nameOf, t, tAction, tEvent, tPriority, tRole, tSatisfaction, tStatus, tStep,
+  zhEn,
 } from "./i18n.js";
 
 // People by name (GET /v1/people), cached for the page: the timeline shows "派遣员 王芳",
@@ -147,11 +148,30 @@ export class CasePanel {
         ${c.satisfaction ? `<dt>${esc(t("satisfaction"))}</dt><dd>${esc(tSatisfaction(c.satisfaction))}</dd>` : ""}
       </dl></div>
       <div class="section"><h3>${esc(t("actions"))}</h3><div class="actions" id="case-actions"></div><div id="action-form-slot"></div></div>
+      ${this.documentsHtml(c)}
       <div class="section"><h3>${esc(t("photos"))}</h3><div class="photos" id="case-photos"></div></div>
       <div class="section"><h3>${esc(t("timeline"))}</h3><ol class="timeline" id="case-timeline"></ol></div>`;
     this.renderActions();
     this.renderPhotos();
     this.renderTimeline();
+    for (const b of body.querySelectorAll("#case-docs button")) {
+      b.addEventListener("click", () => download(
+        `/v1/documents/cases/${encodeURIComponent(c.case_no)}/${b.dataset.doc}.pdf`, {},
+        `${b.dataset.doc}-${c.case_no}.pdf`).catch((e) => {
+        body.querySelector("#case-docs").insertAdjacentHTML("beforeend", `<div class="form-error">${esc(e.message)}</div>`);
+      }));
+    }
+  }
+
+  /** 文书: the case file (案卷) and, once supervised, the supervision order (督办单) as PDF
+   * (GET /v1/documents/cases/{no}/…; the centre's staff and auditors). */
+  documentsHtml(c) {
+    if (!["call_taker", "shift_leader", "dispatcher", "supervisor", "auditor"].includes(user()?.role)) return "";
+    const button = (doc, zh, en) => `<button type="button" class="btn" data-doc="${doc}">${esc(zhEn(zh, en))}</button>`;
+    return `<div class="section"><h3>${esc(zhEn("文书", "Documents"))}</h3><div class="actions" id="case-docs">` +
+      button("case-file", "案卷 PDF", "Case file PDF") +
+      (c.supervision_orders ? button("supervision", "督办单 PDF", "Supervision order PDF") : "") +
+      `</div></div>`;
   }
 
   deadlineHtml(c) {
