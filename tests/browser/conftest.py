@@ -4,7 +4,7 @@ served by uvicorn on a free port.
 
 Skipped cleanly when /usr/bin/chromium (or Playwright) is missing: ``.ci/run`` installs it.
 Screenshots go to ``test-artifacts/`` (gitignored); with ``GRID_UPDATE_SCREENSHOTS=1`` the
-overview screenshot is also copied to ``docs/screenshots/command-centre.png`` for the README.
+README's screenshots are also copied to ``docs/screenshots/<name>.png``.
 """
 
 from __future__ import annotations
@@ -144,6 +144,7 @@ async def centre(
                     "base": base,
                     "new_page": new_page,
                     "settings": settings,
+                    "browser": browser,
                 }
             for page in pages:
                 assert not page.errors, page.errors
@@ -159,10 +160,72 @@ async def shoot(page: Any, name: str, readme: bool = False) -> Path:
     path = ARTIFACTS / f"{name}.png"
     await page.screenshot(path=str(path))
     if readme and os.environ.get("GRID_UPDATE_SCREENSHOTS") == "1":
-        target = ROOT / "docs" / "screenshots" / "command-centre.png"
+        target = ROOT / "docs" / "screenshots" / f"{name}.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
     return path
+
+
+#: Layout facts of a page as it is drawn now, as a list of problems (empty: fine):
+#: * the top bar does not overflow: nothing in it sticks out or scrolls;
+#: * no visible table column is narrower than its content's minimum: a header label stays on
+#:   one line, and a cell that does not ellipsize (class "ellip") is not cut;
+#: * a column that ellipsizes is still at least 56 px wide (a few characters of a name);
+#: * the map title's breadcrumb buttons stay on one line (not one character per line);
+#: * the page is not wider than the window (no sideways scroll of the whole page).
+LAYOUT_PROBLEMS = """() => {
+  const problems = [];
+  const visible = (el) => el.offsetParent !== null && el.getBoundingClientRect().width > 0;
+  const oneLine = (el) => {
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    const rects = [...range.getClientRects()].filter((r) => r.width > 0);
+    return new Set(rects.map((r) => Math.round(r.top))).size <= 1;
+  };
+  const name = (el) => `${el.tagName.toLowerCase()}${el.id ? "#" + el.id : ""}.${el.className}` +
+    ` "${(el.textContent || "").trim().slice(0, 20)}"`;
+  for (const bar of document.querySelectorAll("header, .topbar, .gd-bar")) {
+    if (!visible(bar)) continue;
+    if (bar.scrollWidth > bar.clientWidth + 1) {
+      problems.push(`header scrolls: ${bar.scrollWidth} > ${bar.clientWidth}`);
+    }
+    const box = bar.getBoundingClientRect();
+    for (const el of bar.querySelectorAll("*")) {
+      if (!visible(el)) continue;
+      const r = el.getBoundingClientRect();
+      if (r.right > box.right + 1 || r.left < box.left - 1) {
+        problems.push(`outside the header: ${name(el)}`);
+      }
+    }
+  }
+  for (const th of document.querySelectorAll("table thead th")) {
+    if (!visible(th) || !(th.textContent || "").trim()) continue;
+    const px = Math.round(th.getBoundingClientRect().width);
+    if (!oneLine(th)) problems.push(`column label wraps (${px} px): ${name(th)}`);
+  }
+  for (const td of document.querySelectorAll("table tbody tr:nth-child(-n+8) td")) {
+    if (!visible(td)) continue;
+    const width = td.getBoundingClientRect().width;
+    if (td.classList.contains("ellip")) {
+      if (width < 56) problems.push(`name column only ${Math.round(width)} px: ${name(td)}`);
+    } else if (td.scrollWidth > td.clientWidth + 1) {
+      problems.push(`cell cut: ${name(td)} ${td.scrollWidth} > ${td.clientWidth}`);
+    }
+  }
+  for (const b of document.querySelectorAll(".crumbs button")) {
+    if (visible(b) && !oneLine(b)) problems.push(`map title wraps: ${name(b)}`);
+  }
+  if (document.documentElement.scrollWidth > window.innerWidth + 1) {
+    const wide = document.documentElement.scrollWidth;
+    problems.push(`page wider than the window: ${wide} > ${window.innerWidth}`);
+  }
+  return problems;
+}"""
+
+
+async def layout_problems(page: Any) -> list[str]:
+    problems: list[str] = await page.evaluate(LAYOUT_PROBLEMS)
+    return problems
 
 
 # --- shared by the intake pages' tests (inspector, department, hotline) ---------------------

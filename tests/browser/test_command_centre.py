@@ -3,7 +3,11 @@
 * files and dispatches a case from the case panel (the actions the server allows now);
 * a report posted by the API appears in the queue and colours the map without a reload;
 * filters and the map drill-down (city → district → community → grid) narrow the queue;
-* zh / en toggle; metrics panel with charts and definitions; screenshots in test-artifacts/.
+* zh-Hans by default, English chosen and remembered; metrics panel with charts and definitions;
+* layout facts (tests/browser/conftest.py LAYOUT_PROBLEMS) of the centre at 1366×768, 1440×900,
+  1920×1080 (a case open and closed) and 360×640, the big screen at 1920×1080 and 3840×2160,
+  the inspector app at 360×640, the department, hotline and audit pages at the three desk sizes;
+  screenshots in test-artifacts/ (and the README's with GRID_UPDATE_SCREENSHOTS=1).
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import shoot
-from tests.conftest import auth_headers, eventually
+from tests.browser.conftest import layout_problems, shoot
+from tests.conftest import auth_headers, demo_password, eventually
+from tests.intake_support import sign_in_page
 
 pytestmark = pytest.mark.browser
 
@@ -214,6 +219,87 @@ async def test_overview_screenshot(centre: dict[str, Any]) -> None:
     path = await shoot(page, "command-centre", readme=True)
     assert path.stat().st_size > 50_000
     await eventually(lambda: _open(page), timeout=5)
+    await _layouts(centre, page)
+
+
+DESKS = [(1366, 768), (1440, 900), (1920, 1080)]
+
+
+async def _drawn(page: Any) -> None:
+    """Wait until the browser has drawn the page at its new size (two animation frames)."""
+    await page.evaluate(
+        "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
+    )
+
+
+async def _check(page: Any, where: str) -> None:
+    await _drawn(page)
+    problems = await layout_problems(page)
+    await shoot(page, f"layout-{where}")
+    assert not problems, (where, problems)
+    assert await page.evaluate("document.documentElement.lang") in ("zh-Hans", "en"), where
+
+
+async def _layouts(centre: dict[str, Any], page: Any) -> None:
+    """Every page at the sizes it is meant for: no layout problem, zh-Hans shown."""
+    assert await page.evaluate("document.documentElement.lang") == "zh-Hans"
+    assert await page.text_content(".brand-title") == "网格化管理指挥中心"
+    assert await page.text_content("#tab-queue") == "案件队列"
+    # The command centre, a case open (three columns) and closed (two).
+    for width, height in DESKS:
+        await page.set_viewport_size({"width": width, "height": height})
+        await _check(page, f"centre-case-{width}")
+    await page.click("#case-close")
+    for width, height in DESKS:
+        await page.set_viewport_size({"width": width, "height": height})
+        await _check(page, f"centre-{width}")
+    await page.set_viewport_size({"width": 360, "height": 640})
+    await _check(page, "centre-360")
+    # The big screen (same tab: the sign-in lives in its sessionStorage).
+    await page.set_viewport_size({"width": 1920, "height": 1080})
+    await page.goto(centre["base"] + "/centre/big")
+    await page.wait_for_selector("#overdue-list li")
+    await page.wait_for_selector("#metrics .bm")
+    await page.wait_for_selector("#live.on")
+    await shoot(page, "big-screen", readme=True)
+    await _check(page, "big-1920")
+    await page.set_viewport_size({"width": 3840, "height": 2160})
+    await _check(page, "big-3840")
+
+    browser, base = centre["browser"], centre["base"]
+    # The inspector's phone app.
+    phone = await browser.new_context(viewport={"width": 360, "height": 640}, locale="zh-CN")
+    inspector = await phone.new_page()
+    await sign_in_page(inspector, base, "/inspector/", "inspector-520102001001")
+    assert await inspector.text_content("header strong") == "网格员上报"
+    await shoot(inspector, "inspector", readme=True)
+    await _check(inspector, "inspector-360")
+    await phone.close()
+    # The department worklist, the call-taker's page and the audit page at the desk sizes.
+    desk = await browser.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN")
+    for path, username, name in (("/department/", "handler-D-520102-sanitation", "department"),
+                                 ("/hotline/", "calltaker", "hotline")):
+        other = await desk.new_page()
+        await sign_in_page(other, base, path, username)
+        for width, height in DESKS:
+            await other.set_viewport_size({"width": width, "height": height})
+            await _check(other, f"{name}-{width}")
+        if name == "hotline":
+            await shoot(other, "hotline", readme=True)
+    audit = await desk.new_page()
+    case_no = await page.evaluate("document.querySelector('#overdue-list .no')?.textContent")
+    await audit.goto(f"{base}/audit?case={case_no}")
+    await audit.fill("#signin-username", "auditor")
+    await audit.fill("#signin-password", demo_password("auditor"))
+    await audit.click("#signin-submit")
+    await audit.wait_for_selector("#signin", state="hidden")
+    await audit.goto(f"{base}/audit?case={case_no}")
+    await audit.wait_for_selector("#state dd[data-field=status]")
+    for width, height in DESKS:
+        await audit.set_viewport_size({"width": width, "height": height})
+        await _check(audit, f"audit-{width}")
+    await shoot(audit, "audit", readme=True)
+    await desk.close()
 
 
 #: The map's view (pane offset, each animated layer's transform and viewBox): equal in two

@@ -280,7 +280,7 @@ window.GD_MESSAGES = {
   "wrong_dispatch": ["错误派遣", "錯誤派遣", "wrong dispatch"],
   "automatic": [" (自动)", " (自動)", " (automatic)"],
   "due_word": ["时限", "時限", "due"],
-  "sort_urgency": ["按紧急程度 (超期优先)", "按緊急程度 (超期優先)", "By urgency (overdue first)"],
+  "sort_urgency": ["按紧急程度 (超期优先)", "按緊急程度 (超期優先)", "By urgency"],
   "save_filter": ["保存筛选", "保存篩選", "Save filter"],
   "saved_filters": ["已存筛选", "已存篩選", "Saved filters"],
   "filter_name": ["筛选名称", "篩選名稱", "Filter name"],
