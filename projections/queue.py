@@ -156,6 +156,9 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
 #: theirs.
 
 
+_SUMMARY_SET = frozenset(SUMMARY_COLUMNS)
+
+
 def apply_event(row: dict[str, Any] | None, env: Envelope) -> dict[str, Any] | None:
     """Pure: the row after one event (None stays None for events of unknown cases)."""
     data: dict[str, Any] = env.get("data") or {}
@@ -193,9 +196,9 @@ def apply_event(row: dict[str, Any] | None, env: Envelope) -> dict[str, Any] | N
     if "proposal" in data:  # a new routing proposal (on report and on escalation)
         row["proposal"] = data["proposal"]
     summary: dict[str, Any] = data.get("summary") or {}  # what the event changed
-    for column in SUMMARY_COLUMNS:
-        if column in summary:
-            row[column] = summary[column]
+    for column, value in summary.items():  # an event changes a few of them
+        if column in _SUMMARY_SET:
+            row[column] = value
     row["warning"] = bool(summary.get("warned") or summary.get("overdue"))  # yellow or worse
     if "due_since" in summary:
         row["due_started_at"] = parse_time(summary["due_since"])
