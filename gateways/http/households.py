@@ -324,7 +324,13 @@ async def read_log(
     return {"reads": [dict(r) for r in rows]}
 
 
-@router.get("/export")
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+CSV = "text/csv; charset=utf-8"
+
+
+@router.get("/export", response_class=Response,
+            responses={200: {"content": {XLSX: {}, CSV: {}},
+                             "description": "the register as a spreadsheet"}})
 async def export(
     request: Request,
     app: HouseholdApp = Depends(app_from),
@@ -347,8 +353,7 @@ async def export(
                              any(s["details"] == "full" for s in shown), str(request.url.path))
     data = files.write_table(files.EXPORT_COLUMNS, (files.export_cells(s) for s in shown),
                              format)
-    media = ("text/csv; charset=utf-8" if format == "csv" else
-             "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+    media = CSV if format == "csv" else XLSX
     return Response(data, media_type=media, headers={
         "Content-Disposition": f'attachment; filename="households.{format}"'})
 
