@@ -46,6 +46,7 @@ class CaseState:
     lat: float | None = None
     lon: float | None = None
     address: str | None = None
+    place_id: str | None = None  # the standard address (标准地址库) the address was picked from
     photos: list[dict[str, Any]] = field(default_factory=list)
     answers: dict[str, Any] = field(default_factory=dict)  # the category's extra questions
     media_url: str | None = None  # a photo / video the reporter links to (Open311)

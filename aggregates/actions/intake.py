@@ -57,6 +57,9 @@ class ReportArgs(Strict):
         default=None, max_length=SHORT, pattern=r"^https?://\S+$",
         description="a photo or video the reporter links to (Open311 media_url)",
     )
+    place_id: str | None = Field(
+        default=None, max_length=60, description="the standard address (标准地址) picked"
+    )
 
     @model_validator(mode="after")
     def _both_coordinates(self) -> ReportArgs:
@@ -89,6 +92,7 @@ class Reported(CaseEvent, Aggregate.Created):
     # Added later: a default, so events recorded before them read as "none".
     answers: dict[str, Any] | None = None
     media_url: str | None = None
+    place_id: str | None = None
 
     def mutate(self, aggregate: Any) -> Any:
         """eventsourcing's ``CanInitAggregate.mutate`` (new shell, base init, ``__init__``,
@@ -123,6 +127,7 @@ class Reported(CaseEvent, Aggregate.Created):
         case.photos = self.photos
         case.answers = self.answers or {}
         case.media_url = self.media_url
+        case.place_id = self.place_id
         case.priority = self.priority
         case.proposal = self.proposal
         case.reported_at = self.timestamp

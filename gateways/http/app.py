@@ -25,6 +25,7 @@ from gateways.http import (
     open311,
     pages,
     photos,
+    places,
     ratelimit,
     reference,
     reporter_status,
@@ -57,7 +58,7 @@ def create_app(
     identity.install(app)
     middleware.install(app)
     ratelimit.install(app)
-    for module in (reports, cases, reference, health, auth):
+    for module in (reports, cases, reference, health, auth, places):
         app.include_router(module.router)
     app.include_router(auth.admin_router)
     # Intake (issue 6): photos, Open311, notifications, the inspector / department / hotline pages.

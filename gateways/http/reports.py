@@ -28,7 +28,7 @@ from nats.js import JetStreamContext
 from pydantic import Field, ValidationError
 
 from aggregates.commands import Command, Photo, ReportArgs, Reporter, Strict
-from core import codec, eventlog
+from core import codec, eventlog, places
 from core.catalogue import AnswerError
 from core.clock import Clock
 from core.ids import case_id_for_key, case_no_for_id, new_key
@@ -55,6 +55,11 @@ class ReportIn(Strict):
     lat: float | None = Field(default=None, ge=-90, le=90)
     lon: float | None = Field(default=None, ge=-180, le=180)
     address: str | None = Field(default=None, max_length=200)
+    place_id: str | None = Field(
+        default=None, max_length=60,
+        description="a standard address from GET /v1/places: gives the address text and, "
+        "without lat/lon, the location",
+    )
     description: str = Field(min_length=1, max_length=2000)
     reporter: Reporter | None = None
     client_time: datetime | None = None
@@ -162,6 +167,20 @@ class PreparedReport:
         )
 
 
+async def _with_place(intake: Intake, body: ReportIn) -> ReportIn:
+    """The picked standard address: its label as the address (unless one was typed) and,
+    without a GPS fix or a grid, its point as the location."""
+    async with intake.pool.acquire() as conn:
+        place = await places.get(conn, body.place_id or "")
+    if place is None:
+        raise ApiError(422, "unknown_place", f"no standard address {body.place_id}",
+                       field="place_id")
+    update: dict[str, Any] = {"address": body.address or place["label"][:200]}
+    if body.lat is None and body.grid is None:
+        update.update(lat=place["lat"], lon=place["lon"])
+    return body.model_copy(update=update)
+
+
 async def prepare(
     intake: Intake, clock: Clock, principal: Principal, body: ReportIn, key: str
 ) -> PreparedReport:
@@ -179,6 +198,8 @@ async def prepare(
             422, "invalid_answer", str(exc), field=f"answers.{exc.question}",
             question=exc.question,
         ) from exc
+    if body.place_id is not None:
+        body = await _with_place(intake, body)
     grid_code = locate(intake.ref, body)
     check_report_location(principal, grid_code, intake.ref.jurisdiction)
     await photo_api.check_photo_refs(intake.pool, body.photos)
@@ -204,6 +225,7 @@ async def prepare(
         photos=body.photos,
         answers=answers,
         media_url=body.media_url,
+        place_id=body.place_id,
     )
     command = Command(
         command_id=key,

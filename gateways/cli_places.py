@@ -1,0 +1,311 @@
+"""``gridctl places``: the standard address list (标准地址库).
+
+    gridctl places import addresses.csv [--replace] [--rejects rejected.csv]
+    gridctl places import addresses.geojson
+    gridctl places search 中华北路            # what GET /v1/places?q= answers
+    gridctl places sample --count 6000 --out deploy/cities/guiyang/places.csv
+
+A CSV has a header with ``road, number, building, poi, lat, lon`` (or 道路, 门牌号, 楼栋,
+名称, 纬度, 经度; an optional ``id``); a GeoJSON FeatureCollection has Point features with
+those properties. Each row is checked on its own (``core.places.check``): rejected rows are
+counted by reason, the first ones listed, all of them written with ``--rejects``. Accepted
+rows are stored in one transaction (upsert by id; ``--replace`` empties the list first), with
+one ``road`` entry per road. Connects like ``gridctl users`` (``DATABASE_URL``, or the
+embedded PostgreSQL of ``gridctl up``).
+
+``sample`` generates a city's addresses from its grids (roads crossing each community, house
+numbers along them, odd on one side, even on the other, some buildings and POIs), each point
+inside the grid it is filed under: the sample city's ``places.csv`` is made by it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import math
+import random
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import asyncpg
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from shapely.geometry import LineString, Point
+from shapely.ops import unary_union
+
+from core import places
+from core.db import create_pool
+from core.jurisdiction import Jurisdiction
+from core.settings import Settings
+from gateways.cli_users import _database_url
+
+app = typer.Typer(help="Standard addresses (标准地址库).", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+
+#: Rejected rows listed on the terminal (all of them go to ``--rejects``).
+SHOWN_REJECTS = 20
+
+
+def _progress() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=out,
+    )
+
+
+def check_file(
+    path: Path, j: Jurisdiction, progress: Progress | None = None
+) -> tuple[list[places.Place], list[tuple[int, str, dict[str, Any]]]]:
+    """``core.places.check_file`` with a progress bar."""
+    if progress is None:
+        return places.check_file(path, j)
+    task = progress.add_task("checking", total=places.count_rows(path), note="")
+
+    def advance(rejected: int) -> None:
+        progress.update(task, advance=1, note=f"{rejected} rejected")
+
+    return places.check_file(path, j, advance)
+
+
+async def _store(
+    settings: Settings, entries: list[places.Place], replace: bool, progress: Progress
+) -> int:
+    pool = await create_pool(_database_url(settings), settings.db_schema, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            await places.setup(conn)
+            task = progress.add_task("storing", total=len(entries), note="one transaction")
+            stored = await places.store(conn, entries, replace=replace)
+            progress.update(task, completed=len(entries))
+            return await places.count(conn) if stored else 0
+    finally:
+        await pool.close()
+
+
+@app.command("import")
+def import_places(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV or GeoJSON")],
+    replace: Annotated[bool, typer.Option(help="empty the address list first")] = False,
+    rejects: Annotated[
+        Path | None, typer.Option(help="write every rejected row here (CSV: line, reason, row)")
+    ] = None,
+) -> None:
+    """Import a city's addresses; reports the rejected rows with their reason."""
+    settings = Settings()
+    j = Jurisdiction.load(settings.city_dir)
+    with _progress() as progress:
+        try:
+            entries, rejected = check_file(path, j, progress)
+        except (places.PlaceRejected, ValueError) as exc:
+            err.print(f"[red]cannot read {path}[/]: {exc}")
+            raise typer.Exit(2) from exc
+        try:
+            total = asyncio.run(_store(settings, entries, replace, progress))
+        except (OSError, asyncpg.PostgresError) as exc:
+            err.print(f"[red]cannot store the addresses[/] at {_database_url(settings)}: {exc}")
+            raise typer.Exit(2) from exc
+    roads = sum(1 for e in entries if e.kind == "road")
+    out.print(
+        f"[green]{len(entries) - roads} addresses and POIs[/] + {roads} roads imported; "
+        f"{len(rejected)} rows rejected; {total} entries in the list"
+    )
+    if rejected:
+        _report(rejected)
+        if rejects is not None:
+            with rejects.open("w", encoding="utf-8-sig", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["line", "reason", "row"])
+                for line, reason, raw in rejected:
+                    writer.writerow([line, reason, raw])
+            out.print(f"all rejected rows: {rejects}")
+        raise typer.Exit(1)
+
+
+def _report(rejected: list[tuple[int, str, dict[str, Any]]]) -> None:
+    reasons = Counter(_reason_kind(reason) for _, reason, _ in rejected)
+    summary = Table(title="rejected rows by reason")
+    summary.add_column("reason")
+    summary.add_column("rows", justify="right")
+    for reason, n in reasons.most_common():
+        summary.add_row(reason, str(n))
+    out.print(summary)
+    detail = Table(title=f"first {min(len(rejected), SHOWN_REJECTS)} rejected rows")
+    detail.add_column("line", justify="right")
+    detail.add_column("reason")
+    detail.add_column("row")
+    for line, reason, raw in rejected[:SHOWN_REJECTS]:
+        shown = {k: v for k, v in raw.items() if v not in (None, "")}
+        detail.add_row(str(line), reason, str(shown)[:80])
+    out.print(detail)
+
+
+def _reason_kind(reason: str) -> str:
+    """A reason without its values ("(26.1, 106.2) is outside X" → "… is outside X")."""
+    if reason.startswith("("):
+        return "…" + reason[reason.index(")") + 1:]
+    return reason.split(":")[0].split(" line ")[0]
+
+
+@app.command("search")
+def search_places(
+    q: str, limit: Annotated[int, typer.Option(min=1, max=places.MAX_RESULTS)] = 10
+) -> None:
+    """Search the list as the pages do (prefix, pinyin initials, full pinyin)."""
+    settings = Settings()
+
+    async def main() -> list[dict[str, Any]]:
+        pool = await create_pool(_database_url(settings), settings.db_schema, max_size=1)
+        try:
+            async with pool.acquire() as conn:
+                return await places.search(conn, q, limit)
+        finally:
+            await pool.close()
+
+    table = Table(title=f"places matching {q!r}")
+    for column in ("kind", "label", "grid", "lat", "lon"):
+        table.add_column(column)
+    for item in asyncio.run(main()):
+        table.add_row(item["kind"], item["label"], item["grid"], f"{item['lat']:.6f}",
+                      f"{item['lon']:.6f}")
+    out.print(table)
+
+
+# --------------------------------------------------------------------------- sample city
+
+ROAD_BASES = (
+    "中华", "延安", "宝山", "北京", "遵义", "富水", "瑞金", "省府", "都司", "公园", "解放",
+    "市府", "文昌", "威清", "沙冲", "花果园", "新华", "油榨", "兴关", "观水", "浣纱", "飞山",
+    "箭道", "护国", "友谊", "合群", "陕西", "黔灵", "枣山", "金阳", "长岭", "林城", "观山",
+    "石林", "黔桂", "珠江", "黄河", "长江", "清水江", "湘江", "甲秀", "南明", "太慈", "花溪",
+    "溪北", "贵筑", "清溪", "世纪城", "金华园", "会展", "贵黄", "小河", "松花江", "明珠",
+    "碧海", "阳关", "云潭", "兴筑", "诚信", "宾阳", "北京西", "龙泉", "普陀", "未来方舟",
+)
+DIRECTIONS = ("", "东", "西", "南", "北", "中")
+SUFFIXES = ("路", "街", "巷", "大道")
+POI_KINDS = (
+    "小学", "中学", "幼儿园", "医院", "社区卫生服务站", "超市", "农贸市场", "派出所",
+    "社区服务中心", "公园", "酒店", "药店", "加油站", "银行网点", "菜场", "停车场",
+)
+CHINESE_NUMBERS = "一二三四五六七八九十"
+#: Guiyang's best-known roads come first (the docs' examples: "zhbl" → 中华北路).
+FAMOUS = ("中华北路", "中华中路", "中华南路", "延安东路", "延安西路", "宝山北路", "北京路",
+          "遵义路", "瑞金北路", "省府路", "富水北路", "解放路", "花溪大道", "林城东路")
+
+
+def road_names(rng: random.Random) -> Iterator[str]:
+    """Unique road names: the famous ones, base + direction + suffix, then numbered lanes
+    (中华北路三巷)."""
+    names = [f"{b}{d}{s}" for b in ROAD_BASES for d in DIRECTIONS for s in SUFFIXES
+             if f"{b}{d}{s}" not in FAMOUS]
+    rng.shuffle(names)
+    names = [*FAMOUS, *names]
+    yield from names
+    lanes = [f"{n}{CHINESE_NUMBERS[i % 10]}{'' if i < 10 else str(i // 10)}巷"
+             for i in range(100) for n in names]
+    yield from lanes
+
+
+def generate(j: Jurisdiction, count: int, seed: int = 12319) -> list[dict[str, Any]]:
+    """About ``count`` address rows of roads crossing each community of ``j``; every point
+    lies inside a grid of the community (checked with the same locate as a report)."""
+    rng = random.Random(seed)
+    names = road_names(rng)
+    communities: dict[str, list[Any]] = {}
+    for code in sorted(j.grids):
+        grid = j.grid(code)
+        communities.setdefault(grid.parent, []).append(grid.geometry)
+    per_road = 40
+    roads_per_community = max(1, math.ceil(count / per_road / len(communities)))
+    rows: list[dict[str, Any]] = []
+    for community, shapes in communities.items():
+        area = unary_union(shapes)
+        west, south, east, north = area.bounds
+        for _ in range(roads_per_community):
+            name = next(names)
+            line = _road_line(rng, area, west, south, east, north)
+            if line is None:
+                continue
+            rows.extend(_along(rng, j, community, name, line, per_road))
+    return rows
+
+
+def _road_line(
+    rng: random.Random, area: Any, west: float, south: float, east: float, north: float
+) -> LineString | None:
+    for _ in range(20):
+        if rng.random() < 0.5:  # east-west
+            y = rng.uniform(south, north)
+            candidate = LineString([(west, y), (east, y + rng.uniform(-0.004, 0.004))])
+        else:  # north-south
+            x = rng.uniform(west, east)
+            candidate = LineString([(x, south), (x + rng.uniform(-0.004, 0.004), north)])
+        piece = candidate.intersection(area)
+        parts = list(getattr(piece, "geoms", [piece]))
+        best = max(parts, key=lambda g: g.length, default=None)
+        if isinstance(best, LineString) and best.length > 0.004:
+            return best
+    return None
+
+
+def _along(
+    rng: random.Random, j: Jurisdiction, community: str, road: str, line: LineString, n: int
+) -> Iterator[dict[str, Any]]:
+    offset = 0.00012  # ~13 m either side of the centre line
+    for number in range(1, n + 1):
+        at = line.interpolate((number - 0.5) / n, normalized=True)
+        ahead = line.interpolate(min(1.0, number / n), normalized=True)
+        dx, dy = ahead.x - at.x, ahead.y - at.y
+        norm = math.hypot(dx, dy) or 1.0
+        side = 1 if number % 2 else -1  # odd numbers on the left, even on the right
+        point = Point(at.x - side * dy / norm * offset, at.y + side * dx / norm * offset)
+        grid = j.locate(point.y, point.x)
+        if grid is None or grid.parent != community:
+            continue
+        poi = None
+        if rng.random() < 0.06:
+            stem = road[:-1] if road.endswith(("路", "街", "巷")) else road
+            poi = f"{stem}{rng.choice(POI_KINDS)}"
+        base = {"road": road, "number": str(number), "building": "", "poi": poi or "",
+                "lat": round(point.y, 7), "lon": round(point.x, 7)}
+        yield base
+        if rng.random() < 0.15:  # a residential compound: numbered buildings
+            for building in range(1, rng.randint(2, 6)):
+                lat = round(point.y + side * building * 0.00003, 7)
+                inside = j.locate(lat, point.x)
+                if inside is not None and inside.code == grid.code:
+                    yield {**base, "building": f"{building}栋", "poi": "", "lat": lat}
+
+
+@app.command("sample")
+def sample(
+    out_path: Annotated[Path, typer.Option("--out", help="CSV to write")],
+    count: Annotated[int, typer.Option(min=1)] = 6000,
+    seed: int = 12319,
+) -> None:
+    """Generate the sample city's addresses from its grids (deterministic)."""
+    j = Jurisdiction.load(Settings().city_dir)
+    rows = generate(j, count, seed)
+    with out_path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, ["road", "number", "building", "poi", "lat", "lon"])
+        writer.writeheader()
+        writer.writerows(rows)
+    out.print(f"{len(rows)} address rows written to {out_path}")
