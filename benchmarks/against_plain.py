@@ -516,11 +516,12 @@ def render(ours: Side, plain: Side, header: list[str]) -> str:
               "|---|---|---|---|"]
 
     def row(label: str, run: str, get: Any, digits: int = 0) -> None:
-        a = [float(get(r)) for r in ours.runs.get(run, [])]
-        b = [float(get(r)) for r in plain.runs.get(run, [])]
+        counted = [[float(get(r)) if r.get("on_schedule", True) else None
+                    for r in side.runs.get(run, [])] for side in (ours, plain)]
+        a, b = ([x for x in values if x is not None] for values in counted)
         if not a:
             return
-        ratios = [x / y for x, y in zip(a, b, strict=False) if y]
+        ratios = [x / y for x, y in zip(*counted, strict=False) if x is not None and y]
         lines.append(f"| {label} | {_span(a, digits)} | {_span(b, digits)} | "
                      f"{_span(ratios, 2)} |")
 
@@ -545,8 +546,9 @@ def render(ours: Side, plain: Side, header: list[str]) -> str:
             for side in (ours, plain) for key, runs in side.runs.items()
             if key.startswith("latency_") for n, r in enumerate(runs) if not r["on_schedule"]]
     lines += ["", "Fixed-rate runs off their schedule even when repeated (the senders started "
-              "late or could not keep up; their latency and steady CPU are not at a fixed rate): "
-              + ("; ".join(late) if late else "none") + "."]
+              "late or could not keep up; their latency and steady CPU are not at a fixed rate, "
+              "and are left out above and below): " + ("; ".join(late) if late else "none")
+              + "."]
     for side in (ours, plain):
         lines += ["", f"CPU per report by process, {side.name} (µs, median over rounds):", ""]
         runs = [k for k in ("intake", "batch", "latency_50", "latency_100") if k in side.runs]
@@ -557,9 +559,10 @@ def render(ours: Side, plain: Side, header: list[str]) -> str:
         lines += ["| process | " + " | ".join(titles[k] for k in runs) + " |",
                   "|---|" + "---|" * len(runs)]
         for p in keys:
-            cells = [statistics.median([r["cpu_us_per_report"].get(p, 0)
-                                        for r in side.runs[k]]) for k in runs]
-            lines.append(f"| {p} | " + " | ".join(f"{c:,.0f}" for c in cells) + " |")
+            cells = [[r["cpu_us_per_report"].get(p, 0) for r in side.runs[k]
+                      if r.get("on_schedule", True)] for k in runs]
+            lines.append(f"| {p} | " + " | ".join(
+                f"{statistics.median(c):,.0f}" if c else "—" for c in cells) + " |")
     lines += ["", "Read check: " + "; ".join(
         f"{s.name} {', '.join(s.checks)}" for s in (ours, plain))]
     lines += ["", "CPU of each round, all processes, two ways: " + "; ".join(
