@@ -19,6 +19,7 @@ from core import codec
 from core.envelope import parse_time
 from core.vocabulary import TERMINAL as TERMINAL_STATUSES
 from projections.base import Envelope
+from projections.nearby import INDEX_DDL as NEARBY_INDEX
 
 TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
 
@@ -143,7 +144,7 @@ CREATE INDEX IF NOT EXISTS case_queue_updated_idx ON case_queue (updated_at DESC
 -- (projections/return_visits.py): a page is a walk of the few closed, unvisited cases.
 CREATE INDEX IF NOT EXISTS case_queue_visit_due_idx ON case_queue (closed_at, case_no)
     WHERE status = 'closed' AND satisfaction IS NULL;
-"""
+""" + NEARBY_INDEX  # open cases of a category near a point (projections/nearby.py)
 
 
 #: Summary fields (``aggregates.state.CaseState``) shown as queue columns of the same name.
