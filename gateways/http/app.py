@@ -22,6 +22,7 @@ from gateways.http import (
     inputs,
     intake_pages,
     middleware,
+    nearby,
     open311,
     pages,
     photos,
@@ -58,7 +59,8 @@ def create_app(
     identity.install(app)
     middleware.install(app)
     ratelimit.install(app)
-    for module in (reports, cases, reference, health, auth, places):
+    # nearby before cases: /v1/cases/nearby is not the case numbered "nearby".
+    for module in (reports, nearby, cases, reference, health, auth, places):
         app.include_router(module.router)
     app.include_router(auth.admin_router)
     # Intake (issue 6): photos, Open311, notifications, the inspector / department / hotline pages.
