@@ -406,9 +406,9 @@ _LAST = "\U0010ffff"
 
 
 async def search(conn: asyncpg.Connection, q: str, limit: int = 10) -> list[dict[str, Any]]:
-    """Entries whose address or POI name (or their pinyin / initials) start with ``q``; then,
-    for three characters or more and where pg_trgm exists, those containing it. Roads first,
-    then the order of the keys above, shorter labels first within each."""
+    """Entries whose address or POI name (or their pinyin / initials) start with ``q``; when
+    none does, for three characters or more and where pg_trgm exists, those containing it.
+    Roads first, then the order of the keys above, shorter keys first within each."""
     key = normalize(q)
     if not key:
         return []
@@ -428,7 +428,7 @@ async def search(conn: asyncpg.Connection, q: str, limit: int = 10) -> list[dict
     found: dict[str, dict[str, Any]] = {}
     for row in sorted(rows, key=lambda r: (r["kind"] != "road", r["rank"], len(r["k"]), r["k"])):
         found.setdefault(row["id"], _public(row))
-    if len(found) < limit and len(key) >= 3 and await _has_trgm(conn):
+    if not found and len(key) >= 3 and await _has_trgm(conn):
         more = await conn.fetch(
             f"SELECT {PUBLIC_COLUMNS} FROM places WHERE norm LIKE $1 OR poi_norm LIKE $1 "
             "LIMIT $2",
