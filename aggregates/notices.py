@@ -16,6 +16,7 @@ OverdueMarked (红灯)        ``overdue`` 已超期                      whoever
 ExtensionRequested          ``extension_requested`` 延期申请        shift leaders
 ExtensionApproved/Refused   ``extension_decided`` 延期审批          the department
 Closed (due a visit)        ``return_visit_due`` 待回访             call-takers
+ReturnVisited (不满意)      ``reopen_decision`` 重办或不予重办      shift leaders
 ==========================  ======================================  ==========================
 
 Reporters (by text message, :func:`reporter_notices`): ``filed`` when the case is filed,
@@ -100,6 +101,12 @@ def notices_for(env: Mapping[str, Any], case: Mapping[str, Any]) -> list[Notice]
             "extension_decided", [f"dept.{case['department']}"],
             ("延期已批准" if approved else "延期被驳回") + (f": {reason}" if reason else ""),
             {"approved": approved, "new_due": data.get("due") if approved else None},
+        )]
+    if etype == "ReturnVisited" and data.get("satisfaction") == "dissatisfied":
+        return [Notice(
+            "reopen_decision", ["role.shift_leader"],
+            f"回访不满意, 请决定重办或不予重办: {data.get('comment') or desc}",
+            {"comment": data.get("comment")},
         )]
     if etype == "Closed" and DEFAULT_RULE.due(case.get("source"), case.get("reporter_phone")):
         return [Notice("return_visit_due", ["role.call_taker"], f"已结案, 请回访: {desc}")]

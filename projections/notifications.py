@@ -31,6 +31,7 @@ KINDS: dict[str, str] = {
     "extension_requested": "延期申請 Extension requested",
     "extension_decided": "延期審批 Extension decided",
     "return_visit_due": "待回訪 Return visit due",
+    "reopen_decision": "回访不满意待决定 Reopen or not",
 }
 
 DDL = """

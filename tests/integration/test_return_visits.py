@@ -138,6 +138,14 @@ async def test_return_visit_list_rule_pages_and_the_shift_leaders_decision(
         return decided if decided["total"] == 1 else None
 
     pending = await eventually(decisions, timeout=20)
+
+    async def told() -> list[Any] | None:  # the shift leader is notified (SSE list)
+        items = (await client.get("/v1/notifications", headers=SHIFT_LEADER)).json()["items"]
+        found = [n for n in items if n["kind"] == "reopen_decision"]
+        return found or None
+
+    (notice,) = await eventually(told, timeout=20)
+    assert notice["case_no"] == hotline and "还是很脏" in notice["body"]
     assert pending["items"][0]["case_no"] == hotline
     assert pending["items"][0]["allowed_actions"] == ["reopen", "decline_reopen"]
 
