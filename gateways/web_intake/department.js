@@ -6,6 +6,8 @@
   const T = (key, vars) => window.GDI18N.t(key, vars);
   const grids = {}; // code -> grid (names, not codes, on the cards)
   const gridName = (code) => (grids[code] ? window.GDI18N.name(grids[code]) : code);
+  const categories = {};
+  const categoryName = (code) => (categories[code] ? window.GDI18N.name(categories[code]) : code);
   const { $, h } = GD;
   const OPEN = ["dispatched", "in_progress", "suspended"];
   let user = null;
@@ -118,7 +120,7 @@
         c.priority ? h("span", { class: `pill ${c.priority}` }, GD.PRIORITY[c.priority] || c.priority) : null,
         c.rework_count ? h("span", { class: "pill urgent" }, `${T("返工")} ×${c.rework_count}`) : null,
         c.pending_extension ? h("span", { class: "pill important" }, `${T("延期审批中")} (${c.pending_extension.hours}${T("dur.h")})`) : null),
-      h("div", { class: "desc" }, h("span", { class: "code" }, c.category), " ", c.description),
+      h("div", { class: "desc" }, h("b", { title: c.category }, categoryName(c.category)), " ", c.description),
       h("div", { class: "meta" }, c.address ? h("span", {}, GD.icon("pin"), ` ${c.address}`) : null, h("span", { title: c.grid }, `${T("网格")} ${gridName(c.grid)}`), h("span", {}, `${T("上报")} ${GD.time(c.reported_at)}`)),
       photos,
       buttons.length ? h("div", { class: "actions" }, ...buttons) : null,
@@ -169,7 +171,10 @@
       const d = deps.find((x) => x.code === user.department);
       if (d) $("#dept-name").textContent = `${window.GDI18N.name(d)} · ${T("本部门案件")}`;
     }).catch(() => {});
-    GD.grids().then((gs) => { for (const g of gs) grids[g.code] = g; }).catch(() => {});
+    await Promise.all([GD.grids(), GD.categories()]).then(([gs, cs]) => {
+      for (const g of gs) grids[g.code] = g;
+      for (const c of cs) categories[c.code] = c;
+    }).catch(() => {});
     $("#app").hidden = false;
     $("#reload").addEventListener("click", load);
     await load();

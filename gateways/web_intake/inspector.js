@@ -238,8 +238,7 @@
             { class: "meta" },
             h("span", {}, GD.time(it.created)),
             it.case_no ? h("span", { class: "case-no" }, `${T("案件")} ${it.case_no}`) : null,
-            it.photos.length ? h("span", {}, `📷 ${it.photos.length}`) : null,
-            h("span", { class: "code", title: T("幂等键") }, it.key.slice(0, 8))
+            it.photos.length ? h("span", { title: `${T("幂等键")} ${it.key}` }, GD.icon("camera"), ` ${it.photos.length}`) : null
           ),
           it.error ? h("p", { class: "error small" }, it.error) : null,
           it.state === "rejected"
