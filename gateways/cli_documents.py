@@ -149,7 +149,7 @@ def month_period(month: str | None, day_from: str | None, day_to: str | None,
             if start > end:
                 raise ValueError("from is after to")
             return start, end
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         err.print(f"[red]统计期不对[/]: {exc} (月份写 2026-11, 日期写 2026-11-01)")
         raise typer.Exit(2) from exc
     end = today.replace(day=1) - timedelta(days=1)

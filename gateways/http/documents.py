@@ -114,9 +114,9 @@ def period(clock: Clock, month: str | None, day_from: date | None,
     if month:
         try:
             start = date.fromisoformat(f"{month}-01")
-        except ValueError as exc:
+            end = (start.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+        except (ValueError, OverflowError) as exc:
             raise ApiError(422, "invalid_period", "month is YYYY-MM") from exc
-        end = (start.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
         return start, end
     if day_from or day_to:
         end = day_to or clock.now().astimezone(m.METRIC_TZ).date()
