@@ -41,6 +41,55 @@ class ApiError(Exception):
         self.body = {"error": error, "message": message, **details}
 
 
+#: What a refusal means, in Simplified Chinese (the language of the people who read it), per
+#: machine-readable code: the ``message`` of an ``ApiError`` body starts with it, followed by
+#: the specifics (``未找到: unknown node X``). ``error`` stays the stable English code
+#: programs branch on; a message already in Chinese is left as it is. ``validation_error``
+#: keeps its documented shape (``field: problem; …``, the same in a batch item).
+PEOPLE_MESSAGES: dict[str, str] = {
+    "not_found": "未找到",
+    "invalid_period": "时间段无效",
+    "unknown_grid": "未知网格",
+    "unknown_action": "未知操作",
+    "unknown_place": "未知地点",
+    "unknown_metric": "未知指标",
+    "broker_unavailable": "消息服务暂不可用, 请稍后重试",
+    "store_unavailable": "数据库暂不可用, 请稍后重试",
+    "forbidden": "无权限",
+    "outside_jurisdiction": "超出您的辖区",
+    "need_to_know": "仅限相关人员查看",
+    "weak_password": "密码强度不足",
+    "user_exists": "用户已存在",
+    "cannot_lock_out_self": "不能停用或降级自己的账号",
+    "illegal_transition": "当前状态不允许此操作",
+    "not_permitted": "无权执行此操作",
+    "invalid_command": "命令无效",
+    "missing_location": "缺少位置",
+    "invalid_location": "位置无效",
+    "no_grid": "该位置不在任何网格内",
+    "not_supervised": "该案件未督办",
+    "read_only": "只读",
+    "invalid_cursor": "分页参数无效",
+    "invalid_url": "网址无效",
+    "invalid_digest": "照片摘要无效",
+    "payload_too_large": "请求内容过大",
+    "rate_limited": "请求过于频繁, 请稍后再试",
+}
+
+
+def _has_chinese(text: str) -> bool:
+    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
+def for_people(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` with its ``message`` led by the code's zh-Hans meaning (see PEOPLE_MESSAGES)."""
+    words = PEOPLE_MESSAGES.get(str(body.get("error", "")))
+    message = str(body.get("message") or "")
+    if not words or _has_chinese(message):
+        return body
+    return {**body, "message": f"{words}: {message}" if message else words}
+
+
 #: How many problems the one-line ``message`` names; ``problems`` always lists them all.
 MESSAGE_PROBLEMS = 5
 
@@ -152,12 +201,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status == 503 else None
-        return JSONResponse(exc.body, status_code=exc.status, headers=headers)
+        return JSONResponse(for_people(exc.body), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         refusal = validation_error(exc.errors())
-        return JSONResponse(refusal.body, status_code=refusal.status)
+        return JSONResponse(for_people(refusal.body), status_code=refusal.status)
 
     @app.exception_handler(asyncpg.PostgresError)
     @app.exception_handler(psycopg.Error)
