@@ -48,7 +48,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -172,11 +172,12 @@ class CpuSampler:
                 continue
         return [p for p in found if p not in self.exclude]
 
-    def snapshot(self) -> dict[int, float]:
+    def snapshot(self, read: Callable[[int], float] = _cpu_s) -> dict[int, float]:
+        """CPU seconds by pid (``read``: :func:`_cpu_s`, or :func:`live_threads_cpu`)."""
         out = {}
         for pid in self.pids():
             try:
-                out[pid] = _cpu_s(pid)
+                out[pid] = read(pid)
             except OSError:
                 continue
         return out
@@ -186,21 +187,11 @@ class CpuSampler:
             self.samples.append((time.time(), self.snapshot()))
             self._stop.wait(self.interval)
 
-    def live_threads(self) -> dict[int, float]:
-        """:func:`live_threads_cpu` by pid."""
-        out = {}
-        for pid in self.pids():
-            try:
-                out[pid] = live_threads_cpu(pid)
-            except OSError:
-                continue
-        return out
-
     @contextmanager
     def running(self) -> Iterator[CpuSampler]:
         self.samples = []
         self._stop.clear()
-        exact = self.live_threads()
+        exact = self.snapshot(live_threads_cpu)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         try:
@@ -209,7 +200,7 @@ class CpuSampler:
             self._stop.set()
             self._thread.join()
             self.samples.append((time.time(), self.snapshot()))
-            after = self.live_threads()
+            after = self.snapshot(live_threads_cpu)
             self.cross_check = (
                 sum(self.window(self.samples[0][0], self.samples[-1][0])[1].values()),
                 sum(after.values()) - sum(exact.get(pid, 0.0) for pid in after),
