@@ -6,7 +6,8 @@
 * zh-Hans by default, English chosen and remembered; metrics panel with charts and definitions;
 * layout facts (tests/browser/conftest.py LAYOUT_PROBLEMS) of the centre at 1366×768, 1440×900,
   1920×1080 (a case open and closed) and 360×640, the big screen at 1920×1080 and 3840×2160,
-  the inspector app at 360×640, the department, hotline and audit pages at the three desk sizes;
+  the inspector app and the hotline page at 360×640, the department, hotline and audit pages at
+  the three desk sizes;
   screenshots in test-artifacts/ (and the README's with GRID_UPDATE_SCREENSHOTS=1).
 """
 
@@ -281,10 +282,11 @@ async def _layouts(centre: dict[str, Any], page: Any) -> None:
                                  ("/hotline/", "calltaker", "hotline")):
         other = await desk.new_page()
         await sign_in_page(other, base, path, username)
-        for width, height in DESKS:
+        for width, height in DESKS + ([(360, 640)] if name == "hotline" else []):
             await other.set_viewport_size({"width": width, "height": height})
             await _check(other, f"{name}-{width}")
         if name == "hotline":
+            await other.set_viewport_size({"width": 1366, "height": 768})
             await shoot(other, "hotline", readme=True)
     audit = await desk.new_page()
     case_no = await page.evaluate("document.querySelector('#overdue-list .no')?.textContent")
