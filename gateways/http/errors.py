@@ -74,6 +74,11 @@ PEOPLE_MESSAGES: dict[str, str] = {
     "invalid_digest": "照片摘要无效",
     "payload_too_large": "请求内容过大",
     "rate_limited": "请求过于频繁, 请稍后再试",
+    "unauthorized": "未登录或登录已失效, 请重新登录",
+    "insufficient_scope": "当前令牌无此权限",
+    "token_expired": "登录已过期, 请刷新或重新登录",
+    "invalid_token": "令牌无效, 请重新登录",
+    "invalid_grant": "登录凭据无效, 请重新登录",
 }
 
 

@@ -52,7 +52,7 @@ from core.users import (
 )
 from gateways.http import ratelimit
 from gateways.http.deps import identity_settings as identity_settings
-from gateways.http.errors import ApiError
+from gateways.http.errors import ApiError, for_people
 from gateways.http.refusals import HeaderedError as HeaderedError
 
 KNOWN_ROLES = frozenset({*HUMAN_ROLES, "system"})
@@ -126,7 +126,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HeaderedError)
     async def _headered(_: Request, exc: HeaderedError) -> JSONResponse:
-        return JSONResponse(exc.body, status_code=exc.status, headers=exc.headers)
+        body = for_people(exc.body)  # the zh-Hans meaning first (gateways/http/errors.py)
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
 
 # --------------------------------------------------------------------------- rules

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Query
 from fastapi.openapi.docs import get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -37,8 +37,10 @@ async def command_centre() -> FileResponse:
 
 
 @router.get("/centre", dependencies=[Depends(public)])
-async def command_centre_alias() -> RedirectResponse:
-    return RedirectResponse("/", status_code=308)
+async def command_centre_alias(
+    screen: str | None = Query(default=None, max_length=10, description="big: the big screen"),
+) -> RedirectResponse:
+    return RedirectResponse("/centre/big" if screen == "big" else "/", status_code=308)
 
 
 @router.get("/centre/big", dependencies=[Depends(public)])

@@ -82,6 +82,7 @@ async function start() {
     started = true;
     await loadReference();
     setupUi();
+    renderUser(); // the node's name, now that the reference data is here
   }
   const me = user();
   state.root = me && me.node && refs.nodes[me.node] ? me.node : refs.cityCode;
@@ -110,7 +111,7 @@ function renderUser() {
   $("#user-box").hidden = false;
   $("#sign-out").hidden = false;
   $("#user-name").textContent = me.name || me.user_id;
-  const scope = me.node ? nameOf(refs.nodes[me.node], me.node) : "";
+  const scope = me.node ? nameOf(refs.nodes[me.node] || (me.node === refs.cityCode ? refs.cityName : null), me.node) : "";
   $("#user-role").textContent = [tRole(me.role), scope].filter(Boolean).join(" · ");
 }
 
