@@ -110,8 +110,10 @@ export class MetricsPanel {
       const opts = {
         width, height: 190, cursor: { points: { size: 6 } }, legend: { live: false },
         scales: { x: { time: true }, y: pct ? { range: [0, 100] } : {} },
-        axes: [axis, { ...axis, values: (u, vals) => vals.map((v) => (pct ? `${v}%` : v)) }],
-        series: [{}, ...series.map(([key, colour]) => ({
+        // Days as Chinese offices write them (12-05; 2026-12-05 in the legend), in every language.
+        axes: [{ ...axis, values: (u, vals) => vals.map((v) => window.GDI18N.date(v * 1000).slice(5)) },
+          { ...axis, values: (u, vals) => vals.map((v) => (pct ? `${v}%` : v)) }],
+        series: [{ value: (u, v) => (v === null ? "—" : window.GDI18N.date(v * 1000)) }, ...series.map(([key, colour]) => ({
           label: this.name(key), stroke: colour, width: 2, spanGaps: true,
           fill: pct ? undefined : `${colour}1a`, points: { show: false },
         }))],
