@@ -246,7 +246,7 @@ def case_file_pdf(
                      new_y=YPos.NEXT)
             continue
         try:
-            pdf.image(io.BytesIO(image), w=80)
+            pdf.image(io.BytesIO(image), w=80, h=60, keep_aspect_ratio=True)
         except Exception:  # a damaged upload must not stop the file
             pdf.cell(0, 6, "(照片无法显示)", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     return pdf.bytes()
