@@ -19,6 +19,12 @@ Protocol (as nats-py's):
    load); what the server still delivers for that request stays in the queue for step 1 of
    the next fetch, or for the worker's drain on shutdown.
 
+4. later fetches, while that waiting request is still open (not expired, not ended by a
+   status, fewer messages received than it asked for), send nothing: they wait for what it
+   delivers. At a trickle a stage then costs the server no request and no status per message
+   (before: a ``no_wait`` request and its 404 per message, at each of worker, projector and
+   notifier).
+
 Status messages end the request they answer; heartbeats are skipped; other errors raise
 like nats-py (``APIError``) when nothing was received.
 """
@@ -28,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -40,6 +47,24 @@ _HEARTBEAT = "100"
 _TEMPORARY = frozenset({"404", "408", "409"})
 
 
+@dataclass
+class _OpenRequest:
+    """The last waiting pull request this subscription sent, while it may still deliver:
+    until the server expires it (``until``, loop time), a status ends it, or as many
+    messages as it asked for have arrived — counting every message the inbox receives,
+    whichever request it answered, so the count can only run out early (then a new request
+    is sent), never late (which would wait on a request the server has finished)."""
+
+    until: float
+    remaining: int
+
+
+#: Attribute of a pull subscription holding its :class:`_OpenRequest`.
+_OPEN = "_grid_open_request"
+#: An open request this close to its expiry is not waited on (its expiry may cross ours).
+_OPEN_MARGIN_S = 0.05
+
+
 class _Batch:
     def __init__(self, psub: Any, batch: int) -> None:
         self.sub = psub._sub
@@ -47,6 +72,13 @@ class _Batch:
         self.batch = batch
         self.msgs: list[Msg] = []
         self.error: Msg | None = None
+        self.ended = False  # a status ended the request being collected
+        self.open: _OpenRequest | None = getattr(psub, _OPEN, None)
+
+    def _keep(self, msg: Msg) -> None:
+        self.msgs.append(msg)
+        if self.open is not None:
+            self.open.remaining -= 1
 
     def take(self, msg: Msg) -> bool:
         """Keep a message; False when it is a status that ends the current request."""
@@ -54,10 +86,11 @@ class _Batch:
         headers = msg.headers
         status = headers.get(_STATUS) if headers else None
         if status is None:
-            self.msgs.append(msg)
+            self._keep(msg)
             return True
         if status == _HEARTBEAT:
             return True
+        self.ended = True
         if status not in _TEMPORARY:
             self.error = msg
         return False
@@ -69,7 +102,14 @@ class _Batch:
             msg = queue.get_nowait()
             self.sub._pending_size -= len(msg.data)
             if not (msg.headers and _STATUS in msg.headers):
-                self.msgs.append(msg)
+                self._keep(msg)
+
+    def drain(self) -> None:
+        """What is queued for the open request (a status in it ends the request)."""
+        queue = self.queue
+        while not queue.empty() and len(self.msgs) < self.batch:
+            if not self.take(queue.get_nowait()):
+                return
 
     async def available(self, psub: Any, deadline: float) -> None:
         """Steps 1 and 2: what is queued already, then a ``no_wait`` request for the rest,
@@ -194,6 +234,24 @@ async def _fetch(psub: Any, batch: int, timeout: float) -> list[Msg]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     got = _Batch(psub, batch)
+    open_ = got.open
+    if open_ is not None and open_.remaining > 0 and open_.until - loop.time() > _OPEN_MARGIN_S:
+        # Step 0: our waiting request is still open; what it delivers comes by itself. At a
+        # trickle this is every fetch: no request, no status per message, at each stage.
+        got.drain()
+        if not got.msgs and not got.ended:
+            await got.collect(min(deadline, open_.until - _OPEN_MARGIN_S), until_status=False)
+        if got.ended or open_.remaining <= 0:
+            setattr(psub, _OPEN, None)
+        if got.msgs:
+            return got.msgs
+        if got.error is not None:
+            raise APIError.from_msg(got.error)
+        if loop.time() >= deadline:
+            raise NatsTimeout
+        got = _Batch(psub, batch)
+    setattr(psub, _OPEN, None)
+    got.open = None
     await got.available(psub, deadline)
     if got.msgs:
         return got.msgs
@@ -203,8 +261,12 @@ async def _fetch(psub: Any, batch: int, timeout: float) -> list[Msg]:
     if expires_ns <= 0:
         raise NatsTimeout
     request = {"batch": batch, "expires": expires_ns}
+    got.open = _OpenRequest(until=loop.time() + expires_ns / 1e9, remaining=batch)
+    setattr(psub, _OPEN, got.open)
     await psub._nc.publish(psub._nms, orjson.dumps(request), psub._deliver)
     await got.collect(deadline, until_status=False)
+    if got.ended:
+        setattr(psub, _OPEN, None)
     if got.msgs:
         return got.msgs
     if got.error is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -329,22 +330,27 @@ async def _run(settings: Settings, role: str, partitions: list[str] | None) -> N
     from gateways.http.server import make_server
 
     assert settings.nats_url and settings.database_url
+    if role != "gateway" and role not in ROLES:
+        console.print(f"[red]unknown role {role!r}[/]; roles: gateway, {', '.join(ROLES)}")
+        raise typer.Exit(2)
+    # Handlers first: a SIGTERM while the role is still connecting (slow on a loaded box)
+    # then ends it cleanly once connected, instead of killing it half-started.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
     runtime = await Runtime.open(settings, settings.nats_url, settings.database_url)
     try:
+        if stop.is_set():
+            return
         if role == "gateway":
+            for sig in signals:  # uvicorn installs its own (graceful shutdown of requests)
+                loop.remove_signal_handler(sig)
             server = make_server(create_app(runtime), settings.http_host, settings.http_port)
             await server.serve()
             return
-        if role not in ROLES:
-            console.print(f"[red]unknown role {role!r}[/]; roles: gateway, {', '.join(ROLES)}")
-            raise typer.Exit(2)
         runtime.start([role], partitions)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        import signal
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
     finally:
         await runtime.close()

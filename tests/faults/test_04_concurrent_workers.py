@@ -47,8 +47,8 @@ async def test_two_workers_on_one_partition(drill: Drill) -> None:
     deadline = time.monotonic() + LOAD_BOUND_S
     while (
         system.events_named(workers, "worker.batch_conflict") == conflicts_before
-        and time.monotonic() < deadline
-    ):
+        or not system.events_named(["worker-b"], "runtime.started")  # up, its handlers set
+    ) and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
     await load.stop()
     # Let both extra workers finish the backlog before they go (on a loaded machine the rogue
@@ -87,4 +87,5 @@ async def test_two_workers_on_one_partition(drill: Drill) -> None:
     assert not counts["problems"], counts["problems"]
     assert counts["rogue_left"] == 0, "the rogue worker did not finish its replay"
     assert counts["batch_conflicts"] > 0, "no optimistic-concurrency conflict happened"
+    assert system.events_named(["worker-b"], "runtime.started"), "worker-b never started"
     assert code_b == 0 and code_rogue == 0
