@@ -392,6 +392,23 @@
     taskEls = next;
   }
 
+  // 核查 on site: when the action's argument schema (GET /v1/vocabulary, the registry's own)
+  // asks for the inspector's fix (lat / lon), the phone's GPS position goes with the decision.
+  let verifySchema = null;
+  const needsFix = async (verb) => {
+    verifySchema ||= GD.api("/v1/vocabulary").then((v) => Object.fromEntries(v.actions.map((x) => [x.value, x.args])));
+    const args = (await verifySchema)[verb] || {};
+    return Boolean(args.properties && args.properties.lat);
+  };
+  const fix = () => new Promise((resolve, reject) => {
+    if (!navigator.geolocation) return reject(new Error(T("此设备不支持定位，请手选网格")));
+    navigator.geolocation.getCurrentPosition(
+      (pos) => resolve({ lat: pos.coords.latitude, lon: pos.coords.longitude }),
+      () => reject(new Error(T("核查须在现场定位，请打开 GPS"))),
+      { enableHighAccuracy: true, timeout: 15000, maximumAge: 60000 }
+    );
+  });
+
   function taskCard(c) {
     const note = h("textarea", { placeholder: T("核查说明"), maxlength: 2000 });
     const photos = GD.photoPicker();
@@ -410,9 +427,18 @@
     const decide = async (verb) => {
       err.textContent = "";
       if (verb === "verify_fail" && !note.value.trim()) return (err.textContent = T("不通过须说明原因"));
+      const args = { note: note.value.trim() || null };
+      try {
+        if (await needsFix(verb)) {
+          if (!photos.items.length) return (err.textContent = T("核查须拍摄现场照片"));
+          Object.assign(args, await fix());
+        }
+      } catch (e) {
+        return (err.textContent = e.message);
+      }
       await enqueue(
         "action",
-        { case_no: c.case_no, verb, args: { note: note.value.trim() || null } },
+        { case_no: c.case_no, verb, args },
         photos.items.slice(),
         `${verb === "verify_pass" ? T("核查通过") : T("核查不通过")} · ${c.case_no}`
       );

@@ -120,6 +120,14 @@ async def test_call_dispatch_handle_verify_close_and_return_visit(
     await insp.wait_for_selector(task)
     await insp.wait_for_selector(f"{task} .panel img.thumb[src^='blob:']")  # the result photo
     await insp.fill(f"{task} textarea", "现场已清理干净 (clean on site)")
+    # On site: the phone's GPS at the case's point and a photo of the place (sent with the
+    # decision when the action asks for on-site evidence).
+    await insp_ctx.grant_permissions(["geolocation"], origin=app_url)
+    await insp_ctx.set_geolocation({"latitude": created["lat"], "longitude": created["lon"]})
+    site = tmp_path / "site.png"
+    site.write_bytes(png(1000, 750, (205, 212, 220)))
+    await insp.set_input_files(f"{task} input[data-role=gallery]", str(site))
+    await insp.wait_for_selector(f"{task} .picker .thumb")
     await shot(insp, "inspector-5-verification-task")
     await insp.click(f"{task} button:has-text('通过')")
     await insp.click("#tabs button[data-tab=queue]")

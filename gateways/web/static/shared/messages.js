@@ -514,5 +514,7 @@ window.GD_MESSAGES = {
   "field.reopened": ["已重办", "已重辦", "Reopened"],
   "field.finished_at": ["办结时间", "辦結時間", "Finished at"],
   "field.status_zh": ["状态(中文)", "狀態(中文)", "Status (Chinese)"],
-  "field.reopen_declined": ["不予重办", "不予重辦", "Reopen declined"]
+  "field.reopen_declined": ["不予重办", "不予重辦", "Reopen declined"],
+  "核查须在现场定位，请打开 GPS": ["核查须在现场定位，请打开 GPS", "核查須在現場定位，請打開 GPS", "The check needs your position on site: turn on GPS"],
+  "核查须拍摄现场照片": ["核查须拍摄现场照片", "核查須拍攝現場照片", "The check needs a photo taken on site"]
 };
