@@ -45,6 +45,7 @@ class CaseState:
     description: str = ""
     lat: float | None = None
     lon: float | None = None
+    located_grid: str | None = None  # the GPS fix's grid when the report was filed in another
     address: str | None = None
     place_id: str | None = None  # the standard address (标准地址库) the address was picked from
     photos: list[dict[str, Any]] = field(default_factory=list)

@@ -37,7 +37,7 @@ from psycopg import sql
 from aggregates.case import Case
 from aggregates.commands import Command
 from aggregates.service import CaseService
-from benchmarks.common import report_command
+from benchmarks.common import ON_SITE, on_site_args, report_command
 from core.eventstore import CaseStore, eventsourcing_env, table_name
 from core.refdata import Reference, load_reference
 from core.settings import Settings
@@ -71,7 +71,9 @@ def lifecycle(service: CaseService, case: Case, steps: int, at: datetime) -> Non
             role=ROLES[verb],
             channel="bench",
             at=at + timedelta(minutes=10 * (i + 1)),
-            args=ARGS.get(verb, {}),
+            args={**ARGS.get(verb, {}),
+                  **(on_site_args(case.state, service.ref.jurisdiction)
+                     if verb in ON_SITE else {})},
         )
         service.execute(cmd, case, lambda _id: None)
 

@@ -108,3 +108,18 @@ def report_command(
         at=at,
         args=args.model_dump(mode="json"),
     )
+
+
+#: A photo reference for synthetic 核查 (the generators write events, not photos).
+SYNTHETIC_PHOTO = {"digest": "sha256:" + "5e" * 32, "size": 2048, "content_type": "image/jpeg"}
+#: The actions that need on-site evidence (aggregates/actions/closing.py ``Evidence``).
+ON_SITE = ("verify_pass", "verify_fail")
+
+
+def on_site_args(state: Any, jurisdiction: Any) -> dict[str, Any]:
+    """Valid on-site evidence for a synthetic 核查 of a case (its ``CaseState``): one photo
+    and a fix at the case's own point, or its grid's centroid when it has none."""
+    lat, lon = state.lat, state.lon
+    if lat is None or lon is None:
+        lat, lon = jurisdiction.grid(state.grid).centroid
+    return {"photos": [SYNTHETIC_PHOTO], "lat": lat, "lon": lon}

@@ -15,12 +15,12 @@ earthdistance needed (the embedded PostgreSQL has neither). Measured with a mill
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from core.geo import box, distance_m
 from core.vocabulary import TERMINAL
 
 #: Default search radius (metres) and window (days).
@@ -28,7 +28,6 @@ DEFAULT_RADIUS_M = 100.0
 DEFAULT_DAYS = 30
 MAX_RADIUS_M = 2000.0
 MAX_RESULTS = 50
-EARTH_RADIUS_M = 6_371_008.8
 
 #: The open cases (the index's predicate; queries repeat it word for word so the planner
 #: can use the partial index).
@@ -41,22 +40,6 @@ COLUMNS = (
     "case_no, status, category, grid, community, district, department, description, "
     "address, lat, lon, reported_at, priority"
 )
-
-
-def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance (haversine) in metres between two WGS-84 points."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
-
-
-def box(lat: float, lon: float, radius_m: float) -> tuple[float, float, float, float]:
-    """(south, north, west, east) of a box that holds every point within ``radius_m``."""
-    dlat = math.degrees(radius_m / EARTH_RADIUS_M)
-    coslat = max(math.cos(math.radians(lat)), 1e-6)
-    dlon = math.degrees(radius_m / (EARTH_RADIUS_M * coslat))
-    return lat - dlat, lat + dlat, lon - dlon, lon + dlon
 
 
 async def nearby(

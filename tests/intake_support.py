@@ -161,3 +161,23 @@ async def shot(page: Any, name: str, full_page: bool = False, top: bool = True) 
         await page.evaluate("window.scrollTo(0, 0)")
     await page.screenshot(path=str(path), full_page=full_page)
     return path
+
+
+async def on_site(
+    client: httpx.AsyncClient, case_no: str, inspector: dict[str, str], **overrides: Any
+) -> dict[str, Any]:
+    """On-site evidence for 核查 (verify_pass / verify_fail need it): a photo uploaded by the
+    inspector and a fix at the case's point (its grid's centroid when it has none)."""
+    photo = await client.post(
+        "/v1/photos", content=png(rgb=(len(case_no) * 7 % 255, 90, 60)),
+        headers={**inspector, "content-type": "image/png"},
+    )
+    assert photo.status_code == 201, photo.text
+    case = (await client.get(f"/v1/cases/{case_no}", headers=inspector)).json()
+    lat, lon = case.get("lat"), case.get("lon")
+    if lat is None or lon is None:
+        grids = (await client.get("/v1/grids", headers=inspector)).json()["items"]
+        grid = next(g for g in grids if g["code"] == case["grid"])
+        lat, lon = grid["lat"], grid["lon"]
+    ref = {k: photo.json()[k] for k in ("digest", "size", "content_type")}
+    return {"photos": [ref], "lat": lat, "lon": lon, **overrides}

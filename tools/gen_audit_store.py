@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aggregates.commands import Command
 from aggregates.service import CaseService
+from benchmarks.common import ON_SITE, on_site_args
 from core.eventstore import StoreRegistry, table_name
 from core.ids import case_id_for_key, case_no_for_id
 from core.refdata import load_reference
@@ -113,6 +114,8 @@ def _generate(job: tuple[str, str, str, int, int, str]) -> int:
         (case,) = service.execute(report, None, lambda _id: None)
         for n, (verb, role, args, minutes) in enumerate(_script(i), start=1):
             at += timedelta(minutes=minutes)
+            if verb in ON_SITE:  # 核查 brings a photo and a fix on site
+                args = {**args, **on_site_args(case.state, j)}
             service.execute(cmd(verb, role, args, at, n), case, lambda _id: None)
         written += len(case.pending_events)  # type: ignore[attr-defined]
         batch.append(case)

@@ -5,30 +5,51 @@ Each action: its argument schema, its event (facts + state change) and its entry
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import Field
 
 from aggregates.actions.fields import TEXT, NoteArgs, Photo, ReasonArgs
+from aggregates.errors import InvalidCommand
 from aggregates.events import CaseEvent
 from aggregates.integrity import iso_utc
-from aggregates.registry import KEEP, STOP, ActionSpec, Strict, register, start
+from aggregates.registry import KEEP, STOP, ActionSpec, Context, Strict, register, start
 from aggregates.state import CaseState
+from core.geo import distance_m
 from core.vocabulary import Satisfaction, Status
 
 # --------------------------------------------------------------------------- 核查 verify
 
 
-class VerifyArgs(Strict):
+class Evidence(Strict):
+    """What 核查 must bring from the site (pass or fail): at least one photo and the
+    inspector's GPS fix, within the category's ``verify_radius_m`` (default 200 m) of the
+    case — or, for a case reported without coordinates, inside its grid."""
+
+    photos: list[Photo] = Field(min_length=1, max_length=9, description="on-site photos")
+    lat: float = Field(ge=-90, le=90, allow_inf_nan=False, description="the inspector's fix")
+    lon: float = Field(ge=-180, le=180, allow_inf_nan=False)
+    photo_taken_at: datetime | None = Field(
+        default=None, description="when the photo was taken (EXIF / the phone); default: now"
+    )
+
+
+class VerifyArgs(Evidence):
     note: str | None = Field(default=None, max_length=TEXT)
-    photos: list[Photo] = Field(default_factory=list, max_length=9)
 
 
 class VerificationPassed(CaseEvent):
-    """核查通过: the inspector confirmed the fix on site; ready to close."""
+    """核查通过: the inspector confirmed the fix on site; ready to close. The on-site facts
+    have defaults: events recorded before the rule read as "not recorded"."""
 
     note: str | None
     photos: list[dict[str, Any]]
+    lat: float | None = None
+    lon: float | None = None
+    photo_taken_at: datetime | None = None
+    distance_m: float | None = None  # from the case's point; None: checked against its grid
+    radius_m: float | None = None
 
     def evolve(self, case: CaseState) -> None:
         case.verification = _check(self, passed=True)
@@ -41,29 +62,75 @@ def _check(event: VerificationPassed | VerificationFailed, *, passed: bool) -> d
         "photos": event.photos,
         "by": event.actor,
         "at": iso_utc(event.timestamp),
+        "lat": event.lat,
+        "lon": event.lon,
+        "distance_m": event.distance_m,
+        "radius_m": event.radius_m,
+        "photo_taken_at": iso_utc(event.photo_taken_at) if event.photo_taken_at else None,
     }
+
+
+#: A photo "taken" this far in the future of the command is a wrong clock, not evidence.
+CLOCK_SKEW = timedelta(minutes=10)
+
+
+def on_site(case: CaseState, args: Evidence, ctx: Context) -> dict[str, Any]:
+    """The on-site rule of 核查: the fix within the category's radius of the case (or in the
+    case's grid when it has no point), a photo not taken before the case was reported nor
+    after now. Returns the facts recorded: distance, radius, photo time."""
+    radius = ctx.category(case.category).verify_radius_m
+    taken = args.photo_taken_at or ctx.at
+    if taken > ctx.at + CLOCK_SKEW:
+        raise InvalidCommand("the photo's time is in the future", "photo_taken_at")
+    if case.reported_at is not None and taken < case.reported_at - CLOCK_SKEW:
+        raise InvalidCommand(
+            "the photo was taken before the case was reported: not evidence of this check",
+            "photo_taken_at",
+        )
+    distance: float | None = None
+    if case.lat is not None and case.lon is not None:
+        distance = round(distance_m(case.lat, case.lon, args.lat, args.lon), 1)
+        if distance > radius:
+            raise InvalidCommand(
+                f"核查 is done on site: your location is {distance:.0f} m from the case, "
+                f"more than the {radius:.0f} m allowed for this category",
+                "lat",
+            )
+    else:
+        grid = ctx.ref.jurisdiction.locate(args.lat, args.lon)
+        if grid is None or grid.code != case.grid:
+            raise InvalidCommand(
+                f"核查 is done on site: your location is outside the case's grid {case.grid}",
+                "lat",
+            )
+    return {"photo_taken_at": taken, "distance_m": distance, "radius_m": radius}
 
 
 VERIFY_PASS = register(ActionSpec(
     "verify_pass", "核查通过", VerificationPassed, VerifyArgs,
     roles=frozenset({"inspector"}),
     moves={Status.awaiting_verification: Status.verified}, deadline=STOP,
+    decide=on_site,
 ))
 
 
-class VerifyFailArgs(Strict):
+class VerifyFailArgs(Evidence):
     note: str = Field(min_length=1, max_length=TEXT, description="what is still wrong")
-    photos: list[Photo] = Field(default_factory=list, max_length=9)
 
 
 class VerificationFailed(CaseEvent):
     """核查不通过 → 返工: back to the same department, the clock restarts, rework counted.
-    Not a wrong dispatch."""
+    Not a wrong dispatch. On-site facts as for :class:`VerificationPassed`."""
 
     note: str
     photos: list[dict[str, Any]]
     department: str | None
     rework_number: int
+    lat: float | None = None
+    lon: float | None = None
+    photo_taken_at: datetime | None = None
+    distance_m: float | None = None
+    radius_m: float | None = None
 
     def evolve(self, case: CaseState) -> None:
         case.verification = _check(self, passed=False)
@@ -75,7 +142,8 @@ VERIFY_FAIL = register(ActionSpec(
     "verify_fail", "核查不通过(返工)", VerificationFailed, VerifyFailArgs,
     roles=frozenset({"inspector"}),
     moves={Status.awaiting_verification: Status.dispatched}, deadline=start("handle"),
-    decide=lambda case, args, _c: {
+    decide=lambda case, args, ctx: {
+        **on_site(case, args, ctx),
         "reason": args.note,
         "department": case.department,
         "rework_number": case.rework_count + 1,

@@ -60,6 +60,10 @@ class ReportArgs(Strict):
     place_id: str | None = Field(
         default=None, max_length=60, description="the standard address (标准地址) picked"
     )
+    located_grid: str | None = Field(
+        default=None, max_length=40,
+        description="the grid the GPS fix lies in, when the reporter filed it in another",
+    )
 
     @model_validator(mode="after")
     def _both_coordinates(self) -> ReportArgs:
@@ -93,6 +97,7 @@ class Reported(CaseEvent, Aggregate.Created):
     answers: dict[str, Any] | None = None
     media_url: str | None = None
     place_id: str | None = None
+    located_grid: str | None = None
 
     def mutate(self, aggregate: Any) -> Any:
         """eventsourcing's ``CanInitAggregate.mutate`` (new shell, base init, ``__init__``,
@@ -128,6 +133,7 @@ class Reported(CaseEvent, Aggregate.Created):
         case.answers = self.answers or {}
         case.media_url = self.media_url
         case.place_id = self.place_id
+        case.located_grid = self.located_grid
         case.priority = self.priority
         case.proposal = self.proposal
         case.reported_at = self.timestamp
@@ -149,6 +155,10 @@ def _triage(_case: CaseState, args: ReportArgs, ctx: Context) -> dict[str, Any]:
         ctx.ref.jurisdiction.grid(args.grid)
     except UnknownCode as exc:
         raise InvalidCommand(f"unknown grid {args.grid}", "grid") from exc
+    if args.located_grid is not None and (
+        args.located_grid not in ctx.ref.jurisdiction.grids or args.lat is None
+    ):
+        raise InvalidCommand("located_grid names the known grid of a GPS fix", "located_grid")
     try:
         answers = category.check_answers(args.answers, complete=False)
     except AnswerError as exc:

@@ -32,6 +32,7 @@ from core import codec, eventlog, places
 from core.catalogue import AnswerError
 from core.clock import Clock
 from core.ids import case_id_for_key, case_no_for_id, new_key
+from core.jurisdiction import Jurisdiction
 from core.logging import get_logger
 from core.messaging import Topology
 from core.refdata import Reference
@@ -54,6 +55,12 @@ class ReportIn(Strict):
     grid: str | None = Field(default=None, max_length=40, description="grid code, or give lat/lon")
     lat: float | None = Field(default=None, ge=-90, le=90)
     lon: float | None = Field(default=None, ge=-180, le=180)
+    fix_outside_grid: bool = Field(
+        default=False,
+        description="file the report in `grid` although the GPS fix lies in another grid "
+        "(the fix is kept and that grid recorded); without it such a report is refused with "
+        "the choices",
+    )
     address: str | None = Field(default=None, max_length=200)
     place_id: str | None = Field(
         default=None, max_length=60,
@@ -108,11 +115,17 @@ async def intake_from(
     return Intake(ref, pool, js, topo)
 
 
-def locate(ref: Reference, body: ReportIn) -> str:
-    """The grid of a report: from lat/lon by point-in-polygon, else the given grid code."""
+def locate(ref: Reference, body: ReportIn) -> tuple[str, str | None]:
+    """The grid of a report and, when the GPS fix lies in another grid than the one the
+    report is filed in, that grid (recorded with the fix: coordinates are never dropped).
+
+    From lat/lon by point-in-polygon, else the given grid code. A fix in another grid than the
+    named one is refused (422 ``grid_mismatch`` with the choices) unless the reporter chose to
+    keep it with ``fix_outside_grid``."""
     j = ref.jurisdiction
     if (body.lat is None) != (body.lon is None):
         raise ApiError(422, "invalid_location", "give both lat and lon, or neither")
+    located: str | None = None
     if body.lat is not None and body.lon is not None:
         if not j.in_city(body.lat, body.lon):
             raise ApiError(
@@ -126,19 +139,50 @@ def locate(ref: Reference, body: ReportIn) -> str:
             if body.grid is None:
                 raise ApiError(422, "no_grid", "the location is in no grid; name the grid")
         elif body.grid is None or body.grid == grid.code:
-            return grid.code
+            return grid.code, None
+        elif body.fix_outside_grid:
+            located = grid.code
         else:
             raise ApiError(
                 422,
                 "grid_mismatch",
                 f"location lies in grid {grid.code}, not {body.grid}",
                 located_grid=grid.code,
+                choices=[
+                    {"choice": "report_there", "send": {"grid": grid.code}},
+                    {"choice": "keep_grid", "send": {"grid": body.grid,
+                                                     "fix_outside_grid": True}},
+                ],
             )
     if body.grid is None:
         raise ApiError(422, "missing_location", "give a grid code or lat/lon")
     if body.grid not in j.grids:
         raise ApiError(422, "unknown_grid", f"unknown grid {body.grid}", field="grid")
-    return body.grid
+    return body.grid, located
+
+
+def check_location(
+    principal: Principal, grid: str, body: ReportIn, j: Jurisdiction
+) -> None:
+    """The caller may report in ``grid`` (``access.check_report_location``); a GPS fix that
+    put the report outside the caller's area gets the choices instead of a bare refusal:
+    file it in one of the caller's grids keeping the fix (``fix_outside_grid``)."""
+    try:
+        check_report_location(principal, grid, j)
+    except ApiError as exc:
+        if body.lat is None or body.grid is not None:
+            raise
+        own = [g for g in principal.grids if g in j.grids] if principal.role == "inspector" \
+            else []
+        raise ApiError(
+            exc.status, str(exc.body["error"]),
+            f"your GPS fix ({body.lat:.6f}, {body.lon:.6f}) lies in grid {grid}, outside "
+            "your area: report it in one of your grids keeping the fix "
+            "(grid + fix_outside_grid), or ask the grid's own staff",
+            field="grid", located_grid=grid,
+            choices=[{"choice": "choose_grid", "grids": own,
+                      "send": {"grid": "<one of grids>", "fix_outside_grid": True}}],
+        ) from exc
 
 
 #: The most reports one batch request may carry (the body limit applies as well).
@@ -200,8 +244,8 @@ async def prepare(
         ) from exc
     if body.place_id is not None:
         body = await _with_place(intake, body)
-    grid_code = locate(intake.ref, body)
-    check_report_location(principal, grid_code, intake.ref.jurisdiction)
+    grid_code, located_grid = locate(intake.ref, body)
+    check_location(principal, grid_code, body, intake.ref.jurisdiction)
     await photo_api.check_photo_refs(intake.pool, body.photos)
     j = intake.ref.jurisdiction
     district = j.partition_of(grid_code)
@@ -226,6 +270,7 @@ async def prepare(
         answers=answers,
         media_url=body.media_url,
         place_id=body.place_id,
+        located_grid=located_grid,
     )
     command = Command(
         command_id=key,

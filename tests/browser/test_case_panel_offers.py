@@ -10,6 +10,7 @@ import pytest
 
 from tests.browser.conftest import shoot
 from tests.conftest import auth_headers, eventually, user_headers
+from tests.intake_support import on_site
 
 pytestmark = pytest.mark.browser
 GRID = "520102001001"
@@ -65,7 +66,9 @@ async def test_return_visit_and_reopen_from_the_case_panel(centre: dict[str, Any
     await _act(client, case_no, "accept", handler)
     await _act(client, case_no, "report_result", handler, note="已清运")
     await _case(client, case_no, "dispatcher", status="awaiting_verification")
-    await _act(client, case_no, "verify_pass", await auth_headers(client, "inspector-520102001001"))
+    inspector = await auth_headers(client, "inspector-520102001001")
+    evidence = await on_site(client, case_no, inspector)
+    await _act(client, case_no, "verify_pass", inspector, **evidence)
     await _case(client, case_no, "dispatcher", status="verified")
     await _act(client, case_no, "close", dispatcher)
     offered = (await _case(client, case_no, "calltaker", status="closed"))["allowed_actions"]

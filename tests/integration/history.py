@@ -23,6 +23,7 @@ from aggregates.case import Case
 from aggregates.commands import Command
 from aggregates.errors import DomainError
 from aggregates.service import CaseService
+from benchmarks.common import ON_SITE, on_site_args
 from core import codec
 from core.envelope import to_envelope
 from core.ids import case_no_for_id
@@ -98,6 +99,8 @@ class History:
              **args: Any) -> tuple[Case, datetime]:
         at = case.modified_on + after
         self.lights(case, at)
+        if verb in ON_SITE:
+            args = {**on_site_args(case.state, self.j), **args}
         result = self.act(case, verb, role, actor, at, **args)
         assert result is not None
         return result, at

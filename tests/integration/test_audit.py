@@ -21,6 +21,7 @@ from projections.audit import history as hist
 from projections.audit.pool import MAX_SIZE, audit_pool, close_pool
 from projections.audit.verify import expected_heads_missing
 from tests.conftest import auth_headers, database_url, eventually, user_headers
+from tests.intake_support import on_site
 from tests.integration.test_lifecycle import act
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,7 +126,8 @@ async def _scripted_case(system: dict[str, Any]) -> tuple[str, list[tuple[dateti
     await act(client, case_no, "report_result", handler, note="已清運")
     await snapshot(5)
     clock.advance(minutes=9)
-    await act(client, case_no, "verify_fail", inspector, note="仍有殘留")
+    await act(client, case_no, "verify_fail", inspector, note="仍有殘留",
+              **await on_site(client, case_no, inspector))
     await snapshot(6)
     clock.advance(minutes=6)
     await act(client, case_no, "accept", handler)
@@ -133,7 +135,8 @@ async def _scripted_case(system: dict[str, Any]) -> tuple[str, list[tuple[dateti
     await act(client, case_no, "report_result", handler, note="已徹底清運")
     await snapshot(8)
     clock.advance(minutes=5)
-    await act(client, case_no, "verify_pass", inspector, note="核查通過")
+    await act(client, case_no, "verify_pass", inspector, note="核查通過",
+              **await on_site(client, case_no, inspector))
     clock.advance(minutes=2)
     await act(client, case_no, "close", dispatcher, note="結案")
     await snapshot(10)

@@ -111,9 +111,10 @@ async def test_result_and_verify_reference_only_uploaded_photos(system: dict[str
         assert await _queued(rt, "report_result") == 1
 
         # 核查 pass or fail with an unknown photo: refused the same way, before the broker.
+        lat, lon = rt.ref.jurisdiction.grid(GRID).centroid  # on site: the grid's centre
         for verb, args in (
-            ("verify_pass", {"note": "現場核查", "photos": [UNKNOWN]}),
-            ("verify_fail", {"note": "仍有垃圾", "photos": [UNKNOWN]}),
+            ("verify_pass", {"note": "現場核查", "photos": [UNKNOWN], "lat": lat, "lon": lon}),
+            ("verify_fail", {"note": "仍有垃圾", "photos": [UNKNOWN], "lat": lat, "lon": lon}),
         ):
             refused = await _act(client, case_no, verb, inspector, args)
             assert refused.status_code == 422, (verb, refused.text)
@@ -128,7 +129,7 @@ async def test_result_and_verify_reference_only_uploaded_photos(system: dict[str
             case_no,
             "verify_pass",
             inspector,
-            {"note": "現場核查通過", "photos": [verify_photo]},
+            {"note": "現場核查通過", "photos": [verify_photo], "lat": lat, "lon": lon},
         )
         assert passed.status_code == 200, passed.text
         verified = await _case(client, case_no, dispatcher, status="verified")

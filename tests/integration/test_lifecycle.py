@@ -9,6 +9,7 @@ from typing import Any
 from core.clock import FixedClock
 from gateways.runtime import Runtime
 from tests.conftest import auth_headers, eventually, user_headers
+from tests.intake_support import on_site
 
 # Bearer headers per role, filled per test by ``_sign_in`` (city-level demo users; the
 # inspector of grid 520102001001; handlers per department via ``user_headers``).
@@ -132,7 +133,8 @@ async def test_full_closed_loop_with_escalation_and_rework(system: dict[str, Any
 
     # The inspector finds it not fixed: rework to the same department, the clock restarts.
     clock.advance(minutes=30)
-    await act(client, case_no, "verify_fail", INSPECTOR, note="漏水仍未修復")
+    await act(client, case_no, "verify_fail", INSPECTOR, note="漏水仍未修復",
+              **await on_site(client, case_no, INSPECTOR))
     case = await case_where(client, case_no, status="dispatched", rework_count=1)
     assert case["department"] == target and case["due_step"] == "handle"
 
@@ -141,7 +143,8 @@ async def test_full_closed_loop_with_escalation_and_rework(system: dict[str, Any
     clock.advance(hours=1)
     await act(client, case_no, "report_result", HANDLER, note="已修復漏水")
     clock.advance(minutes=20)
-    await act(client, case_no, "verify_pass", INSPECTOR, note="現場核查通過")
+    await act(client, case_no, "verify_pass", INSPECTOR, note="現場核查通過",
+              **await on_site(client, case_no, INSPECTOR))
     await case_where(client, case_no, status="verified")
     await act(client, case_no, "close", DISPATCHER, note="結案")
     await act(
@@ -259,7 +262,8 @@ async def test_dissatisfied_return_visit_reopens_the_case(system: dict[str, Any]
     await act(client, case_no, "accept", handler, note="马上处理")
     await act(client, case_no, "report_result", handler, note="已清运")
     await case_where(client, case_no, status="awaiting_verification")
-    await act(client, case_no, "verify_pass", INSPECTOR)
+    evidence = await on_site(client, case_no, INSPECTOR)
+    await act(client, case_no, "verify_pass", INSPECTOR, **evidence)
     await case_where(client, case_no, status="verified")
     await act(client, case_no, "close", DISPATCHER)
     await case_where(client, case_no, status="closed")

@@ -15,7 +15,7 @@ import httpx
 from gateways.http.app import create_app
 from gateways.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 from tests.conftest import eventually
-from tests.intake_support import Receiver, live_server, login
+from tests.intake_support import Receiver, live_server, login, on_site
 
 GRID = "520102001001"
 DEPT = "D-520102-sanitation"
@@ -185,7 +185,8 @@ async def test_live_stream_and_signed_retried_webhooks(system: dict[str, Any]) -
 
                 # A failed check returns the case to the department (返工), live.
                 clock.advance(minutes=30)
-                await act(client, case_no, "verify_fail", inspector, note="仍有垃圾 still dirty")
+                await act(client, case_no, "verify_fail", inspector, note="仍有垃圾 still dirty",
+                          **await on_site(client, case_no, inspector))
                 returned = await eventually(lambda: got(handler_feed, "returned"))
                 assert "返工" in returned["body"]
 

@@ -19,6 +19,7 @@ from gateways.cli import app
 from projections import return_visits as rv
 from projections.metrics import METRICS
 from tests.conftest import auth_headers, eventually, user_headers
+from tests.intake_support import on_site
 from tests.integration.test_lifecycle import (
     CALL_TAKER,
     DISPATCHER,
@@ -53,7 +54,8 @@ async def close_case(
     await act(client, case_no, "accept", handler)
     await act(client, case_no, "report_result", handler, note="已清运")
     await case_where(client, case_no, status="awaiting_verification")
-    await act(client, case_no, "verify_pass", INSPECTOR)
+    evidence = await on_site(client, case_no, INSPECTOR)
+    await act(client, case_no, "verify_pass", INSPECTOR, **evidence)
     await case_where(client, case_no, status="verified")
     await act(client, case_no, "close", DISPATCHER)
     return case_no

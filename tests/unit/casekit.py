@@ -135,6 +135,19 @@ def loader(cases: Iterable[Case]) -> Any:
     return lambda case_id: by_id.get(case_id)
 
 
+#: The actions that need on-site evidence (a photo and a location near the case).
+ON_SITE = ("verify_pass", "verify_fail")
+
+
+def evidence(case: Case, **overrides: Any) -> dict[str, Any]:
+    """Valid on-site evidence for 核查: one photo and the case's own point (its grid's
+    centroid when it has none)."""
+    lat, lon = case.state.lat, case.state.lon
+    if lat is None or lon is None:
+        lat, lon = JURISDICTION.grid(case.state.grid).centroid
+    return {"photos": [_photo()], "lat": lat, "lon": lon, **overrides}
+
+
 def run(
     case: Case,
     verb: str,
@@ -147,7 +160,13 @@ def run(
     **args: Any,
 ) -> list[Case]:
     """Run action ``verb`` on ``case`` as ``role`` with ``args``; ``others`` are the cases the
-    loader can find (the original of a duplicate). Returns the cases the service touched."""
+    loader can find (the original of a duplicate). Returns the cases the service touched.
+    A verification without a location (or photos) gets valid on-site evidence
+    (:func:`evidence`); tests of the on-site rule give their own."""
+    if verb in ON_SITE:
+        filled = evidence(case)
+        args = {**args, "photos": args.get("photos") or filled["photos"],
+                "lat": args.get("lat", filled["lat"]), "lon": args.get("lon", filled["lon"])}
     cmd = command(
         verb,
         role,
@@ -221,8 +240,10 @@ def valid_command(
         ):
             return {"reason": text}, now
         case "verify_pass":
-            return {"note": maybe_text, "photos": []}, now
-        case "report_result" | "verify_fail":
+            return {"note": maybe_text, **evidence(case)}, now
+        case "verify_fail":
+            return {"note": text, **evidence(case)}, now
+        case "report_result":
             photos = data.draw(st.sampled_from(([], [_photo()])))
             return {"note": text, "photos": photos}, now
         case "dispatch":
