@@ -22,16 +22,18 @@ from core.clock import Clock, SystemClock
 from core.settings import get_settings
 from projections.base import Envelope
 
+#: Notification kinds and their titles in zh-Hans (pages show other languages from their
+#: catalogue by ``kind``: gateways/web/static/shared/messages.js ``notice.<kind>``).
 KINDS: dict[str, str] = {
-    "new_dispatch": "新派遣 New dispatch",
-    "recheck_task": "核查任務 Re-check task",
-    "returned": "退回 Returned case",
-    "deadline_approaching": "即將超期 Deadline approaching",
-    "overdue": "已超期 Overdue",
-    "extension_requested": "延期申請 Extension requested",
-    "extension_decided": "延期審批 Extension decided",
-    "return_visit_due": "待回訪 Return visit due",
-    "reopen_decision": "回访不满意待决定 Reopen or not",
+    "new_dispatch": "新派遣",
+    "recheck_task": "核查任务",
+    "returned": "退回",
+    "deadline_approaching": "即将超期",
+    "overdue": "已超期",
+    "extension_requested": "延期申请",
+    "extension_decided": "延期审批",
+    "return_visit_due": "待回访",
+    "reopen_decision": "回访不满意待决定",
 }
 
 DDL = """

@@ -37,6 +37,9 @@
   };
 
   GD.T = T;
+  /** A notification's title in the page's language (by its kind; the server's zh-Hans title
+   * for a kind the catalogue does not know). */
+  GD.noticeTitle = (n) => (`notice.${n.kind}` in window.GDI18N.messages ? T(`notice.${n.kind}`) : n.title);
   /** An SVG icon from the shared sprite (no emoji: a desktop without an emoji font shows boxes). */
   GD.icon = function (name) {
     const ns = "http://www.w3.org/2000/svg";

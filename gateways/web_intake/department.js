@@ -179,7 +179,7 @@
     $("#reload").addEventListener("click", load);
     await load();
     GD.listen((n) => {
-      GD.toast(`${n.title} · ${n.case_no}`, n.kind === "overdue" || n.kind === "returned" ? "bad" : n.kind === "deadline_approaching" ? "warn" : "");
+      GD.toast(`${GD.noticeTitle(n)} · ${n.case_no}`, n.kind === "overdue" || n.kind === "returned" ? "bad" : n.kind === "deadline_approaching" ? "warn" : "");
       load();
       settle(); // the notifier can be a moment ahead of the case list
     });

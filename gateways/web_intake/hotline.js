@@ -181,7 +181,7 @@
     loadVisits();
     GD.listen((n) => {
       if (n.kind === "return_visit_due") {
-        GD.toast(`${n.title} · ${n.case_no}`);
+        GD.toast(`${GD.noticeTitle(n)} · ${n.case_no}`);
         [0, 1000, 3000].forEach((ms) => setTimeout(loadVisits, ms));
       }
     });

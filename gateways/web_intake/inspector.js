@@ -512,13 +512,13 @@
       h(
         "div",
         { class: `card notice ${n.kind}`, dataset: { id: n.id, kind: n.kind } },
-        h("div", { class: "top" }, h("strong", {}, n.title), h("span", { class: "muted small" }, GD.time(n.at))),
+        h("div", { class: "top" }, h("strong", {}, GD.noticeTitle(n)), h("span", { class: "muted small" }, GD.time(n.at))),
         h("div", { class: "desc" }, n.body),
         h("div", { class: "meta" }, h("span", { class: "code" }, n.case_no))
       )
     );
     if (live) {
-      GD.toast(`${n.title} · ${n.case_no}`, n.kind === "overdue" ? "bad" : "");
+      GD.toast(`${GD.noticeTitle(n)} · ${n.case_no}`, n.kind === "overdue" ? "bad" : "");
       if (current !== "notes") $("#note-badge").textContent = String(++unseen);
       if (n.kind === "recheck_task") [0, 1000, 3000].forEach((ms) => setTimeout(refreshTasks, ms));
     }

@@ -516,5 +516,14 @@ window.GD_MESSAGES = {
   "field.status_zh": ["状态(中文)", "狀態(中文)", "Status (Chinese)"],
   "field.reopen_declined": ["不予重办", "不予重辦", "Reopen declined"],
   "核查须在现场定位，请打开 GPS": ["核查须在现场定位，请打开 GPS", "核查須在現場定位，請打開 GPS", "The check needs your position on site: turn on GPS"],
-  "核查须拍摄现场照片": ["核查须拍摄现场照片", "核查須拍攝現場照片", "The check needs a photo taken on site"]
+  "核查须拍摄现场照片": ["核查须拍摄现场照片", "核查須拍攝現場照片", "The check needs a photo taken on site"],
+  "notice.new_dispatch": ["新派遣", "新派遣", "New dispatch"],
+  "notice.recheck_task": ["核查任务", "核查任務", "Re-check task"],
+  "notice.returned": ["退回", "退回", "Returned case"],
+  "notice.deadline_approaching": ["即将超期", "即將超期", "Deadline approaching"],
+  "notice.overdue": ["已超期", "已超期", "Overdue"],
+  "notice.extension_requested": ["延期申请", "延期申請", "Extension requested"],
+  "notice.extension_decided": ["延期审批", "延期審批", "Extension decided"],
+  "notice.return_visit_due": ["待回访", "待回訪", "Return visit due"],
+  "notice.reopen_decision": ["回访不满意待决定", "回訪不滿意待決定", "Dissatisfied visit: reopen or not"]
 };
