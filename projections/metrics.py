@@ -1,4 +1,4 @@
-"""Evaluation metrics (綜合評價): counters per day and place, rates computed when asked.
+"""Evaluation metrics (综合评价): counters per day and place, rates computed when asked.
 
 What is stored: ``metric_counts`` holds integer *counters* (numerators and denominators),
 one row per (counter, day, grid, level, department, inspector) with the grid's community and
@@ -8,7 +8,7 @@ always exact (averaging stored rates would not be).
 
 Which day and which place a counter is counted on (``counted_on`` below):
 
-* **Counts** (上報數, 立案數, 結案數, 督辦數 …) are counted on the day the event happened, with
+* **Counts** (上报数, 立案数, 结案数, 督办数 …) are counted on the day the event happened, with
   the case's place, level and department at that moment.
 * **Rates** are *cohort* ratios: numerator and denominator are counted on the day of the same
   event (the report, the filing or the dispatch the rate is about), so every rate stays
@@ -16,7 +16,7 @@ Which day and which place a counter is counted on (``counted_on`` below):
   added to the day the cohort started. The cohort key of a filed case follows the department
   and level currently responsible for it (re-dispatch moves it), so a department is judged on
   the cases it ended up owning.
-* **Snapshot** metrics (超期未處置 …) are the state now, read from the map model, not a flow.
+* **Snapshot** metrics (超期未处置 …) are the state now, read from the map model, not a flow.
 
 Days are local calendar days of :data:`METRIC_TZ` (Asia/Shanghai). Each metric's definition
 (zh + en, formula, how it is counted) lives in :data:`METRICS` right here, next to the code
@@ -52,91 +52,91 @@ class Counter(TypedDict):
 #: Every stored counter. Names are stable (they are rows in ``metric_counts``).
 COUNTERS: dict[str, Counter] = {
     "reported": {
-        "zh": "上報數", "en": "Reports",
-        "counted_on_zh": "上報當日", "counted_on_en": "day reported",
+        "zh": "上报数", "en": "Reports",
+        "counted_on_zh": "上报当日", "counted_on_en": "day reported",
     },
     "valid_of_reported": {
-        "zh": "有效上報數", "en": "Valid reports",
-        "counted_on_zh": "上報當日(隊列: 其後立案或合併為重複)",
+        "zh": "有效上报数", "en": "Valid reports",
+        "counted_on_zh": "上报当日(队列: 其后立案或合并为重复)",
         "counted_on_en": "day reported (cohort: later filed or merged as a duplicate)",
     },
     "filed_of_reported": {
-        "zh": "上報後立案數", "en": "Reports filed",
-        "counted_on_zh": "上報當日(隊列: 其後立案)",
+        "zh": "上报后立案数", "en": "Reports filed",
+        "counted_on_zh": "上报当日(队列: 其后立案)",
         "counted_on_en": "day reported (cohort: later filed)",
     },
     "filed": {
-        "zh": "立案數", "en": "Filed",
-        "counted_on_zh": "立案當日", "counted_on_en": "day filed",
+        "zh": "立案数", "en": "Filed",
+        "counted_on_zh": "立案当日", "counted_on_en": "day filed",
     },
     "rejected": {
-        "zh": "不予立案數", "en": "Rejected",
-        "counted_on_zh": "不予立案當日", "counted_on_en": "day rejected",
+        "zh": "不予立案数", "en": "Rejected",
+        "counted_on_zh": "不予立案当日", "counted_on_en": "day rejected",
     },
     "merged": {
-        "zh": "重複合併數", "en": "Merged duplicates",
-        "counted_on_zh": "合併當日", "counted_on_en": "day merged",
+        "zh": "重复合并数", "en": "Merged duplicates",
+        "counted_on_zh": "合并当日", "counted_on_en": "day merged",
     },
     "dispatched": {
-        "zh": "派遣數", "en": "Dispatches",
-        "counted_on_zh": "派遣當日(含重派), 派往的部門與層級",
+        "zh": "派遣数", "en": "Dispatches",
+        "counted_on_zh": "派遣当日(含重派), 派往的部门与层级",
         "counted_on_en": "day dispatched (re-dispatches too), the department dispatched to",
     },
     "dispatched_on_time": {
-        "zh": "按時派遣數", "en": "Dispatches on time",
-        "counted_on_zh": "派遣當日: 在派遣時限內(或無時限)派出",
+        "zh": "按时派遣数", "en": "Dispatches on time",
+        "counted_on_zh": "派遣当日: 在派遣时限内(或无时限)派出",
         "counted_on_en": "day dispatched: sent within the dispatch deadline (or none ran)",
     },
     "returned_of_dispatched": {
-        "zh": "被退回的派遣數", "en": "Dispatches returned",
-        "counted_on_zh": "被退回的那次派遣當日及其部門(隊列)",
+        "zh": "被退回的派遣数", "en": "Dispatches returned",
+        "counted_on_zh": "被退回的那次派遣当日及其部门(队列)",
         "counted_on_en": "day and department of the dispatch that was returned (cohort)",
     },
     "returned": {
-        "zh": "退單數", "en": "Returns",
-        "counted_on_zh": "退單當日, 退單部門",
+        "zh": "退单数", "en": "Returns",
+        "counted_on_zh": "退单当日, 退单部门",
         "counted_on_en": "day returned, returning department",
     },
     "wrong_dispatches": {
-        "zh": "錯誤派遣數", "en": "Wrong dispatches",
-        "counted_on_zh": "改派他部門的重派當日", "counted_on_en": "day re-dispatched elsewhere",
+        "zh": "错误派遣数", "en": "Wrong dispatches",
+        "counted_on_zh": "改派他部门的重派当日", "counted_on_en": "day re-dispatched elsewhere",
     },
     "handled": {
-        "zh": "處置反饋數", "en": "Results reported",
-        "counted_on_zh": "處置反饋當日", "counted_on_en": "day the result was reported",
+        "zh": "处置反馈数", "en": "Results reported",
+        "counted_on_zh": "处置反馈当日", "counted_on_en": "day the result was reported",
     },
     "handled_on_time": {
-        "zh": "按期處置數", "en": "Results on time",
-        "counted_on_zh": "處置反饋當日: 在處置時限(含延期)內",
+        "zh": "按期处置数", "en": "Results on time",
+        "counted_on_zh": "处置反馈当日: 在处置时限(含延期)内",
         "counted_on_en": "day of the result: within the handling deadline (extensions count)",
     },
     "verified": {
-        "zh": "核查數", "en": "Verifications",
-        "counted_on_zh": "核查當日", "counted_on_en": "day verified",
+        "zh": "核查数", "en": "Verifications",
+        "counted_on_zh": "核查当日", "counted_on_en": "day verified",
     },
     "verify_failed": {
-        "zh": "返工數", "en": "Reworks",
-        "counted_on_zh": "核查不通過當日", "counted_on_en": "day the verification failed",
+        "zh": "返工数", "en": "Reworks",
+        "counted_on_zh": "核查不通过当日", "counted_on_en": "day the verification failed",
     },
     "due_to_close": {
-        "zh": "應結案數", "en": "Due to close",
-        "counted_on_zh": "立案當日(隊列), 當前負責部門與層級; 立案後作廢(不予立案/合併)者扣除",
+        "zh": "应结案数", "en": "Due to close",
+        "counted_on_zh": "立案当日(队列), 当前负责部门与层级; 立案后作废(不予立案/合并)者扣除",
         "counted_on_en": "day filed (cohort), department and level now responsible; "
         "cases voided after filing (rejected / merged) are taken out",
     },
     "closed_of_filed": {
-        "zh": "應結已結數", "en": "Filed and closed",
-        "counted_on_zh": "立案當日(隊列): 其後結案",
+        "zh": "应结已结数", "en": "Filed and closed",
+        "counted_on_zh": "立案当日(队列): 其后结案",
         "counted_on_en": "day filed (cohort): later closed",
     },
     "closed_on_time_of_filed": {
-        "zh": "按期結案數", "en": "Closed on time",
-        "counted_on_zh": "立案當日(隊列): 結案且最後一次處置反饋在時限內",
+        "zh": "按期结案数", "en": "Closed on time",
+        "counted_on_zh": "立案当日(队列): 结案且最后一次处置反馈在时限内",
         "counted_on_en": "day filed (cohort): closed, and the last result was on time",
     },
     "closed": {
-        "zh": "結案數", "en": "Closed",
-        "counted_on_zh": "結案當日", "counted_on_en": "day closed",
+        "zh": "结案数", "en": "Closed",
+        "counted_on_zh": "结案当日", "counted_on_en": "day closed",
     },
     "reopened": {
         "zh": "重办数", "en": "Reopened",
@@ -155,61 +155,61 @@ COUNTERS: dict[str, Counter] = {
         "counted_on_zh": "值班长决定不予重办当日", "counted_on_en": "day the shift leader declined",
     },
     "escalations": {
-        "zh": "上提數", "en": "Escalations",
-        "counted_on_zh": "上提當日, 上提前的層級與部門",
+        "zh": "上提数", "en": "Escalations",
+        "counted_on_zh": "上提当日, 上提前的层级与部门",
         "counted_on_en": "day escalated, the level and department it left",
     },
     "supervision_orders": {
-        "zh": "督辦數", "en": "Supervision orders",
-        "counted_on_zh": "督辦當日", "counted_on_en": "day of the order",
+        "zh": "督办数", "en": "Supervision orders",
+        "counted_on_zh": "督办当日", "counted_on_en": "day of the order",
     },
     "overdue_marks": {
-        "zh": "超期次數", "en": "Overdue lights",
-        "counted_on_zh": "亮紅燈當日", "counted_on_en": "day the red light came on",
+        "zh": "超期次数", "en": "Overdue lights",
+        "counted_on_zh": "亮红灯当日", "counted_on_en": "day the red light came on",
     },
     "warning_marks": {
-        "zh": "預警次數", "en": "Warning lights",
-        "counted_on_zh": "亮黃燈當日", "counted_on_en": "day the yellow light came on",
+        "zh": "预警次数", "en": "Warning lights",
+        "counted_on_zh": "亮黄灯当日", "counted_on_en": "day the yellow light came on",
     },
     "extensions_requested": {
-        "zh": "延期申請數", "en": "Extension requests",
-        "counted_on_zh": "申請當日", "counted_on_en": "day requested",
+        "zh": "延期申请数", "en": "Extension requests",
+        "counted_on_zh": "申请当日", "counted_on_en": "day requested",
     },
     "extensions_approved": {
-        "zh": "批准延期數", "en": "Extensions approved",
-        "counted_on_zh": "批准當日", "counted_on_en": "day approved",
+        "zh": "批准延期数", "en": "Extensions approved",
+        "counted_on_zh": "批准当日", "counted_on_en": "day approved",
     },
     "return_visits": {
-        "zh": "回訪數", "en": "Return visits",
-        "counted_on_zh": "回訪當日", "counted_on_en": "day of the visit",
+        "zh": "回访数", "en": "Return visits",
+        "counted_on_zh": "回访当日", "counted_on_en": "day of the visit",
     },
     "satisfied": {
-        "zh": "滿意", "en": "Satisfied",
-        "counted_on_zh": "回訪當日", "counted_on_en": "day of the visit",
+        "zh": "满意", "en": "Satisfied",
+        "counted_on_zh": "回访当日", "counted_on_en": "day of the visit",
     },
     "basically_satisfied": {
-        "zh": "基本滿意", "en": "Basically satisfied",
-        "counted_on_zh": "回訪當日", "counted_on_en": "day of the visit",
+        "zh": "基本满意", "en": "Basically satisfied",
+        "counted_on_zh": "回访当日", "counted_on_en": "day of the visit",
     },
     "dissatisfied": {
-        "zh": "不滿意", "en": "Dissatisfied",
-        "counted_on_zh": "回訪當日", "counted_on_en": "day of the visit",
+        "zh": "不满意", "en": "Dissatisfied",
+        "counted_on_zh": "回访当日", "counted_on_en": "day of the visit",
     },
 }
 
 #: Counters that are not stored but read from the map model (state now).
 SNAPSHOTS: dict[str, Counter] = {
     "open_now": {
-        "zh": "在辦案件", "en": "Open now",
-        "counted_on_zh": "當前狀態", "counted_on_en": "state now",
+        "zh": "在办案件", "en": "Open now",
+        "counted_on_zh": "当前状态", "counted_on_en": "state now",
     },
     "warning_now": {
-        "zh": "黃燈預警中", "en": "Yellow now",
-        "counted_on_zh": "當前狀態", "counted_on_en": "state now",
+        "zh": "黄灯预警中", "en": "Yellow now",
+        "counted_on_zh": "当前状态", "counted_on_en": "state now",
     },
     "overdue_now": {
-        "zh": "超期未處置", "en": "Overdue open",
-        "counted_on_zh": "當前狀態", "counted_on_en": "state now",
+        "zh": "超期未处置", "en": "Overdue open",
+        "counted_on_zh": "当前状态", "counted_on_en": "state now",
     },
 }
 
@@ -275,68 +275,68 @@ def _rate(
     }
 
 
-#: THE definitions of the evaluation metrics of DOMAIN.md (綜合評價), in display order.
+#: THE definitions of the evaluation metrics of DOMAIN.md (综合评价), in display order.
 METRICS: dict[str, Metric] = {
-    "reports": _count("reported", "所有渠道的上報(網格員、熱線、Open311)。",
+    "reports": _count("reported", "所有渠道的上报(网格员、热线、Open311)。",
                       "Reports from every channel (inspectors, hotline, Open311)."),
     "valid_report_rate": _rate(
-        "有效上報率", "Valid-report rate", ("valid_of_reported",), ("reported",),
-        "有效上報 = 立案 + 合併為重複(問題屬實); 不予立案為無效。"
-        "按上報日統計, 待立案的上報也計入分母。",
+        "有效上报率", "Valid-report rate", ("valid_of_reported",), ("reported",),
+        "有效上报 = 立案 + 合并为重复(问题属实); 不予立案为无效。"
+        "按上报日统计, 待立案的上报也计入分母。",
         "Valid = filed + merged as a duplicate (the problem was real); rejected reports are "
         "invalid. By day reported; reports still waiting to be filed count in the denominator.",
     ),
-    "filed": _count("filed", "按立案當日統計。", "Counted on the day of filing."),
+    "filed": _count("filed", "按立案当日统计。", "Counted on the day of filing."),
     "filing_rate": _rate(
         "立案率", "Filing rate", ("filed_of_reported",), ("reported",),
-        "按上報日統計: 當期上報中已立案的比例。",
+        "按上报日统计: 当期上报中已立案的比例。",
         "By day reported: the share of the period's reports that were filed.",
     ),
-    "dispatched": _count("dispatched", "含退單後重派。", "Re-dispatches after a return count too."),
+    "dispatched": _count("dispatched", "含退单后重派。", "Re-dispatches after a return count too."),
     "on_time_dispatch_rate": _rate(
-        "按時派遣率", "On-time dispatch rate", ("dispatched_on_time",), ("dispatched",),
-        "每次派遣在派遣時限(立案或退單時起算)內完成即為按時。",
+        "按时派遣率", "On-time dispatch rate", ("dispatched_on_time",), ("dispatched",),
+        "每次派遣在派遣时限(立案或退单时起算)内完成即为按时。",
         "A dispatch is on time when made within the dispatch deadline (from filing or from "
         "the return).",
     ),
     "dispatch_accuracy": _rate(
-        "派遣準確率", "Dispatch accuracy", ("returned_of_dispatched",), ("dispatched",),
-        "按派遣日與派往部門統計: 當期派遣中未被退單的比例。錯誤派遣計入派遣員, 不計入部門。",
+        "派遣准确率", "Dispatch accuracy", ("returned_of_dispatched",), ("dispatched",),
+        "按派遣日与派往部门统计: 当期派遣中未被退单的比例。错误派遣计入派遣员, 不计入部门。",
         "By day and department of the dispatch: the share of the period's dispatches not "
         "returned. A wrong dispatch counts against the dispatcher, not the department.",
         complement=True,
     ),
     "on_time_handling_rate": _rate(
-        "按期處置率", "On-time handling rate", ("handled_on_time",), ("handled",),
-        "處置反饋在當時的處置時限(含批准的延期、返工重新起算)內即為按期。",
+        "按期处置率", "On-time handling rate", ("handled_on_time",), ("handled",),
+        "处置反馈在当时的处置时限(含批准的延期、返工重新起算)内即为按期。",
         "A result is on time when reported within the handling deadline in force (approved "
         "extensions and the restarted clock after rework included).",
     ),
-    "closed": _count("closed", "按結案當日統計。", "Counted on the day of closing."),
+    "closed": _count("closed", "按结案当日统计。", "Counted on the day of closing."),
     "closure_rate": _rate(
-        "結案率", "Closure rate", ("closed_of_filed",), ("due_to_close",),
-        "應結案數 = 當期立案(立案後不予立案或合併者除外)。例: 911 ÷ 972 = 93.72%。",
+        "结案率", "Closure rate", ("closed_of_filed",), ("due_to_close",),
+        "应结案数 = 当期立案(立案后不予立案或合并者除外)。例: 911 ÷ 972 = 93.72%。",
         "Due to close = cases filed in the period (minus those voided after filing). "
         "Example: 911 ÷ 972 = 93.72 %.",
     ),
     "on_time_closure_rate": _rate(
-        "按期結案率", "On-time closure rate", ("closed_on_time_of_filed",), ("due_to_close",),
-        "按期結案 = 已結案且最後一次處置反饋在處置時限內。例: 737 ÷ 972 = 75.82%。",
+        "按期结案率", "On-time closure rate", ("closed_on_time_of_filed",), ("due_to_close",),
+        "按期结案 = 已结案且最后一次处置反馈在处置时限内。例: 737 ÷ 972 = 75.82%。",
         "Closed on time = closed, and the last result was reported within its handling "
         "deadline. Example: 737 ÷ 972 = 75.82 %.",
     ),
     "rework_rate": _rate(
         "返工率", "Rework rate", ("verify_failed",), ("verified",),
-        "核查不通過即返工(退回同一部門, 時限重新起算)。",
+        "核查不通过即返工(退回同一部门, 时限重新起算)。",
         "A failed on-site verification is a rework (back to the same department, the clock "
         "restarts).",
     ),
     "overdue_open": _count(
-        "overdue_now", "當前亮紅燈(超過當前環節時限)且未結的案件, 與所選時段無關。",
+        "overdue_now", "当前亮红灯(超过当前环节时限)且未结的案件, 与所选时段无关。",
         "Open cases whose current step is past its deadline (red light), now; not bound to "
         "the period.",
     ),
-    "escalations": _count("escalations", "含自動上提。", "Automatic escalations included."),
+    "escalations": _count("escalations", "含自动上提。", "Automatic escalations included."),
     "supervision_orders": _count("supervision_orders"),
     "reopens": _count(
         "reopened",
@@ -358,8 +358,8 @@ METRICS: dict[str, Metric] = {
         "return visit.",
     ),
     "satisfaction_rate": _rate(
-        "滿意率", "Satisfaction rate", ("satisfied", "basically_satisfied"), ("return_visits",),
-        "回訪結果為滿意或基本滿意的比例。",
+        "满意率", "Satisfaction rate", ("satisfied", "basically_satisfied"), ("return_visits",),
+        "回访结果为满意或基本满意的比例。",
         "Share of return visits answered satisfied or basically satisfied.",
     ),
     # Supporting figures shown with the ones above.
@@ -367,8 +367,8 @@ METRICS: dict[str, Metric] = {
     "reworks": _count("verify_failed"),
     "rejected": _count("rejected"),
     "merged": _count("merged"),
-    "open_now": _count("open_now", "當前未結案件。", "Cases open now."),
-    "warning_now": _count("warning_now", "當前亮黃燈(已用時限80%以上)的案件。",
+    "open_now": _count("open_now", "当前未结案件。", "Cases open now."),
+    "warning_now": _count("warning_now", "当前亮黄灯(已用时限80%以上)的案件。",
                           "Cases whose current step used 80 % of its limit (yellow), now."),
     "overdue_marks": _count("overdue_marks"),
 }
@@ -391,9 +391,9 @@ def definitions() -> dict[str, Any]:
     return {
         "version": DEFINITIONS_VERSION,
         "timezone": str(METRIC_TZ),
-        "rules_zh": "計數按事件發生當日統計; 比率按隊列(上報、立案或派遣當日)統計, "
-        "分子分母同屬一個隊列, 所以任何時段的比率都在 0-100% 之間; "
-        "比率在查詢時由計數器求得, 從不存儲。",
+        "rules_zh": "计数按事件发生当日统计; 比率按队列(上报、立案或派遣当日)统计, "
+        "分子分母同属一个队列, 所以任何时段的比率都在 0-100% 之间; "
+        "比率在查询时由计数器求得, 从不存储。",
         "rules_en": "Counts are counted on the day the event happened; rates are cohort ratios "
         "(by day of the report, filing or dispatch they are about), numerator and denominator "
         "from the same cohort, so a rate stays within 0-100 % for any period; rates are "

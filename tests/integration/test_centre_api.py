@@ -247,7 +247,7 @@ async def test_map_and_metrics(system: dict[str, Any]) -> None:
                              headers=h)).status_code == 422
     defs = (await client.get("/v1/metrics/definitions", headers=h)).json()
     closure = next(m for m in defs["metrics"] if m["key"] == "closure_rate")
-    assert "結案率" in closure["formula_zh"] and "Closure rate" in closure["formula_en"]
+    assert "结案率" in closure["formula_zh"] and "Closure rate" in closure["formula_en"]
     exported = await client.get("/v1/metrics/export.csv", params={"group_by": "district"},
                                 headers=h)
     rows = list(csv.DictReader(io.StringIO(exported.content.decode("utf-8-sig"))))
