@@ -25,12 +25,14 @@ log = get_logger("cli")
 from gateways.cli_projections import app as projections_app  # noqa: E402
 
 app.add_typer(projections_app, name="projections")
+from gateways.cli_city import app as city_app  # noqa: E402
 from gateways.cli_dlq import app as dlq_app  # noqa: E402
 from gateways.cli_places import app as places_app  # noqa: E402
 from gateways.cli_users import app as users_app  # noqa: E402
 
 app.add_typer(users_app, name="users")
 app.add_typer(places_app, name="places")
+app.add_typer(city_app, name="city")
 app.add_typer(dlq_app, name="dlq")
 from gateways.cli_audit import app as audit_app  # noqa: E402
 from gateways.cli_audit import replay as replay_command  # noqa: E402
