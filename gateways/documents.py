@@ -189,7 +189,19 @@ def _what(entry: Mapping[str, Any]) -> str:
     return ";".join(parts) or "—"
 
 
-def _case_fields(case: Mapping[str, Any], place: Mapping[str, str]) -> list[tuple[str, Any]]:
+def _reporter(case: Mapping[str, Any], reported_by: str | None) -> str:
+    """The citizen's name and phone (as masked for the reader), or the inspector who
+    reported it."""
+    said = " ".join(str(x) for x in (case.get("reporter_name"), case.get("reporter_phone")) if x)
+    if said:
+        return said
+    return f"网格员 {reported_by}" if reported_by and case.get("reporter_type") == "inspector" \
+        else "—"
+
+
+def _case_fields(
+    case: Mapping[str, Any], place: Mapping[str, str], reported_by: str | None = None,
+) -> list[tuple[str, Any]]:
     return [
         ("案件编号", case.get("case_no")),
         ("状态", case.get("status_zh") or case.get("status")),
@@ -201,8 +213,7 @@ def _case_fields(case: Mapping[str, Any], place: Mapping[str, str]) -> list[tupl
         ("地址", case.get("address")),
         ("问题描述", case.get("description")),
         ("来源", SOURCE_LABELS.get(case.get("source") or "", case.get("source"))),
-        ("上报人", " ".join(str(x) for x in (case.get("reporter_name"),
-                                            case.get("reporter_phone")) if x) or "—"),
+        ("上报人", _reporter(case, reported_by)),
         ("处置部门", place.get("department") or case.get("department")),
         ("当前环节时限", f"{STEP_LABELS.get(case.get('due_step') or '', '')} "
                      f"{when(case.get('due_at'))}".strip()),
@@ -215,6 +226,14 @@ def _case_fields(case: Mapping[str, Any], place: Mapping[str, str]) -> list[tupl
     ]
 
 
+def _first_actor(data: Mapping[str, Any]) -> str | None:
+    """Who recorded the report (the first event's actor), by name when a user."""
+    first = next((t for t in data["timeline"] if t["type"] == "Reported"), None)
+    if first is None or not first.get("actor"):
+        return None
+    return str(data["names"].get(first["actor"]) or first["actor"])
+
+
 def case_file_pdf(
     data: Mapping[str, Any], place: Mapping[str, str], city: str, generated: datetime,
     photos: Mapping[str, bytes] | None = None,
@@ -225,7 +244,7 @@ def case_file_pdf(
     pdf = _Pdf(f"{city} 城市网格化管理 案卷",
                f"案件编号 {case['case_no']} · 生成于 {when(generated)}")
     pdf.heading("一、案件信息")
-    pdf.fields(_case_fields(case, place))
+    pdf.fields(_case_fields(case, place, _first_actor(data)))
     pdf.heading("二、办理过程(谁在何时做了什么)")
     rows = [
         [str(t["version"]), when(t["at"]), t["label"],
@@ -274,7 +293,7 @@ def supervision_pdf(
         ])
         pdf.ln(2)
     pdf.heading("二、案件情况")
-    pdf.fields(_case_fields(case, place))
+    pdf.fields(_case_fields(case, place, _first_actor(data)))
     pdf.heading("三、办理要求")
     pdf.set_font("cjk", size=10)
     pdf.multi_cell(0, 6, "请被督办单位在时限内办结并反馈处置结果, 逾期将按规定通报。",

@@ -70,6 +70,10 @@ def test_case_file_and_supervision_order_say_who_did_what_in_chinese() -> None:
                      "还是很脏", "不满意", "紧急", "热线", "(SJ0101)", "137****1234", "现场.png"):
         assert expected in text, expected
     assert "13700001234" not in text
+    own = {**data, "case": {**data["case"], "reporter_name": None, "reporter_phone": None,
+                            "reporter_type": "inspector"}}
+    own_text = _text(render.case_file_pdf(own, place, "贵阳市", NOW))
+    assert "上报人 网格员 李受理" in own_text  # an inspector's own report names the inspector
     reader = PdfReader(io.BytesIO(pdf))
     assert sum(len(page.images) for page in reader.pages) == 1  # the photo is in the file
     order = _text(render.supervision_pdf(data, place, "贵阳市", NOW))
