@@ -28,6 +28,11 @@ from core.jurisdiction import Jurisdiction, JurisdictionError
 app = typer.Typer(help="A city's grid layers (城市网格图层).", no_args_is_help=True)
 out = Console()
 
+@app.callback()
+def city() -> None:
+    """A city's grid layers (城市网格图层)."""
+
+
 Layer = Annotated[Path, typer.Option(exists=True, dir_okay=False, help=".geojson or .shp")]
 
 
@@ -58,7 +63,7 @@ def import_city(
         out.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
     result = city_import.check(layers)
-    counts = ", ".join(f"{len(v)} {k}s" for k, v in layers.items())
+    counts = ", ".join(f"{k} layer {len(v)} features" for k, v in layers.items())
     out.print(f"read {counts}: {len(result.errors)} errors, {len(result.warnings)} warnings")
     if result.findings:
         _show(result.findings)
