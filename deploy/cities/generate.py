@@ -33,51 +33,51 @@ ZH_NUMERALS = "一二三四五六七八九十"
 #: Per function: (zh, en) name of the city- and district-level department.
 #: The traffic and public-security units are police bodies, named as such.
 CITY_DEPARTMENTS: dict[str, tuple[str, str]] = {
-    "sanitation": ("環境衛生管理局", "Environmental Sanitation Bureau"),
+    "sanitation": ("环境卫生管理局", "Environmental Sanitation Bureau"),
     "municipal": ("市政工程管理局", "Municipal Works Bureau"),
-    "greening": ("園林綠化局", "Landscaping and Greening Bureau"),
+    "greening": ("园林绿化局", "Landscaping and Greening Bureau"),
     "urban_management": ("城市管理局", "Urban Management Bureau"),
-    "housing": ("住房和城鄉建設局", "Housing and Urban-Rural Development Bureau"),
-    "water": ("水務管理局", "Water Affairs Bureau"),
+    "housing": ("住房和城乡建设局", "Housing and Urban-Rural Development Bureau"),
+    "water": ("水务管理局", "Water Affairs Bureau"),
     "traffic": ("公安局交通管理局", "Traffic Police Bureau"),
     "public_security": ("公安局", "Public Security Bureau"),
-    "market": ("市場監督管理局", "Market Regulation Administration"),
+    "market": ("市场监督管理局", "Market Regulation Administration"),
     "civil_affairs": ("民政局", "Civil Affairs Bureau"),
     "mediation": ("司法局", "Justice Bureau (Mediation)"),
-    "emergency": ("應急管理局", "Emergency Management Bureau"),
-    "environment": ("生態環境局", "Ecology and Environment Bureau"),
-    "community_service": ("社區服務指導中心", "Community Service Guidance Centre"),
+    "emergency": ("应急管理局", "Emergency Management Bureau"),
+    "environment": ("生态环境局", "Ecology and Environment Bureau"),
+    "community_service": ("社区服务指导中心", "Community Service Guidance Centre"),
 }
 DISTRICT_DEPARTMENTS: dict[str, tuple[str, str]] = {
     **CITY_DEPARTMENTS,
-    "sanitation": ("環衛局", "Sanitation Bureau"),
+    "sanitation": ("环卫局", "Sanitation Bureau"),
     "municipal": ("市政管理局", "Municipal Works Bureau"),
-    "urban_management": ("城管執法局", "Urban Management Enforcement Bureau"),
-    "traffic": ("交警大隊", "Traffic Police Brigade"),
+    "urban_management": ("城管执法局", "Urban Management Enforcement Bureau"),
+    "traffic": ("交警大队", "Traffic Police Brigade"),
     "public_security": ("公安分局", "Public Security Sub-bureau"),
-    "environment": ("生態環境分局", "Ecology and Environment Sub-bureau"),
+    "environment": ("生态环境分局", "Ecology and Environment Sub-bureau"),
 }
 #: The two units every community has (DOMAIN.md / brief): (suffix, zh, en, functions).
 COMMUNITY_DEPARTMENTS: list[tuple[str, str, str, list[str]]] = [
     (
         "station",
-        "網格工作站",
+        "网格工作站",
         "Grid Work Station",
         ["community_service", "civil_affairs", "mediation", "sanitation"],
     ),
-    ("public_security", "警務室", "Police Room", ["public_security"]),
+    ("public_security", "警务室", "Police Room", ["public_security"]),
 ]
 #: Street (街道) units in a four-level city.
 STREET_DEPARTMENTS: list[tuple[str, str, str, list[str]]] = [
     (
         "enforcement",
-        "綜合行政執法大隊",
+        "综合行政执法大队",
         "Comprehensive Enforcement Team",
         ["urban_management", "municipal", "greening"],
     ),
     (
         "governance",
-        "綜治中心",
+        "综治中心",
         "Social Governance Centre",
         ["mediation", "civil_affairs", "emergency"],
     ),
@@ -129,7 +129,7 @@ def grid_record(
 ) -> dict[str, Any]:
     return {
         "code": code,
-        "name_zh": f"{zh}第{ZH_NUMERALS[n - 1]}網格",
+        "name_zh": f"{zh}第{ZH_NUMERALS[n - 1]}网格",
         "name_en": f"{en} Grid {n}",
         "parent": parent,
         "polygon": ring,
@@ -181,56 +181,56 @@ def unit_departments(
 GUIYANG_DISTRICTS: list[tuple[str, str, str, Box, int, int, list[tuple[str, str]]]] = [
     (
         "520102",
-        "南明區",
+        "南明区",
         "Nanming",
         Box(106.64, 26.60, 106.80, 26.50),
         2,
         2,
         [
-            ("新華社區", "Xinhua"),
-            ("油榨社區", "Youzha"),
-            ("花果園社區", "Huaguoyuan"),
-            ("太慈社區", "Taici"),
+            ("新华社区", "Xinhua"),
+            ("油榨社区", "Youzha"),
+            ("花果园社区", "Huaguoyuan"),
+            ("太慈社区", "Taici"),
         ],
     ),
     (
         "520103",
-        "雲岩區",
+        "云岩区",
         "Yunyan",
         Box(106.64, 26.70, 106.80, 26.60),
         2,
         2,
         [
-            ("黔靈社區", "Qianling"),
-            ("市西社區", "Shixi"),
-            ("威清社區", "Weiqing"),
-            ("北京路社區", "Beijinglu"),
+            ("黔灵社区", "Qianling"),
+            ("市西社区", "Shixi"),
+            ("威清社区", "Weiqing"),
+            ("北京路社区", "Beijinglu"),
         ],
     ),
     (
         "520111",
-        "花溪區",
+        "花溪区",
         "Huaxi",
         Box(106.55, 26.50, 106.80, 26.40),
         3,
         1,
-        [("溪北社區", "Xibei"), ("貴築社區", "Guizhu"), ("清溪社區", "Qingxi")],
+        [("溪北社区", "Xibei"), ("贵筑社区", "Guizhu"), ("清溪社区", "Qingxi")],
     ),
     (
         "520115",
-        "觀山湖區",
+        "观山湖区",
         "Guanshanhu",
         Box(106.55, 26.70, 106.64, 26.50),
         1,
         3,
-        [("世紀城社區", "Shijicheng"), ("金華園社區", "Jinhuayuan"), ("會展社區", "Huizhan")],
+        [("世纪城社区", "Shijicheng"), ("金华园社区", "Jinhuayuan"), ("会展社区", "Huizhan")],
     ),
 ]
 
 
 def guiyang() -> dict[str, Any]:
     rng = random.Random(520100)
-    city, city_zh, city_en = "520100", "貴陽市", "Guiyang"
+    city, city_zh, city_en = "520100", "贵阳市", "Guiyang"
     nodes: list[dict[str, Any]] = []
     grids: list[dict[str, Any]] = []
     departments = full_departments(city, city_zh, city_en, CITY_DEPARTMENTS)
@@ -273,9 +273,9 @@ def guiyang() -> dict[str, Any]:
         "code_scheme": "gbt2260",
         "levels": [
             {"key": "city", "name_zh": "市", "name_en": "City", "command": True},
-            {"key": "district", "name_zh": "區", "name_en": "District", "command": True},
-            {"key": "community", "name_zh": "社區", "name_en": "Community", "command": True},
-            {"key": "grid", "name_zh": "網格", "name_en": "Grid", "command": False},
+            {"key": "district", "name_zh": "区", "name_en": "District", "command": True},
+            {"key": "community", "name_zh": "社区", "name_en": "Community", "command": True},
+            {"key": "grid", "name_zh": "网格", "name_en": "Grid", "command": False},
         ],
         "nodes": nodes,
         "grids": grids,
@@ -292,29 +292,29 @@ CHANGSHA_DISTRICTS: list[
 ] = [
     (
         "430102",
-        "芙蓉區",
+        "芙蓉区",
         "Furong",
         Box(112.975, 28.205, 113.015, 28.185),
         [
             (
                 "定王台街道",
                 "Dingwangtai",
-                [("樊西巷社區", "Fanxixiang"), ("晏家塘社區", "Yanjiatang")],
+                [("樊西巷社区", "Fanxixiang"), ("晏家塘社区", "Yanjiatang")],
             ),
-            ("文藝路街道", "Wenyilu", [("識字嶺社區", "Shiziling"), ("八一路社區", "Bayilu")]),
+            ("文艺路街道", "Wenyilu", [("识字岭社区", "Shiziling"), ("八一路社区", "Bayilu")]),
         ],
     ),
     (
         "430103",
-        "天心區",
+        "天心区",
         "Tianxin",
         Box(112.975, 28.185, 113.015, 28.165),
         [
-            ("坡子街街道", "Pozijie", [("壩子街社區", "Bazijie"), ("西牌樓社區", "Xipailou")]),
+            ("坡子街街道", "Pozijie", [("坝子街社区", "Bazijie"), ("西牌楼社区", "Xipailou")]),
             (
                 "城南路街道",
                 "Chengnanlu",
-                [("天心閣社區", "Tianxinge"), ("白沙井社區", "Baishajing")],
+                [("天心阁社区", "Tianxinge"), ("白沙井社区", "Baishajing")],
             ),
         ],
     ),
@@ -323,7 +323,7 @@ CHANGSHA_DISTRICTS: list[
 
 def changsha_mini() -> dict[str, Any]:
     rng = random.Random(430100)
-    city, city_zh, city_en = "430100", "長沙市", "Changsha"
+    city, city_zh, city_en = "430100", "长沙市", "Changsha"
     nodes: list[dict[str, Any]] = []
     grids: list[dict[str, Any]] = []
     departments = full_departments(city, city_zh, city_en, CITY_DEPARTMENTS)
@@ -377,10 +377,10 @@ def changsha_mini() -> dict[str, Any]:
         "code_scheme": "gbt2260",
         "levels": [
             {"key": "city", "name_zh": "市", "name_en": "City", "command": True},
-            {"key": "district", "name_zh": "區", "name_en": "District", "command": True},
+            {"key": "district", "name_zh": "区", "name_en": "District", "command": True},
             {"key": "street", "name_zh": "街道", "name_en": "Street", "command": True},
-            {"key": "community", "name_zh": "社區", "name_en": "Community", "command": True},
-            {"key": "grid", "name_zh": "網格", "name_en": "Grid", "command": False},
+            {"key": "community", "name_zh": "社区", "name_en": "Community", "command": True},
+            {"key": "grid", "name_zh": "网格", "name_en": "Grid", "command": False},
         ],
         "nodes": nodes,
         "grids": grids,

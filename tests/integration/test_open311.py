@@ -48,7 +48,7 @@ async def test_services_and_definitions(system: dict[str, Any]) -> None:
     assert not any(c.startswith(("ZL03", "ZL01")) for c in codes)
     first = next(s for s in items if s["service_code"] == "BJ0101")
     assert first["metadata"] is True and first["type"] == "realtime"  # it asks a question
-    assert "上水井蓋" in first["service_name"] and "manhole" in first["service_name"]
+    assert "上水井盖" in first["service_name"] and "manhole" in first["service_name"]
     assert set(first) >= {"service_code", "service_name", "description", "keywords", "group"}
 
     as_xml = xml(await client.get(f"{BASE}/services.xml"))

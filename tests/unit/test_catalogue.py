@@ -40,19 +40,19 @@ def _limits(u: float = 2, i: float = 8, o: float = 24) -> dict[str, dict[str, fl
 def _category(code: str = "SJ9901", **overrides: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "code": code,
-        "name_zh": "測試類別",
+        "name_zh": "测试类别",
         "name_en": "Test category",
         "kind": "event",
         "group_zh": "其他",
         "group_en": "Other",
         "filing_conditions": ["有照片 (photo)"],
-        "closure_conditions": ["已處理 (handled)"],
+        "closure_conditions": ["已处理 (handled)"],
         "department_function": "sanitation",
         "level": "district",
         "default_priority": "ordinary",
         "limits": _limits(),
         "clock": "working",
-        "keywords": {"urgent": ["緊急"], "important": [], "ordinary": []},
+        "keywords": {"urgent": ["紧急"], "important": [], "ordinary": []},
         "escalate_after_overdue_hours": 8,
     }
     data.update(overrides)
@@ -80,13 +80,13 @@ def test_shipped_catalogue_loads_with_enough_categories_of_every_kind(catalogue:
 
 
 def test_shipped_catalogue_covers_all_six_must_visit_households(catalogue: Catalogue) -> None:
-    visits = [c for c in catalogue.all() if c.group_zh == "六必訪"]
-    households = ["困難家庭", "矛盾糾紛戶", "失業人員", "重病患者", "刑滿釋放", "獨居老人"]
+    visits = [c for c in catalogue.all() if c.group_zh == "六必访"]
+    households = ["困难家庭", "矛盾纠纷户", "失业人员", "重病患者", "刑满释放", "独居老人"]
     for household in households:
         matches = [c for c in visits if household in c.name_zh]
         assert len(matches) == 1, household
-    correction = next(c for c in visits if "刑滿釋放" in c.name_zh)
-    assert "社區矯正" in correction.name_zh
+    correction = next(c for c in visits if "刑满释放" in c.name_zh)
+    assert "社区矫正" in correction.name_zh
     assert len(visits) == 6
     for visit in visits:
         assert visit.kind == "governance"
@@ -106,9 +106,9 @@ def test_shipped_limits_follow_the_local_tables(catalogue: Catalogue) -> None:
     assert exposed.name_zh == "暴露垃圾"
     assert (exposed.clock, exposed.limits["ordinary"].handle) == ("working", 4)
     road = catalogue.get("SJ0103")
-    assert road.name_zh == "道路不潔" and road.limits["ordinary"].handle == 2
+    assert road.name_zh == "道路不洁" and road.limits["ordinary"].handle == 2
     illegal = catalogue.get("SJ0301")
-    assert illegal.name_zh == "違法建設"
+    assert illegal.name_zh == "违法建设"
     assert illegal.limits["urgent"].handle == illegal.limits["important"].handle == 4
     assert illegal.limits["ordinary"].handle == 49  # 7 working days of 7 working hours
     for code in ("SJ0402", "SJ0403", "SJ0401"):  # missing cover, gas leak, road collapse
@@ -126,11 +126,11 @@ def test_shipped_limits_follow_the_local_tables(catalogue: Catalogue) -> None:
 
 def test_shipped_components_and_events_are_named_in_both_languages(catalogue: Catalogue) -> None:
     names = {c.name_zh for c in catalogue.all()}
-    for expected in ("上水井蓋", "雨水篦子", "路燈", "消防栓", "公交站亭", "垃圾箱", "交通標誌牌",
-                     "護欄", "隔離墩", "公廁", "廣告牌", "行道樹", "綠地", "積存垃圾渣土",
-                     "亂堆物堆料", "非法小廣告", "施工擾民", "路面塌陷", "井蓋丟失", "燃氣洩漏",
-                     "積水內澇", "無照經營遊商", "店外經營", "佔道經營", "機動車亂停放",
-                     "鄰里糾紛", "家庭糾紛", "消防通道堵塞", "危房", "居民訴求"):  # fmt: skip
+    for expected in ("上水井盖", "雨水篦子", "路灯", "消防栓", "公交站亭", "垃圾箱", "交通标志牌",
+                     "护栏", "隔离墩", "公厕", "广告牌", "行道树", "绿地", "积存垃圾渣土",
+                     "乱堆物堆料", "非法小广告", "施工扰民", "路面塌陷", "井盖丢失", "燃气泄漏",
+                     "积水内涝", "无照经营游商", "店外经营", "占道经营", "机动车乱停放",
+                     "邻里纠纷", "家庭纠纷", "消防通道堵塞", "危房", "居民诉求"):  # fmt: skip
         assert expected in names
     for category in catalogue.all():
         assert category.name_en.strip() and category.filing_conditions
@@ -284,15 +284,16 @@ def test_categories_are_read_only(catalogue: Catalogue) -> None:
 
 
 def test_search_in_chinese_english_and_simplified(catalogue: Catalogue) -> None:
-    covers = [c.code for c in catalogue.search("井蓋")]
+    covers = [c.code for c in catalogue.search("井盖")]
     assert covers[:3] == ["BJ0101", "BJ0102", "BJ0103"] and "SJ0402" in covers
-    assert [c.code for c in catalogue.search("井盖")] == covers  # simplified spelling
+    assert [c.code for c in catalogue.search("井蓋")] == covers  # traditional spelling (aliases)
+    assert catalogue.search("上水井蓋")[0].code == "BJ0101"  # the former zh-Hant name
     assert catalogue.search("暴露垃圾")[0].code == "SJ0101"
     assert catalogue.search("STREET LAMP")[0].code == "BJ0105"
     assert catalogue.search("路灯")[0].code == "BJ0105"
     assert catalogue.search("bj0105")[0].code == "BJ0105"
-    assert catalogue.search("紅綠燈")[0].code == "BJ0205"  # alias
-    assert {c.code for c in catalogue.search("六必訪")} == {f"ZL030{i}" for i in range(1, 7)}
+    assert catalogue.search("红绿灯")[0].code == "BJ0205"  # alias
+    assert {c.code for c in catalogue.search("六必访")} == {f"ZL030{i}" for i in range(1, 7)}
     assert catalogue.search("no such thing at all") == []
     assert len(catalogue.search("  ")) == len(catalogue)
 

@@ -57,7 +57,7 @@ _ALL_GRIDS = [(_GUIYANG, code) for code in _GUIYANG.grids] + [
 
 
 def test_guiyang_counts(guiyang: Jurisdiction) -> None:
-    assert (guiyang.city_code, guiyang.name_zh, guiyang.name_en) == ("520100", "貴陽市", "Guiyang")
+    assert (guiyang.city_code, guiyang.name_zh, guiyang.name_en) == ("520100", "贵阳市", "Guiyang")
     assert guiyang.version >= 1
     assert [lv.key for lv in guiyang.levels] == ["city", "district", "community", "grid"]
     districts = guiyang.children("520100")
@@ -69,8 +69,8 @@ def test_guiyang_counts(guiyang: Jurisdiction) -> None:
     assert len(guiyang.nodes) == 1 + len(districts) + len(communities)
     assert all(guiyang.node(c).level == "community" for c in communities)
     assert sum(len(guiyang.children(c)) for c in communities) == len(guiyang.grids)
-    assert guiyang.node("520102").name_zh == "南明區"
-    assert guiyang.node("520115").name_zh == "觀山湖區"
+    assert guiyang.node("520102").name_zh == "南明区"
+    assert guiyang.node("520115").name_zh == "观山湖区"
 
 
 def test_changsha_counts(changsha: Jurisdiction) -> None:
@@ -331,7 +331,7 @@ def test_every_district_and_city_has_every_function(
                 assert dept is not None, (node, function)
                 assert dept.node == node and function in dept.functions
                 assert dept.code == f"D-{node}-{function}"
-    assert guiyang.find_department("sanitation", "520102").name_zh == "南明區環衛局"  # type: ignore[union-attr]
+    assert guiyang.find_department("sanitation", "520102").name_zh == "南明区环卫局"  # type: ignore[union-attr]
 
 
 def test_community_units(guiyang: Jurisdiction, changsha: Jurisdiction) -> None:
@@ -347,7 +347,7 @@ def test_community_units(guiyang: Jurisdiction, changsha: Jurisdiction) -> None:
                 "mediation",
                 "sanitation",
             ]
-            assert station.name_zh.endswith("網格工作站")
+            assert station.name_zh.endswith("网格工作站")
             assert units[f"D-{code}-public_security"].functions == ["public_security"]
             assert city.find_department("community_service", code) == station
             assert city.find_department("water", code) is None  # no walking up
@@ -423,7 +423,7 @@ def _square(lon: float, lat: float, size: float = 0.01) -> list[list[float]]:
 def _grid(code: str, parent: str, polygon: list[list[float]]) -> dict[str, Any]:
     return {
         "code": code,
-        "name_zh": "網格",
+        "name_zh": "网格",
         "name_en": "Grid",
         "parent": parent,
         "polygon": polygon,
@@ -442,8 +442,8 @@ def _tiny() -> dict[str, Any]:
         "version": 1,
         "city": {"code": "C", "name_zh": "市", "name_en": "City"},
         "nodes": [
-            {"code": "D1", "name_zh": "區", "name_en": "D", "level": "district", "parent": "C"},
-            {"code": "M1", "name_zh": "社區", "name_en": "M", "level": "community", "parent": "D1"},
+            {"code": "D1", "name_zh": "区", "name_en": "D", "level": "district", "parent": "C"},
+            {"code": "M1", "name_zh": "社区", "name_en": "M", "level": "community", "parent": "D1"},
         ],
         "grids": [
             _grid("G1", "M1", _square(106.0, 26.0)),
@@ -492,7 +492,7 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         "duplicate node",
         _append(
             "nodes",
-            {"code": "D1", "name_zh": "區", "name_en": "D", "level": "district", "parent": "C"},
+            {"code": "D1", "name_zh": "区", "name_en": "D", "level": "district", "parent": "C"},
         ),
         "duplicate code 'D1'",
     ),
@@ -571,7 +571,7 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
             [
                 {"key": "city", "name_zh": "市", "name_en": "C", "command": True},
                 {"key": "city", "name_zh": "市", "name_en": "C", "command": True},
-                {"key": "grid", "name_zh": "網格", "name_en": "G", "command": False},
+                {"key": "grid", "name_zh": "网格", "name_en": "G", "command": False},
             ],
         ),
         "level key 'city' is defined more than once",
@@ -582,9 +582,9 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
             "levels",
             [
                 {"key": "city", "name_zh": "市", "name_en": "C", "command": True},
-                {"key": "district", "name_zh": "區", "name_en": "D", "command": True},
-                {"key": "community", "name_zh": "社區", "name_en": "M", "command": True},
-                {"key": "grid", "name_zh": "網格", "name_en": "G", "command": True},
+                {"key": "district", "name_zh": "区", "name_en": "D", "command": True},
+                {"key": "community", "name_zh": "社区", "name_en": "M", "command": True},
+                {"key": "grid", "name_zh": "网格", "name_en": "G", "command": True},
             ],
         ),
         "the grid level 'grid' cannot be a command level",
