@@ -53,8 +53,11 @@ def owner(step: str | None, case: Mapping[str, Any]) -> list[str]:
     return ["role.dispatcher"]
 
 
-def notices_for(env: Mapping[str, Any], case: Mapping[str, Any]) -> list[Notice]:
-    """The notices one event causes, given the case facts known before it."""
+def notices_for(
+    env: Mapping[str, Any], case: Mapping[str, Any], rule: VisitRule = DEFAULT_RULE,
+) -> list[Notice]:
+    """The notices one event causes, given the case facts known before it (``rule``: which
+    closed cases are due a return visit, ``aggregates/visits.py``)."""
     etype, data = env["type"], env.get("data") or {}
     reason = env.get("reason")
     desc = (case.get("description") or "")[:80]
@@ -108,7 +111,7 @@ def notices_for(env: Mapping[str, Any], case: Mapping[str, Any]) -> list[Notice]
             f"回访不满意, 请决定重办或不予重办: {data.get('comment') or desc}",
             {"comment": data.get("comment")},
         )]
-    if etype == "Closed" and DEFAULT_RULE.due(case.get("source"), case.get("reporter_phone")):
+    if etype == "Closed" and rule.due(case.get("source"), case.get("reporter_phone")):
         return [Notice("return_visit_due", ["role.call_taker"], f"已结案, 请回访: {desc}")]
     return []
 

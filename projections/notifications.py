@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from aggregates.notices import Notice, notices_for
+from aggregates.visits import VisitRule
 from core.clock import Clock, SystemClock
 from core.settings import get_settings
 from projections.base import Envelope
@@ -46,6 +47,16 @@ CREATE TABLE IF NOT EXISTS notify_cases (
     source text,
     description text
 );
+DO $$ BEGIN
+    -- The reporter's phone: the return-visit rule (aggregates/visits.py) may make a case with
+    -- one due a visit whatever its source. Checked first: no lock once the column is there.
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema =
+                   current_schema() AND table_name = 'notify_cases'
+                   AND column_name = 'reporter_phone')
+    THEN
+        ALTER TABLE notify_cases ADD COLUMN reporter_phone text;
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS notifications (
     id bigserial PRIMARY KEY,
     kind text NOT NULL,
@@ -149,6 +160,8 @@ class NotifyProjection:
         self.held = 0  # notification rows written for them, not pushed, no deliveries
         self.history_span: tuple[datetime, datetime] | None = None  # oldest, newest such event
         self.news_seen = False  # the batch held at least one event within the bound
+        # Which closed cases call-takers are told to visit (GRID_RETURN_VISITS).
+        self.visit_rule = VisitRule.parse(get_settings().return_visits)
 
     def ddl(self) -> str:
         return DDL
@@ -184,13 +197,14 @@ class NotifyProjection:
                     "grid": data.get("grid"),
                     "department": None,
                     "source": data.get("source"),
+                    "reporter_phone": (data.get("reporter") or {}).get("phone"),
                     "description": data.get("description"),
                 }
                 changed.add(cid)
             case = cases.get(cid)
             if case is None:
                 continue
-            for notice in notices_for(env, case):
+            for notice in notices_for(env, case, self.visit_rule):
                 await self._insert(conn, env, at, live, case, notice, hooks)
             # The event's summary names the department when it changed it.
             department = (data.get("summary") or {}).get("department", case["department"])
@@ -201,8 +215,8 @@ class NotifyProjection:
             c = cases[cid]
             await conn.execute(
                 "INSERT INTO notify_cases (case_id, case_no, category, grid, department, source, "
-                "description) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (case_id) DO "
-                "UPDATE SET department = EXCLUDED.department",
+                "description, reporter_phone) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+                "ON CONFLICT (case_id) DO UPDATE SET department = EXCLUDED.department",
                 cid,
                 c["case_no"],
                 c["category"],
@@ -210,6 +224,7 @@ class NotifyProjection:
                 c["department"],
                 c["source"],
                 c["description"],
+                c.get("reporter_phone"),
             )
 
     async def _insert(

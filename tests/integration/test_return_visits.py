@@ -129,6 +129,14 @@ async def test_return_visit_list_rule_pages_and_the_shift_leaders_decision(
     assert {r["channel"] for r in messages} == {"log"}
     assert no_phone not in {r["case_no"] for r in messages}
 
+    # The call-takers are told of the same cases (the same rule: a reporter phone counts).
+    async def call_takers_told() -> set[str] | None:
+        items = (await client.get("/v1/notifications", headers=CALL_TAKER)).json()["items"]
+        told = {n["case_no"] for n in items if n["kind"] == "return_visit_due"}
+        return told if len(told) >= 2 else None
+
+    assert await eventually(call_takers_told, timeout=20) == {hotline, with_phone}
+
     # 不满意 → off the call-taker's list, onto the shift leader's until decided.
     await act(client, hotline, "return_visit", CALL_TAKER, satisfaction="dissatisfied",
               comment="还是很脏")
