@@ -18,6 +18,7 @@ from collections.abc import Iterable
 import asyncpg
 
 from aggregates.service import CaseService
+from aggregates.visits import VisitRule
 from core import apikeys, photos, places, users
 from core.db import create_pool, ensure_schema, wait_for_database
 from core.eventstore import StoreRegistry
@@ -62,6 +63,8 @@ class Runtime(runtime.Runtime):
     @classmethod
     async def open(cls, settings: Settings, nats_url: str, database_url: str) -> Runtime:
         ref = load_reference(settings)
+        VisitRule.parse(settings.return_visits)  # a typo in GRID_RETURN_VISITS stops the start
+        outbound.channel_from(settings)  # so does an incomplete GRID_SMS_CHANNEL
         topo = Topology(settings.stream_prefix)
         await wait_for_database(database_url)
         await ensure_schema(database_url, settings.db_schema)

@@ -102,3 +102,10 @@ async def test_webhook_channel_signed_retried_then_sent() -> None:
             await conn2.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         finally:
             await conn2.close()
+
+
+def test_a_typo_in_the_settings_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="GRID_RETURN_VISITS"):
+        VisitRule.parse("hotline,phnoe")
+    with pytest.raises(ValueError, match="GRID_SMS_CHANNEL"):
+        outbound.channel_from(Settings(GRID_SMS_CHANNEL="carrier-pigeon"))
