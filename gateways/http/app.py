@@ -44,7 +44,7 @@ def create_app(
         title="griddispatch",
         version="0.1.0",
         description=(
-            "Grid management and case dispatch (網格化管理 · 12319). Reports are accepted "
+            "Grid management and case dispatch (网格化管理 · 12319). Reports are accepted "
             "asynchronously (202 + case number); lifecycle commands answer with the outcome."
         ),
     )

@@ -61,9 +61,9 @@ from projections.audit import search
 from projections.audit import verify as verifying
 from projections.audit.chain import CHAIN_ALGORITHM
 
-router = APIRouter(prefix="/v1/audit", tags=["audit 審計"])
+router = APIRouter(prefix="/v1/audit", tags=["audit 审计"])
 #: The auditor page: public HTML / JS / CSS (no data; every datum comes from the API above).
-pages = APIRouter(tags=["pages 頁面"], include_in_schema=False)
+pages = APIRouter(tags=["pages 页面"], include_in_schema=False)
 PAGE_DIR = FilePath(__file__).resolve().parent.parent / "web_audit"
 PAGE_ASSETS = {"audit.js": "text/javascript", "audit.css": "text/css"}
 

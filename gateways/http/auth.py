@@ -52,8 +52,8 @@ from gateways.http.identity import (
 )
 from gateways.http.inputs import Patch
 
-router = APIRouter(prefix="/v1/auth", tags=["identity 身份認證"])
-admin_router = APIRouter(prefix="/v1/admin/users", tags=["admin 用戶管理"])
+router = APIRouter(prefix="/v1/auth", tags=["identity 身份认证"])
+admin_router = APIRouter(prefix="/v1/admin/users", tags=["admin 用户管理"])
 
 #: Security events (failed, locked and disabled sign-ins): one structlog line each with the
 #: event name, the username tried and the client address, for the SIEM / log search.

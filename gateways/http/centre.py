@@ -49,7 +49,7 @@ from gateways.http.identity import Principal, require
 from projections import map as mapmodel
 from projections import metrics as m
 
-router = APIRouter(prefix="/v1", tags=["command centre 指揮中心"])
+router = APIRouter(prefix="/v1", tags=["command centre 指挥中心"])
 
 #: Who reads the centre's map, metrics and stream: its staff and the auditors (read-only).
 CENTRE_ROLES = (*COMMAND_CENTRE, "auditor")

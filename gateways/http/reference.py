@@ -15,7 +15,7 @@ from gateways.http.identity import current_principal
 
 #: Any signed-in user may read reference data (forms, maps, validators).
 router = APIRouter(
-    prefix="/v1", tags=["reference 基礎數據"], dependencies=[Depends(current_principal)]
+    prefix="/v1", tags=["reference 基础数据"], dependencies=[Depends(current_principal)]
 )
 
 

@@ -43,7 +43,7 @@ from gateways.http.errors import ApiError, validation_error
 from gateways.http.identity import Principal, require
 
 log = get_logger("gateway")
-router = APIRouter(prefix="/v1", tags=["intake 上報"])
+router = APIRouter(prefix="/v1", tags=["intake 上报"])
 #: Inspectors (own grids) and call-takers (own centre) report; per-IP and per-token limits.
 reporter = require(*REPORTERS, scopes=("reports:create",), rate="intake")
 

@@ -46,7 +46,7 @@ from gateways.http.deps import get_jetstream, get_pool, get_reference, get_topol
 from gateways.http.identity import Principal, require
 
 log = get_logger("stream")
-router = APIRouter(prefix="/v1", tags=["command centre 指揮中心"])
+router = APIRouter(prefix="/v1", tags=["command centre 指挥中心"])
 
 #: The read models a change must be visible in before it is announced.
 BARRIER_PROJECTIONS = ("queue", "map")
