@@ -97,20 +97,20 @@ __all__ = [
 #: The fixed department function tags (zh, en). The category catalogue routes a case by one of
 #: these tags, never by a department's name, so a city can rename or merge bureaus freely.
 FUNCTIONS: dict[str, tuple[str, str]] = {
-    "sanitation": ("環衛", "Sanitation"),
+    "sanitation": ("环卫", "Sanitation"),
     "municipal": ("市政", "Municipal works"),  # roads, manholes, street lamps, bus stops
-    "greening": ("園林綠化", "Landscaping and greening"),
-    "urban_management": ("城管執法", "Urban management enforcement"),
+    "greening": ("园林绿化", "Landscaping and greening"),
+    "urban_management": ("城管执法", "Urban management enforcement"),
     "housing": ("住建", "Housing and construction"),
-    "water": ("水務", "Water"),
+    "water": ("水务", "Water"),
     "traffic": ("交通/交警", "Traffic and traffic police"),
     "public_security": ("公安", "Public security"),
-    "market": ("市場監管", "Market regulation"),
+    "market": ("市场监管", "Market regulation"),
     "civil_affairs": ("民政", "Civil affairs"),
-    "mediation": ("司法調解", "Mediation"),
-    "emergency": ("應急管理", "Emergency management"),
-    "environment": ("生態環境", "Ecology and environment"),
-    "community_service": ("社區服務", "Community service"),
+    "mediation": ("司法调解", "Mediation"),
+    "emergency": ("应急管理", "Emergency management"),
+    "environment": ("生态环境", "Ecology and environment"),
+    "community_service": ("社区服务", "Community service"),
 }
 
 #: ``in_city`` accepts points this far outside the grids: phone GPS drifts tens to hundreds of
@@ -204,9 +204,9 @@ class Level(_Frozen):
 #: The default three-level tree (DOMAIN.md): city → district → community → grid.
 DEFAULT_LEVELS: tuple[Level, ...] = (
     Level(key="city", name_zh="市", name_en="City", command=True),
-    Level(key="district", name_zh="區", name_en="District", command=True),
-    Level(key="community", name_zh="社區", name_en="Community", command=True),
-    Level(key="grid", name_zh="網格", name_en="Grid", command=False),
+    Level(key="district", name_zh="区", name_en="District", command=True),
+    Level(key="community", name_zh="社区", name_en="Community", command=True),
+    Level(key="grid", name_zh="网格", name_en="Grid", command=False),
 )
 
 

@@ -18,9 +18,9 @@ from gateways.runtime import Runtime
 log = get_logger("sample")
 
 DESCRIPTIONS = {
-    "component": "巡查發現設施損壞，需要維修 (facility damaged, needs repair)",
-    "event": "現場發現問題，影響市容和通行 (problem affects the street and passers-by)",
-    "governance": "網格走訪發現情況，需要跟進 (found on a grid visit, needs follow-up)",
+    "component": "巡查发现设施损坏，需要维修 (facility damaged, needs repair)",
+    "event": "现场发现问题，影响市容和通行 (problem affects the street and passers-by)",
+    "governance": "网格走访发现情况，需要跟进 (found on a grid visit, needs follow-up)",
 }
 
 

@@ -582,10 +582,10 @@ def _labeller(j: Jurisdiction, group_by: str) -> Callable[[str], tuple[str, str]
     def label(key: str) -> tuple[str, str]:
         if not key:
             if group_by == "department":
-                return ("(未派遣: 上報、立案等)", "(no department: reports, filing …)")
+                return ("(未派遣: 上报、立案等)", "(no department: reports, filing …)")
             if group_by == "inspector":
-                return ("(非網格員上報)", "(not reported by an inspector)")
-            return ("(無)", "(none)")
+                return ("(非网格员上报)", "(not reported by an inspector)")
+            return ("(无)", "(none)")
         if group_by == "department" and key in j.departments:
             d = j.departments[key]
             return d.name_zh, d.name_en
@@ -825,7 +825,7 @@ async def export_metrics(
     metric_keys = list(m.METRICS)
 
     async def rows() -> AsyncIterator[dict[str, Any]]:
-        for g in [*data["groups"], {"key": "TOTAL", "label_zh": "合計", "label_en": "Total",
+        for g in [*data["groups"], {"key": "TOTAL", "label_zh": "合计", "label_en": "Total",
                                     **data["totals"]}]:
             yield {
                 "node": data["node"]["code"],
