@@ -418,7 +418,7 @@
       .then((full) => {
         const ev = [...full.timeline].reverse().find((e) => e.type === "ResultReported");
         result.replaceChildren(
-          h("b", {}, T("处置反馈")),
+          h("b", {}, `${T("处置反馈")}: `),
           ev ? ev.data.note : "—",
           h("div", { class: "thumbs" }, ...((ev && ev.data.photos) || []).map(GD.photoImg))
         );
