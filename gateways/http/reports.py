@@ -305,14 +305,15 @@ async def publish(intake: Intake, report: PreparedReport) -> bool:
 async def already_made(intake: Intake, reports: list[PreparedReport]) -> set[str]:
     """The keys among ``reports`` whose case is already in the event store.
 
-    Asked only for reports JetStream took as new: within the dedupe window JetStream's own
-    answer is right and free; after it (a phone's queue sent again the next day) the key's
-    case may exist although the broker no longer remembers the key. The case id is derived
-    from the key, so this is one lookup by the events table's primary key (originator_id,
-    originator_version) per district — no extra table, no write, and the event store is the
-    truth (a read model could lag behind it). Costs one indexed read per new report; the
-    answer is a courtesy (the worker never makes a second case either way), so if the
-    database cannot answer within a second the flag stays false and a line is logged."""
+    Asked before the report is published (afterwards a quick worker may already have stored
+    it). JetStream's own answer covers its dedupe window; after it (a phone's queue sent
+    again the next day) the key's case may exist although the broker no longer remembers
+    the key. The case id is derived from the key, so this is one lookup by the events
+    table's primary key (originator_id, originator_version) per district — no extra table,
+    no write, and the event store is the truth (a read model could lag behind it). Costs
+    one indexed read per report; the answer is a courtesy (the worker never makes a second
+    case either way), so if the database cannot answer within a second the flag stays false
+    and a line is logged."""
     by_district: dict[str, list[PreparedReport]] = {}
     for report in reports:
         by_district.setdefault(report.district, []).append(report)
@@ -351,9 +352,10 @@ async def post_report(
     key = idempotency_key or body.idempotency_key or generated
     report = await prepare(intake, clock, principal, body, key)
     structlog.contextvars.bind_contextvars(case_no=report.command.case_no)
-    duplicate = await publish(intake, report)
-    if not duplicate and key != generated:
-        duplicate = bool(await already_made(intake, [report]))
+    # Asked before publishing: once published, a quick worker may store the case before
+    # the lookup, which would then call a new report a duplicate.
+    made = key != generated and bool(await already_made(intake, [report]))
+    duplicate = await publish(intake, report) or made
     log.info("report.accepted", grid=report.grid, duplicate=duplicate)
     return JSONResponse(
         report.accepted(duplicate).model_dump(),
@@ -448,11 +450,11 @@ async def post_reports_batch(
             results[index] = _refusal(index, key, validation_error(exc.errors()), 422)
         except ApiError as exc:
             results[index] = _refusal(index, key, exc, exc.status)
+    # Which cases exist already is asked before publishing (see ``post_report``).
+    made = await already_made(intake, [report for _, report in prepared]) if prepared else set()
     outcomes = await asyncio.gather(
         *(publish(intake, report) for _, report in prepared), return_exceptions=True
     )
-    fresh = [report for (_, report), dup in zip(prepared, outcomes, strict=True) if dup is False]
-    made = await already_made(intake, fresh) if fresh else set()
     broker_down = 0
     for (index, report), outcome in zip(prepared, outcomes, strict=True):
         if isinstance(outcome, ApiError):
