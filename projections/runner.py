@@ -88,31 +88,67 @@ async def apply_in_transaction(
     envelopes: Sequence[Envelope],
     lock: bool = True,
 ) -> int:
-    """``apply_batch`` inside a transaction the caller holds (a projector feeding several
-    read models commits them together)."""
+    """``apply_batch`` inside a transaction the caller holds."""
+    return await apply_group(conn, [projection], envelopes, lock)
+
+
+async def apply_group(
+    conn: asyncpg.Connection,
+    projections: Sequence[Projection],
+    envelopes: Sequence[Envelope],
+    lock: bool = True,
+) -> int:
+    """Apply the batch to each of ``projections`` (in that order) inside the caller's
+    transaction, each skipping what its own positions say it has; returns the most any of
+    them took. Exactly-once per projection: its rows and its positions commit together.
+
+    One statement takes the projections' locks (in name order, as any other holder takes
+    one), one reads and one writes all their positions: at a trickle the projector's cost
+    was these per-projection round trips, not the rows."""
+    names = [p.name for p in projections]
     if lock:
-        await projection_lock(conn, projection.name)
+        ordered = sorted(set(names))
+        await conn.execute(
+            "SELECT "
+            + ", ".join(
+                f"pg_advisory_xact_lock(hashtext(current_schema() || ':projection:' || ${i + 1}))"
+                for i in range(len(ordered))
+            ),
+            *ordered,
+        )
     rows = await conn.fetch(
-        "SELECT partition, position FROM projection_positions WHERE projection = $1",
-        projection.name,
+        "SELECT projection, partition, position FROM projection_positions "
+        "WHERE projection = ANY($1::text[])",
+        names,
     )
-    positions = {r["partition"]: r["position"] for r in rows}
-    fresh: list[Envelope] = []
-    for env in envelopes:
-        partition = env["partition"]
-        if env["position"] > positions.get(partition, 0):
-            fresh.append(env)
-            positions[partition] = env["position"]
-    if not fresh:
-        return 0
-    await projection.apply(conn, fresh)
-    await conn.executemany(
-        "INSERT INTO projection_positions (projection, partition, position) "
-        "VALUES ($1, $2, $3) ON CONFLICT (projection, partition) "
-        "DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
-        [(projection.name, p, pos) for p, pos in positions.items()],
-    )
-    return len(fresh)
+    known: dict[str, dict[str, int]] = {}
+    for r in rows:
+        known.setdefault(r["projection"], {})[r["partition"]] = r["position"]
+    written: list[tuple[str, str, int]] = []
+    most = 0
+    for projection in projections:
+        positions = known.get(projection.name, {})
+        moved: dict[str, int] = {}
+        fresh: list[Envelope] = []
+        for env in envelopes:
+            partition = env["partition"]
+            position = env["position"]
+            if position > moved.get(partition, positions.get(partition, 0)):
+                fresh.append(env)
+                moved[partition] = position
+        if fresh:
+            await projection.apply(conn, fresh)
+            written.extend((projection.name, p, pos) for p, pos in moved.items())
+            most = max(most, len(fresh))
+    if written:
+        await conn.execute(
+            "INSERT INTO projection_positions (projection, partition, position) "
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) "
+            "ON CONFLICT (projection, partition) "
+            "DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
+            *[list(col) for col in zip(*written, strict=True)],
+        )
+    return most
 
 
 async def complete_from_store(
@@ -197,8 +233,7 @@ class ProjectionRunner:
         as its rows."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(READ_MODEL_COMMIT)
-            counts = [await apply_in_transaction(conn, p, envelopes) for p in projections]
-        return max(counts, default=0)
+            return await apply_group(conn, projections, envelopes)
 
     async def _apply_all(self, envelopes: list[Envelope]) -> int:
         """Apply the batch to every projection of the group, each in its own transaction on
