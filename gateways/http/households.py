@@ -38,7 +38,7 @@ from core.ids import case_id_for_key, case_no_for_id, new_key
 from core.messaging import Topology
 from core.refdata import Reference
 from core.settings import Settings
-from core.vocabulary import CARE_FLAG_LABELS, STATUS_LABELS, Status
+from core.vocabulary import CARE_FLAG_LABELS, SENSITIVE_CARE_FLAGS, STATUS_LABELS, Status
 from gateways import household_files as files
 from gateways.households import HouseholdApp, import_rows, schedules_for
 from gateways.http import household_access as hx
@@ -100,8 +100,21 @@ async def _case_outcomes(conn: asyncpg.Connection, case_nos: list[str]) -> dict[
 # --------------------------------------------------------------------------- register
 
 
+async def _log_list(app: HouseholdApp, principal: Principal, what: str,
+                    items: list[dict[str, Any]], path: str) -> None:
+    """A list that shows households is a read of them too (flags, addresses): logged."""
+    if not items:
+        return
+    sensitive = any(i["details"] == "full" and set(i.get("flag_names") or [])
+                    & SENSITIVE_CARE_FLAGS for i in items)
+    async with app.pool.acquire() as conn:
+        await model.log_read(conn, principal.user_id, principal.role, what,
+                             [i["household_id"] for i in items], sensitive, path)
+
+
 @router.get("")
 async def register_list(
+    request: Request,
     app: HouseholdApp = Depends(app_from),
     clock: Clock = Depends(get_clock),
     principal: Principal = Depends(readers),
@@ -141,6 +154,7 @@ async def register_list(
         shown.pop("flag_history", None)
         shown.pop("recent_visits", None)
         items.append(_with_light(shown, now, app))
+    await _log_list(app, principal, "register", items, str(request.url.path))
     # A flag the caller may not see filters nothing in: the total counts what is shown.
     return {"total": len(items) if flag and len(items) < len(rows) else total,
             "households": items, "flags": CARE_FLAG_LABELS}
@@ -207,6 +221,7 @@ def week_end(now: datetime) -> datetime:
 
 @router.get("/worklist")
 async def worklist(
+    request: Request,
     app: HouseholdApp = Depends(app_from),
     clock: Clock = Depends(get_clock),
     principal: Principal = Depends(inspectors),
@@ -231,6 +246,7 @@ async def worklist(
         shown = _with_light(hx.present(principal, dict(r)), now, app)
         shown.pop("flag_history", None)
         items.append(shown)
+    await _log_list(app, principal, "worklist", items, str(request.url.path))
     return {"now": now, "week_end": end, "overdue": sum(i["light"] == "red" for i in items),
             "households": items}
 

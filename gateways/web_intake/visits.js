@@ -137,10 +137,41 @@
     );
   }
 
+  /** The household's details (flags with reasons, members, cases and their outcome). */
+  async function openDetail(hh, slot) {
+    if (slot.firstChild) return slot.replaceChildren();
+    let d;
+    try {
+      d = await GD.api(`/v1/households/${encodeURIComponent(hh.household_no)}`);
+    } catch (e) {
+      return slot.replaceChildren(h("p", { class: "error small" }, navigator.onLine ? e.message : T("离线时无法查看详情")));
+    }
+    const flagLines = Object.entries(d.flags || {}).map(([f, v]) =>
+      h("li", {}, `${flags[f] || f}${v.reason ? "：" + v.reason : ""}${v.since ? " · " + GD.time(v.since) : ""}`));
+    const members = (d.members || []).map((m) => h("li", {}, [m.name, m.relation, m.birth_year, m.phone].filter(Boolean).join(" · ")));
+    const cases = (d.cases || []).map((c) =>
+      h("li", {}, h("span", { class: "code" }, c.case_no), " ", c.outcome ? c.outcome.status_zh : T("待建案")));
+    slot.replaceChildren(
+      h(
+        "div",
+        { class: "visit-detail" },
+        h("div", { class: "muted small" }, `${T("联系党员")}: ${d.party_member || "—"} · ${T("走访次数")}: ${d.visits}`),
+        h("strong", { class: "small" }, T("必访标记")),
+        h("ul", {}, ...flagLines),
+        d.restricted ? h("p", { class: "muted small" }, T("含受限信息")) : "",
+        members.length ? h("strong", { class: "small" }, T("成员")) : "",
+        h("ul", {}, ...members),
+        cases.length ? h("strong", { class: "small" }, T("诉求案件")) : "",
+        h("ul", {}, ...cases)
+      )
+    );
+  }
+
   function row(hh, queued) {
     const due = GD.dueText(hh.due_at);
     const body = h("div", { class: "visit-form-slot" });
     const btn = h("button", { type: "button", class: "primary", onclick: () => openForm(hh, body, btn) }, T("走访"));
+    const more = h("button", { type: "button", class: "ghost detail-btn", onclick: () => openDetail(hh, body) }, T("详情"));
     return h(
       "div",
       { class: `visit-row light-${hh.light}`, dataset: { household: hh.household_no } },
@@ -149,6 +180,7 @@
         { class: "row" },
         h("span", { class: `vlight ${hh.light}`, title: LIGHT[hh.light] }, LIGHT[hh.light]),
         h("strong", { class: "grow" }, hh.address),
+        more,
         queued ? h("span", { class: "badge" }, T("待发送")) : btn
       ),
       h(

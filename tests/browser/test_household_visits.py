@@ -91,4 +91,9 @@ async def test_visit_offline_then_online(
     await page.wait_for_selector(f".visit-row[data-household='{numbers[0]}'] .badge",
                                  state="detached")
     await shot(page, "households-4-sent")
+    # The household's details show its flags with reasons and the case with its status.
+    await first.locator("button.detail-btn").click()
+    await first.locator(f".visit-detail li:has-text('{case_no}')").wait_for()
+    assert "独居" in await first.locator(".visit-detail").text_content()
+    await shot(page, "households-5-detail", top=False)
     assert not errors, errors

@@ -146,7 +146,8 @@ async def test_household_story(system: dict[str, Any]) -> None:
     who = {(x["role"], x["what"], x["sensitive_shown"]) for x in log["reads"]}
     assert {("inspector", "detail", True), ("supervisor", "detail", False),
             ("dispatcher", "detail", False), ("dispatcher", "export", False),
-            ("inspector", "export", True), ("auditor", "history", True)} <= who
+            ("inspector", "export", True), ("auditor", "history", True),
+            ("inspector", "worklist", True)} <= who
     assert (await client.get("/v1/households/reads", headers=leader)).status_code == 403
 
     # Import over HTTP: rows of grids the caller may not edit are refused with a reason.
