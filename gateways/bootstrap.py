@@ -135,6 +135,7 @@ class Runtime(runtime.Runtime):
                     self.pool,
                     batch=self.settings.relay_batch,
                     linger=self._linger(),
+                    database_url=self.database_url,
                 )
                 self.spawn(role, self.relay.run(self.stop_event))
             elif role == "projector":

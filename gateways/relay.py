@@ -83,12 +83,16 @@ class Relay:
         pool: asyncpg.Pool,
         batch: int = 1000,
         linger: float | Linger = DEFAULT_LINGER_S,
+        database_url: str | None = None,
     ) -> None:
         self.stores = stores
         self.linger = linger if isinstance(linger, Linger) else Linger(linger)
         #: Set by PostgreSQL's NOTIFY on every insert into a partition's events table.
         self.wake = asyncio.Event()
-        self._listener: asyncpg.pool.PoolConnectionProxy | None = None
+        #: Where to LISTEN, on a connection of its own (not the pool's: a pool waits for
+        #: every connection it lent when it closes); None: poll every 50 ms.
+        self.database_url = database_url
+        self._listener: asyncpg.Connection | None = None
         self.partitions = list(partitions)
         self.js = js
         self.topo = topo
@@ -181,7 +185,7 @@ class Relay:
         """Wait for a NOTIFY from the store, ``stop``, or the poll interval."""
         if self._listener is None or self._listener.is_closed():
             await self._listen()
-        timeout = IDLE_POLL_S if self._listener is not None else 0.05
+        timeout = IDLE_POLL_S if self._listener is not None else 0.05  # no LISTEN: poll
         waits = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
         try:
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -190,20 +194,21 @@ class Relay:
                 waiting.cancel()
 
     async def _listen(self) -> None:
-        """LISTEN on the partitions' channels on one held connection of the pool (a failure
-        only means polling every 50 ms)."""
-        self._listener = None
+        """LISTEN on the partitions' channels on a connection of its own (a failure only
+        means polling every 50 ms meanwhile)."""
+        await self._unlisten()
+        if self.database_url is None:
+            return
         conn = None
         try:
-            conn = await self.pool.acquire()
+            conn = await asyncpg.connect(self.database_url, timeout=5)
             for partition in self.partitions:
                 await conn.add_listener(table_name(partition), self._notified)
             self._listener = conn
         except Exception as exc:  # the database is down or restarting: poll meanwhile
             log.warning("relay.listen_failed", error=repr(exc))
             if conn is not None:
-                with contextlib.suppress(Exception):
-                    await self.pool.release(conn)
+                conn.terminate()
 
     def _notified(self, *_args: Any) -> None:
         self.wake.set()
@@ -211,8 +216,7 @@ class Relay:
     async def _unlisten(self) -> None:
         conn, self._listener = self._listener, None
         if conn is not None:
-            with contextlib.suppress(Exception):
-                await self.pool.release(conn)
+            conn.terminate()  # nothing to finish on a listening connection
 
     async def pump(self, partition: str) -> int:
         """Publish the next batch of one partition; returns how many events moved."""
