@@ -491,8 +491,195 @@
         chosen = null;
         selected.className = "selected muted";
         selected.textContent = T("未选择类别");
+        if (onPick) onPick(null);
       },
     };
+  };
+
+  // ------------------------------------------------------------------ questions per category
+  /** A text of the catalogue ({zh-Hans, zh-Hant, en}) in the page's language. */
+  GD.catText = (text) => (text ? text[window.GDI18N.lang] || text["zh-Hans"] || "" : "");
+
+  /** The chosen category's extra questions (GET /v1/categories: items[].questions), rendered by
+   * type; `read()` gives {answers, problem}: the answers to send (by code, typed) and the first
+   * thing to fix (a required question unanswered, a number out of range) or null. */
+  GD.questionsForm = function () {
+    const el = GD.h("div", { class: "questions", hidden: true });
+    let questions = [];
+    const inputs = {};
+    function field(q) {
+      const id = `q-${q.code}`;
+      if (q.type === "boolean") {
+        return GD.h("div", { class: "seg", role: "radiogroup", id, "aria-label": GD.catText(q.text) },
+          GD.h("label", {}, GD.h("input", { type: "radio", name: id, value: "true" }), T("是")),
+          GD.h("label", {}, GD.h("input", { type: "radio", name: id, value: "false" }), T("否")));
+      }
+      if (q.type === "choice") {
+        return GD.h("select", { id },
+          GD.h("option", { value: "" }, T("请选择")),
+          ...(q.choices || []).map((c) => GD.h("option", { value: c.code }, GD.catText(c.text))));
+      }
+      if (q.type === "multi_choice") {
+        return GD.h("div", { class: "checks", id },
+          ...(q.choices || []).map((c) => GD.h("label", { class: "check" }, GD.h("input", { type: "checkbox", value: c.code }), GD.catText(c.text))));
+      }
+      const attrs = { id, autocomplete: "off" };
+      if (q.type === "number") Object.assign(attrs, { type: "number", inputmode: "decimal", step: "any", min: q.min, max: q.max });
+      else if (q.type === "date") attrs.type = "date";
+      else Object.assign(attrs, { type: "text", maxlength: 200 });
+      return GD.h("input", attrs);
+    }
+    function set(category) {
+      questions = (category && category.questions) || [];
+      for (const k of Object.keys(inputs)) delete inputs[k];
+      el.hidden = !questions.length;
+      el.replaceChildren(
+        ...questions.map((q) => {
+          const input = field(q);
+          inputs[q.code] = input;
+          const unit = q.unit ? ` (${q.unit})` : "";
+          return GD.h("div", { class: "question", dataset: { code: q.code, type: q.type, required: q.required ? "1" : "0" } },
+            GD.h("label", { for: `q-${q.code}` }, GD.catText(q.text) + unit, q.required ? GD.h("span", { class: "req", title: T("必填") }, " *") : null),
+            input,
+            q.help ? GD.h("p", { class: "muted small help" }, GD.catText(q.help)) : null);
+        })
+      );
+    }
+    function value(q) {
+      const input = inputs[q.code];
+      if (q.type === "boolean") {
+        const on = input.querySelector("input:checked");
+        return on ? on.value === "true" : null;
+      }
+      if (q.type === "multi_choice") {
+        const on = Array.from(input.querySelectorAll("input:checked"), (x) => x.value);
+        return on.length ? on : null;
+      }
+      const raw = input.value.trim();
+      if (!raw) return null;
+      return q.type === "number" ? Number(raw) : raw;
+    }
+    function read() {
+      const answers = {};
+      let problem = null;
+      for (const q of questions) {
+        const v = value(q);
+        const name = GD.catText(q.text);
+        if (v === null) {
+          if (q.required && !problem) problem = T("请回答: {q}", { q: name });
+          continue;
+        }
+        if (q.type === "number" && (!Number.isFinite(v) || (q.min != null && v < q.min) || (q.max != null && v > q.max))) {
+          problem = problem || T("{q} 须在 {min} 到 {max} 之间", { q: name, min: q.min ?? "", max: q.max ?? "" });
+          continue;
+        }
+        answers[q.code] = v;
+      }
+      return { answers, problem };
+    }
+    return { el, set, read, clear: () => set(null), get questions() { return questions; } };
+  };
+
+  // ------------------------------------------------------------------ standard addresses
+  /** Search-as-you-type over the standard addresses (GET /v1/places?q=, pinyin initials too:
+   * "zhbl" → 中华北路) on an existing text input. Typing a free text still works (no place);
+   * picking one fills the input with its label and gives the place ({id, label, lat, lon,
+   * grid, …}) to `onPick`; editing the text afterwards forgets the pick. */
+  GD.placeSearch = function (input, { onPick, onClear } = {}) {
+    const list = GD.h("ul", { class: "results places", role: "listbox", "aria-label": T("标准地址") });
+    const picked = GD.h("div", { class: "place-picked small", hidden: true });
+    input.after(list, picked);
+    input.setAttribute("autocomplete", "off");
+    input.setAttribute("role", "combobox");
+    let chosen = null;
+    let timer = null;
+    let asked = 0;
+    const KIND = { road: T("道路"), address: T("地址"), poi: T("地标") };
+    function pick(p) {
+      chosen = p;
+      input.value = p.label;
+      list.replaceChildren();
+      picked.hidden = false;
+      picked.replaceChildren(GD.icon("pin"), ` ${T("标准地址")}: `, GD.h("b", {}, p.label), GD.h("span", { class: "muted" }, ` · ${p.grid}`));
+      if (onPick) onPick(p);
+    }
+    function forget() {
+      if (!chosen) return;
+      chosen = null;
+      picked.hidden = true;
+      if (onClear) onClear();
+    }
+    async function ask(q) {
+      const n = ++asked;
+      let data;
+      try {
+        data = await GD.api(`/v1/places?q=${encodeURIComponent(q)}&limit=8`);
+      } catch (e) {
+        return; // offline or refused: the free text stays
+      }
+      if (n !== asked || input.value.trim() !== q) return; // a newer keystroke won
+      list.replaceChildren(
+        ...data.items.map((p) =>
+          GD.h("li", { role: "option", tabindex: "0", dataset: { id: p.id }, onclick: () => pick(p), onkeydown: (e) => e.key === "Enter" && (e.preventDefault(), pick(p)) },
+            GD.h("span", { class: "pill" }, KIND[p.kind] || p.kind), ` ${p.label} `, GD.h("span", { class: "muted small" }, p.grid)))
+      );
+      if (!data.items.length) list.append(GD.h("li", { class: "muted" }, T("没有匹配的标准地址，可直接填写")));
+    }
+    input.addEventListener("input", () => {
+      forget();
+      clearTimeout(timer);
+      const q = input.value.trim();
+      if (!q) {
+        asked++;
+        list.replaceChildren();
+        return;
+      }
+      timer = setTimeout(() => ask(q.slice(0, 100)), 150);
+    });
+    input.addEventListener("keydown", (e) => {
+      if (e.key === "Escape") list.replaceChildren();
+      if (e.key === "ArrowDown" && list.firstElementChild) (e.preventDefault(), list.firstElementChild.focus());
+    });
+    return {
+      get value() {
+        return chosen;
+      },
+      clear() {
+        chosen = null;
+        picked.hidden = true;
+        list.replaceChildren();
+        input.value = "";
+      },
+    };
+  };
+
+  // ------------------------------------------------------------------ nearby open cases
+  /** Open cases of the same category near the point (GET /v1/cases/nearby), under a form:
+   * "maybe already reported". `show(lat, lon, category)`; nothing shown when none or offline. */
+  GD.nearbyBox = function () {
+    const el = GD.h("div", { class: "panel nearby", hidden: true, "aria-live": "polite" });
+    let asked = 0;
+    async function show(lat, lon, category) {
+      const n = ++asked;
+      if (lat == null || lon == null || !category) return (el.hidden = true);
+      let data;
+      try {
+        data = await GD.api(`/v1/cases/nearby?lat=${lat}&lon=${lon}&category=${encodeURIComponent(category)}&limit=5`);
+      } catch (e) {
+        return (el.hidden = true);
+      }
+      if (n !== asked) return;
+      el.hidden = !data.items.length;
+      el.replaceChildren(
+        GD.h("b", {}, T("附近 {m} 米内已有 {n} 件同类在办案件", { m: Math.round(data.radius_m), n: data.items.length })),
+        GD.h("p", { class: "muted small" }, T("如是同一问题，可不必重复上报；指挥中心会关联为重复")),
+        GD.h("ul", { class: "nearby-list" },
+          ...data.items.map((c) => GD.h("li", { dataset: { caseNo: c.case_no } },
+            GD.h("span", { class: "code" }, c.case_no), ` ${c.status_zh || c.status} · ${Math.round(c.distance_m)} m · `,
+            GD.h("span", {}, (c.address || c.description || "").slice(0, 40)))))
+      );
+    }
+    return { el, show, hide: () => { asked++; el.hidden = true; } };
   };
 
   // ------------------------------------------------------------------ grids and the map

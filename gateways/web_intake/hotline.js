@@ -24,9 +24,29 @@
   }
 
   async function setupCall(cats) {
-    const picker = GD.categoryPicker(cats, { storageKey: "gd.hotline.recent", filter: (c) => !c.code.startsWith("ZL03") });
+    const questions = GD.questionsForm();
+    const nearby = GD.nearbyBox();
+    const checkNearby = () => (picked && picker.value ? nearby.show(picked.lat, picked.lon, picker.value.code) : nearby.hide());
+    const picker = GD.categoryPicker(cats, {
+      storageKey: "gd.hotline.recent",
+      filter: (c) => !c.code.startsWith("ZL03"),
+      onPick: (c) => { questions.set(c); checkNearby(); },
+    });
     $("#category-slot").replaceChildren(picker.el);
+    $("#questions-slot").replaceChildren(questions.el);
+    $("#nearby-slot").replaceChildren(nearby.el);
     const sel = $("#grid-select");
+    // The standard address (标准地址库): picking one locates the call (its point and grid).
+    const place = GD.placeSearch($("#address"), {
+      onPick(p) {
+        picked = { lat: p.lat, lon: p.lon, grid: p.grid };
+        sel.value = p.grid;
+        const g = grids.find((x) => x.code === p.grid);
+        gridLine([`${T("网格")}: `, h("b", {}, g ? g.name_zh : p.grid), ` (${p.grid}) · ${T("标准地址")}`]);
+        if (mapApi) { mapApi.mark(p.lat, p.lon); mapApi.select(p.grid); mapApi.map.setView([p.lat, p.lon], 17, { animate: false }); }
+        checkNearby();
+      },
+    });
     sel.replaceChildren(h("option", { value: "" }, T("手选网格")), ...grids.map((g) => h("option", { value: g.code }, `${g.name_zh} ${g.code}`)));
     sel.addEventListener("change", () => {
       picked = null;
@@ -49,6 +69,7 @@
         sel.value = g.code;
         mapApi.select(g.code);
         gridLine([`${T("网格")}: `, h("b", {}, g.name_zh), ` (${g.code}) · ${lat.toFixed(5)}, ${lon.toFixed(5)}`]);
+        checkNearby();
       },
     });
 
@@ -65,6 +86,8 @@
       if (!cat) return (err.textContent = T("请选择类别"));
       if (!grid) return (err.textContent = T("请在地图上点选或手选网格"));
       if (!description) return (err.textContent = T("请填写问题描述"));
+      const { answers, problem } = questions.read();
+      if (problem) return (err.textContent = problem);
       const body = {
         category: cat.code,
         grid,
@@ -72,7 +95,9 @@
         description,
         source: "hotline",
         reporter: { name, phone, type: "citizen" },
+        answers,
       };
+      if (place.value) body.place_id = place.value.id;
       if (picked && picked.grid === grid) Object.assign(body, { lat: picked.lat, lon: picked.lon });
       const button = $("#submit-call");
       button.disabled = true;
@@ -86,8 +111,10 @@
         );
         GD.toast(`${T("已登记")}: ${r.case_no}`, "good");
         key = GD.uuid();
-        for (const id of ["#caller-name", "#caller-phone", "#description", "#address"]) $(id).value = "";
+        for (const id of ["#caller-name", "#caller-phone", "#description"]) $(id).value = "";
+        place.clear();
         picker.clear();
+        nearby.hide();
       } catch (e) {
         err.textContent = e.message; // same key: a retry after an error never creates two cases
       } finally {

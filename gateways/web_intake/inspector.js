@@ -162,7 +162,8 @@
       } else if (result.http_status >= 500 || result.http_status === 429) {
         await Outbox.update(item.key, { state: "queued", error: result.message });
       } else {
-        await Outbox.update(item.key, { state: "rejected", error: result.message });
+        const d = result.details || {};
+        await Outbox.update(item.key, { state: "rejected", error: result.message, located_grid: d.located_grid || null, choices: d.choices || null });
         GD.toast(`${T("被拒")}: ${result.message}`, "bad");
       }
     }
@@ -195,8 +196,9 @@
       }
     } catch (e) {
       if (e instanceof GD.ApiError && e.status >= 400 && e.status < 500 && e.status !== 401 && e.status !== 408 && e.status !== 429) {
-        // Refused (bad photo, location outside the city, …): keep it with the reason.
-        await Outbox.update(item.key, { state: "rejected", error: e.message });
+        // Refused (bad photo, location outside the city, …): keep it with the reason (and,
+        // for a fix outside the grid, the choices the server offers).
+        await Outbox.update(item.key, { state: "rejected", error: e.message, located_grid: e.body.located_grid || null, choices: e.body.choices || null });
         GD.toast(`${T("被拒")}: ${e.message}`, "bad");
       } else {
         await Outbox.update(item.key, { state: "queued", error: navigator.onLine ? e.message : null });
@@ -214,6 +216,27 @@
     } catch (e) {
       if (!(e instanceof GD.ApiError && e.status === 404)) throw e; // 404: not yet projected
     }
+  }
+
+  /** A report refused for its GPS fix (422 grid_mismatch / 403 outside_jurisdiction): the
+   * server's choices as buttons; choosing one queues the report again (a new key: the refused
+   * one made no case), with its photos, fix and answers. */
+  function fixChoices(it) {
+    const resend = async (patch) => {
+      await Outbox.del(it.key);
+      await enqueue("report", { ...it.payload, ...patch }, it.photos, it.label);
+    };
+    const buttons = [];
+    for (const c of it.choices) {
+      if (c.choice === "report_there" && myGrids.includes(c.send.grid))
+        buttons.push(h("button", { type: "button", class: "primary", dataset: { choice: c.choice }, onclick: () => resend(c.send) }, T("在 {grid} 上报", { grid: gridName(c.send.grid) })));
+      else if (c.choice === "keep_grid")
+        buttons.push(h("button", { type: "button", class: "ghost", dataset: { choice: c.choice }, onclick: () => resend(c.send) }, T("在 {grid} 上报并保留定位", { grid: gridName(c.send.grid) })));
+      else if (c.choice === "choose_grid")
+        for (const code of c.grids || [])
+          buttons.push(h("button", { type: "button", class: "ghost", dataset: { choice: c.choice, grid: code }, onclick: () => resend({ grid: code, fix_outside_grid: true }) }, T("在 {grid} 上报并保留定位", { grid: gridName(code) })));
+    }
+    return buttons.length ? h("div", { class: "actions choices" }, ...buttons) : null;
   }
 
   // ------------------------------------------------------------------ rendering the queue
@@ -241,6 +264,7 @@
             it.photos.length ? h("span", { title: `${T("幂等键")} ${it.key}` }, GD.icon("camera"), ` ${it.photos.length}`) : null
           ),
           it.error ? h("p", { class: "error small" }, it.error) : null,
+          it.state === "rejected" && it.kind === "report" && it.choices ? fixChoices(it) : null,
           it.state === "rejected"
             ? h(
                 "div",
@@ -258,8 +282,43 @@
   const catIndex = {}; // code -> category (names, not codes)
   const categoryName = (code) => (catIndex[code] ? window.GDI18N.name(catIndex[code]) : code);
   let myGrids = [];
-  let located = null; // {lat, lon, grid}
+  let located = null; // {lat, lon, grid}: the last GPS fix (grid null: in no grid)
+  let chosen = null; // {grid, fix_outside_grid}: what the user chose for a fix outside the grid
+  let onLocated = null;
   let mapApi = null;
+  const gridName = (code) => {
+    const g = grids.find((x) => x.code === code);
+    return g ? `${g.name_zh} (${code})` : code;
+  };
+
+  /** A GPS fix outside the chosen grid (or outside the user's grids): the explicit choice —
+   * report it in the grid it lies in (when it is one of the user's) or file it in one of the
+   * user's grids keeping the fix (fix_outside_grid). `andSubmit`: the form is sent once chosen. */
+  function showChoice(andSubmit, fromServer) {
+    const box = $("#fix-choice");
+    const here = fromServer ? fromServer.located_grid : located && located.grid;
+    const own = myGrids.includes(here);
+    const selected = $("#grid-select").value;
+    const targets = selected && selected !== here ? [selected] : myGrids.filter((c) => c !== here);
+    const choose = (grid, keep) => {
+      chosen = { grid, fix_outside_grid: keep };
+      setGrid(grid, keep ? T("保留定位 (定位在 {grid})", { grid: here ? gridName(here) : T("网格外") }) : "GPS");
+      box.hidden = true;
+      if (andSubmit) $("#report-form").requestSubmit();
+    };
+    box.hidden = false;
+    box.replaceChildren(
+      h("b", {}, here
+        ? T("定位在 {grid}，不是所选网格", { grid: gridName(here) })
+        : T("定位不在任何网格内")),
+      h("p", { class: "small muted" }, own ? T("请选择在哪个网格上报；定位会一并保存") : T("该网格不归您负责：请选择您的网格上报，定位会一并保存")),
+      h("div", { class: "actions choices" },
+        own ? h("button", { type: "button", class: "primary", dataset: { choice: "report_there" }, onclick: () => choose(here, false) }, T("在 {grid} 上报", { grid: gridName(here) })) : null,
+        ...targets.map((code) => h("button", { type: "button", class: "ghost", dataset: { choice: "keep_grid", grid: code }, onclick: () => choose(code, true) }, T("在 {grid} 上报并保留定位", { grid: gridName(code) })))
+      )
+    );
+    box.scrollIntoView({ block: "nearest" });
+  }
 
   function setGrid(code, why) {
     const sel = $("#grid-select");
@@ -286,19 +345,21 @@
         const { latitude: lat, longitude: lon, accuracy } = pos.coords;
         const g = GD.locateGrid(grids, lat, lon);
         if (mapApi) mapApi.mark(lat, lon);
+        // The fix is kept whatever grid it lies in: it goes with the report (never dropped).
+        located = { lat, lon, grid: g ? g.code : null };
+        chosen = null;
+        if (onLocated) onLocated();
         if (!g) {
-          located = null;
           line.className = "gridline error";
           line.textContent = `(${lat.toFixed(5)}, ${lon.toFixed(5)}) ${T("不在任何网格内，请手选网格")}`;
           return;
         }
         if (!myGrids.includes(g.code)) {
-          located = null;
           line.className = "gridline error";
           line.textContent = T("您在 {grid}，不是您负责的网格", { grid: `${g.name_zh} (${g.code})` });
+          showChoice(false);
           return;
         }
-        located = { lat, lon, grid: g.code };
         setGrid(g.code, `GPS ±${Math.round(accuracy)} m`);
       },
       () => {
@@ -311,8 +372,32 @@
   }
 
   async function setupReport(cats) {
-    const picker = GD.categoryPicker(cats, { storageKey: "gd.inspector.recent", filter: (c) => !CARE_VISITS.includes(c.code) });
+    const questions = GD.questionsForm();
+    const nearby = GD.nearbyBox();
+    let place = null;
+    const point = () => (located ? located : place && place.value ? place.value : null);
+    const checkNearby = () => {
+      const p = point();
+      return p && picker.value ? nearby.show(p.lat, p.lon, picker.value.code) : nearby.hide();
+    };
+    onLocated = checkNearby;
+    const picker = GD.categoryPicker(cats, {
+      storageKey: "gd.inspector.recent",
+      filter: (c) => !CARE_VISITS.includes(c.code),
+      onPick: (c) => { questions.set(c); checkNearby(); },
+    });
     $("#category-slot").replaceChildren(picker.el);
+    $("#questions-slot").replaceChildren(questions.el);
+    $("#nearby-slot").replaceChildren(nearby.el);
+    // The standard address (标准地址库): its id goes with the report (address text, and the
+    // location when there is no GPS fix); in one of my grids it also picks the grid.
+    place = GD.placeSearch($("#address"), {
+      onPick(p) {
+        if (!located && myGrids.includes(p.grid)) setGrid(p.grid, T("标准地址"));
+        if (mapApi && !located) mapApi.mark(p.lat, p.lon);
+        checkNearby();
+      },
+    });
     const photos = GD.photoPicker();
     $("#photo-slot").replaceChildren(photos.el);
     const sel = $("#grid-select");
@@ -324,7 +409,8 @@
       })
     );
     sel.addEventListener("change", () => {
-      located = null;
+      chosen = null; // the GPS fix stays: a fix in another grid asks again on submit
+      $("#fix-choice").hidden = true;
       if (sel.value) setGrid(sel.value, T("手选"));
       if (mapApi && sel.value) mapApi.fit(sel.value);
     });
@@ -340,8 +426,13 @@
       const grid = sel.value;
       const description = $("#description").value.trim();
       if (!cat) return (err.textContent = T("请选择类别"));
-      if (!grid) return (err.textContent = T("请定位或手选网格"));
+      const { answers, problem } = questions.read();
+      if (problem) return (err.textContent = problem);
       if (!description) return (err.textContent = T("请填写描述"));
+      const outside = located && located.grid && located.grid !== grid;
+      const keep = outside && chosen && chosen.grid === grid && chosen.fix_outside_grid;
+      if (outside && !keep) return showChoice(true); // never file it elsewhere silently
+      if (!grid) return (err.textContent = T("请定位或手选网格"));
       const payload = {
         category: cat.code,
         grid,
@@ -349,14 +440,21 @@
         address: $("#address").value.trim() || null,
         source: "inspector_app",
         client_time: new Date().toISOString(),
+        answers,
       };
-      if (located && located.grid === grid) Object.assign(payload, { lat: located.lat, lon: located.lon });
+      if (place.value) payload.place_id = place.value.id;
+      if (located) Object.assign(payload, { lat: located.lat, lon: located.lon });
+      if (keep) payload.fix_outside_grid = true;
       await enqueue("report", payload, photos.items.slice(), `${cat.name_zh} · ${cat.code}`);
       picker.remember(cat.code);
       picker.clear();
       photos.clear();
+      place.clear();
+      nearby.hide();
+      located = null;
+      chosen = null;
+      $("#fix-choice").hidden = true;
       $("#description").value = "";
-      $("#address").value = "";
       GD.toast(navigator.onLine ? T("已提交") : T("已存入队列，恢复网络后发送"), navigator.onLine ? "good" : "warn");
       showTab("queue");
     });
@@ -396,12 +494,14 @@
   // asks for the inspector's fix (lat / lon), the phone's GPS position goes with the decision.
   let verifySchema = null;
   const needsFix = async (verb) => {
-    verifySchema ||= GD.api("/v1/vocabulary").then((v) => Object.fromEntries(v.actions.map((x) => [x.value, x.args])));
-    const args = (await verifySchema)[verb] || {};
-    return Boolean(args.properties && args.properties.lat);
+    verifySchema ||= GD.api("/v1/vocabulary")
+      .then((v) => Object.fromEntries(v.actions.map((x) => [x.value, x.args])))
+      .catch(() => ((verifySchema = null), {})); // offline: ask for the evidence anyway
+    const args = (await verifySchema)[verb];
+    return !args || Boolean(args.properties && args.properties.lat);
   };
   const fix = () => new Promise((resolve, reject) => {
-    if (!navigator.geolocation) return reject(new Error(T("此设备不支持定位，请手选网格")));
+    if (!navigator.geolocation) return reject(new Error(T("此设备不支持定位，无法现场核查")));
     navigator.geolocation.getCurrentPosition(
       (pos) => resolve({ lat: pos.coords.latitude, lon: pos.coords.longitude }),
       () => reject(new Error(T("核查须在现场定位，请打开 GPS"))),
