@@ -73,6 +73,7 @@
       },
     });
 
+    $("#call-form").addEventListener("input", () => ($("#call-error").textContent = ""));
     $("#call-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const err = $("#call-error");

@@ -302,7 +302,7 @@
     const targets = selected && selected !== here ? [selected] : myGrids.filter((c) => c !== here);
     const choose = (grid, keep) => {
       chosen = { grid, fix_outside_grid: keep };
-      setGrid(grid, keep ? T("保留定位 (定位在 {grid})", { grid: here ? gridName(here) : T("网格外") }) : "GPS");
+      setGrid(grid, keep ? T("保留定位，定位在 {grid}", { grid: here ? gridName(here) : T("网格外") }) : "GPS");
       box.hidden = true;
       if (andSubmit) $("#report-form").requestSubmit();
     };
@@ -418,6 +418,7 @@
     mapApi = GD.gridMap($("#map"), grids.filter((g) => myGrids.includes(g.code) || myGrids.length === 0), { highlight: myGrids });
     $("#gps-btn").addEventListener("click", locate);
 
+    $("#report-form").addEventListener("input", () => ($("#report-error").textContent = ""));
     $("#report-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const err = $("#report-error");

@@ -70,6 +70,13 @@ async def test_questions_places_and_the_outside_grid_choice(
     assert called["answers"] == {"depth_cm": 35, "traffic_blocked": True}
     assert called["address"] == "中华北路12号" and called["grid"] == GRID
     assert called["lat"] == pytest.approx(lat, abs=1e-6)
+    # A second call about the same place: the open case is shown under the form.
+    await hot.fill(".catpicker input", "SJ0404")
+    await hot.click(".catpicker .results li:has-text('SJ0404')")
+    await hot.fill("#address", "zhbl")
+    await hot.click(".results.places li:has-text('中华北路12号')")
+    await hot.wait_for_selector(f".nearby:not([hidden]) li[data-case-no='{called['case_no']}']")
+    await shot(hot, "intake-nearby-hotline", full_page=True)
     await ctx.close()
 
     # --- inspector at 360×640: a fix in the neighbour's grid -> the explicit choice ----------
@@ -89,10 +96,12 @@ async def test_questions_places_and_the_outside_grid_choice(
     await shot(insp, "intake-outside-grid-choice-inspector", full_page=True)
     await insp.click(f"{choice} button[data-choice=keep_grid]")
     assert await insp.input_value("#grid-select") == GRID
+    assert await insp.locator("#fix-choice").is_hidden()
     await insp.fill(".catpicker input", "SJ0404")
     await insp.click(".catpicker .results li:has-text('SJ0404')")
     await insp.fill("#q-depth_cm", "20")
     await insp.fill("#description", "邻网格路口积水")
+    await shot(insp, "intake-questions-inspector", full_page=True)
     await insp.click("#submit-report")
     await insp.wait_for_selector("#queue-list .item[data-state=filed] .case-no", timeout=20_000)
     case_no = ((await insp.text_content("#queue-list .item .case-no")) or "").split()[-1]

@@ -518,7 +518,7 @@ window.GD_MESSAGES = {
   "核查须在现场定位，请打开 GPS": ["核查须在现场定位，请打开 GPS", "核查須在現場定位，請打開 GPS", "The check needs your position on site: turn on GPS"],
   "核查须拍摄现场照片": ["核查须拍摄现场照片", "核查須拍攝現場照片", "The check needs a photo taken on site"],
   "{q} 须在 {min} 到 {max} 之间": ["{q} 须在 {min} 到 {max} 之间", "{q} 須在 {min} 到 {max} 之間", "{q} must be between {min} and {max}"],
-  "保留定位 (定位在 {grid})": ["保留定位 (定位在 {grid})", "保留定位 (定位在 {grid})", "fix kept (it lies in {grid})"],
+  "保留定位，定位在 {grid}": ["保留定位，定位在 {grid}", "保留定位，定位在 {grid}", "fix kept, it lies in {grid}"],
   "是": ["是", "是", "Yes"],
   "否": ["否", "否", "No"],
   "在 {grid} 上报": ["在 {grid} 上报", "在 {grid} 上報", "Report it in {grid}"],
