@@ -43,13 +43,14 @@
         sel.value = p.grid;
         const g = grids.find((x) => x.code === p.grid);
         gridLine([`${T("网格")}: `, h("b", {}, g ? g.name_zh : p.grid), ` (${p.grid}) · ${T("标准地址")}`]);
-        if (mapApi) { mapApi.mark(p.lat, p.lon); mapApi.select(p.grid); mapApi.map.setView([p.lat, p.lon], 17, { animate: false }); }
+        if (mapApi) { mapApi.mark(p.lat, p.lon); mapApi.select(p.grid); mapApi.map.setView([p.lat, p.lon], Math.max(mapApi.map.getZoom(), 15), { animate: false }); }
         checkNearby();
       },
     });
     sel.replaceChildren(h("option", { value: "" }, T("手选网格")), ...grids.map((g) => h("option", { value: g.code }, `${g.name_zh} ${g.code}`)));
     sel.addEventListener("change", () => {
       picked = null;
+      nearby.hide();
       if (sel.value) {
         const g = grids.find((x) => x.code === sel.value);
         gridLine([`${T("网格")}: `, h("b", {}, g.name_zh), ` (${g.code}) · ${T("手选")}`]);

@@ -55,6 +55,8 @@ async def test_questions_places_and_the_outside_grid_choice(
     await hot.wait_for_selector(".question[data-code=depth_cm][data-required='1']")
     await hot.fill("#description", "路口积水 (water on the crossing)")
     await hot.fill("#address", "zhbl")
+    await hot.wait_for_selector(".results.places li:has-text('中华北路12号')")
+    await shot(hot, "intake-places-hotline")
     await hot.click(".results.places li:has-text('中华北路12号')")
     assert await hot.input_value("#address") == "中华北路12号"
     assert await hot.input_value("#grid-select") == GRID  # the place located the call
@@ -101,12 +103,17 @@ async def test_questions_places_and_the_outside_grid_choice(
     await insp.click(".catpicker .results li:has-text('SJ0404')")
     await insp.fill("#q-depth_cm", "20")
     await insp.fill("#description", "邻网格路口积水")
+    await insp.fill("#address", "zhbl")
+    await insp.wait_for_selector(".results.places li:has-text('中华北路14号')")
+    await shot(insp, "intake-places-inspector", full_page=True)
+    await insp.click(".results.places li:has-text('中华北路14号')")
     await shot(insp, "intake-questions-inspector", full_page=True)
     await insp.click("#submit-report")
     await insp.wait_for_selector("#queue-list .item[data-state=filed] .case-no", timeout=20_000)
     case_no = ((await insp.text_content("#queue-list .item .case-no")) or "").split()[-1]
     filed = await case(case_no)
     assert filed["grid"] == GRID and filed["answers"] == {"depth_cm": 20}
+    assert filed["address"] == "中华北路14号"
     assert (filed["lat"], filed["lon"]) == (pytest.approx(there[0]), pytest.approx(there[1]))
     reported = next(e for e in filed["timeline"] if e["type"] == "Reported")
     assert reported["data"].get("located_grid") == NEIGHBOUR
