@@ -570,7 +570,7 @@
           continue;
         }
         if (q.type === "number" && (!Number.isFinite(v) || (q.min != null && v < q.min) || (q.max != null && v > q.max))) {
-          problem = problem || T("{q} 须在 {min} 到 {max} 之间", { q: name, min: q.min ?? "", max: q.max ?? "" });
+          problem = problem || T("{q}须在 {min} 到 {max} 之间", { q: name, min: q.min ?? "", max: q.max ?? "" });
           continue;
         }
         answers[q.code] = v;

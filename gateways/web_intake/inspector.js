@@ -288,7 +288,7 @@
   let mapApi = null;
   const gridName = (code) => {
     const g = grids.find((x) => x.code === code);
-    return g ? `${g.name_zh} (${code})` : code;
+    return g ? `${window.GDI18N.name(g)} (${code})` : code;
   };
 
   /** A GPS fix outside the chosen grid (or outside the user's grids): the explicit choice —
