@@ -452,8 +452,7 @@
       photos.clear();
       place.clear();
       nearby.hide();
-      located = null;
-      chosen = null;
+      chosen = null; // the fix stays for the next report (as before); a choice is asked again
       $("#fix-choice").hidden = true;
       $("#description").value = "";
       GD.toast(navigator.onLine ? T("已提交") : T("已存入队列，恢复网络后发送"), navigator.onLine ? "good" : "warn");
