@@ -72,6 +72,10 @@ def pytest_configure(config: pytest.Config) -> None:
     """Pick (or start) the real servers before any test module is imported."""
     from core.embedded import EmbeddedNats, EmbeddedPostgres
 
+    # rich lays out CLI output for the terminal's width, 80 columns without one (pytest-xdist
+    # workers have none): the CLI tests read tables and messages, so give them room.
+    if not os.environ.get("COLUMNS", "").isdigit():
+        os.environ["COLUMNS"] = "200"
     state = Path(tempfile.mkdtemp(prefix="griddispatch-test-"))
     if "TEST_NATS_URL" not in os.environ:
         if _answers("127.0.0.1", 4222):
@@ -89,6 +93,17 @@ def pytest_configure(config: pytest.Config) -> None:
             pg.start()
             _embedded.append(pg)
             os.environ["TEST_DATABASE_URL"] = pg.url
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist's ``--dist loadgroup`` (the suite runs in two workers): the
+    fault drills share one system of real processes per package and the browser tests one
+    Chromium, so each group stays in one worker; everything else is spread."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for group in ("faults", "browser"):
+            if group in parts:
+                item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
