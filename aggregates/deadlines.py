@@ -1,4 +1,4 @@
-"""Deadline policy (限時辦結): due times, traffic lights, extensions, suspensions, overdue.
+"""Deadline policy (限时办结): due times, traffic lights, extensions, suspensions, overdue.
 
 Why pure functions: the case aggregate, the overdue watcher and the dashboards must all compute
 the *same* due time and the *same* light from recorded facts, today and when an auditor replays
@@ -6,7 +6,7 @@ a case years later. So nothing here reads the clock or does I/O: every moment (`
 ``now``, ``paused_at``...) is passed in, and all arithmetic goes through the
 :class:`~core.calendar.WorkCalendar`, the single definition of a working hour.
 
-Traffic light (紅黃綠燈) per step: green while less than 80 % of the step's limit has elapsed,
+Traffic light (红黄绿灯) per step: green while less than 80 % of the step's limit has elapsed,
 yellow from 80 % up to the due moment, red once the due moment has passed.
 """
 
@@ -55,7 +55,7 @@ def extend(due: datetime, hours: float, clock: Clock, calendar: WorkCalendar) ->
 def suspended_hours(
     paused_at: datetime, resumed_at: datetime, clock: Clock, calendar: WorkCalendar
 ) -> float:
-    """Clock time a suspension (掛賬) lasted; feed sums of it to :func:`light`."""
+    """Clock time a suspension (挂账) lasted; feed sums of it to :func:`light`."""
     return calendar.elapsed(paused_at, resumed_at, clock)
 
 

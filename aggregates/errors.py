@@ -7,9 +7,9 @@ stable `code` and a `to_dict()` body, plus the HTTP status the gateway should an
 (`code` / `http_status` are plain class attributes so a service-level subclass may override
 them per instance, e.g. a "not_found" refusal):
 
-* `IllegalTransition` 狀態不允許 → 409 Conflict (the case is not in a state for this action),
-* `NotPermitted` 無權限 → 403 Forbidden (the role may never do this action),
-* `InvalidCommand` 命令無效 → 422 Unprocessable Entity (missing reason, limit reached, ...).
+* `IllegalTransition` 状态不允许 → 409 Conflict (the case is not in a state for this action),
+* `NotPermitted` 无权限 → 403 Forbidden (the role may never do this action),
+* `InvalidCommand` 命令无效 → 422 Unprocessable Entity (missing reason, limit reached, ...).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class IllegalTransition(DomainError):
 
 
 class NotPermitted(DomainError):
-    """The role may never perform this action, whatever the case's status (無權限)."""
+    """The role may never perform this action, whatever the case's status (无权限)."""
 
     code: str = "not_permitted"
     http_status: int = 403
@@ -98,7 +98,7 @@ class NotPermitted(DomainError):
 
 
 class InvalidCommand(DomainError):
-    """The action is allowed but its arguments are not acceptable (命令無效), e.g. a missing
+    """The action is allowed but its arguments are not acceptable (命令无效), e.g. a missing
     reason, an extension beyond the limit, escalating past the top level."""
 
     code: str = "invalid_command"

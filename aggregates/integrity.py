@@ -1,4 +1,4 @@
-"""Tamper evidence for case histories: canonical JSON and the per-case hash chain (哈希鏈).
+"""Tamper evidence for case histories: canonical JSON and the per-case hash chain (哈希链).
 
 Why: auditors must be able to prove that no stored event was changed or removed. Every case
 event carries the hash of its predecessor (`prev_hash`) and its own `hash`; changing, dropping

@@ -1,6 +1,6 @@
-"""Triage (分撥建議): propose department, command level and priority for a new case.
+"""Triage (分拨建议): propose department, command level and priority for a new case.
 
-Why a proposal and not a decision: the dispatcher (派遣員) owns dispatch and may override any
+Why a proposal and not a decision: the dispatcher (派遣员) owns dispatch and may override any
 part of it; the proposal is recorded in the case's events together with its ``reasons`` so an
 auditor can see what the system suggested and why, and the dispatch-accuracy metric can tell a
 wrong proposal from a wrong override.
@@ -13,7 +13,7 @@ Rules, all pure (no I/O, no clock):
   a keyword list describes aggravating circumstances only.
 * Level starts at the category's default command level; the department is the one with the
   category's function tag at that level's command node for the grid. If that node has no such
-  department, triage walks up one command level at a time (上提一級) until one is found.
+  department, triage walks up one command level at a time (上提一级) until one is found.
 * If no level has one, the proposal names no department (``department == ""``) and says so in
   ``reasons``: the case is still recorded and the dispatcher chooses by hand.
 """
@@ -143,7 +143,7 @@ def route_for_level(
     description: str = "",
     priority: Priority | None = None,
 ) -> Proposal:
-    """Proposal starting at command level ``level`` (used after an escalation 上提一級).
+    """Proposal starting at command level ``level`` (used after an escalation 上提一级).
 
     ``priority`` is the case's current priority and replaces the category default as the
     starting point, so re-routing keeps a priority the dispatcher set; ``description``

@@ -52,7 +52,7 @@ ROLES = {
     "verify_pass": "inspector",
     "close": "dispatcher",
 }
-ARGS: dict[str, dict[str, Any]] = {"report_result": {"note": "已處置"}}
+ARGS: dict[str, dict[str, Any]] = {"report_result": {"note": "已处置"}}
 #: How many lifecycle steps a case takes (as the store benchmark always did: ~3.5 events/case).
 STEP_CHOICES = (0, 1, 2, 3, 6)
 COLUMNS = ("originator_id", "originator_version", "topic", "state")

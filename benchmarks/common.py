@@ -26,11 +26,11 @@ ROLE_USERS: dict[str, str] = {
 }
 
 TEXTS = [
-    "路口垃圾暴露，氣味很大 (exposed garbage at the crossing)",
-    "井蓋破損，存在安全隱患 (broken manhole cover)",
-    "商戶佔道經營 (shop occupying the pavement)",
-    "樓道堆物堵塞消防通道 (stairwell blocked)",
-    "路燈不亮 (street lamp out)",
+    "路口垃圾暴露，气味很大 (exposed garbage at the crossing)",
+    "井盖破损，存在安全隐患 (broken manhole cover)",
+    "商户占道经营 (shop occupying the pavement)",
+    "楼道堆物堵塞消防通道 (stairwell blocked)",
+    "路灯不亮 (street lamp out)",
 ]
 
 
@@ -73,7 +73,7 @@ def report_body(ref: Reference, rng: random.Random) -> dict[str, Any]:
         "lat": lat,
         "lon": lon,
         "description": rng.choice(TEXTS),
-        "reporter": {"name": "測試", "phone": "13800000000", "type": "citizen"},
+        "reporter": {"name": "测试", "phone": "13800000000", "type": "citizen"},
         "source": "api",
         "answers": category.example_answers(),  # the category's required questions
     }
@@ -94,7 +94,7 @@ def report_command(
         community=grid.parent,
         district=district,
         description=rng.choice(TEXTS),
-        reporter=Reporter(name="測試", type="citizen"),
+        reporter=Reporter(name="测试", type="citizen"),
     )
     return Command(
         command_id=key,

@@ -146,7 +146,7 @@ async def long_history_case(runtime: Runtime, events: int = 50) -> str:
             role="supervisor",
             channel="bench",
             at=cmd.at + timedelta(minutes=i + 1),
-            args={"reason": f"督辦 {i}"},
+            args={"reason": f"督办 {i}"},
         )
         runtime.service.execute(sup, case, lambda _id: None)
     await asyncio.to_thread(runtime.stores.get(cmd.partition).save, case)

@@ -1,6 +1,6 @@
-"""Working-time calendar (工作日曆): working hours, public holidays and make-up days (調休).
+"""Working-time calendar (工作日历): working hours, public holidays and make-up days (调休).
 
-Why a calendar object and not ``timedelta``: time limits (限時辦結) of most categories count
+Why a calendar object and not ``timedelta``: time limits (限时办结) of most categories count
 *working* hours — a case dispatched on Friday at 17:00 with a 2-hour limit is due on Monday at
 10:00, and one dispatched before the National Day holiday is due after it. Urgent safety
 categories count natural hours instead; both clocks go through the same two functions
@@ -87,7 +87,7 @@ class WorkCalendar:
         return True
 
     def is_working_day(self, d: date) -> bool:
-        """Working day: statutory rules incl. 調休 where known, Monday–Friday otherwise."""
+        """Working day: statutory rules incl. 调休 where known, Monday–Friday otherwise."""
         cached = self._working_day.get(d)
         if cached is None:
             try:

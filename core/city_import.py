@@ -43,7 +43,7 @@ _CODE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 MIN_AREA_M2 = 1.0
 #: A child may stick out of its parent by this share of its area (digitising noise).
 OUTSIDE_TOLERANCE = 0.01
-NAME_KEYS = ("name_zh", "name", "名称", "名稱", "NAME")
+NAME_KEYS = ("name_zh", "name", "名称", "名称", "NAME")
 CODE_KEYS = ("code", "CODE", "编码", "代码", "id")
 PARENT_KEYS = ("parent", "PARENT", "上级", "parent_code")
 FUNCTION_NAMES = {

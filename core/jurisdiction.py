@@ -1,7 +1,7 @@
-"""The jurisdiction tree (轄區樹): city → … → unit grid (網格), as configuration.
+"""The jurisdiction tree (辖区树): city → … → unit grid (网格), as configuration.
 
 Why configuration and not code: cities cut their trees differently. Guiyang runs three command
-levels (city 市 → district 區 → new-type community 社區), Changsha four (city → district →
+levels (city 市 → district 区 → new-type community 社区), Changsha four (city → district →
 street 街道 → community), and grids are redrawn whenever households move. So the levels, their
 names, the nodes, the grid polygons, the grid teams and the departments all come from one
 versioned JSON file per city, loaded once at start-up and then read-only.
@@ -18,15 +18,15 @@ File format (``deploy/cities/<name>/city.json``; ``deploy/cities/README.md`` has
     {
       "version": 3,                  # config version, int >= 1; bump on every change
       "note": "free text",           # optional
-      "city": {"code": "520100", "name_zh": "貴陽市", "name_en": "Guiyang"},
+      "city": {"code": "520100", "name_zh": "贵阳市", "name_en": "Guiyang"},
       "code_scheme": "gbt2260",      # optional: "free" (default) or "gbt2260"
       "levels": [                    # optional (default: city/district/community/grid);
         {"key": "city", "name_zh": "市", "name_en": "City", "command": true},
         ...                          # top-down; first = root (the city), last = grid level
-        {"key": "grid", "name_zh": "網格", "name_en": "Grid", "command": false}
+        {"key": "grid", "name_zh": "网格", "name_en": "Grid", "command": false}
       ],
       "nodes": [                     # every non-root, non-grid node; parent = a node one
-        {"code": "520102", "name_zh": "南明區", "name_en": "Nanming District",
+        {"code": "520102", "name_zh": "南明区", "name_en": "Nanming District",
          "level": "district", "parent": "520100"}, ...   # level above
       ],
       "grids": [
@@ -37,7 +37,7 @@ File format (``deploy/cities/<name>/city.json``; ``deploy/cities/README.md`` has
          "households": 420}, ...
       ],
       "departments": [
-        {"code": "D-520102-sanitation", "name_zh": "南明區環衛局",
+        {"code": "D-520102-sanitation", "name_zh": "南明区环卫局",
          "name_en": "Nanming District Sanitation Bureau", "node": "520102",
          "functions": ["sanitation"]}, ...
       ]
@@ -192,7 +192,7 @@ class _Frozen(BaseModel):
 
 
 class Level(_Frozen):
-    """One level of the tree. ``command``: a command centre (指揮中心) sits at this level, so
+    """One level of the tree. ``command``: a command centre (指挥中心) sits at this level, so
     cases can be owned, dispatched from and escalated to it (grids are never command levels)."""
 
     key: LevelKey
@@ -222,8 +222,8 @@ class Node(_Frozen):
 
 
 class GridTeam(_Frozen):
-    """The three people each grid has (user ids): inspector 網格員, party-building instructor
-    黨建指導員, grid police officer 網格民警. Verification tasks go to the inspector."""
+    """The three people each grid has (user ids): inspector 网格员, party-building instructor
+    党建指导员, grid police officer 网格民警. Verification tasks go to the inspector."""
 
     inspector: Text
     instructor: Text
@@ -231,7 +231,7 @@ class GridTeam(_Frozen):
 
 
 class Grid(_Frozen):
-    """A unit grid (網格): the leaf every case location resolves to.
+    """A unit grid (网格): the leaf every case location resolves to.
 
     ``polygon`` is an open ring of ``(lon, lat)`` pairs (GeoJSON order); a closing point equal
     to the first is dropped at validation so consumers never see it twice."""
@@ -279,7 +279,7 @@ class Grid(_Frozen):
 
 
 class Department(_Frozen):
-    """A handling department (處置部門) attached to a node; ``functions`` say which kinds of
+    """A handling department (处置部门) attached to a node; ``functions`` say which kinds of
     case it handles, so triage can find "the sanitation department of this district"."""
 
     code: Code
@@ -577,7 +577,7 @@ class Jurisdiction:
         return [level.key for level in reversed(self.levels) if level.command]
 
     def level_above(self, level_key: str) -> str | None:
-        """The next command level above ``level_key`` (上提一級 goes there); None at the top."""
+        """The next command level above ``level_key`` (上提一级 goes there); None at the top."""
         index = self._level_idx(level_key)
         for level in reversed(self.levels[:index]):
             if level.command:

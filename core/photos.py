@@ -1,4 +1,4 @@
-"""Photos (現場照片) in the NATS JetStream Object Store, content-addressed by SHA-256.
+"""Photos (现场照片) in the NATS JetStream Object Store, content-addressed by SHA-256.
 
 Why the Object Store: the photos live on the same JetStream cluster as the command and event
 streams, replicated the same way, so a case's evidence survives exactly what its events

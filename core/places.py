@@ -43,12 +43,12 @@ MAX_RESULTS = 50
 #: Header aliases a city's file may use (Chinese or English).
 ALIASES: dict[str, tuple[str, ...]] = {
     "road": ("road", "street", "道路", "街路巷", "路名"),
-    "number": ("number", "house_number", "门牌号", "門牌號", "门牌"),
-    "building": ("building", "楼栋", "樓棟", "楼号"),
-    "poi": ("poi", "name", "兴趣点", "名称", "名稱"),
-    "lat": ("lat", "latitude", "纬度", "緯度", "y"),
-    "lon": ("lon", "lng", "long", "longitude", "经度", "經度", "x"),
-    "id": ("id", "code", "地址编码", "地址編碼"),
+    "number": ("number", "house_number", "门牌号", "门牌号", "门牌"),
+    "building": ("building", "楼栋", "楼栋", "楼号"),
+    "poi": ("poi", "name", "兴趣点", "名称", "名称"),
+    "lat": ("lat", "latitude", "纬度", "纬度", "y"),
+    "lon": ("lon", "lng", "long", "longitude", "经度", "经度", "x"),
+    "id": ("id", "code", "地址编码", "地址编码"),
 }
 KINDS = ("road", "address", "poi")
 

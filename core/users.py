@@ -2,8 +2,8 @@
 
 Who may do what is decided by three things stored per user (DOMAIN.md, "People and roles"):
 
-* ``role`` — inspector 網格員, call_taker 受理員, shift_leader 值班長, dispatcher 派遣員,
-  handler 處置部門, supervisor 督辦, auditor 審計員, admin 系統管理員. ``system`` (the SLA
+* ``role`` — inspector 网格员, call_taker 受理员, shift_leader 值班长, dispatcher 派遣员,
+  handler 处置部门, supervisor 督办, auditor 审计员, admin 系统管理员. ``system`` (the SLA
   watcher, the sample loader) is internal and is never stored here: nobody can sign in as it.
 * the jurisdiction — ``node`` (a node of the tree: own node and everything below it) for
   call-takers, shift leaders, dispatchers and supervisors; ``department`` for handlers;
@@ -100,7 +100,7 @@ DEVICE_ROLES = frozenset({"inspector", "handler"})
 SCOPES: dict[str, str] = {
     "cases:read": "read cases in your jurisdiction (queue, case file, live stream)",
     "cases:act": "run lifecycle commands on cases in your jurisdiction",
-    "reports:create": "submit reports (上報 / 受理登記)",
+    "reports:create": "submit reports (上报 / 受理登记)",
     "audit:read": "replay histories, verify integrity, export (auditors)",
     "devices": "register and manage your phones' device tokens",
     "admin:users": "manage users, roles and jurisdictions",

@@ -8,7 +8,7 @@ Each city says how often a household with each flag is visited, in
                    "hardship":      {"every": 22, "unit": "working_days", "label_zh": "每月"}, ...}}
 
 ``unit`` is ``working_days`` (the working clock of :class:`~core.calendar.WorkCalendar`: a
-working day is the calendar's working hours of one full day, so holidays and 調休 count as
+working day is the calendar's working hours of one full day, so holidays and 调休 count as
 they do for case deadlines) or ``days`` (the natural clock). Every flag of
 :data:`core.vocabulary.CARE_FLAGS` must have a schedule. A household with several flags is
 visited at the shortest interval among them (``aggregates.households.schedule``).

@@ -17,7 +17,7 @@ from core.logging import configure_logging, get_logger
 from core.settings import Settings, get_settings
 
 app = typer.Typer(
-    help="griddispatch — grid management and case dispatch (網格化管理).", no_args_is_help=True
+    help="griddispatch — grid management and case dispatch (网格化管理).", no_args_is_help=True
 )
 console = Console(stderr=True)
 log = get_logger("cli")

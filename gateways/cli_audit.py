@@ -42,7 +42,7 @@ from rich.table import Table
 from core.settings import Settings, get_settings
 
 app = typer.Typer(
-    help="Auditing (審計): case histories, integrity verification, exports.",
+    help="Auditing (审计): case histories, integrity verification, exports.",
     no_args_is_help=True,
 )
 console = Console(stderr=True)

@@ -39,7 +39,7 @@ from rich.table import Table
 from core.messaging import Topology, server_list
 from core.settings import Settings
 
-app = typer.Typer(help="Dead letters: list, show, replay, drop (死信隊列).", no_args_is_help=True)
+app = typer.Typer(help="Dead letters: list, show, replay, drop (死信队列).", no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
 T = TypeVar("T")

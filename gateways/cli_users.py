@@ -1,6 +1,6 @@
 """``gridctl users``: users, roles and jurisdictions from a terminal (the admin API's twin).
 
-    gridctl users add dispatcher-520102 --role dispatcher --node 520102 --name 南明區派遣員
+    gridctl users add dispatcher-520102 --role dispatcher --node 520102 --name 南明区派遣员
     gridctl users add inspector-x --role inspector --grid 520102001001 --grid 520102001002
     gridctl users add handler-san --role handler --department D-520102-sanitation
     gridctl users list [--role dispatcher]
@@ -36,7 +36,7 @@ from core.settings import Settings
 from core.users import HUMAN_ROLES, GrantError, UserRecord, UserStore
 from core.vocabulary import ROLE_LABELS
 
-app = typer.Typer(help="Users, roles and jurisdictions (用戶管理).", no_args_is_help=True)
+app = typer.Typer(help="Users, roles and jurisdictions (用户管理).", no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
 T = TypeVar("T")

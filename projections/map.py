@@ -1,4 +1,4 @@
-"""The map read model: open cases per unit grid, with their traffic lights (紅黃燈).
+"""The map read model: open cases per unit grid, with their traffic lights (红黄灯).
 
 The command-centre map colours grid polygons from ``map_grid_counts`` (one row per grid:
 open / warning / overdue / supervised / urgent) and never from per-case markers, so it stays
@@ -54,7 +54,7 @@ def due_key(step: str | None, due: str | None) -> str | None:
 
 
 def inspector_of(env: Envelope) -> str | None:
-    """The inspector (網格員) who reported a case: the reporter when it is an inspector, else
+    """The inspector (网格员) who reported a case: the reporter when it is an inspector, else
     the actor when it acted as one. Citizens' and Open311 reports have none."""
     data = env.get("data") or {}
     reporter = data.get("reporter") or {}

@@ -1,4 +1,4 @@
-"""Jurisdiction scoping (轄區權限) and the access-rule table of the whole API.
+"""Jurisdiction scoping (辖区权限) and the access-rule table of the whole API.
 
 Which cases a caller may see (DOMAIN.md, "People and roles"):
 

@@ -1,4 +1,4 @@
-"""The auditor's API (審計): histories from the event store, state at any moment, integrity,
+"""The auditor's API (审计): histories from the event store, state at any moment, integrity,
 exports. Read-only, auditors only (role ``auditor`` with scope ``audit:read``); every request
 is recorded in ``audit_reads`` by the access rule (``gateways.http.identity.authorize``).
 
@@ -74,7 +74,7 @@ auditor_link = require("auditor", scopes=("audit:read",), query_token=True)
 T = TypeVar("T")
 
 CaseNo = Path(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9-]+$",
-              description="case number (案件編號), e.g. GD-7K3Q-M9XA-2BCD")
+              description="case number (案件编号), e.g. GD-7K3Q-M9XA-2BCD")
 
 
 def _aware(value: datetime | None, name: str) -> datetime | None:
@@ -260,7 +260,7 @@ async def activity(
     grid: str | None = Query(default=None, max_length=40),
     department: str | None = Query(default=None, max_length=80),
     actor: str | None = Query(default=None, max_length=100,
-                              description="a user id, e.g. an inspector 網格員"),
+                              description="a user id, e.g. an inspector 网格员"),
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = Query(default=1000, ge=1, le=10_000),
@@ -407,7 +407,7 @@ async def reads(
     pool: asyncpg.Pool = Depends(get_pool),
     principal: Principal = Depends(auditor),
 ) -> dict[str, Any]:
-    """The auditors' read log (審計查閱記錄): who looked at what, when (newest first)."""
+    """The auditors' read log (审计查阅记录): who looked at what, when (newest first)."""
     where: list[str] = []
     params: list[Any] = []
     for column, value in (("case_no", case_no), ("user_id", user)):
@@ -435,7 +435,7 @@ async def reads(
 
 @pages.get("/audit", dependencies=[Depends(public)])
 async def audit_page() -> FileResponse:
-    """The auditor page (審計): find, replay, verify, export."""
+    """The auditor page (审计): find, replay, verify, export."""
     return FileResponse(PAGE_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 

@@ -80,7 +80,7 @@ class RefreshIn(Strict):
 
 
 class DeviceIn(Strict):
-    name: str = Field(min_length=1, max_length=100, examples=["網格員手機 Xiaomi 13"])
+    name: str = Field(min_length=1, max_length=100, examples=["网格员手机 Xiaomi 13"])
     expires_in_days: int | None = Field(default=None, ge=1, le=400)
 
 
@@ -243,7 +243,7 @@ async def sign_in(
     refresh_token: str | None = Form(default=None, max_length=200),
     client_id: str | None = Form(default=None, max_length=40),
 ) -> TokenOut:
-    """OAuth2 password flow (登錄): username + password → access token, refresh token."""
+    """OAuth2 password flow (登录): username + password → access token, refresh token."""
     if grant_type == "refresh_token":
         if not refresh_token:
             raise ApiError(
@@ -392,7 +392,7 @@ async def create_device(
     body: DeviceIn,
     principal: Principal = Depends(require("inspector", "handler", scopes=("devices",))),
 ) -> DeviceCreated:
-    """Register a phone (設備綁定): returns a long-lived device token, shown once."""
+    """Register a phone (设备绑定): returns a long-lived device token, shown once."""
     if principal.token_kind != "access":
         raise ApiError(
             403,
@@ -443,7 +443,7 @@ async def revoke_device(
     device_id: str = Path(max_length=64),
     principal: Principal = Depends(current_principal),
 ) -> DeviceOut:
-    """Revoke a device token (lost phone 設備掛失): it stops working at once."""
+    """Revoke a device token (lost phone 设备挂失): it stops working at once."""
     store = user_store(request)
     device = await store.get_device(device_id)
     if device is None or (principal.role != "admin" and device["user_id"] != principal.user_id):

@@ -247,7 +247,7 @@ async def act_on_case(
         parsed = command.parsed_args()
     except ValidationError as exc:
         raise validation_error(exc.errors()) from exc
-    # A result (處置反饋) or verification (核查) may only point at uploaded photos, as a report
+    # A result (处置反馈) or verification (核查) may only point at uploaded photos, as a report
     # may: checked here, before the command is queued, because once the worker has stored the
     # event the reference is part of the evidence for good.
     await photo_api.check_photo_refs(pool, getattr(parsed, "photos", []))

@@ -1,4 +1,4 @@
-"""The command centre's read API (指揮中心): queue v2, map aggregates, evaluation metrics,
+"""The command centre's read API (指挥中心): queue v2, map aggregates, evaluation metrics,
 exports.
 
 * ``GET /v1/queue`` — the case queue, filterable by every column a dispatcher filters on,
@@ -10,7 +10,7 @@ exports.
 * ``GET /v1/map`` — open / yellow / red / supervised counts per grid and rolled up to the
   children of any node of the jurisdiction tree (drill-down city → district → community →
   grid), from ``projections/map.py``.
-* ``GET /v1/metrics`` — the evaluation metrics (綜合評價) of any node and period, grouped by
+* ``GET /v1/metrics`` — the evaluation metrics (综合评价) of any node and period, grouped by
   day / week / month / department / level / inspector / grid or any level of the tree;
   ``GET /v1/metrics/definitions`` — what each metric means (zh + en, formula), from
   ``projections/metrics.py``; ``GET /v1/metrics/export.csv`` / ``.jsonl``.
@@ -109,7 +109,7 @@ SortName = Literal["reported_at", "due_at", "priority", "updated_at"]
 
 
 # --------------------------------------------------------------------------- scoping
-# Jurisdiction (轄區) comes from gateways/http/access.py, the one place that decides it: the
+# Jurisdiction (辖区) comes from gateways/http/access.py, the one place that decides it: the
 # queue and its export use ``case_filter`` (inspectors: own grids, handlers: own department,
 # centre staff: own node and below), the map, metrics and stream use ``visible_grids``.
 
@@ -141,11 +141,11 @@ class QueueQuery:
 
     def __init__(
         self,
-        status: list[str] | None = Query(default=None, max_length=20, description="status 狀態"),
+        status: list[str] | None = Query(default=None, max_length=20, description="status 状态"),
         open: bool | None = Query(default=None, description="true: not closed/rejected/merged"),
         light: Literal["green", "yellow", "red", "none"] | None = Query(
             default=None,
-            description="traffic light of the running step: green (on time), yellow (預警, "
+            description="traffic light of the running step: green (on time), yellow (预警, "
             "≥ 80 % used), red (超期), none (no clock running)",
         ),
         warning: bool | None = Query(default=None, description="yellow or red light"),
@@ -399,7 +399,7 @@ async def queue(
     reads: ReadConnection = Depends(get_reads),
     principal: Principal = Depends(queue_reader),
 ) -> dict[str, Any]:
-    """The queue (案件隊列), filtered and sorted; follow ``next_cursor`` for the next page."""
+    """The queue (案件队列), filtered and sorted; follow ``next_cursor`` for the next page."""
     q = QueueSql(query, ref.jurisdiction, principal, sort, order)
     keys = q.keys
     effective = keys[0][1]
@@ -786,7 +786,7 @@ async def metrics(
     clock: Clock = Depends(get_clock),
     principal: Principal = Depends(centre_reader),
 ) -> dict[str, Any]:
-    """Evaluation metrics (綜合評價) of a node and period; rates are 0…1 or null."""
+    """Evaluation metrics (综合评价) of a node and period; rates are 0…1 or null."""
     keys = [k.strip() for k in only.split(",") if k.strip()] if only else None
     return await _metrics(
         ref, reads, clock, principal, node, day_from, day_to, group_by, department, level,

@@ -105,7 +105,7 @@ RELAY_LAG = Gauge(
     _G + "relay_lag_events", "Events stored but not yet published to EVENTS", ["partition"]
 )
 CASES_OPEN = Gauge(_G + "cases_open", "Open cases (not closed / rejected / merged)", ["district"])
-CASES_WARNING = Gauge(_G + "cases_warning", "Open cases on a yellow light (預警)", ["district"])
+CASES_WARNING = Gauge(_G + "cases_warning", "Open cases on a yellow light (预警)", ["district"])
 CASES_OVERDUE = Gauge(_G + "cases_overdue", "Open cases past their deadline (超期)", ["district"])
 
 

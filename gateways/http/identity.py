@@ -104,7 +104,7 @@ class Principal(BaseModel):
 
 #: In-process callers (the SLA watcher, the sample loader) act as this; never issued as a token.
 SYSTEM_PRINCIPAL = Principal(
-    user_id="system", name="系統", role="system", scopes=sorted(SCOPES), token_kind="internal"
+    user_id="system", name="系统", role="system", scopes=sorted(SCOPES), token_kind="internal"
 )
 
 

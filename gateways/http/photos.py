@@ -1,6 +1,6 @@
 """Photos: ``POST /v1/photos`` (upload) and ``GET /v1/photos/{digest}`` (download).
 
-Upload first, then reference: a report, a result (處置反饋) or a verification (核查) carries
+Upload first, then reference: a report, a result (处置反馈) or a verification (核查) carries
 ``{"digest", "size", "content_type"}`` as returned here. The body is either the raw image
 (``Content-Type: image/jpeg`` … or ``application/octet-stream``, what the inspector app sends
 after downscaling on the phone)
@@ -40,7 +40,7 @@ async def may_view(
     pool: asyncpg.Pool, j: Jurisdiction, principal: Principal, photo: photos.StoredPhoto
 ) -> bool:
     """The uploader, auditors, and whoever may see a case whose events reference the photo
-    (a report, a result 處置反饋, a verification 核查)."""
+    (a report, a result 处置反馈, a verification 核查)."""
     if principal.role in ("auditor", "system") or photo.uploaded_by == principal.user_id:
         return True
     async with pool.acquire() as conn:

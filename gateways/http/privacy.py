@@ -1,14 +1,14 @@
-"""Personal data (個人信息) in case payloads: the one place that masks it.
+"""Personal data (个人信息) in case payloads: the one place that masks it.
 
 A case file carries the reporting citizen's name and phone number. They are shown in full
 only to the people who need them to do their job (DOMAIN.md):
 
-* call-takers (受理員) — they registered the call and do the return visit (回訪);
-* the owning dispatcher (派遣員) — a dispatcher whose node contains the case;
-* auditors (審計員) — they see everything, and every read is logged;
+* call-takers (受理员) — they registered the call and do the return visit (回访);
+* the owning dispatcher (派遣员) — a dispatcher whose node contains the case;
+* auditors (审计员) — they see everything, and every read is logged;
 * ``system`` (in-process callers).
 
-Everyone else gets masked values: ``張三`` → ``張*``, ``13800000000`` → ``138****0000``.
+Everyone else gets masked values: ``张三`` → ``张*``, ``13800000000`` → ``138****0000``.
 
 :func:`mask_case` walks a whole payload (the case row, its timeline, event data, nested
 ``reporter`` dicts and lists) so new fields under those names are covered too. Every router
@@ -38,7 +38,7 @@ _NON_DIGIT = re.compile(r"\D")
 
 
 def mask_name(name: str | None) -> str | None:
-    """``張三`` → ``張*``; ``歐陽娜娜`` → ``歐***``; ``Li Lei`` → ``L*****``."""
+    """``张三`` → ``张*``; ``欧阳娜娜`` → ``欧***``; ``Li Lei`` → ``L*****``."""
     if not name:
         return name
     name = str(name)

@@ -25,7 +25,7 @@ async def list_categories(
     q: str | None = Query(default=None, max_length=100, description="search zh / en"),
     kind: str | None = Query(default=None, max_length=20),
 ) -> dict[str, Any]:
-    """The category catalogue (部件 / 事件 / 網格治理) with limits and conditions."""
+    """The category catalogue (部件 / 事件 / 网格治理) with limits and conditions."""
     catalogue = ref.catalogue
     cats = catalogue.search(q) if q else catalogue.all()
     if kind:
@@ -38,7 +38,7 @@ async def list_grids(
     ref: Reference = Depends(get_reference),
     under: str | None = Query(default=None, max_length=40, description="a node code"),
 ) -> dict[str, Any]:
-    """Unit grids (網格): code, name, community, centroid."""
+    """Unit grids (网格): code, name, community, centroid."""
     j = ref.jurisdiction
     if under is not None and under not in j.nodes and under not in j.grids:
         raise ApiError(404, "not_found", f"unknown node {under}")
@@ -96,7 +96,7 @@ async def list_departments(
     ref: Reference = Depends(get_reference),
     node: str | None = Query(default=None, max_length=40),
 ) -> dict[str, Any]:
-    """Departments (處置部門) per node, with their function tags."""
+    """Departments (处置部门) per node, with their function tags."""
     j = ref.jurisdiction
     if node is not None and node not in j.nodes:
         raise ApiError(404, "not_found", f"unknown node {node}")

@@ -343,7 +343,7 @@ async def post_report(
     principal: Principal = Depends(reporter),
     idempotency_key: str | None = Header(default=None, min_length=8, max_length=200),
 ) -> JSONResponse:
-    """Accept a report (上報). Answers 202 with the case number once the broker has it."""
+    """Accept a report (上报). Answers 202 with the case number once the broker has it."""
     if idempotency_key and body.idempotency_key and idempotency_key != body.idempotency_key:
         raise ApiError(
             422, "idempotency_key_conflict", "Idempotency-Key header and body field differ"

@@ -1,4 +1,4 @@
-"""Auditing (審計): the read side that reads the event store itself, read-only.
+"""Auditing (审计): the read side that reads the event store itself, read-only.
 
 The adapters are thin: ``gateways/http/audit.py`` (the auditor API and page) and
 ``gateways/cli_audit.py`` (``gridctl audit``); the relay (``gateways/relay.py``) seals the

@@ -1,4 +1,4 @@
-"""The running log chain (日誌鏈): one hash chain over each partition's notification order.
+"""The running log chain (日志链): one hash chain over each partition's notification order.
 
 Why a second chain: the per-case chain (``aggregates.integrity``) proves that the events of
 ONE case were not changed, reordered or removed — except the newest event(s) of a case, and

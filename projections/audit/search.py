@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-CST = timezone(timedelta(hours=8))  # 北京時間: "date" filters are local days
+CST = timezone(timedelta(hours=8))  # 北京时间: "date" filters are local days
 COLUMNS = (
     "case_no, status, category, grid, district, department, reporter_name, reporter_phone, "
     "reported_at, updated_at, version, description"
