@@ -173,7 +173,13 @@ def test_second_gridctl_up_is_refused_and_the_first_heals_its_postgres(
         said = " ".join((second.stdout + second.stderr).split())
         assert f"pid {first.pid}" in said and info["nats_url"] in said, said
         assert (state / "nats" / "nats.log").stat().st_size == nats_log  # touched nothing
-        assert StateLock.holder(state) == info
+        # The box still holds the lock with the same servers (its role list is refreshed
+        # every few seconds, so only the identity is compared).
+        held = StateLock.holder(state)
+        assert held is not None
+        assert {k: held.get(k) for k in ("pid", "nats_url", "database_url")} == {
+            k: info[k] for k in ("pid", "nats_url", "database_url")
+        }
         by_hand = subprocess.run(
             [sys.executable, "-m", "gateways.cli", "run", "worker"], cwd=ROOT,
             env={**env, "GRID_STATE_DIR": str(state)}, capture_output=True, text=True,
