@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -141,15 +141,32 @@ class ActionSpec:
 REGISTRY: dict[str, ActionSpec] = {}
 
 
-def register(spec: ActionSpec) -> ActionSpec:
-    """Add an entry (at import of its module in ``aggregates.actions``); names are unique."""
-    if spec.name in REGISTRY:
-        raise ValueError(f"action {spec.name!r} declared twice")
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def roles(self) -> frozenset[str]: ...
+
+
+_Spec = TypeVar("_Spec", bound=_Named)
+
+
+def enter(table: dict[str, _Spec], spec: _Spec, kind: str = "action") -> _Spec:
+    """Put ``spec`` into an action table: names unique, roles from the vocabulary (the
+    case's registry and the household's share this rule)."""
+    if spec.name in table:
+        raise ValueError(f"{kind} {spec.name!r} declared twice")
     unknown = spec.roles - set(ROLES)
     if unknown:
-        raise ValueError(f"action {spec.name!r}: unknown roles {sorted(unknown)}")
-    REGISTRY[spec.name] = spec
+        raise ValueError(f"{kind} {spec.name!r}: unknown roles {sorted(unknown)}")
+    table[spec.name] = spec
     return spec
+
+
+def register(spec: ActionSpec) -> ActionSpec:
+    """Add an entry (at import of its module in ``aggregates.actions``); names are unique."""
+    return enter(REGISTRY, spec)
 
 
 def anytime(to: Status | None = None) -> dict[Status, Status]:

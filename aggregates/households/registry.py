@@ -17,12 +17,11 @@ from datetime import datetime
 from typing import Any
 
 from aggregates.households.state import HouseholdState
-from aggregates.registry import Strict
+from aggregates.registry import Strict, enter
 from core.calendar import WorkCalendar
 from core.catalogue import Catalogue
 from core.jurisdiction import Jurisdiction
 from core.visits import VisitSchedules
-from core.vocabulary import ROLES
 
 
 @dataclass(frozen=True)
@@ -60,13 +59,7 @@ HOUSEHOLD_ACTIONS: dict[str, HouseholdAction] = {}
 
 
 def register(spec: HouseholdAction) -> HouseholdAction:
-    if spec.name in HOUSEHOLD_ACTIONS:
-        raise ValueError(f"household action {spec.name!r} declared twice")
-    unknown = spec.roles - set(ROLES)
-    if unknown:
-        raise ValueError(f"household action {spec.name!r}: unknown roles {sorted(unknown)}")
-    HOUSEHOLD_ACTIONS[spec.name] = spec
-    return spec
+    return enter(HOUSEHOLD_ACTIONS, spec, "household action")
 
 
 def household_actions(role: str) -> list[str]:
