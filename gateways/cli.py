@@ -234,7 +234,6 @@ async def _serve_supervised(
 ) -> str | None:
     """One process per role and the embedded servers, each restarted if it dies;
     SIGINT/SIGTERM drains the roles in order. The reason when a crash loop stopped it."""
-    import signal
 
     from gateways.bootstrap import ROLES
     from gateways.sample import load_sample_reports

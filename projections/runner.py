@@ -64,10 +64,17 @@ async def setup(pool: asyncpg.Pool, projections: Sequence[Projection]) -> None:
             await conn.execute(projection.ddl())
 
 
-async def projection_lock(conn: asyncpg.Connection, name: str) -> None:
-    """Serialise writers of one projection (live runner vs. rebuild swap) for this transaction."""
+async def projection_lock(conn: asyncpg.Connection, *names: str) -> None:
+    """Serialise writers of these projections (live runner vs. rebuild swap) for this
+    transaction: one statement, locks taken in name order (as every holder takes them)."""
+    ordered = sorted(set(names))
     await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':projection:' || $1))", name
+        "SELECT "
+        + ", ".join(
+            f"pg_advisory_xact_lock(hashtext(current_schema() || ':projection:' || ${i + 1}))"
+            for i in range(len(ordered))
+        ),
+        *ordered,
     )
 
 
@@ -107,15 +114,7 @@ async def apply_group(
     was these per-projection round trips, not the rows."""
     names = [p.name for p in projections]
     if lock:
-        ordered = sorted(set(names))
-        await conn.execute(
-            "SELECT "
-            + ", ".join(
-                f"pg_advisory_xact_lock(hashtext(current_schema() || ':projection:' || ${i + 1}))"
-                for i in range(len(ordered))
-            ),
-            *ordered,
-        )
+        await projection_lock(conn, *names)
     rows = await conn.fetch(
         "SELECT projection, partition, position FROM projection_positions "
         "WHERE projection = ANY($1::text[])",
