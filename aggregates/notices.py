@@ -19,6 +19,14 @@ Closed (due a visit)        ``return_visit_due`` 待回访             call-take
 ReturnVisited (不满意)      ``reopen_decision`` 重办或不予重办      shift leaders
 ==========================  ======================================  ==========================
 
+Household visits (六必访, :func:`visit_reminder`): not caused by an event but by time, like the
+SLA watcher's lights. A household's running visit deadline turning yellow (80 % of the
+interval) gives ``visit_due`` 走访临期, passing due gives ``visit_overdue`` 走访逾期; both go to
+the household's responsible inspector (``user.<id>``), else to its grid's team
+(``grid.<code>``). One of each per visit deadline: the watcher's pass keeps a ledger
+(``projections/notifications.py``, ``visit_reminders``). The text names the household number
+and address only — never its flags, members or findings.
+
 Reporters (by text message, :func:`reporter_notices`): ``filed`` when the case is filed,
 ``closed`` when it is closed, ``return_visit_due`` on closing when the visit rule
 (``aggregates/visits.py``) makes a return visit due.
@@ -31,7 +39,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aggregates.visits import DEFAULT_RULE, VisitRule
 
@@ -146,3 +156,33 @@ def reporter_notices(
                               f"【12319】工单 {no} 已办结, 近日我们将电话回访, 听取您的意见。"))
         return out
     return []
+
+
+#: The reminders of household visits due (六必访), per kind (:func:`visit_reminder`).
+VISIT_REMINDER_KINDS: dict[str, str] = {"visit_due": "走访临期", "visit_overdue": "走访逾期"}
+_BEIJING = ZoneInfo("Asia/Shanghai")
+
+
+def visit_reminder(household: Mapping[str, Any], now: datetime) -> Notice | None:
+    """The reminder a household's running visit deadline calls for at ``now`` (None before
+    its yellow light, or with no deadline running). ``household``: a register row
+    (``household_no``, ``grid``, ``address``, ``inspector``, ``due_at``, ``warning_at``,
+    ``archived``)."""
+    due, warn = household.get("due_at"), household.get("warning_at")
+    if due is None or household.get("archived"):
+        return None
+    if now >= due:
+        kind = "visit_overdue"
+    elif warn is not None and now >= warn:
+        kind = "visit_due"
+    else:
+        return None
+    inspector = household.get("inspector")
+    audience = [f"user.{inspector}"] if inspector else [f"grid.{household['grid']}"]
+    when = due.astimezone(_BEIJING).strftime("%Y-%m-%d %H:%M")
+    lead = "走访已逾期, 请尽快走访" if kind == "visit_overdue" else f"走访临期, 请于 {when} 前走访"
+    return Notice(
+        kind, audience, f"{lead}: {household.get('address') or ''} ({household['household_no']})",
+        {"household_no": household["household_no"], "due": due.isoformat(),
+         "grid": household["grid"]},
+    )

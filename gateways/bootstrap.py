@@ -104,6 +104,11 @@ class Runtime(runtime.Runtime):
         opened.photos = PhotoStore(js, topo, replicas=settings.stream_replicas)
         return opened
 
+    async def _push_notification(self, audience: str, payload: bytes) -> None:
+        """Publish a notification where ``audience``'s live listeners hear it (the watcher's
+        visit reminders; the notifier publishes its own the same way)."""
+        await self.nc.publish(notify.audience_subject(self.topo.subject_root, audience), payload)
+
     def start(self, roles: Iterable[str], partitions: list[str] | None = None) -> None:
         """Start the given roles as tasks; ``partitions`` limits workers and the relay."""
         parts = partitions or self.ref.partitions
@@ -147,7 +152,8 @@ class Runtime(runtime.Runtime):
                 self.spawn(role, runner.run(self.stop_event))
             elif role == "watcher":
                 self.watcher = SlaWatcher(self.pool, self.js, self.topo, self.ref, self.clock,
-                                          interval_s=self.settings.watcher_interval_s)
+                                          interval_s=self.settings.watcher_interval_s,
+                                          push=self._push_notification)
                 self.spawn(role, self.watcher.run(self.stop_event))
             elif role == "notifier":
                 self.notifier = notify.Notifier(self)

@@ -6,11 +6,17 @@ reminders) calls for. Command ids are derived from (case, rule, step, deadline),
 repeated tick, a second watcher or a restart publishes nothing new (NATS dedupe) and changes
 nothing (the aggregate ignores a command id it has applied). Time comes from an injected
 clock: tests move it.
+
+The same pass reminds inspectors of household visits due (六必访): a household whose running
+visit deadline turned yellow or red gets one ``visit_due`` / ``visit_overdue`` notification
+(``aggregates.notices.visit_reminder``; stored once per deadline and kind by
+``projections.notifications.remind_visits``), pushed on NATS like the notifier's.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -25,6 +31,7 @@ from core.messaging import Topology
 from core.refdata import Reference
 from core.retry import backoff_delays, sleep_or_stop
 from core.vocabulary import TERMINAL as TERMINAL_STATUSES
+from projections.notifications import remind_visits
 
 log = get_logger("watcher")
 
@@ -53,6 +60,7 @@ class SlaWatcher:
         clock: Clock,
         interval_s: float = 5.0,
         batch: int = 5000,
+        push: Callable[[str, bytes], Awaitable[None]] | None = None,
     ) -> None:
         self.pool = pool
         self.js = js
@@ -62,6 +70,10 @@ class SlaWatcher:
         self.interval_s = interval_s
         self.batch = batch
         self.published = 0
+        # (audience, payload) → published where that audience's listeners hear it (bootstrap
+        # wires gateways.notify's subjects): how reminders reach the pages live.
+        self.push = push
+        self.reminded = 0
 
     async def tick(self) -> list[Command]:
         """One scan: returns the commands published."""
@@ -89,7 +101,29 @@ class SlaWatcher:
         self.published += len(commands)
         if commands:
             log.info("watcher.tick", commands=len(commands))
+        await self.remind(now)
         return commands
+
+    async def remind(self, now: Any) -> list[dict[str, Any]]:
+        """Household visits due: store and push the reminders not sent yet (never fails the
+        SLA pass: a problem is logged and the next pass tries again)."""
+        try:
+            items = await remind_visits(self.pool, now)
+        except Exception as exc:
+            log.warning("watcher.visit_reminders_failed", error=repr(exc))
+            return []
+        if self.push is not None:
+            for item in items:
+                payload = codec.dumps(item)
+                for audience in item["audience"]:
+                    try:
+                        await self.push(audience, payload)
+                    except Exception as exc:  # the list still has it
+                        log.warning("watcher.reminder_push_failed", error=repr(exc))
+        if items:
+            self.reminded += len(items)
+            log.info("watcher.visit_reminders", notifications=len(items))
+        return items
 
     async def run(self, stop: asyncio.Event) -> None:
         delays = backoff_delays()

@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from aggregates.households.coverage import HOUSEHOLD_METRICS
 from core.envelope import parse_time
 from projections.base import Envelope
 from projections.map import advance, iso
@@ -400,6 +401,8 @@ def definitions() -> dict[str, Any]:
         "computed from the counters when asked, never stored.",
         "metrics": [{"key": k, **_jsonable(m)} for k, m in METRICS.items()],
         "counters": [{"key": k, **c} for k, c in {**COUNTERS, **SNAPSHOTS}.items()],
+        # Households and care visits (六必访): figures of GET /v1/households/coverage.
+        "household_metrics": [{"key": k, **d} for k, d in HOUSEHOLD_METRICS.items()],
     }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from aggregates.notices import Notice, notices_for
+from aggregates.notices import VISIT_REMINDER_KINDS, Notice, notices_for, visit_reminder
 from aggregates.visits import VisitRule
 from core.clock import Clock, SystemClock
 from core.settings import get_settings
@@ -35,6 +35,7 @@ KINDS: dict[str, str] = {
     "extension_decided": "延期审批",
     "return_visit_due": "待回访",
     "reopen_decision": "回访不满意待决定",
+    **VISIT_REMINDER_KINDS,  # household visits due (not from events: visit_reminders below)
 }
 
 DDL = """
@@ -83,6 +84,17 @@ DO $$ BEGIN
     END IF;
 END $$;
 CREATE INDEX IF NOT EXISTS notifications_audience_idx ON notifications USING gin (audience);
+-- Reminders of household visits due (六必访): one per visit deadline and kind, whoever sends
+-- it and however often (the watcher's pass, aggregates.notices.visit_reminder). Their
+-- notifications rows have partition 'households' and this row's id as position.
+CREATE TABLE IF NOT EXISTS visit_reminders (
+    id bigserial PRIMARY KEY,
+    household_id text NOT NULL,
+    due_at timestamptz NOT NULL,
+    kind text NOT NULL,
+    at timestamptz NOT NULL,
+    UNIQUE (household_id, due_at, kind)
+);
 CREATE TABLE IF NOT EXISTS webhooks (
     id text PRIMARY KEY,
     url text NOT NULL,
@@ -286,6 +298,70 @@ class NotifyProjection:
                 row["id"],
                 notice.kind,
             )
+
+
+#: Households whose running visit deadline is yellow or red and has not had that reminder.
+DUE_REMINDERS_SQL = """
+SELECT r.household_id, r.household_no, r.grid, r.address, r.inspector, r.due_at, r.warning_at,
+       r.archived
+FROM household_register r
+WHERE NOT r.archived AND r.due_at IS NOT NULL AND (r.warning_at <= $1 OR r.due_at <= $1)
+  AND NOT EXISTS (
+      SELECT 1 FROM visit_reminders v
+      WHERE v.household_id = r.household_id AND v.due_at = r.due_at
+        AND v.kind = CASE WHEN r.due_at <= $1 THEN 'visit_overdue' ELSE 'visit_due' END)
+ORDER BY r.due_at
+LIMIT $2
+"""
+
+
+async def remind_visits(
+    pool: asyncpg.Pool, now: datetime, limit: int = 500
+) -> list[dict[str, Any]]:
+    """Store the reminders of household visits due or overdue at ``now`` that were not sent
+    yet (each in one transaction with its ledger row, so two watchers or a repeated pass store
+    it once), with their webhook deliveries; returns the notifications to push."""
+    out: list[dict[str, Any]] = []
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(DUE_REMINDERS_SQL, now, limit)
+        if not rows:
+            return out
+        hooks = await conn.fetch(
+            "SELECT id, kinds, audiences, created_at FROM webhooks WHERE active"
+        )
+        for row in rows:
+            notice = visit_reminder(dict(row), now)
+            if notice is None:
+                continue
+            async with conn.transaction():
+                ledger = await conn.fetchval(
+                    "INSERT INTO visit_reminders (household_id, due_at, kind, at) "
+                    "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING id",
+                    row["household_id"], row["due_at"], notice.kind, now,
+                )
+                if ledger is None:
+                    continue  # another pass sent it
+                data = {**notice.data, "event": None, "actor": "sla-watcher"}
+                nid = await conn.fetchval(
+                    "INSERT INTO notifications (kind, case_no, case_id, audience, title, body, "
+                    "data, at, partition, position, live) VALUES ($1, $2, $3::uuid, $4, $5, $6, "
+                    "$7, $8, 'households', $9, true) RETURNING id",
+                    notice.kind, row["household_no"], row["household_id"], notice.audience,
+                    KINDS[notice.kind], notice.body, data, now, ledger,
+                )
+                for hook in hooks:
+                    if hook_wants(hook, notice, now):
+                        await conn.execute(
+                            "INSERT INTO webhook_deliveries (webhook_id, notification_id, kind) "
+                            "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                            hook["id"], nid, notice.kind,
+                        )
+            out.append({
+                "id": nid, "kind": notice.kind, "title": KINDS[notice.kind],
+                "body": notice.body, "case_no": row["household_no"],
+                "audience": notice.audience, "at": now, "data": data,
+            })
+    return out
 
 
 def as_time(value: Any) -> datetime:

@@ -97,3 +97,60 @@ DEFINITION_EN = (
     "the due moment). A household left unvisited counts one missed visit and stays in the "
     "overdue count until visited."
 )
+
+
+#: The household figures (六必访) and their definitions, in display order: served by
+#: ``GET /v1/metrics/definitions`` (``household_metrics``, beside the case metrics) and with
+#: every answer of ``GET /v1/households/coverage``. ``kind`` as the case metrics' (count /
+#: rate / snapshot: a count of the state now, not bound to the period).
+HOUSEHOLD_METRICS: dict[str, dict[str, str]] = {
+    "coverage": {
+        "zh": "走访覆盖率", "en": "Visit coverage", "kind": "rate",
+        "formula_zh": "走访覆盖率 = 按期走访 ÷ 应走访",
+        "formula_en": "Visit coverage = visits on time ÷ visits due",
+        "note_zh": DEFINITION_ZH, "note_en": DEFINITION_EN,
+    },
+    "visits_due": {
+        "zh": "应走访", "en": "Visits due", "kind": "count",
+        "formula_zh": "应走访(统计期内结束的走访期限)",
+        "formula_en": "Visits due (visit deadlines ending in the period)",
+        "note_zh": "每户的每个走访期限算一次；期限未到就被替换的不计。",
+        "note_en": "Each visit deadline of a household counts once; one replaced before it was "
+                   "due does not count.",
+    },
+    "visits_on_time": {
+        "zh": "按期走访", "en": "Visits on time", "kind": "count",
+        "formula_zh": "按期走访(期限内完成的走访)",
+        "formula_en": "Visits on time (made at or before their deadline)",
+        "note_zh": "", "note_en": "",
+    },
+    "overdue": {
+        "zh": "逾期未访户", "en": "Overdue visits", "kind": "snapshot",
+        "formula_zh": "逾期未访户(当前状态)", "formula_en": "Overdue households (state now)",
+        "note_zh": "走访期限已过仍未走访的户数（红灯），按当前时刻计，与所选时段无关。",
+        "note_en": "Households whose visit deadline has passed without a visit (red), now; "
+                   "not bound to the period.",
+    },
+    "warning": {
+        "zh": "临期户", "en": "Visits due soon", "kind": "snapshot",
+        "formula_zh": "临期户(当前状态)", "formula_en": "Households due soon (state now)",
+        "note_zh": "已过走访周期 80%、尚未到期的户数（黄灯），与案件时限同一规则。",
+        "note_en": "Households past 80 % of their visit interval, not yet due (yellow); the "
+                   "same rule as case deadlines.",
+    },
+    "flagged": {
+        "zh": "必访户", "en": "Must-visit households", "kind": "snapshot",
+        "formula_zh": "必访户(当前状态)", "formula_en": "Must-visit households (state now)",
+        "note_zh": "至少有一项六必访标记的在册户数。",
+        "note_en": "Registered households with at least one of the six must-visit flags.",
+    },
+    "per_flag": {
+        "zh": "各类必访户", "en": "Households per flag", "kind": "snapshot",
+        "formula_zh": "各标记的户数(当前状态)", "formula_en": "Households per flag (state now)",
+        "note_zh": "一户有多项标记时在每项中各计一次；重大疾病、刑释解教/社区矫正的户数仅对有"
+                   "知悉需要的角色显示。",
+        "note_en": "A household with several flags counts under each; the counts of serious "
+                   "illness and released / corrected are shown only to roles with a need to "
+                   "know.",
+    },
+}

@@ -30,7 +30,7 @@ from aggregates.households import (
     verify_chain,
 )
 from aggregates.households.actions import need_key
-from aggregates.households.coverage import DEFINITION_EN, DEFINITION_ZH
+from aggregates.households.coverage import DEFINITION_EN, DEFINITION_ZH, HOUSEHOLD_METRICS
 from aggregates.households.schedule import light
 from aggregates.registry import Strict
 from core.clock import Clock
@@ -290,15 +290,19 @@ async def coverage(
         "total": {"visits_due": total_due, "visits_on_time": total_on_time,
                   "coverage": round(total_on_time / total_due, 4) if total_due else None,
                   "overdue": sum(u["overdue"] for u in units)},
+        # The definitions (aggregates/households/coverage.py, also in GET /v1/metrics/
+        # definitions): "definition" keeps the older shape, "metrics" is the whole table.
         "definition": {
             "coverage": DEFINITION_ZH,
             "coverage_en": DEFINITION_EN,
-            "overdue": "逾期未访户：走访期限已过仍未走访的户数（红灯），按当前时刻计",
-            "overdue_en": "households whose visit deadline has passed without a visit (red), now",
-            "warning": "临期户：已过走访周期 80%、尚未到期的户数（黄灯），与案件时限同一规则",
-            "warning_en": "households past 80 % of their visit interval, not yet due (yellow); "
-                          "the same rule as case deadlines",
+            "overdue": f"{HOUSEHOLD_METRICS['overdue']['zh']}："
+                       f"{HOUSEHOLD_METRICS['overdue']['note_zh']}",
+            "overdue_en": HOUSEHOLD_METRICS["overdue"]["note_en"],
+            "warning": f"{HOUSEHOLD_METRICS['warning']['zh']}："
+                       f"{HOUSEHOLD_METRICS['warning']['note_zh']}",
+            "warning_en": HOUSEHOLD_METRICS["warning"]["note_en"],
         },
+        "metrics": [{"key": k, **d} for k, d in HOUSEHOLD_METRICS.items()],
         "sensitive_counts_shown": sensitive_ok,
     }
 
@@ -323,9 +327,14 @@ async def read_log(
     app: HouseholdApp = Depends(app_from),
     principal: Principal = Depends(auditors),
     household: str | None = Query(default=None, max_length=60),
+    reader: str | None = Query(default=None, max_length=100,
+                               description="the reader's user id"),
+    since: datetime | None = Query(default=None, description="reads at or after"),
+    until: datetime | None = Query(default=None, description="reads before"),
     limit: int = Query(default=200, ge=1, le=2000),
 ) -> dict[str, Any]:
-    """Who read which household's details, when, and whether sensitive facts were shown."""
+    """Who read which household's details, when, and whether sensitive facts were shown
+    (newest first); each read names its households (number, address, grid) for the page."""
     async with app.pool.acquire() as conn:
         hid = None
         if household:
@@ -334,10 +343,22 @@ async def read_log(
                 raise _not_found(household)
             hid = row["household_id"]
         rows = await conn.fetch(
-            "SELECT at, user_id, role, what, household_ids, sensitive_shown, path "
-            "FROM household_reads WHERE $1::text IS NULL OR $1 = ANY(household_ids) "
-            f"ORDER BY id DESC LIMIT {limit}", hid)
-    return {"reads": [dict(r) for r in rows]}
+            "SELECT id, at, user_id, role, what, household_ids, sensitive_shown, path "
+            "FROM household_reads WHERE ($1::text IS NULL OR $1 = ANY(household_ids)) "
+            "AND ($2::text IS NULL OR user_id = $2) AND ($3::timestamptz IS NULL OR at >= $3) "
+            "AND ($4::timestamptz IS NULL OR at < $4) "
+            f"ORDER BY id DESC LIMIT {limit}", hid, reader, since, until)
+        ids = sorted({i for r in rows for i in r["household_ids"]})
+        named = {r["household_id"]: dict(r) for r in await conn.fetch(
+            "SELECT household_id, household_no, address, grid FROM household_register "
+            "WHERE household_id = ANY($1::text[])", ids)}
+    reads = []
+    for r in rows:
+        item = dict(r)
+        item["households"] = [named.get(i, {"household_id": i, "household_no": None})
+                              for i in r["household_ids"]]
+        reads.append(item)
+    return {"reads": reads}
 
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
