@@ -77,6 +77,8 @@ from shapely.geometry import Point, Polygon
 from shapely.geometry.polygon import orient
 from shapely.validation import explain_validity
 
+from core.basemap import BaseMap
+
 __all__ = [
     "CITY_MARGIN_M",
     "DEFAULT_LEVELS",
@@ -320,6 +322,8 @@ class CityConfig(_Frozen):
     nodes: list[Node] = Field(default_factory=list)
     grids: list[Grid]
     departments: list[Department] = Field(default_factory=list)
+    #: 底图: the city's tile source (``core/basemap.py``); none = grids on a plain background.
+    basemap: BaseMap | None = None
 
 
 # --------------------------------------------------------------------------- the tree
@@ -337,6 +341,7 @@ class Jurisdiction:
     name_en: str
     version: int
     code_scheme: str
+    basemap: BaseMap | None
     source: str
     levels: list[Level]
     nodes: dict[str, Node]
@@ -393,6 +398,7 @@ class Jurisdiction:
         self.name_en = config.city.name_en
         self.version = config.version
         self.code_scheme = config.code_scheme
+        self.basemap = config.basemap
         self.levels = list(config.levels)
         self._level_index = {level.key: i for i, level in enumerate(self.levels)}
         self.grid_level = self.levels[-1].key

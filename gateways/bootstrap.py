@@ -19,7 +19,7 @@ import asyncpg
 
 from aggregates.service import CaseService
 from aggregates.visits import VisitRule
-from core import apikeys, photos, places, users
+from core import apikeys, components, photos, places, users
 from core.db import create_pool, ensure_schema, wait_for_database
 from core.eventstore import StoreRegistry
 from core.logging import get_logger
@@ -55,6 +55,7 @@ async def intake_setup(conn: asyncpg.Connection, settings: Settings) -> None:
     await outbound.setup(conn)  # issue 16: text messages to reporters
     await households.setup(conn)  # issue 18: household events and read models
     await places.setup(conn)  # issue 17: standard addresses
+    await components.setup(conn)  # issue 17: city components (部件)
 
 
 class Runtime(runtime.Runtime):

@@ -25,7 +25,9 @@ log = get_logger("cli")
 from gateways.cli_projections import app as projections_app  # noqa: E402
 
 app.add_typer(projections_app, name="projections")
+from gateways.cli_basemap import app as basemap_app  # noqa: E402
 from gateways.cli_city import app as city_app  # noqa: E402
+from gateways.cli_components import app as components_app  # noqa: E402
 from gateways.cli_dlq import app as dlq_app  # noqa: E402
 from gateways.cli_places import app as places_app  # noqa: E402
 from gateways.cli_users import app as users_app  # noqa: E402
@@ -33,6 +35,8 @@ from gateways.cli_users import app as users_app  # noqa: E402
 app.add_typer(users_app, name="users")
 app.add_typer(places_app, name="places")
 app.add_typer(city_app, name="city")
+app.add_typer(basemap_app, name="basemap")
+app.add_typer(components_app, name="components")
 app.add_typer(dlq_app, name="dlq")
 from gateways.cli_audit import app as audit_app  # noqa: E402
 from gateways.cli_audit import replay as replay_command  # noqa: E402
@@ -173,6 +177,14 @@ async def _load_places(runtime: Any, settings: Settings) -> None:
         loaded = await places.load_city(conn, runtime.ref.jurisdiction, settings.city_dir)
     if loaded:
         console.print(f"standard addresses: {loaded} entries from {settings.city_dir.name}")
+    from core import components
+
+    async with runtime.pool.acquire() as conn:
+        loaded = await components.load_city(
+            conn, runtime.ref.jurisdiction, runtime.ref.catalogue, settings.city_dir
+        )
+    if loaded:
+        console.print(f"components (部件): {loaded} from {settings.city_dir.name}")
 
 
 def _base_url(settings: Settings) -> str:

@@ -280,6 +280,16 @@ def guiyang() -> dict[str, Any]:
         "nodes": nodes,
         "grids": grids,
         "departments": departments,
+        # No tile server on the sample box: the generated street and landmark layer
+        # (`gridctl basemap sample`, docs/basemap.md). A real city names its XYZ/WMTS source.
+        "basemap": {
+            "kind": "vector",
+            "vector": "basemap.geojson",
+            "attribution": "示例城市离线底图（生成数据，非真实道路）",
+            "min_zoom": 9,
+            "max_zoom": 18,
+            "crs": "wgs84",
+        },
     }
 
 

@@ -14,6 +14,7 @@ from gateways.http import (
     auth,
     cases,
     centre,
+    components,
     documents,
     errors,
     health,
@@ -47,6 +48,9 @@ def create_app(
             "Grid management and case dispatch (网格化管理 · 12319). Reports are accepted "
             "asynchronously (202 + case number); lifecycle commands answer with the outcome."
         ),
+        # No OpenTelemetry here (structlog and Prometheus are the instruments): with it on,
+        # FastAPI asks the OpenTelemetry globals and the environment on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
     app.state.clock = clock or SystemClock()
@@ -63,6 +67,9 @@ def create_app(
     for module in (reports, nearby, cases, reference, health, auth, places):
         app.include_router(module.router)
     app.include_router(auth.admin_router)
+    # Issue 17: the city's base map layer (public) and its components (部件).
+    app.include_router(reference.basemap_router)
+    app.include_router(components.router)
     # Intake (issue 6): photos, Open311, notifications, the inspector / department / hotline pages.
     for router in (photos.router, open311.router, open311.admin_router, notify.router):
         app.include_router(router)

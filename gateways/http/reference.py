@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse
 
 from aggregates.actions import PUBLIC_ACTIONS, REGISTRY
+from core.basemap import MAX_VECTOR_BYTES, vector_path
 from core.refdata import Reference
 from core.vocabulary import terms
 from gateways.http.deps import get_reference
 from gateways.http.errors import ApiError
-from gateways.http.identity import current_principal
+from gateways.http.identity import current_principal, public
 
 #: Any signed-in user may read reference data (forms, maps, validators).
 router = APIRouter(
@@ -82,13 +85,45 @@ async def grids_geojson(
 
 @router.get("/jurisdiction")
 async def jurisdiction_tree(ref: Reference = Depends(get_reference)) -> dict[str, Any]:
-    """Levels and nodes of the jurisdiction tree (grids listed separately)."""
+    """Levels and nodes of the jurisdiction tree (grids listed separately), and the city's
+    base map (``basemap``: tile source, zoom range, coordinate system, offline vector layer;
+    null when the city has none — docs/basemap.md)."""
     j = ref.jurisdiction
     return {
         "city": {"code": j.city_code, "name_zh": j.name_zh, "name_en": j.name_en},
         "levels": [lv.model_dump() for lv in j.levels],
         "nodes": [n.model_dump() for n in j.nodes.values()],
+        "basemap": j.basemap.public(VECTOR_URL) if j.basemap else None,
     }
+
+
+#: Where the pages fetch the city's offline street and landmark layer.
+VECTOR_URL = "/v1/basemap/vector.geojson"
+#: Public like the tiles of a tile server (no token: the inspector app's service worker
+#: caches it for offline use); it holds streets and landmarks, nothing about cases.
+basemap_router = APIRouter(prefix="/v1", tags=["reference 基础数据"])
+
+
+@basemap_router.get(
+    "/basemap/vector.geojson",
+    dependencies=[Depends(public)],
+    responses={404: {"description": "the city has no vector base layer"}},
+    response_class=FileResponse,
+)
+async def basemap_vector(ref: Reference = Depends(get_reference)) -> FileResponse:
+    """The city's offline street and landmark layer (GeoJSON, WGS-84): roads with ``class``
+    (trunk, primary, secondary, street, lane) and ``name``, landmarks (``layer: poi``) with
+    ``kind`` and ``name``. Drawn under the grids when no tile server is reachable."""
+    j = ref.jurisdiction
+    path = vector_path(j.basemap, Path(j.source).parent)
+    if path is None or not path.is_file():
+        raise ApiError(404, "not_found", "this city has no vector base layer")
+    if path.stat().st_size > MAX_VECTOR_BYTES:
+        raise ApiError(404, "not_found", f"{path.name} is larger than {MAX_VECTOR_BYTES} bytes")
+    return FileResponse(
+        path, media_type="application/geo+json",
+        headers={"Cache-Control": "public, max-age=300"},
+    )
 
 
 @router.get("/departments", responses={404: {"description": "unknown node"}})

@@ -11,6 +11,9 @@ const files = [
   ["leaflet/dist/leaflet.js", "leaflet/leaflet.js"],
   ["leaflet/dist/leaflet.css", "leaflet/leaflet.css"],
   ["leaflet/LICENSE", "leaflet/LICENSE"],
+  // WGS-84 → GCJ-02 for a city whose tile source is in GCJ-02 (static/shared/basemap.js).
+  ["gcoord/dist/gcoord.global.prod.js", "gcoord/gcoord.global.prod.js"],
+  ["gcoord/LICENSE", "gcoord/LICENSE"],
   ["uplot/dist/uPlot.iife.min.js", "uplot/uPlot.iife.min.js"],
   ["uplot/dist/uPlot.min.css", "uplot/uPlot.min.css"],
   ["uplot/LICENSE", "uplot/LICENSE"],
