@@ -11,8 +11,11 @@
   const T = (key, vars) => window.GDI18N.t(key, vars);
   const { $, h } = GD;
   const LIST_KEY = "gd.visits.worklist";
-  const LIGHT = { red: T("逾期"), yellow: T("临期"), green: T("未到期"), none: "—" };
+  // Words from the shared catalogue (shared/messages.js; keys are the zh-Hans text).
+  const light = (l) => ({ red: T("逾期"), yellow: T("临期"), green: T("未到期") })[l] || "—";
   let flags = {};
+  /** A must-visit flag's name in the page's language (the vocabulary's zh-Hans label else). */
+  const flagName = (f) => (`care_flag.${f}` in window.GDI18N.messages ? window.GDI18N.label("care_flag", f) : flags[f] || f);
   let categories = [];
 
   // ------------------------------------------------------------------ IndexedDB outbox
@@ -99,7 +102,7 @@
   }
 
   function flagText(names) {
-    return (names || []).map((f) => flags[f] || f).join(" · ");
+    return (names || []).map(flagName).join(" · ");
   }
 
   async function render() {
@@ -147,7 +150,7 @@
       return slot.replaceChildren(h("p", { class: "error small" }, navigator.onLine ? e.message : T("离线时无法查看详情")));
     }
     const flagLines = Object.entries(d.flags || {}).map(([f, v]) =>
-      h("li", {}, `${flags[f] || f}${v.reason ? "：" + v.reason : ""}${v.since ? " · " + GD.time(v.since) : ""}`));
+      h("li", {}, `${flagName(f)}${v.reason ? "：" + v.reason : ""}${v.since ? " · " + GD.time(v.since) : ""}`));
     const members = (d.members || []).map((m) => h("li", {}, [m.name, m.relation, m.birth_year, m.phone].filter(Boolean).join(" · ")));
     const cases = (d.cases || []).map((c) =>
       h("li", {}, h("span", { class: "code" }, c.case_no), " ", c.outcome ? c.outcome.status_zh : T("待建案")));
@@ -178,7 +181,7 @@
       h(
         "div",
         { class: "row" },
-        h("span", { class: `vlight ${hh.light}`, title: LIGHT[hh.light] }, LIGHT[hh.light]),
+        h("span", { class: `vlight ${hh.light}`, title: light(hh.light) }, light(hh.light)),
         h("strong", { class: "grow" }, hh.address),
         more,
         queued ? h("span", { class: "badge" }, T("待发送")) : btn

@@ -3,25 +3,29 @@
 // the server), with the definitions the server sends. A tab of its own: it listens to the
 // tab buttons itself, so app.js needs no change.
 import { api } from "./api.js";
-import { fmtPct, t, zhEn } from "./i18n.js";
+import { fmtPct, onLang, t, zhEn } from "./i18n.js";
 import { esc } from "./casepanel.js";
 
-const GROUPS = [["grid", "按网格"], ["community", "按社区"], ["district", "按区县"], ["inspector", "按网格员"]];
+// Words from the shared catalogue (shared/messages.js: hh.*, care_flag.*).
+const GROUPS = [["grid", "group_grid"], ["community", "hh.by_community"], ["district", "hh.by_district"], ["inspector", "group_inspector"]];
 let flags = {};
+let last = null; // the last answer, drawn again when the language changes
+/** A must-visit flag's name in the page's language (the vocabulary's zh-Hans label else). */
+const flagName = (f) => (`care_flag.${f}` in window.GDI18N.messages ? window.GDI18N.label("care_flag", f) : flags[f] || f);
 
 function view() { return document.querySelector("#visits-view"); }
 
 function skeleton(root) {
   root.innerHTML = `
     <div class="filters">
-      <select id="v-period" aria-label="period">${[7, 30, 90].map((d) =>
+      <select id="v-period" aria-label="${esc(t("hh.period"))}">${[7, 30, 90].map((d) =>
         `<option value="${d}" ${d === 30 ? "selected" : ""}>${esc(t("period_days", { n: d }))}</option>`).join("")}</select>
-      <select id="v-group" aria-label="group by">${GROUPS.map(([k, l]) => `<option value="${k}">${esc(t(l))}</option>`).join("")}</select>
+      <select id="v-group" aria-label="${esc(t("hh.group_by"))}">${GROUPS.map(([k, l]) => `<option value="${k}">${esc(t(l))}</option>`).join("")}</select>
     </div>
     <div class="metric-cards" id="v-cards"></div>
     <div class="table-wrap metrics-table-wrap"><table class="queue metrics-table" id="v-table"></table></div>
     <details class="definitions" id="v-definitions" open>
-      <summary>${esc(t("指标定义"))}</summary><dl id="v-definition-list"></dl>
+      <summary>${esc(t("definitions"))}</summary><dl id="v-definition-list"></dl>
     </details>`;
   root.querySelector("#v-period").addEventListener("change", load);
   root.querySelector("#v-group").addEventListener("change", load);
@@ -43,18 +47,21 @@ async function load() {
 
 function render(root, data) {
   const total = data.total;
+  last = data;
+  const total = data.total;
   const cards = [
-    [fmtPct(total.coverage), "走访覆盖率", "按期走访 ÷ 应走访"],
-    [total.visits_due, "应走访", `${t("period_days", { n: root.querySelector("#v-period").value })}`],
-    [total.visits_on_time, "按期走访", ""],
-    [total.overdue, "逾期未访户", "红灯"],
-    [data.units.reduce((s, u) => s + u.flagged, 0), "必访户", "六必访"],
+    [fmtPct(total.coverage), "hh.coverage", "hh.coverage_formula"],
+    [total.visits_due, "hh.visits_due", null, t("period_days", { n: root.querySelector("#v-period").value })],
+    [total.visits_on_time, "hh.visits_on_time", null],
+    [total.overdue, "hh.overdue", "hh.red"],
+    [data.units.reduce((s, u) => s + u.flagged, 0), "hh.flagged", "六必访"],
   ];
-  root.querySelector("#v-cards").innerHTML = cards.map(([v, l, f]) =>
-    `<div class="mcard"><div class="v">${esc(v ?? "—")}</div><div class="l">${esc(t(l))}</div><div class="f">${esc(t(f))}</div></div>`).join("");
+  root.querySelector("#v-cards").innerHTML = cards.map(([v, l, f, text]) =>
+    `<div class="mcard"><div class="v">${esc(v ?? "—")}</div><div class="l">${esc(t(l))}</div><div class="f">${esc(text || (f ? t(f) : ""))}</div></div>`).join("");
   const shownFlags = Object.keys(flags).filter((f) => data.units.some((u) => f in u.per_flag));
-  const head = `<thead><tr><th>${esc(t("col_place"))}</th><th class="num">${esc(t("户数"))}</th><th class="num">${esc(t("必访户"))}</th>${
-    shownFlags.map((f) => `<th class="num">${esc(flags[f])}</th>`).join("")}<th class="num">${esc(t("应走访"))}</th><th class="num">${esc(t("按期走访"))}</th><th class="num">${esc(t("走访覆盖率"))}</th><th class="num">${esc(t("逾期未访户"))}</th><th class="num">${esc(t("临期户"))}</th></tr></thead>`;
+  const th = (key) => `<th class="num">${esc(t(key))}</th>`;
+  const head = `<thead><tr><th>${esc(t("col_place"))}</th>${th("hh.households")}${th("hh.flagged")}${
+    shownFlags.map((f) => `<th class="num" title="${esc(f)}">${esc(flagName(f))}</th>`).join("")}${th("hh.visits_due")}${th("hh.visits_on_time")}${th("hh.coverage")}${th("hh.overdue")}${th("hh.warning")}</tr></thead>`;
   const rows = data.units.map((u) => `<tr data-unit="${esc(u.unit || "")}"><td title="${esc(u.unit || "")}">${esc(u.name_zh || u.unit || "—")}</td>
     <td class="num">${u.households}</td><td class="num">${u.flagged}</td>${shownFlags.map((f) => `<td class="num">${u.per_flag[f] ?? 0}</td>`).join("")}
     <td class="num">${u.visits_due}</td><td class="num">${u.visits_on_time}</td><td class="num">${esc(fmtPct(u.coverage))}</td>
@@ -62,12 +69,12 @@ function render(root, data) {
   const table = root.querySelector("#v-table");
   table.style.minWidth = `${420 + shownFlags.length * 80}px`;
   table.innerHTML = `${head}<tbody>${rows}</tbody>`;
-  const defs = data.definition;
-  root.querySelector("#v-definition-list").innerHTML = [
-    ["走访覆盖率", zhEn(defs.coverage, defs.coverage_en)], ["逾期未访户", zhEn(defs.overdue, defs.overdue_en)],
-    ["临期户", zhEn(defs.warning, defs.warning_en)],
-  ].map(([k, v]) => `<dt>${esc(t(k))}</dt><dd>${esc(v)}</dd>`).join("") +
-    (data.sensitive_counts_shown ? "" : `<dt>${esc(t("受限"))}</dt><dd>${esc(t("重大疾病、刑释解教/社区矫正的户数仅对有知悉需要的角色显示"))}</dd>`);
+  // The definitions the server sends (aggregates/households/coverage.py, the same as in
+  // GET /v1/metrics/definitions beside the case metrics).
+  root.querySelector("#v-definition-list").innerHTML = (data.metrics || []).map((m) =>
+    `<dt>${esc(zhEn(m.zh, m.en))}</dt><dd><code>${esc(zhEn(m.formula_zh, m.formula_en))}</code>${
+      zhEn(m.note_zh, m.note_en) ? `<br>${esc(zhEn(m.note_zh, m.note_en))}` : ""}</dd>`).join("") +
+    (data.sensitive_counts_shown ? "" : `<dt>${esc(t("hh.restricted"))}</dt><dd>${esc(t("hh.sensitive_hidden"))}</dd>`);
   root.dataset.loaded = "1";
 }
 
@@ -80,3 +87,13 @@ function select(tab) {
 }
 
 for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => select(tab.dataset.tab));
+// Another language: the filters' words and the last answer drawn again (no new request).
+onLang(() => {
+  const root = view();
+  if (!root || !root.querySelector("#v-cards")) return;
+  const [days, by] = [root.querySelector("#v-period").value, root.querySelector("#v-group").value];
+  skeleton(root);
+  root.querySelector("#v-period").value = days;
+  root.querySelector("#v-group").value = by;
+  if (last) render(root, last);
+});
