@@ -5,6 +5,7 @@
   const T = (key, vars) => window.GDI18N.t(key, vars);
   const { $, $$, h } = GD;
   let grids = [];
+  let catIndex = {}; // category code → record (names in the list, the code on hover)
   let picked = null; // {lat, lon, grid}
   let key = GD.uuid(); // one idempotency key per call being registered
   let mapApi = null;
@@ -138,10 +139,15 @@
     const comment = h("textarea", { maxlength: 2000, placeholder: T("来电人意见") });
     const err = h("p", { class: "error small", role: "alert" });
     const save = h("button", { type: "button", class: "primary" }, T("保存回访"));
+    const cat = catIndex[c.category];
     const el = h("div", { class: "card item filed", dataset: { caseNo: c.case_no } },
       h("div", { class: "top" }, h("strong", {}, c.case_no), h("span", { class: "pill" }, `${T("结案")} ${GD.time(c.closed_at || c.updated_at)}`)),
-      h("div", { class: "desc" }, h("span", { class: "code" }, c.category), " ", c.description),
-      h("div", { class: "meta" }, h("span", {}, `☎ ${c.reporter_name || "—"} ${c.reporter_phone || ""}`), c.address ? h("span", {}, `📍 ${c.address}`) : null),
+      h("div", { class: "desc" },
+        h("span", { class: "cat-name", title: `${T("类别")} ${c.category}` }, cat ? window.GDI18N.name(cat) : c.category),
+        " · ", c.description),
+      h("div", { class: "meta" },
+        h("span", {}, GD.icon("phone"), ` ${c.reporter_name || "—"} ${c.reporter_phone || ""}`),
+        c.address ? h("span", {}, GD.icon("pin"), ` ${c.address}`) : null),
       h("label", {}, T("满意度")), seg,
       h("label", {}, T("意见"), comment), err,
       h("div", { class: "actions" }, save));
@@ -169,11 +175,26 @@
   }
 
   let visitEls = new Map();
+  let visitPage = 1;
+  const PAGE_SIZE = 20;
+  /** Previous / next page of the list (the API's pages), "第 2 / 5 页 · 共 87 件". */
+  function pager(data) {
+    const pages = Math.max(1, data.pages || 1);
+    const go = (p) => { visitPage = p; loadVisits(); };
+    const prev = h("button", { type: "button", class: "ghost", id: "visits-prev", disabled: data.page <= 1, onclick: () => go(data.page - 1) }, T("page_prev"));
+    const next = h("button", { type: "button", class: "ghost", id: "visits-next", disabled: data.page >= pages, onclick: () => go(data.page + 1) }, T("page_next"));
+    return h("div", { class: "pager row", id: "visits-pager", hidden: pages <= 1 },
+      prev, h("span", { class: "grow muted small", id: "visits-page" }, T("第 {p} / {n} 页 · 共 {total} 件", { p: data.page, n: pages, total: data.total })), next);
+  }
   async function loadVisits() {
     try {
       // The closed cases due a return visit (回访) under the city's rule, oldest closing first,
       // from the read model (GET /v1/return-visits; the badge counts all of them, not a page).
-      const data = await GD.api("/v1/return-visits?page=1&page_size=50");
+      let data = await GD.api(`/v1/return-visits?page=${visitPage}&page_size=${PAGE_SIZE}`);
+      if (!data.items.length && visitPage > 1 && data.total) {
+        visitPage = Math.max(1, data.pages); // the last page emptied (visits recorded): step back
+        data = await GD.api(`/v1/return-visits?page=${visitPage}&page_size=${PAGE_SIZE}`);
+      }
       const due = data.items;
       $("#visit-badge").textContent = data.total ? String(data.total) : "";
       const next = new Map();
@@ -183,7 +204,9 @@
         return el;
       });
       visitEls = next;
-      $("#visits").replaceChildren(...(els.length ? els : [h("p", { class: "empty card" }, T("没有待回访案件"))]));
+      const bar = pager(data);
+      $("#visits").replaceChildren(...(els.length ? els : [h("p", { class: "empty card" }, T("没有待回访案件"))]), bar);
+      document.body.dataset.visitsPage = String(data.page);
     } catch (e) {
       GD.toast(e.message, "bad");
     }
@@ -203,6 +226,7 @@
     let cats = [];
     try {
       [cats, grids] = await Promise.all([GD.categories(), GD.grids()]);
+      for (const c of cats) catIndex[c.code] = c;
     } catch (e) {
       GD.toast(e.message, "bad");
     }

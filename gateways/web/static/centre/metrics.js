@@ -39,6 +39,21 @@ export class MetricsPanel {
     root.querySelector("#m-period").addEventListener("change", () => this.load());
     root.querySelector("#m-export-csv").addEventListener("click", () => this.export("csv"));
     root.querySelector("#m-export-jsonl").addEventListener("click", () => this.export("jsonl"));
+    // The evaluation report (综合评价: rankings of districts, departments, communities and
+    // grids by the published metrics) for the tab's period, as Excel or PDF
+    // (GET /v1/documents/evaluation.xlsx|pdf, gateways/http/documents.py).
+    const right = root.querySelector(".filters-right");
+    this.docButtons = ["xlsx", "pdf"].map((fmt) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "btn btn-ghost";
+      b.id = `m-evaluation-${fmt}`;
+      b.textContent = t(`evaluation_${fmt}`);
+      b.title = t("evaluation_hint");
+      b.addEventListener("click", () => this.evaluation(fmt, b));
+      right?.prepend(b);
+      return b;
+    }).reverse();
     window.addEventListener("resize", () => this.resizeCharts());
   }
 
@@ -51,6 +66,26 @@ export class MetricsPanel {
       return `<option value="${key}" ${key === value ? "selected" : ""}>${esc(text)}</option>`;
     }).join("");
     for (const opt of this.root.querySelectorAll("#m-period option")) opt.textContent = t("period_days", { n: opt.value });
+    for (const b of this.docButtons) {
+      const fmt = b.id.endsWith("pdf") ? "pdf" : "xlsx";
+      if (!b.disabled) b.textContent = t(`evaluation_${fmt}`);
+      b.title = t("evaluation_hint");
+    }
+  }
+
+  /** Download the evaluation report of the tab's period (generating a PDF takes a moment). */
+  async evaluation(fmt, button) {
+    const { from, to } = this.period();
+    button.disabled = true;
+    button.textContent = t("evaluation_busy");
+    try {
+      await download(`/v1/documents/evaluation.${fmt}`, { from, to }, `evaluation-${from}-${to}.${fmt}`);
+    } catch (e) {
+      this.toast(`${t("export_failed")}: ${e.message}`, "err");
+    } finally {
+      button.disabled = false;
+      button.textContent = t(`evaluation_${fmt}`);
+    }
   }
 
   period() {
@@ -150,7 +185,12 @@ export class MetricsPanel {
     this.root.querySelector("#definition-rules").textContent = zh ? this.defs.rules_zh : this.defs.rules_en;
     this.root.querySelector("#definition-list").innerHTML = this.defs.metrics.map((m) =>
       `<dt>${esc(zh ? m.zh : m.en)}<br><small class="muted">${esc(zh ? m.en : m.zh)}</small></dt>` +
-      `<dd><code>${esc(zh ? m.formula_zh : m.formula_en)}</code>${(zh ? m.note_zh : m.note_en) ? `<br>${esc(zh ? m.note_zh : m.note_en)}` : ""}</dd>`).join("");
+      `<dd><code>${esc(zh ? m.formula_zh : m.formula_en)}</code>${(zh ? m.note_zh : m.note_en) ? `<br>${esc(zh ? m.note_zh : m.note_en)}` : ""}</dd>`).join("") +
+      // The household figures (六必访, the 走访覆盖 tab) are defined in the same answer.
+      ((this.defs.household_metrics || []).length ? `<dt class="def-group">${esc(t("tab_visits"))}</dt>` : "") +
+      (this.defs.household_metrics || []).map((m) =>
+        `<dt data-household-metric="${esc(m.key)}">${esc(zh ? m.zh : m.en)}<br><small class="muted">${esc(zh ? m.en : m.zh)}</small></dt>` +
+        `<dd><code>${esc(zh ? m.formula_zh : m.formula_en)}</code>${(zh ? m.note_zh : m.note_en) ? `<br>${esc(zh ? m.note_zh : m.note_en)}` : ""}</dd>`).join("");
   }
 
   async export(fmt) {
