@@ -48,7 +48,15 @@ function show(key, v) {
     case "department": return named(refs.departments[v], v);
     case "grid": return named(refs.grids[v], v);
     case "node": case "district": case "community": return named(refs.nodes[v] || refs.grids[v], v);
-    case "actor": return `${person(v)}${person(v) === v ? "" : ` (${v})`}`;
+    case "actor": case "last_dispatcher": return `${person(v)}${person(v) === v ? "" : ` (${v})`}`;
+    case "returned_from": return named(refs.departments[v], v);
+    case "located_grid": return named(refs.grids[v], v);
+    case "warning_for": case "overdue_for": {
+      // "<step>@<due>": the deadline the light was raised for.
+      const [step, at] = String(v).split("@");
+      return at ? `${I.label("step", step)} · ${fmtTime(at)}` : String(v);
+    }
+    case "warned": case "overdue": case "supervised": case "overridden": return I.t(v ? "yes" : "no");
     case "reporter":
       return typeof v === "object"
         ? [v.name || (v.id ? person(v.id) : ""), v.phone, I.label("reporter_type", v.type)].filter(Boolean).join(" · ") || "—"
@@ -130,6 +138,7 @@ const localDay = (d, plus = 0) => {
 function applyLang() {
   I.applyStatic(document);
   if (view.history) renderCase();
+  renderHouseholdReads();
 }
 
 // ------------------------------------------------------------------ sign-in
@@ -206,6 +215,7 @@ async function openCase(caseNo) {
   for (const row of document.querySelectorAll("#results tr")) row.classList.toggle("sel", row.dataset.case === caseNo);
   $("#case").hidden = false;
   $("#placeholder").hidden = true;
+  $("#hh-reads-view").hidden = true;
   renderCase();
   loadReads(caseNo);
 }
@@ -321,6 +331,55 @@ async function loadReads(caseNo) {
   for (const r of body.items) tbody.append(el("tr", {}, el("td", {}, fmtTime(r.at)), el("td", {}, `${r.user_id} (${r.role})`), el("td", { class: "mono" }, r.path + (r.query ? `?${r.query}` : ""))));
 }
 
+// ------------------------------------------------------------------ household read log
+// Who read which household (六必访 register: details, lists, exports), from
+// GET /v1/households/reads: readers by name, households by number and address.
+const HH_WHAT = ["detail", "history", "register", "worklist", "export"];
+let hhReads = null; // the last answer, drawn again when the language changes
+async function householdReads(ev) {
+  ev?.preventDefault();
+  const body = await api("/v1/households/reads", {
+    household: $("#hh-reads-household").value.trim(), reader: $("#hh-reads-reader").value.trim(),
+    since: localDay($("#hh-reads-since").value), until: localDay($("#hh-reads-until").value, 1), limit: 500,
+  });
+  hhReads = body.reads;
+  await loadPeople(hhReads.map((r) => r.user_id));
+  // The reader box offers the readers seen so far by name (its value is the user name).
+  const list = $("#hh-readers");
+  const known = new Set([...list.options].map((o) => o.value));
+  for (const id of new Set(hhReads.map((r) => r.user_id))) {
+    if (!known.has(id)) list.append(el("option", { value: id, label: person(id) === id ? id : `${person(id)} · ${id}` }));
+  }
+  stop();
+  $("#case").hidden = true;
+  $("#placeholder").hidden = true;
+  $("#hh-reads-view").hidden = false;
+  renderHouseholdReads();
+}
+function renderHouseholdReads() {
+  if (!hhReads) return;
+  const reads = hhReads;
+  $("#hh-reads-summary").textContent = I.t("audit.hh_reads_count", { n: reads.length, s: reads.filter((r) => r.sensitive_shown).length });
+  const tbody = $("#hh-reads tbody");
+  tbody.replaceChildren(el("tr", {}, ...["at", "reader", "role", "hh_what", "hh_households", "hh_sensitive"].map((k) => el("th", {}, t(k)))));
+  if (!reads.length) tbody.append(el("tr", {}, el("td", { colspan: "6", class: "muted" }, t("hh_none"))));
+  for (const r of reads) {
+    const households = el("td", { class: "hh-list" });
+    r.households.forEach((hh, i) => {
+      if (i) households.append(el("br"));
+      households.append(el("span", { class: "mono nowrap", title: hh.household_id }, hh.household_no || "—"), " ", hh.address || "");
+    });
+    const name = person(r.user_id);
+    tbody.append(el("tr", { "data-reader": r.user_id },
+      el("td", { class: "nowrap" }, fmtTime(r.at)),
+      el("td", { title: r.user_id }, name === r.user_id ? name : `${name} (${r.user_id})`),
+      el("td", { class: "nowrap" }, I.label("role", r.role)),
+      el("td", { class: "nowrap", title: r.path || "" }, HH_WHAT.includes(r.what) ? t(`hh_what_${r.what}`) : r.what),
+      households,
+      el("td", { class: r.sensitive_shown ? "sensitive nowrap" : "nowrap" }, I.t(r.sensitive_shown ? "yes" : "no"))));
+  }
+}
+
 // ------------------------------------------------------------------ activity, log, exports
 function activityQuery() {
   return {
@@ -360,6 +419,7 @@ function wire() {
   $("#signin-form").append(I.demoBox(["auditor"], (u, p) => { $("#signin-username").value = u; $("#signin-password").value = p; }));
   $("#find-form").addEventListener("submit", (ev) => find(ev).catch((e) => toast(e.message)));
   $("#act-form").addEventListener("submit", (ev) => activity(ev).catch((e) => toast(e.message)));
+  $("#hh-reads-form").addEventListener("submit", (ev) => householdReads(ev).catch((e) => toast(e.message)));
   $("#slider").addEventListener("input", (ev) => { stop(); go(Number(ev.target.value) - 1); });
   $("#play").addEventListener("click", togglePlay);
   $("#asof").addEventListener("change", asOf);

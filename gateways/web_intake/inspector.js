@@ -415,7 +415,8 @@
       if (mapApi && sel.value) mapApi.fit(sel.value);
     });
     if (myGrids.length === 1) setGrid(myGrids[0], T("您的网格"));
-    mapApi = GD.gridMap($("#map"), grids.filter((g) => myGrids.includes(g.code) || myGrids.length === 0), { highlight: myGrids });
+    const basemap = await GD.basemap();
+    mapApi = GD.gridMap($("#map"), grids.filter((g) => myGrids.includes(g.code) || myGrids.length === 0), { highlight: myGrids, basemap });
     $("#gps-btn").addEventListener("click", locate);
 
     $("#report-form").addEventListener("input", () => ($("#report-error").textContent = ""));
@@ -618,9 +619,11 @@
       )
     );
     if (live) {
-      GD.toast(`${GD.noticeTitle(n)} · ${n.case_no}`, n.kind === "overdue" ? "bad" : "");
+      GD.toast(`${GD.noticeTitle(n)} · ${n.case_no}`, n.kind === "overdue" || n.kind === "visit_overdue" ? "bad" : "");
       if (current !== "notes") $("#note-badge").textContent = String(++unseen);
       if (n.kind === "recheck_task") [0, 1000, 3000].forEach((ms) => setTimeout(refreshTasks, ms));
+      // A household visit due / overdue (六必访, the watcher's reminder): the worklist again.
+      if (n.kind.startsWith("visit_") && window.GDVisits) window.GDVisits.refresh();
     }
   }
 
