@@ -33,6 +33,7 @@ from gateways.http import (
     reporter_status,
     reports,
     return_visits,
+    security,
     stream,
 )
 from gateways.runtime import Runtime
@@ -59,6 +60,9 @@ def create_app(
         get_logger("gateway").warning(
             "auth.default_jwt_secret", note="set GRID_JWT_SECRET to a long random value"
         )
+    basemap = runtime.ref.jurisdiction.basemap
+    # A city's tile server may serve the pages' map tiles (img-src; gateways/http/security.py).
+    app.state.csp_images = security.image_sources(basemap.url) if basemap else b""
     errors.install(app)
     identity.install(app)
     middleware.install(app)

@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 from psycopg_pool import ConnectionPool
 
 from core.clock import Clock
+from core.eventlog import ExistingCases
 from core.messaging import Topology
 from core.photos import PhotoStore
 from core.refdata import Reference
@@ -68,6 +69,16 @@ async def get_settings(request: Request) -> Settings:
 async def get_pool(request: Request) -> asyncpg.Pool:
     """The primary's pool (reads that must see the latest commit, and every write)."""
     return _runtime(request).pool
+
+
+async def get_existing_cases(request: Request) -> ExistingCases:
+    """This process's :class:`core.eventlog.ExistingCases` (made on first use): one for all
+    requests, so concurrent reports are asked about together."""
+    state = request.app.state
+    lookup: ExistingCases | None = getattr(state, "existing_cases", None)
+    if lookup is None:
+        lookup = state.existing_cases = ExistingCases(_runtime(request).pool)
+    return lookup
 
 
 async def get_reads(request: Request) -> ReadConnection:

@@ -34,6 +34,7 @@ from aggregates.households.coverage import DEFINITION_EN, DEFINITION_ZH, HOUSEHO
 from aggregates.households.schedule import light
 from aggregates.registry import Strict
 from core.clock import Clock
+from core.eventlog import ExistingCases
 from core.ids import case_id_for_key, case_no_for_id, new_key
 from core.messaging import Topology
 from core.refdata import Reference
@@ -551,7 +552,7 @@ async def _publish_needs(
     needs = [c for c in s.cases if c["case_no"] in {
         case_no_for_id(case_id_for_key(need_key(command_id, i))) for i in range(5)}]
     out = []
-    intake = Intake(app.ref, app.pool, js, topo)
+    intake = Intake(app.ref, app.pool, js, topo, ExistingCases(app.pool))  # publish only
     for i, need in enumerate(needs):
         key = need_key(command_id, i)
         case_id = case_id_for_key(key)

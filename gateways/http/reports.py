@@ -38,7 +38,14 @@ from core.messaging import Topology
 from core.refdata import Reference
 from gateways.http import photos as photo_api
 from gateways.http.access import REPORTERS, check_report_location
-from gateways.http.deps import get_clock, get_jetstream, get_pool, get_reference, get_topology
+from gateways.http.deps import (
+    get_clock,
+    get_existing_cases,
+    get_jetstream,
+    get_pool,
+    get_reference,
+    get_topology,
+)
 from gateways.http.errors import ApiError, validation_error
 from gateways.http.identity import Principal, require
 
@@ -98,12 +105,14 @@ class ReportAccepted(Strict):
 @dataclass(frozen=True)
 class Intake:
     """What accepting a report needs: the reference data (category, grid, jurisdiction), the
-    pool (photo references, "is this case already made") and JetStream with its subjects."""
+    pool (photo references, standard addresses), "is this case already made" and JetStream
+    with its subjects."""
 
     ref: Reference
     pool: asyncpg.Pool
     js: JetStreamContext
     topo: Topology
+    existing: eventlog.ExistingCases
 
 
 async def intake_from(
@@ -111,8 +120,9 @@ async def intake_from(
     pool: asyncpg.Pool = Depends(get_pool),
     js: JetStreamContext = Depends(get_jetstream),
     topo: Topology = Depends(get_topology),
+    existing: eventlog.ExistingCases = Depends(get_existing_cases),
 ) -> Intake:
-    return Intake(ref, pool, js, topo)
+    return Intake(ref, pool, js, topo, existing)
 
 
 def locate(ref: Reference, body: ReportIn) -> tuple[str, str | None]:
@@ -308,23 +318,21 @@ async def already_made(intake: Intake, reports: list[PreparedReport]) -> set[str
     Asked before the report is published (afterwards a quick worker may already have stored
     it). JetStream's own answer covers its dedupe window; after it (a phone's queue sent
     again the next day) the key's case may exist although the broker no longer remembers
-    the key. The case id is derived from the key, so this is one lookup by the events
-    table's primary key (originator_id, originator_version) per district — no extra table,
-    no write, and the event store is the truth (a read model could lag behind it). Costs
-    one indexed read per report; the answer is a courtesy (the worker never makes a second
-    case either way), so if the database cannot answer within a second the flag stays false
-    and a line is logged."""
+    the key. The case id is derived from the key, so this is a lookup by the events
+    table's primary key (originator_id, originator_version) — no extra table, no write, and
+    the event store is the truth (a read model could lag behind it). Concurrent requests are
+    asked together (``eventlog.ExistingCases``: one query for all reports waiting at that
+    moment). The answer is a courtesy (the worker never makes a second case either way), so
+    if the database cannot answer within a second the flag stays false and a line is
+    logged."""
     by_district: dict[str, list[PreparedReport]] = {}
     for report in reports:
         by_district.setdefault(report.district, []).append(report)
     made: set[str] = set()
     try:
-        async with intake.pool.acquire(timeout=1.0) as conn:
-            for district, items in by_district.items():
-                found = await eventlog.existing_cases(
-                    conn, district, [r.command.case_id for r in items], timeout=1.0
-                )
-                made.update(r.key for r in items if r.command.case_id in found)
+        for district, items in by_district.items():
+            found = await intake.existing.ask(district, [r.command.case_id for r in items])
+            made.update(r.key for r in items if r.command.case_id in found)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         log.warning("report.duplicate_unknown", error=repr(exc)[:200])
     return made

@@ -197,3 +197,34 @@ async def test_event_log_reader_matches_eventsourcing(stores: StoreRegistry) -> 
     assert [e["position"] for e in bounded] == list(range(6, 11))
     assert qualified == fast and head == 30 and missing == 0
     assert fast == slow and [e["position"] for e in fast] == list(range(6, 26))
+
+
+async def test_existing_cases_asked_together(stores: StoreRegistry) -> None:
+    """``eventlog.ExistingCases``: concurrent callers get exactly their own answer, asked in
+    fewer queries than callers; a database error reaches every caller waiting on it."""
+    from core import eventlog
+    from tests.unit.casekit import report
+
+    store = stores.get("520104")
+    stored = [report(when=n) for n in range(10)]
+    store.save(*stored)
+    pool = await asyncpg.create_pool(
+        database_url(), min_size=1, max_size=2, server_settings={"search_path": stores.schema}
+    )
+    try:
+        lookup = eventlog.ExistingCases(pool)
+        known = [str(c.id) for c in stored]
+        asks = [[known[n % 10], str(uuid.uuid4())] for n in range(40)]
+        answers = await asyncio.gather(*(lookup.ask("520104", ids) for ids in asks))
+        assert answers == [{ids[0]} for ids in asks]
+        assert 1 <= lookup.queries < len(asks)  # the first alone, the rest together
+        alone = await lookup.ask("520104", [str(uuid.uuid4())])
+        assert alone == set()
+        # A partition without a table: every waiting caller gets the database's error.
+        outcomes = await asyncio.gather(
+            *(lookup.ask("999999", [known[0]]) for _ in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(o, asyncpg.UndefinedTableError) for o in outcomes), outcomes
+        assert await lookup.ask("520104", known[:2]) == set(known[:2])  # still usable
+    finally:
+        await pool.close()
