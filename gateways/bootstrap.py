@@ -157,11 +157,11 @@ class Runtime(runtime.Runtime):
                                           push=self._push_notification)
                 self.spawn(role, self.watcher.run(self.stop_event))
             elif role == "notifier":
-                self.notifier = notify.Notifier(self)
-                for coro in self.notifier.tasks(self.stop_event):
-                    self.spawn(role, coro)
-                # Text messages to reporters (filed, closed, return visit due).
-                for coro in outbound.OutboundRunner(self).tasks(self.stop_event):
+                # Text messages to reporters (filed, closed, return visit due): their read
+                # model rides on the notifier's consumer and transaction.
+                texts = outbound.OutboundRunner(self)
+                self.notifier = notify.Notifier(self, riders=[texts.rider])
+                for coro in [*self.notifier.tasks(self.stop_event), *texts.tasks(self.stop_event)]:
                     self.spawn(role, coro)
             else:
                 raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")

@@ -6,9 +6,11 @@ This module stores, pushes and delivers those notices.
 How it travels:
 
 1. ``NotifyProjection`` reads the EVENTS stream through the same exactly-once runner as the
-   read models (durable consumer ``notify_notifications``, positions in
+   read models (durable consumer ``notify_notify``, positions in
    ``projection_positions``), writes ``notifications`` rows and one ``webhook_deliveries``
    row per matching webhook in the same transaction; a crash never loses or doubles one.
+   The reporters' text messages (``gateways/outbound.py``) ride on the same consumer and
+   transaction: one delivery, one decode and one commit per batch for both.
 2. After the commit each notification is published on core NATS ``<root>.ntf.<audience>``;
    every gateway's ``GET /v1/notifications/stream`` (Server-Sent Events) subscribes to the
    caller's audiences only, and replays what it missed from the table (``Last-Event-ID``).
@@ -55,7 +57,7 @@ import random
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -287,23 +289,35 @@ class WebhookDispatcher:
 
 
 class Notifier:
-    """The ``notifier`` role: the projection runner plus the webhook dispatcher."""
+    """The ``notifier`` role: the projection runner plus the webhook dispatcher.
 
-    def __init__(self, runtime: Runtime) -> None:
+    ``riders`` are further read models of the role with what to do after each commit (the
+    reporters' text messages): they share this runner's consumer and transaction — a second
+    consumer per event cost a delivery, a decode, an acknowledgement and a transaction more
+    per report (docs/performance.md)."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        riders: Sequence[tuple[Any, Callable[[], Any]]] = (),
+    ) -> None:
         from projections.runner import ProjectionRunner
 
         self.runtime = runtime
         # The runtime's clock (as the SLA watcher's): an event's age is measured against it.
         self.projection = NotifyProjection(runtime.clock, runtime.settings.notify_max_age_s)
         self.dispatcher = WebhookDispatcher(runtime.pool)
+        self._after = [after for _, after in riders]
         self.runner = ProjectionRunner(
-            self.projection,  # type: ignore[arg-type]
+            [self.projection, *(projection for projection, _ in riders)],
             runtime.js,
             runtime.topo,
             runtime.pool,
             batch=500,
-            on_applied=self._published,
-            durable_prefix="notify",
+            on_applied=self._applied,
+            # The name the notifications' consumer always had: an upgraded box carries on
+            # where it was (a rider behind it is filled from the event store).
+            durable="notify_notify",
         )
         # The history held back since the catch-up began (logged once when it ends).
         self.history_events = 0
@@ -311,15 +325,27 @@ class Notifier:
         self.history_span: tuple[datetime, datetime] | None = None
         self._history_timer: asyncio.TimerHandle | None = None
 
+    async def _applied(self, envelopes: list[Envelope]) -> None:
+        await self._published(envelopes)
+        for after in self._after:
+            result = after()
+            if asyncio.iscoroutine(result):
+                await result
+
     async def _published(self, _: list[Envelope]) -> None:
         fresh, self.projection.fresh = self.projection.fresh, []
         p = self.projection
+        news_seen = p.news_seen
         if p.history_events:
             self.history_events += p.history_events
             self.history_held += p.held
             if p.history_span is not None:
                 old, new = self.history_span or p.history_span
                 self.history_span = (min(old, p.history_span[0]), max(new, p.history_span[1]))
+        # Taken: a later batch that only a rider applied must not count this one again.
+        p.history_events = p.held = 0
+        p.history_span = None
+        p.news_seen = False
         root = self.runtime.topo.subject_root
         for item in fresh:
             payload = codec.dumps(item)
@@ -335,7 +361,7 @@ class Notifier:
         if self._history_timer is not None:
             self._history_timer.cancel()
             self._history_timer = None
-        if p.news_seen:
+        if news_seen:
             self._log_history()
         else:
             self._history_timer = asyncio.get_running_loop().call_later(

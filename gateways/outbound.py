@@ -4,10 +4,10 @@ What is sent and when is the domain's rule (``aggregates.notices.reporter_notice
 closed, return visit due); ``projections/reporter_messages.py`` writes one
 ``outbound_messages`` row per message, exactly once. Here, in the notifier role:
 
-* :class:`OutboundRunner` — the projection's runner (durable consumer
-  ``outbound_reporter_sms``) and :class:`Sender`, which claims pending rows (with a lease, so
-  several notifiers may run), hands each to the channel, and marks it ``sent`` or retries it
-  with backoff (``failed`` after :data:`MAX_ATTEMPTS`).
+* :class:`OutboundRunner` — the projection (it rides on the notifier's consumer and
+  transaction: ``gateways.notify.Notifier``'s riders) and :class:`Sender`, which claims
+  pending rows (with a lease, so several notifiers may run), hands each to the channel, and
+  marks it ``sent`` or retries it with backoff (``failed`` after :data:`MAX_ATTEMPTS`).
 * Channels (``GRID_SMS_CHANNEL``): ``log`` (the default: a log line per message, the phone
   masked — an intranet without an SMS gateway loses nothing), ``webhook`` (POST JSON
   ``{id, to, text, case_no, kind}`` to ``GRID_SMS_WEBHOOK_URL``, signed like the
@@ -179,26 +179,41 @@ class Sender:
 
 
 class OutboundRunner:
-    """The notifier role's part for reporters: project the messages, send them."""
+    """The notifier role's part for reporters: the messages' read model (applied by the
+    notifier's runner, :attr:`rider`) and the sender."""
+
+    #: The durable consumer this part had before it rode on the notifier's (removed at start).
+    OLD_CONSUMER = "outbound_reporter_sms"
 
     def __init__(self, runtime: Runtime) -> None:
         from projections.reporter_messages import ReporterMessages
-        from projections.runner import ProjectionRunner
 
+        self.runtime = runtime
         self.projection = ReporterMessages(runtime.clock, runtime.settings.notify_max_age_s)
         self.sender = Sender(runtime.pool, channel_from(runtime.settings))
-        self.runner = ProjectionRunner(
-            self.projection,  # type: ignore[arg-type]
-            runtime.js, runtime.topo, runtime.pool, batch=500,
-            on_applied=self._applied, durable_prefix="outbound",
-        )
 
-    async def _applied(self, _: Any) -> None:
+    @property
+    def rider(self) -> tuple[Any, Any]:
+        """What ``Notifier(riders=…)`` takes: the projection and its after-commit step."""
+        return self.projection, self._applied
+
+    def _applied(self) -> None:
         if self.projection.queued:
             self.sender.wake.set()
 
+    async def _drop_old_consumer(self) -> None:
+        """An upgraded box still has the consumer this part used before; nobody reads it."""
+        with contextlib.suppress(Exception):
+            await self.runtime.js.delete_consumer(
+                self.runtime.topo.events_stream, self.OLD_CONSUMER
+            )
+
+    async def _send(self, stop: asyncio.Event) -> None:
+        await self._drop_old_consumer()
+        await self.sender.run(stop)
+
     def tasks(self, stop: asyncio.Event) -> list[Any]:
-        return [self.runner.run(stop), self.sender.run(stop)]
+        return [self._send(stop)]
 
 
 async def setup(conn: asyncpg.Connection) -> None:

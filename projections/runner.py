@@ -115,14 +115,44 @@ async def apply_group(
     names = [p.name for p in projections]
     if lock:
         await projection_lock(conn, *names)
+    return await _apply_known(conn, projections, envelopes, await _positions(conn, names))
+
+
+async def complete_and_apply(
+    conn: asyncpg.Connection, projections: Sequence[Projection], envelopes: Sequence[Envelope]
+) -> tuple[list[Envelope], int, int]:
+    """:func:`complete_from_store` then :func:`apply_group`, inside the caller's transaction,
+    on ONE read of the positions taken under the projections' locks (the live runner's
+    path for a small batch: a lock, a read, the rows, a write — no separate checkout and
+    query to find holes first). Returns the batch completed, the most any projection
+    applied and how many envelopes came from the store."""
+    names = [p.name for p in projections]
+    await projection_lock(conn, *names)
+    known = await _positions(conn, names)
+    complete, filled = await _fill_holes(conn, names, envelopes, known)
+    return complete, await _apply_known(conn, projections, complete, known), filled
+
+
+async def _positions(conn: asyncpg.Connection, names: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Each projection's position per partition (absent: nothing applied yet)."""
     rows = await conn.fetch(
         "SELECT projection, partition, position FROM projection_positions "
         "WHERE projection = ANY($1::text[])",
-        names,
+        list(names),
     )
     known: dict[str, dict[str, int]] = {}
     for r in rows:
-        known.setdefault(r["projection"], {})[r["partition"]] = r["position"]
+        known.setdefault(r["projection"], {})[r["partition"]] = int(r["position"])
+    return known
+
+
+async def _apply_known(
+    conn: asyncpg.Connection,
+    projections: Sequence[Projection],
+    envelopes: Sequence[Envelope],
+    known: dict[str, dict[str, int]],
+) -> int:
+    """The body of :func:`apply_group` once the positions are read."""
     written: list[tuple[str, str, int]] = []
     most = 0
     for projection in projections:
@@ -160,19 +190,23 @@ async def complete_from_store(
     contiguously up to the batch's highest; otherwise that range is read from the store
     (which also confirms holes in the numbering left by rolled-back inserts).
     """
+    return await _fill_holes(conn, names, envelopes, await _positions(conn, names))
+
+
+async def _fill_holes(
+    conn: asyncpg.Connection,
+    names: Sequence[str],
+    envelopes: Sequence[Envelope],
+    known: dict[str, dict[str, int]],
+) -> tuple[list[Envelope], int]:
+    """The body of :func:`complete_from_store` once the positions are read."""
     by_partition: dict[str, dict[int, Envelope]] = {}
     for env in envelopes:
         by_partition.setdefault(str(env["partition"]), {})[int(env["position"])] = env
-    rows = await conn.fetch(
-        "SELECT projection, partition, position FROM projection_positions "
-        "WHERE projection = ANY($1::text[])",
-        list(names),
-    )
-    known = {(r["projection"], r["partition"]): int(r["position"]) for r in rows}
     out: list[Envelope] = []
     filled = 0
     for partition, items in by_partition.items():
-        low = min(known.get((name, partition), 0) for name in names)
+        low = min(known.get(name, {}).get(partition, 0) for name in names)
         high = max(items)
         wanted = sorted(pos for pos in items if pos > low)
         if wanted and wanted != list(range(low + 1, high + 1)):
@@ -202,6 +236,7 @@ class ProjectionRunner:
         on_applied: Callable[[list[Envelope]], Any] | None = None,
         durable_prefix: str = "proj",
         linger: float | Linger = DEFAULT_LINGER_S,
+        durable: str | None = None,
     ) -> None:
         self.projections: list[Projection] = (
             list(projection) if isinstance(projection, list | tuple) else [projection]  # type: ignore[list-item]
@@ -213,41 +248,42 @@ class ProjectionRunner:
         self.linger = linger
         self.batch = batch
         self.on_applied = on_applied
-        self.durable = f"{durable_prefix}_{'_'.join(p.name for p in self.projections)}"
+        self.durable = durable or f"{durable_prefix}_{'_'.join(p.name for p in self.projections)}"
+        self._names = [p.name for p in self.projections]
+        #: The queue last: readers find a case by it (see ``_apply_apart``).
+        self._ordered = sorted(self.projections, key=lambda p: p.name == "queue")
         self.applied = 0
 
-    async def _apply_one(self, projection: Projection, envelopes: list[Envelope]) -> int:
+    async def _apply_together(self, envelopes: list[Envelope]) -> tuple[list[Envelope], int, int]:
+        """Every projection of the group in ONE transaction on one connection (the queue
+        last), holes filled on the same read of the positions. For a small batch the
+        per-transaction round trips and commits were most of the projector's PostgreSQL
+        cost (four transactions for one report at a trickle); each projection is still
+        exactly-once by its own position, in the same transaction as its rows."""
         async with self.pool.acquire() as conn, conn.transaction():
             # Read-model commits do not wait for the WAL flush (see READ_MODEL_COMMIT).
             await conn.execute(READ_MODEL_COMMIT)
-            return await apply_in_transaction(conn, projection, envelopes)
+            return await complete_and_apply(conn, self._ordered, envelopes)
 
-    async def _apply_together(
-        self, projections: list[Projection], envelopes: list[Envelope]
-    ) -> int:
-        """Every projection of the group in ONE transaction on one connection (the queue
-        last). For a small batch the per-transaction round trips and commits were most of
-        the projector's PostgreSQL cost (four transactions for one report at a trickle);
-        each projection is still exactly-once by its own position, in the same transaction
-        as its rows."""
+    async def _apply_one(self, projection: Projection, envelopes: list[Envelope]) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(READ_MODEL_COMMIT)
-            return await apply_group(conn, projections, envelopes)
+            return await apply_in_transaction(conn, projection, envelopes)
 
-    async def _apply_all(self, envelopes: list[Envelope]) -> int:
-        """Apply the batch to every projection of the group, each in its own transaction on
-        its own connection, concurrently: PostgreSQL works on one read model while Python
-        prepares the next (the group's PostgreSQL time was the projector's critical path).
-        Each projection stays exactly-once by itself (rows + position in one transaction);
-        after a failure the batch is redelivered (or refilled from the store) and the
-        projections that already committed skip it. Read models may differ by one batch for
-        a few milliseconds, as they may between separate projector processes — except that
-        the case queue commits last: it is the index readers find a case by, so a case that
-        is in the queue already has its timeline (and map and metrics) rows."""
-        first = [p for p in self.projections if p.name != "queue"]
-        last = [p for p in self.projections if p.name == "queue"]
-        if len(envelopes) <= ONE_TRANSACTION_UPTO or len(self.projections) == 1:
-            return await self._apply_together([*first, *last], envelopes)
+    async def _apply_apart(self, envelopes: list[Envelope]) -> tuple[list[Envelope], int, int]:
+        """A big batch: holes filled first, then every projection of the group in its own
+        transaction on its own connection, concurrently: PostgreSQL works on one read model
+        while Python prepares the next (the group's PostgreSQL time was the projector's
+        critical path). Each projection stays exactly-once by itself (rows + position in one
+        transaction); after a failure the batch is redelivered (or refilled from the store)
+        and the projections that already committed skip it. Read models may differ by one
+        batch for a few milliseconds, as they may between separate projector processes —
+        except that the case queue commits last: it is the index readers find a case by, so
+        a case that is in the queue already has its timeline (and map and metrics) rows."""
+        async with self.pool.acquire() as conn:
+            envelopes, filled = await complete_from_store(conn, self._names, envelopes)
+        first = [p for p in self._ordered if p.name != "queue"]
+        last = [p for p in self._ordered if p.name == "queue"]
         results: list[Any] = list(await asyncio.gather(
             *(self._apply_one(p, envelopes) for p in first), return_exceptions=True
         ))
@@ -256,7 +292,15 @@ class ProjectionRunner:
                 raise result
         for projection in last:
             results.append(await self._apply_one(projection, envelopes))
-        return max((r for r in results if isinstance(r, int)), default=0)
+        return envelopes, max((r for r in results if isinstance(r, int)), default=0), filled
+
+    async def _apply_all(self, envelopes: list[Envelope]) -> tuple[list[Envelope], int, int]:
+        """Fill the batch's holes and apply it to every projection of the group: together
+        when small (or a group of one), apart when big. Returns the batch completed, the most
+        any projection applied and how many envelopes came from the store."""
+        if len(envelopes) <= ONE_TRANSACTION_UPTO or len(self.projections) == 1:
+            return await self._apply_together(envelopes)
+        return await self._apply_apart(envelopes)
 
     async def run(self, stop: asyncio.Event) -> None:
         tune_gc()
@@ -291,9 +335,7 @@ class ProjectionRunner:
                         envelopes.append(codec.loads(msg.data))
                     except ValueError:
                         log.error("projector.bad_event", subject=msg.subject)
-                names = [p.name for p in self.projections]
-                async with self.pool.acquire() as conn:
-                    envelopes, filled = await complete_from_store(conn, names, envelopes)
+                envelopes, fresh, filled = await self._apply_all(envelopes)
                 if filled:
                     log.warning(
                         "projector.gap_filled",
@@ -301,7 +343,6 @@ class ProjectionRunner:
                         events=filled,
                         note="events the stream did not bring in order, read from the store",
                     )
-                fresh = await self._apply_all(envelopes)
                 await msgs[-1].ack()  # AckPolicy.ALL: acks everything up to this one
                 self.applied += fresh
                 if fresh and self.on_applied is not None:
