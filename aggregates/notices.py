@@ -180,9 +180,10 @@ def visit_reminder(household: Mapping[str, Any], now: datetime) -> Notice | None
     inspector = household.get("inspector")
     audience = [f"user.{inspector}"] if inspector else [f"grid.{household['grid']}"]
     when = due.astimezone(_BEIJING).strftime("%Y-%m-%d %H:%M")
-    lead = "走访已逾期, 请尽快走访" if kind == "visit_overdue" else f"走访临期, 请于 {when} 前走访"
+    lead = (f"走访已逾期 (期限 {when}), 请尽快走访" if kind == "visit_overdue"
+            else f"走访临期, 请于 {when} 前走访")
     return Notice(
-        kind, audience, f"{lead}: {household.get('address') or ''} ({household['household_no']})",
+        kind, audience, f"{lead}: {household.get('address') or household['household_no']}",
         {"household_no": household["household_no"], "due": due.isoformat(),
          "grid": household["grid"]},
     )

@@ -58,7 +58,9 @@
         if (mapApi) { mapApi.select(sel.value); mapApi.fit(sel.value); }
       }
     });
+    const basemap = await GD.basemap();
     mapApi = GD.gridMap($("#map"), grids, {
+      basemap,
       onPick(lat, lon) {
         const g = GD.locateGrid(grids, lat, lon);
         if (!g) {
@@ -176,15 +178,17 @@
 
   let visitEls = new Map();
   let visitPage = 1;
-  const PAGE_SIZE = 20;
-  /** Previous / next page of the list (the API's pages), "第 2 / 5 页 · 共 87 件". */
-  function pager(data) {
+  const PAGE_SIZE = 10; // a call-taker works down a short page; the count says how many in all
+  /** Previous / next page of the list (the API's pages), "第 2 / 5 页 · 共 87 件": above the
+   * list (ids, for tests and keyboard users) and again below it. */
+  function pager(data, top) {
     const pages = Math.max(1, data.pages || 1);
-    const go = (p) => { visitPage = p; loadVisits(); };
-    const prev = h("button", { type: "button", class: "ghost", id: "visits-prev", disabled: data.page <= 1, onclick: () => go(data.page - 1) }, T("page_prev"));
-    const next = h("button", { type: "button", class: "ghost", id: "visits-next", disabled: data.page >= pages, onclick: () => go(data.page + 1) }, T("page_next"));
-    return h("div", { class: "pager row", id: "visits-pager", hidden: pages <= 1 },
-      prev, h("span", { class: "grow muted small", id: "visits-page" }, T("第 {p} / {n} 页 · 共 {total} 件", { p: data.page, n: pages, total: data.total })), next);
+    const go = (p) => { visitPage = p; loadVisits().then(() => { if (!top) $("#tab-visits").scrollIntoView(); }); };
+    const id = (name) => (top ? { id: `visits-${name}` } : {});
+    const prev = h("button", { type: "button", class: "ghost", ...id("prev"), disabled: data.page <= 1, onclick: () => go(data.page - 1) }, T("page_prev"));
+    const next = h("button", { type: "button", class: "ghost", ...id("next"), disabled: data.page >= pages, onclick: () => go(data.page + 1) }, T("page_next"));
+    return h("div", { class: "pager row", ...id("pager"), hidden: pages <= 1 },
+      prev, h("span", { class: "grow muted small", ...id("page") }, T("第 {p} / {n} 页 · 共 {total} 件", { p: data.page, n: pages, total: data.total })), next);
   }
   async function loadVisits() {
     try {
@@ -204,8 +208,8 @@
         return el;
       });
       visitEls = next;
-      const bar = pager(data);
-      $("#visits").replaceChildren(...(els.length ? els : [h("p", { class: "empty card" }, T("没有待回访案件"))]), bar);
+      $("#visits-pager-slot").replaceChildren(pager(data, true));
+      $("#visits").replaceChildren(...(els.length ? els : [h("p", { class: "empty card" }, T("没有待回访案件"))]), pager(data, false));
       document.body.dataset.visitsPage = String(data.page);
     } catch (e) {
       GD.toast(e.message, "bad");

@@ -46,7 +46,6 @@ async function load() {
 }
 
 function render(root, data) {
-  const total = data.total;
   last = data;
   const total = data.total;
   const cards = [
