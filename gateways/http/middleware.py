@@ -40,6 +40,8 @@ class RequestId:
         structlog.contextvars.bind_contextvars(request_id=rid, path=scope.get("path", ""))
         header = (b"x-request-id", rid.encode("latin-1"))
         path = scope.get("path", "")
+        # The city's tile server, if any (set by create_app from city.json's basemap).
+        images: bytes = getattr(getattr(scope.get("app"), "state", None), "csp_images", b"")
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -52,6 +54,7 @@ class RequestId:
                         header,
                     ],
                     path,
+                    images,
                 )
             await send(message)
 

@@ -40,11 +40,29 @@ _DOCS = (_CSP, DOCS_POLICY.encode())
 _DATA = (_CSP, DATA_POLICY.encode())
 
 
+_IMG = b"img-src 'self' data: blob:"
+
+
+def image_sources(url: str) -> bytes:
+    """The origin of a city's tile server (``city.json`` basemap url) for ``img-src``: the
+    pages may load its tiles and nothing else from it; b"" for a same-origin or no source."""
+    if not url.startswith(("http://", "https://")):
+        return b""
+    scheme, rest = url.split("://", 1)
+    host = rest.split("/", 1)[0].split("?", 1)[0]
+    if "{s}" in host:  # subdomains: a wildcard for the first label
+        host = "*." + host.split(".", 1)[1] if "." in host else host
+    if not host or any(c in host for c in " ;'\"{}"):
+        return b""
+    return f"{scheme}://{host}".encode()
+
+
 def with_security_headers(
-    headers: list[tuple[bytes, bytes]], path: str
+    headers: list[tuple[bytes, bytes]], path: str, images: bytes = b""
 ) -> list[tuple[bytes, bytes]]:
     """``headers`` plus the policy for this response (kept when it already has one), nosniff
-    and X-Frame-Options (for browsers without ``frame-ancestors``)."""
+    and X-Frame-Options (for browsers without ``frame-ancestors``). ``images``: the city's
+    tile server (:func:`image_sources`), added to the pages' ``img-src``."""
     has_csp = has_nosniff = has_frames = False
     html = False
     for key, value in headers:
@@ -67,6 +85,9 @@ def with_security_headers(
             out.append(_DOCS)
         else:
             out.append(_PAGE)
+    if images:
+        out = [(k, v.replace(_IMG, _IMG + b" " + images)) if k.lower() == _CSP else (k, v)
+               for k, v in out]
     if not has_nosniff:
         out.append(_NOSNIFF)
     if not has_frames:

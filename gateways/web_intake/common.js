@@ -411,6 +411,11 @@
   GD.categories = () => cached("gd.categories", "/v1/categories", (d) => d.items);
   GD.grids = () => cached("gd.grids", "/v1/grids", (d) => d.items);
   GD.departments = () => cached("gd.departments", "/v1/departments", (d) => d.items);
+  /** The city's base map (GET /v1/jurisdiction: basemap; null without one), cached offline. */
+  GD.basemap = () => cached("gd.basemap", "/v1/jurisdiction", (d) => d.basemap || null).catch(() => null);
+  function cachedBasemap() {
+    try { return JSON.parse(localStorage.getItem("gd.basemap") || "null"); } catch (e) { return null; }
+  }
 
   function fold(s) {
     return String(s || "").toLowerCase().trim();
@@ -698,10 +703,16 @@
     return grids.find((g) => inRing(lon, lat, g.polygon.coordinates[0])) || null;
   };
 
-  /** A Leaflet map without tiles (no network): grid polygons, optional click-to-pick. */
-  GD.gridMap = function (el, grids, { highlight, onPick } = {}) {
+  /** A Leaflet map of grid polygons over the city's base map (static/shared/basemap.js:
+   * its tiles, or its offline street layer), optional click-to-pick. `basemap`: the config
+   * (GD.basemap()); default: the last one cached. */
+  GD.gridMap = function (el, grids, { highlight, onPick, basemap } = {}) {
     if (!window.L) return null;
-    const map = L.map(el, { zoomControl: true, attributionControl: false, preferCanvas: true });
+    const config = basemap === undefined ? cachedBasemap() : basemap;
+    const B = window.GDBasemap;
+    const options = { zoomControl: true, attributionControl: false, preferCanvas: true };
+    const map = L.map(el, B ? B.mapOptions(config, options) : options);
+    if (B && config) B.add(map, config, { theme: "light" });
     const layers = {};
     const group = L.featureGroup().addTo(map);
     for (const g of grids) {

@@ -110,6 +110,21 @@
     if (offered.has("return_case")) {
       buttons.push(h("button", { type: "button", class: "danger", onclick: () => open("return") }, T("退单")));
     }
+    // Where: the case's pin on the city's base map, opened on demand (one map per card).
+    if (c.lat != null && c.lon != null && window.GDBasemap) {
+      const mapSlot = h("div", { class: "card-map", hidden: true });
+      let shown = null;
+      buttons.push(h("button", { type: "button", class: "ghost", "aria-expanded": "false", onclick: (ev) => {
+        mapSlot.hidden = !mapSlot.hidden;
+        ev.currentTarget.setAttribute("aria-expanded", String(!mapSlot.hidden));
+        if (!mapSlot.hidden && !shown) {
+          const g = grids[c.grid];
+          shown = window.GDBasemap.pinMap(mapSlot, basemap, [{ lat: c.lat, lon: c.lon, label: c.address || T("案件位置") }],
+            { grid: g && g.polygon ? g.polygon.coordinates[0] : null });
+        }
+      } }, GD.icon("pin"), ` ${T("地图")}`));
+      mapSlots.set(c.case_no, mapSlot);
+    }
     const photos = h("div", { class: "thumbs" }, ...(c.photos || []).map(GD.photoImg));
     return h(
       "div",
@@ -124,6 +139,7 @@
       h("div", { class: "meta" }, c.address ? h("span", {}, GD.icon("pin"), ` ${c.address}`) : null, h("span", { title: c.grid }, `${T("网格")} ${gridName(c.grid)}`), h("span", {}, `${T("上报")} ${GD.time(c.reported_at)}`)),
       photos,
       buttons.length ? h("div", { class: "actions" }, ...buttons) : null,
+      mapSlots.get(c.case_no) || null,
       slot
     );
   }
@@ -156,6 +172,9 @@
     return loading;
   }
 
+  let basemap = null;
+  const mapSlots = new Map(); // case number -> its card's map box (built with the card)
+
   async function start() {
     const header = GD.header(T("处置部门工作台"), T("处置部门"));
     $("#header").replaceChildren(header.el);
@@ -171,6 +190,7 @@
       const d = deps.find((x) => x.code === user.department);
       if (d) $("#dept-name").textContent = `${window.GDI18N.name(d)} · ${T("本部门案件")}`;
     }).catch(() => {});
+    basemap = await GD.basemap();
     await Promise.all([GD.grids(), GD.categories()]).then(([gs, cs]) => {
       for (const g of gs) grids[g.code] = g;
       for (const c of cs) categories[c.code] = c;

@@ -1,7 +1,7 @@
 /* Inspector app service worker: caches the app shell so the app opens without a network.
  * API calls are never cached here — the report queue lives in IndexedDB (inspector.js),
  * which is what makes submissions safe offline. */
-const SHELL = "gd-inspector-shell-v3";
+const SHELL = "gd-inspector-shell-v4";
 const ASSETS = [
   "/inspector/",
   "/inspector/manifest.webmanifest",
@@ -17,10 +17,20 @@ const ASSETS = [
   "/intake-static/icon.svg",
   "/static/vendor/leaflet/leaflet.js",
   "/static/vendor/leaflet/leaflet.css",
+  "/static/vendor/gcoord/gcoord.global.prod.js",
+  "/static/shared/basemap.js",
 ];
+// The city's offline street layer (public, like tiles), so the map keeps its streets offline;
+// optional: a city without one answers 404, which must not break the shell's install.
+const OPTIONAL = ["/v1/basemap/vector.geojson"];
 
 self.addEventListener("install", (event) => {
-  event.waitUntil(caches.open(SHELL).then((c) => c.addAll(ASSETS)).then(() => self.skipWaiting()));
+  event.waitUntil(
+    caches
+      .open(SHELL)
+      .then((c) => c.addAll(ASSETS).then(() => Promise.all(OPTIONAL.map((u) => c.add(u).catch(() => {})))))
+      .then(() => self.skipWaiting())
+  );
 });
 
 self.addEventListener("activate", (event) => {
@@ -35,7 +45,7 @@ self.addEventListener("activate", (event) => {
 self.addEventListener("fetch", (event) => {
   const url = new URL(event.request.url);
   if (event.request.method !== "GET" || url.origin !== self.location.origin) return;
-  if (!ASSETS.includes(url.pathname)) return; // API and photos: straight to the network
+  if (!ASSETS.includes(url.pathname) && !OPTIONAL.includes(url.pathname)) return; // API and photos: straight to the network
   // Network first (fresh code when online), cache when offline.
   event.respondWith(
     fetch(event.request)

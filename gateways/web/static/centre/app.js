@@ -129,8 +129,9 @@ async function loadReference() {
   for (const n of tree.nodes) refs.nodes[n.code] = n;
   for (const d of deps.items) refs.departments[d.code] = d;
   for (const c of cats.items) refs.categories[c.code] = c;
-  for (const f of geo.features) refs.grids[f.properties.code] = { ...f.properties, code: f.properties.code };
-  map = new JurisdictionMap($("#map"), { onDrill: drillTo });
+  for (const f of geo.features) refs.grids[f.properties.code] = { ...f.properties, code: f.properties.code, ring: f.geometry?.coordinates?.[0] };
+  refs.basemap = tree.basemap;
+  map = new JurisdictionMap($("#map"), { onDrill: drillTo, basemap: tree.basemap, fetchJSON: (url) => api(url) });
   map.setGeometry(geo, refs.levels);
   panel = new CasePanel($("#case-panel"), refs, { toast, onAction: () => scheduleRefresh() });
   metrics = new MetricsPanel($("#metrics-view"), {

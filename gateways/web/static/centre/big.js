@@ -46,7 +46,7 @@ async function start() {
     for (const c of cats.items) refs.categories[c.code] = c;
     for (const f of geo.features) refs.grids[f.properties.code] = f.properties;
     $("#city-name").textContent = nameOf(tree.city);
-    map = new JurisdictionMap($("#map"), { onDrill: () => {} });
+    map = new JurisdictionMap($("#map"), { onDrill: () => {}, basemap: tree.basemap });
     for (const h of ["dragging", "scrollWheelZoom", "doubleClickZoom", "boxZoom", "keyboard", "touchZoom"]) map.map[h]?.disable();
     map.map.zoomControl?.remove();
     map.setGeometry(geo, tree.levels);

@@ -147,6 +147,7 @@ export class CasePanel {
         ${c.duplicate_of ? `<dt>${esc(t("merged_into"))}</dt><dd class="case-no">${esc(c.duplicate_of)}</dd>` : ""}
         ${c.satisfaction ? `<dt>${esc(t("satisfaction"))}</dt><dd>${esc(tSatisfaction(c.satisfaction))}</dd>` : ""}
       </dl></div>
+      ${this.whereHtml(c)}
       <div class="section"><h3>${esc(t("actions"))}</h3><div class="actions" id="case-actions"></div><div id="action-form-slot"></div></div>
       ${this.documentsHtml(c)}
       <div class="section"><h3>${esc(t("photos"))}</h3><div class="photos" id="case-photos"></div></div>
@@ -154,6 +155,7 @@ export class CasePanel {
     this.renderActions();
     this.renderPhotos();
     this.renderTimeline();
+    this.renderWhere();
     for (const b of body.querySelectorAll("#case-docs button")) {
       b.addEventListener("click", () => download(
         `/v1/documents/cases/${encodeURIComponent(c.case_no)}/${b.dataset.doc}.pdf`, {},
@@ -299,6 +301,69 @@ export class CasePanel {
       errorBox.hidden = false;
       button.disabled = false;
     }
+  }
+
+  /** The last 核查 (pass or fail) with its on-site facts, or null. */
+  lastCheck(c) {
+    const checks = (c.timeline || []).filter((e) => e.type === "VerificationPassed" || e.type === "VerificationFailed");
+    return checks.length ? checks[checks.length - 1] : null;
+  }
+
+  /** Where the case is, and the on-site evidence of 核查: the distance of the inspector's fix
+   * from the case (against the category's radius) and when the photo was taken, large, with
+   * both points pinned on a small map. */
+  whereHtml(c) {
+    const check = this.lastCheck(c);
+    const hasPoint = c.lat != null && c.lon != null;
+    if (!hasPoint && !check && !c.component) return "";
+    let evidence = "";
+    if (check) {
+      const d = check.data || {};
+      const passed = check.type === "VerificationPassed";
+      const far = d.distance_m != null && d.radius_m != null && d.distance_m > d.radius_m;
+      const distance = d.distance_m != null ? `${Math.round(d.distance_m)} ${t("metres")}`
+        : d.lat != null ? t("checked_in_grid") : t("not_recorded");
+      const limit = d.radius_m != null ? `${t("verify_radius")} ${Math.round(d.radius_m)} ${t("metres")}` : "";
+      let taken = t("not_recorded"), takenNote = "";
+      if (d.photo_taken_at) {
+        taken = fmtDateTime(d.photo_taken_at);
+        const mins = Math.round((new Date(check.at) - new Date(d.photo_taken_at)) / 60000);
+        takenNote = mins >= 0 ? t("photo_before_check", { m: mins }) : "";
+      }
+      evidence = `<div class="evidence ${passed ? "" : "failed"} ${far ? "far" : ""}" id="case-evidence">
+        <div><b>${esc(tEvent(check.type))}</b> <span class="muted">· ${esc(fmtTime(check.at))} · ${esc(personName(check.actor))}</span></div>
+        <div class="big">
+          <div data-fact="distance"><b>${esc(distance)}</b><span>${esc(t("verify_distance"))}${limit ? ` · ${esc(limit)}` : ""}</span></div>
+          <div data-fact="photo-time"><b>${esc(taken)}</b><span>${esc(t("photo_taken"))}${takenNote ? ` · ${esc(takenNote)}` : ""}</span></div>
+        </div>
+        ${d.photo_taken_at ? "" : `<div class="warn small">${esc(t("photo_time_missing"))}</div>`}
+      </div>`;
+    }
+    const component = c.component ? `<div class="small">${esc(t("component"))}: <span class="gd-code">${esc(c.component)}</span> <span id="case-component-kind" class="muted"></span></div>` : "";
+    const pins = hasPoint || (check && check.data && check.data.lat != null);
+    return `<div class="section"><h3>${esc(check ? t("where_and_check") : t("where"))}</h3>${evidence}${component}
+      ${pins ? `<div class="case-map" id="case-map" role="img" aria-label="${esc(t("where"))}"></div>` : ""}</div>`;
+  }
+
+  renderWhere() {
+    if (this.whereMap) { this.whereMap.remove(); this.whereMap = null; }
+    const el = this.root.querySelector("#case-map");
+    const c = this.data;
+    if (c.component) {
+      api(`/v1/components/${encodeURIComponent(c.component)}`).then((k) => {
+        const kind = this.root.querySelector("#case-component-kind");
+        if (kind && this.data === c) kind.textContent = [k.kind, k.name].filter(Boolean).join(" · ");
+      }).catch(() => {});
+    }
+    if (!el || !window.L || !window.GDBasemap) return;
+    const check = this.lastCheck(c);
+    const d = (check && check.data) || {};
+    const pins = [];
+    if (c.lat != null) pins.push({ lat: c.lat, lon: c.lon, label: t("case_location"), colour: "#dc2626", direction: "top" });
+    if (d.lat != null) pins.push({ lat: d.lat, lon: d.lon, label: t("verify_location"), colour: check.type === "VerificationPassed" ? "#16a34a" : "#f59e0b", direction: "bottom" });
+    const circle = c.lat != null && d.radius_m ? { lat: c.lat, lon: c.lon, radius: d.radius_m } : null;
+    const grid = this.refs.grids[c.grid];
+    this.whereMap = window.GDBasemap.pinMap(el, this.refs.basemap, pins, { circle, theme: "dark", grid: grid && grid.ring });
   }
 
   renderPhotos() {

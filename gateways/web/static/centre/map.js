@@ -1,7 +1,9 @@
 // The jurisdiction map: grid polygons (GET /v1/grids.geojson) coloured from the map read model
 // (GET /v1/map: open / yellow / red per grid) — never per-case markers, so it stays fast with
 // any number of open cases. Drill-down city → district → community → grid.
-/* global L */
+// Under the grids: the city's base map (static/shared/basemap.js — tiles, or the offline
+// street and landmark layer); over them, on demand, the 部件 (components) point layer.
+/* global L, GDBasemap */
 import { nameOf, t } from "./i18n.js";
 
 const COLOURS = { none: "#1b2740", open: "#3b82f6", yellow: "#f59e0b", red: "#ef4444" };
@@ -19,13 +21,18 @@ export function gridClass(c) {
 }
 
 export class JurisdictionMap {
-  constructor(element, { onDrill }) {
+  /** `basemap`: the city's config (GET /v1/jurisdiction); `fetchJSON`: the page's signed-in
+   * API call (for the components layer; none: no components toggle). */
+  constructor(element, { onDrill, basemap = null, fetchJSON = null }) {
     this.onDrill = onDrill;
-    this.map = L.map(element, {
-      zoomControl: true, attributionControl: false, preferCanvas: false,
-      zoomSnap: 0.25, minZoom: 8, maxZoom: 17,
-    });
+    const B = window.GDBasemap;
+    const options = { zoomControl: true, attributionControl: false, preferCanvas: false, zoomSnap: 0.25, minZoom: 8, maxZoom: 17 };
+    this.map = L.map(element, B ? B.mapOptions(basemap, options) : options);
     this.map.setView([26.58, 106.7], 11);
+    // With a base map the grids are washed over it, not painted on it: streets show through.
+    this.base = B && basemap ? B.add(this.map, basemap, { theme: "dark" }) : null;
+    this.wash = this.base ? 0.55 : 1;
+    if (B && fetchJSON) this.addComponentsToggle(B, fetchJSON);
     this.layers = new Map(); // grid code -> polygon layer
     this.props = new Map(); // grid code -> feature properties
     this.labels = L.layerGroup().addTo(this.map);
@@ -97,11 +104,11 @@ export class JurisdictionMap {
     const c = this.counts[code] || {};
     const inside = this.inNode(code);
     const open = c.open || 0;
-    let fill = COLOURS.none, opacity = 0.55;
+    let fill = COLOURS.none, opacity = this.base ? 0.18 : 0.55;
     if (open) {
       fill = COLOURS[gridClass(c)];
       // Opacity grows with the number of open cases, so busy grids stand out.
-      opacity = 0.45 + 0.45 * Math.min(1, open / (this.max?.open || 1));
+      opacity = (0.45 + 0.45 * Math.min(1, open / (this.max?.open || 1))) * this.wash;
     }
     lyr.setStyle({
       fillColor: fill,
@@ -157,6 +164,32 @@ export class JurisdictionMap {
   }
 
   invalidate() { this.map.invalidateSize(); }
+
+  /** "部件" on the map's corner: a checkbox that shows the components (from zoom 14) and says
+   * how many are shown or that one must zoom in. */
+  addComponentsToggle(B, fetchJSON) {
+    const layer = B.componentLayer(this.map, fetchJSON, {
+      onState: (s) => {
+        note.textContent = s.error ? "⚠" : s.zoomIn ? t("components_zoom_in") : `${s.count}${s.truncated ? "+" : ""}`;
+        note.title = s.error || "";
+        box.dataset.state = s.error ? "error" : s.zoomIn ? "zoom-in" : "shown";
+      },
+    });
+    const box = L.DomUtil.create("label", "leaflet-bar map-toggle components-toggle");
+    const input = L.DomUtil.create("input", "", box);
+    input.type = "checkbox";
+    input.id = "toggle-components";
+    L.DomUtil.create("span", "", box).textContent = t("components_layer");
+    const note = L.DomUtil.create("small", "muted", box);
+    L.DomEvent.disableClickPropagation(box);
+    input.addEventListener("change", () => {
+      if (input.checked) layer.addTo(this.map);
+      else { this.map.removeLayer(layer); note.textContent = ""; }
+    });
+    const Control = L.Control.extend({ onAdd: () => box });
+    new Control({ position: "topright" }).addTo(this.map);
+    this.components = layer;
+  }
 }
 
 function esc(s) {

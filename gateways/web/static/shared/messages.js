@@ -568,6 +568,7 @@ window.GD_MESSAGES = {
   "photo_time_missing": ["照片时间未记录（现场核查规则之前的核查）", "照片時間未記錄（現場核查規則之前的核查）", "Photo time not recorded (checked before the on-site rule)"],
   "case_location": ["案件位置", "案件位置", "Case"],
   "verify_location": ["核查位置", "核查位置", "Check"],
+  "案件位置": ["案件位置", "案件位置", "Case location"],
   "notice.new_dispatch": ["新派遣", "新派遣", "New dispatch"],
   "notice.recheck_task": ["核查任务", "核查任務", "Re-check task"],
   "notice.returned": ["退回", "退回", "Returned case"],

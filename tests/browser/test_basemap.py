@@ -1,0 +1,142 @@
+"""The base map with no network (issue 17): the command centre draws the sample city's own
+street and landmark layer under the grids (no request leaves the box), street names appear as
+one zooms in, the 部件 toggle shows the components around, and the case panel shows the 核查
+evidence — distance from the case and photo time — with both points pinned. The inspector
+page (360×640) and the department card draw the same base map.
+
+Screenshots: test-artifacts/basemap-*.png (docs/screenshots/ with GRID_UPDATE_SCREENSHOTS=1).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import UTC, datetime
+from typing import Any
+
+from core import components
+from tests.browser.conftest import ARTIFACTS, ROOT
+from tests.conftest import auth_headers, user_headers
+from tests.intake_support import on_site, sign_in_page
+from tests.integration.test_lifecycle import _sign_in, act, case_where
+
+OWN = "520102001001"  # inspector-520102001001's grid
+METRE = 1 / 111_195
+
+
+async def _offline(context: Any, base: str, outside: list[str]) -> None:
+    """Every request that would leave the box is refused (and remembered)."""
+
+    async def route(r: Any) -> None:
+        if r.request.url.startswith(base):
+            await r.continue_()
+        else:
+            outside.append(r.request.url)
+            await r.abort()
+
+    await context.route("**/*", route)
+
+
+async def _shot(page: Any, name: str, docs: str | None = None, **kw: Any) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    await page.screenshot(path=str(path), **kw)
+    if docs and os.environ.get("GRID_UPDATE_SCREENSHOTS"):
+        shutil.copy(path, ROOT / "docs" / "screenshots" / docs)
+
+
+async def test_centre_map_base_layer_components_and_evidence(centre: dict[str, Any]) -> None:
+    runtime, client, base = centre["runtime"], centre["client"], centre["base"]
+    j = runtime.ref.jurisdiction
+    async with runtime.pool.acquire() as conn:
+        loaded = await components.load_city(
+            conn, j, runtime.ref.catalogue, centre["settings"].city_dir
+        )
+    assert loaded > 1000
+
+    # A case checked on site: 30 m from the case, photo taken now.
+    system = {"client": client, "runtime": runtime}
+    await _sign_in(client)
+    inspector = await auth_headers(client, "inspector")
+    dispatcher = await auth_headers(client)
+    lat, lon = j.grid(OWN).centroid
+    report = await client.post(
+        "/v1/reports", json={"category": "SJ0101", "description": "路边垃圾堆积",
+                             "lat": lat, "lon": lon}, headers=inspector)
+    assert report.status_code == 202, report.text
+    case_no = report.json()["case_no"]
+    await case_where(client, case_no, status="reported")
+    await act(client, case_no, "file", dispatcher)
+    await act(client, case_no, "dispatch", dispatcher)
+    case = await case_where(client, case_no, status="dispatched")
+    handler = await user_headers(system, role="handler", department=case["department"])
+    await act(client, case_no, "accept", handler)
+    await act(client, case_no, "report_result", handler, note="已清运")
+    await case_where(client, case_no, status="awaiting_verification")
+    evidence = await on_site(client, case_no, inspector)
+    await act(client, case_no, "verify_pass", inspector, note="现场已清理",
+              **{**evidence, "lat": lat + 30 * METRE,
+                 "photo_taken_at": datetime.now(UTC).isoformat()})
+    await case_where(client, case_no, status="verified")
+
+    page = await centre["new_page"]()
+    outside: list[str] = []
+    await _offline(page.context, base, outside)
+    await page.set_viewport_size({"width": 1440, "height": 900})
+    await page.reload()
+    await page.wait_for_selector("#live.on")
+    await page.wait_for_selector("#map[data-basemap='vector']")
+    roads = page.locator("#map .leaflet-gd-base-pane path")
+    assert await roads.count() > 100  # streets and their casings, drawn under the grids
+    grids = page.locator("#map .leaflet-overlay-pane path[data-grid]")
+    assert await grids.count() == len(j.grids)
+    await _shot(page, "basemap-centre", "command-centre-basemap.png")
+
+    # Zooming in: street names, then the components toggle.
+    await page.check("#toggle-components")
+    toggle = page.locator(".components-toggle")
+    await page.wait_for_selector(".components-toggle[data-state='zoom-in']")
+    for _ in range(8):  # zoom in until the components show (each step waits for its zoom)
+        if await toggle.get_attribute("data-state") == "shown":
+            break
+        await page.click("#map .leaflet-control-zoom-in")
+        await page.wait_for_function("() => !document.querySelector('#map.leaflet-zoom-anim')")
+        await page.wait_for_load_state("networkidle")
+    await page.wait_for_selector("#map:not([data-moving]) .gd-road-label", state="attached")
+    await page.wait_for_function(
+        "() => document.querySelectorAll('#map .leaflet-gd-components-pane path').length > 5"
+    )
+    await _shot(page, "basemap-centre-zoomed", "command-centre-components.png")
+
+    # The case panel: distance and photo time, large, and the two pins.
+    row = page.locator(f'#queue-body tr[data-case-no="{case_no}"]')
+    if not await row.count():
+        await page.goto(f"{base}/#case={case_no}")
+    else:
+        await row.click()
+    panel = page.locator("#case-evidence")
+    await panel.wait_for()
+    assert "30 米" in await panel.locator("[data-fact=distance]").inner_text()
+    assert "限 200 米" in await panel.locator("[data-fact=distance]").inner_text()
+    taken = await panel.locator("[data-fact=photo-time]").inner_text()
+    assert "现场照片拍摄时间" in taken and "核查前" in taken
+    await page.wait_for_selector("#case-map[data-basemap='vector']")
+    pins = page.locator("#case-map .leaflet-tooltip")
+    assert sorted(await pins.all_inner_texts()) == sorted(["案件位置", "核查位置"])
+    await page.wait_for_selector("#map:not([data-moving])")
+    await _shot(page, "basemap-case-evidence", "case-panel-evidence.png")
+    assert outside == []
+
+    # The inspector's phone: the same base map under the grids.
+    context = await centre["browser"].new_context(
+        viewport={"width": 360, "height": 640}, locale="zh-CN"
+    )
+    phone = await context.new_page()
+    phone_outside: list[str] = []
+    await _offline(context, base, phone_outside)
+    await sign_in_page(phone, base, "/inspector/", "inspector-520102001001")
+    await phone.wait_for_selector("#map[data-basemap='vector']")
+    assert await phone.locator("#map .leaflet-gd-base-pane path").count() > 10
+    await _shot(phone, "basemap-inspector", "inspector-basemap.png")
+    assert phone_outside == []
+    await context.close()
