@@ -48,6 +48,7 @@ class CaseState:
     located_grid: str | None = None  # the GPS fix's grid when the report was filed in another
     address: str | None = None
     place_id: str | None = None  # the standard address (标准地址库) the address was picked from
+    component: str | None = None  # the 部件 (16-digit component code) the report concerns
     photos: list[dict[str, Any]] = field(default_factory=list)
     answers: dict[str, Any] = field(default_factory=dict)  # the category's extra questions
     media_url: str | None = None  # a photo / video the reporter links to (Open311)

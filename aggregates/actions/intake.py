@@ -64,6 +64,10 @@ class ReportArgs(Strict):
         default=None, max_length=40,
         description="the grid the GPS fix lies in, when the reporter filed it in another",
     )
+    component: str | None = Field(
+        default=None, pattern=r"^\d{16}$",
+        description="the 部件 (16-digit component code) the report concerns",
+    )
 
     @model_validator(mode="after")
     def _both_coordinates(self) -> ReportArgs:
@@ -98,6 +102,7 @@ class Reported(CaseEvent, Aggregate.Created):
     media_url: str | None = None
     place_id: str | None = None
     located_grid: str | None = None
+    component: str | None = None
 
     def mutate(self, aggregate: Any) -> Any:
         """eventsourcing's ``CanInitAggregate.mutate`` (new shell, base init, ``__init__``,
@@ -134,6 +139,7 @@ class Reported(CaseEvent, Aggregate.Created):
         case.media_url = self.media_url
         case.place_id = self.place_id
         case.located_grid = self.located_grid
+        case.component = self.component
         case.priority = self.priority
         case.proposal = self.proposal
         case.reported_at = self.timestamp

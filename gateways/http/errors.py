@@ -52,6 +52,8 @@ PEOPLE_MESSAGES: dict[str, str] = {
     "unknown_grid": "未知网格",
     "unknown_action": "未知操作",
     "unknown_place": "未知地点",
+    "unknown_component": "未知部件",
+    "invalid_bbox": "地图范围无效",
     "unknown_metric": "未知指标",
     "broker_unavailable": "消息服务暂不可用, 请稍后重试",
     "store_unavailable": "数据库暂不可用, 请稍后重试",

@@ -28,7 +28,7 @@ from nats.js import JetStreamContext
 from pydantic import Field, ValidationError
 
 from aggregates.commands import Command, Photo, ReportArgs, Reporter, Strict
-from core import codec, eventlog, places
+from core import codec, components, eventlog, places
 from core.catalogue import AnswerError
 from core.clock import Clock
 from core.ids import case_id_for_key, case_no_for_id, new_key
@@ -73,6 +73,11 @@ class ReportIn(Strict):
         default=None, max_length=60,
         description="a standard address from GET /v1/places: gives the address text and, "
         "without lat/lon, the location",
+    )
+    component: str | None = Field(
+        default=None, pattern=r"^\d{16}$",
+        description="the 部件 it concerns (16-digit code, GET /v1/components): recorded with "
+        "the case; without lat/lon, grid or place, its point is the location",
     )
     description: str = Field(min_length=1, max_length=2000)
     reporter: Reporter | None = None
@@ -235,6 +240,18 @@ async def _with_place(intake: Intake, body: ReportIn) -> ReportIn:
     return body.model_copy(update=update)
 
 
+async def _with_component(intake: Intake, body: ReportIn) -> ReportIn:
+    """The named component must exist; without any other location its point is the report's."""
+    async with intake.pool.acquire() as conn:
+        item = await components.get(conn, body.component or "")
+    if item is None:
+        raise ApiError(422, "unknown_component", f"no component {body.component}",
+                       field="component")
+    if body.lat is None and body.grid is None and body.place_id is None:
+        return body.model_copy(update={"lat": item["lat"], "lon": item["lon"]})
+    return body
+
+
 async def prepare(
     intake: Intake, clock: Clock, principal: Principal, body: ReportIn, key: str
 ) -> PreparedReport:
@@ -254,6 +271,8 @@ async def prepare(
         ) from exc
     if body.place_id is not None:
         body = await _with_place(intake, body)
+    if body.component is not None:
+        body = await _with_component(intake, body)
     grid_code, located_grid = locate(intake.ref, body)
     check_location(principal, grid_code, body, intake.ref.jurisdiction)
     await photo_api.check_photo_refs(intake.pool, body.photos)
@@ -281,6 +300,7 @@ async def prepare(
         media_url=body.media_url,
         place_id=body.place_id,
         located_grid=located_grid,
+        component=body.component,
     )
     command = Command(
         command_id=key,

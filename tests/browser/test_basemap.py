@@ -60,9 +60,13 @@ async def test_centre_map_base_layer_components_and_evidence(centre: dict[str, A
     inspector = await auth_headers(client, "inspector")
     dispatcher = await auth_headers(client)
     lat, lon = j.grid(OWN).centroid
+    async with runtime.pool.acquire() as conn:  # a bin of the grid: the report names it
+        near, _ = await components.in_bbox(conn, lon - 0.02, lat - 0.02, lon + 0.02, lat + 0.02,
+                                           kinds=["垃圾箱"], limit=50)
+    bin_code = next(c["code"] for c in near if c["grid"] == OWN)
     report = await client.post(
         "/v1/reports", json={"category": "SJ0101", "description": "路边垃圾堆积",
-                             "lat": lat, "lon": lon}, headers=inspector)
+                             "lat": lat, "lon": lon, "component": bin_code}, headers=inspector)
     assert report.status_code == 202, report.text
     case_no = report.json()["case_no"]
     await case_where(client, case_no, status="reported")
@@ -120,6 +124,8 @@ async def test_centre_map_base_layer_components_and_evidence(centre: dict[str, A
     assert "限 200 米" in await panel.locator("[data-fact=distance]").inner_text()
     taken = await panel.locator("[data-fact=photo-time]").inner_text()
     assert "现场照片拍摄时间" in taken and "核查前" in taken
+    await page.wait_for_selector("#case-component-kind:has-text('垃圾箱')")
+    assert bin_code in await page.locator("#case-component").inner_text()
     await page.wait_for_selector("#case-map[data-basemap='vector']")
     pins = page.locator("#case-map .leaflet-tooltip")
     assert sorted(await pins.all_inner_texts()) == sorted(["案件位置", "核查位置"])

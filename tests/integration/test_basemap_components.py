@@ -12,7 +12,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from gateways.cli_components import app as components_cli
-from tests.conftest import auth_headers, database_url
+from tests.conftest import auth_headers, database_url, eventually
 
 GRID = "520102001001"
 
@@ -103,6 +103,27 @@ async def test_components_import_and_bbox_query(system: dict[str, Any], tmp_path
                              headers=headers)).status_code == 404
     kinds = (await client.get("/v1/components/kinds", headers=headers)).json()["items"]
     assert {k["kind"]: k["n"] for k in kinds} == {"路灯": 1, "井盖": 1, "垃圾桶": 1}
+
+    # A report naming a component: recorded in its event; without a location, at its point.
+    inspector = await auth_headers(client, "inspector")
+    body = {"category": "BJ0105", "description": "路灯不亮", "component": "5201020105000001"}
+    accepted = await client.post("/v1/reports", json=body, headers=inspector)
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["grid"] == GRID
+    unknown = await client.post("/v1/reports", json={**body, "component": "5201020105999999"},
+                                headers=inspector)
+    assert unknown.status_code == 422 and unknown.json()["error"] == "unknown_component"
+    malformed = await client.post("/v1/reports", json={**body, "component": "123"},
+                                  headers=inspector)
+    assert malformed.status_code == 422
+
+    async def case() -> Any:
+        r = await client.get(f"/v1/cases/{accepted.json()['case_no']}", headers=headers)
+        return r.json() if r.status_code == 200 else None
+
+    shown = await eventually(case)
+    assert shown["timeline"][0]["data"]["component"] == "5201020105000001"
+    assert (shown["lat"], shown["lon"]) == (lamp["lat"], lamp["lon"])
 
     # Imported again with --replace: the same rows, nothing doubled.
     again = await asyncio.to_thread(

@@ -315,7 +315,8 @@ export class CasePanel {
   whereHtml(c) {
     const check = this.lastCheck(c);
     const hasPoint = c.lat != null && c.lon != null;
-    if (!hasPoint && !check && !c.component) return "";
+    const named = componentOf(c);
+    if (!hasPoint && !check && !named) return "";
     let evidence = "";
     if (check) {
       const d = check.data || {};
@@ -339,7 +340,7 @@ export class CasePanel {
         ${d.photo_taken_at ? "" : `<div class="warn small">${esc(t("photo_time_missing"))}</div>`}
       </div>`;
     }
-    const component = c.component ? `<div class="small">${esc(t("component"))}: <span class="gd-code">${esc(c.component)}</span> <span id="case-component-kind" class="muted"></span></div>` : "";
+    const component = named ? `<div class="small" id="case-component">${esc(t("component"))}: <span class="gd-code">${esc(named)}</span> <span id="case-component-kind" class="muted"></span></div>` : "";
     const pins = hasPoint || (check && check.data && check.data.lat != null);
     return `<div class="section"><h3>${esc(check ? t("where_and_check") : t("where"))}</h3>${evidence}${component}
       ${pins ? `<div class="case-map" id="case-map" role="img" aria-label="${esc(t("where"))}"></div>` : ""}</div>`;
@@ -349,8 +350,9 @@ export class CasePanel {
     if (this.whereMap) { this.whereMap.remove(); this.whereMap = null; }
     const el = this.root.querySelector("#case-map");
     const c = this.data;
-    if (c.component) {
-      api(`/v1/components/${encodeURIComponent(c.component)}`).then((k) => {
+    const named = componentOf(c);
+    if (named) {
+      api(`/v1/components/${encodeURIComponent(named)}`).then((k) => {
         const kind = this.root.querySelector("#case-component-kind");
         if (kind && this.data === c) kind.textContent = [k.kind, k.name].filter(Boolean).join(" · ");
       }).catch(() => {});
@@ -416,6 +418,13 @@ export class CasePanel {
         (text ? `<div class="r">${esc(text)}</div>` : "") + "</li>";
     }).join("");
   }
+}
+
+/** The 部件 a report named (recorded in its Reported event). */
+function componentOf(c) {
+  if (c.component) return c.component;
+  const first = (c.timeline || []).find((e) => e.type === "Reported");
+  return (first && first.data && first.data.component) || null;
 }
 
 function levelName(refs, key) {

@@ -584,6 +584,7 @@ window.GD_MESSAGES = {
   "field.client_time": ["终端时间", "終端時間", "Device time"],
   "field.located_grid": ["定位所在网格", "定位所在網格", "Grid of the GPS fix"],
   "field.place_id": ["标准地址编码", "標準地址編碼", "Standard address code"],
+  "field.component": ["部件编码", "部件編碼", "Component code"],
   "field.overridden": ["改派 (与建议不同)", "改派 (與建議不同)", "Dispatch overrode the proposal"],
   "field.returned_from": ["退单部门", "退單部門", "Returned by department"],
   "field.last_dispatcher": ["最近派遣人", "最近派遣人", "Last dispatcher"],
