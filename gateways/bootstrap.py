@@ -42,8 +42,11 @@ from projections.runner import ProjectionRunner, setup
 log = get_logger("runtime")
 
 ROLES = ("worker", "relay", "projector", "watcher", "notifier")
+#: How ``gridctl up`` lays the roles out in processes (beside the gateway): the projector and
+#: the notifier together, so every read model hangs off one consumer (``Runtime.start``).
+PROCESSES = ("worker", "relay", "projector,notifier", "watcher")
 
-__all__ = ["ROLES", "Runtime", "all_projections", "intake_setup"]
+__all__ = ["PROCESSES", "ROLES", "Runtime", "all_projections", "intake_setup"]
 
 
 async def intake_setup(conn: asyncpg.Connection, settings: Settings) -> None:
@@ -111,7 +114,11 @@ class Runtime(runtime.Runtime):
         await self.nc.publish(notify.audience_subject(self.topo.subject_root, audience), payload)
 
     def start(self, roles: Iterable[str], partitions: list[str] | None = None) -> None:
-        """Start the given roles as tasks; ``partitions`` limits workers and the relay."""
+        """Start the given roles as tasks; ``partitions`` limits workers and the relay.
+
+        The projector and the notifier started together share one consumer and one
+        transaction per batch (see the ``projector`` branch)."""
+        roles = list(roles)
         parts = partitions or self.ref.partitions
         for role in roles:
             if role == "worker":
@@ -145,23 +152,38 @@ class Runtime(runtime.Runtime):
                 )
                 self.spawn(role, self.relay.run(self.stop_event))
             elif role == "projector":
-                runner = ProjectionRunner(
-                    self._selected_projections(), self.js, self.topo, self.pool,
-                    linger=self._linger(),
-                )
-                self.projectors.append(runner)
-                self.spawn(role, runner.run(self.stop_event))
+                models = self._selected_projections()
+                # Its usual consumer name, whether or not the notifier's models ride along.
+                durable = f"proj_{'_'.join(p.name for p in models)}"
+                if "notifier" in roles:
+                    # One process runs both: ONE consumer, decode and transaction per batch for
+                    # every read model (the notifier's own consumer was a delivery, a decode,
+                    # an ack and a transaction more per event; docs/performance.md).
+                    notifier = self._notifier()
+                    runner = ProjectionRunner(
+                        [*models, *notifier.projections], self.js, self.topo, self.pool,
+                        on_applied=notifier.applied, linger=self._linger(), durable=durable,
+                    )
+                    self.projectors.append(runner)
+                    self.spawn(role, notifier.run_projections(
+                        runner, self.stop_event, drop_own_consumer=True))
+                else:
+                    runner = ProjectionRunner(
+                        models, self.js, self.topo, self.pool,
+                        linger=self._linger(), durable=durable,
+                    )
+                    self.projectors.append(runner)
+                    self.spawn(role, runner.run(self.stop_event))
             elif role == "watcher":
                 self.watcher = SlaWatcher(self.pool, self.js, self.topo, self.ref, self.clock,
                                           interval_s=self.settings.watcher_interval_s,
                                           push=self._push_notification)
                 self.spawn(role, self.watcher.run(self.stop_event))
             elif role == "notifier":
-                # Text messages to reporters (filed, closed, return visit due): their read
-                # model rides on the notifier's consumer and transaction.
-                texts = outbound.OutboundRunner(self)
-                self.notifier = notify.Notifier(self, riders=[texts.rider])
-                for coro in [*self.notifier.tasks(self.stop_event), *texts.tasks(self.stop_event)]:
+                notifier = self._notifier()
+                own_runner = "projector" not in roles  # else the projector applies its models
+                for coro in [*notifier.tasks(self.stop_event, own_runner),
+                             *self.texts.tasks(self.stop_event)]:
                     self.spawn(role, coro)
             else:
                 raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
@@ -170,6 +192,14 @@ class Runtime(runtime.Runtime):
                 self, self.settings.http_host, self.settings.health_port, self.stop_event
             ))
         log.info("runtime.started", roles=list(roles), partitions=parts)
+
+    def _notifier(self) -> notify.Notifier:
+        """The notifier of this process (made once; the projector may apply its models).
+        Text messages to reporters (filed, closed, return visit due) ride on it."""
+        if self.notifier is None:
+            self.texts = outbound.OutboundRunner(self)
+            self.notifier = notify.Notifier(self, riders=[self.texts.rider])
+        return self.notifier
 
     def _linger(self) -> Linger:
         """Each batching stage's own adaptive linger (``GRID_BATCH_LINGER_MS`` from

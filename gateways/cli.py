@@ -247,7 +247,7 @@ async def _serve_supervised(
     """One process per role and the embedded servers, each restarted if it dies;
     SIGINT/SIGTERM drains the roles in order. The reason when a crash loop stopped it."""
 
-    from gateways.bootstrap import ROLES
+    from gateways.bootstrap import PROCESSES
     from gateways.sample import load_sample_reports
     from gateways.supervisor import Supervisor, child_env
 
@@ -259,7 +259,7 @@ async def _serve_supervised(
             "GRID_STATE_DIR": str(settings.state_dir.resolve()),
         }
     )
-    supervisor = Supervisor(["gateway", *ROLES], env, settings.state_dir.resolve() / "logs")
+    supervisor = Supervisor(["gateway", *PROCESSES], env, settings.state_dir.resolve() / "logs")
     for name, server in servers:
         supervisor.supervise_server(name, server)
     stop = asyncio.Event()
@@ -309,7 +309,10 @@ def _port_from_env(name: str, default: int) -> int:
 @app.command()
 def run(
     role: Annotated[
-        str, typer.Argument(help="gateway | worker | relay | projector | watcher | notifier")
+        str, typer.Argument(
+            help="gateway | worker | relay | projector | watcher | notifier, or several "
+            "roles in one process with commas (projector,notifier: one consumer for both)"
+        )
     ],
     partitions: Annotated[str | None, typer.Option(help="comma-separated district codes")] = None,
     port: Annotated[int | None, typer.Option(help="HTTP port (gateway)")] = None,
@@ -343,8 +346,13 @@ async def _run(settings: Settings, role: str, partitions: list[str] | None) -> N
     from gateways.http.server import make_server
 
     assert settings.nats_url and settings.database_url
-    if role != "gateway" and role not in ROLES:
-        console.print(f"[red]unknown role {role!r}[/]; roles: gateway, {', '.join(ROLES)}")
+    roles = [r.strip() for r in role.split(",") if r.strip()]
+    unknown = [r for r in roles if r != "gateway" and r not in ROLES]
+    if unknown or not roles or ("gateway" in roles and len(roles) > 1):
+        console.print(
+            f"[red]unknown role {role!r}[/]; roles: gateway (alone), or any of "
+            f"{', '.join(ROLES)} (comma-separated)"
+        )
         raise typer.Exit(2)
     # Handlers first: a SIGTERM while the role is still connecting (slow on a loaded box)
     # then ends it cleanly once connected, instead of killing it half-started.
@@ -363,7 +371,7 @@ async def _run(settings: Settings, role: str, partitions: list[str] | None) -> N
             server = make_server(create_app(runtime), settings.http_host, settings.http_port)
             await server.serve()
             return
-        runtime.start([role], partitions)
+        runtime.start(roles, partitions)
         await stop.wait()
     finally:
         await runtime.close()

@@ -289,43 +289,41 @@ class WebhookDispatcher:
 
 
 class Notifier:
-    """The ``notifier`` role: the projection runner plus the webhook dispatcher.
+    """The ``notifier`` role: the notifications' read model, pushed after each commit, plus
+    the webhook dispatcher.
 
     ``riders`` are further read models of the role with what to do after each commit (the
-    reporters' text messages): they share this runner's consumer and transaction — a second
-    consumer per event cost a delivery, a decode, an acknowledgement and a transaction more
-    per report (docs/performance.md)."""
+    reporters' text messages): they share the notifications' consumer and transaction — a
+    second consumer per event cost a delivery, a decode, an acknowledgement and a transaction
+    more per report (docs/performance.md). In a process that also runs the projector
+    (``gridctl up`` runs them together) the projector's runner applies :attr:`projections`
+    as well and calls :meth:`applied` (``gateways.bootstrap``): one consumer for every read
+    model. Alone, :meth:`tasks` runs its own runner on the consumer ``notify_notify``."""
+
+    #: The notifications' own consumer (when the role runs without the projector).
+    DURABLE = "notify_notify"
 
     def __init__(
         self,
         runtime: Runtime,
         riders: Sequence[tuple[Any, Callable[[], Any]]] = (),
     ) -> None:
-        from projections.runner import ProjectionRunner
-
         self.runtime = runtime
         # The runtime's clock (as the SLA watcher's): an event's age is measured against it.
         self.projection = NotifyProjection(runtime.clock, runtime.settings.notify_max_age_s)
         self.dispatcher = WebhookDispatcher(runtime.pool)
+        #: The read models this role keeps (its own first, then the riders').
+        self.projections: list[Any] = [self.projection, *(p for p, _ in riders)]
         self._after = [after for _, after in riders]
-        self.runner = ProjectionRunner(
-            [self.projection, *(projection for projection, _ in riders)],
-            runtime.js,
-            runtime.topo,
-            runtime.pool,
-            batch=500,
-            on_applied=self._applied,
-            # The name the notifications' consumer always had: an upgraded box carries on
-            # where it was (a rider behind it is filled from the event store).
-            durable="notify_notify",
-        )
         # The history held back since the catch-up began (logged once when it ends).
         self.history_events = 0
         self.history_held = 0
         self.history_span: tuple[datetime, datetime] | None = None
         self._history_timer: asyncio.TimerHandle | None = None
 
-    async def _applied(self, envelopes: list[Envelope]) -> None:
+    async def applied(self, envelopes: list[Envelope]) -> None:
+        """After a commit that applied events: push the fresh notifications, then the
+        riders' steps (wake the text sender)."""
         await self._published(envelopes)
         for after in self._after:
             result = after()
@@ -389,14 +387,41 @@ class Notifier:
         self.history_events = self.history_held = 0
         self.history_span = None
 
-    async def _project(self, stop: asyncio.Event) -> None:
+    async def run_projections(
+        self, runner: Any, stop: asyncio.Event, drop_own_consumer: bool = False
+    ) -> None:
+        """Run the runner that applies :attr:`projections` (its own or, with
+        ``drop_own_consumer``, the projector's: then the role's own consumer, left by a layout
+        that ran it alone, has no reader and is removed first)."""
+        if drop_own_consumer:
+            with contextlib.suppress(Exception):
+                await self.runtime.js.delete_consumer(
+                    self.runtime.topo.events_stream, self.DURABLE
+                )
         try:
-            await self.runner.run(stop)
+            await runner.run(stop)
         finally:
             self._log_history()  # a catch-up cut short by a stop is still reported
 
-    def tasks(self, stop: asyncio.Event) -> list[Any]:
-        return [self._project(stop), self.dispatcher.run(stop)]
+    def tasks(self, stop: asyncio.Event, own_runner: bool = True) -> list[Any]:
+        """The role's tasks: the webhook dispatcher and, unless the projector applies the
+        notifications (``own_runner=False``), a runner of their own."""
+        if not own_runner:
+            return [self.dispatcher.run(stop)]
+        from projections.runner import ProjectionRunner
+
+        runner = ProjectionRunner(
+            self.projections,
+            self.runtime.js,
+            self.runtime.topo,
+            self.runtime.pool,
+            batch=500,
+            on_applied=self.applied,
+            # The name the notifications' consumer always had: an upgraded box carries on
+            # where it was (a rider behind it is filled from the event store).
+            durable=self.DURABLE,
+        )
+        return [self.run_projections(runner, stop), self.dispatcher.run(stop)]
 
 
 async def setup(conn: asyncpg.Connection, path: Path | None = None) -> None:

@@ -71,6 +71,7 @@ class Runtime:
     clock: Clock = field(default_factory=SystemClock)
     photos: PhotoStore | None = None  # set by open(); bucket created on first upload
     notifier: Any = None  # gateways.notify.Notifier when the notifier role runs
+    texts: Any = None  # gateways.outbound.OutboundRunner (reporters' texts) beside it
     read_pool: asyncpg.Pool | None = None  # the replica's, opened by reads() on first use
     _read_retry_at: float = 0.0
     _read_lock: asyncio.Lock = field(default_factory=asyncio.Lock)

@@ -93,7 +93,10 @@ class Supervisor:
     def __init__(self, roles: list[str], env: dict[str, str], log_dir: Path) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         base = [sys.executable, "-m", "gateways.cli", "run"]
-        self.children = [Child(role, [*base, role], env, log_dir / f"{role}.log") for role in roles]
+        self.children = [
+            Child(role, [*base, role], env, log_dir / f"{role.replace(',', '+')}.log")
+            for role in roles
+        ]
         self.servers: list[ServerChild] = []
         self.stopping = False
         self.failure: str | None = None  # why the supervisor stopped the box, if it did
