@@ -710,7 +710,7 @@
     if (!window.L) return null;
     const config = basemap === undefined ? cachedBasemap() : basemap;
     const B = window.GDBasemap;
-    const options = { zoomControl: true, attributionControl: false, preferCanvas: true };
+    const options = { zoomControl: true, attributionControl: false, preferCanvas: true, zoomSnap: 0.25 };
     const map = L.map(el, B ? B.mapOptions(config, options) : options);
     if (B && config) B.add(map, config, { theme: "light" });
     const layers = {};
@@ -719,13 +719,18 @@
       const mine = !highlight || highlight.includes(g.code);
       const poly = L.polygon(
         g.polygon.coordinates[0].map(([lon, lat]) => [lat, lon]),
-        { color: mine ? "#0b5cad" : "#8a94a6", weight: mine ? 2 : 1, fillOpacity: mine ? 0.12 : 0.04 }
+        // Over a base map: thinner, lighter (the streets show through).
+        { color: mine ? "#0b5cad" : "#8a94a6", weight: mine ? (config && !highlight ? 1.2 : 2) : 1, fillOpacity: (mine ? 0.12 : 0.04) * (config ? 0.5 : 1) }
       ).bindTooltip(`${g.name_zh} ${g.code}`);
       poly.addTo(group);
       layers[g.code] = poly;
     }
     const focus = highlight && highlight.length ? highlight.map((c) => layers[c]).filter(Boolean) : Object.values(layers);
-    if (focus.length) map.fitBounds(L.featureGroup(focus).getBounds(), { padding: [8, 8] });
+    const fitFocus = () => focus.length && map.fitBounds(L.featureGroup(focus).getBounds(), { padding: [8, 8] });
+    fitFocus();
+    let moved = false; // the user's own view is kept
+    map.on("dragstart zoomstart", () => { if (settled) moved = true; });
+    let settled = false;
     let marker = null;
     const api = {
       map,
@@ -745,7 +750,8 @@
         api.mark(e.latlng.lat, e.latlng.lng);
         onPick(e.latlng.lat, e.latlng.lng);
       });
-    setTimeout(() => map.invalidateSize(), 50);
+    // Fitted again once the page has laid the map out (it may have been measured too small).
+    setTimeout(() => { map.invalidateSize(); if (!moved && !marker) fitFocus(); settled = true; }, 50);
     GD.maps.push(api);
     return api;
   };
