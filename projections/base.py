@@ -42,3 +42,21 @@ class Projection(Protocol):
     async def apply(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
         """Apply new events (already de-duplicated by position) inside the open transaction."""
         ...
+
+
+#: The event that creates a case: no read model has a row of the case before it.
+CREATING_EVENT = "Reported"
+
+
+async def rows_of_known_cases(
+    conn: asyncpg.Connection, query: str, envelopes: Sequence[Envelope]
+) -> list[asyncpg.Record]:
+    """``query`` (one ``$1::uuid[]`` of case ids) for the batch's cases that may have rows
+    already: every case except those whose first event in the batch creates them. An intake
+    storm's batches are mostly new cases, and each read model read its rows for them anyway
+    — a statement per read model per batch that could only come back empty."""
+    first: dict[str, str] = {}
+    for env in envelopes:
+        first.setdefault(env["case_id"], env["type"])
+    known = [case_id for case_id, kind in first.items() if kind != CREATING_EVENT]
+    return list(await conn.fetch(query, known)) if known else []

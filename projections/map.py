@@ -29,7 +29,7 @@ import asyncpg
 
 from core.envelope import parse_time
 from core.jurisdiction import Jurisdiction
-from projections.base import Envelope
+from projections.base import Envelope, rows_of_known_cases
 from projections.queue import TERMINAL
 
 PRIORITY_RANK = {"urgent": 0, "important": 1, "ordinary": 2}
@@ -252,8 +252,9 @@ class MapProjection:
 
     async def apply(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
         ids = list(dict.fromkeys(e["case_id"] for e in envelopes))
-        existing = await conn.fetch(
-            f"SELECT {_CASE_COLUMNS} FROM map_cases WHERE case_id = ANY($1::uuid[])", ids
+        existing = await rows_of_known_cases(
+            conn, f"SELECT {_CASE_COLUMNS} FROM map_cases WHERE case_id = ANY($1::uuid[])",
+            envelopes,
         )
         before: dict[str, dict[str, Any] | None] = {
             str(r["case_id"]): _state_of(r) for r in existing

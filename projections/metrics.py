@@ -35,7 +35,7 @@ import asyncpg
 
 from aggregates.households.coverage import HOUSEHOLD_METRICS
 from core.envelope import parse_time
-from projections.base import Envelope
+from projections.base import Envelope, rows_of_known_cases
 from projections.map import advance, iso
 from projections.queue import TERMINAL
 
@@ -686,8 +686,9 @@ class MetricsProjection:
 
     async def apply(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
         ids = list(dict.fromkeys(e["case_id"] for e in envelopes))
-        rows = await conn.fetch(
-            "SELECT case_id, state FROM metric_case_state WHERE case_id = ANY($1::uuid[])", ids
+        rows = await rows_of_known_cases(
+            conn, "SELECT case_id, state FROM metric_case_state WHERE case_id = ANY($1::uuid[])",
+            envelopes,
         )
         states: dict[str, dict[str, Any] | None] = {str(r["case_id"]): r["state"] for r in rows}
         existed = set(states)

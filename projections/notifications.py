@@ -21,7 +21,7 @@ from aggregates.notices import VISIT_REMINDER_KINDS, Notice, notices_for, visit_
 from aggregates.visits import VisitRule
 from core.clock import Clock, SystemClock
 from core.settings import get_settings
-from projections.base import Envelope
+from projections.base import Envelope, rows_of_known_cases
 
 #: Notification kinds and their titles in zh-Hans (pages show other languages from their
 #: catalogue by ``kind``: gateways/web/static/shared/messages.js ``notice.<kind>``).
@@ -184,8 +184,9 @@ class NotifyProjection:
         self.history_span = None
         self.news_seen = False
         now = self.clock.now()
-        ids = list({e["case_id"] for e in envelopes})
-        rows = await conn.fetch("SELECT * FROM notify_cases WHERE case_id = ANY($1::uuid[])", ids)
+        rows = await rows_of_known_cases(
+            conn, "SELECT * FROM notify_cases WHERE case_id = ANY($1::uuid[])", envelopes
+        )
         cases: dict[str, dict[str, Any]] = {str(r["case_id"]): dict(r) for r in rows}
         changed: set[str] = set()
         hooks = await conn.fetch(
@@ -223,20 +224,22 @@ class NotifyProjection:
             if case["department"] != department:  # as the event recorded it
                 case["department"] = department
                 changed.add(cid)
-        for cid in changed:
-            c = cases[cid]
+        if changed:
+            # One statement for the batch's cases (a report batch changes every one of them).
+            rows_out = [cases[cid] for cid in changed]
             await conn.execute(
                 "INSERT INTO notify_cases (case_id, case_no, category, grid, department, source, "
-                "description, reporter_phone) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+                "description, reporter_phone) SELECT * FROM unnest($1::uuid[], $2::text[], "
+                "$3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) "
                 "ON CONFLICT (case_id) DO UPDATE SET department = EXCLUDED.department",
-                cid,
-                c["case_no"],
-                c["category"],
-                c["grid"],
-                c["department"],
-                c["source"],
-                c["description"],
-                c.get("reporter_phone"),
+                [str(c["case_id"]) for c in rows_out],
+                [c["case_no"] for c in rows_out],
+                [c["category"] for c in rows_out],
+                [c["grid"] for c in rows_out],
+                [c["department"] for c in rows_out],
+                [c["source"] for c in rows_out],
+                [c["description"] for c in rows_out],
+                [c.get("reporter_phone") for c in rows_out],
             )
 
     async def _insert(

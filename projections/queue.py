@@ -18,7 +18,7 @@ import asyncpg
 from core import codec
 from core.envelope import parse_time
 from core.vocabulary import TERMINAL as TERMINAL_STATUSES
-from projections.base import Envelope
+from projections.base import Envelope, rows_of_known_cases
 from projections.nearby import INDEX_DDL as NEARBY_INDEX
 
 TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
@@ -223,8 +223,9 @@ class QueueProjection:
         return DDL
 
     async def apply(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
-        ids = list({e["case_id"] for e in envelopes})
-        existing = await conn.fetch("SELECT * FROM case_queue WHERE case_id = ANY($1::uuid[])", ids)
+        existing = await rows_of_known_cases(
+            conn, "SELECT * FROM case_queue WHERE case_id = ANY($1::uuid[])", envelopes
+        )
         rows: dict[str, dict[str, Any] | None] = {str(r["case_id"]): dict(r) for r in existing}
         for env in envelopes:
             rows[env["case_id"]] = apply_event(rows.get(env["case_id"]), env)

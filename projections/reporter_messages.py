@@ -25,7 +25,7 @@ from aggregates.notices import reporter_notices
 from aggregates.visits import VisitRule
 from core.clock import Clock, SystemClock
 from core.settings import get_settings
-from projections.base import Envelope
+from projections.base import Envelope, rows_of_known_cases
 from projections.notifications import as_time, is_news
 
 DDL = """
@@ -84,9 +84,9 @@ class ReporterMessages:
     async def apply(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
         self.queued = 0
         now = self.clock.now()
-        ids = list({e["case_id"] for e in envelopes})
-        rows = await conn.fetch(
-            "SELECT * FROM reporter_contacts WHERE case_id = ANY($1::uuid[])", ids)
+        rows = await rows_of_known_cases(
+            conn, "SELECT * FROM reporter_contacts WHERE case_id = ANY($1::uuid[])", envelopes
+        )
         cases: dict[str, dict[str, Any]] = {str(r["case_id"]): dict(r) for r in rows}
         changed: set[str] = set()
         messages: list[tuple[Any, ...]] = []
