@@ -125,14 +125,14 @@ HOUSEHOLD_METRICS: dict[str, dict[str, str]] = {
         "note_zh": "", "note_en": "",
     },
     "overdue": {
-        "zh": "逾期未访户", "en": "Overdue visits", "kind": "snapshot",
+        "zh": "逾期未访户", "en": "Overdue households", "kind": "snapshot",
         "formula_zh": "逾期未访户(当前状态)", "formula_en": "Overdue households (state now)",
         "note_zh": "走访期限已过仍未走访的户数（红灯），按当前时刻计，与所选时段无关。",
         "note_en": "Households whose visit deadline has passed without a visit (red), now; "
                    "not bound to the period.",
     },
     "warning": {
-        "zh": "临期户", "en": "Visits due soon", "kind": "snapshot",
+        "zh": "临期户", "en": "Households due soon", "kind": "snapshot",
         "formula_zh": "临期户(当前状态)", "formula_en": "Households due soon (state now)",
         "note_zh": "已过走访周期 80%、尚未到期的户数（黄灯），与案件时限同一规则。",
         "note_en": "Households past 80 % of their visit interval, not yet due (yellow); the "

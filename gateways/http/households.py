@@ -281,6 +281,7 @@ async def coverage(
         units.append({
             **c, "per_flag": hx.present_counts(c["per_flag"], sensitive_ok),
             "name_zh": getattr(node, "name_zh", None),
+            "name_en": getattr(node, "name_en", None),
             "visits_due": due, "visits_on_time": on_time,
             "coverage": round(on_time / due, 4) if due else None,
         })

@@ -271,7 +271,8 @@ function renderStep() {
   for (const [k, v] of kv) dl.append(el("dt", {}, k), el("dd", { class: k === t("hash") || k === t("prev_hash") ? "mono small" : "" }, fmt(v)));
   const tbody = $("#changes tbody");
   tbody.replaceChildren(el("tr", {}, el("th", {}, t("field")), el("th", {}, t("before")), el("th", {}, t("after"))));
-  const changes = Object.entries(e.changes || {});
+  // status_zh repeats status in Chinese (the read models keep it): not a change of its own.
+  const changes = Object.entries(e.changes || {}).filter(([k]) => k !== "status_zh");
   if (!changes.length) tbody.append(el("tr", {}, el("td", { colspan: "3", class: "muted" }, t("nothing_changed"))));
   for (const [k, c] of changes) {
     tbody.append(el("tr", {}, el("td", { title: k }, fieldName(k)), el("td", { class: "change-from" }, show(k, c.from)), el("td", { class: "change-to" }, show(k, c.to))));

@@ -619,13 +619,29 @@
         h("div", { class: "meta" }, h("span", { class: "code" }, n.case_no))
       )
     );
-    if (live) {
-      GD.toast(`${GD.noticeTitle(n)} · ${n.case_no}`, n.kind === "overdue" || n.kind === "visit_overdue" ? "bad" : "");
+    if (live && n.kind.startsWith("visit_")) {
+      visitReminder(n);
+      if (current !== "notes") $("#note-badge").textContent = String(++unseen);
+    } else if (live) {
+      GD.toast(`${GD.noticeTitle(n)} · ${n.case_no}`, n.kind === "overdue" ? "bad" : "");
       if (current !== "notes") $("#note-badge").textContent = String(++unseen);
       if (n.kind === "recheck_task") [0, 1000, 3000].forEach((ms) => setTimeout(refreshTasks, ms));
-      // A household visit due / overdue (六必访, the watcher's reminder): the worklist again.
-      if (n.kind.startsWith("visit_") && window.GDVisits) window.GDVisits.refresh();
     }
+  }
+
+  // Household visit reminders come many at once (the watcher's pass over a grid): one toast
+  // for a burst, and the worklist reloaded once.
+  let burst = [];
+  function visitReminder(n) {
+    burst.push(n);
+    if (burst.length > 1) return;
+    setTimeout(() => {
+      const got = burst;
+      burst = [];
+      const bad = got.some((x) => x.kind === "visit_overdue");
+      GD.toast(got.length === 1 ? `${GD.noticeTitle(got[0])} · ${got[0].case_no}` : T("走访提醒 {n} 条，请查看通知", { n: got.length }), bad ? "bad" : "");
+      if (window.GDVisits) window.GDVisits.refresh();
+    }, 1500);
   }
 
   // ------------------------------------------------------------------ tabs and start-up

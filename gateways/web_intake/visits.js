@@ -142,7 +142,8 @@
 
   /** The household's details (flags with reasons, members, cases and their outcome). */
   async function openDetail(hh, slot) {
-    if (slot.firstChild) return slot.replaceChildren();
+    // The slot holds either the details or the form: the same button closes, the other swaps.
+    if (slot.querySelector(".visit-detail")) return slot.replaceChildren();
     let d;
     try {
       d = await GD.api(`/v1/households/${encodeURIComponent(hh.household_no)}`);
@@ -196,7 +197,7 @@
   }
 
   function openForm(hh, slot, btn) {
-    if (slot.firstChild) return slot.replaceChildren();
+    if (slot.querySelector(".visit-form")) return slot.replaceChildren();
     const findings = h("textarea", { maxlength: 2000, placeholder: T("身体状况、生活情况、已提供帮助 …"), "aria-label": T("走访情况") });
     const party = h("input", { type: "checkbox" });
     const consent = h("input", { type: "checkbox" });

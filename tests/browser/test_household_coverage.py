@@ -35,8 +35,8 @@ async def test_centre_coverage_view(centre: dict[str, Any]) -> None:
     await page.wait_for_selector("#visits-view[data-loaded='1']")
     assert await page.is_hidden("#queue-view") and await page.is_hidden("#metrics-view")
     rows = await page.eval_on_selector_all(
-        "#v-table tbody tr", "rs => rs.map(r => [r.dataset.unit, r.cells[r.cells.length - 4]"
-        ".textContent.trim(), r.cells[r.cells.length - 2].textContent.trim()])")
+        "#v-table tbody tr", "rs => rs.map(r => [r.dataset.unit, r.cells[5]"  # coverage, overdue
+        ".textContent.trim(), r.cells[6].textContent.trim()])")
     by_unit = {u["unit"]: u for u in api["units"]}
     assert {r[0] for r in rows} == {"520102001001", "520102001002"}
     for unit, _coverage, overdue in rows:

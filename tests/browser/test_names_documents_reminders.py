@@ -138,7 +138,8 @@ async def test_pages_of_names_documents_and_reminders(centre: dict[str, Any]) ->
 
     # --- households for the read log and the reminder ---------------------------------------
     inspector = await auth_headers(client, "inspector")
-    r = await client.post("/v1/households", headers={**inspector, "Idempotency-Key": "pages-household-01"},
+    r = await client.post("/v1/households",
+                          headers={**inspector, "Idempotency-Key": "pages-household-01"},
                           json={"grid": "520102001001", "address": "新华路 66 号 3 单元 101",
                                 "members": [{"name": "刘德芳", "relation": "户主"}],
                                 "flags": [{"flag": "elderly_alone", "reason": "独居"}]})

@@ -3,7 +3,7 @@
 // the server), with the definitions the server sends. A tab of its own: it listens to the
 // tab buttons itself, so app.js needs no change.
 import { api } from "./api.js";
-import { fmtPct, onLang, t, zhEn } from "./i18n.js";
+import { fmtPct, nameOf, onLang, t, zhEn } from "./i18n.js";
 import { esc } from "./casepanel.js";
 
 // Words from the shared catalogue (shared/messages.js: hh.*, care_flag.*).
@@ -31,6 +31,22 @@ function skeleton(root) {
   root.querySelector("#v-group").addEventListener("change", load);
 }
 
+// Inspectors by name (GET /v1/people), cached for the page.
+const people = new Map();
+async function loadPeople(ids) {
+  const missing = [...new Set(ids)].filter((id) => id && !people.has(id));
+  if (!missing.length) return;
+  for (const id of missing) people.set(id, null);
+  const got = await api("/v1/people", { query: { ids: missing.join(",") } }).catch(() => ({ items: [] }));
+  for (const p of got.items || []) people.set(p.user_id, p);
+}
+/** A unit's name: a person for "by inspector", else the grid / community / district. */
+function unitName(u, by) {
+  if (!u.unit) return "—";
+  if (by === "inspector") return people.get(u.unit)?.name || u.unit;
+  return nameOf({ name_zh: u.name_zh, name_en: u.name_en }, u.unit);
+}
+
 async function load() {
   const root = view();
   if (!root) return;
@@ -42,6 +58,7 @@ async function load() {
   const days = root.querySelector("#v-period").value;
   const by = root.querySelector("#v-group").value;
   const data = await api("/v1/households/coverage", { query: { by, days } });
+  if (by === "inspector") await loadPeople(data.units.map((u) => u.unit));
   render(root, data);
 }
 
@@ -59,14 +76,16 @@ function render(root, data) {
     `<div class="mcard"><div class="v">${esc(v ?? "—")}</div><div class="l">${esc(t(l))}</div><div class="f">${esc(text || (f ? t(f) : ""))}</div></div>`).join("");
   const shownFlags = Object.keys(flags).filter((f) => data.units.some((u) => f in u.per_flag));
   const th = (key) => `<th class="num">${esc(t(key))}</th>`;
-  const head = `<thead><tr><th>${esc(t("col_place"))}</th>${th("hh.households")}${th("hh.flagged")}${
-    shownFlags.map((f) => `<th class="num" title="${esc(f)}">${esc(flagName(f))}</th>`).join("")}${th("hh.visits_due")}${th("hh.visits_on_time")}${th("hh.coverage")}${th("hh.overdue")}${th("hh.warning")}</tr></thead>`;
-  const rows = data.units.map((u) => `<tr data-unit="${esc(u.unit || "")}"><td title="${esc(u.unit || "")}">${esc(u.name_zh || u.unit || "—")}</td>
-    <td class="num">${u.households}</td><td class="num">${u.flagged}</td>${shownFlags.map((f) => `<td class="num">${u.per_flag[f] ?? 0}</td>`).join("")}
+  // The figures first (coverage, overdue), the households per flag after them: on a narrow
+  // screen the table scrolls sideways and what a leader looks for stays in view.
+  const head = `<thead><tr><th>${esc(t("col_place"))}</th>${th("hh.households")}${th("hh.flagged")}${th("hh.visits_due")}${th("hh.visits_on_time")}${th("hh.coverage")}${th("hh.overdue")}${th("hh.warning")}${
+    shownFlags.map((f) => `<th class="num flag" title="${esc(f)}">${esc(flagName(f))}</th>`).join("")}</tr></thead>`;
+  const rows = data.units.map((u) => `<tr data-unit="${esc(u.unit || "")}"><td title="${esc(u.unit || "")}">${esc(unitName(u, data.by))}</td>
+    <td class="num">${u.households}</td><td class="num">${u.flagged}</td>
     <td class="num">${u.visits_due}</td><td class="num">${u.visits_on_time}</td><td class="num">${esc(fmtPct(u.coverage))}</td>
-    <td class="num ${u.overdue ? "bad" : ""}">${u.overdue}</td><td class="num">${u.warning}</td></tr>`).join("");
+    <td class="num ${u.overdue ? "bad" : ""}">${u.overdue}</td><td class="num">${u.warning}</td>${shownFlags.map((f) => `<td class="num flag">${u.per_flag[f] ?? 0}</td>`).join("")}</tr>`).join("");
   const table = root.querySelector("#v-table");
-  table.style.minWidth = `${420 + shownFlags.length * 80}px`;
+  table.style.minWidth = `${560 + shownFlags.length * 72}px`;
   table.innerHTML = `${head}<tbody>${rows}</tbody>`;
   // The definitions the server sends (aggregates/households/coverage.py, the same as in
   // GET /v1/metrics/definitions beside the case metrics).

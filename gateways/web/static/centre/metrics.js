@@ -43,7 +43,7 @@ export class MetricsPanel {
     // grids by the published metrics) for the tab's period, as Excel or PDF
     // (GET /v1/documents/evaluation.xlsx|pdf, gateways/http/documents.py).
     const right = root.querySelector(".filters-right");
-    this.docButtons = ["xlsx", "pdf"].map((fmt) => {
+    this.docButtons = ["pdf", "xlsx"].map((fmt) => { // prepended: Excel first, then PDF
       const b = document.createElement("button");
       b.type = "button";
       b.className = "btn btn-ghost";
@@ -53,7 +53,7 @@ export class MetricsPanel {
       b.addEventListener("click", () => this.evaluation(fmt, b));
       right?.prepend(b);
       return b;
-    }).reverse();
+    });
     window.addEventListener("resize", () => this.resizeCharts());
   }
 
