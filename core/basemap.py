@@ -24,7 +24,8 @@ changing stored points.
 :func:`sample_layer` makes the offline layer from the city's grids and its standard
 addresses (``places.csv``): roads along the grid and community boundaries (named, classed
 trunk / primary / secondary), the address roads through their house numbers, and the POIs of
-the address list as landmarks. ``gridctl basemap sample`` writes it.
+the address list as landmarks, and local streets (支路) crossing each four-cornered grid.
+``gridctl basemap sample`` writes it.
 """
 
 from __future__ import annotations
@@ -249,6 +250,37 @@ def _arterials(j: Any) -> list[dict[str, Any]]:
     return features
 
 
+def _lerp(a: Point, b: Point, t: float) -> Point:
+    return (a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t)
+
+
+def _minor_streets(j: Any, taken: set[str]) -> list[dict[str, Any]]:
+    """Local streets (支路) inside the grids: each four-cornered grid crossed at a third and two
+    thirds both ways. Neighbouring grids cut their shared edge at the same points, so the
+    pieces join into streets that run on across the grid lines (named lanes, 巷)."""
+    segments: set[tuple[Point, Point]] = set()
+    for grid in j.grids.values():
+        ring: list[Point] = [(float(p[0]), float(p[1])) for p in grid.polygon]
+        if len(ring) != 4:
+            continue  # an imported grid of any shape: no local streets drawn
+        nw, ne, se, sw = ring
+        for t in (1 / 3, 2 / 3):
+            across = (_lerp(nw, sw, t), _lerp(ne, se, t))  # west → east
+            down = (_lerp(nw, ne, t), _lerp(sw, se, t))  # north → south
+            for a, b in (across, down):
+                a, b = _snap(a), _snap(b)
+                segments.add((min(a, b), max(a, b)))
+    rng = random.Random(f"{j.city_code}-minor")
+    bases = list(ARTERIAL_BASES)
+    rng.shuffle(bases)
+    names = (f"{b}{n}巷" for n in "一二三四五六七八九十" for b in bases)
+    features = []
+    for path in sorted(_strokes(segments), key=lambda p: -_length_m(p)):
+        name = next(n for n in names if n not in taken)
+        features.append(_road(name, "minor", path))
+    return features
+
+
 def _address_roads(rows: list[Mapping[str, str]]) -> list[dict[str, Any]]:
     """The address roads' centre lines: through the middle of each pair of neighbouring house
     numbers (odd on one side, even on the other), from the first number to the last."""
@@ -313,7 +345,9 @@ def _landmarks(rows: list[Mapping[str, str]]) -> list[dict[str, Any]]:
 def sample_layer(j: Any, place_rows: Iterable[Mapping[str, str]]) -> dict[str, Any]:
     """The offline street and landmark layer of a city from its grids and addresses."""
     rows = list(place_rows)
-    features = [*_arterials(j), *_address_roads(rows), *_landmarks(rows)]
+    roads = [*_arterials(j), *_address_roads(rows)]
+    taken = {f["properties"]["name"] for f in roads} | {r.get("road") or "" for r in rows}
+    features = [*_minor_streets(j, taken), *roads, *_landmarks(rows)]
     return {
         "type": "FeatureCollection",
         "name": f"{j.name_zh} 离线底图 (generated)",

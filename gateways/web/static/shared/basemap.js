@@ -21,7 +21,7 @@
 .gd-road-label span { position: absolute; white-space: nowrap; font: 500 11px/1 system-ui, "PingFang SC", "Microsoft YaHei", sans-serif; letter-spacing: .5px; }
 .gd-road-label.gd-trunk span, .gd-road-label.gd-primary span { font-weight: 700; font-size: 12px; }
 .gd-road-label.gd-light span { color: #3b3a36; text-shadow: 0 0 2px #fbfaf6, 0 0 3px #fbfaf6, 0 0 4px #fbfaf6; }
-.gd-road-label.gd-dark span { color: #9fb3d6; text-shadow: 0 0 2px #0a1324, 0 0 3px #0a1324, 0 0 4px #0a1324; }
+.gd-road-label.gd-dark span { color: #b4bccb; text-shadow: 0 0 2px #0a1324, 0 0 3px #0a1324, 0 0 4px #0a1324; }
 .gd-poi-label span { position: absolute; left: 6px; top: -6px; white-space: nowrap; font: 11px/1.1 system-ui, "PingFang SC", "Microsoft YaHei", sans-serif; }
 .gd-poi-label.gd-light span { color: #92400e; text-shadow: 0 0 2px #fff, 0 0 3px #fff; }
 .gd-poi-label.gd-dark span { color: #e0b77a; text-shadow: 0 0 2px #0a1324, 0 0 3px #0a1324; }
@@ -88,15 +88,16 @@
   const THEMES = {
     light: {
       casing: "#c8c2b4", label: "#3b3a36", halo: "#fbfaf6", poi: "#b45309",
-      road: { trunk: ["#f6c25b", 6], primary: ["#fbe08e", 5], secondary: ["#ffffff", 4], street: ["#ffffff", 3], lane: ["#ffffff", 2] },
+      road: { trunk: ["#f6c25b", 6], primary: ["#fbe08e", 5], secondary: ["#ffffff", 4], street: ["#ffffff", 3], lane: ["#ffffff", 2], minor: ["#ffffff", 1.8] },
     },
     dark: {
-      casing: "#0a1324", label: "#9fb3d6", halo: "#0a1324", poi: "#e0a458",
-      road: { trunk: ["#5f7bb5", 5], primary: ["#52699c", 4], secondary: ["#43577f", 3], street: ["#3f5379", 2.5], lane: ["#34466a", 1.8] },
+      // Neutral greys: the grids' outlines are blue, and must not be taken for streets.
+      casing: "#070d1a", label: "#b4bccb", halo: "#0a1324", poi: "#e0a458",
+      road: { trunk: ["#7d8594", 5], primary: ["#6b7280", 4], secondary: ["#585f6c", 3], street: ["#535a66", 2.5], lane: ["#474d58", 1.8], minor: ["#3d434d", 1.5] },
     },
   };
   //: The zoom from which a road class is labelled.
-  const LABEL_ZOOM = { trunk: 12, primary: 12, secondary: 13, street: 14, lane: 15 };
+  const LABEL_ZOOM = { trunk: 12, primary: 12, secondary: 13, street: 14, lane: 15, minor: 15 };
   const POI_DOT_ZOOM = 13;
   const POI_LABEL_ZOOM = 15;
   const POI_COLOURS = { health: "#dc2626", school: "#2563eb", police: "#1e3a8a", service: "#0d9488", park: "#16a34a", shop: "#d97706", transport: "#7c3aed", other: "#6b7280" };
@@ -171,7 +172,7 @@
       if (p.layer === "road" && f.geometry && f.geometry.type === "LineString") roads.push(f);
       else if (p.layer === "poi" && f.geometry && f.geometry.type === "Point") pois.push(f);
     }
-    const order = ["lane", "street", "secondary", "primary", "trunk"];
+    const order = ["minor", "lane", "street", "secondary", "primary", "trunk"];
     roads.sort((a, b) => order.indexOf(a.properties.class) - order.indexOf(b.properties.class));
     const lines = [];
     for (const pass of ["casing", "fill"]) {
@@ -340,7 +341,7 @@
         bounds = bounds ? bounds.extend(c) : c;
       }
       if (!bounds) return;
-      if (pts.length === 1 && !circle) map.setView(bounds.getCenter(), 16);
+      if (pts.length === 1 && !circle) map.setView(bounds.getCenter(), 15);
       else map.fitBounds(bounds, { padding: [28, 28], maxZoom: 17 });
     };
     fit();
