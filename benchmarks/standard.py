@@ -40,7 +40,9 @@ ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
-def _start_system(state: Path) -> tuple[subprocess.Popen[bytes], str, str, str]:
+def _start_system(
+    state: Path, cwd: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str, str, str]:
     http, nats_port, pg_port = free_port(), free_port(), free_port()
     env = dict(
         os.environ,
@@ -55,6 +57,7 @@ def _start_system(state: Path) -> tuple[subprocess.Popen[bytes], str, str, str]:
         [sys.executable, "-m", "gateways.cli", "up", "--state-dir", str(state),
          "--port", str(http), "--sample", "0"],
         env=env,
+        cwd=cwd,  # another checkout's code (benchmarks/versions.py); this one's when None
         stdout=(state / "up.log").open("wb"),
         stderr=subprocess.STDOUT,
     )

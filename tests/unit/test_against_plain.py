@@ -108,3 +108,28 @@ def test_per_report_us_groups_by_process_name() -> None:
     names = {1: "gateway", 2: "pg:gateway", 3: "pg:gateway"}
     out = per_report_us(cpu, names, 1000)
     assert out == {"gateway": 500, "pg:gateway": 500, "pg:other": 100, "total": 1100}
+
+
+def test_versions_table_lines_up_every_version_and_process() -> None:
+    """``benchmarks.versions``: one column per version, medians over rounds, a process that one
+    version lacks (``notifier`` before it joined the projector) shown as 0 there."""
+    import argparse
+
+    from benchmarks.against_plain import Side
+    from benchmarks.versions import render
+
+    def side(name: str, runs: list[dict[str, float]]) -> Side:
+        s = Side(name, "", "", "public", "case_queue", "", [])
+        s.runs["intake"] = [{"visible_per_s": r.pop("v"), "cpu_us_per_report": r} for r in runs]
+        return s
+
+    old = side("old", [{"v": 600, "gateway": 1000, "notifier": 150, "total": 1150},
+                       {"v": 640, "gateway": 1100, "notifier": 170, "total": 1270}])
+    new = side("new", [{"v": 700, "gateway": 900, "total": 900},
+                       {"v": 720, "gateway": 950, "total": 950}])
+    args = argparse.Namespace(rounds=2, measures=["intake"], rates=[])
+    table = render([old, new], args).splitlines()
+    assert table[0] == "| measure (median over 2 rounds) | old | new |"
+    assert "| single reports visible per s | 620 | 710 |" in table
+    assert "| CPU µs per report, notifier | 160 | 0 |" in table
+    assert "| **CPU µs per report, total** | 1,210 | 925 |" in table
