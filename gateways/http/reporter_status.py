@@ -69,6 +69,7 @@ async def checked_lookup(
     category = ref.catalogue.get(found["category"]) if found["category"] in ref.catalogue \
         else None
     found["category_name"] = category.name_zh if category else "其他"
+    found["category_name_en"] = category.name_en if category else "Other"  # the page in English
     del found["category"]
     return found
 

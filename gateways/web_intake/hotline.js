@@ -178,7 +178,9 @@
 
   let visitEls = new Map();
   let visitPage = 1;
-  const PAGE_SIZE = 10; // a call-taker works down a short page; the count says how many in all
+  // A call-taker works down a short page (the count says how many in all); ?page_size=N in
+  // the address sets another (1-50).
+  const PAGE_SIZE = Math.min(50, Math.max(1, Number(new URLSearchParams(location.search).get("page_size")) || 10));
   /** Previous / next page of the list (the API's pages), "第 2 / 5 页 · 共 87 件": above the
    * list (ids, for tests and keyboard users) and again below it. */
   function pager(data, top) {

@@ -25,7 +25,8 @@
     shown = data;
     const box = $("#result");
     const dl = el("dl");
-    for (const [k, v] of [["st.category", data.category_name], ["st.reported_at", when(data.reported_at)],
+    const category = I.lang === "en" ? data.category_name_en || data.category_name : data.category_name;
+    for (const [k, v] of [["st.category", category], ["st.reported_at", when(data.reported_at)],
                           ["st.updated_at", when(data.updated_at)],
                           ...(data.closed_at ? [["st.closed_at", when(data.closed_at)]] : [])]) {
       dl.append(el("dt", T(k)), el("dd", v || "—"));

@@ -36,8 +36,9 @@ async def test_reporter_sees_progress_and_nothing_else(system: dict[str, Any]) -
     found = await ask(case_no.lower(), "1234")  # no token; the number in any case
     assert found.status_code == 200, found.text
     body = found.json()
-    assert set(body) == {"case_no", "status", "status_text", "category_name", "reported_at",
-                         "updated_at", "closed_at", "finished", "progress"}
+    assert set(body) == {"case_no", "status", "status_text", "category_name",
+                         "category_name_en", "reported_at", "updated_at", "closed_at",
+                         "finished", "progress"}
     assert (body["case_no"], body["status"], body["status_text"]) == (
         case_no, "dispatched", "已派遣至处置部门")
     assert body["category_name"] and body["finished"] is False
