@@ -96,6 +96,26 @@ async def test_centre_map_base_layer_components_and_evidence(centre: dict[str, A
     assert await grids.count() == len(j.grids)
     await _shot(page, "basemap-centre", "command-centre-basemap.png")
 
+    # A GCJ-02 source: the map's CRS (through gcoord) shifts WGS-84 points onto its tiles and
+    # reads clicks back as WGS-84.
+    gcj = await page.evaluate("""() => {
+      const el = document.createElement("div");
+      el.style.cssText = "width:400px;height:300px";
+      document.body.append(el);
+      const m = L.map(el, GDBasemap.mapOptions({ crs: "gcj02", min_zoom: 3, max_zoom: 18 }));
+      m.setView([26.58, 106.7], 15);
+      const back = m.options.crs.unproject(m.options.crs.project(L.latLng(26.58, 106.7)));
+      const plain = L.CRS.EPSG3857.project(L.latLng(26.58, 106.7));
+      const shifted = m.options.crs.project(L.latLng(26.58, 106.7));
+      const code = m.options.crs.code;
+      m.remove(); el.remove();
+      const shift = Math.hypot(shifted.x - plain.x, shifted.y - plain.y);
+      return { code, back: [back.lat, back.lng], shift };
+    }""")
+    assert gcj["code"] == "GCJ02"
+    assert abs(gcj["back"][0] - 26.58) < 1e-5 and abs(gcj["back"][1] - 106.7) < 1e-5
+    assert 100 < gcj["shift"] < 1000  # Web-Mercator metres: a few hundred on the ground
+
     # Zooming in: street names, then the components toggle.
     await page.check("#toggle-components")
     toggle = page.locator(".components-toggle")

@@ -175,16 +175,27 @@ export class JurisdictionMap {
         box.dataset.state = s.error ? "error" : s.zoomIn ? "zoom-in" : "shown";
       },
     });
-    const box = L.DomUtil.create("label", "leaflet-bar map-toggle components-toggle");
-    const input = L.DomUtil.create("input", "", box);
+    const box = L.DomUtil.create("div", "leaflet-bar map-toggle components-toggle");
+    const label = L.DomUtil.create("label", "", box);
+    const input = L.DomUtil.create("input", "", label);
     input.type = "checkbox";
     input.id = "toggle-components";
-    L.DomUtil.create("span", "", box).textContent = t("components_layer");
-    const note = L.DomUtil.create("small", "muted", box);
+    L.DomUtil.create("span", "", label).textContent = ` ${t("components_layer")} `;
+    const note = L.DomUtil.create("small", "muted", label);
+    // What the colours mean, shown with the layer.
+    const legend = L.DomUtil.create("div", "gd-component-legend", box);
+    legend.hidden = true;
+    for (const [colour, text] of B.componentLegend()) {
+      const item = L.DomUtil.create("span", "", legend);
+      L.DomUtil.create("i", "", item).style.background = colour;
+      item.append(text);
+    }
     L.DomEvent.disableClickPropagation(box);
+    L.DomEvent.disableScrollPropagation(box);
     input.addEventListener("change", () => {
+      legend.hidden = !input.checked;
       if (input.checked) layer.addTo(this.map);
-      else { this.map.removeLayer(layer); note.textContent = ""; }
+      else { this.map.removeLayer(layer); note.textContent = ""; delete box.dataset.state; }
     });
     const Control = L.Control.extend({ onAdd: () => box });
     new Control({ position: "topright" }).addTo(this.map);

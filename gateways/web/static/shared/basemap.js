@@ -28,6 +28,8 @@
 .leaflet-container.gd-basemap-light { background: #f2efe6; }
 .leaflet-container.gd-basemap-dark { background: #0b1528; }
 .leaflet-tooltip.gd-pin-label { font-weight: 600; padding: 1px 6px; }
+.gd-component-legend { display: flex; flex-wrap: wrap; gap: 2px 8px; max-width: 190px; font-size: 11px; margin-top: 4px; }
+.gd-component-legend i { display: inline-block; width: 8px; height: 8px; border-radius: 50%; margin-right: 3px; border: 1px solid #0f172a; }
 .leaflet-container .leaflet-control-attribution { font-size: 10px; }
 .gd-basemap-dark .leaflet-control-attribution { background: rgba(10, 19, 36, .75); color: #8a9bb8; }
 `;
@@ -282,8 +284,16 @@
   const COMPONENT_ZOOM = 14;
   const COMPONENT_COLOURS = { "01": "#0ea5e9", "02": "#f97316", "03": "#a855f7", "04": "#22c55e" };
   function componentColour(c) {
-    if (c.kind && c.kind.includes("路灯")) return "#facc15";
+    if (String(c.code).slice(6, 10) === "0105") return "#facc15"; // 路灯: lamps stand out
     return COMPONENT_COLOURS[String(c.code).slice(6, 8)] || "#94a3b8";
+  }
+  /** The legend of the components' colours: [[colour, label], …] in the page's language. */
+  const COMPONENT_LEGEND = [
+    ["#facc15", "component_class.lamp"], ["#0ea5e9", "component_class.01"], ["#f97316", "component_class.02"],
+    ["#a855f7", "component_class.03"], ["#22c55e", "component_class.04"],
+  ];
+  function componentLegend() {
+    return COMPONENT_LEGEND.map(([colour, key]) => [colour, T(key)]);
   }
 
   /** The 部件 point layer: loaded by bounding box (GET /v1/components?bbox=) from zoom 14 on.
@@ -367,5 +377,5 @@
     return map;
   }
 
-  window.GDBasemap = { add, mapOptions, toDisplay, toStored, gcj02Crs, componentLayer, pinMap, COMPONENT_ZOOM, label: T };
+  window.GDBasemap = { add, mapOptions, toDisplay, toStored, gcj02Crs, componentLayer, componentLegend, pinMap, COMPONENT_ZOOM, label: T };
 })();
