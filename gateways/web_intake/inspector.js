@@ -384,7 +384,12 @@
     const picker = GD.categoryPicker(cats, {
       storageKey: "gd.inspector.recent",
       filter: (c) => !CARE_VISITS.includes(c.code),
-      onPick: (c) => { questions.set(c); checkNearby(); },
+      onPick: (c) => {
+        questions.set(c);
+        checkNearby();
+        // A 部件 category: the component's code may be named (from its plate).
+        $("#component-field").hidden = c.kind !== "component";
+      },
     });
     $("#category-slot").replaceChildren(picker.el);
     $("#questions-slot").replaceChildren(questions.el);
@@ -435,6 +440,8 @@
       const keep = outside && chosen && chosen.grid === grid && chosen.fix_outside_grid;
       if (outside && !keep) return showChoice(true); // never file it elsewhere silently
       if (!grid) return (err.textContent = T("请定位或手选网格"));
+      const component = $("#component-field").hidden ? "" : $("#component").value.trim();
+      if (component && !/^\d{16}$/.test(component)) return (err.textContent = T("部件编码为 16 位数字"));
       const payload = {
         category: cat.code,
         grid,
@@ -447,6 +454,7 @@
       if (place.value) payload.place_id = place.value.id;
       if (located) Object.assign(payload, { lat: located.lat, lon: located.lon });
       if (keep) payload.fix_outside_grid = true;
+      if (component) payload.component = component;
       await enqueue("report", payload, photos.items.slice(), `${cat.name_zh} · ${cat.code}`);
       picker.remember(cat.code);
       picker.clear();
@@ -456,6 +464,8 @@
       chosen = null; // the fix stays for the next report (as before); a choice is asked again
       $("#fix-choice").hidden = true;
       $("#description").value = "";
+      $("#component").value = "";
+      $("#component-field").hidden = true;
       GD.toast(navigator.onLine ? T("已提交") : T("已存入队列，恢复网络后发送"), navigator.onLine ? "good" : "warn");
       showTab("queue");
     });

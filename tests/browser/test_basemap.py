@@ -164,5 +164,24 @@ async def test_centre_map_base_layer_components_and_evidence(centre: dict[str, A
     await phone.wait_for_selector("#map[data-basemap='vector']")
     assert await phone.locator("#map .leaflet-gd-base-pane path").count() > 10
     await _shot(phone, "basemap-inspector", "inspector-basemap.png")
+    # A 部件 category offers the component's code (from its plate); the report records it.
+    assert await phone.locator("#component-field").is_hidden()
+    async with runtime.pool.acquire() as conn:
+        lamps, _ = await components.in_bbox(conn, lon - 0.03, lat - 0.03, lon + 0.03, lat + 0.03,
+                                            kinds=["路灯"], limit=200)
+    lamp = next(c for c in lamps if c["grid"] == OWN)
+    await phone.fill(".catpicker input", "BJ0105")
+    await phone.click(".catpicker .results li:has-text('BJ0105')")
+    await phone.fill("#component", "12345")
+    await phone.fill("#description", "路灯不亮")
+    await phone.click("#submit-report")
+    assert "16 位数字" in (await phone.text_content("#report-error") or "")
+    await phone.fill("#component", lamp["code"])
+    await phone.click("#submit-report")
+    await phone.wait_for_selector("#queue-list .item[data-state=filed] .case-no", state="attached")
+    lamp_case = ((await phone.text_content("#queue-list .item .case-no")) or "").split()[-1]
+    filed = await case_where(client, lamp_case)
+    reported = next(e for e in filed["timeline"] if e["type"] == "Reported")
+    assert reported["data"]["component"] == lamp["code"]
     assert phone_outside == []
     await context.close()
