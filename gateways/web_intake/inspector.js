@@ -388,7 +388,7 @@
         questions.set(c);
         checkNearby();
         // A 部件 category: the component's code may be named (from its plate).
-        $("#component-field").hidden = c.kind !== "component";
+        $("#component-field").hidden = !c || c.kind !== "component";
       },
     });
     $("#category-slot").replaceChildren(picker.el);

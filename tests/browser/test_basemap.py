@@ -158,6 +158,8 @@ async def test_centre_map_base_layer_components_and_evidence(centre: dict[str, A
         viewport={"width": 360, "height": 640}, locale="zh-CN"
     )
     phone = await context.new_page()
+    phone_errors: list[str] = []
+    phone.on("pageerror", lambda e: phone_errors.append(str(e)))
     phone_outside: list[str] = []
     await _offline(context, base, phone_outside)
     await sign_in_page(phone, base, "/inspector/", "inspector-520102001001")
@@ -178,10 +180,10 @@ async def test_centre_map_base_layer_components_and_evidence(centre: dict[str, A
     assert "16 位数字" in (await phone.text_content("#report-error") or "")
     await phone.fill("#component", lamp["code"])
     await phone.click("#submit-report")
-    await phone.wait_for_selector("#queue-list .item[data-state=filed] .case-no", state="attached")
+    await phone.wait_for_selector("#queue-list .item[data-state=filed] .case-no")
     lamp_case = ((await phone.text_content("#queue-list .item .case-no")) or "").split()[-1]
     filed = await case_where(client, lamp_case)
     reported = next(e for e in filed["timeline"] if e["type"] == "Reported")
     assert reported["data"]["component"] == lamp["code"]
-    assert phone_outside == []
+    assert phone_outside == [] and phone_errors == []
     await context.close()
