@@ -1,4 +1,5 @@
-"""``gridctl up``'s process tree: one OS process per role, restarted if it dies.
+"""``gridctl up``'s process tree: the roles in OS processes (``bootstrap.PROCESSES``: one per
+role, the projector and the notifier together), each restarted if it dies.
 
 Why processes and not tasks: Python runs one thread of bytecode at a time per process; the
 worker, relay and projector each need a core's worth of CPU at full intake (measured: the

@@ -38,7 +38,7 @@ def test_bench_runs_the_standard_set_and_writes_its_section(tmp_path: Path) -> N
     assert at40["report_to_visible"]["n"] == 80
     assert at40["not_visible"] == at40["refused"] == 0
     assert results["mix"]["reports_visible"] == results["mix"]["reports_sent"] == 80
-    assert {"gateway", "worker", "relay", "projector"} <= set(results["rss_peak_mb"])
+    assert {"gateway", "worker", "relay", "projector,notifier"} <= set(results["rss_peak_mb"])
     speed = results["machine"]
     assert speed["python_loop_ms_before"] > 0 and speed["python_loop_ms_after"] > 0
     assert 0 <= speed["cpu_steal_pct"] <= 100
