@@ -23,7 +23,7 @@ from typing import Any, Literal
 import asyncpg
 import structlog
 from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from nats.js import JetStreamContext
 from pydantic import Field, ValidationError
 
@@ -148,14 +148,15 @@ def locate(ref: Reference, body: ReportIn) -> tuple[str, str | None]:
         raise ApiError(422, "invalid_location", "give both lat and lon, or neither")
     located: str | None = None
     if body.lat is not None and body.lon is not None:
-        if not j.in_city(body.lat, body.lon):
+        grid = j.locate(body.lat, body.lon)
+        # A point inside a grid is inside the city: the union test only for the others.
+        if grid is None and not j.in_city(body.lat, body.lon):
             raise ApiError(
                 422,
                 "outside_city",
                 f"({body.lat}, {body.lon}) is outside {j.name_en}",
                 bounds=j.bounds(),
             )
-        grid = j.locate(body.lat, body.lon)
         if grid is None:
             if body.grid is None:
                 raise ApiError(422, "no_grid", "the location is in no grid; name the grid")
@@ -376,24 +377,25 @@ async def post_report(
     clock: Clock = Depends(get_clock),
     principal: Principal = Depends(reporter),
     idempotency_key: str | None = Header(default=None, min_length=8, max_length=200),
-) -> JSONResponse:
+) -> Response:
     """Accept a report (上报). Answers 202 with the case number once the broker has it."""
     if idempotency_key and body.idempotency_key and idempotency_key != body.idempotency_key:
         raise ApiError(
             422, "idempotency_key_conflict", "Idempotency-Key header and body field differ"
         )
-    generated = new_key()
-    key = idempotency_key or body.idempotency_key or generated
+    given = idempotency_key or body.idempotency_key
+    key = given or new_key()
     report = await prepare(intake, clock, principal, body, key)
     structlog.contextvars.bind_contextvars(case_no=report.command.case_no)
     # Asked before publishing: once published, a quick worker may store the case before
-    # the lookup, which would then call a new report a duplicate.
-    made = key != generated and bool(await already_made(intake, [report]))
+    # the lookup, which would then call a new report a duplicate. A key made here is new.
+    made = bool(given) and bool(await already_made(intake, [report]))
     duplicate = await publish(intake, report) or made
     log.info("report.accepted", grid=report.grid, duplicate=duplicate)
-    return JSONResponse(
-        report.accepted(duplicate).model_dump(),
+    return Response(
+        codec.dumps(report.accepted(duplicate).model_dump()),
         status_code=202,
+        media_type="application/json",
         headers={"Location": f"/v1/cases/{report.command.case_no}"},
     )
 
