@@ -41,7 +41,8 @@ function show(key, v) {
     case "priority": return I.label("priority", v);
     case "due_step": return I.label("step", v);
     case "satisfaction": return I.label("satisfaction", v);
-    case "source": return I.label("source", v);
+    case "source": case "channel": return I.label("source", v);
+    case "kind": return I.label("kind", v);
     case "role": return I.label("role", v);
     case "level": return refs.levels[v] ? I.name(refs.levels[v]) : String(v);
     case "category": return named(refs.categories[v], v);
@@ -247,7 +248,7 @@ function renderCase() {
     const seal = status ? (bad ? `✗ ${status.status}` : status.sealed ? `✓ ${t("sealed")}` : t("unsealed")) : "";
     list.append(el("li", { "data-step": String(i + 1), class: bad ? "bad" : "", onclick: () => go(i) },
       el("strong", {}, `v${e.version} ${typeName(e.type)}`), " ",
-      el("span", { class: "muted", title: e.actor }, `${fmtTime(e.at)} · ${person(e.actor)} (${I.label("role", e.role)}, ${e.channel})`), " ",
+      el("span", { class: "muted", title: e.actor }, `${fmtTime(e.at)} · ${person(e.actor)} (${I.label("role", e.role)}, ${show("channel", e.channel)})`), " ",
       el("span", { class: "seal" }, seal)));
   });
   renderStep();
@@ -262,7 +263,7 @@ function renderStep() {
   $("#step-label").textContent = `${t("step")} ${i + 1} ${t("of")} ${h.events.length} · ${fmtTime(e.at)}`;
   const kv = [
     [t("event"), `${typeName(e.type)} (${e.type})`], [t("version"), e.version], [t("at"), fmtTime(e.at)],
-    [t("actor"), show("actor", e.actor)], [t("role"), show("role", e.role)], [t("channel"), e.channel], [t("reason"), e.reason],
+    [t("actor"), show("actor", e.actor)], [t("role"), show("role", e.role)], [t("channel"), show("channel", e.channel)], [t("reason"), e.reason],
     [t("status_change"), `${e.from_status ? show("status", e.from_status) : "—"} → ${show("status", e.to_status)}`],
     [t("position"), `${h.partition}:${e.position}`], [t("hash"), e.hash], [t("prev_hash"), e.prev_hash || "∅"],
   ];

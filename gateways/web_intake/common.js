@@ -40,6 +40,33 @@
   /** A notification's title in the page's language (by its kind; the server's zh-Hans title
    * for a kind the catalogue does not know). */
   GD.noticeTitle = (n) => (`notice.${n.kind}` in window.GDI18N.messages ? T(`notice.${n.kind}`) : n.title);
+  // A notification's body in the page's language. The server writes it in zh-Hans as
+  // "<lead>: <what the person wrote>" (aggregates/notices.py); the lead is rebuilt here from
+  // the catalogue (nbody.*), the free text after it stays as it was written.
+  const LEADS = [
+    [/^重派: /, "nbody.redispatch", []], [/^派遣: /, "nbody.dispatch", []],
+    [/^请到现场核查: /, "nbody.recheck", []], [/^核查不通过, 返工: /, "nbody.rework", []],
+    [/^退单 \(([^)]*)\): /, "nbody.returned", ["who"]],
+    [/^即将超期 \(([^)]*)\): /, "nbody.warning", ["step"]], [/^已超期 \(([^)]*)\): /, "nbody.overdue", ["step"]],
+    [/^延期申请 (\S+) 小时: /, "nbody.extension", ["hours"]],
+    [/^延期已批准(: )?/, "nbody.extension_ok", []], [/^延期被驳回(: )?/, "nbody.extension_no", []],
+    [/^回访不满意, 请决定重办或不予重办: /, "nbody.reopen", []], [/^已结案, 请回访: /, "nbody.return_visit", []],
+    [/^走访已逾期 \(期限 ([^)]*)\), 请尽快走访: /, "nbody.visit_overdue", ["when"]],
+    [/^走访临期, 请于 (.+?) 前走访: /, "nbody.visit_due", ["when"]],
+  ];
+  GD.noticeBody = function (n) {
+    const body = n.body || "";
+    if (window.GDI18N.lang === "zh-Hans") return body;
+    for (const [re, key, names] of LEADS) {
+      const m = body.match(re);
+      if (!m) continue;
+      const vars = {};
+      names.forEach((name, i) => { vars[name] = name === "step" ? window.GDI18N.label("step", m[i + 1]) : m[i + 1]; });
+      const rest = body.slice(m[0].length);
+      return T(key, vars) + (rest ? `: ${rest}` : "");
+    }
+    return body;
+  };
   /** An SVG icon from the shared sprite (no emoji: a desktop without an emoji font shows boxes). */
   GD.icon = function (name) {
     const ns = "http://www.w3.org/2000/svg";

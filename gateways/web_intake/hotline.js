@@ -43,18 +43,18 @@
         picked = { lat: p.lat, lon: p.lon, grid: p.grid };
         sel.value = p.grid;
         const g = grids.find((x) => x.code === p.grid);
-        gridLine([`${T("网格")}: `, h("b", {}, g ? g.name_zh : p.grid), ` (${p.grid}) · ${T("标准地址")}`]);
+        gridLine([`${T("网格")}: `, h("b", {}, g ? window.GDI18N.name(g) : p.grid), ` (${p.grid}) · ${T("标准地址")}`]);
         if (mapApi) { mapApi.mark(p.lat, p.lon); mapApi.select(p.grid); mapApi.map.setView([p.lat, p.lon], Math.max(mapApi.map.getZoom(), 15), { animate: false }); }
         checkNearby();
       },
     });
-    sel.replaceChildren(h("option", { value: "" }, T("手选网格")), ...grids.map((g) => h("option", { value: g.code }, `${g.name_zh} ${g.code}`)));
+    sel.replaceChildren(h("option", { value: "" }, T("手选网格")), ...grids.map((g) => h("option", { value: g.code, title: g.code }, window.GDI18N.name(g))));
     sel.addEventListener("change", () => {
       picked = null;
       nearby.hide();
       if (sel.value) {
         const g = grids.find((x) => x.code === sel.value);
-        gridLine([`${T("网格")}: `, h("b", {}, g.name_zh), ` (${g.code}) · ${T("手选")}`]);
+        gridLine([`${T("网格")}: `, h("b", {}, window.GDI18N.name(g)), ` (${g.code}) · ${T("手选")}`]);
         if (mapApi) { mapApi.select(sel.value); mapApi.fit(sel.value); }
       }
     });
@@ -72,7 +72,7 @@
         picked = { lat, lon, grid: g.code };
         sel.value = g.code;
         mapApi.select(g.code);
-        gridLine([`${T("网格")}: `, h("b", {}, g.name_zh), ` (${g.code}) · ${lat.toFixed(5)}, ${lon.toFixed(5)}`]);
+        gridLine([`${T("网格")}: `, h("b", {}, window.GDI18N.name(g)), ` (${g.code}) · ${lat.toFixed(5)}, ${lon.toFixed(5)}`]);
         checkNearby();
       },
     });

@@ -625,7 +625,7 @@
         // A household visit reminder opens 我的网格, where the visit worklist is.
         { class: `card notice ${n.kind}`, dataset: { id: n.id, kind: n.kind }, onclick: n.kind.startsWith("visit_") ? () => showTab("grid") : null },
         h("div", { class: "top" }, h("strong", {}, GD.noticeTitle(n)), h("span", { class: "muted small" }, GD.time(n.at))),
-        h("div", { class: "desc" }, n.body),
+        h("div", { class: "desc" }, GD.noticeBody(n)),
         h("div", { class: "meta" }, h("span", { class: "code" }, n.case_no))
       )
     );

@@ -169,7 +169,8 @@ async def shoot(page: Any, name: str, readme: bool = False) -> Path:
 #: Layout facts of a page as it is drawn now, as a list of problems (empty: fine):
 #: * the top bar does not overflow: nothing in it sticks out or scrolls;
 #: * no visible table column is narrower than its content's minimum: a header label stays on
-#:   one line, and a cell that does not ellipsize (class "ellip") is not cut;
+#:   one line or wraps only between words (an English metric name; a Chinese label is one
+#:   word), and a cell that does not ellipsize (class "ellip") is not cut;
 #: * a column that ellipsizes is still at least 56 px wide (a few characters of a name);
 #: * the map title's breadcrumb buttons stay on one line (not one character per line);
 #: * the page is not wider than the window (no sideways scroll of the whole page).
@@ -198,11 +199,31 @@ LAYOUT_PROBLEMS = """() => {
       }
     }
   }
-  for (const th of document.querySelectorAll("table thead th")) {
+  // A label's minimum is its longest word (a Chinese label is one word): a label may wrap
+  // between words (an English metric name), never inside one (之前 as 之 / 前).
+  const probe = document.createElement("span");
+  probe.style.cssText = "position:absolute;visibility:hidden;white-space:nowrap;left:-9999px";
+  document.body.append(probe);
+  const widest = (el) => {
+    const style = getComputedStyle(el);
+    probe.style.font = style.font;
+    probe.style.letterSpacing = style.letterSpacing;
+    let most = 0;
+    for (const word of (el.textContent || "").trim().split(/\\s+/)) {
+      probe.textContent = word;
+      most = Math.max(most, probe.getBoundingClientRect().width);
+    }
+    return most;
+  };
+  for (const th of document.querySelectorAll("table th")) {
     if (!visible(th) || !(th.textContent || "").trim()) continue;
     const px = Math.round(th.getBoundingClientRect().width);
-    if (!oneLine(th)) problems.push(`column label wraps (${px} px): ${name(th)}`);
+    const style = getComputedStyle(th);
+    const room = th.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    if (oneLine(th)) continue;
+    if (widest(th) > room + 1) problems.push(`column label wraps (${px} px): ${name(th)}`);
   }
+  probe.remove();
   for (const td of document.querySelectorAll("table tbody tr:nth-child(-n+8) td")) {
     if (!visible(td)) continue;
     const width = td.getBoundingClientRect().width;
