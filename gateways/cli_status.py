@@ -25,6 +25,7 @@ import importlib.metadata
 import json
 import os
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -315,9 +316,15 @@ def render(status: dict[str, Any], console: Console) -> None:
 @app.command()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="机器可读的 JSON 输出")] = False,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option("--state-dir", help="gridctl up --state-dir 的状态目录 (默认 .state)"),
+    ] = None,
 ) -> None:
     """运行状态: 服务器、角色进程、消费者与读模型延迟、死信队列、用户、版本。"""
     settings = Settings()  # not the cached one: the environment may have changed
+    if state_dir is not None:
+        settings = settings.model_copy(update={"state_dir": state_dir})
     where = locate(settings)
     started = time.monotonic()
     data = asyncio.run(collect(settings, where))

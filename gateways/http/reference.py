@@ -146,14 +146,31 @@ async def people(
 ) -> dict[str, Any]:
     """Display names of staff by user id (人员姓名), so pages show people by name, not by id
     (timelines, actors, handlers): ``{items: [{user_id, name, role, department}]}``. Ids that
-    are not users (``system``, watchers, API keys) are left out; the page shows them as is."""
+    are not users (``system``, watchers, API keys) are left out; the page shows them as is.
+    A grid team member of the city's layers without an account yet (the sample city's
+    ``insp-<grid>`` ids) is named by grid and duty, like the demo users: 新华社区第一网格 网格员."""
     wanted = sorted({i.strip() for i in ids.split(",") if i.strip()})[:500]
-    async with request.app.state.runtime.pool.acquire() as conn:
+    runtime = request.app.state.runtime
+    async with runtime.pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT user_id, name, role, department FROM users WHERE user_id = ANY($1::text[])",
             wanted,
         )
-    return {"items": [dict(r) for r in rows]}
+    items = [dict(r) for r in rows]
+    known = {r["user_id"] for r in items}
+    missing = set(wanted) - known
+    if missing:
+        for grid in runtime.ref.jurisdiction.grids.values():
+            for role, duty in (("inspector", "网格员"), ("instructor", "党建指导员"),
+                               ("police", "网格民警")):
+                member = getattr(grid.team, role)
+                if member in missing:
+                    missing.discard(member)
+                    items.append({"user_id": member, "name": f"{grid.name_zh} {duty}",
+                                  "role": role, "department": None, "grid": grid.code})
+            if not missing:
+                break
+    return {"items": items}
 
 
 @router.get("/vocabulary")
