@@ -16,7 +16,9 @@ let map, defs, metricValues = {}, page = 0, serverToday = null, live;
 
 async function boot() {
   applyStatic();
-  setInterval(() => { $("#clock").textContent = fmtClock(new Date()); }, 1000);
+  const tick = () => { $("#clock").textContent = fmtClock(new Date()); };
+  tick(); // at once: not "--:--:--" for the first second
+  setInterval(tick, 1000);
   $("#signin-form").addEventListener("submit", onSignIn);
   onAuthRequired(() => { live?.stop(); $("#signin").hidden = false; });
   if (!user()) { $("#signin").hidden = false; $("#signin-form").append(window.GDI18N.demoBox(["dispatcher", "supervisor", "shift_leader"], fill)); return; }
