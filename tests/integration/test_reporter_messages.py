@@ -109,3 +109,39 @@ def test_a_typo_in_the_settings_is_refused_by_name() -> None:
         VisitRule.parse("hotline,phnoe")
     with pytest.raises(ValueError, match="GRID_SMS_CHANNEL"):
         outbound.channel_from(Settings(GRID_SMS_CHANNEL="carrier-pigeon"))
+
+
+async def test_projector_and_notifier_in_one_process_share_one_consumer(
+    system: dict[str, Any],
+) -> None:
+    """``Runtime.start`` with both roles (as ``gridctl up``'s ``projector,notifier`` process):
+    ONE durable consumer on the events stream feeds the case queue, the notifications and
+    the reporters' texts, each exactly once by its own position."""
+    from tests.conftest import auth_headers, eventually
+
+    client, runtime = system["client"], system["runtime"]
+    headers = await auth_headers(client, "call_taker")
+    grid = sorted(runtime.ref.jurisdiction.grids)[0]
+    answer = await client.post("/v1/reports", headers=headers, json={
+        "category": "SJ0101", "grid": grid, "description": "井盖缺失", "source": "hotline",
+        "reporter": {"name": "王", "phone": "13700001234", "type": "citizen"},
+    })
+    assert answer.status_code == 202, answer.text
+    case_no = answer.json()["case_no"]
+
+    async def everywhere() -> bool:
+        async with runtime.pool.acquire() as conn:
+            found = await conn.fetchval(
+                "SELECT (SELECT count(*) FROM case_queue WHERE case_no = $1) "
+                "+ (SELECT count(*) FROM notify_cases WHERE case_no = $1) "
+                "+ (SELECT count(*) FROM reporter_contacts WHERE case_no = $1)", case_no)
+        return found == 3
+
+    await eventually(everywhere)
+    consumers = await runtime.js.consumers_info(runtime.topo.events_stream)
+    readers = sorted(c.name for c in consumers if c.config.durable_name)
+    assert readers == ["proj_queue_timeline_map_metrics"], readers
+    async with runtime.pool.acquire() as conn:
+        positions = {r["projection"] for r in await conn.fetch(
+            "SELECT projection FROM projection_positions")}
+    assert {"queue", "timeline", "map", "metrics", "notify", "reporter_sms"} <= positions
