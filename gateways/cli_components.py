@@ -40,7 +40,7 @@ from core.catalogue import Catalogue
 from core.db import create_pool
 from core.jurisdiction import Jurisdiction
 from core.settings import Settings
-from gateways.cli_places import _progress, _report
+from gateways.cli_places import _progress, _refused
 from gateways.cli_users import _database_url
 
 app = typer.Typer(help="City components (部件) as a point layer.", no_args_is_help=True)
@@ -111,15 +111,7 @@ def import_components(
         f"{len(rejected)} rows rejected; {total} components in the table"
     )
     if rejected:
-        _report(rejected)
-        if rejects is not None:
-            with rejects.open("w", encoding="utf-8-sig", newline="") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(["line", "reason", "row"])
-                for line, reason, raw in rejected:
-                    writer.writerow([line, reason, raw])
-            out.print(f"all rejected rows: {rejects}")
-        raise typer.Exit(1)
+        _refused(rejected, rejects)
 
 
 # --------------------------------------------------------------------------- sample city

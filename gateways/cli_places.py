@@ -129,15 +129,22 @@ def import_places(
         f"{len(rejected)} rows rejected; {total} entries in the list"
     )
     if rejected:
-        _report(rejected)
-        if rejects is not None:
-            with rejects.open("w", encoding="utf-8-sig", newline="") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(["line", "reason", "row"])
-                for line, reason, raw in rejected:
-                    writer.writerow([line, reason, raw])
-            out.print(f"all rejected rows: {rejects}")
-        raise typer.Exit(1)
+        _refused(rejected, rejects)
+
+
+def _refused(rejected: list[tuple[int, str, dict[str, Any]]], rejects: Path | None) -> None:
+    """An import that rejected rows: the report, every row in ``rejects`` (CSV: line, reason,
+    row; Excel-friendly UTF-8) when asked, and exit code 1 (``gridctl places`` and
+    ``gridctl components``)."""
+    _report(rejected)
+    if rejects is not None:
+        with rejects.open("w", encoding="utf-8-sig", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["line", "reason", "row"])
+            for line, reason, raw in rejected:
+                writer.writerow([line, reason, raw])
+        out.print(f"all rejected rows: {rejects}")
+    raise typer.Exit(1)
 
 
 def _report(rejected: list[tuple[int, str, dict[str, Any]]]) -> None:
