@@ -246,8 +246,9 @@ def healthy(status: dict[str, Any]) -> bool:
 FIRST_ADMIN = (
     "此城市还没有可以登录的用户。创建第一个管理员:\n"
     "  gridctl users add admin --role admin --name 系统管理员\n"
-    "(按提示输入两次密码; 脚本中可用 --password-stdin。管理员登录后可在页面上添加其他用户,"
-    "或继续用 gridctl users add <用户名> --role <角色> --node <辖区代码>。)"
+    "(按提示输入两次密码; 脚本中可用 --password-stdin。其他用户: "
+    "gridctl users add <用户名> --role <角色> --node <辖区代码> (示例见 gridctl users add --help), "
+    "或由管理员调用 /v1/admin/users (接口文档 /docs)。)"
 )
 
 

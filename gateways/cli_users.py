@@ -181,7 +181,7 @@ def add(
             raise _fail(f"user {username} already exists") from exc
 
     user = _run(work)
-    out.print(f"added [bold]{user.username}[/] ({user.role}) · 已添加用户 {user.username}"
+    out.print(f"已添加用户 [bold]{user.username}[/]"
               f"({ROLE_LABELS.get(user.role, user.role)}), 现在可以登录")
 
 
