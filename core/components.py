@@ -15,7 +15,6 @@ Queried by bounding box (``GET /v1/components?bbox=``) through a GiST index on t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
@@ -26,6 +25,7 @@ import asyncpg
 from core.catalogue import Catalogue
 from core.jurisdiction import Jurisdiction
 from core.places import read_rows
+from core.rows import RowFields
 
 #: Longest kind or name (characters).
 MAX_TEXT = 60
@@ -62,6 +62,10 @@ class ComponentRejected(ValueError):
     """A row that cannot be a component; the message says why (for the report)."""
 
 
+#: How a row's fields are read (aliases, refusals: ``core/rows.py``).
+_FIELDS = RowFields(ALIASES, ComponentRejected)
+
+
 @dataclass(frozen=True)
 class Component:
     code: str
@@ -85,46 +89,22 @@ def category_of(code: str) -> str:
     return f"BJ{code[6:10]}"
 
 
-def _get(raw: Mapping[str, Any], key: str) -> Any:
-    for alias in ALIASES[key]:
-        if alias in raw and raw[alias] not in (None, ""):
-            return raw[alias]
-    return None
 
 
-def _coordinate(raw: Mapping[str, Any], key: str) -> float:
-    value = _get(raw, key)
-    if value is None:
-        raise ComponentRejected(f"{key} missing")
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        raise ComponentRejected(f"{key} is not a number: {str(value)[:30]!r}") from None
-    if not math.isfinite(number):
-        raise ComponentRejected(f"{key} is not a finite number")
-    return number
 
 
-def _text(raw: Mapping[str, Any], key: str) -> str | None:
-    value = _get(raw, key)
-    if value is None:
-        return None
-    text = str(value).strip()
-    if len(text) > MAX_TEXT:
-        raise ComponentRejected(f"{key} longer than {MAX_TEXT} characters")
-    return text or None
 
 
 def check(raw: Mapping[str, Any], j: Jurisdiction, catalogue: Catalogue | None = None) -> Component:
     """One row → a component in its grid; :class:`ComponentRejected` with the reason."""
     if "_geometry" in raw:
         raise ComponentRejected(f"geometry is {raw['_geometry']}, not a Point")
-    code = _text(raw, "code")
+    code = _FIELDS.text(raw, "code", MAX_TEXT)
     if code is None:
         raise ComponentRejected("code missing")
     if len(code) != 16 or not code.isascii() or not code.isdigit():
         raise ComponentRejected(f"code {code[:20]!r} is not 16 digits")
-    lat, lon = _coordinate(raw, "lat"), _coordinate(raw, "lon")
+    lat, lon = _FIELDS.coordinate(raw, "lat"), _FIELDS.coordinate(raw, "lon")
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
         raise ComponentRejected(f"({lat}, {lon}) is not a latitude / longitude")
     if not j.in_city(lat, lon):
@@ -141,11 +121,13 @@ def check(raw: Mapping[str, Any], j: Jurisdiction, catalogue: Catalogue | None =
     known = catalogue.get(category_of(code)) if catalogue and category in catalogue else None
     if catalogue is not None and known is None:
         category = None
-    kind = _text(raw, "kind") or (known.name_zh if known is not None else None)
+    kind = _FIELDS.text(raw, "kind", MAX_TEXT) or (
+        known.name_zh if known is not None else None
+    )
     if kind is None:
         raise ComponentRejected(f"kind missing and class {code[6:10]} not in the catalogue")
     return Component(
-        code=code, kind=kind, category=category, name=_text(raw, "name"),
+        code=code, kind=kind, category=category, name=_FIELDS.text(raw, "name", MAX_TEXT),
         lat=round(lat, 7), lon=round(lon, 7), grid=grid.code, district=district,
     )
 

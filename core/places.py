@@ -21,7 +21,6 @@ import csv
 import hashlib
 import io
 import json
-import math
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -33,6 +32,7 @@ from typing import Any
 import asyncpg
 
 from core.jurisdiction import Jurisdiction
+from core.rows import RowFields
 
 #: Longest road, building or POI name (characters).
 MAX_NAME = 100
@@ -91,6 +91,10 @@ CREATE INDEX IF NOT EXISTS places_poi_trgm_idx ON places USING gin (poi_norm pub
 
 class PlaceRejected(ValueError):
     """A row that cannot be a standard address; the message says why (for the report)."""
+
+
+#: How a row's fields are read (aliases, refusals: ``core/rows.py``).
+_FIELDS = RowFields(ALIASES, PlaceRejected)
 
 
 @dataclass(frozen=True)
@@ -179,34 +183,10 @@ def address_of(road: str | None, number: str | None, building: str | None) -> st
 # --------------------------------------------------------------------------- rows → places
 
 
-def _get(raw: Mapping[str, Any], key: str) -> Any:
-    for alias in ALIASES[key]:
-        if alias in raw and raw[alias] not in (None, ""):
-            return raw[alias]
-    return None
 
 
-def _text(raw: Mapping[str, Any], key: str, limit: int) -> str | None:
-    value = _get(raw, key)
-    if value is None:
-        return None
-    text = str(value).strip()
-    if len(text) > limit:
-        raise PlaceRejected(f"{key} longer than {limit} characters")
-    return text or None
 
 
-def _coordinate(raw: Mapping[str, Any], key: str) -> float:
-    value = _get(raw, key)
-    if value is None:
-        raise PlaceRejected(f"{key} missing")
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        raise PlaceRejected(f"{key} is not a number: {str(value)[:30]!r}") from None
-    if not math.isfinite(number):
-        raise PlaceRejected(f"{key} is not a finite number")
-    return number
 
 
 def place_id(kind: str, label: str, lat: float, lon: float) -> str:
@@ -217,15 +197,15 @@ def place_id(kind: str, label: str, lat: float, lon: float) -> str:
 
 def check(raw: Mapping[str, Any], j: Jurisdiction) -> Place:
     """One row → a place in its grid; :class:`PlaceRejected` with the reason otherwise."""
-    road = _text(raw, "road", MAX_NAME)
-    number = _text(raw, "number", MAX_NUMBER)
-    building = _text(raw, "building", MAX_NAME)
-    poi = _text(raw, "poi", MAX_NAME)
+    road = _FIELDS.text(raw, "road", MAX_NAME)
+    number = _FIELDS.text(raw, "number", MAX_NUMBER)
+    building = _FIELDS.text(raw, "building", MAX_NAME)
+    poi = _FIELDS.text(raw, "poi", MAX_NAME)
     if road is None and poi is None:
         raise PlaceRejected("neither a road nor a POI name")
     if road is None and (number or building):
         raise PlaceRejected("a house number or building without a road")
-    lat, lon = _coordinate(raw, "lat"), _coordinate(raw, "lon")
+    lat, lon = _FIELDS.coordinate(raw, "lat"), _FIELDS.coordinate(raw, "lon")
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
         raise PlaceRejected(f"({lat}, {lon}) is not a latitude / longitude")
     if not j.in_city(lat, lon):
@@ -235,7 +215,7 @@ def check(raw: Mapping[str, Any], j: Jurisdiction) -> Place:
         raise PlaceRejected(f"({lat}, {lon}) lies in no grid")
     address = address_of(road, number, building)
     label = f"{poi}（{address}）" if poi and address else (poi or address or "")
-    given = _text(raw, "id", 60)
+    given = _FIELDS.text(raw, "id", 60)
     kind = "poi" if poi else "address"
     return _entry(
         given or place_id(kind, label, lat, lon), kind, label, address, road, number,
