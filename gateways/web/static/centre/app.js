@@ -93,7 +93,8 @@ async function start() {
     await loadQueue();
   } catch (e) {
     if (e.status === 403) {
-      toast(t("centre_only"), "err");
+      // An admin (a new city's first user) is told where users are made, not only who may.
+      toast(t(me && me.role === "admin" ? "centre_admin" : "centre_only"), "err", 0);
       return;
     }
     throw e;
@@ -523,12 +524,12 @@ function scheduleRefresh(delay) {
 }
 
 // ------------------------------------------------------------------------------ toasts
-function toast(message, kind = "") {
+function toast(message, kind = "", ms = 4500) {
   const el = document.createElement("div");
   el.className = `toast ${kind}`;
   el.textContent = message;
   $("#toasts").append(el);
-  setTimeout(() => el.remove(), 4500);
+  if (ms) setTimeout(() => el.remove(), ms); // 0: stays (nothing else on the page to do)
 }
 
 window.addEventListener("resize", () => map?.invalidate());

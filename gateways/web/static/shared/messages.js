@@ -288,6 +288,7 @@ window.GD_MESSAGES = {
   "due.left": ["剩余 {d}", "剩餘 {d}", "{d} left"],
   "due.overdue": ["超期 {d}", "超期 {d}", "overdue {d}"],
   "centre_only": ["此画面供指挥中心人员使用 (受理员、值班长、派遣员、督办领导、审计员)。", "此畫面供指揮中心人員使用 (受理員、值班長、派遣員、督辦領導、審計員)。", "This screen is for command-centre staff (call-takers, shift leaders, dispatchers, supervisors, auditors)."],
+  "centre_admin": ["管理员账号不用于指挥中心: 请先创建值守人员 (gridctl users add <用户名> --role dispatcher, 或 /docs 中的 /v1/admin/users), 再用其账号登录。", "管理員賬號不用於指揮中心: 請先創建值守人員 (gridctl users add <用戶名> --role dispatcher, 或 /docs 中的 /v1/admin/users), 再用其賬號登錄。", "Admin accounts do not use the command centre: create the centre's staff first (gridctl users add <name> --role dispatcher, or /v1/admin/users in /docs), then sign in as one of them."],
   "merged_into": ["合并到", "合併到", "Merged into"],
   "allowed": ["可执行", "可執行", "allowed"],
   "override": ["改派", "改派", "override"],
