@@ -71,6 +71,7 @@ class WorkCalendar:
         self.tz_name = tz
         self.tz = ZoneInfo(tz)
         self._working_day: dict[date, bool] = {}
+        self._day_intervals: dict[date, list[tuple[datetime, datetime]]] = {}
 
     def __repr__(self) -> str:
         spans = ", ".join(f"{s:%H:%M}-{e:%H:%M}" for s, e in self.periods)
@@ -98,16 +99,26 @@ class WorkCalendar:
         return cached
 
     def _intervals(self, d: date) -> list[tuple[datetime, datetime]]:
-        """The working periods of local day ``d`` as UTC intervals (empty on a day off)."""
+        """The working periods of local day ``d`` as UTC intervals (empty on a day off).
+
+        Kept per day: every deadline of every event asks for the same few days, and the
+        time-zone conversions were most of a deadline's cost (a calendar's days and periods
+        never change once it is loaded)."""
+        cached = self._day_intervals.get(d)
+        if cached is not None:
+            return cached
         if not self.is_working_day(d):
-            return []
-        return [
-            (
-                datetime.combine(d, start, tzinfo=self.tz).astimezone(UTC),
-                datetime.combine(d, end, tzinfo=self.tz).astimezone(UTC),
-            )
-            for start, end in self.periods
-        ]
+            intervals: list[tuple[datetime, datetime]] = []
+        else:
+            intervals = [
+                (
+                    datetime.combine(d, start, tzinfo=self.tz).astimezone(UTC),
+                    datetime.combine(d, end, tzinfo=self.tz).astimezone(UTC),
+                )
+                for start, end in self.periods
+            ]
+        self._day_intervals[d] = intervals
+        return intervals
 
     def _local_date(self, moment: datetime) -> date:
         return moment.astimezone(self.tz).date()
