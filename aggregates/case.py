@@ -193,10 +193,14 @@ def _payload(
     after = state.copy()
     # The state gets its own copies of the containers: changing it never changes the event.
     advance(after, Draft(spec.event, timestamp=ctx.at, **json_safe(fields), **common))
-    summary = _summary(after, ctx, state, previous)
+    moved: set[str] = set()
+    summary = _summary(after, ctx, state, previous, moved)
     changed = summary
     if previous is not None:  # record what changed (the lights always: two booleans)
-        changed = {k: v for k, v in summary.items() if k in ALWAYS or previous.get(k) != v}
+        moved.update(ALWAYS)
+        if summary["offers"] != previous.get("offers"):
+            moved.add("offers")
+        changed = {k: v for k, v in summary.items() if k in moved}
     return {**fields, **common, "summary": changed}, after, summary
 
 
@@ -205,13 +209,15 @@ def _summary(
     ctx: Context,
     before: CaseState | None = None,
     previous: dict[str, Any] | None = None,
+    moved: set[str] | None = None,
 ) -> dict[str, Any]:
     """The read models' fields of ``state`` and what each role is offered in it (from
-    ``previous``, the summary of ``before``, when known)."""
+    ``previous``, the summary of ``before``, when known; then ``moved`` receives the names
+    of the fields whose value differs from ``previous``, offers and lights aside)."""
     if before is None or previous is None:
         out = state.summary()
     else:
-        out = state.summary_since(before, previous)
+        out = state.summary_since(before, previous, moved)
     out["offers"] = offers(state, ctx.ref)
     return out
 
