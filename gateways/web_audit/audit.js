@@ -1,6 +1,8 @@
 // Auditor page (审计): find a case, replay its history step by step from the event store,
 // show its integrity, export. Talks only to /v1/auth/token and /v1/audit/* with a Bearer
 // token kept in sessionStorage (it dies with the tab). Every read is recorded server-side.
+import { drawWhere, whereHtml } from "/static/shared/evidence.js";
+
 const KEY = "gd.audit.session";
 
 // Words, dates and the language come from the shared catalogue (/static/shared/messages.js and
@@ -13,7 +15,7 @@ const STATE_FIELDS = [
   "rework_count", "return_count", "extension_count", "escalations", "supervised", "satisfaction", "closed_at",
 ];
 // Reference data for names (any signed-in user may read it), loaded once after sign-in.
-const refs = { categories: {}, departments: {}, nodes: {}, grids: {}, levels: {}, people: new Map() };
+const refs = { categories: {}, departments: {}, nodes: {}, grids: {}, levels: {}, people: new Map(), basemap: null };
 async function loadRefs() {
   const get = (path) => api(path).catch(() => null);
   const [cats, deps, tree, grids] = await Promise.all([get("/v1/categories"), get("/v1/departments"), get("/v1/jurisdiction"), get("/v1/grids")]);
@@ -22,6 +24,7 @@ async function loadRefs() {
   for (const n of tree?.nodes || []) refs.nodes[n.code] = n;
   if (tree?.city) refs.nodes[tree.city.code] = tree.city;
   for (const l of tree?.levels || []) refs.levels[l.key] = l;
+  refs.basemap = tree?.basemap || null;
   for (const g of grids?.items || []) refs.grids[g.code] = g;
 }
 async function loadPeople(ids) {
@@ -221,13 +224,45 @@ async function openCase(caseNo) {
   loadReads(caseNo);
 }
 
+// ------------------------------------------------------------------ where and 核查 evidence
+// The case's point and the on-site evidence of its last 核查 (distance from the case with the
+// category's limit, photo time, both pinned over the base map): shared/evidence.js, the same
+// as the command centre's case panel. From the event store's history (final state, events).
+let whereMap = null;
+let gridRings = null; // grid code -> outline, from GET /v1/grids.geojson (once)
+async function renderWhere() {
+  const h = view.history;
+  const box = $("#case-where");
+  if (whereMap) { whereMap.remove(); whereMap = null; }
+  if (!h) { box.hidden = true; return; }
+  const state = h.state || view.states[view.states.length - 1] || {};
+  const events = h.events || [];
+  const html = whereHtml(state, events, { person, address: true });
+  box.hidden = !html;
+  box.innerHTML = html;
+  if (!html) return;
+  if (!gridRings) {
+    const geo = await api("/v1/grids.geojson").catch(() => null);
+    gridRings = {};
+    for (const f of geo?.features || []) gridRings[f.properties.code] = { ring: f.geometry?.coordinates?.[0] };
+    if (view.history !== h) return;
+  }
+  whereMap = drawWhere(box, state, events, {
+    basemap: refs.basemap, grid: gridRings[state.grid], theme: "light", fetchJSON: (url) => api(url),
+  });
+}
+
 function renderCase() {
   const h = view.history;
   const n = h.events.length;
   $("#case-no").textContent = h.case_no;
   const last = h.state || {};
   $("#case-sub").textContent = `${show("category", last.category)} · ${t("grid")} ${show("grid", last.grid)} · ${h.partition} · ${n} ${t("events")}`;
-  loadPeople(h.events.map((e) => e.actor)).then(() => { if (view.history === h) renderStep(); });
+  loadPeople(h.events.map((e) => e.actor)).then(() => {
+    if (view.history !== h) return;
+    renderStep();
+    renderWhere().catch((e) => toast(e.message));
+  });
   const integ = h.integrity || {};
   const badge = $("#integrity");
   badge.className = `badge ${integ.ok ? "ok" : "bad"}`;

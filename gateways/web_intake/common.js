@@ -477,7 +477,7 @@
     function pick(c) {
       chosen = c;
       selected.className = "selected";
-      selected.replaceChildren(GD.h("span", { class: "code" }, c.code), ` ${c.name_zh} · ${c.name_en}`);
+      selected.replaceChildren(GD.h("span", { class: "code" }, c.code), ` ${window.GDI18N.name(c)}`);
       list.replaceChildren();
       input.value = "";
       if (onPick) onPick(c);
@@ -681,6 +681,71 @@
         picked.hidden = true;
         list.replaceChildren();
         input.value = "";
+      },
+    };
+  };
+
+  // ------------------------------------------------------------------ component (部件) code
+  /** The 部件 code field of the intake forms (inspector, hotline): shown only for a category of
+   * kind "component"; 16 digits from the component's plate, checked before sending. Once the
+   * code is complete it is looked up (GET /v1/components/{code}) and its kind, name and grid
+   * shown; `onFound(component)` gets it (with lat / lon / grid) — offline or unknown, the code
+   * still goes with the report and the server decides (422 unknown_component).
+   * `set(category)` shows / hides it; `read()` → {code, problem}; `clear()`. */
+  GD.componentField = function ({ onFound } = {}) {
+    const input = GD.h("input", {
+      id: "component", inputmode: "numeric", maxlength: "16", autocomplete: "off",
+      placeholder: T("16 位数字，见部件标牌"),
+    });
+    const found = GD.h("div", { id: "component-found", class: "place-picked small", hidden: true });
+    const el = GD.h("div", { id: "component-field", hidden: true },
+      GD.h("label", { for: "component" }, T("部件编码（选填）")), input, found);
+    let asked = 0;
+    let category = null; // the category chosen: a component of another class is pointed out
+    async function lookUp(code) {
+      const n = ++asked;
+      let c;
+      try {
+        c = await GD.api(`/v1/components/${code}`);
+      } catch (e) {
+        if (n === asked && e.status === 404) {
+          found.hidden = false;
+          found.className = "place-picked small error";
+          found.replaceChildren(T("没有这个部件编码"));
+        }
+        return; // offline: the code still goes with the report
+      }
+      if (n !== asked || input.value.trim() !== code) return;
+      found.hidden = false;
+      const other = category && c.category && c.category !== category.code;
+      found.className = other ? "place-picked small error" : "place-picked small";
+      found.replaceChildren(GD.icon("pin"), " ", GD.h("b", {}, c.kind || ""), c.name ? ` · ${c.name}` : "", GD.h("span", { class: "muted" }, ` · ${c.grid}`),
+        other ? ` · ${T("这个部件不属于所选类别")}` : "");
+      if (onFound) onFound(c);
+    }
+    input.addEventListener("input", () => {
+      asked++;
+      found.hidden = true;
+      const code = input.value.trim();
+      if (/^\d{16}$/.test(code)) lookUp(code);
+    });
+    return {
+      el,
+      set(c) {
+        category = c || null;
+        el.hidden = !c || c.kind !== "component";
+        if (el.hidden) this.clear();
+        else if (/^\d{16}$/.test(input.value.trim())) lookUp(input.value.trim());
+      },
+      read() {
+        const code = el.hidden ? "" : input.value.trim();
+        if (code && !/^\d{16}$/.test(code)) return { code: "", problem: T("部件编码为 16 位数字") };
+        return { code, problem: null };
+      },
+      clear() {
+        asked++;
+        input.value = "";
+        found.hidden = true;
       },
     };
   };

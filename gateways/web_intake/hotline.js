@@ -28,12 +28,27 @@
     const questions = GD.questionsForm();
     const nearby = GD.nearbyBox();
     const checkNearby = () => (picked && picker.value ? nearby.show(picked.lat, picked.lon, picker.value.code) : nearby.hide());
+    // A 部件 category: the caller may read the component's code off its plate (GD.componentField,
+    // as in the inspector app). Found, it locates the call there (unless a standard address
+    // was picked for it).
+    const component = GD.componentField({
+      onFound(c) {
+        if (place.value || c.lat == null) return;
+        picked = { lat: c.lat, lon: c.lon, grid: c.grid };
+        sel.value = c.grid;
+        const g = grids.find((x) => x.code === c.grid);
+        gridLine([`${T("网格")}: `, h("b", {}, g ? g.name_zh : c.grid), ` (${c.grid}) · ${T("component")} ${c.kind || ""}`]);
+        if (mapApi) { mapApi.mark(c.lat, c.lon); mapApi.select(c.grid); mapApi.map.setView([c.lat, c.lon], Math.max(mapApi.map.getZoom(), 16), { animate: false }); }
+        checkNearby();
+      },
+    });
     const picker = GD.categoryPicker(cats, {
       storageKey: "gd.hotline.recent",
       filter: (c) => !c.code.startsWith("ZL03"),
-      onPick: (c) => { questions.set(c); checkNearby(); },
+      onPick: (c) => { questions.set(c); component.set(c); checkNearby(); },
     });
     $("#category-slot").replaceChildren(picker.el);
+    $("#component-slot").replaceChildren(component.el);
     $("#questions-slot").replaceChildren(questions.el);
     $("#nearby-slot").replaceChildren(nearby.el);
     const sel = $("#grid-select");
@@ -89,6 +104,8 @@
       const description = $("#description").value.trim();
       if (!name || !phone) return (err.textContent = T("请填写来电人姓名和电话"));
       if (!cat) return (err.textContent = T("请选择类别"));
+      const named = component.read(); // before the grid: a good code locates the call
+      if (named.problem) return (err.textContent = named.problem);
       if (!grid) return (err.textContent = T("请在地图上点选或手选网格"));
       if (!description) return (err.textContent = T("请填写问题描述"));
       const { answers, problem } = questions.read();
@@ -103,6 +120,7 @@
         answers,
       };
       if (place.value) body.place_id = place.value.id;
+      if (named.code) body.component = named.code;
       if (picked && picked.grid === grid) Object.assign(body, { lat: picked.lat, lon: picked.lon });
       const button = $("#submit-call");
       button.disabled = true;
@@ -119,6 +137,7 @@
         for (const id of ["#caller-name", "#caller-phone", "#description"]) $(id).value = "";
         place.clear();
         picker.clear();
+        component.set(null);
         nearby.hide();
       } catch (e) {
         err.textContent = e.message; // same key: a retry after an error never creates two cases

@@ -12,7 +12,13 @@
   "use strict";
   const T = (key, vars) => window.GDI18N.t(key, vars);
   const { $, $$, h } = GD;
-  const CARE_VISITS = ["ZL0301", "ZL0302", "ZL0303", "ZL0304", "ZL0305", "ZL0306"];
+  // The six 六必访 categories and the must-visit flag each is for (its name, in the page's
+  // language, from the shared catalogue: care_flag.<flag>).
+  const CARE_FLAG_OF = {
+    ZL0301: "hardship", ZL0302: "dispute", ZL0303: "unemployed",
+    ZL0304: "serious_illness", ZL0305: "released_or_corrected", ZL0306: "elderly_alone",
+  };
+  const CARE_VISITS = Object.keys(CARE_FLAG_OF);
   const STATE_TEXT = {
     queued: T("待发送"),
     sending: T("发送中"),
@@ -373,6 +379,14 @@
 
   async function setupReport(cats) {
     const questions = GD.questionsForm();
+    // A 部件 category: the component's code may be named (from its plate; GD.componentField,
+    // as on the hotline page). Found, with no GPS fix, it marks the map.
+    const component = GD.componentField({
+      onFound(c) {
+        if (mapApi && !located && c.lat != null) mapApi.mark(c.lat, c.lon);
+      },
+    });
+    $("#component-slot").replaceChildren(component.el);
     const nearby = GD.nearbyBox();
     let place = null;
     const point = () => (located ? located : place && place.value ? place.value : null);
@@ -387,8 +401,7 @@
       onPick: (c) => {
         questions.set(c);
         checkNearby();
-        // A 部件 category: the component's code may be named (from its plate).
-        $("#component-field").hidden = !c || c.kind !== "component";
+        component.set(c);
       },
     });
     $("#category-slot").replaceChildren(picker.el);
@@ -440,8 +453,8 @@
       const keep = outside && chosen && chosen.grid === grid && chosen.fix_outside_grid;
       if (outside && !keep) return showChoice(true); // never file it elsewhere silently
       if (!grid) return (err.textContent = T("请定位或手选网格"));
-      const component = $("#component-field").hidden ? "" : $("#component").value.trim();
-      if (component && !/^\d{16}$/.test(component)) return (err.textContent = T("部件编码为 16 位数字"));
+      const named = component.read();
+      if (named.problem) return (err.textContent = named.problem);
       const payload = {
         category: cat.code,
         grid,
@@ -454,7 +467,7 @@
       if (place.value) payload.place_id = place.value.id;
       if (located) Object.assign(payload, { lat: located.lat, lon: located.lon });
       if (keep) payload.fix_outside_grid = true;
-      if (component) payload.component = component;
+      if (named.code) payload.component = named.code;
       await enqueue("report", payload, photos.items.slice(), `${cat.name_zh} · ${cat.code}`);
       picker.remember(cat.code);
       picker.clear();
@@ -464,8 +477,7 @@
       chosen = null; // the fix stays for the next report (as before); a choice is asked again
       $("#fix-choice").hidden = true;
       $("#description").value = "";
-      $("#component").value = "";
-      $("#component-field").hidden = true;
+      component.set(null);
       GD.toast(navigator.onLine ? T("已提交") : T("已存入队列，恢复网络后发送"), navigator.onLine ? "good" : "warn");
       showTab("queue");
     });
@@ -579,8 +591,8 @@
 
   function setupVisits(cats) {
     const types = cats.filter((c) => CARE_VISITS.includes(c.code));
-    $("#visit-type").replaceChildren(...types.map((c) => h("option", { value: c.code }, `${c.name_zh} · ${c.name_en.replace("Care visit: ", "")}`)));
-    $("#visit-grid").replaceChildren(...myGrids.map((code) => h("option", { value: code }, (grids.find((g) => g.code === code) || {}).name_zh || code)));
+    $("#visit-type").replaceChildren(...types.map((c) => h("option", { value: c.code, title: c.code }, window.GDI18N.label("care_flag", CARE_FLAG_OF[c.code]))));
+    $("#visit-grid").replaceChildren(...myGrids.map((code) => h("option", { value: code }, window.GDI18N.name(grids.find((g) => g.code === code), code))));
     const photos = GD.photoPicker();
     $("#visit-photo-slot").replaceChildren(photos.el);
     $("#visit-form").addEventListener("submit", async (ev) => {

@@ -16,7 +16,7 @@ from typing import Any
 
 from core import components
 from tests.browser.conftest import ARTIFACTS, ROOT
-from tests.conftest import auth_headers, user_headers
+from tests.conftest import auth_headers, demo_password, user_headers
 from tests.intake_support import on_site, sign_in_page
 from tests.integration.test_lifecycle import _sign_in, act, case_where
 
@@ -152,6 +152,75 @@ async def test_centre_map_base_layer_components_and_evidence(centre: dict[str, A
     await page.wait_for_selector("#map:not([data-moving])")
     await _shot(page, "basemap-case-evidence", "case-panel-evidence.png")
     assert outside == []
+
+    # The auditor page: the same evidence (shared/evidence.js) from the event store's history,
+    # over the same base map, with the address and both pins.
+    audit = await centre["browser"].new_context(
+        viewport={"width": 1440, "height": 900}, locale="zh-CN"
+    )
+    auditor = await audit.new_page()
+    audit_errors: list[str] = []
+    auditor.on("pageerror", lambda e: audit_errors.append(str(e)))
+    audit_outside: list[str] = []
+    await _offline(audit, base, audit_outside)
+    await auditor.goto(f"{base}/audit")
+    await auditor.fill("#signin-username", "auditor")
+    await auditor.fill("#signin-password", demo_password("auditor"))
+    await auditor.click("#signin-submit")
+    await auditor.wait_for_selector("#app:not([hidden])")
+    await auditor.fill("#find-q", case_no)
+    await auditor.click("#find-go")
+    facts = auditor.locator("#case-where #case-evidence")
+    await facts.wait_for()
+    distance = await facts.locator("[data-fact=distance]").inner_text()
+    assert "30 米" in distance and "限 200 米" in distance
+    assert "核查前" in await facts.locator("[data-fact=photo-time]").inner_text()
+    await auditor.wait_for_selector("#case-where #case-component-kind:has-text('垃圾箱')")
+    await auditor.wait_for_selector("#case-where #case-map[data-basemap='vector']")
+    audit_pins = auditor.locator("#case-where #case-map .leaflet-tooltip")
+    assert sorted(await audit_pins.all_inner_texts()) == sorted(["案件位置", "核查位置"])
+    await auditor.locator("#case-where").scroll_into_view_if_needed()
+    await _shot(auditor, "basemap-audit-evidence", "audit-evidence.png")
+    assert audit_outside == [] and audit_errors == []
+    await audit.close()
+
+    # The hotline (1440×900): a 部件 category asks for the component's code; a known code is
+    # looked up (kind shown) and locates the call; the report names it.
+    desk = await centre["browser"].new_context(
+        viewport={"width": 1440, "height": 900}, locale="zh-CN"
+    )
+    hotline = await desk.new_page()
+    desk_errors: list[str] = []
+    hotline.on("pageerror", lambda e: desk_errors.append(str(e)))
+    desk_outside: list[str] = []
+    await _offline(desk, base, desk_outside)
+    await sign_in_page(hotline, base, "/hotline/", "calltaker")
+    assert await hotline.locator("#component-field").is_hidden()
+    await hotline.fill("#caller-name", "王先生")
+    await hotline.fill("#caller-phone", "13800000017")
+    bin_category = (await client.get(f"/v1/components/{bin_code}",
+                                     headers=dispatcher)).json()["category"]
+    await hotline.fill(".catpicker input", bin_category)
+    await hotline.click(f".catpicker .results li:has-text('{bin_category}')")
+    await hotline.fill("#component", "12345")
+    await hotline.fill("#description", "垃圾箱破损，垃圾满地")
+    await hotline.click("#submit-call")
+    assert "16 位数字" in (await hotline.text_content("#call-error") or "")
+    await hotline.fill("#component", "9999999999999999")  # 16 digits, no such component
+    await hotline.wait_for_selector("#component-found:has-text('没有这个部件编码')")
+    await hotline.fill("#component", bin_code)
+    await hotline.wait_for_selector("#component-found:has-text('垃圾箱')")
+    assert "不属于所选类别" not in (await hotline.text_content("#component-found") or "")
+    assert await hotline.input_value("#grid-select") == OWN  # located at the component
+    await _shot(hotline, "basemap-hotline-component", "hotline-component.png")
+    await hotline.click("#submit-call")
+    await hotline.wait_for_selector("#registered .case-no")
+    call_case = ((await hotline.text_content("#registered .case-no")) or "").strip()
+    called = await case_where(client, call_case)
+    first = next(e for e in called["timeline"] if e["type"] == "Reported")
+    assert first["data"]["component"] == bin_code and called["grid"] == OWN
+    assert desk_outside == [] and desk_errors == []
+    await desk.close()
 
     # The inspector's phone: the same base map under the grids.
     context = await centre["browser"].new_context(

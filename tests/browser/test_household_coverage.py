@@ -1,6 +1,7 @@
 """The command centre's 走访覆盖 view at 1440×900 (issue 18): coverage per grid and per
 community as the server computes it, the sensitive flags' counts withheld from a city-level
-supervisor, and the definitions beside the figures."""
+supervisor, and the definitions beside the figures; the map's 走访逾期 layer: overdue and
+due-soon counts per grid (the grid's name on hover), never an address."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateways.households import HouseholdApp, schedules_for
+from tests.browser.conftest import shoot
 from tests.conftest import auth_headers
 
 
@@ -50,3 +52,30 @@ async def test_centre_coverage_view(centre: dict[str, Any]) -> None:
     await page.wait_for_selector("#v-table tbody tr[data-unit='520102001']")
     await page.click("#tab-queue")
     assert await page.is_hidden("#visits-view")
+
+    # The map layer: counts per grid from /v1/households/overdue-map, names on hover only.
+    layer = (await client.get("/v1/households/overdue-map",
+                              headers=await auth_headers(client, "supervisor"))).json()
+    expected = {g["grid"]: g for g in layer["grids"] if g["overdue"] or g["warning"]}
+    assert expected, layer
+    assert await page.is_hidden(".visits-legend")
+    await page.check("#toggle-visits")
+    await page.wait_for_selector(".visits-toggle[data-state='shown']")
+    assert await page.is_visible(".visits-legend")
+    assert "逾期未访户" in await page.text_content(".visits-legend")
+    badges = await page.eval_on_selector_all(
+        ".visit-badge span[data-grid]", "bs => bs.map(b => [b.dataset.grid, "
+        "b.querySelector('.overdue')?.textContent || '0', "
+        "b.querySelector('.warning')?.textContent || '0'])")
+    assert {b[0]: (int(b[1]), int(b[2])) for b in badges} == {
+        g: (c["overdue"], c["warning"]) for g, c in expected.items()}
+    total = sum(c["overdue"] for c in expected.values())
+    assert await page.get_attribute(".visits-toggle", "data-overdue") == str(total)
+    await page.hover(".visit-badge span[data-grid='520102001002']")
+    tip = page.locator(".leaflet-tooltip.grid-tip", has_text="逾期未访户")
+    await tip.wait_for()
+    assert "新华社区第二网格" in await tip.inner_text()
+    assert "路 " not in await page.inner_text("#map")  # no address, anywhere on the map
+    await shoot(page, "command-centre-visits-layer", readme=True)
+    await page.uncheck("#toggle-visits")
+    assert await page.locator(".visit-badge").count() == 0

@@ -129,6 +129,24 @@ async def test_household_story(system: dict[str, Any]) -> None:
     layer = (await client.get("/v1/households/overdue-map", headers=dispatcher)).json()
     assert {"grid": GRID, "overdue": 2, "warning": 0, "flagged": 2} in layer["grids"]
     assert "address" not in str(layer)
+    # The centre map's layer (走访逾期): roles without access to the households' details
+    # (dispatcher, call-taker, shift leader, a district leader) get counts per grid and
+    # nothing else — no household, address, member, flag or reason; handlers and admins,
+    # with no household access at all, get nothing.
+    call_taker = await auth_headers(client, "call_taker")
+    shift_leader = await auth_headers(client, "shift_leader")
+    for caller in (dispatcher, call_taker, shift_leader, district_leader):
+        r = await client.get("/v1/households/overdue-map", headers=caller)
+        assert r.status_code == 200, r.text
+        assert set(r.json()) == {"grids"}
+        for item in r.json()["grids"]:
+            assert set(item) == {"grid", "overdue", "warning", "flagged"}
+            assert all(isinstance(item[k], int) for k in ("overdue", "warning", "flagged"))
+        for secret in (no, full["household_id"], "新华路", "王", "尿毒症", "独居", "HH-"):
+            assert secret not in r.text
+    for caller in (handler, await auth_headers(client, "admin")):
+        r = await client.get("/v1/households/overdue-map", headers=caller)
+        assert r.status_code == 403
     work = (await client.get("/v1/households/worklist", headers=inspector)).json()
     assert [h["light"] for h in work["households"]] == ["red", "red"]
 

@@ -1,6 +1,7 @@
 // The case panel: the case file (GET /v1/cases/{no}), photos, the timeline, and a button for
 // each action the signed-in user may take now (the server's `allowed_actions`), each with
 // the form its arguments need; POST /v1/cases/{no}/actions/{verb}.
+import { drawWhere, whereHtml } from "../shared/evidence.js";
 import { api, download, photoUrl, user } from "./api.js";
 import {
   fmtDateTime, fmtDue, fmtTime, nameOf, t, tAction, tEvent, tPriority, tRole, tSatisfaction, tStatus, tStep,
@@ -303,69 +304,22 @@ export class CasePanel {
     }
   }
 
-  /** The last 核查 (pass or fail) with its on-site facts, or null. */
-  lastCheck(c) {
-    const checks = (c.timeline || []).filter((e) => e.type === "VerificationPassed" || e.type === "VerificationFailed");
-    return checks.length ? checks[checks.length - 1] : null;
-  }
-
-  /** Where the case is, and the on-site evidence of 核查: the distance of the inspector's fix
-   * from the case (against the category's radius) and when the photo was taken, large, with
-   * both points pinned on a small map. */
+  /** Where the case is, and the on-site evidence of 核查 (distance from the case against the
+   * category's radius, photo time, both points pinned): shared/evidence.js, as on the
+   * auditor page. */
   whereHtml(c) {
-    const check = this.lastCheck(c);
-    const hasPoint = c.lat != null && c.lon != null;
-    const named = componentOf(c);
-    if (!hasPoint && !check && !named) return "";
-    let evidence = "";
-    if (check) {
-      const d = check.data || {};
-      const passed = check.type === "VerificationPassed";
-      const far = d.distance_m != null && d.radius_m != null && d.distance_m > d.radius_m;
-      const distance = d.distance_m != null ? `${Math.round(d.distance_m)} ${t("metres")}`
-        : d.lat != null ? t("checked_in_grid") : t("not_recorded");
-      const limit = d.radius_m != null ? `${t("verify_radius")} ${Math.round(d.radius_m)} ${t("metres")}` : "";
-      let taken = t("not_recorded"), takenNote = "";
-      if (d.photo_taken_at) {
-        taken = fmtDateTime(d.photo_taken_at);
-        const mins = Math.round((new Date(check.at) - new Date(d.photo_taken_at)) / 60000);
-        takenNote = mins >= 0 ? t("photo_before_check", { m: mins }) : "";
-      }
-      evidence = `<div class="evidence ${passed ? "" : "failed"} ${far ? "far" : ""}" id="case-evidence">
-        <div><b>${esc(tEvent(check.type))}</b> <span class="muted">· ${esc(fmtTime(check.at))} · ${esc(personName(check.actor))}</span></div>
-        <div class="big">
-          <div data-fact="distance"><b>${esc(distance)}</b><span>${esc(t("verify_distance"))}${limit ? ` · ${esc(limit)}` : ""}</span></div>
-          <div data-fact="photo-time"><b>${esc(taken)}</b><span>${esc(t("photo_taken"))}${takenNote ? ` · ${esc(takenNote)}` : ""}</span></div>
-        </div>
-        ${d.photo_taken_at ? "" : `<div class="warn small">${esc(t("photo_time_missing"))}</div>`}
-      </div>`;
-    }
-    const component = named ? `<div class="small" id="case-component">${esc(t("component"))}: <span class="gd-code">${esc(named)}</span> <span id="case-component-kind" class="muted"></span></div>` : "";
-    const pins = hasPoint || (check && check.data && check.data.lat != null);
-    return `<div class="section"><h3>${esc(check ? t("where_and_check") : t("where"))}</h3>${evidence}${component}
-      ${pins ? `<div class="case-map" id="case-map" role="img" aria-label="${esc(t("where"))}"></div>` : ""}</div>`;
+    const html = whereHtml(c, c.timeline, { person: personName });
+    return html ? `<div class="section" id="case-where">${html}</div>` : "";
   }
 
   renderWhere() {
     if (this.whereMap) { this.whereMap.remove(); this.whereMap = null; }
-    const el = this.root.querySelector("#case-map");
     const c = this.data;
-    const named = componentOf(c);
-    if (named) {
-      api(`/v1/components/${encodeURIComponent(named)}`).then((k) => {
-        const kind = this.root.querySelector("#case-component-kind");
-        if (kind && this.data === c) kind.textContent = [k.kind, k.name].filter(Boolean).join(" · ");
-      }).catch(() => {});
-    }
-    if (!el || !window.L || !window.GDBasemap) return;
-    const check = this.lastCheck(c);
-    const d = (check && check.data) || {};
-    const pins = [];
-    if (c.lat != null) pins.push({ lat: c.lat, lon: c.lon, label: t("case_location"), colour: "#dc2626", direction: "top" });
-    if (d.lat != null) pins.push({ lat: d.lat, lon: d.lon, label: t("verify_location"), colour: check.type === "VerificationPassed" ? "#16a34a" : "#f59e0b", direction: "bottom" });
-    const circle = c.lat != null && d.radius_m ? { lat: c.lat, lon: c.lon, radius: d.radius_m } : null;
-    const grid = this.refs.grids[c.grid];
-    this.whereMap = window.GDBasemap.pinMap(el, this.refs.basemap, pins, { circle, theme: "dark", grid: grid && grid.ring });
+    const box = this.root.querySelector("#case-where");
+    if (!box) return;
+    this.whereMap = drawWhere(box, c, c.timeline, {
+      basemap: this.refs.basemap, grid: this.refs.grids[c.grid], theme: "dark", fetchJSON: (url) => api(url),
+    });
   }
 
   renderPhotos() {
@@ -418,13 +372,6 @@ export class CasePanel {
         (text ? `<div class="r">${esc(text)}</div>` : "") + "</li>";
     }).join("");
   }
-}
-
-/** The 部件 a report named (recorded in its Reported event). */
-function componentOf(c) {
-  if (c.component) return c.component;
-  const first = (c.timeline || []).find((e) => e.type === "Reported");
-  return (first && first.data && first.data.component) || null;
 }
 
 function levelName(refs, key) {

@@ -2,9 +2,11 @@
 // (GET /v1/map: open / yellow / red per grid) — never per-case markers, so it stays fast with
 // any number of open cases. Drill-down city → district → community → grid.
 // Under the grids: the city's base map (static/shared/basemap.js — tiles, or the offline
-// street and landmark layer); over them, on demand, the 部件 (components) point layer.
+// street and landmark layer); over them, on demand, the 部件 (components) point layer and the
+// households' overdue visits per grid (走访逾期: counts only, GET /v1/households/overdue-map —
+// never an address or a household, whatever the role).
 /* global L, GDBasemap */
-import { nameOf, t } from "./i18n.js";
+import { nameOf, onLang, t } from "./i18n.js";
 
 const COLOURS = { none: "#1b2740", open: "#3b82f6", yellow: "#f59e0b", red: "#ef4444" };
 const SEVERE = 0.3;
@@ -33,6 +35,7 @@ export class JurisdictionMap {
     this.base = B && basemap ? B.add(this.map, basemap, { theme: "dark" }) : null;
     this.wash = this.base ? 0.55 : 1;
     if (B && fetchJSON) this.addComponentsToggle(B, fetchJSON);
+    if (fetchJSON) this.addVisitsToggle(fetchJSON);
     this.layers = new Map(); // grid code -> polygon layer
     this.props = new Map(); // grid code -> feature properties
     this.labels = L.layerGroup().addTo(this.map);
@@ -180,16 +183,22 @@ export class JurisdictionMap {
     const input = L.DomUtil.create("input", "", label);
     input.type = "checkbox";
     input.id = "toggle-components";
-    L.DomUtil.create("span", "", label).textContent = ` ${t("components_layer")} `;
+    const name = L.DomUtil.create("span", "", label);
     const note = L.DomUtil.create("small", "muted", label);
     // What the colours mean, shown with the layer.
     const legend = L.DomUtil.create("div", "gd-component-legend", box);
     legend.hidden = true;
-    for (const [colour, text] of B.componentLegend()) {
-      const item = L.DomUtil.create("span", "", legend);
-      L.DomUtil.create("i", "", item).style.background = colour;
-      item.append(text);
-    }
+    const words = () => {
+      name.textContent = ` ${t("components_layer")} `;
+      legend.replaceChildren();
+      for (const [colour, text] of B.componentLegend()) {
+        const item = L.DomUtil.create("span", "", legend);
+        L.DomUtil.create("i", "", item).style.background = colour;
+        item.append(text);
+      }
+    };
+    words();
+    onLang(words);
     L.DomEvent.disableClickPropagation(box);
     L.DomEvent.disableScrollPropagation(box);
     input.addEventListener("change", () => {
@@ -200,6 +209,88 @@ export class JurisdictionMap {
     const Control = L.Control.extend({ onAdd: () => box });
     new Control({ position: "topright" }).addTo(this.map);
     this.components = layer;
+  }
+
+  /** "走访逾期" beside the 部件 toggle: per grid, the households whose care visit is overdue
+   * (red) and due soon (amber), as two counts on the grid — from GET /v1/households/
+   * overdue-map, which answers counts per grid and nothing else (no address, no household)
+   * to every centre role. The grid's name and its counts on hover; refreshed every minute
+   * while shown. */
+  addVisitsToggle(fetchJSON) {
+    const group = L.layerGroup();
+    const box = L.DomUtil.create("div", "leaflet-bar map-toggle visits-toggle");
+    const label = L.DomUtil.create("label", "", box);
+    const input = L.DomUtil.create("input", "", label);
+    input.type = "checkbox";
+    input.id = "toggle-visits";
+    const name = L.DomUtil.create("span", "", label);
+    const note = L.DomUtil.create("small", "muted", label);
+    const legend = L.DomUtil.create("div", "gd-component-legend visits-legend", box);
+    legend.hidden = true;
+    let counts = null, timer = null;
+    const words = () => {
+      name.textContent = ` ${t("visits_layer")} `;
+      legend.replaceChildren();
+      for (const [cls, key] of [["overdue", "hh.overdue"], ["warning", "hh.warning"]]) {
+        const item = L.DomUtil.create("span", "", legend);
+        L.DomUtil.create("i", `visit-dot ${cls}`, item);
+        item.append(t(key));
+      }
+      if (counts) draw();
+    };
+    const draw = () => {
+      group.clearLayers();
+      let overdue = 0, warning = 0, grids = 0;
+      for (const g of counts) {
+        const lyr = this.layers.get(g.grid);
+        if (!lyr || !(g.overdue || g.warning)) continue;
+        overdue += g.overdue; warning += g.warning; grids += 1;
+        const p = this.props.get(g.grid);
+        const html = (g.overdue ? `<b class="visit-count overdue">${g.overdue}</b>` : "") +
+          (g.warning ? `<b class="visit-count warning">${g.warning}</b>` : "");
+        L.marker(lyr.getBounds().getCenter(), {
+          icon: L.divIcon({ className: "visit-badge", html: `<span data-grid="${esc(g.grid)}">${html}</span>`, iconSize: null }),
+          keyboard: false,
+        }).bindTooltip(`<b>${esc(nameOf(p, g.grid))}</b> <span style="color:#8a9bb8">${esc(g.grid)}</span><br>` +
+          `<span style="color:#fca5a5">${esc(t("hh.overdue"))} ${g.overdue}</span> · ` +
+          `<span style="color:#fcd34d">${esc(t("hh.warning"))} ${g.warning}</span>`, { className: "grid-tip", direction: "top" })
+          .addTo(group);
+      }
+      note.textContent = grids ? `${overdue} · ${warning}` : t("visits_layer_none");
+      box.dataset.state = "shown";
+      box.dataset.overdue = String(overdue);
+      box.dataset.warning = String(warning);
+    };
+    const load = async () => {
+      try {
+        counts = (await fetchJSON("/v1/households/overdue-map")).grids || [];
+        if (input.checked) draw();
+      } catch (e) {
+        note.textContent = "⚠";
+        note.title = e.message || String(e);
+        box.dataset.state = "error";
+      }
+    };
+    words();
+    onLang(words);
+    L.DomEvent.disableClickPropagation(box);
+    L.DomEvent.disableScrollPropagation(box);
+    input.addEventListener("change", () => {
+      legend.hidden = !input.checked;
+      clearInterval(timer);
+      if (input.checked) {
+        group.addTo(this.map);
+        load();
+        timer = setInterval(load, 60_000);
+      } else {
+        this.map.removeLayer(group);
+        note.textContent = "";
+        delete box.dataset.state;
+      }
+    });
+    const Control = L.Control.extend({ onAdd: () => box });
+    new Control({ position: "topright" }).addTo(this.map);
+    this.visits = group;
   }
 }
 
