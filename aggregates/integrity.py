@@ -42,6 +42,7 @@ import json
 import math
 from datetime import UTC, datetime
 from enum import Enum
+from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
@@ -54,11 +55,16 @@ GENESIS = ""
 HASH_ALGORITHM = "griddispatch-case-chain-v1/sha256"
 
 
+@lru_cache(maxsize=8192)
 def iso_utc(value: datetime) -> str:
     """Canonical timestamp text: UTC, microseconds, 'Z' (e.g. 2024-05-01T02:03:04.000000Z).
 
     Naive datetimes are refused because their meaning depends on the machine's zone, which
     would make the same history hash differently on two machines.
+
+    Remembered for the last few thousand moments: an event writes its time, its deadline and
+    the case's running deadlines, mostly the same few datetimes again (equal moments in
+    other zones are equal keys and have the same UTC text).
     """
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"naive datetime not allowed: {value!r}")
