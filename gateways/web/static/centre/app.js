@@ -361,6 +361,8 @@ function knownTotal() {
 let queueSeq = 0;
 async function loadQueue({ flash = new Set() } = {}) {
   const mine = ++queueSeq;
+  if (state.light === "reopen") return loadDecisions(mine);
+  reopenCount(); // the chip's number, beside any list
   const page = state.page;
   const known = knownTotal();
   const data = await api("/v1/queue", {
@@ -391,6 +393,37 @@ async function loadQueue({ flash = new Set() } = {}) {
   $("#page-prev").disabled = page === 0;
   $("#page-first").disabled = page === 0;
   $("#page-next").disabled = !data.next_cursor;
+  markSelected();
+}
+
+// 回访不满意: closed cases whose return visit was dissatisfied, awaiting the shift leader's
+// 重办 (reopen) or 不予重办 (decline_reopen) — GET /v1/return-visits/decisions, oldest visit
+// first, paged by number. Opening one shows both actions in the case panel.
+async function reopenCount() {
+  const data = await api("/v1/return-visits/decisions", { query: { page_size: 1 } }).catch(() => null);
+  const chip = $("#reopen-chip");
+  chip.hidden = !data || (!data.total && state.light !== "reopen");
+  $("#reopen-count").textContent = data && data.total ? String(data.total) : "";
+}
+
+async function loadDecisions(mine) {
+  const page = state.page;
+  const data = await api("/v1/return-visits/decisions", { query: { page: page + 1, page_size: PAGE } });
+  if (mine !== queueSeq) return;
+  state.total = data.total;
+  state.cursors[page + 1] = page + 1 < data.pages ? `page-${page + 2}` : null;
+  state.cursors.length = page + 2;
+  state.rows = new Map(data.items.map((r) => [r.case_no, r]));
+  $("#queue-body").innerHTML = data.items.map(rowHtml).join("");
+  $("#queue-empty").hidden = data.items.length > 0;
+  const first = page * PAGE + (data.items.length ? 1 : 0);
+  $("#queue-count").textContent = `${t("count_of", { n: data.total })} · ${t("showing", { a: first, b: page * PAGE + data.items.length })}`;
+  $("#page-no").textContent = String(page + 1);
+  $("#page-prev").disabled = page === 0;
+  $("#page-first").disabled = page === 0;
+  $("#page-next").disabled = !state.cursors[page + 1];
+  $("#reopen-chip").hidden = false;
+  $("#reopen-count").textContent = data.total ? String(data.total) : "";
   markSelected();
 }
 
