@@ -493,6 +493,32 @@ class Jurisdiction:
         except KeyError:
             raise UnknownCode(code, "grid") from None
 
+    #: A grid team member's duty, as people call it (GridTeam's fields).
+    TEAM_DUTIES = (("inspector", "网格员"), ("instructor", "党建指导员"), ("police", "网格民警"))
+
+    def team_members(self, ids: Iterable[str]) -> dict[str, tuple[Grid, str]]:
+        """The grid teams' members among ``ids``: id → (their grid, their role). A city's
+        layers name each grid's team by user id; one without an account yet (the sample
+        city's ``insp-<grid>``) is still somebody: 新华社区第三网格 网格员."""
+        wanted = set(ids)
+        found: dict[str, tuple[Grid, str]] = {}
+        if not wanted:
+            return found
+        for grid in self.grids.values():
+            for role, _duty in self.TEAM_DUTIES:
+                member = getattr(grid.team, role)
+                if member in wanted:
+                    found[member] = (grid, role)
+            if len(found) == len(wanted):
+                break
+        return found
+
+    def team_names(self, ids: Iterable[str]) -> dict[str, str]:
+        """Display names of grid team members among ``ids`` ("<grid name> <duty>")."""
+        duties = dict(self.TEAM_DUTIES)
+        return {member: f"{grid.name_zh} {duties[role]}"
+                for member, (grid, role) in self.team_members(ids).items()}
+
     def department(self, code: str) -> Department:
         """The department with this code."""
         try:

@@ -104,6 +104,7 @@ def _case_document(which: Literal["file", "supervision"], case_no: str, out: Pat
         if data is None:
             err.print(f"[red]没有案件 {case_no}[/]")
             raise typer.Exit(1)
+        render.with_names(ref, data)  # people and departments by name, not code
         if not personal:
             data["case"] = mask_personal_data(data["case"])
             data["timeline"] = mask_personal_data(data["timeline"])

@@ -172,8 +172,9 @@ def _person(actor: str | None, role: str | None, names: Mapping[str, str]) -> st
     return f"{name or actor}({role_zh})" if role_zh else (name or actor)
 
 
-def _what(entry: Mapping[str, Any]) -> str:
-    """The reason or note of a timeline entry, and its telling facts."""
+def _what(entry: Mapping[str, Any], departments: Mapping[str, str] | None = None) -> str:
+    """The reason or note of a timeline entry, and its telling facts (departments by name
+    from ``departments``: code → name)."""
     data = entry.get("data") or {}
     parts = []
     for key in ("reason", "note", "comment"):
@@ -181,7 +182,7 @@ def _what(entry: Mapping[str, Any]) -> str:
         if value:
             parts.append(str(value))
     if data.get("department") and entry.get("type") in ("Dispatched", "Escalated"):
-        parts.append(f"→ {data['department']}")
+        parts.append(f"→ {(departments or {}).get(data['department'], data['department'])}")
     if data.get("satisfaction") and entry.get("type") == "ReturnVisited":
         parts.append(SATISFACTION_LABELS.get(data["satisfaction"], data["satisfaction"]))
     if data.get("hours"):
@@ -195,8 +196,10 @@ def _reporter(case: Mapping[str, Any], reported_by: str | None) -> str:
     said = " ".join(str(x) for x in (case.get("reporter_name"), case.get("reporter_phone")) if x)
     if said:
         return said
-    return f"网格员 {reported_by}" if reported_by and case.get("reporter_type") == "inspector" \
-        else "—"
+    if not reported_by or case.get("reporter_type") != "inspector":
+        return "—"
+    # A grid team member without an account is named by grid and duty already (with_names).
+    return reported_by if reported_by.endswith("网格员") else f"网格员 {reported_by}"
 
 
 def _case_fields(
@@ -248,7 +251,7 @@ def case_file_pdf(
     pdf.heading("二、办理过程(谁在何时做了什么)")
     rows = [
         [str(t["version"]), when(t["at"]), t["label"],
-         _person(t.get("actor"), t.get("role"), data["names"]), _what(t)]
+         _person(t.get("actor"), t.get("role"), data["names"]), _what(t, data.get("departments"))]
         for t in data["timeline"]
     ]
     pdf.grid_table(["序号", "时间", "操作", "办理人", "说明"], rows, (10, 28, 28, 40, 74))
@@ -397,6 +400,19 @@ def evaluation_xlsx(report: Mapping[str, Any], generated: datetime) -> bytes:
     out = io.BytesIO()
     wb.save(out)
     return out.getvalue()
+
+
+def with_names(ref: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """A case file's data with people and departments by name, not code: grid team members
+    without an account by grid and duty (新华社区第三网格 网格员, as GET /v1/people names
+    them), every department of the timeline by its name."""
+    j = ref.jurisdiction
+    data["names"] = {**j.team_names(t["actor"] for t in data["timeline"] if t.get("actor")),
+                     **data["names"]}
+    departments = {((t.get("data") or {}).get("department") or "") for t in data["timeline"]}
+    data["departments"] = {code: j.departments[code].name_zh
+                           for code in departments if code in j.departments}
+    return data
 
 
 def place_names(ref: Any, case: Mapping[str, Any]) -> dict[str, str]:

@@ -57,6 +57,7 @@ async def _case_data(
                       else docs.supervision_order(conn, case_no))
     if data is None or not can_see(principal, data["case"], ref.jurisdiction):
         raise case_not_found(case_no)
+    render.with_names(ref, data)  # people and departments by name, not code
     if not may_see_personal_data(principal, data["case"], ref.jurisdiction):
         data["case"] = mask_case(principal, data["case"], ref.jurisdiction)
         data["timeline"] = [mask_case(principal, t, ref.jurisdiction) for t in data["timeline"]]

@@ -158,18 +158,12 @@ async def people(
         )
     items = [dict(r) for r in rows]
     known = {r["user_id"] for r in items}
-    missing = set(wanted) - known
-    if missing:
-        for grid in runtime.ref.jurisdiction.grids.values():
-            for role, duty in (("inspector", "网格员"), ("instructor", "党建指导员"),
-                               ("police", "网格民警")):
-                member = getattr(grid.team, role)
-                if member in missing:
-                    missing.discard(member)
-                    items.append({"user_id": member, "name": f"{grid.name_zh} {duty}",
-                                  "role": role, "department": None, "grid": grid.code})
-            if not missing:
-                break
+    j = runtime.ref.jurisdiction
+    team = j.team_members(set(wanted) - known)
+    names = j.team_names(team)
+    for member, (grid, role) in sorted(team.items()):
+        items.append({"user_id": member, "name": names[member], "role": role,
+                      "department": None, "grid": grid.code})
     return {"items": items}
 
 
