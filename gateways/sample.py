@@ -18,9 +18,9 @@ from gateways.runtime import Runtime
 log = get_logger("sample")
 
 DESCRIPTIONS = {
-    "component": "巡查发现设施损坏，需要维修 (facility damaged, needs repair)",
-    "event": "现场发现问题，影响市容和通行 (problem affects the street and passers-by)",
-    "governance": "网格走访发现情况，需要跟进 (found on a grid visit, needs follow-up)",
+    "component": "巡查发现设施损坏，需要维修",
+    "event": "现场发现问题，影响市容和通行",
+    "governance": "网格走访发现情况，需要跟进",
 }
 
 
