@@ -1,13 +1,14 @@
 /* Inspector app service worker: caches the app shell so the app opens without a network.
  * API calls are never cached here — the report queue lives in IndexedDB (inspector.js),
  * which is what makes submissions safe offline. */
-const SHELL = "gd-inspector-shell-v4";
+const SHELL = "gd-inspector-shell-v5";
 const ASSETS = [
   "/inspector/",
   "/inspector/manifest.webmanifest",
   "/intake-static/intake.css",
   "/static/shared/base.css",
   "/static/shared/messages.js",
+  "/static/vendor/opencc/st-characters.js",
   "/static/shared/i18n.js",
   "/static/shared/icons.svg",
   "/intake-static/common.js",

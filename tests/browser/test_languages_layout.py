@@ -122,8 +122,12 @@ async def test_pages_in_every_language(centre: dict[str, Any]) -> None:
             await page.fill("#signin-password", demo_password("dispatcher"))
             await page.click("#signin-submit")
             await page.wait_for_selector("#queue-body tr")
-            # People's and places' names are stored data (Chinese in every language): the
-            # layout and <html lang> are checked here, the words by the catalogue's tests.
+            # Place names are stored in zh-Hans: in zh-Hant written in traditional characters
+            # (shared/i18n.js hant, OpenCC's table), in English their English names.
+            city = await page.text_content("#city-name")
+            assert city == {"zh-Hant": "貴陽市", "en": "Guiyang"}[lang], city
+            # People's names are stored data (as written in every language): the layout and
+            # <html lang> are checked here, the words by the catalogue's tests.
             for width, height in DESKS:
                 await _check(page, lang, "centre", width, height, script=False)
             await page.locator("#queue-body tr").first.click()

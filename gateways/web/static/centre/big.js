@@ -3,7 +3,7 @@
 // click: after one sign-in it follows the live stream and re-reads at most once a second.
 import { api, onAuthRequired, signIn, user } from "./api.js";
 import { esc } from "./casepanel.js";
-import { applyStatic, fmtClock, fmtDue, fmtPct, nameOf, t, isZh } from "./i18n.js";
+import { applyStatic, fmtClock, fmtDue, fmtPct, nameOf, t, zhEn } from "./i18n.js";
 import { JurisdictionMap } from "./map.js";
 import { LiveStream } from "./stream.js";
 
@@ -124,7 +124,7 @@ function renderMetrics() {
     const d = defs.metrics.find((x) => x.key === k);
     const v = metricValues.values[k];
     const shown = d.kind === "rate" ? fmtPct(v) : v ?? "—";
-    return `<div class="bm"><span class="n">${esc(isZh() ? d.zh : d.en)}</span><b>${esc(shown)}</b><span class="f">${esc(isZh() ? d.formula_zh : d.formula_en)}</span></div>`;
+    return `<div class="bm"><span class="n">${esc(zhEn(d.zh, d.en))}</span><b>${esc(shown)}</b><span class="f">${esc(zhEn(d.formula_zh, d.formula_en))}</span></div>`;
   }).join("");
 }
 

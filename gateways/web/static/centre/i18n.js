@@ -20,7 +20,7 @@ export const tField = (f) => I.label("field", f);
 /** Name of a reference record with name_zh / name_en. */
 export const nameOf = (rec, fallback = "—") => I.name(rec, fallback);
 /** Text chosen from a zh / en pair the server sent (metric definitions, labels). */
-export const zhEn = (zh, en) => (I.lang === "en" ? en || zh : zh || en);
+export const zhEn = (zh, en) => I.zhEn(zh, en); // zh-Hant: the zh text in traditional characters
 export const applyStatic = (root) => I.applyStatic(root);
 export const languagePicker = () => I.picker();
 export const fmtTime = (iso) => I.shortDateTime(iso);

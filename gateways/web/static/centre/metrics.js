@@ -3,7 +3,7 @@
 // all from GET /v1/metrics and GET /v1/metrics/definitions (the one table of definitions).
 /* global uPlot */
 import { api, download } from "./api.js";
-import { fmtPct, isZh, nameOf, t } from "./i18n.js";
+import { fmtPct, isZh, nameOf, t, zhEn } from "./i18n.js";
 import { esc } from "./casepanel.js";
 
 const CARDS = [
@@ -113,9 +113,9 @@ export class MetricsPanel {
   }
 
   def(key) { return this.defs.metrics.find((m) => m.key === key); }
-  name(key) { const d = this.def(key); return d ? (isZh() ? d.zh : d.en) : key; }
-  formula(key) { const d = this.def(key); return d ? (isZh() ? d.formula_zh : d.formula_en) : ""; }
-  note(key) { const d = this.def(key); return d ? (isZh() ? d.note_zh : d.note_en) : ""; }
+  name(key) { const d = this.def(key); return d ? (zhEn(d.zh, d.en)) : key; }
+  formula(key) { const d = this.def(key); return d ? (zhEn(d.formula_zh, d.formula_en)) : ""; }
+  note(key) { const d = this.def(key); return d ? (zhEn(d.note_zh, d.note_en)) : ""; }
   value(key, metrics) {
     const d = this.def(key);
     const v = metrics[key];
@@ -173,7 +173,7 @@ export class MetricsPanel {
     const head = `<thead><tr><th>${esc(t("col_place"))}</th>${TABLE.map((k) =>
       `<th class="num" title="${esc(`${this.formula(k)}\n${this.note(k)}`)}">${esc(this.name(k))}</th>`).join("")}</tr></thead>`;
     const rows = [...this.grouped.groups, { key: "TOTAL", label_zh: "合计", label_en: "Total", metrics: this.grouped.totals.metrics }];
-    const body = rows.map((g) => `<tr class="${g.key === "TOTAL" ? "total" : ""}"><td title="${esc(g.key || "")}">${esc(isZh() ? g.label_zh : g.label_en)}</td>${TABLE.map((k) =>
+    const body = rows.map((g) => `<tr class="${g.key === "TOTAL" ? "total" : ""}"><td title="${esc(g.key || "")}">${esc(zhEn(g.label_zh, g.label_en))}</td>${TABLE.map((k) =>
       `<td class="num">${esc(this.value(k, g.metrics))}</td>`).join("")}</tr>`).join("");
     const table = this.root.querySelector("#metrics-table");
     table.style.minWidth = `${200 + TABLE.length * 92}px`;
@@ -182,15 +182,15 @@ export class MetricsPanel {
 
   renderDefinitions() {
     const zh = isZh();
-    this.root.querySelector("#definition-rules").textContent = zh ? this.defs.rules_zh : this.defs.rules_en;
+    this.root.querySelector("#definition-rules").textContent = zhEn(this.defs.rules_zh, this.defs.rules_en);
     this.root.querySelector("#definition-list").innerHTML = this.defs.metrics.map((m) =>
-      `<dt>${esc(zh ? m.zh : m.en)}<br><small class="muted">${esc(zh ? m.en : m.zh)}</small></dt>` +
-      `<dd><code>${esc(zh ? m.formula_zh : m.formula_en)}</code>${(zh ? m.note_zh : m.note_en) ? `<br>${esc(zh ? m.note_zh : m.note_en)}` : ""}</dd>`).join("") +
+      `<dt>${esc(zhEn(m.zh, m.en))}<br><small class="muted">${esc(zh ? m.en : zhEn(m.zh))}</small></dt>` +
+      `<dd><code>${esc(zhEn(m.formula_zh, m.formula_en))}</code>${zhEn(m.note_zh, m.note_en) ? `<br>${esc(zhEn(m.note_zh, m.note_en))}` : ""}</dd>`).join("") +
       // The household figures (六必访, the 走访覆盖 tab) are defined in the same answer.
       ((this.defs.household_metrics || []).length ? `<dt class="def-group">${esc(t("tab_visits"))}</dt>` : "") +
       (this.defs.household_metrics || []).map((m) =>
-        `<dt data-household-metric="${esc(m.key)}">${esc(zh ? m.zh : m.en)}<br><small class="muted">${esc(zh ? m.en : m.zh)}</small></dt>` +
-        `<dd><code>${esc(zh ? m.formula_zh : m.formula_en)}</code>${(zh ? m.note_zh : m.note_en) ? `<br>${esc(zh ? m.note_zh : m.note_en)}` : ""}</dd>`).join("");
+        `<dt data-household-metric="${esc(m.key)}">${esc(zhEn(m.zh, m.en))}<br><small class="muted">${esc(zh ? m.en : zhEn(m.zh))}</small></dt>` +
+        `<dd><code>${esc(zhEn(m.formula_zh, m.formula_en))}</code>${zhEn(m.note_zh, m.note_en) ? `<br>${esc(zhEn(m.note_zh, m.note_en))}` : ""}</dd>`).join("");
   }
 
   async export(fmt) {

@@ -40,10 +40,52 @@
     const k = `${kind}.${value}`;
     return k in M ? t(k) : String(value);
   }
+  // Text the server keeps in zh-Hans only (place, category and department names, metric
+  // definitions) is shown in zh-Hant character by character: OpenCC's table
+  // (static/vendor/opencc/st-characters.js, loaded before this file), and over it a map learnt
+  // from this catalogue — every entry whose zh-Hans and zh-Hant texts have the same length
+  // pairs their characters, the most used pairing winning — so the pages' own wording rules
+  // (里 → 裡 as the catalogue writes it). A character neither knows stays as it is.
+  let HANT = null;
+  function hantMap() {
+    if (HANT) return HANT;
+    HANT = new Map();
+    const table = [...(window.GD_HANT_PAIRS || "")];
+    for (let i = 0; i + 1 < table.length; i += 2) HANT.set(table[i], table[i + 1]);
+    const counts = new Map(); // simplified char -> Map(traditional char -> uses)
+    for (const v of Object.values(M)) {
+      if (!Array.isArray(v) || !v[0] || !v[1]) continue;
+      const a = [...v[0]], b = [...v[1]];
+      if (a.length !== b.length) continue;
+      a.forEach((c, i) => {
+        if (c === b[i] || c < "\u4e00" || c > "\u9fff") return;
+        const seen = counts.get(c) || new Map();
+        seen.set(b[i], (seen.get(b[i]) || 0) + 1);
+        counts.set(c, seen);
+      });
+    }
+    for (const [c, seen] of counts) HANT.set(c, [...seen].sort((x, y) => y[1] - x[1])[0][0]);
+    return HANT;
+  }
+  /** zh-Hans text in zh-Hant (as above); other text as it is. */
+  function hant(text) {
+    if (!text) return text;
+    const map = hantMap();
+    let out = "";
+    for (const c of String(text)) out += map.get(c) || c;
+    return out;
+  }
+  /** Text of the server's zh / en pair in the page's language (zh-Hant from zh). */
+  function zhEn(zh, en) {
+    if (lang === "en") return en || zh;
+    return lang === "zh-Hant" ? hant(zh || en) : zh || en;
+  }
   /** The name of a reference record (name_zh / name_en): English only in English. */
   function name(rec, fallback) {
     if (!rec) return fallback === undefined ? "—" : fallback;
-    return (lang === "en" ? rec.name_en : rec.name_zh) || rec.name_zh || rec.name || rec.code || fallback || "—";
+    const zh = rec.name_zh || rec.name;
+    if (lang === "en") return rec.name_en || zh || rec.code || fallback || "—";
+    return (lang === "zh-Hant" ? hant(zh) : zh) || rec.name_en || rec.code || fallback || "—";
   }
 
   function applyStatic(root) {
@@ -172,6 +214,8 @@
     t,
     label,
     name,
+    hant,
+    zhEn,
     applyStatic,
     picker,
     dateTime,
