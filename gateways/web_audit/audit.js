@@ -297,7 +297,7 @@ function renderStep() {
   $("#slider").value = String(i + 1);
   $("#step-label").textContent = `${t("step")} ${i + 1} ${t("of")} ${h.events.length} · ${fmtTime(e.at)}`;
   const kv = [
-    [t("event"), `${typeName(e.type)} (${e.type})`], [t("version"), e.version], [t("at"), fmtTime(e.at)],
+    [t("event"), typeName(e.type) === e.type ? e.type : `${typeName(e.type)} (${e.type})`], // the code once in English [t("version"), e.version], [t("at"), fmtTime(e.at)],
     [t("actor"), show("actor", e.actor)], [t("role"), show("role", e.role)], [t("channel"), show("channel", e.channel)], [t("reason"), e.reason],
     [t("status_change"), `${e.from_status ? show("status", e.from_status) : "—"} → ${show("status", e.to_status)}`],
     [t("position"), `${h.partition}:${e.position}`], [t("hash"), e.hash], [t("prev_hash"), e.prev_hash || "∅"],
