@@ -138,11 +138,11 @@ class History:
             source="inspector_app" if by_inspector else "hotline",
         )
         assert case is not None
-        disp = "dispatcher-1"
+        disp = "dispatcher"  # the demo users: the pages name them
         r = rng.random()
         if r < 0.08:
             self.step(case, "reject", "dispatcher", disp, self.minutes(5, 200),
-                      reason="不符合立案條件")
+                      reason="不符合立案条件")
             return
         if r < 0.14 and self.parked[district]:
             original = self.cases[rng.choice(self.parked[district])]
@@ -169,21 +169,21 @@ class History:
                 return
             if rng.random() < 0.12:
                 case, _ = self.step(case, "return_case", "handler", handler,
-                                    self.minutes(10, 600), reason="非本部門職責")
+                                    self.minutes(10, 600), reason="非本部门职责")
                 case = self.dispatch(case, disp, other=rng.random() < 0.6)
                 handler = f"handler-{case.state.department}"
             case, _ = self.step(case, "accept", "handler", handler, self.minutes(5, 120))
             if rng.random() < 0.1:
                 case, _ = self.step(case, "request_extension", "handler", handler,
-                                    self.minutes(30, 600), hours=8, reason="需要採購材料")
+                                    self.minutes(30, 600), hours=8, reason="需要采购材料")
                 verb = "approve_extension" if rng.random() < 0.7 else "refuse_extension"
                 # A supervisor with a reason may approve beyond the category's limit.
-                case, _ = self.step(case, verb, "supervisor", "supervisor-1",
-                                    self.minutes(5, 120), reason="同意延期 / 時限足夠")
+                case, _ = self.step(case, verb, "supervisor", "supervisor",
+                                    self.minutes(5, 120), reason="同意延期 / 时限足够")
             if rng.random() < 0.05:
                 review = case.modified_on + timedelta(days=3)
                 case, _ = self.step(case, "suspend", "handler", handler, self.minutes(30, 300),
-                                    reason="需要預算", review_at=review)
+                                    reason="需要预算", review_at=review)
                 case, _ = self.step(case, "resume", "handler", handler, timedelta(days=1))
             if rng.random() < 0.05:
                 case = self.escalate_or_supervise(case, disp, escalate=False)
@@ -192,7 +192,7 @@ class History:
                 return
             hours = rng.choice((0.5, 2, 6, 20, 50, 120))
             case, _ = self.step(case, "report_result", "handler", handler,
-                                timedelta(hours=rng.uniform(0.1, 1) * hours), note="已處置完畢")
+                                timedelta(hours=rng.uniform(0.1, 1) * hours), note="已处置完毕")
             inspector = self.j.grid(case.state.grid).team.inspector
             if rng.random() < 0.03:
                 self.park(case, district)
@@ -200,12 +200,12 @@ class History:
             if reworks < 2 and rng.random() < 0.15:
                 reworks += 1
                 case, _ = self.step(case, "verify_fail", "inspector", inspector,
-                                    self.minutes(30, 900), note="現場未整改到位")
+                                    self.minutes(30, 900), note="现场未整改到位")
                 case, _ = self.step(case, "accept", "handler", handler, self.minutes(5, 60))
                 case, _ = self.step(case, "report_result", "handler", handler,
                                     self.minutes(60, 3000), note="已返工")
             case, _ = self.step(case, "verify_pass", "inspector", inspector,
-                                self.minutes(30, 900), note="核查通過")
+                                self.minutes(30, 900), note="核查通过")
             if case.state.status.value == "verified":
                 break
             if case.state.status.value == "awaiting_verification":
@@ -218,8 +218,8 @@ class History:
     def park(self, case: Case, district: str) -> None:
         """Leave the case open where it is (and make it a candidate original for merges)."""
         if self.rng.random() < 0.3:
-            self.step(case, "supervise", "supervisor", "supervisor-1", self.minutes(10, 3000),
-                      reason="群眾反映強烈")
+            self.step(case, "supervise", "supervisor", "supervisor", self.minutes(10, 3000),
+                      reason="群众反映强烈")
         self.lights(case, case.modified_on + timedelta(days=self.rng.uniform(0, 6)))
         self.parked[district].append(case.id)
 
@@ -237,11 +237,11 @@ class History:
         if self.rng.random() < 0.08:
             priority = self.rng.choice(("urgent", "important"))
             case, _ = self.step(case, "dispatch", "dispatcher", disp, self.minutes(5, 90),
-                                priority=priority, override_reason="群眾反映強烈, 提高優先級")
+                                priority=priority, override_reason="群众反映强烈, 提高优先级")
             return case
         proposed_priority = (case.state.proposal or {}).get("priority")
         extra = {} if proposed_priority in (None, case.state.priority) else {
-            "override_reason": "沿用已調整的優先級"
+            "override_reason": "沿用已调整的优先级"
         }
         case, _ = self.step(case, "dispatch", "dispatcher", disp, self.minutes(2, 90), **extra)
         return case
@@ -249,10 +249,10 @@ class History:
     def escalate_or_supervise(self, case: Case, disp: str, escalate: bool = True) -> Case:
         if escalate and case.state.level != "city":
             case, _ = self.step(case, "escalate", "dispatcher", disp, self.minutes(5, 120),
-                                reason="跨區域, 需上級協調")
+                                reason="跨区域, 需上级协调")
         else:
-            case, _ = self.step(case, "supervise", "supervisor", "supervisor-1",
-                                self.minutes(5, 600), reason="處置緩慢")
+            case, _ = self.step(case, "supervise", "supervisor", "supervisor",
+                                self.minutes(5, 600), reason="处置缓慢")
         return case
 
     # ------------------------------------------------------------------ output
