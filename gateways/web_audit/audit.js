@@ -61,6 +61,8 @@ function show(key, v) {
       return at ? `${I.label("step", step)} · ${fmtTime(at)}` : String(v);
     }
     case "warned": case "overdue": case "supervised": case "overridden": return I.t(v ? "yes" : "no");
+    case "reporters": // every reporter of the case, merged duplicates' included
+      return Array.isArray(v) ? v.map((r) => show("reporter", r)).join("；") || "—" : String(v);
     case "reporter":
       return typeof v === "object"
         ? [v.name || (v.id ? person(v.id) : ""), v.phone, I.label("reporter_type", v.type)].filter(Boolean).join(" · ") || "—"
@@ -258,8 +260,12 @@ function renderCase() {
   $("#case-no").textContent = h.case_no;
   const last = h.state || {};
   $("#case-sub").textContent = `${show("category", last.category)} · ${t("grid")} ${show("grid", last.grid)} · ${h.partition} · ${n} ${t("events")}`;
-  loadPeople(h.events.map((e) => e.actor)).then(() => {
+  const actorLine = (e) => `${fmtTime(e.at)} · ${person(e.actor)} (${I.label("role", e.role)}, ${show("channel", e.channel)})`;
+  const reporterIds = [...(last.reporters || []), last.reporter].map((r) => (r && typeof r === "object" ? r.id : null));
+  loadPeople([...h.events.map((e) => e.actor), ...reporterIds]).then(() => {
     if (view.history !== h) return;
+    // The timeline by name too, now that the names are here (it was drawn with the ids).
+    h.events.forEach((e, i) => { const span = $("#timeline").children[i]?.querySelector("span.muted"); if (span) span.textContent = actorLine(e); });
     renderStep();
     renderWhere().catch((e) => toast(e.message));
   });
@@ -283,7 +289,7 @@ function renderCase() {
     const seal = status ? (bad ? `✗ ${status.status}` : status.sealed ? `✓ ${t("sealed")}` : t("unsealed")) : "";
     list.append(el("li", { "data-step": String(i + 1), class: bad ? "bad" : "", onclick: () => go(i) },
       el("strong", {}, `v${e.version} ${typeName(e.type)}`), " ",
-      el("span", { class: "muted", title: e.actor }, `${fmtTime(e.at)} · ${person(e.actor)} (${I.label("role", e.role)}, ${show("channel", e.channel)})`), " ",
+      el("span", { class: "muted", title: e.actor }, actorLine(e)), " ",
       el("span", { class: "seal" }, seal)));
   });
   renderStep();
@@ -395,8 +401,10 @@ async function householdReads(ev) {
 }
 function renderHouseholdReads() {
   if (!hhReads) return;
-  const reads = hhReads;
-  $("#hh-reads-summary").textContent = I.t("audit.hh_reads_count", { n: reads.length, s: reads.filter((r) => r.sensitive_shown).length });
+  // The worklist and register lists are logged on every refresh: the reads that showed
+  // sensitive facts can be picked out of them.
+  const reads = $("#hh-reads-sensitive").checked ? hhReads.filter((r) => r.sensitive_shown) : hhReads;
+  $("#hh-reads-summary").textContent = I.t("audit.hh_reads_count", { n: hhReads.length, s: hhReads.filter((r) => r.sensitive_shown).length });
   const tbody = $("#hh-reads tbody");
   tbody.replaceChildren(el("tr", {}, ...["at", "reader", "role", "hh_what", "hh_households", "hh_sensitive"].map((k) => el("th", {}, t(k)))));
   if (!reads.length) tbody.append(el("tr", {}, el("td", { colspan: "6", class: "muted" }, t("hh_none"))));
@@ -457,6 +465,7 @@ function wire() {
   $("#find-form").addEventListener("submit", (ev) => find(ev).catch((e) => toast(e.message)));
   $("#act-form").addEventListener("submit", (ev) => activity(ev).catch((e) => toast(e.message)));
   $("#hh-reads-form").addEventListener("submit", (ev) => householdReads(ev).catch((e) => toast(e.message)));
+  $("#hh-reads-sensitive").addEventListener("change", renderHouseholdReads);
   $("#slider").addEventListener("input", (ev) => { stop(); go(Number(ev.target.value) - 1); });
   $("#play").addEventListener("click", togglePlay);
   $("#asof").addEventListener("change", asOf);
