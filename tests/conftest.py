@@ -97,13 +97,19 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Groups for pytest-xdist's ``--dist loadgroup`` (the suite runs in two workers): the
-    fault drills share one system of real processes per package and the browser tests one
-    Chromium, so each group stays in one worker; everything else is spread."""
+    fault drills share one system of real processes per package, so they stay in one worker;
+    the browser test files are dealt into two groups by name (each worker that takes one
+    starts its own Chromium): as one group they had grown into the longest chain of the
+    run, and a worker could get both it and the fault drills. Everything else is spread."""
+    browser_files = sorted({Path(str(i.fspath)).name for i in items
+                            if "browser" in Path(str(i.fspath)).parts})
     for item in items:
-        parts = Path(str(item.fspath)).parts
-        for group in ("faults", "browser"):
-            if group in parts:
-                item.add_marker(pytest.mark.xdist_group(group))
+        path = Path(str(item.fspath))
+        if "faults" in path.parts:
+            item.add_marker(pytest.mark.xdist_group("faults"))
+        elif "browser" in path.parts:
+            half = browser_files.index(path.name) % 2
+            item.add_marker(pytest.mark.xdist_group(f"browser-{half}"))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
