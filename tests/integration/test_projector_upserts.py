@@ -114,3 +114,25 @@ async def test_ddl_on_a_deployment_without_the_roll_up_fills_it(
         assert await conn.fetch("SELECT * FROM metric_counts_daily ORDER BY 1, 2, 3") == expected
     finally:
         await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+async def test_the_live_runners_lock_statement_makes_only_its_commit_asynchronous() -> None:
+    """``projection_lock(…, read_model_commit=True)``: one statement takes the locks and sets
+    ``synchronous_commit = off`` for this transaction only (the event store's and the relay's
+    commits on the same server stay synchronous)."""
+    from projections.runner import projection_lock
+    from tests.conftest import database_url
+
+    conn = await asyncpg.connect(database_url())
+    try:
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
+        async with conn.transaction():
+            await projection_lock(conn, "queue", "map", read_model_commit=True)
+            assert await conn.fetchval("SHOW synchronous_commit") == "off"
+            held = await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = "
+                "pg_backend_pid()")
+            assert held == 2
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
+    finally:
+        await conn.close()
