@@ -151,6 +151,22 @@ def hook_wants(hook: Any, notice: Notice, at: datetime) -> bool:
     return at >= hook["created_at"]
 
 
+class _ActiveHooks:
+    """The active webhooks, read once per batch when its first live notification is written
+    (a batch of new reports writes none, and read them for nothing)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self._rows: list[Any] | None = None
+
+    async def rows(self) -> list[Any]:
+        if self._rows is None:
+            self._rows = list(await self.conn.fetch(
+                "SELECT id, kinds, audiences, created_at FROM webhooks WHERE active"
+            ))
+        return self._rows
+
+
 class NotifyProjection:
     """Turns events into notifications and webhook deliveries (run by ProjectionRunner).
 
@@ -189,9 +205,7 @@ class NotifyProjection:
         )
         cases: dict[str, dict[str, Any]] = {str(r["case_id"]): dict(r) for r in rows}
         changed: set[str] = set()
-        hooks = await conn.fetch(
-            "SELECT id, kinds, audiences, created_at FROM webhooks WHERE active"
-        )
+        hooks = _ActiveHooks(conn)
         for env in envelopes:
             cid, data = env["case_id"], env.get("data") or {}
             at = as_time(env["at"])
@@ -250,7 +264,7 @@ class NotifyProjection:
         live: bool,
         case: dict[str, Any],
         notice: Notice,
-        hooks: Sequence[Any],
+        hooks: _ActiveHooks,
     ) -> None:
         data = {
             **notice.data,
@@ -291,7 +305,7 @@ class NotifyProjection:
             "data": data,
         }
         self.fresh.append(item)
-        for hook in hooks:
+        for hook in await hooks.rows():
             if not hook_wants(hook, notice, at):
                 continue
             await conn.execute(
