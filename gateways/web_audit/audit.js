@@ -231,10 +231,12 @@ async function openCase(caseNo) {
 // category's limit, photo time, both pinned over the base map): shared/evidence.js, the same
 // as the command centre's case panel. From the event store's history (final state, events).
 let whereMap = null;
+let whereDrawn = 0; // the latest call: an earlier one still waiting for the outlines stops
 let gridRings = null; // grid code -> outline, from GET /v1/grids.geojson (once)
 async function renderWhere() {
   const h = view.history;
   const box = $("#case-where");
+  const mine = ++whereDrawn;
   if (whereMap) { whereMap.remove(); whereMap = null; }
   if (!h) { box.hidden = true; return; }
   const state = h.state || view.states[view.states.length - 1] || {};
@@ -245,10 +247,10 @@ async function renderWhere() {
   if (!html) return;
   if (!gridRings) {
     const geo = await api("/v1/grids.geojson").catch(() => null);
-    gridRings = {};
+    gridRings ||= {};
     for (const f of geo?.features || []) gridRings[f.properties.code] = { ring: f.geometry?.coordinates?.[0] };
-    if (view.history !== h) return;
   }
+  if (mine !== whereDrawn || view.history !== h) return; // drawn again meanwhile
   whereMap = drawWhere(box, state, events, {
     basemap: refs.basemap, grid: gridRings[state.grid], theme: "light", fetchJSON: (url) => api(url),
   });

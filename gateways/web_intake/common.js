@@ -493,7 +493,7 @@
         ...(r.length ? [GD.h("span", { class: "muted small" }, T("最近") + ":")] : []),
         ...r.map((code) => {
           const c = pool.find((x) => x.code === code);
-          return GD.h("button", { type: "button", class: "chip", onclick: () => pick(c) }, c.name_zh);
+          return GD.h("button", { type: "button", class: "chip", onclick: () => pick(c) }, window.GDI18N.name(c));
         })
       );
     }
@@ -505,8 +505,7 @@
             "li",
             { role: "option", tabindex: "0", onclick: () => pick(c), onkeydown: (e) => e.key === "Enter" && pick(c) },
             GD.h("span", { class: "code" }, c.code),
-            GD.h("span", {}, ` ${c.name_zh} `),
-            GD.h("span", { class: "muted" }, c.name_en)
+            GD.h("span", {}, ` ${window.GDI18N.name(c)}`)
           )
         )
       );

@@ -326,6 +326,16 @@
     box.scrollIntoView({ block: "nearest" });
   }
 
+  /** A standard address or component picked in a grid that is not the inspector's: said at
+   * once (the report would still be filed in the grid chosen below). */
+  function outsideMine(code) {
+    if (!code || myGrids.includes(code) || located) return;
+    const g = grids.find((x) => x.code === code);
+    const line = $("#grid-line");
+    line.className = "gridline error";
+    line.textContent = T("该位置在 {grid}，不是您负责的网格", { grid: `${g ? window.GDI18N.name(g) : code} (${code})` });
+  }
+
   function setGrid(code, why) {
     const sel = $("#grid-select");
     if (code && !Array.from(sel.options).some((o) => o.value === code)) code = "";
@@ -383,7 +393,8 @@
     // as on the hotline page). Found, with no GPS fix, it marks the map.
     const component = GD.componentField({
       onFound(c) {
-        if (mapApi && !located && c.lat != null) mapApi.mark(c.lat, c.lon);
+        if (mapApi && !located && c.lat != null) { mapApi.mark(c.lat, c.lon); mapApi.map.panTo([c.lat, c.lon], { animate: false }); }
+        outsideMine(c.grid);
       },
     });
     $("#component-slot").replaceChildren(component.el);
@@ -412,7 +423,8 @@
     place = GD.placeSearch($("#address"), {
       onPick(p) {
         if (!located && myGrids.includes(p.grid)) setGrid(p.grid, T("标准地址"));
-        if (mapApi && !located) mapApi.mark(p.lat, p.lon);
+        if (mapApi && !located) { mapApi.mark(p.lat, p.lon); mapApi.map.panTo([p.lat, p.lon], { animate: false }); }
+        outsideMine(p.grid);
         checkNearby();
       },
     });

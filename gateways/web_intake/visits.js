@@ -202,7 +202,7 @@
     const party = h("input", { type: "checkbox" });
     const consent = h("input", { type: "checkbox" });
     const photos = GD.photoPicker();
-    const needCat = h("select", { "aria-label": T("诉求类别") }, h("option", { value: "" }, T("无诉求")), ...categories.map((c) => h("option", { value: c.code }, `${c.name_zh} · ${c.code}`)));
+    const needCat = h("select", { "aria-label": T("诉求类别") }, h("option", { value: "" }, T("无诉求")), ...categories.map((c) => h("option", { value: c.code }, `${window.GDI18N.name(c)} · ${c.code}`)));
     const needText = h("input", { maxlength: 2000, placeholder: T("诉求内容，将转为案件"), "aria-label": T("诉求内容") });
     const err = h("p", { class: "error", role: "alert" });
     const form = h(

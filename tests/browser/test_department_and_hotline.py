@@ -49,8 +49,8 @@ async def test_call_dispatch_handle_verify_close_and_return_visit(
     await sign_in_page(hot, app_url, "/hotline/", "calltaker")
     await hot.fill("#caller-name", "王先生")
     await hot.fill("#caller-phone", "13800001234")
-    await hot.fill(".catpicker input", "garbage")
-    await hot.click(".catpicker .results li:has-text('Exposed garbage')")
+    await hot.fill(".catpicker input", "garbage")  # English finds it; the list shows zh-Hans
+    await hot.click(".catpicker .results li:has-text('暴露垃圾')")
     await hot.fill("#description", "小区门口垃圾两天没人清运 (garbage not collected for two days)")
     await hot.fill("#address", "新华路 8 号小区门口")
     await hot.locator("#map").scroll_into_view_if_needed()

@@ -104,7 +104,16 @@ async function start() {
   live?.stop();
   live = new LiveStream({ onHello, onChanges, onReset, onState: liveState });
   live.start();
+  caseFromHash();
 }
+
+/** A link to a case (/#case=GD-…: from a notification, a document, a colleague) opens it,
+ * also when the centre is already open. */
+function caseFromHash() {
+  const m = /^#case=([A-Za-z0-9-]{4,40})$/.exec(location.hash);
+  if (m && panel && m[1] !== state.selected) openCase(decodeURIComponent(m[1])).catch((e) => toast(e.message, "err"));
+}
+window.addEventListener("hashchange", caseFromHash);
 
 function renderUser() {
   const me = user();

@@ -209,6 +209,7 @@ export class JurisdictionMap {
     const Control = L.Control.extend({ onAdd: () => box });
     new Control({ position: "topright" }).addTo(this.map);
     this.components = layer;
+    this.toggles = box; // the other layers' toggles join this box (one control, not a stack)
   }
 
   /** "走访逾期" beside the 部件 toggle: per grid, the households whose care visit is overdue
@@ -218,7 +219,8 @@ export class JurisdictionMap {
    * while shown. */
   addVisitsToggle(fetchJSON) {
     const group = L.layerGroup();
-    const box = L.DomUtil.create("div", "leaflet-bar map-toggle visits-toggle");
+    // In the 部件 toggle's box when there is one (a phone's map has little room), else its own.
+    const box = L.DomUtil.create("div", this.toggles ? "visits-toggle" : "leaflet-bar map-toggle visits-toggle", this.toggles);
     const label = L.DomUtil.create("label", "", box);
     const input = L.DomUtil.create("input", "", label);
     input.type = "checkbox";
@@ -256,7 +258,7 @@ export class JurisdictionMap {
           `<span style="color:#fcd34d">${esc(t("hh.warning"))} ${g.warning}</span>`, { className: "grid-tip", direction: "top" })
           .addTo(group);
       }
-      note.textContent = grids ? `${overdue} · ${warning}` : t("visits_layer_none");
+      note.textContent = grids ? `${t("逾期")} ${overdue} · ${t("临期")} ${warning}` : t("visits_layer_none");
       box.dataset.state = "shown";
       box.dataset.overdue = String(overdue);
       box.dataset.warning = String(warning);
@@ -273,8 +275,12 @@ export class JurisdictionMap {
     };
     words();
     onLang(words);
-    L.DomEvent.disableClickPropagation(box);
-    L.DomEvent.disableScrollPropagation(box);
+    if (!this.toggles) {
+      L.DomEvent.disableClickPropagation(box);
+      L.DomEvent.disableScrollPropagation(box);
+      const Control = L.Control.extend({ onAdd: () => box });
+      new Control({ position: "topright" }).addTo(this.map);
+    }
     input.addEventListener("change", () => {
       legend.hidden = !input.checked;
       clearInterval(timer);
@@ -288,8 +294,6 @@ export class JurisdictionMap {
         delete box.dataset.state;
       }
     });
-    const Control = L.Control.extend({ onAdd: () => box });
-    new Control({ position: "topright" }).addTo(this.map);
     this.visits = group;
   }
 }
