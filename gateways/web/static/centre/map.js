@@ -31,6 +31,8 @@ export class JurisdictionMap {
     const options = { zoomControl: true, attributionControl: false, preferCanvas: false, zoomSnap: 0.25, minZoom: 8, maxZoom: 17 };
     this.map = L.map(element, B ? B.mapOptions(basemap, options) : options);
     this.map.setView([26.58, 106.7], 11);
+    // The Leaflet map on its element: lets tests (and browser extensions) move it directly.
+    element.gdMap = this.map;
     // With a base map the grids are washed over it, not painted on it: streets show through.
     this.base = B && basemap ? B.add(this.map, basemap, { theme: "dark" }) : null;
     this.wash = this.base ? 0.55 : 1;
