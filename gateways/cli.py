@@ -15,9 +15,11 @@ from rich.console import Console
 from core import aio
 from core.logging import configure_logging, get_logger
 from core.settings import Settings, get_settings
+from gateways.cli_help import ZhGroup
 
 app = typer.Typer(
-    help="griddispatch — grid management and case dispatch (网格化管理).", no_args_is_help=True
+    cls=ZhGroup,
+    help="griddispatch 网格化管理与案件派遣: 运行、运维与查询。", no_args_is_help=True
 )
 console = Console(stderr=True)
 log = get_logger("cli")
@@ -65,20 +67,19 @@ def _settings(state_dir: Path | None, port: int | None) -> Settings:
 
 @app.command()
 def up(
-    state_dir: Annotated[Path | None, typer.Option(help="where embedded servers keep data")] = None,
-    port: Annotated[int | None, typer.Option(help="HTTP port of the gateway")] = None,
-    host: Annotated[str | None, typer.Option(help="HTTP bind address")] = None,
-    sample: Annotated[int, typer.Option(help="sample reports to load on an empty system")] = 12,
+    state_dir: Annotated[Path | None, typer.Option(help="内置服务器的数据目录")] = None,
+    port: Annotated[int | None, typer.Option(help="网关 gateway 的 HTTP 端口")] = None,
+    host: Annotated[str | None, typer.Option(help="HTTP 监听地址")] = None,
+    sample: Annotated[int, typer.Option(help="空系统时载入的示例上报条数")] = 12,
     single_process: Annotated[
-        bool, typer.Option(help="run every role as a task of one process")
+        bool, typer.Option(help="所有角色作为同一进程内的任务运行")
     ] = False,
 ) -> None:
-    """Run the whole system in one process tree: embedded NATS + PostgreSQL unless NATS_URL /
-    DATABASE_URL are set, then gateway, workers, relay and projections.
+    """一键运行整个系统: 未设置 NATS_URL / DATABASE_URL 时启动内置 NATS 与 PostgreSQL,
+    再启动 gateway、worker、relay 和投影 (projector 等)。
 
-    One box per state directory: when another ``gridctl up`` holds it, this says which (pid,
-    URLs) and exits with code 3 without touching anything. A crash loop of a role or an
-    embedded server stops the box with code 1."""
+    一个状态目录只运行一套: 已有 gridctl up 占用时, 说明是哪个 (pid、地址), 不做任何改动,
+    退出码 3。某个角色或内置服务器反复崩溃时整套停止, 退出码 1。"""
     from core.statelock import StateDirInUse, StateLock
 
     settings = _settings(state_dir, port)
@@ -89,18 +90,21 @@ def up(
     try:
         lock.acquire(command_centre=_base_url(settings))
     except StateDirInUse as busy:
-        console.print(f"[red]{busy.describe()}[/]\nNothing was started. Stop that one first, "
-                      "or give this one another --state-dir.")
+        console.print(f"[red]{busy.describe()}[/]\n未启动任何服务。请先停止那一个, "
+                      "或为本次指定另一个 --state-dir。")
         raise typer.Exit(3) from None
     if lock.previous:
-        console.print(f"[yellow]the previous gridctl up (pid {lock.previous.get('pid')}) did not "
-                      "stop cleanly[/]; starting anyway (its lock died with it)")
+        console.print(f"[yellow]上一次 gridctl up (pid {lock.previous.get('pid')}) 未正常停止[/]; "
+                      "照常启动 (它的锁已随进程失效)")
     try:
         failure = aio.run(_up(settings, sample, single_process, lock))
+    except PortTaken as taken:
+        console.print(f"[red]{taken}[/]\n未启动任何服务。")
+        raise typer.Exit(3) from None
     finally:
         lock.release()
     if failure:
-        console.print(f"[red]stopped: {failure}[/]")
+        console.print(f"[red]已停止: {failure}[/]")
         raise typer.Exit(1)
 
 
@@ -115,17 +119,19 @@ async def _up(settings: Settings, sample: int, single_process: bool, lock: Any) 
     nats_url, database_url = settings.nats_url, settings.database_url
     try:
         if not nats_url:
-            nats_srv = EmbeddedNats(state / "nats", port=_port_from_env("GRID_NATS_PORT", 4333))
+            nats_port = _embedded_port("GRID_NATS_PORT", 4333, "内置 NATS")
+            nats_srv = EmbeddedNats(state / "nats", port=nats_port)
             await asyncio.to_thread(nats_srv.start)
             nats_url = nats_srv.url
             console.print(
-                f"[green]embedded NATS JetStream[/] at {nats_url} (data {state / 'nats'})"
+                f"[green]内置 NATS JetStream[/] {nats_url} (数据 {state / 'nats'})"
             )
         if not database_url:
-            pg_srv = EmbeddedPostgres(state / "postgres", port=_port_from_env("GRID_PG_PORT", 5433))
+            pg_port = _embedded_port("GRID_PG_PORT", 5433, "内置 PostgreSQL")
+            pg_srv = EmbeddedPostgres(state / "postgres", port=pg_port)
             await asyncio.to_thread(pg_srv.start)
             database_url = pg_srv.url
-            console.print(f"[green]embedded PostgreSQL[/] at {database_url}")
+            console.print(f"[green]内置 PostgreSQL[/] {database_url}")
         lock.update(nats_url=nats_url, database_url=database_url)
         servers = [(n, s) for n, s in (("nats-server", nats_srv), ("postgres", pg_srv)) if s]
         # Set-up (schemas, streams, tables, demo users) once, before any role starts.
@@ -145,7 +151,7 @@ async def _up(settings: Settings, sample: int, single_process: bool, lock: Any) 
             await asyncio.to_thread(pg_srv.stop)
         if nats_srv is not None:
             await asyncio.to_thread(nats_srv.stop)
-        console.print("stopped.")
+        console.print("已停止。")
 
 
 async def _publish_roles(supervisor: Any, lock: Any, stop: asyncio.Event) -> None:
@@ -176,7 +182,7 @@ async def _load_places(runtime: Any, settings: Settings) -> None:
     async with runtime.pool.acquire() as conn:
         loaded = await places.load_city(conn, runtime.ref.jurisdiction, settings.city_dir)
     if loaded:
-        console.print(f"standard addresses: {loaded} entries from {settings.city_dir.name}")
+        console.print(f"标准地址: 从 {settings.city_dir.name} 载入 {loaded} 条")
     from core import components
 
     async with runtime.pool.acquire() as conn:
@@ -184,7 +190,7 @@ async def _load_places(runtime: Any, settings: Settings) -> None:
             conn, runtime.ref.jurisdiction, runtime.ref.catalogue, settings.city_dir
         )
     if loaded:
-        console.print(f"components (部件): {loaded} from {settings.city_dir.name}")
+        console.print(f"部件: 从 {settings.city_dir.name} 载入 {loaded} 个")
 
 
 def _base_url(settings: Settings) -> str:
@@ -194,9 +200,9 @@ def _base_url(settings: Settings) -> str:
 def _banner(settings: Settings) -> None:
     base = f"http://{settings.http_host}:{settings.http_port}"
     console.print(
-        f"[bold]command centre[/]  {base}/\n[bold]API docs[/]        {base}/docs\n"
-        f"[bold]Open311[/]         {base}/open311/v2/services.json\n"
-        "Ctrl-C stops everything cleanly."
+        f"[bold]指挥中心[/]  {base}/\n[bold]接口文档[/]  {base}/docs\n"
+        f"[bold]Open311[/]   {base}/open311/v2/services.json\n"
+        "按 Ctrl-C 全部正常停止。"
     )
 
 
@@ -270,7 +276,7 @@ async def _serve_supervised(
     try:
         if not await _wait_http(settings, timeout=60):
             console.print(
-                "[red]the gateway did not come up[/]; see "
+                "[red]网关 gateway 未能启动[/]; 见 "
                 f"{settings.state_dir.resolve() / 'logs' / 'gateway.log'}"
             )
         _banner(settings)
@@ -306,18 +312,43 @@ def _port_from_env(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def _embedded_port(name: str, default: int, what: str) -> int | None:
+    """The port an embedded server is to listen on: ``name`` (e.g. ``GRID_NATS_PORT``) or the
+    default; 0 means any free port (None for ``core.embedded``). A port another process holds
+    is refused here with what to do — the server itself would only fail to bind, and a
+    second ``gridctl up`` on another state directory is the usual cause."""
+    import socket
+
+    port = _port_from_env(name, default)
+    if port == 0:
+        return None
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise PortTaken(
+                f"{what} 的端口 {port} 已被其他进程占用（另一个 gridctl up？）：用 {name}=<端口> "
+                f"指定另一个端口，或 {name}=0 任选空闲端口（{exc.strerror}）"
+            ) from None
+    return port
+
+
+class PortTaken(RuntimeError):
+    """An embedded server's port is held by another process (the message says what to do)."""
+
+
 @app.command()
 def run(
     role: Annotated[
         str, typer.Argument(
-            help="gateway | worker | relay | projector | watcher | notifier, or several "
-            "roles in one process with commas (projector,notifier: one consumer for both)"
+            help="gateway | worker | relay | projector | watcher | notifier; 多个角色用逗号"
+            "连接在同一进程运行 (projector,notifier: 两者共用一个消费者)"
         )
     ],
-    partitions: Annotated[str | None, typer.Option(help="comma-separated district codes")] = None,
-    port: Annotated[int | None, typer.Option(help="HTTP port (gateway)")] = None,
+    partitions: Annotated[str | None, typer.Option(help="区县代码, 逗号分隔")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP 端口 (gateway)")] = None,
 ) -> None:
-    """Run one role against external NATS_URL / DATABASE_URL (distributed mode)."""
+    """按外部 NATS_URL / DATABASE_URL 运行单个角色 (分布式部署)。"""
     settings = _settings(None, port)
     configure_logging(settings.log_level, settings.log_json)
     if not settings.nats_url or not settings.database_url:
@@ -326,14 +357,14 @@ def run(
         box = StateLock.holder(settings.state_dir.resolve())
         if box is not None:
             console.print(
-                f"[red]{settings.state_dir.resolve()} is in use by gridctl up (pid "
-                f"{box.get('pid')})[/]; to run this role beside it, set\n"
+                f"[red]{settings.state_dir.resolve()} 正被 gridctl up 使用 (pid "
+                f"{box.get('pid')})[/]; 要在它旁边运行此角色, 请设置\n"
                 f"  NATS_URL={box.get('nats_url', '?')} DATABASE_URL={box.get('database_url', '?')}"
             )
             raise typer.Exit(3)
         console.print(
-            "[red]gridctl run needs NATS_URL and DATABASE_URL[/] (use `gridctl up` "
-            "for the embedded all-in-one mode)"
+            "[red]gridctl run 需要 NATS_URL 和 DATABASE_URL[/] (内置一体化模式请用 "
+            "`gridctl up`)"
         )
         raise typer.Exit(2)
     parts = [p.strip() for p in partitions.split(",")] if partitions else None
@@ -350,8 +381,8 @@ async def _run(settings: Settings, role: str, partitions: list[str] | None) -> N
     unknown = [r for r in roles if r != "gateway" and r not in ROLES]
     if unknown or not roles or ("gateway" in roles and len(roles) > 1):
         console.print(
-            f"[red]unknown role {role!r}[/]; roles: gateway (alone), or any of "
-            f"{', '.join(ROLES)} (comma-separated)"
+            f"[red]未知角色 {role!r}[/]; 可用角色: gateway (单独运行), 或 "
+            f"{', '.join(ROLES)} 中的任意几个 (逗号分隔)"
         )
         raise typer.Exit(2)
     # Handlers first: a SIGTERM while the role is still connecting (slow on a loaded box)
@@ -379,13 +410,13 @@ async def _run(settings: Settings, role: str, partitions: list[str] | None) -> N
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench(ctx: typer.Context) -> None:
-    """Run the standard benchmarks (own embedded system) and write the numbers to docs/.
+    """运行标准基准测试 (自带内置系统), 结果写入 docs/。
 
-    Options: --reports N --batch B --rate R --seconds S --cases N --out FILE (see
-    benchmarks/standard.py); the numbers replace the generated section of docs/performance.md.
-    ``--against-plain`` instead runs issue 19's side-by-side comparison with a plain INSERT
-    app (--rounds N --seconds S --reports N --rates 20,50,100 --measures intake,batch,latency;
-    see benchmarks/against_plain.py) and prints it.
+    选项: --reports N --batch B --rate R --seconds S --cases N --out FILE (见
+    benchmarks/standard.py); 结果替换 docs/performance.md 中自动生成的部分。
+    --against-plain 改为运行 issue 19 的对照测试 (与直接 INSERT 的简单应用并排比较;
+    --rounds N --seconds S --reports N --rates 20,50,100 --measures intake,batch,latency;
+    见 benchmarks/against_plain.py) 并打印结果。
     """
     args = list(ctx.args)
     if "--against-plain" in args:

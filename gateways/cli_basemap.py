@@ -20,19 +20,20 @@ from core import basemap
 from core.jurisdiction import Jurisdiction
 from core.places import CITY_FILE
 from core.settings import Settings
+from gateways.cli_help import ZhGroup
 
-app = typer.Typer(help="Base map (底图): the offline vector layer.", no_args_is_help=True)
+app = typer.Typer(cls=ZhGroup, help="底图: 离线矢量图层。", no_args_is_help=True)
 out = Console()
 
 
 @app.command("sample")
 def sample(
-    out_path: Annotated[Path, typer.Option("--out", help="GeoJSON to write")],
+    out_path: Annotated[Path, typer.Option("--out", help="输出的 GeoJSON 文件")],
     places: Annotated[
-        Path | None, typer.Option(help="address CSV (default: the city's places.csv)")
+        Path | None, typer.Option(help="地址 CSV (默认为城市目录的 places.csv)")
     ] = None,
 ) -> None:
-    """Generate the offline street and landmark layer from the city's grids and addresses."""
+    """由城市的网格与地址生成离线街道与地标图层。"""
     settings = Settings()
     j = Jurisdiction.load(settings.city_dir)
     rows = basemap.read_place_rows(places or settings.city_dir / CITY_FILE)
@@ -42,5 +43,5 @@ def sample(
     for feature in layer["features"]:
         key = feature["properties"].get("class") or feature["properties"]["layer"]
         kinds[key] = kinds.get(key, 0) + 1
-    out.print(f"{len(layer['features'])} features written to {out_path}: "
+    out.print(f"已写入 {out_path}: {len(layer['features'])} 个要素, "
               + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))

@@ -24,16 +24,19 @@ from rich.table import Table
 
 from core import city_import
 from core.jurisdiction import Jurisdiction, JurisdictionError
+from gateways.cli_help import ZhGroup
 
-app = typer.Typer(help="A city's grid layers (城市网格图层).", no_args_is_help=True)
+app = typer.Typer(cls=ZhGroup, help="城市网格图层: 导入与检查。", no_args_is_help=True)
 out = Console()
 
 @app.callback()
 def city() -> None:
-    """A city's grid layers (城市网格图层)."""
+    """城市网格图层: 导入与检查。"""
 
 
-Layer = Annotated[Path, typer.Option(exists=True, dir_okay=False, help=".geojson or .shp")]
+LAYER_ZH = {"district": "区县", "community": "社区", "grid": "网格"}
+
+Layer = Annotated[Path, typer.Option(exists=True, dir_okay=False, help=".geojson 或 .shp 文件")]
 
 
 @app.command("import")
@@ -41,18 +44,18 @@ def import_city(
     districts: Layer,
     communities: Layer,
     grids: Layer,
-    code: Annotated[str, typer.Option(help="the city's code (GB/T 2260, e.g. 430100)")],
-    name_zh: Annotated[str, typer.Option(help="the city's name, e.g. 长沙市")],
-    out_dir: Annotated[Path, typer.Option("--out", help="directory for city.json")],
-    name_en: Annotated[str | None, typer.Option(help="English name")] = None,
+    code: Annotated[str, typer.Option(help="城市代码 (GB/T 2260, 如 430100)")],
+    name_zh: Annotated[str, typer.Option(help="城市名称, 如 长沙市")],
+    out_dir: Annotated[Path, typer.Option("--out", help="city.json 的输出目录")],
+    name_en: Annotated[str | None, typer.Option(help="英文名称")] = None,
     departments_from: Annotated[
-        Path | None, typer.Option(help="take the departments of this city.json instead of "
-                                        "one per function at the city and each district")
+        Path | None, typer.Option(help="采用此 city.json 的部门, 而不是在市级和"
+                                        "每个区县按职能各建一个")
     ] = None,
-    report: Annotated[Path | None, typer.Option(help="write the findings as CSV")] = None,
-    version: int = 1,
+    report: Annotated[Path | None, typer.Option(help="把检查结果写成 CSV")] = None,
+    version: Annotated[int, typer.Option(help="城市定义的版本号")] = 1,
 ) -> None:
-    """Check the layers; write the city definition when there is no error."""
+    """检查各图层; 没有错误时写出城市定义 (city.json)。"""
     try:
         layers = {
             "district": city_import.read_layer(districts, "district"),
@@ -63,8 +66,8 @@ def import_city(
         out.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
     result = city_import.check(layers)
-    counts = ", ".join(f"{k} layer {len(v)} features" for k, v in layers.items())
-    out.print(f"read {counts}: {len(result.errors)} errors, {len(result.warnings)} warnings")
+    counts = ", ".join(f"{LAYER_ZH[k]}图层 {len(v)} 个要素" for k, v in layers.items())
+    out.print(f"已读取 {counts}: {len(result.errors)} 个错误, {len(result.warnings)} 个警告")
     if result.findings:
         _show(result.findings)
     if report is not None:
@@ -75,7 +78,7 @@ def import_city(
             writer.writeheader()
             writer.writerows(f.row() for f in result.findings)
     if result.errors:
-        out.print("[red]not written[/]: fix the errors and run again")
+        out.print("[red]未写出[/]: 请改正错误后重新运行")
         raise typer.Exit(1)
     departments = None
     if departments_from is not None:
@@ -91,20 +94,20 @@ def import_city(
     try:
         j = Jurisdiction.load(out_dir)
     except JurisdictionError as exc:
-        out.print(f"[red]written but refused at load[/]: {exc}")
+        out.print(f"[red]已写出, 但载入时被拒绝[/]: {exc}")
         raise typer.Exit(1) from exc
-    out.print(f"[green]{target}[/]: {len(j.grids)} grids, {len(j.nodes)} nodes, "
-              f"{len(document['departments'])} departments — start with GRID_CITY={out_dir}")
+    out.print(f"[green]{target}[/]: {len(j.grids)} 个网格, {len(j.nodes)} 个辖区节点, "
+              f"{len(document['departments'])} 个部门 — 以 GRID_CITY={out_dir} 启动")
 
 
 def _show(findings: list[city_import.Finding]) -> None:
-    table = Table(title="findings")
-    for column in ("", "layer", "code", "finding", "area m²", "at (lat, lon)"):
+    table = Table(title="检查结果")
+    for column in ("", "图层", "代码", "问题", "面积 m²", "位置 (纬度, 经度)"):
         table.add_column(column)
     for f in findings:
         row: dict[str, Any] = f.row()
         table.add_row(
-            "[red]error[/]" if f.severity == "error" else "[yellow]warning[/]",
+            "[red]错误[/]" if f.severity == "error" else "[yellow]警告[/]",
             f.layer, f.code or "—", f.message,
             "" if row["area_m2"] is None else f"{row['area_m2']:,.0f}",
             "" if f.at is None else f"{row['lat']}, {row['lon']}",

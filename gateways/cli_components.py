@@ -40,10 +40,11 @@ from core.catalogue import Catalogue
 from core.db import create_pool
 from core.jurisdiction import Jurisdiction
 from core.settings import Settings
+from gateways.cli_help import ZhGroup
 from gateways.cli_places import _progress, _refused
 from gateways.cli_users import _database_url
 
-app = typer.Typer(help="City components (部件) as a point layer.", no_args_is_help=True)
+app = typer.Typer(cls=ZhGroup, help="城市部件 (点图层): 导入、生成示例。", no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
 
@@ -58,10 +59,10 @@ def check_file(
     if path.suffix.lower() not in (".geojson", ".json"):
         with path.open("rb") as handle:
             total = max(sum(1 for _ in handle) - 1, 0)
-    task = progress.add_task("checking", total=total, note="")
+    task = progress.add_task("检查", total=total, note="")
 
     def advance(rejected: int) -> None:
-        progress.update(task, advance=1, note=f"{rejected} rejected")
+        progress.update(task, advance=1, note=f"拒收 {rejected} 行")
 
     return components.check_file(path, j, catalogue, advance)
 
@@ -73,7 +74,7 @@ async def _store(
     try:
         async with pool.acquire() as conn:
             await components.setup(conn)
-            task = progress.add_task("storing", total=len(items), note="one transaction")
+            task = progress.add_task("写入", total=len(items), note="单个事务")
             await components.store(conn, items, replace=replace)
             progress.update(task, completed=len(items))
             return await components.count(conn)
@@ -83,13 +84,13 @@ async def _store(
 
 @app.command("import")
 def import_components(
-    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV or GeoJSON")],
-    replace: Annotated[bool, typer.Option(help="empty the component table first")] = False,
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV 或 GeoJSON 文件")],
+    replace: Annotated[bool, typer.Option(help="先清空部件表")] = False,
     rejects: Annotated[
-        Path | None, typer.Option(help="write every rejected row here (CSV: line, reason, row)")
+        Path | None, typer.Option(help="把所有拒收行写到此文件 (CSV: 行号, 原因, 内容)")
     ] = None,
 ) -> None:
-    """Import a city's components; reports the rejected rows with their reason."""
+    """导入城市部件; 列出拒收的行及原因。"""
     settings = Settings()
     j = Jurisdiction.load(settings.city_dir)
     catalogue = Catalogue.load(settings.categories_file)
@@ -97,18 +98,18 @@ def import_components(
         try:
             items, rejected = check_file(path, j, catalogue, progress)
         except components.ComponentRejected as exc:
-            err.print(f"[red]cannot read {path}[/]: {exc}")
+            err.print(f"[red]无法读取 {path}[/]: {exc}")
             raise typer.Exit(2) from exc
         try:
             total = asyncio.run(_store(settings, items, replace, progress))
         except (OSError, asyncpg.PostgresError) as exc:
-            err.print(f"[red]cannot store the components[/] at {_database_url(settings)}: {exc}")
+            err.print(f"[red]无法写入部件[/] ({_database_url(settings)}): {exc}")
             raise typer.Exit(2) from exc
     by_kind = Counter(c.kind for c in items)
     out.print(
-        f"[green]{len(items)} components imported[/] "
+        f"[green]已导入 {len(items)} 个部件[/] "
         f"({', '.join(f'{k} {n}' for k, n in by_kind.most_common(6))}); "
-        f"{len(rejected)} rows rejected; {total} components in the table"
+        f"拒收 {len(rejected)} 行; 部件表共 {total} 个"
     )
     if rejected:
         _refused(rejected, rejects)
@@ -182,13 +183,13 @@ def generate(j: Jurisdiction, layer: dict[str, Any], seed: int = 520) -> list[di
 
 @app.command("sample")
 def sample(
-    out_path: Annotated[Path, typer.Option("--out", help="CSV to write")],
+    out_path: Annotated[Path, typer.Option("--out", help="输出的 CSV 文件")],
     layer_path: Annotated[
-        Path | None, typer.Option("--layer", help="the city's basemap.geojson")
+        Path | None, typer.Option("--layer", help="城市的 basemap.geojson (默认在城市目录)")
     ] = None,
-    seed: int = 520,
+    seed: Annotated[int, typer.Option(help="随机种子 (同一种子生成相同结果)")] = 520,
 ) -> None:
-    """Generate the sample city's components along its offline base map (deterministic)."""
+    """沿离线底图的街道生成示例城市的部件 (结果确定)。"""
     settings = Settings()
     j = Jurisdiction.load(settings.city_dir)
     layer = json.loads((layer_path or settings.city_dir / "basemap.geojson").read_text("utf-8"))
@@ -197,4 +198,4 @@ def sample(
         writer = csv.DictWriter(handle, ["code", "kind", "name", "lat", "lon"])
         writer.writeheader()
         writer.writerows(rows)
-    out.print(f"{len(rows)} component rows written to {out_path}")
+    out.print(f"已写入 {out_path}: {len(rows)} 行部件")

@@ -38,8 +38,9 @@ from rich.table import Table
 
 from core.messaging import Topology, server_list
 from core.settings import Settings
+from gateways.cli_help import ZhGroup
 
-app = typer.Typer(help="Dead letters: list, show, replay, drop (死信队列).", no_args_is_help=True)
+app = typer.Typer(cls=ZhGroup, help="死信队列: 列出、查看、重放、删除。", no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
@@ -115,10 +116,10 @@ async def replay(
     wait for JetStream's acknowledgement, then delete it from the DLQ (unless ``keep``)."""
     letter = await get_dead_letter(js, topo, seq)
     if letter is None:
-        raise LookupError(f"no dead letter {seq} in {topo.dlq_stream}")
+        raise LookupError(f"没有序号为 {seq} 的死信 ({topo.dlq_stream})")
     root = topo.subject_root + "."
     if not letter.subject.startswith(root) or ".dlq." in letter.subject:
-        raise ValueError(f"dead letter {seq} names no replayable subject ({letter.subject!r})")
+        raise ValueError(f"死信 {seq} 没有可重放的原主题 ({letter.subject!r})")
     headers = {k: v for k, v in letter.headers.items() if k not in DLQ_HEADERS}
     headers["Nats-Msg-Id"] = f"dlq-replay:{topo.dlq_stream}:{seq}"
     headers["Grid-Replayed-From"] = str(seq)
@@ -158,14 +159,14 @@ def _run(work: Callable[[JetStreamContext, Topology], Awaitable[T]]) -> T:
                 max_reconnect_attempts=1,
             )
         except Exception as exc:
-            err.print(f"[red]cannot reach NATS[/] at {_nats_url(settings)}: {exc}")
+            err.print(f"[red]无法连接 NATS[/] {_nats_url(settings)}: {exc}")
             raise typer.Exit(2) from exc
         try:
             js = nc.jetstream(timeout=10)
             try:
                 await js.stream_info(topo.dlq_stream)
             except NotFoundError as exc:
-                err.print(f"[red]no stream {topo.dlq_stream}[/] (GRID_STREAM_PREFIX?)")
+                err.print(f"[red]没有流 {topo.dlq_stream}[/] (检查 GRID_STREAM_PREFIX)")
                 raise typer.Exit(2) from exc
             return await work(js, topo)
         finally:
@@ -181,17 +182,17 @@ def _preview(data: bytes, width: int = 60) -> str:
 
 @app.command("list")
 def list_cmd(
-    limit: Annotated[int, typer.Option(help="at most this many")] = 50,
-    start: Annotated[int | None, typer.Option(help="from this stream sequence")] = None,
+    limit: Annotated[int, typer.Option(help="最多列出条数")] = 50,
+    start: Annotated[int | None, typer.Option(help="从此流序号开始")] = None,
 ) -> None:
-    """Dead letters, oldest first: seq, time, original subject, reason."""
+    """列出死信 (最早的在前): 序号、时间、原主题、原因。"""
 
     async def work(js: JetStreamContext, topo: Topology) -> list[DeadLetter]:
         return await list_dead_letters(js, topo, limit, start)
 
     letters = _run(work)
-    table = Table(title=f"{len(letters)} dead letters")
-    for column in ("seq", "time", "subject", "reason", "deliveries", "payload"):
+    table = Table(title=f"{len(letters)} 条死信")
+    for column in ("序号", "时间", "主题", "原因", "投递次数", "内容"):
         table.add_column(column, overflow="fold")
     for letter in letters:
         table.add_row(
@@ -206,15 +207,15 @@ def list_cmd(
 
 
 @app.command()
-def show(seq: int) -> None:
-    """One dead letter: headers and the payload (pretty-printed when it is JSON)."""
+def show(seq: Annotated[int, typer.Argument(help="流序号")]) -> None:
+    """查看一条死信: 消息头和内容 (JSON 格式化显示)。"""
 
     async def work(js: JetStreamContext, topo: Topology) -> DeadLetter | None:
         return await get_dead_letter(js, topo, seq)
 
     letter = _run(work)
     if letter is None:
-        err.print(f"[red]no dead letter {seq}[/]")
+        err.print(f"[red]没有序号为 {seq} 的死信[/]")
         raise typer.Exit(1)
     for key, value in sorted(letter.headers.items()):
         out.print(f"[bold]{key}[/]: {value}")
@@ -226,19 +227,19 @@ def show(seq: int) -> None:
 
 @app.command("replay")
 def replay_cmd(
-    seqs: Annotated[list[int] | None, typer.Argument(help="stream sequences")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="every dead letter")] = False,
+    seqs: Annotated[list[int] | None, typer.Argument(help="流序号")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="全部死信")] = False,
     payload: Annotated[
-        Path | None, typer.Option(help="replay this (corrected) payload instead; one SEQ only")
+        Path | None, typer.Option(help="改用此 (修正后的) 内容重放; 仅限一个 SEQ")
     ] = None,
-    keep: Annotated[bool, typer.Option(help="keep the dead letter after replaying")] = False,
+    keep: Annotated[bool, typer.Option(help="重放后保留死信")] = False,
 ) -> None:
-    """Republish dead letters to their original subjects, then delete them from the DLQ."""
+    """把死信重新发布到原主题, 然后从死信队列删除。"""
     if not seqs and not all_:
-        err.print("[red]give SEQ … or --all[/]")
+        err.print("[red]请给出 SEQ … 或 --all[/]")
         raise typer.Exit(2)
     if payload is not None and (all_ or len(seqs or []) != 1):
-        err.print("[red]--payload replaces the payload of exactly one SEQ[/]")
+        err.print("[red]--payload 只能替换恰好一个 SEQ 的内容[/]")
         raise typer.Exit(2)
     body = payload.read_bytes() if payload is not None else None
 
@@ -258,16 +259,16 @@ def replay_cmd(
     results = _run(work)
     for seq, what in results:
         out.print(f"{seq} {what}")
-    out.print(f"replayed {sum(1 for _, w in results if w.startswith('→'))} of {len(results)}")
+    out.print(f"已重放 {sum(1 for _, w in results if w.startswith('→'))} / {len(results)} 条")
     if any(not w.startswith("→") for _, w in results):
         raise typer.Exit(1)
 
 
 @app.command("drop")
-def drop_cmd(seqs: Annotated[list[int], typer.Argument(help="stream sequences")]) -> None:
-    """Delete dead letters without replaying them."""
+def drop_cmd(seqs: Annotated[list[int], typer.Argument(help="流序号")]) -> None:
+    """删除死信, 不重放。"""
 
     async def work(js: JetStreamContext, topo: Topology) -> int:
         return sum([await drop(js, topo, seq) for seq in seqs])
 
-    out.print(f"dropped {_run(work)} of {len(seqs)}")
+    out.print(f"已删除 {_run(work)} / {len(seqs)} 条")

@@ -23,13 +23,15 @@ import typer
 from rich.console import Console
 
 from core.settings import Settings
+from gateways.cli_help import ZhGroup
 
-app = typer.Typer(help="文书: 案卷、督办单 (PDF), 综合评价报告 (Excel / PDF).",
+app = typer.Typer(cls=ZhGroup, help="文书: 案卷、督办单 (PDF), 综合评价报告 (Excel / PDF)。",
                   no_args_is_help=True)
 err = Console(stderr=True)
 
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="输出文件 (默认按编号命名)")]
 PersonalOpt = Annotated[bool, typer.Option("--personal", help="不遮盖上报人姓名和电话")]
+CaseArg = Annotated[str, typer.Argument(help="案件编号, 如 GD-7K3Q-M9XA-2BCD")]
 
 
 def _where(settings: Settings) -> dict[str, Any]:
@@ -125,13 +127,13 @@ def _case_document(which: Literal["file", "supervision"], case_no: str, out: Pat
 
 
 @app.command("case-file")
-def case_file(case_no: str, out: OutOpt = None, personal: PersonalOpt = False) -> None:
+def case_file(case_no: CaseArg, out: OutOpt = None, personal: PersonalOpt = False) -> None:
     """案卷 (PDF): 案件信息、办理过程 (谁在何时做了什么)、照片。"""
     _case_document("file", case_no, out, personal)
 
 
 @app.command()
-def supervision(case_no: str, out: OutOpt = None, personal: PersonalOpt = False) -> None:
+def supervision(case_no: CaseArg, out: OutOpt = None, personal: PersonalOpt = False) -> None:
     """督办单 (PDF): 督办事项、案件情况、办理要求。"""
     _case_document("supervision", case_no, out, personal)
 

@@ -24,11 +24,12 @@ from core.db import create_pool
 from core.refdata import load_reference
 from core.settings import Settings
 from gateways import household_files as files
+from gateways.cli_help import ZhGroup
 from gateways.cli_users import _database_url
 from gateways.households import HouseholdApp, import_rows, schedules_for
 from projections import households as model
 
-app = typer.Typer(help="households (户情) and care visits (六必访): import, export, verify",
+app = typer.Typer(cls=ZhGroup, help="户情与六必访: 导入、导出、校验。",
                   no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
@@ -42,7 +43,7 @@ def _run(work: Callable[[HouseholdApp], Awaitable[T]]) -> T:
         try:
             pool = await create_pool(_database_url(settings), settings.db_schema, max_size=2)
         except (OSError, asyncpg.PostgresError) as exc:
-            err.print(f"[red]cannot reach PostgreSQL[/]: {exc}")
+            err.print(f"[red]无法连接 PostgreSQL[/]: {exc}")
             raise typer.Exit(2) from exc
         try:
             async with pool.acquire() as conn:
@@ -57,13 +58,13 @@ def _run(work: Callable[[HouseholdApp], Awaitable[T]]) -> T:
 
 @app.command("import")
 def import_(
-    path: Annotated[Path, typer.Argument(help="an .xlsx or .csv register")],
-    actor: Annotated[str, typer.Option(help="who imports (recorded in the events)")] = "import",
+    path: Annotated[Path, typer.Argument(help="户情登记表 (.xlsx 或 .csv)")],
+    actor: Annotated[str, typer.Option(help="导入人 (记入事件)")] = "import",
     rejected: Annotated[
-        Path | None, typer.Option(help="where to write the rejected rows (csv)")
+        Path | None, typer.Option(help="拒收行报告的输出位置 (csv)")
     ] = None,
 ) -> None:
-    """Register the households of a spreadsheet; the same file again changes nothing."""
+    """登记表格中的住户; 同一文件再次导入不产生变化。"""
     data = path.read_bytes()
 
     async def work(hh: HouseholdApp) -> tuple[int, int, list[dict[str, Any]]]:
@@ -74,22 +75,22 @@ def import_(
         return made, existing, [*parsed.rejected, *refused]
 
     made, existing, bad = _run(work)
-    out.print(f"registered {made}, already there {existing}, rejected {len(bad)}")
+    out.print(f"新登记 {made} 户, 已存在 {existing} 户, 拒收 {len(bad)} 行")
     if bad:
         target = rejected or path.with_name(path.stem + ".rejected.csv")
         target.write_bytes(files.rejected_report(bad))
-        out.print(f"rejected rows: {target}")
+        out.print(f"拒收行: {target}")
         for item in bad[:10]:
-            out.print(f"  row {item['line']}: {item['reason']}")
+            out.print(f"  第 {item['line']} 行: {item['reason']}")
         raise typer.Exit(1)
 
 
 @app.command()
 def export(
-    path: Annotated[Path, typer.Argument(help="the file to write (.xlsx or .csv)")],
-    grid: Annotated[str | None, typer.Option(help="one grid only")] = None,
+    path: Annotated[Path, typer.Argument(help="输出文件 (.xlsx 或 .csv)")],
+    grid: Annotated[str | None, typer.Option(help="只导出此网格")] = None,
 ) -> None:
-    """Write the register (every household, unmasked: an operator's copy)."""
+    """导出户情登记 (全部住户, 不遮盖: 运维人员留存)。"""
 
     async def work(hh: HouseholdApp) -> int:
         async with hh.pool.acquire() as conn:
@@ -105,12 +106,12 @@ def export(
         return len(rows)
 
     count = _run(work)
-    out.print(f"wrote {count} households to {path}")
+    out.print(f"已写入 {path}: {count} 户")
 
 
 @app.command()
 def verify() -> None:
-    """Check every household's hash chain; exit 1 naming the broken ones."""
+    """校验每户的哈希链; 有断链时列出并以退出码 1 结束。"""
 
     async def work(hh: HouseholdApp) -> list[tuple[str, int]]:
         from aggregates.households import verify_chain
@@ -127,7 +128,7 @@ def verify() -> None:
 
     broken = _run(work)
     for hid, version in broken:
-        out.print(f"[red]broken[/] {hid} at version {version}")
+        out.print(f"[red]断链[/] {hid} 版本 {version}")
     if broken:
         raise typer.Exit(1)
-    out.print("every household's chain holds")
+    out.print("所有住户的哈希链完好")

@@ -49,9 +49,10 @@ from core import places
 from core.db import create_pool
 from core.jurisdiction import Jurisdiction
 from core.settings import Settings
+from gateways.cli_help import ZhGroup
 from gateways.cli_users import _database_url
 
-app = typer.Typer(help="Standard addresses (标准地址库).", no_args_is_help=True)
+app = typer.Typer(cls=ZhGroup, help="标准地址库: 导入、查询、生成示例。", no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
 
@@ -78,10 +79,10 @@ def check_file(
     """``core.places.check_file`` with a progress bar."""
     if progress is None:
         return places.check_file(path, j)
-    task = progress.add_task("checking", total=places.count_rows(path), note="")
+    task = progress.add_task("检查", total=places.count_rows(path), note="")
 
     def advance(rejected: int) -> None:
-        progress.update(task, advance=1, note=f"{rejected} rejected")
+        progress.update(task, advance=1, note=f"拒收 {rejected} 行")
 
     return places.check_file(path, j, advance)
 
@@ -93,7 +94,7 @@ async def _store(
     try:
         async with pool.acquire() as conn:
             await places.setup(conn)
-            task = progress.add_task("storing", total=len(entries), note="one transaction")
+            task = progress.add_task("写入", total=len(entries), note="单个事务")
             stored = await places.store(conn, entries, replace=replace)
             progress.update(task, completed=len(entries))
             return await places.count(conn) if stored else 0
@@ -103,30 +104,30 @@ async def _store(
 
 @app.command("import")
 def import_places(
-    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV or GeoJSON")],
-    replace: Annotated[bool, typer.Option(help="empty the address list first")] = False,
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV 或 GeoJSON 文件")],
+    replace: Annotated[bool, typer.Option(help="先清空地址库")] = False,
     rejects: Annotated[
-        Path | None, typer.Option(help="write every rejected row here (CSV: line, reason, row)")
+        Path | None, typer.Option(help="把所有拒收行写到此文件 (CSV: 行号, 原因, 内容)")
     ] = None,
 ) -> None:
-    """Import a city's addresses; reports the rejected rows with their reason."""
+    """导入城市的标准地址; 列出拒收的行及原因。"""
     settings = Settings()
     j = Jurisdiction.load(settings.city_dir)
     with _progress() as progress:
         try:
             entries, rejected = check_file(path, j, progress)
         except (places.PlaceRejected, ValueError) as exc:
-            err.print(f"[red]cannot read {path}[/]: {exc}")
+            err.print(f"[red]无法读取 {path}[/]: {exc}")
             raise typer.Exit(2) from exc
         try:
             total = asyncio.run(_store(settings, entries, replace, progress))
         except (OSError, asyncpg.PostgresError) as exc:
-            err.print(f"[red]cannot store the addresses[/] at {_database_url(settings)}: {exc}")
+            err.print(f"[red]无法写入地址[/] ({_database_url(settings)}): {exc}")
             raise typer.Exit(2) from exc
     roads = sum(1 for e in entries if e.kind == "road")
     out.print(
-        f"[green]{len(entries) - roads} addresses and POIs[/] + {roads} roads imported; "
-        f"{len(rejected)} rows rejected; {total} entries in the list"
+        f"[green]已导入 {len(entries) - roads} 个地址和兴趣点[/] + {roads} 条道路; "
+        f"拒收 {len(rejected)} 行; 地址库共 {total} 条"
     )
     if rejected:
         _refused(rejected, rejects)
@@ -143,22 +144,22 @@ def _refused(rejected: list[tuple[int, str, dict[str, Any]]], rejects: Path | No
             writer.writerow(["line", "reason", "row"])
             for line, reason, raw in rejected:
                 writer.writerow([line, reason, raw])
-        out.print(f"all rejected rows: {rejects}")
+        out.print(f"全部拒收行: {rejects}")
     raise typer.Exit(1)
 
 
 def _report(rejected: list[tuple[int, str, dict[str, Any]]]) -> None:
     reasons = Counter(_reason_kind(reason) for _, reason, _ in rejected)
-    summary = Table(title="rejected rows by reason")
-    summary.add_column("reason")
-    summary.add_column("rows", justify="right")
+    summary = Table(title="拒收行 (按原因)")
+    summary.add_column("原因")
+    summary.add_column("行数", justify="right")
     for reason, n in reasons.most_common():
         summary.add_row(reason, str(n))
     out.print(summary)
-    detail = Table(title=f"first {min(len(rejected), SHOWN_REJECTS)} rejected rows")
-    detail.add_column("line", justify="right")
-    detail.add_column("reason")
-    detail.add_column("row")
+    detail = Table(title=f"前 {min(len(rejected), SHOWN_REJECTS)} 个拒收行")
+    detail.add_column("行号", justify="right")
+    detail.add_column("原因")
+    detail.add_column("内容")
     for line, reason, raw in rejected[:SHOWN_REJECTS]:
         shown = {k: v for k, v in raw.items() if v not in (None, "")}
         detail.add_row(str(line), reason, str(shown)[:80])
@@ -174,9 +175,12 @@ def _reason_kind(reason: str) -> str:
 
 @app.command("search")
 def search_places(
-    q: str, limit: Annotated[int, typer.Option(min=1, max=places.MAX_RESULTS)] = 10
+    q: Annotated[str, typer.Argument(help="查询词 (如 中华北路 或 zhbl)")],
+    limit: Annotated[
+        int, typer.Option(min=1, max=places.MAX_RESULTS, help="最多返回条数")
+    ] = 10,
 ) -> None:
-    """Search the list as the pages do (prefix, pinyin initials, full pinyin)."""
+    """像页面一样查询地址库 (前缀、拼音首字母、全拼)。"""
     settings = Settings()
 
     async def main() -> list[dict[str, Any]]:
@@ -187,8 +191,8 @@ def search_places(
         finally:
             await pool.close()
 
-    table = Table(title=f"places matching {q!r}")
-    for column in ("kind", "label", "grid", "lat", "lon"):
+    table = Table(title=f"匹配 {q!r} 的地址")
+    for column in ("类型", "名称", "网格", "纬度", "经度"):
         table.add_column(column)
     for item in asyncio.run(main()):
         table.add_row(item["kind"], item["label"], item["grid"], f"{item['lat']:.6f}",
@@ -304,15 +308,15 @@ def _along(
 
 @app.command("sample")
 def sample(
-    out_path: Annotated[Path, typer.Option("--out", help="CSV to write")],
-    count: Annotated[int, typer.Option(min=1)] = 6000,
-    seed: int = 12319,
+    out_path: Annotated[Path, typer.Option("--out", help="输出的 CSV 文件")],
+    count: Annotated[int, typer.Option(min=1, help="大约生成的地址条数")] = 6000,
+    seed: Annotated[int, typer.Option(help="随机种子 (同一种子生成相同结果)")] = 12319,
 ) -> None:
-    """Generate the sample city's addresses from its grids (deterministic)."""
+    """由网格生成示例城市的地址 (结果确定)。"""
     j = Jurisdiction.load(Settings().city_dir)
     rows = generate(j, count, seed)
     with out_path.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, ["road", "number", "building", "poi", "lat", "lon"])
         writer.writeheader()
         writer.writerows(rows)
-    out.print(f"{len(rows)} address rows written to {out_path}")
+    out.print(f"已写入 {out_path}: {len(rows)} 行地址")

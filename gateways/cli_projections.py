@@ -26,9 +26,11 @@ from rich.progress import (
 from rich.table import Table
 
 from core.settings import Settings, get_settings
+from gateways.cli_help import ZhGroup
 
 app = typer.Typer(
-    help="Read models (投影): list them, rebuild them from the event store.",
+    cls=ZhGroup,
+    help="读模型 (投影): 列出, 从事件存储重建。",
     no_args_is_help=True,
 )
 console = Console(stderr=True)
@@ -37,7 +39,7 @@ DatabaseOpt = Annotated[
     str | None,
     typer.Option(
         "--database-url",
-        help="PostgreSQL URL (default: DATABASE_URL, else the embedded server of `gridctl up`)",
+        help="PostgreSQL 地址 (默认 DATABASE_URL, 否则为 gridctl up 的内置服务器)",
     ),
 ]
 
@@ -60,14 +62,14 @@ def _projections(name: str | None) -> list[Any]:
     chosen = [p for p in everything if p.name == name]
     if not chosen:
         names = ", ".join(p.name for p in everything)
-        console.print(f"[red]unknown projection {name!r}[/]; projections: {names}")
+        console.print(f"[red]未知的读模型 {name!r}[/]; 可用: {names}")
         raise typer.Exit(2)
     return chosen
 
 
 @app.command("list")
 def list_projections(database: DatabaseOpt = None) -> None:
-    """Each read model with its tables, rows, applied positions and lag behind the store."""
+    """列出各读模型: 表、行数、已应用位置及落后事件存储的事件数。"""
     settings = get_settings()
     asyncio.run(_list(settings, database_url(settings, database)))
 
@@ -85,9 +87,9 @@ async def _list(settings: Settings, url: str) -> None:
     try:
         heads = {p: await eventlog.head(conn, p) for p in ref.partitions}
         has_positions = await conn.fetchval("SELECT to_regclass('projection_positions')")
-        table = Table(title=f"read models in schema {schema}")
-        for column in ("projection", "tables", "rows", "applied", "store head", "lag"):
-            table.add_column(column, justify="right" if column in ("rows", "lag") else "left")
+        table = Table(title=f"数据库模式 {schema} 中的读模型")
+        for column in ("读模型", "表", "行数", "已应用", "存储位置", "延迟"):
+            table.add_column(column, justify="right" if column in ("行数", "延迟") else "left")
         for projection in _projections(None):
             rows = []
             for t in projection.tables:
@@ -119,12 +121,12 @@ async def _list(settings: Settings, url: str) -> None:
 @app.command("rebuild")
 def rebuild_command(
     name: Annotated[
-        str | None, typer.Argument(help="projection to rebuild (default: every one)")
+        str | None, typer.Argument(help="要重建的读模型 (默认全部)")
     ] = None,
     database: DatabaseOpt = None,
 ) -> None:
-    """Replay the event store into NAME's tables (or every projection), with a progress bar;
-    the live projector keeps running and continues from the rebuilt positions."""
+    """把事件存储重放到 NAME 的表 (或全部读模型), 显示进度条;
+    在线投影进程不停, 重建后从新位置继续。"""
     settings = get_settings()
     asyncio.run(_rebuild(settings, database_url(settings, database), name))
 
@@ -161,8 +163,8 @@ async def _rebuild(settings: Settings, url: str, name: str | None) -> None:
                 progress.update(task, completed=result.events, total=max(result.events, 1))
                 rate = result.events / result.seconds if result.seconds else 0.0
                 progress.console.print(
-                    f"[green]{projection.name}[/]: {result.events} events in "
-                    f"{result.seconds:.2f} s ({rate:,.0f}/s), positions {result.positions}"
+                    f"[green]{projection.name}[/]: {result.events} 个事件, 用时 "
+                    f"{result.seconds:.2f} 秒 ({rate:,.0f}/秒), 位置 {result.positions}"
                 )
     finally:
         await asyncio.to_thread(stores.close)

@@ -33,8 +33,9 @@ from rich.console import Console
 from rich.table import Table
 
 from core.settings import Settings
+from gateways.cli_help import ZhGroup
 
-app = typer.Typer()
+app = typer.Typer(cls=ZhGroup)
 LAG_OK = 1000  # events a read model may trail by before the status calls it lagging
 
 

@@ -35,8 +35,9 @@ from core.jurisdiction import Jurisdiction
 from core.settings import Settings
 from core.users import HUMAN_ROLES, GrantError, UserRecord, UserStore
 from core.vocabulary import ROLE_LABELS
+from gateways.cli_help import ZhGroup
 
-app = typer.Typer(help="Users, roles and jurisdictions (用户管理).", no_args_is_help=True)
+app = typer.Typer(cls=ZhGroup, help="用户管理: 用户、角色与辖区。", no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
@@ -56,7 +57,7 @@ def _run(work: Callable[[UserStore, Jurisdiction], Awaitable[T]]) -> T:
         try:
             pool = await create_pool(_database_url(settings), settings.db_schema, max_size=2)
         except (OSError, asyncpg.PostgresError) as exc:
-            err.print(f"[red]cannot reach PostgreSQL[/] at {_database_url(settings)}: {exc}")
+            err.print(f"[red]无法连接 PostgreSQL[/] {_database_url(settings)}: {exc}")
             raise typer.Exit(2) from exc
         try:
             store = UserStore(pool)
@@ -77,7 +78,7 @@ def _password(from_stdin: bool, confirm: bool = True) -> str:
     if from_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
-        password = typer.prompt("password", hide_input=True, confirmation_prompt=confirm)
+        password = typer.prompt("密码", hide_input=True, confirmation_prompt=confirm)
     try:
         passwords.check_policy(password)
     except passwords.WeakPassword as exc:
@@ -90,12 +91,12 @@ def _grant_failed(exc: GrantError) -> typer.Exit:
 
 
 def _show(users: list[UserRecord]) -> None:
-    table = Table(title=f"{len(users)} users")
-    for column in ("username", "user id", "role", "jurisdiction", "name", "scopes", "status"):
+    table = Table(title=f"{len(users)} 个用户")
+    for column in ("用户名", "用户 ID", "角色", "辖区", "姓名", "权限范围", "状态"):
         table.add_column(column)
     for u in users:
         where = u.node or u.department or ", ".join(u.grids) or "—"
-        scopes = "role default" if u.scopes is None else " ".join(u.scopes)
+        scopes = "角色默认" if u.scopes is None else " ".join(u.scopes)
         table.add_row(
             u.username,
             u.user_id,
@@ -103,59 +104,60 @@ def _show(users: list[UserRecord]) -> None:
             where,
             u.name,
             scopes,
-            "[red]disabled[/]" if u.disabled else "active",
+            "[red]已停用[/]" if u.disabled else "启用",
         )
     out.print(table)
 
 
-RoleOpt = Annotated[str, typer.Option(help=f"one of: {', '.join(HUMAN_ROLES)}")]
+RoleOpt = Annotated[str, typer.Option(help=f"角色, 可选: {', '.join(HUMAN_ROLES)}")]
 NodeOpt = Annotated[
     str | None,
     typer.Option(
-        help="jurisdiction node (call_taker, shift_leader, dispatcher, "
-        "supervisor): own node and everything below it"
+        help="辖区节点代码 (call_taker、shift_leader、dispatcher、supervisor): "
+        "管辖本节点及其下级"
     ),
 ]
-DeptOpt = Annotated[str | None, typer.Option(help="department code (handler)")]
-GridOpt = Annotated[list[str] | None, typer.Option("--grid", help="grid code (inspector), repeat")]
+DeptOpt = Annotated[str | None, typer.Option(help="部门代码 (handler)")]
+GridOpt = Annotated[list[str] | None, typer.Option("--grid", help="网格代码 (inspector), 可重复")]
 ScopeOpt = Annotated[
-    list[str] | None, typer.Option("--scope", help="narrow the role's scopes, repeat")
+    list[str] | None, typer.Option("--scope", help="收窄角色的权限范围, 可重复")
 ]
-StdinOpt = Annotated[bool, typer.Option("--password-stdin", help="read the password from stdin")]
+UserArg = Annotated[str, typer.Argument(help="登录名")]
+StdinOpt = Annotated[bool, typer.Option("--password-stdin", help="从标准输入读取密码")]
 
 
 @app.command()
 def add(
     username: Annotated[
-        str | None, typer.Argument(help="login name (default for --role admin: admin)")
+        str | None, typer.Argument(help="登录名 (--role admin 时默认 admin)")
     ] = None,
     role: RoleOpt = "",
-    name: Annotated[str | None, typer.Option(help="display name")] = None,
+    name: Annotated[str | None, typer.Option(help="显示名称")] = None,
     node: NodeOpt = None,
     department: DeptOpt = None,
     grid: GridOpt = None,
     scope: ScopeOpt = None,
     user_id: Annotated[
-        str | None, typer.Option(help="actor id in events (default: the username)")
+        str | None, typer.Option(help="事件中的操作人 ID (默认为用户名)")
     ] = None,
     password_stdin: StdinOpt = False,
 ) -> None:
-    """Add a user with a role and its jurisdiction (asks for the password twice).
+    """添加用户, 指定角色及其辖区 (密码输入两次)。
 
     \b
-    The first admin of a new city:  gridctl users add admin --role admin --name 系统管理员
-    A district dispatcher:          gridctl users add nm-disp --role dispatcher --node 520102
-    A grid inspector:               gridctl users add insp-1 --role inspector --grid 520102001001
-    A department handler:           gridctl users add san-1 --role handler \\
-                                        --department D-520102-sanitation
-    Codes: the city file (GRID_CITY, e.g. deploy/cities/guiyang/city.json) or GET
-    /v1/jurisdiction and /v1/departments.
+    新城市的第一个管理员:  gridctl users add admin --role admin --name 系统管理员
+    区县派遣员:            gridctl users add nm-disp --role dispatcher --node 520102
+    网格员:                gridctl users add insp-1 --role inspector --grid 520102001001
+    部门处置人员:          gridctl users add san-1 --role handler \\
+                               --department D-520102-sanitation
+    代码见城市文件 (GRID_CITY, 如 deploy/cities/guiyang/city.json) 或
+    GET /v1/jurisdiction 和 /v1/departments。
     """
     if role not in HUMAN_ROLES:
-        raise _fail(f"--role: one of {', '.join(HUMAN_ROLES)} (e.g. --role admin)", 2)
+        raise _fail(f"--role: 可选 {', '.join(HUMAN_ROLES)} (如 --role admin)", 2)
     if username is None:
         if role != "admin":
-            raise _fail("give the new user's login name: gridctl users add <username> "
+            raise _fail("请给出新用户的登录名: gridctl users add <用户名> "
                         f"--role {role} …", 2)
         username = "admin"
     password = _password(password_stdin)
@@ -178,7 +180,7 @@ def add(
         except GrantError as exc:
             raise _grant_failed(exc) from exc
         except asyncpg.UniqueViolationError as exc:
-            raise _fail(f"user {username} already exists") from exc
+            raise _fail(f"用户 {username} 已存在") from exc
 
     user = _run(work)
     out.print(f"已添加用户 [bold]{user.username}[/]"
@@ -187,10 +189,12 @@ def add(
 
 @app.command("list")
 def list_users(
-    role: Annotated[str | None, typer.Option(help="only this role")] = None,
-    disabled: Annotated[bool | None, typer.Option(help="only (not) disabled users")] = None,
+    role: Annotated[str | None, typer.Option(help="只列出此角色")] = None,
+    disabled: Annotated[
+        bool | None, typer.Option(help="只列出已停用 (--disabled) 或启用 (--no-disabled) 的用户")
+    ] = None,
 ) -> None:
-    """List users with role, jurisdiction and status (never passwords)."""
+    """列出用户: 角色、辖区和状态 (不显示密码)。"""
 
     async def work(store: UserStore, _: Jurisdiction) -> list[UserRecord]:
         return await store.list_users(role, disabled)
@@ -199,8 +203,8 @@ def list_users(
 
 
 @app.command()
-def passwd(username: str, password_stdin: StdinOpt = False) -> None:
-    """Set a new password (ends the user's sessions and device tokens)."""
+def passwd(username: UserArg, password_stdin: StdinOpt = False) -> None:
+    """设置新密码 (该用户的会话和设备令牌随即失效)。"""
     password = _password(password_stdin)
     encoded = passwords.hash_password(password)
 
@@ -208,39 +212,39 @@ def passwd(username: str, password_stdin: StdinOpt = False) -> None:
         return await store.set_password(username, encoded)
 
     if _run(work) is None:
-        raise _fail(f"no user {username}")
-    out.print(f"password of [bold]{username}[/] changed; their sessions ended")
+        raise _fail(f"没有用户 {username}")
+    out.print(f"已修改 [bold]{username}[/] 的密码; 其会话已结束")
 
 
 @app.command()
 def disable(
-    username: str,
-    enable: Annotated[bool, typer.Option("--enable", help="enable again instead")] = False,
+    username: UserArg,
+    enable: Annotated[bool, typer.Option("--enable", help="改为重新启用")] = False,
 ) -> None:
-    """Disable a user (their tokens stop working at once), or ``--enable`` them again."""
+    """停用用户 (其令牌立即失效), 或用 --enable 重新启用。"""
 
     async def work(store: UserStore, j: Jurisdiction) -> UserRecord | None:
         return await store.update(username, {"disabled": not enable}, j)
 
     if _run(work) is None:
-        raise _fail(f"no user {username}")
-    out.print(f"{username} {'enabled' if enable else 'disabled'}")
+        raise _fail(f"没有用户 {username}")
+    out.print(f"{username} {'已启用' if enable else '已停用'}")
 
 
 @app.command()
 def grant(
-    username: str,
-    role: Annotated[str | None, typer.Option(help=f"new role: {', '.join(HUMAN_ROLES)}")] = None,
+    username: UserArg,
+    role: Annotated[str | None, typer.Option(help=f"新角色: {', '.join(HUMAN_ROLES)}")] = None,
     node: NodeOpt = None,
     department: DeptOpt = None,
     grid: GridOpt = None,
     scope: ScopeOpt = None,
     all_scopes: Annotated[
-        bool, typer.Option("--all-scopes", help="back to every scope of the role")
+        bool, typer.Option("--all-scopes", help="恢复角色的全部权限范围")
     ] = False,
-    name: Annotated[str | None, typer.Option(help="new display name")] = None,
+    name: Annotated[str | None, typer.Option(help="新的显示名称")] = None,
 ) -> None:
-    """Change role, jurisdiction, scopes or name (ends the user's sessions)."""
+    """修改角色、辖区、权限范围或名称 (该用户的会话随即结束)。"""
     changes: dict[str, Any] = {}
     for key, value in (("role", role), ("node", node), ("department", department), ("name", name)):
         if value is not None:
@@ -252,7 +256,7 @@ def grant(
     if all_scopes:
         changes["scopes"] = None
     if not changes:
-        raise _fail("nothing to change: give --role, --node, --department, --grid or --scope", 2)
+        raise _fail("没有要修改的内容: 请给出 --role、--node、--department、--grid 或 --scope", 2)
 
     async def work(store: UserStore, j: Jurisdiction) -> UserRecord | None:
         try:
@@ -262,13 +266,13 @@ def grant(
 
     user = _run(work)
     if user is None:
-        raise _fail(f"no user {username}")
+        raise _fail(f"没有用户 {username}")
     _show([user])
 
 
 @app.command()
-def revoke(username: str) -> None:
-    """End every session and device token of a user (a lost phone, a leaver)."""
+def revoke(username: UserArg) -> None:
+    """结束用户的全部会话和设备令牌 (手机丢失、人员离职)。"""
 
     async def work(store: UserStore, _: Jurisdiction) -> UserRecord | None:
         user = await store.get(username)
@@ -277,12 +281,14 @@ def revoke(username: str) -> None:
         return user
 
     if _run(work) is None:
-        raise _fail(f"no user {username}")
-    out.print(f"every session and device token of {username} revoked")
+        raise _fail(f"没有用户 {username}")
+    out.print(f"已撤销 {username} 的全部会话和设备令牌")
 
 
 @app.command("hash")
-def hash_cmd(password: Annotated[str | None, typer.Argument()] = None) -> None:
-    """Print the argon2id hash of a password (for deploy/users.demo.json)."""
+def hash_cmd(
+    password: Annotated[str | None, typer.Argument(help="密码 (不给则提示输入)")] = None,
+) -> None:
+    """打印密码的 argon2id 哈希 (用于 deploy/users.demo.json)。"""
     value = password if password is not None else _password(False, confirm=False)
     typer.echo(passwords.hash_password(value))

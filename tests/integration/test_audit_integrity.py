@@ -237,9 +237,9 @@ async def test_tampering_is_detected_and_located(system: dict[str, Any]) -> None
         out, err = await proc.communicate()
         text = out.decode()
         assert proc.returncode == 1, (text, err.decode())
-        assert "FIRST PROBLEM" in text and "ALTERED" in text
+        assert "第一个问题" in text and "ALTERED" in text
         assert f"position {target['notification_id']}" in text and s["numbers"][0] in text
-        assert "partition" in err.decode()  # the progress bar
+        assert "分区" in err.decode()  # the progress bar
         await _restore(conn, table, [target])
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateways.cli", "audit", "verify", "--json",

@@ -69,7 +69,7 @@ async def test_components_import_and_bbox_query(system: dict[str, Any], tmp_path
         ["import", str(source), "--rejects", str(rejects)], env=env,
     )
     assert result.exit_code == 1, result.output  # some rows were rejected
-    assert "3 components imported" in result.output and "6 rows rejected" in result.output
+    assert "已导入 3 个部件" in result.output and "拒收 6 行" in result.output
     for reason in ("duplicate of line 2", "is not 16 digits", "is not 520103",
                    "not in the catalogue", "is outside Guiyang", "lat is not a number"):
         assert reason.split(" ")[-1] in result.output, (reason, result.output)
@@ -129,4 +129,4 @@ async def test_components_import_and_bbox_query(system: dict[str, Any], tmp_path
     again = await asyncio.to_thread(
         CliRunner().invoke, components_cli, ["import", str(source), "--replace"], env=env
     )
-    assert again.exit_code == 1 and "3 components in the table" in again.output
+    assert again.exit_code == 1 and "部件表共 3 个" in again.output

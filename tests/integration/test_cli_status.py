@@ -36,7 +36,7 @@ async def test_status_and_the_first_admin(system: dict[str, Any]) -> None:
     # already have one, which is said plainly.
     taken = await asyncio.to_thread(invoke, "users", "add", "--role", "admin",
                                     "--password-stdin", stdin="Ein-langes-Passwort-2026\n")
-    assert taken.exit_code == 1 and "user admin already exists" in taken.output
+    assert taken.exit_code == 1 and "用户 admin 已存在" in taken.output
     added = await asyncio.to_thread(invoke, "users", "add", "chief", "--role", "admin",
                                     "--password-stdin", stdin="Ein-langes-Passwort-2026\n")
     assert added.exit_code == 0, added.output

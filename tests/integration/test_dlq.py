@@ -122,7 +122,7 @@ async def test_poison_messages_are_dead_lettered_listed_and_replayed(
 
     listed = await asyncio.to_thread(cli, "list")
     assert listed.exit_code == 0, listed.output
-    assert "2 dead letters" in listed.output
+    assert "2 条死信" in listed.output
     assert str(garbage.seq) in listed.output and str(invalid.seq) in listed.output
     assert subject in listed.output and "invalid command" in listed.output
 
@@ -154,10 +154,10 @@ async def test_poison_messages_are_dead_lettered_listed_and_replayed(
     (again_parked,) = await eventually(parked_again)
     assert again_parked.data == garbage.data and again_parked.headers.get("Grid-Replayed-From")
     dropped = await asyncio.to_thread(cli, "drop", str(again_parked.seq))
-    assert dropped.exit_code == 0 and "dropped 1 of 1" in dropped.output
+    assert dropped.exit_code == 0 and "已删除 1 / 1 条" in dropped.output
     assert await list_dead_letters(rt.js, rt.topo) == []
     missing = await asyncio.to_thread(cli, "replay", "999999")
-    assert missing.exit_code == 1 and "no dead letter" in missing.output
+    assert missing.exit_code == 1 and "没有序号为" in missing.output
 
     # The worker is alive: another report still goes through.
     late = await client.post(

@@ -99,12 +99,12 @@ async def test_import_with_bad_rows_and_the_cli(
 
     result = await run("import", str(source))
     assert result.exit_code == 1, result.output
-    assert "registered 2, already there 0, rejected 5" in result.output
+    assert "新登记 2 户, 已存在 0 户, 拒收 5 行" in result.output
     report = (tmp_path / "register.rejected.csv").read_text(encoding="utf-8-sig")
     assert report.splitlines()[0].startswith("行号,原因,外部编号,网格")
     assert len(report.splitlines()) == 6 and "unknown grid" in report
     again = await run("import", str(source))
-    assert "registered 0, already there 2, rejected 5" in again.output
+    assert "新登记 0 户, 已存在 2 户, 拒收 5 行" in again.output
     out = tmp_path / "out.csv"
     assert (await run("export", str(out))).exit_code == 0
     exported = out.read_text(encoding="utf-8-sig")
@@ -115,7 +115,7 @@ async def test_import_with_bad_rows_and_the_cli(
         await conn.execute("UPDATE household_events SET data = jsonb_set(data, '{address}', "
                            "'\"改过\"') WHERE version = 1 AND data->>'address' = '宝山路 2 号'")
     broken = await run("verify")
-    assert broken.exit_code == 1 and "broken" in broken.output
+    assert broken.exit_code == 1 and "断链" in broken.output
 
 
 async def test_coverage_sql_equals_the_definition(hh: HouseholdApp) -> None:

@@ -79,7 +79,7 @@ def test_clean_layers_become_a_city_that_loads(tmp_path: Path) -> None:
     out = tmp_path / "city"
     result = run([*layers(tmp_path), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "community layer 4 features, grid layer 8 features: 0 errors, 0 warnings" in (
+    assert "社区图层 4 个要素, 网格图层 8 个要素: 0 个错误, 0 个警告" in (
         result.output)
     j = Jurisdiction.load(out)
     assert len(j.grids) == 8 and j.city_code == "430100"
@@ -127,4 +127,4 @@ def test_overlaps_gaps_and_bad_codes_are_reported_with_areas(tmp_path: Path) -> 
     written = report.read_text(encoding="utf-8-sig").splitlines()
     assert written[0] == "severity,layer,code,message,area_m2,lat,lon"
     assert len(written) == len(found.findings) + 1
-    assert "overlap" in result.output and "not written" in result.output
+    assert "overlap" in result.output and "未写出" in result.output

@@ -1,7 +1,7 @@
 // Copies the pinned front-end libraries from node_modules into static/vendor/.
 // Deterministic: same package-lock.json -> byte-identical files. No bundler, no CDN.
 // `node scripts/vendor.mjs --check` exits 1 when static/vendor differs from node_modules.
-import { copyFileSync, mkdirSync, readFileSync, existsSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -25,20 +25,38 @@ const files = [
   ["redoc/bundles/redoc.standalone.js", "redoc/redoc.standalone.js"],
   ["redoc/LICENSE", "redoc/LICENSE"],
 ];
+// Changes to a copied file, [from, to] exact strings: a vendored file fetches nothing from
+// outside. ReDoc's side-menu footer ("API docs by Redocly") loads its logo from a CDN (hidden
+// when that fails, i.e. on an intranet): it takes the local copy in static/docs instead.
+const patches = {
+  "redoc/redoc.standalone.js": [
+    ["https://cdn.redoc.ly/redoc/logo-mini.svg", "/static/docs/redoc-logo-mini.svg"],
+  ],
+};
+function vendored(from, to) {
+  const bytes = readFileSync(join(root, "node_modules", from));
+  if (!patches[to]) return bytes;
+  let text = bytes.toString("utf8");
+  for (const [was, now] of patches[to]) {
+    if (text.split(was).length !== 2) throw new Error(`${to}: expected ${was} exactly once`);
+    text = text.replace(was, now);
+  }
+  return Buffer.from(text, "utf8");
+}
 const check = process.argv.includes("--check");
 let stale = 0;
 for (const [from, to] of files) {
-  const src = join(root, "node_modules", from);
+  const body = vendored(from, to);
   const dst = join(out, to);
   if (check) {
-    if (!existsSync(dst) || !readFileSync(src).equals(readFileSync(dst))) {
+    if (!existsSync(dst) || !body.equals(readFileSync(dst))) {
       console.error(`stale: ${to}`);
       stale += 1;
     }
     continue;
   }
   mkdirSync(dirname(dst), { recursive: true });
-  copyFileSync(src, dst);
+  writeFileSync(dst, body);
   console.log(`vendor: ${to}`);
 }
 if (stale) process.exit(1);
