@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.browser.conftest import shoot
+
 pytestmark = pytest.mark.browser
 
 
@@ -34,6 +36,7 @@ async def test_docs_and_redoc_fetch_nothing_from_outside(app_url: str, browser: 
         await page.goto(app_url + "/docs")
         await page.wait_for_selector(".swagger-ui .opblock")  # the operations are drawn
         await page.wait_for_load_state("networkidle")
+        await shoot(page, "docs-1366")
         await page.goto(app_url + "/redoc")
         await page.wait_for_selector(".menu-content li")
         await page.wait_for_load_state("networkidle")
@@ -43,5 +46,7 @@ async def test_docs_and_redoc_fetch_nothing_from_outside(app_url: str, browser: 
         await logo.wait_for(timeout=5000)
         assert await logo.evaluate("i => i.complete && i.naturalWidth > 0")
         assert urlsplit(await logo.evaluate("i => i.src")).hostname == "127.0.0.1"
+        await logo.scroll_into_view_if_needed()
+        await shoot(page, "redoc-1366")
     finally:
         await page.close()
