@@ -14,9 +14,10 @@ checkout's (``benchmarks.against_plain``), so every version is driven and counte
 way. Rounds are interleaved (the versions in order in odd rounds, reversed in even ones).
 
 Prints, per version, single reports visible per second and CPU µs per report at saturation
-by process (median over rounds), and with ``latency`` the report → visible percentiles and
-CPU per report at each fixed rate. Old versions must have ``gridctl up --sample 0`` and the
-``case_queue`` read model (every version since the walking skeleton's second week).
+by process (median over rounds); with ``batch`` batched intake (``--batch`` per request);
+with ``latency`` the report → visible percentiles and CPU per report at each fixed rate.
+Old versions must have ``gridctl up --sample 0`` and the ``case_queue`` read model (every
+version since the walking skeleton's second week).
 """
 
 from __future__ import annotations
@@ -95,6 +96,12 @@ def render(sides: list[Side], args: argparse.Namespace) -> str:
         row("**CPU µs per report, total**", [
             _median([r["cpu_us_per_report"]["total"] for r in runs(s, "intake")])
             for s in sides])
+    if "batch" in args.measures:
+        row(f"batched reports ({args.batch} per request) visible per s",
+            [_median([r["visible_per_s"] for r in runs(s, "batch")]) for s in sides])
+        row("batched: CPU µs per report, total", [
+            _median([r["cpu_us_per_report"]["total"] for r in runs(s, "batch")])
+            for s in sides])
     if "latency" in args.measures:
         for rate in args.rates:
             key = f"latency_{rate:g}"
@@ -152,7 +159,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rates", type=lambda v: [float(x) for x in v.split(",") if x],
                    default=list(RATES[1:]), help="fixed rates for latency (reports/s)")
     p.add_argument("--measures", type=lambda v: [x for x in v.split(",") if x],
-                   default=["intake"], help="intake and/or latency")
+                   default=["intake"], help="any of intake, batch, latency")
     return p
 
 
