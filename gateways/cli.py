@@ -280,8 +280,10 @@ async def _serve_supervised(
                 f"{settings.state_dir.resolve() / 'logs' / 'gateway.log'}"
             )
         _banner(settings)
-        for child in supervisor.status():
-            console.print(f"  {child['role']:<10} pid {child['pid']}")
+        children = supervisor.status()
+        width = max((len(c["role"]) for c in children), default=10)
+        for child in children:
+            console.print(f"  {child['role']:<{width}} pid {child['pid']}")
         publish = asyncio.create_task(_publish_roles(supervisor, lock, stop))
         if sample:
             await load_sample_reports(runtime, sample)
