@@ -64,6 +64,10 @@ FUNCTION_NAMES = {
 }
 
 
+#: The layers in words (findings are read by people).
+LAYER_NAMES = {"district": "区县", "community": "社区", "grid": "网格"}
+
+
 class LayerError(ValueError):
     """A layer file that cannot be read at all."""
 
@@ -135,10 +139,10 @@ def read_layer(path: Path, layer: str) -> list[Feature]:
         except (OSError, ValueError) as exc:
             raise LayerError(f"{path}: {exc}") from exc
         if not isinstance(document, dict) or not isinstance(document.get("features"), list):
-            raise LayerError(f"{path}: not a GeoJSON FeatureCollection")
+            raise LayerError(f"{path}: 不是 GeoJSON FeatureCollection")
         raw = [(f.get("properties") or {}, f.get("geometry")) for f in document["features"]]
     else:
-        raise LayerError(f"{path}: use .geojson or .shp")
+        raise LayerError(f"{path}: 请使用 .geojson 或 .shp 文件")
     features = []
     for index, (props, geometry) in enumerate(raw, 1):
         props = dict(props or {})
@@ -168,7 +172,7 @@ def _shapefile(path: Path) -> list[tuple[dict[str, Any], Any]]:
             continue
         except (shapefile.ShapefileException, OSError) as exc:
             raise LayerError(f"{path}: {exc}") from exc
-    raise LayerError(f"{path}: attribute table in an unknown encoding (add a .cpg file)")
+    raise LayerError(f"{path}: 属性表编码无法识别 (请添加 .cpg 文件)")
 
 
 # --------------------------------------------------------------------------- checking
@@ -195,17 +199,18 @@ def check(layers: dict[str, list[Feature]]) -> Report:
     seen: dict[str, str] = {}
     for layer in LAYERS:
         for f in layers.get(layer, []):
-            where = f.code or f"feature #{f.index}"
+            where = f.code or f"第 {f.index} 个要素"
             if not f.code or not _CODE.match(f.code):
                 findings.append(Finding("error", layer, f.code,
-                                        f"feature #{f.index}: missing or malformed code"))
+                                        f"第 {f.index} 个要素: 编码缺失或格式错误"))
             elif f.code in seen:
+                other = LAYER_NAMES[seen[f.code]]
                 findings.append(Finding("error", layer, f.code,
-                                        f"code {f.code} repeats a {seen[f.code]}'s code"))
+                                        f"编码 {f.code} 与某个{other}的编码重复"))
             else:
                 seen[f.code] = layer
             if not f.name_zh:
-                findings.append(Finding("error", layer, f.code, f"{where}: no name"))
+                findings.append(Finding("error", layer, f.code, f"{where}: 没有名称"))
             findings += _geometry_problems(f)
     for upper, lower in itertools.pairwise(LAYERS):
         findings += _parents(layers.get(upper, []), layers.get(lower, []), lower)
@@ -217,25 +222,25 @@ def check(layers: dict[str, list[Feature]]) -> Report:
 
 
 def _geometry_problems(f: Feature) -> list[Finding]:
-    where = f.code or f"feature #{f.index}"
+    where = f.code or f"第 {f.index} 个要素"
     g = f.geometry
     if g is None or g.is_empty or not isinstance(g, Polygon | MultiPolygon):
         f.geometry = None
-        return [Finding("error", f.layer, f.code, f"{where}: no polygon")]
+        return [Finding("error", f.layer, f.code, f"{where}: 没有多边形")]
     if not g.is_valid:
         from shapely.validation import explain_validity
 
         reason = explain_validity(g)
         f.geometry = None
-        return [Finding("error", f.layer, f.code, f"{where}: invalid polygon ({reason})")]
+        return [Finding("error", f.layer, f.code, f"{where}: 多边形无效 ({reason})")]
     if f.layer == "grid" and isinstance(g, MultiPolygon):
         if len(g.geoms) > 1:
             return [Finding("error", f.layer, f.code,
-                            f"{where}: a grid is one polygon, this one has {len(g.geoms)} parts",
+                            f"{where}: 网格须为单个多边形, 此网格有 {len(g.geoms)} 块",
                             area_m2(g), _point(g))]
         f.geometry = g.geoms[0]
     if isinstance(f.geometry, Polygon) and f.layer == "grid" and f.geometry.interiors:
-        return [Finding("error", f.layer, f.code, f"{where}: a grid has no holes",
+        return [Finding("error", f.layer, f.code, f"{where}: 网格不能有空洞",
                         area_m2(g), _point(g))]
     return []
 
@@ -256,15 +261,16 @@ def _parents(uppers: list[Feature], lowers: list[Feature], layer: str) -> list[F
         if f.parent is None or f.parent not in by_code:
             findings.append(Finding(
                 "error", layer, f.code,
-                f"{f.code}: parent {f.parent or '(none, and no feature above contains it)'} "
-                "is not in the layer above", None, _point(f.geometry)))
+                f"{f.code}: 上级 {f.parent or '(未填, 且上一层没有要素包含它)'} "
+                f"不在上一层 ({LAYER_NAMES[LAYERS[LAYERS.index(layer) - 1]]}) 中", None,
+                _point(f.geometry)))
             continue
         outside = f.geometry.difference(by_code[f.parent].geometry)
         share = outside.area / f.geometry.area if f.geometry.area else 0
         if share > OUTSIDE_TOLERANCE:
             findings.append(Finding(
                 "error", layer, f.code,
-                f"{f.code}: {share:.0%} of it lies outside its parent {f.parent}",
+                f"{f.code}: 有 {share:.0%} 位于其上级 {f.parent} 之外",
                 area_m2(outside), _point(outside)))
     return findings
 
@@ -285,7 +291,7 @@ def _overlaps(features: list[Feature], layer: str) -> list[Finding]:
             if area >= MIN_AREA_M2:
                 findings.append(Finding(
                     "error", layer, f.code,
-                    f"{f.code} and {other.code} overlap", area, _point(common)))
+                    f"{f.code} 与 {other.code} 重叠", area, _point(common)))
     return findings
 
 
@@ -302,8 +308,8 @@ def _gaps(uppers: list[Feature], lowers: list[Feature], layer: str) -> list[Find
         parts = children.get(u.code)
         if not parts:
             findings.append(Finding("warning", layer, u.code,
-                                    f"{u.code} has no {child_layer}", area_m2(u.geometry),
-                                    _point(u.geometry)))
+                                    f"{u.code} 下没有{LAYER_NAMES[child_layer]}",
+                                    area_m2(u.geometry), _point(u.geometry)))
             continue
         gap = u.geometry.difference(unary_union(parts))
         for piece in getattr(gap, "geoms", [gap]):
@@ -311,7 +317,7 @@ def _gaps(uppers: list[Feature], lowers: list[Feature], layer: str) -> list[Find
             if area >= MIN_AREA_M2 and not piece.is_empty:
                 findings.append(Finding(
                     "warning", layer, u.code,
-                    f"gap in {u.code}: no {child_layer} covers this part", area,
+                    f"{u.code} 有空隙: 此部分没有{LAYER_NAMES[child_layer]}覆盖", area,
                     _point(piece)))
     return findings
 
@@ -344,7 +350,7 @@ def city_definition(
 ) -> dict[str, Any]:
     """The ``city.json`` document of checked layers (call only without errors)."""
     if report.errors:
-        raise ValueError(f"{len(report.errors)} errors: nothing to write")
+        raise ValueError(f"{len(report.errors)} 个错误: 未写出任何内容")
     districts = report.features.get("district", [])
     communities = report.features.get("community", [])
     nodes = [{"code": d.code, "name_zh": d.name_zh, "name_en": d.name_en or d.code,
@@ -380,6 +386,7 @@ def city_definition(
 
 __all__ = [
     "LAYERS",
+    "LAYER_NAMES",
     "Feature",
     "Finding",
     "LayerError",

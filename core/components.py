@@ -98,24 +98,24 @@ def category_of(code: str) -> str:
 def check(raw: Mapping[str, Any], j: Jurisdiction, catalogue: Catalogue | None = None) -> Component:
     """One row → a component in its grid; :class:`ComponentRejected` with the reason."""
     if "_geometry" in raw:
-        raise ComponentRejected(f"geometry is {raw['_geometry']}, not a Point")
+        raise ComponentRejected(f"几何类型为 {raw['_geometry']}, 不是 Point")
     code = _FIELDS.text(raw, "code", MAX_TEXT)
     if code is None:
-        raise ComponentRejected("code missing")
+        raise ComponentRejected("缺少部件编码 (code)")
     if len(code) != 16 or not code.isascii() or not code.isdigit():
-        raise ComponentRejected(f"code {code[:20]!r} is not 16 digits")
+        raise ComponentRejected(f"部件编码不是 16 位数字: {code[:20]!r}")
     lat, lon = _FIELDS.coordinate(raw, "lat"), _FIELDS.coordinate(raw, "lon")
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-        raise ComponentRejected(f"({lat}, {lon}) is not a latitude / longitude")
+        raise ComponentRejected(f"({lat}, {lon}) 不是有效的纬度 / 经度")
     if not j.in_city(lat, lon):
-        raise ComponentRejected(f"({lat}, {lon}) is outside {j.name_en}")
+        raise ComponentRejected(f"({lat}, {lon}) 不在{j.name_zh}范围内")
     grid = j.locate(lat, lon)
     if grid is None:
-        raise ComponentRejected(f"({lat}, {lon}) lies in no grid")
+        raise ComponentRejected(f"({lat}, {lon}) 不在任何网格内")
     district = j.partition_of(grid.code)
     if j.code_scheme == "gbt2260" and code[:6] != district:
         raise ComponentRejected(
-            f"code's district {code[:6]} is not {district}, where the point lies"
+            f"部件编码的区县码 {code[:6]} 与坐标所在区县 {district} 不符"
         )
     category: str | None = category_of(code)
     known = catalogue.get(category_of(code)) if catalogue and category in catalogue else None
@@ -125,7 +125,7 @@ def check(raw: Mapping[str, Any], j: Jurisdiction, catalogue: Catalogue | None =
         known.name_zh if known is not None else None
     )
     if kind is None:
-        raise ComponentRejected(f"kind missing and class {code[6:10]} not in the catalogue")
+        raise ComponentRejected(f"缺少部件类型 (kind), 且类别 {code[6:10]} 不在分类目录中")
     return Component(
         code=code, kind=kind, category=category, name=_FIELDS.text(raw, "name", MAX_TEXT),
         lat=round(lat, 7), lon=round(lon, 7), grid=grid.code, district=district,
@@ -150,7 +150,7 @@ def check_file(
             try:
                 item = check(raw, j, catalogue)
                 if item.code in seen:
-                    raise ComponentRejected(f"duplicate of line {seen[item.code]}")
+                    raise ComponentRejected(f"与第 {seen[item.code]} 行重复")
                 seen[item.code] = line
                 accepted.append(item)
             except ComponentRejected as exc:

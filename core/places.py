@@ -202,17 +202,17 @@ def check(raw: Mapping[str, Any], j: Jurisdiction) -> Place:
     building = _FIELDS.text(raw, "building", MAX_NAME)
     poi = _FIELDS.text(raw, "poi", MAX_NAME)
     if road is None and poi is None:
-        raise PlaceRejected("neither a road nor a POI name")
+        raise PlaceRejected("既无道路也无兴趣点名称")
     if road is None and (number or building):
-        raise PlaceRejected("a house number or building without a road")
+        raise PlaceRejected("有门牌号或楼栋但无道路")
     lat, lon = _FIELDS.coordinate(raw, "lat"), _FIELDS.coordinate(raw, "lon")
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-        raise PlaceRejected(f"({lat}, {lon}) is not a latitude / longitude")
+        raise PlaceRejected(f"({lat}, {lon}) 不是有效的纬度 / 经度")
     if not j.in_city(lat, lon):
-        raise PlaceRejected(f"({lat}, {lon}) is outside {j.name_en}")
+        raise PlaceRejected(f"({lat}, {lon}) 不在{j.name_zh}范围内")
     grid = j.locate(lat, lon)
     if grid is None:
-        raise PlaceRejected(f"({lat}, {lon}) lies in no grid")
+        raise PlaceRejected(f"({lat}, {lon}) 不在任何网格内")
     address = address_of(road, number, building)
     label = f"{poi}（{address}）" if poi and address else (poi or address or "")
     given = _FIELDS.text(raw, "id", 60)
@@ -284,7 +284,7 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 def _geojson_rows(document: Any) -> Iterator[tuple[int, dict[str, Any]]]:
     features = document.get("features") if isinstance(document, dict) else None
     if not isinstance(features, list):
-        raise PlaceRejected("not a GeoJSON FeatureCollection")
+        raise PlaceRejected("不是 GeoJSON FeatureCollection")
     for index, feature in enumerate(features, 1):
         props = dict((feature or {}).get("properties") or {})
         geometry = (feature or {}).get("geometry") or {}
@@ -306,7 +306,7 @@ def count_rows(path: Path) -> int | None:
 
 def check_row(raw: Mapping[str, Any], j: Jurisdiction) -> Place:
     if "_geometry" in raw:
-        raise PlaceRejected(f"geometry is {raw['_geometry']}, not a Point")
+        raise PlaceRejected(f"几何类型为 {raw['_geometry']}, 不是 Point")
     return check(raw, j)
 
 
@@ -326,7 +326,7 @@ def check_file(
         try:
             place = check_row(raw, j)
             if place.id in seen:
-                raise PlaceRejected(f"duplicate of line {seen[place.id]}")
+                raise PlaceRejected(f"与第 {seen[place.id]} 行重复")
             seen[place.id] = line
             accepted.append(place)
         except PlaceRejected as exc:

@@ -37,18 +37,18 @@ class RowFields:
             return None
         text = str(value).strip()
         if len(text) > limit:
-            raise self.rejected(f"{key} longer than {limit} characters")
+            raise self.rejected(f"{key} 超过 {limit} 个字符")
         return text or None
 
     def coordinate(self, raw: Mapping[str, Any], key: str) -> float:
         """The field as a finite number; refused when missing or not a number."""
         value = self.get(raw, key)
         if value is None:
-            raise self.rejected(f"{key} missing")
+            raise self.rejected(f"缺少 {key}")
         try:
             number = float(str(value).strip())
         except ValueError:
-            raise self.rejected(f"{key} is not a number: {str(value)[:30]!r}") from None
+            raise self.rejected(f"{key} 不是数字: {str(value)[:30]!r}") from None
         if not math.isfinite(number):
-            raise self.rejected(f"{key} is not a finite number")
+            raise self.rejected(f"{key} 不是有限数值")
         return number

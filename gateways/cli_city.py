@@ -108,7 +108,7 @@ def _show(findings: list[city_import.Finding]) -> None:
         row: dict[str, Any] = f.row()
         table.add_row(
             "[red]错误[/]" if f.severity == "error" else "[yellow]警告[/]",
-            f.layer, f.code or "—", f.message,
+            LAYER_ZH.get(f.layer, f.layer), f.code or "—", f.message,
             "" if row["area_m2"] is None else f"{row['area_m2']:,.0f}",
             "" if f.at is None else f"{row['lat']}, {row['lon']}",
         )

@@ -24,6 +24,7 @@ import asyncio
 import csv
 import math
 import random
+import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,10 +168,12 @@ def _report(rejected: list[tuple[int, str, dict[str, Any]]]) -> None:
 
 
 def _reason_kind(reason: str) -> str:
-    """A reason without its values ("(26.1, 106.2) is outside X" → "… is outside X")."""
+    """A reason without its values ("(26.1, 106.2) 不在贵阳市范围内" → "… 不在贵阳市范围内",
+    "与第 3 行重复" → "与第 … 行重复", "lat 不是数字: 'x'" → "lat 不是数字")."""
     if reason.startswith("("):
         return "…" + reason[reason.index(")") + 1:]
-    return reason.split(":")[0].split(" line ")[0]
+    kind = reason.split(":")[0]
+    return re.sub(r"第 \d+ 行", "第 … 行", re.sub(r"(?<![\w.])\d{6}(?![\w.])", "…", kind))
 
 
 @app.command("search")

@@ -70,9 +70,9 @@ async def test_components_import_and_bbox_query(system: dict[str, Any], tmp_path
     )
     assert result.exit_code == 1, result.output  # some rows were rejected
     assert "已导入 3 个部件" in result.output and "拒收 6 行" in result.output
-    for reason in ("duplicate of line 2", "is not 16 digits", "is not 520103",
-                   "not in the catalogue", "is outside Guiyang", "lat is not a number"):
-        assert reason.split(" ")[-1] in result.output, (reason, result.output)
+    for reason in ("与第 2 行重复", "不是 16 位数字", "区县码 520103", "不在分类目录中",
+                   "不在贵阳市范围内", "lat 不是数字"):
+        assert reason in result.output, (reason, result.output)
     assert len(rejects.read_text(encoding="utf-8-sig").splitlines()) == 7
 
     headers = await auth_headers(client, "dispatcher")

@@ -42,8 +42,8 @@ async def test_import_search_and_report_with_a_place(
     )
     assert result.exit_code == 1, result.output  # some rows were rejected
     assert "已导入 5 个地址和兴趣点" in result.output and "3 条道路" in result.output
-    assert "拒收 2 行" in result.output and "is outside Guiyang" in result.output
-    assert "neither a road nor a POI name" in result.output
+    assert "拒收 2 行" in result.output and "不在贵阳市范围内" in result.output
+    assert "既无道路也无兴趣点名称" in result.output
     written = rejects.read_text(encoding="utf-8-sig").splitlines()
     assert written[0] == "line,reason,row" and len(written) == 3
 

@@ -116,15 +116,15 @@ def test_overlaps_gaps_and_bad_codes_are_reported_with_areas(tmp_path: Path) -> 
     })
     messages = {f.message: f for f in found.findings}
     one_grid = 0.005 * 110_574 * 0.005 * 111_320 * 0.894  # ~ 553 m × 498 m at 26.6° N
-    gap = messages["gap in 430101001: no grid covers this part"]
+    gap = messages["430101001 有空隙: 此部分没有网格覆盖"]
     assert gap.severity == "warning" and abs(gap.area_m2 - one_grid) / one_grid < 0.02  # type: ignore
-    overlap = next(f for m, f in messages.items() if "overlap" in m)
+    overlap = next(f for m, f in messages.items() if "重叠" in m)
     assert "430101002002" in overlap.message and overlap.severity == "error"
     assert abs(overlap.area_m2 - one_grid / 2) / one_grid < 0.02  # type: ignore[operator]
-    assert any("33% of it lies outside its parent 430101002" in m for m in messages)
-    assert any("repeats a grid's code" in m for m in messages)
-    assert any("parent 430199001" in m for m in messages)
+    assert any("有 33% 位于其上级 430101002 之外" in m for m in messages)
+    assert any("与某个网格的编码重复" in m for m in messages)
+    assert any("上级 430199001 不在上一层 (社区) 中" in m for m in messages)
     written = report.read_text(encoding="utf-8-sig").splitlines()
     assert written[0] == "severity,layer,code,message,area_m2,lat,lon"
     assert len(written) == len(found.findings) + 1
-    assert "overlap" in result.output and "未写出" in result.output
+    assert "重叠" in result.output and "未写出" in result.output

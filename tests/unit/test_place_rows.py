@@ -46,14 +46,14 @@ def test_a_row_becomes_a_place_in_its_grid() -> None:
 @pytest.mark.parametrize(
     ("row", "reason"),
     [
-        ({"number": "1", "lat": LAT, "lon": LON}, "neither a road nor a POI"),
-        ({"poi": "x", "number": "1", "lat": LAT, "lon": LON}, "without a road"),
-        ({"road": "中华北路", "lon": LON}, "lat missing"),
-        ({"road": "中华北路", "lat": "北纬26", "lon": LON}, "lat is not a number"),
-        ({"road": "中华北路", "lat": "nan", "lon": LON}, "finite"),
-        ({"road": "中华北路", "lat": 95, "lon": LON}, "not a latitude"),
-        ({"road": "中华北路", "lat": 39.9, "lon": 116.4}, "outside"),
-        ({"road": "路" * 101, "lat": LAT, "lon": LON}, "longer than 100"),
+        ({"number": "1", "lat": LAT, "lon": LON}, "既无道路也无兴趣点"),
+        ({"poi": "x", "number": "1", "lat": LAT, "lon": LON}, "有门牌号或楼栋但无道路"),
+        ({"road": "中华北路", "lon": LON}, "缺少 lat"),
+        ({"road": "中华北路", "lat": "北纬26", "lon": LON}, "lat 不是数字"),
+        ({"road": "中华北路", "lat": "nan", "lon": LON}, "lat 不是有限数值"),
+        ({"road": "中华北路", "lat": 95, "lon": LON}, "不是有效的纬度"),
+        ({"road": "中华北路", "lat": 39.9, "lon": 116.4}, "不在贵阳市范围内"),
+        ({"road": "路" * 101, "lat": LAT, "lon": LON}, "road 超过 100 个字符"),
     ],
 )
 def test_a_bad_row_is_rejected_with_its_reason(row: dict[str, object], reason: str) -> None:
@@ -77,8 +77,8 @@ def test_files_report_rejected_rows_and_add_roads(tmp_path: Path) -> None:
     entries, rejected = places.check_file(csv_file, JURISDICTION, seen.append)
     assert seen == [0, 0, 1, 2, 3]
     assert [(line, reason.split(" (")[0]) for line, reason, _ in rejected] == [
-        (4, "duplicate of line 2"), (5, "neither a road nor a POI name"),
-        (6, "(39.9, 116.4) is outside Guiyang"),
+        (4, "与第 2 行重复"), (5, "既无道路也无兴趣点名称"),
+        (6, "(39.9, 116.4) 不在贵阳市范围内"),
     ]
     assert sorted(e.kind for e in entries) == ["address", "address", "road"]
     road = next(e for e in entries if e.kind == "road")
@@ -97,7 +97,7 @@ def test_files_report_rejected_rows_and_add_roads(tmp_path: Path) -> None:
     ]}), encoding="utf-8")
     entries, rejected = places.check_file(geojson, JURISDICTION)
     assert [e.label for e in entries] == ["甲秀楼"]
-    assert rejected[0][:2] == (2, "geometry is LineString, not a Point")
+    assert rejected[0][:2] == (2, "几何类型为 LineString, 不是 Point")
     not_geojson = tmp_path / "bad.geojson"
     not_geojson.write_text("[]", encoding="utf-8")
     with pytest.raises(places.PlaceRejected):
