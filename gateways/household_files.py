@@ -54,6 +54,39 @@ class Parsed:
     rejected: list[dict[str, Any]] = field(default_factory=list)
 
 
+#: The register's fields under their column names (a refused row's reason names the column).
+FIELD_COLUMNS = {
+    "grid": "网格", "address": "地址", "address_code": "标准地址编码", "members": "成员",
+    "flags": "走访标记", "inspector": "责任网格员", "party_member": "联系党员",
+    "name": "姓名", "relation": "关系", "birth_year": "出生年", "phone": "电话",
+    "reason": "原因",
+}
+#: pydantic's refusals in words, per error type (others keep pydantic's own message).
+PROBLEM_WORDS = {
+    "missing": "必填",
+    "string_too_short": "不能为空",
+    "string_too_long": "过长 (最多 {max_length} 个字符)",
+    "string_pattern_mismatch": "格式不对",
+    "too_long": "过多 (最多 {max_length} 项)",
+    "int_parsing": "须为整数",
+    "greater_than_equal": "须不小于 {ge}",
+    "less_than_equal": "须不大于 {le}",
+}
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    """One pydantic error as ``成员 1 电话: 格式不对`` (columns and members by name)."""
+    where = []
+    for part in error["loc"]:
+        if isinstance(part, int):
+            where.append(str(part + 1))
+        else:
+            where.append(FIELD_COLUMNS.get(str(part), str(part)))
+    words = PROBLEM_WORDS.get(error["type"])
+    text = words.format(**(error.get("ctx") or {})) if words else error["msg"]
+    return f"{' '.join(where)}: {text}" if where else text
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""
@@ -70,11 +103,13 @@ def parse_members(text: str) -> list[dict[str, Any]]:
         if len(bits) > 1 and bits[1]:
             member["relation"] = bits[1]
         if len(bits) > 2 and bits[2]:
+            if not bits[2].isascii() or not bits[2].isdigit():
+                raise ValueError(f"成员 {part!r}: 出生年须为数字 (如 1950), 不是 {bits[2]!r}")
             member["birth_year"] = int(bits[2])
         if len(bits) > 3 and bits[3]:
             member["phone"] = bits[3]
         if len(bits) > 4:
-            raise ValueError(f"member {part!r}: at most 姓名/关系/出生年/电话")
+            raise ValueError(f"成员 {part!r}: 最多 姓名/关系/出生年/电话 四项")
         members.append(member)
     return members
 
@@ -103,12 +138,12 @@ def parse_import(table: list[list[Any]], j: Jurisdiction) -> Parsed:
     """Validate every row; good ones become ``register`` arguments, bad ones are reported."""
     out = Parsed()
     if not table:
-        out.rejected.append({"line": 1, "reason": "empty file"})
+        out.rejected.append({"line": 1, "reason": "文件为空"})
         return out
     header = [_text(h) for h in table[0]]
     missing = [c for c in ("网格", "地址") if c not in header]
     if missing:
-        out.rejected.append({"line": 1, "reason": f"missing columns {missing}"})
+        out.rejected.append({"line": 1, "reason": f"缺少列: {'、'.join(missing)}"})
         return out
     seen: dict[str, int] = {}
     for number, raw in enumerate(table[1:], start=2):
@@ -118,7 +153,7 @@ def parse_import(table: list[list[Any]], j: Jurisdiction) -> Parsed:
         try:
             grid = cells.get("网格", "")
             if grid not in j.grids:
-                raise ValueError(f"unknown grid {grid!r}")
+                raise ValueError(f"未知网格 {grid!r}")
             flags = [{"flag": flag, "reason": cells[label]}
                      for label, flag in FLAG_COLUMNS.items() if cells.get(label)]
             args = RegisterArgs.model_validate({
@@ -133,12 +168,11 @@ def parse_import(table: list[list[Any]], j: Jurisdiction) -> Parsed:
             }).model_dump(mode="json", exclude={"household_no"})
             key = f"import:{grid}:{cells.get('外部编号') or cells.get('地址')}"
             if key in seen:
-                raise ValueError(f"the same household as row {seen[key]}")
+                raise ValueError(f"与第 {seen[key]} 行是同一户")
             seen[key] = number
             out.rows.append(ImportRow(number, key, args))
         except ValidationError as exc:
-            reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                                for e in exc.errors())
+            reasons = "; ".join(_problem(e) for e in exc.errors())
             out.rejected.append({"line": number, "reason": reasons, "row": cells})
         except ValueError as exc:
             out.rejected.append({"line": number, "reason": str(exc), "row": cells})

@@ -79,9 +79,9 @@ async def test_import_with_bad_rows_and_the_cli(
     assert [r.line for r in parsed.rows] == [2, 3]
     reasons = {r["line"]: r["reason"] for r in parsed.rejected}
     assert set(reasons) == {4, 5, 6, 7, 8}
-    assert "unknown grid" in reasons[4] and "address" in reasons[5]
-    assert "invalid literal" in reasons[6] and "phone" in reasons[7]
-    assert "row 2" in reasons[8]
+    assert "未知网格 '999999'" in reasons[4] and reasons[5] == "地址: 不能为空"
+    assert "出生年须为数字" in reasons[6] and reasons[7] == "成员 1 电话: 格式不对"
+    assert reasons[8] == "与第 2 行是同一户"
     first = parsed.rows[0].args
     assert [f["flag"] for f in first["flags"]] == ["serious_illness", "elderly_alone"]
     assert first["members"][1] == {"name": "李明", "relation": "儿子", "birth_year": None,
@@ -102,7 +102,7 @@ async def test_import_with_bad_rows_and_the_cli(
     assert "新登记 2 户, 已存在 0 户, 拒收 5 行" in result.output
     report = (tmp_path / "register.rejected.csv").read_text(encoding="utf-8-sig")
     assert report.splitlines()[0].startswith("行号,原因,外部编号,网格")
-    assert len(report.splitlines()) == 6 and "unknown grid" in report
+    assert len(report.splitlines()) == 6 and "未知网格" in report
     again = await run("import", str(source))
     assert "新登记 0 户, 已存在 2 户, 拒收 5 行" in again.output
     out = tmp_path / "out.csv"
