@@ -91,11 +91,15 @@ SAMPLE_FLAGS = [
 ]
 
 
-async def load_sample_households(runtime: Runtime, per_grid: int = 4, weeks: int = 6) -> int:
+async def load_sample_households(
+    runtime: Runtime, per_grid: int = 4, weeks: int = 6, staffed_grid: int = 12
+) -> int:
     """A generated register (``per_grid`` households in every grid, a few hundred in the
-    sample city) with must-visit flags and ``weeks`` of past visits, some late or missed, so
-    the worklist, coverage and the overdue map have something to show. Deterministic keys
-    and command ids: loading again changes nothing. Returns the households registered now."""
+    sample city; ``staffed_grid`` in a grid an inspector account serves, so a demo inspector
+    has a week of visits to work through) with must-visit flags and ``weeks`` of past
+    visits, some late or missed, so the worklist, coverage and the overdue map have something
+    to show. Deterministic keys and command ids: loading again changes nothing. Returns the
+    households registered now."""
     from datetime import timedelta
 
     from aggregates.errors import DomainError
@@ -106,9 +110,13 @@ async def load_sample_households(runtime: Runtime, per_grid: int = 4, weeks: int
     now = SystemClock().now()
     start = now - timedelta(weeks=weeks)
     made = 0
+    async with runtime.pool.acquire() as conn:
+        staffed = {g for row in await conn.fetch(
+            "SELECT grids FROM users WHERE role = 'inspector' AND NOT disabled"
+        ) for g in row["grids"]}
     for grid_code in sorted(runtime.ref.jurisdiction.grids):
         grid = runtime.ref.jurisdiction.grid(grid_code)
-        for i in range(per_grid):
+        for i in range(staffed_grid if grid_code in staffed else per_grid):
             flags = [(f, reason) for f, reason, w in SAMPLE_FLAGS if rng.random() < w / 12]
             name = rng.choice(SURNAMES) + rng.choice(GIVEN)
             args = {
