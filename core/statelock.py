@@ -32,17 +32,18 @@ class StateDirInUse(RuntimeError):
         self.state_dir = state_dir
         self.holder = holder
         pid = holder.get("pid", "?")
-        super().__init__(f"{state_dir} is in use by gridctl up (pid {pid})")
+        super().__init__(f"{state_dir} 正被 gridctl up 使用 (pid {pid})")
 
     def describe(self) -> str:
         """What a person needs: who, since when, and where it answers."""
         lines = [str(self)]
         since = self.holder.get("started_at")
         if since:
-            lines[0] += f" since {since}"
-        for key in ("command_centre", "nats_url", "database_url"):
+            lines[0] += f", 始于 {since}"
+        for key, label in (("command_centre", "指挥中心"), ("nats_url", "NATS"),
+                           ("database_url", "数据库")):
             if self.holder.get(key):
-                lines.append(f"  {key:<15}{self.holder[key]}")
+                lines.append(f"  {label}: {self.holder[key]}")
         return "\n".join(lines)
 
 

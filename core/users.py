@@ -143,38 +143,38 @@ def check_grant(
     code exists in the tree (``jurisdiction=None`` skips the existence checks)."""
     problems: list[tuple[str, str]] = []
     if role == "system":
-        problems.append(("role", "role 'system' is internal and never issued to people"))
+        problems.append(("role", "角色 'system' 仅供系统内部使用, 不发给人员"))
     elif role not in HUMAN_ROLES:
-        problems.append(("role", f"unknown role {role!r} (roles: {', '.join(HUMAN_ROLES)})"))
+        problems.append(("role", f"未知角色 {role!r} (可用角色: {', '.join(HUMAN_ROLES)})"))
     if problems:
         raise GrantError(problems)
     if role in NODE_ROLES:
         if not node:
-            problems.append(("node", f"a {role} needs a node of the jurisdiction tree"))
+            problems.append(("node", f"角色 {role} 须指定辖区树中的节点 (node)"))
         elif jurisdiction is not None and node not in jurisdiction.nodes:
-            problems.append(("node", f"unknown node {node!r} (grids are not nodes)"))
+            problems.append(("node", f"未知节点 {node!r} (网格不是节点)"))
     elif node:
-        problems.append(("node", f"a {role} has no node"))
+        problems.append(("node", f"角色 {role} 不设节点 (node)"))
     if role == "handler":
         if not department:
-            problems.append(("department", "a handler needs a department"))
+            problems.append(("department", "处置人员 (handler) 须指定部门"))
         elif jurisdiction is not None and department not in jurisdiction.departments:
-            problems.append(("department", f"unknown department {department!r}"))
+            problems.append(("department", f"未知部门 {department!r}"))
     elif department:
-        problems.append(("department", f"a {role} has no department"))
+        problems.append(("department", f"角色 {role} 不设部门"))
     if role == "inspector":
         if not grids:
-            problems.append(("grids", "an inspector needs at least one grid"))
+            problems.append(("grids", "网格员 (inspector) 至少须指定一个网格"))
         for grid in grids:
             if jurisdiction is not None and grid not in jurisdiction.grids:
-                problems.append(("grids", f"unknown grid {grid!r}"))
+                problems.append(("grids", f"未知网格 {grid!r}"))
     elif grids:
-        problems.append(("grids", f"a {role} has no grids"))
+        problems.append(("grids", f"角色 {role} 不设网格"))
     if scopes is not None:
         extra = sorted(set(scopes) - ROLE_SCOPES[role])
         if extra:
             problems.append(
-                ("scopes", f"scopes {extra} exceed role {role} ({sorted(ROLE_SCOPES[role])})")
+                ("scopes", f"权限范围 {extra} 超出角色 {role} 的权限 ({sorted(ROLE_SCOPES[role])})")
             )
     if problems:
         raise GrantError(problems)

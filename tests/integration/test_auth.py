@@ -532,7 +532,7 @@ async def test_gridctl_users(system: dict[str, Any]) -> None:
     assert "520111001001" in listed.output
     bad = await invoke("users", "add", "y-user", "--role", "dispatcher", "--node", "nope",
                        "--password-stdin", stdin="cli-password-1\n")  # fmt: skip
-    assert bad.exit_code != 0 and "unknown node" in bad.output
+    assert bad.exit_code != 0 and "未知节点" in bad.output
 
     token = await sign_in(system["client"], "inspector-x", "cli-password-1")
     assert token["user"]["grids"] == ["520111001001"]
