@@ -59,6 +59,11 @@ Progress = Callable[[str, int, int], None]  # (partition, events done, events ex
 CHAIN_TABLES = ("log_chain", "relay_positions")
 
 KINDS = ("altered", "removed", "inserted", "reordered", "chain", "undecodable")
+#: Each kind in words (``Problem.describe``; ``kind`` itself stays the machine-readable code).
+KIND_NAMES = {
+    "altered": "被篡改", "removed": "缺失", "inserted": "被插入", "reordered": "顺序错乱",
+    "chain": "日志链断裂", "undecodable": "无法解码",
+}
 PROGRESS_EVERY = 20_000
 
 
@@ -78,10 +83,12 @@ class Problem:
         return asdict(self)
 
     def describe(self) -> str:
-        where = f"partition {self.partition} position {self.position}"
+        """For people: what (in words, with the kind's code), where, and the detail."""
+        where = f"分区 {self.partition} 位置 {self.position}"
         if self.case_id:
-            where += f", case {self.case_no or self.case_id} version {self.version}"
-        return f"{self.kind.upper()} at {where}: {self.detail}"
+            where += f", 案件 {self.case_no or self.case_id} 第 {self.version} 版"
+        what = KIND_NAMES.get(self.kind, self.kind)
+        return f"{what} ({self.kind.upper()}), {where}: {self.detail}"
 
 
 @dataclass
@@ -205,26 +212,26 @@ class _Checker:
         if version <= last_version:
             problem = self._p(
                 "reordered", position, case_id, version,
-                f"version {version} comes after version {last_version} of the same case",
+                f"第 {version} 版排在同一案件的第 {last_version} 版之后",
             )
         elif version > last_version + 1:
             missing = (
-                f"version {last_version + 1}" if version == last_version + 2
-                else f"versions {last_version + 1}–{version - 1}"
+                f"第 {last_version + 1} 版" if version == last_version + 2
+                else f"第 {last_version + 1}–{version - 1} 版"
             )
             problem = self._p(
-                "removed", position, case_id, version, f"{missing} of this case missing before it"
+                "removed", position, case_id, version, f"此前缺少本案件的{missing}"
             )
         elif recomputed != stored_hash:
             problem = self._p(
                 "altered", position, case_id, version,
-                f"content does not match its hash (stored {stored_hash[:12]}…, "
-                f"recomputed {recomputed[:12]}…)",
+                f"内容与其哈希不符 (存储的 {stored_hash[:12]}…, "
+                f"重新计算的 {recomputed[:12]}…)",
             )
         elif prev_hash != last_hash:
             problem = self._p(
                 "altered", position, case_id, version,
-                "prev_hash is not the hash of the previous event of the case",
+                "prev_hash 不是本案件上一事件的哈希",
             )
         self.cases[case_id] = (max(version, last_version), stored_hash)
         return problem, stored_hash
@@ -330,7 +337,7 @@ def verify_partition(
                 position, case_id, version, event_hash, value = ch
                 problem = Problem(
                     "removed", partition, position, case_id, version,
-                    "sealed in the log but missing from the store",
+                    "日志已封存, 但事件库中没有该事件",
                 )
                 last = checker.cases.get(case_id, (0, GENESIS))
                 if version == last[0] + 1:  # the case's next event chains to this one
@@ -346,7 +353,7 @@ def verify_partition(
                 if position <= sealed_head:
                     problem = Problem(
                         "inserted", partition, position, case_id, version,
-                        "in the store at a sealed position where the log has no event",
+                        "事件库中的事件位于已封存位置, 但日志在此没有事件",
                     )
                 else:
                     report.unsealed += 1
@@ -361,15 +368,15 @@ def verify_partition(
                 if (s_case, s_version) != (case_id, version):
                     problem = Problem(
                         "reordered", partition, position, case_id, version,
-                        f"the log sealed case {s_case} version {s_version} at this position",
+                        f"日志在此位置封存的是案件 {s_case} 第 {s_version} 版",
                     )
                 elif stored_hash is not None and stored_hash != s_hash and (
                     problem is None or problem.kind != "altered"
                 ):
                     problem = Problem(
                         "altered", partition, position, case_id, version,
-                        f"its hash {stored_hash[:12]}… differs from the sealed {s_hash[:12]}… "
-                        "(changed and re-hashed)",
+                        f"其哈希 {stored_hash[:12]}… 与封存的 {s_hash[:12]}… 不同 "
+                        "(被改动后重新计算了哈希)",
                     )
                 if problem is not None and problem.kind == "altered" and lookups > 0:
                     lookups -= 1
@@ -377,8 +384,8 @@ def verify_partition(
                     if moved is not None:
                         problem = Problem(
                             "reordered", partition, position, case_id, version,
-                            f"holds the event sealed at position {moved[0]} "
-                            f"(case {moved[1]} version {moved[2]})",
+                            f"此处是封存于位置 {moved[0]} 的事件 "
+                            f"(案件 {moved[1]} 第 {moved[2]} 版)",
                         )
                 chain_problem = _check_link(partition, prev_chain, ch)
                 prev_chain = value
@@ -399,7 +406,7 @@ def verify_partition(
             checker.add(
                 Problem(
                     "removed", partition, sealed_head, None, None,
-                    f"the relay published up to position {sealed_head} but the log ends at "
+                    f"中继已发布到位置 {sealed_head}, 但日志止于位置 "
                     f"{head.position if head else 0}",
                 )
             )
@@ -415,8 +422,8 @@ def _check_link(partition: str, prev: str, ch: tuple[Any, ...]) -> Problem | Non
     if fast_link(prev, partition, position, case_id, version, event_hash) != value:
         return Problem(
             "chain", partition, position, case_id, version,
-            "the sealed log's chain value does not follow from the previous one "
-            "(log_chain edited)",
+            "已封存日志的链值不是由前一个链值推出的 "
+            "(log_chain 被改动)",
         )
     return None
 
@@ -568,16 +575,16 @@ def check_case(
         if s is not None:
             if (s[1], int(s[2])) != (row.case_id, row.version):
                 problem = Problem("reordered", partition, row.position, row.case_id,
-                                  row.version, f"the log sealed case {s[1]} version {s[2]} here")
+                                  row.version, f"日志在此封存的是案件 {s[1]} 第 {s[2]} 版")
             elif s[3] != stored_hash and problem is None:
                 problem = Problem("altered", partition, row.position, row.case_id, row.version,
-                                  "hash differs from the sealed one")
+                                  "哈希与封存的不同")
             elif _check_link(partition, s[5] or GENESIS, s[:5]) is not None and problem is None:
                 problem = Problem("chain", partition, row.position, row.case_id, row.version,
-                                  "sealed chain value does not follow from its predecessor")
+                                  "封存的链值不是由前一个链值推出的")
         elif status == "inserted" and problem is None:
             problem = Problem("inserted", partition, row.position, row.case_id, row.version,
-                              "at a sealed position where the log has no event")
+                              "位于已封存位置, 但日志在此没有事件")
         if problem is not None:
             checker.add(problem)
         events_out.append({
@@ -591,7 +598,7 @@ def check_case(
     for pos, s in sealed.items():
         if pos not in positions:
             checker.add(Problem("removed", partition, pos, s[1], int(s[2]),
-                                "sealed in the log but missing from the store"))
+                                "日志已封存, 但事件库中没有该事件"))
     problems = sorted(report.problems, key=lambda p: p.position)
     return {
         "ok": not problems,

@@ -238,7 +238,7 @@ async def test_tampering_is_detected_and_located(system: dict[str, Any]) -> None
         text = out.decode()
         assert proc.returncode == 1, (text, err.decode())
         assert "第一个问题" in text and "ALTERED" in text
-        assert f"position {target['notification_id']}" in text and s["numbers"][0] in text
+        assert f"位置 {target['notification_id']}" in text and s["numbers"][0] in text
         assert "分区" in err.decode()  # the progress bar
         await _restore(conn, table, [target])
         proc = await asyncio.create_subprocess_exec(
