@@ -413,7 +413,7 @@ async def import_register(
     try:
         table = files.read_table(data, f"upload.{format}")
     except Exception as exc:  # a file openpyxl / csv cannot read at all
-        raise ApiError(422, "unreadable_file", f"cannot read the {format} file: {exc}") from exc
+        raise ApiError(422, "unreadable_file", f"无法读取 {format} 文件: {exc}") from exc
     parsed = files.parse_import(table, app.ref.jurisdiction)
     j = app.ref.jurisdiction
 
@@ -421,7 +421,7 @@ async def import_register(
         grid = args["grid"]
         if hx.may_edit(principal, grid, j.grid(grid).parent):
             return None
-        return f"grid {grid} is not yours to edit"
+        return f"网格 {grid} 不在您可编辑的范围内"
 
     made, existing, refused = await import_rows(
         app, parsed.rows, actor=principal.user_id, role=principal.role, channel="import",

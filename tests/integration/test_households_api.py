@@ -177,7 +177,7 @@ async def test_household_story(system: dict[str, Any]) -> None:
     assert r.status_code == 200, r.text
     result = r.json()
     assert result["registered"] == 1
-    assert [(x["line"], "not yours" in x["reason"]) for x in result["rejected"]] == [
+    assert [(x["line"], "不在您可编辑的范围内" in x["reason"]) for x in result["rejected"]] == [
         (3, True), (4, False)]
     assert (await client.post("/v1/households/import?format=csv", content=csv_body,
                               headers=auditor)).status_code == 403
