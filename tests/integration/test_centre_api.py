@@ -309,7 +309,7 @@ async def test_rebuild_equals_live_for_map_and_metrics(system: dict[str, Any]) -
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
     assert proc.returncode == 0, err.decode()[-3000:]
-    assert "metrics" in err.decode() and "events" in err.decode()
+    assert "metrics" in err.decode() and "个事件" in err.decode()
     assert await snapshot() == before
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateways.cli", "projections", "list", env=env,
