@@ -157,3 +157,12 @@ async def delete_streams(js: JetStreamContext, topo: Topology) -> None:
     for name in (topo.commands_stream, topo.events_stream, topo.dlq_stream):
         with contextlib.suppress(NotFoundError):
             await js.delete_stream(name)
+
+
+async def drop_consumer(js: JetStreamContext, stream: str, name: str) -> None:
+    """Remove a durable consumer that nobody reads any more — one a changed layout of the
+    roles left behind (the notifier's own when the projector applies its read models, the
+    reporter texts' from before they rode on the notifier's). Best effort: absent, or the
+    broker not answering now, changes nothing (it is tried again at the next start)."""
+    with contextlib.suppress(Exception):
+        await js.delete_consumer(stream, name)

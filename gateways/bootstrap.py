@@ -153,27 +153,22 @@ class Runtime(runtime.Runtime):
                 self.spawn(role, self.relay.run(self.stop_event))
             elif role == "projector":
                 models = self._selected_projections()
-                # Its usual consumer name, whether or not the notifier's models ride along.
-                durable = f"proj_{'_'.join(p.name for p in models)}"
-                if "notifier" in roles:
-                    # One process runs both: ONE consumer, decode and transaction per batch for
-                    # every read model (the notifier's own consumer was a delivery, a decode,
-                    # an ack and a transaction more per event; docs/performance.md).
-                    notifier = self._notifier()
-                    runner = ProjectionRunner(
-                        [*models, *notifier.projections], self.js, self.topo, self.pool,
-                        on_applied=notifier.applied, linger=self._linger(), durable=durable,
-                    )
-                    self.projectors.append(runner)
-                    self.spawn(role, notifier.run_projections(
-                        runner, self.stop_event, drop_own_consumer=True))
-                else:
-                    runner = ProjectionRunner(
-                        models, self.js, self.topo, self.pool,
-                        linger=self._linger(), durable=durable,
-                    )
-                    self.projectors.append(runner)
-                    self.spawn(role, runner.run(self.stop_event))
+                # One process runs both: ONE consumer, decode and transaction per batch for
+                # every read model (the notifier's own consumer was a delivery, a decode, an
+                # ack and a transaction more per event; docs/performance.md).
+                rider = self._notifier() if "notifier" in roles else None
+                runner = ProjectionRunner(
+                    [*models, *(rider.projections if rider else [])],
+                    self.js, self.topo, self.pool,
+                    on_applied=rider.applied if rider else None,
+                    linger=self._linger(),
+                    # Its usual consumer name, whether or not the notifier's models ride along.
+                    durable=f"proj_{'_'.join(p.name for p in models)}",
+                )
+                self.projectors.append(runner)
+                self.spawn(role, rider.run_projections(runner, self.stop_event,
+                                                       drop_own_consumer=True)
+                           if rider else runner.run(self.stop_event))
             elif role == "watcher":
                 self.watcher = SlaWatcher(self.pool, self.js, self.topo, self.ref, self.clock,
                                           interval_s=self.settings.watcher_interval_s,

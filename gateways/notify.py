@@ -72,6 +72,7 @@ from fastapi.responses import StreamingResponse
 from core import codec
 from core.clock import Clock
 from core.logging import get_logger
+from core.messaging import drop_consumer
 from core.settings import REPO_ROOT
 from gateways.http.access import CASE_READERS
 from gateways.http.deps import get_clock, get_pool, get_runtime
@@ -394,10 +395,7 @@ class Notifier:
         ``drop_own_consumer``, the projector's: then the role's own consumer, left by a layout
         that ran it alone, has no reader and is removed first)."""
         if drop_own_consumer:
-            with contextlib.suppress(Exception):
-                await self.runtime.js.delete_consumer(
-                    self.runtime.topo.events_stream, self.DURABLE
-                )
+            await drop_consumer(self.runtime.js, self.runtime.topo.events_stream, self.DURABLE)
         try:
             await runner.run(stop)
         finally:

@@ -30,6 +30,7 @@ import httpx
 import orjson
 
 from core.logging import get_logger
+from core.messaging import drop_consumer
 from core.settings import Settings
 from gateways.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
@@ -201,15 +202,9 @@ class OutboundRunner:
         if self.projection.queued:
             self.sender.wake.set()
 
-    async def _drop_old_consumer(self) -> None:
-        """An upgraded box still has the consumer this part used before; nobody reads it."""
-        with contextlib.suppress(Exception):
-            await self.runtime.js.delete_consumer(
-                self.runtime.topo.events_stream, self.OLD_CONSUMER
-            )
-
     async def _send(self, stop: asyncio.Event) -> None:
-        await self._drop_old_consumer()
+        # An upgraded box still has the consumer this part used before; nobody reads it.
+        await drop_consumer(self.runtime.js, self.runtime.topo.events_stream, self.OLD_CONSUMER)
         await self.sender.run(stop)
 
     def tasks(self, stop: asyncio.Event) -> list[Any]:

@@ -50,7 +50,9 @@ ACK_WAIT_S = 10.0
 #: reads it from the event store — the truth, committed synchronously — and any read model
 #: can be rebuilt from the store as well. What it buys: the projector does not wait for a WAL
 #: flush per batch, and PostgreSQL groups those flushes.
-READ_MODEL_COMMIT = "SET LOCAL synchronous_commit = off"
+#: Said in the statement that takes the projections' locks (``projection_lock``): no round
+#: trip of its own.
+READ_MODEL_COMMIT = "set_config('synchronous_commit', 'off', true)"
 #: Batches up to this size are applied to a group's read models in one transaction
 #: (``ProjectionRunner._apply_together``); bigger ones concurrently, one transaction each.
 ONE_TRANSACTION_UPTO = 50
@@ -70,15 +72,15 @@ async def projection_lock(
     """Serialise writers of these projections (live runner vs. rebuild swap) for this
     transaction: one statement, locks taken in name order (as every holder takes them).
     ``read_model_commit``: the same statement also makes this transaction's commit
-    asynchronous (:data:`READ_MODEL_COMMIT`, as ``set_config(…, true)``) — one round trip
-    less per batch for the live runner."""
+    asynchronous (:data:`READ_MODEL_COMMIT`) — one round trip less per batch for the live
+    runner."""
     ordered = sorted(set(names))
     calls = [
         f"pg_advisory_xact_lock(hashtext(current_schema() || ':projection:' || ${i + 1}))"
         for i in range(len(ordered))
     ]
     if read_model_commit:
-        calls.insert(0, "set_config('synchronous_commit', 'off', true)")
+        calls.insert(0, READ_MODEL_COMMIT)
     await conn.execute("SELECT " + ", ".join(calls), *ordered)
 
 
@@ -90,17 +92,7 @@ async def apply_batch(
 ) -> int:
     """Apply the not-yet-applied envelopes in one transaction; returns how many were new."""
     async with conn.transaction():
-        return await apply_in_transaction(conn, projection, envelopes, lock)
-
-
-async def apply_in_transaction(
-    conn: asyncpg.Connection,
-    projection: Projection,
-    envelopes: Sequence[Envelope],
-    lock: bool = True,
-) -> int:
-    """``apply_batch`` inside a transaction the caller holds."""
-    return await apply_group(conn, [projection], envelopes, lock)
+        return await apply_group(conn, [projection], envelopes, lock)
 
 
 async def apply_group(
@@ -108,6 +100,7 @@ async def apply_group(
     projections: Sequence[Projection],
     envelopes: Sequence[Envelope],
     lock: bool = True,
+    read_model_commit: bool = False,
 ) -> int:
     """Apply the batch to each of ``projections`` (in that order) inside the caller's
     transaction, each skipping what its own positions say it has; returns the most any of
@@ -118,7 +111,7 @@ async def apply_group(
     was these per-projection round trips, not the rows."""
     names = [p.name for p in projections]
     if lock:
-        await projection_lock(conn, *names)
+        await projection_lock(conn, *names, read_model_commit=read_model_commit)
     return await _apply_known(conn, projections, envelopes, await _positions(conn, names))
 
 
@@ -266,14 +259,11 @@ class ProjectionRunner:
         cost (four transactions for one report at a trickle); each projection is still
         exactly-once by its own position, in the same transaction as its rows."""
         async with self.pool.acquire() as conn, conn.transaction():
-            # Read-model commits do not wait for the WAL flush (see READ_MODEL_COMMIT): set
-            # by complete_and_apply's lock statement.
             return await complete_and_apply(conn, self._ordered, envelopes)
 
     async def _apply_one(self, projection: Projection, envelopes: list[Envelope]) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(READ_MODEL_COMMIT)
-            return await apply_in_transaction(conn, projection, envelopes)
+            return await apply_group(conn, [projection], envelopes, read_model_commit=True)
 
     async def _apply_apart(self, envelopes: list[Envelope]) -> tuple[list[Envelope], int, int]:
         """A big batch: holes filled first, then every projection of the group in its own
@@ -287,8 +277,8 @@ class ProjectionRunner:
         a case that is in the queue already has its timeline (and map and metrics) rows."""
         async with self.pool.acquire() as conn:
             envelopes, filled = await complete_from_store(conn, self._names, envelopes)
-        first = [p for p in self._ordered if p.name != "queue"]
-        last = [p for p in self._ordered if p.name == "queue"]
+        first = [p for p in self.projections if p.name != "queue"]
+        last = [p for p in self.projections if p.name == "queue"]
         results: list[Any] = list(await asyncio.gather(
             *(self._apply_one(p, envelopes) for p in first), return_exceptions=True
         ))
