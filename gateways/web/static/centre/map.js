@@ -180,16 +180,7 @@ export class JurisdictionMap {
         box.dataset.state = s.error ? "error" : s.zoomIn ? "zoom-in" : "shown";
       },
     });
-    const box = L.DomUtil.create("div", "leaflet-bar map-toggle components-toggle");
-    const label = L.DomUtil.create("label", "", box);
-    const input = L.DomUtil.create("input", "", label);
-    input.type = "checkbox";
-    input.id = "toggle-components";
-    const name = L.DomUtil.create("span", "", label);
-    const note = L.DomUtil.create("small", "muted", label);
-    // What the colours mean, shown with the layer.
-    const legend = L.DomUtil.create("div", "gd-component-legend", box);
-    legend.hidden = true;
+    const { box, input, name, note, legend } = this.layerToggle("components", "gd-component-legend");
     const words = () => {
       name.textContent = ` ${t("components_layer")} `;
       legend.replaceChildren();
@@ -201,17 +192,38 @@ export class JurisdictionMap {
     };
     words();
     onLang(words);
-    L.DomEvent.disableClickPropagation(box);
-    L.DomEvent.disableScrollPropagation(box);
     input.addEventListener("change", () => {
       legend.hidden = !input.checked;
       if (input.checked) layer.addTo(this.map);
       else { this.map.removeLayer(layer); note.textContent = ""; delete box.dataset.state; }
     });
-    const Control = L.Control.extend({ onAdd: () => box });
-    new Control({ position: "topright" }).addTo(this.map);
     this.components = layer;
-    this.toggles = box; // the other layers' toggles join this box (one control, not a stack)
+  }
+
+  /** One layer's row in the map's toggle box: a checkbox (#toggle-<key>), its name and a
+   * note beside it, and a legend shown with the layer. The first row makes the box (a Leaflet
+   * control in the corner); the others join it — one control, not a stack (a phone's map has
+   * little room). */
+  layerToggle(key, legendClass) {
+    const first = !this.toggles;
+    const box = L.DomUtil.create("div", `${first ? "leaflet-bar map-toggle " : ""}${key}-toggle`, this.toggles);
+    const label = L.DomUtil.create("label", "", box);
+    const input = L.DomUtil.create("input", "", label);
+    input.type = "checkbox";
+    input.id = `toggle-${key}`;
+    const name = L.DomUtil.create("span", "", label);
+    const note = L.DomUtil.create("small", "muted", label);
+    // What the colours mean, shown with the layer.
+    const legend = L.DomUtil.create("div", legendClass, box);
+    legend.hidden = true;
+    if (first) {
+      L.DomEvent.disableClickPropagation(box);
+      L.DomEvent.disableScrollPropagation(box);
+      const Control = L.Control.extend({ onAdd: () => box });
+      new Control({ position: "topright" }).addTo(this.map);
+      this.toggles = box;
+    }
+    return { box, input, name, note, legend };
   }
 
   /** "走访逾期" beside the 部件 toggle: per grid, the households whose care visit is overdue
@@ -221,16 +233,7 @@ export class JurisdictionMap {
    * while shown. */
   addVisitsToggle(fetchJSON) {
     const group = L.layerGroup();
-    // In the 部件 toggle's box when there is one (a phone's map has little room), else its own.
-    const box = L.DomUtil.create("div", this.toggles ? "visits-toggle" : "leaflet-bar map-toggle visits-toggle", this.toggles);
-    const label = L.DomUtil.create("label", "", box);
-    const input = L.DomUtil.create("input", "", label);
-    input.type = "checkbox";
-    input.id = "toggle-visits";
-    const name = L.DomUtil.create("span", "", label);
-    const note = L.DomUtil.create("small", "muted", label);
-    const legend = L.DomUtil.create("div", "gd-component-legend visits-legend", box);
-    legend.hidden = true;
+    const { box, input, name, note, legend } = this.layerToggle("visits", "gd-component-legend visits-legend");
     let counts = null, timer = null;
     const words = () => {
       name.textContent = ` ${t("visits_layer")} `;
@@ -277,12 +280,6 @@ export class JurisdictionMap {
     };
     words();
     onLang(words);
-    if (!this.toggles) {
-      L.DomEvent.disableClickPropagation(box);
-      L.DomEvent.disableScrollPropagation(box);
-      const Control = L.Control.extend({ onAdd: () => box });
-      new Control({ position: "topright" }).addTo(this.map);
-    }
     input.addEventListener("change", () => {
       legend.hidden = !input.checked;
       clearInterval(timer);
