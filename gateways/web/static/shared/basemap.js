@@ -351,8 +351,10 @@
         bounds = bounds ? bounds.extend(c) : c;
       }
       if (!bounds) return;
-      if (pts.length === 1 && !circle) map.setView(bounds.getCenter(), 15);
-      else map.fitBounds(bounds, { padding: [28, 28], maxZoom: 17 });
+      // No animation: the panel may replace this map at any moment (a case reloaded), and a
+      // map removed mid-animation throws from Leaflet's pending frame (_leaflet_pos).
+      if (pts.length === 1 && !circle) map.setView(bounds.getCenter(), 15, { animate: false });
+      else map.fitBounds(bounds, { padding: [28, 28], maxZoom: 17, animate: false });
     };
     fit();
     if (!pts.length && !circle) return map;
@@ -372,8 +374,11 @@
         .addTo(map)
         .bindTooltip(esc(p.label), { permanent: true, direction: p.direction || "top", className: "gd-pin-label", offset: [0, p.direction === "bottom" ? 6 : -6] });
     }
-    // Shown inside a panel that may still be laying out: measure again once it has.
-    requestAnimationFrame(() => { map.invalidateSize(); fit(); });
+    // Shown inside a panel that may still be laying out: measure again once it has — unless
+    // the panel removed this map meanwhile (under load a reload can come first).
+    let removed = false;
+    map.on("unload", () => { removed = true; });
+    requestAnimationFrame(() => { if (!removed) { map.invalidateSize(); fit(); } });
     return map;
   }
 
