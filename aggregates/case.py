@@ -26,6 +26,7 @@ import dataclasses
 from collections.abc import Iterable
 from contextvars import ContextVar
 from datetime import datetime
+from functools import cache
 from typing import Any, cast
 from uuid import UUID
 
@@ -68,7 +69,7 @@ class Case(Aggregate):
         """上报 / 受理登记: the case exists (status reported). Resubmissions are deduped by the
         caller: the case id is derived from the idempotency key, and the store refuses to
         create the same aggregate twice."""
-        spec = next(s for s in REGISTRY.values() if s.creates)
+        spec = _creating()
         if ctx.role not in spec.roles:
             raise NotPermitted(spec.name, ctx.role)
         _check_time(ctx.at)
@@ -147,6 +148,12 @@ class Case(Aggregate):
         }
 
 
+@cache
+def _creating() -> ActionSpec:
+    """The registry's entry that creates a case (looked up once)."""
+    return next(s for s in REGISTRY.values() if s.creates)
+
+
 def _check_time(at: Any) -> None:
     if not isinstance(at, datetime) or at.tzinfo is None or at.utcoffset() is None:
         raise InvalidCommand("at must be a timezone-aware datetime", "at")
@@ -158,7 +165,7 @@ def _fields(
     """The event's own fields: every argument by name, then what the entry computes."""
     if not isinstance(args, spec.args):
         raise InvalidCommand(f"{spec.name} takes {spec.args.__name__}", "args")
-    fields = args.model_dump()
+    fields = args.dump()
     if spec.decide is not None:
         computed = spec.decide(state, args, ctx)
         if computed is None:
@@ -175,33 +182,45 @@ def _payload(
     previous: dict[str, Any] | None,
 ) -> tuple[dict[str, Any], CaseState, dict[str, Any]]:
     """The full payload (own fields + common ones + what the summary changed from
-    ``previous``, the whole summary for a new case), the state after and its summary."""
+    ``previous``, the whole summary for a new case), the state after and its summary.
+
+    ``fields`` is this command's own dict (``_fields``: a fresh ``model_dump`` plus the
+    entry's computed values): the state after takes its containers, the event a copy of
+    them (``json_safe``), so the two never share a dict or list."""
     due, due_step = spec.deadline.after(state, fields, ctx)
-    fields = json_safe(fields)
     fields.pop("due", None)  # a watcher's mark names the running deadline: the common ``due``
+    reason = fields.pop("reason", None)
     common = {
         "actor": _text(ctx.actor, "actor"),
         "role": ctx.role,
         "channel": _text(ctx.channel, "channel"),
-        "reason": fields.pop("reason", None),
+        "reason": reason,
         "command_id": _text(ctx.command_id, "command_id"),
         "from_status": None if spec.creates else state.status.value,
         "to_status": (INITIAL_STATUS if spec.creates else spec.status_after(state.status)).value,
         "due": due,
         "due_step": due_step if due is not None else None,
     }
+    payload = json_safe(fields)
+    payload.update(common)
     after = state.copy()
-    # The state gets its own copies of the containers: changing it never changes the event.
-    advance(after, Draft(spec.event, timestamp=ctx.at, **json_safe(fields), **common))
+    draft = Draft.__new__(Draft)
+    facts = draft.__dict__
+    facts.update(fields)
+    facts.update(common)
+    facts["timestamp"] = ctx.at
+    facts["_event_class"] = spec.event
+    advance(after, draft)
     moved: set[str] = set()
     summary = _summary(after, ctx, state, previous, moved)
-    changed = summary
-    if previous is not None:  # record what changed (the lights always: two booleans)
+    if previous is None:
+        payload["summary"] = summary
+    else:  # record what changed (the lights always: two booleans)
         moved.update(ALWAYS)
         if summary["offers"] != previous.get("offers"):
             moved.add("offers")
-        changed = {k: v for k, v in summary.items() if k in moved}
-    return {**fields, **common, "summary": changed}, after, summary
+        payload["summary"] = {k: v for k, v in summary.items() if k in moved}
+    return payload, after, summary
 
 
 def _summary(

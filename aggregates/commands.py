@@ -53,9 +53,14 @@ class Command(Strict):
     def parsed_args(self) -> Strict:
         """The action's argument model (raises pydantic.ValidationError on bad args); parsed
         once per command, however many layers ask."""
-        if self._parsed is None:
-            self._parsed = ARGS[self.verb].model_validate(self.args)
-        return self._parsed
+        # Read through the private-attribute dict: ``self._parsed`` goes through pydantic's
+        # ``__getattr__`` (a few µs, twice per command on the worker's path).
+        private = self.__pydantic_private__
+        assert private is not None  # the model declares a private attribute
+        parsed: Strict | None = private["_parsed"]
+        if parsed is None:
+            parsed = private["_parsed"] = ARGS[self.verb].model_validate(self.args)
+        return parsed
 
 
 class Outcome(BaseModel):

@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any, Literal, Protocol, TypeVar, cast
+from types import UnionType
+from typing import Any, Literal, Protocol, TypeVar, Union, cast, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict
 
@@ -36,6 +37,41 @@ class Strict(BaseModel):
     """Argument schemas refuse unknown fields: a typo must not silently drop data."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    def dump(self) -> dict[str, Any]:
+        """``model_dump()``, without pydantic's serializer when the schema is flat (every
+        field a scalar: then the dump is the validated values themselves, a new dict)."""
+        if _flat(type(self)):
+            return dict(self.__dict__)
+        return self.model_dump()
+
+
+#: Field types whose validated value is its own ``model_dump`` (immutable scalars).
+_SCALARS = frozenset({str, int, float, bool, type(None), datetime})
+
+
+@cache
+def _flat(schema: type[BaseModel]) -> bool:
+    """Whether every field of ``schema`` is a scalar (or a union / Literal of scalars) and
+    nothing customises its serialisation: its dump is then a copy of ``__dict__``."""
+    decorators = schema.__pydantic_decorators__
+    if (
+        decorators.model_serializers or decorators.field_serializers
+        or schema.model_computed_fields or schema.model_config.get("extra") != "forbid"
+    ):
+        return False
+    return all(_scalar(f.annotation) for f in schema.model_fields.values())
+
+
+def _scalar(annotation: Any) -> bool:
+    if annotation in _SCALARS:
+        return True
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return all(type(a) in _SCALARS for a in get_args(annotation))
+    if origin is Union or origin is UnionType:
+        return all(_scalar(a) for a in get_args(annotation))
+    return False
 
 
 class CaseHandle(Protocol):
