@@ -257,6 +257,10 @@ async def _fetch(psub: Any, batch: int, timeout: float) -> list[Msg]:
         return got.msgs
     if got.error is not None:
         raise APIError.from_msg(got.error)
+    # The no_wait request's status ended *that* request, not the waiting one sent next: left
+    # set, it discarded every waiting request after its first delivery, so each message at a
+    # trickle cost a no_wait request, its 404, a new waiting request and, later, its 408.
+    got.ended = False
     expires_ns = int((deadline - loop.time()) * 1e9) - 100_000
     if expires_ns <= 0:
         raise NatsTimeout

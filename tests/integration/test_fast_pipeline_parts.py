@@ -162,6 +162,47 @@ async def test_fetch_returns_what_is_there_in_order() -> None:
         await nc.close()
 
 
+async def test_a_trickle_reuses_one_waiting_request() -> None:
+    """One message at a time, each fetched as it comes: the waiting pull request sent for the
+    first is reused for the rest (no request, no status per message). A status ending the
+    ``no_wait`` request once discarded every waiting request after its first delivery."""
+    nc = await nats.connect(nats_url())
+    watcher = await nats.connect(nats_url())
+    js = nc.jetstream()
+    name = f"FT{uuid.uuid4().hex[:8].upper()}"
+    subject = name.lower()
+    await js.add_stream(StreamConfig(name=name, subjects=[f"{subject}.>"]))
+    requests: list[bytes] = []
+
+    async def count(msg: nats.aio.msg.Msg) -> None:
+        requests.append(msg.data)
+
+    await watcher.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{name}.d", cb=count)
+    await watcher.flush()
+    try:
+        sub = await js.pull_subscribe(
+            f"{subject}.>", durable="d", stream=name,
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30),
+        )
+        received = []
+        for i in range(12):
+            pending = asyncio.create_task(fetch(sub, 100, 5.0))
+            await asyncio.sleep(0.02)  # the fetch is waiting when the message comes
+            await js.publish(f"{subject}.x", str(i).encode())
+            msgs = await pending
+            for m in msgs:
+                await m.ack()
+            received += [int(m.data) for m in msgs]
+        await watcher.flush()
+        assert received == list(range(12))
+        # The first fetch: one no_wait request and one waiting request; then none.
+        assert len(requests) <= 3, requests
+    finally:
+        await js.delete_stream(name)
+        await nc.close()
+        await watcher.close()
+
+
 async def test_event_log_reader_matches_eventsourcing(stores: StoreRegistry) -> None:
     """``core.eventlog`` (asyncpg, every reader's path) gives the envelopes eventsourcing's own
     ``select_notifications`` gives, and bounds the range both ways."""
