@@ -26,6 +26,7 @@ from eventsourcing.persistence import (
     Mapper,
     UUIDAsHex,
 )
+from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
@@ -174,7 +175,7 @@ async def test_a_trickle_reuses_one_waiting_request() -> None:
     await js.add_stream(StreamConfig(name=name, subjects=[f"{subject}.>"]))
     requests: list[bytes] = []
 
-    async def count(msg: nats.aio.msg.Msg) -> None:
+    async def count(msg: Msg) -> None:
         requests.append(msg.data)
 
     await watcher.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{name}.d", cb=count)
