@@ -107,8 +107,16 @@ class Draft:
     def of(cls, event: CaseEvent) -> Draft:
         """A replayed event's facts with their own containers, so the state built from it
         never shares a dict or list with the stored event (whose hash covers them)."""
-        fields = {k: json_safe(v) for k, v in vars(event).items() if k != "summary"}
-        return cls(type(event), **fields)
+        leaves = _LEAVES
+        draft = cls.__new__(cls)
+        # Containers copied, leaves shared (no call per leaf: most fields are leaves); the
+        # summary is not a fact the state is built from.
+        draft.__dict__ = {
+            k: v if type(v) in leaves else json_safe(v)
+            for k, v in vars(event).items() if k != "summary"
+        }
+        draft._event_class = type(event)
+        return draft
 
     def evolve(self, state: CaseState) -> None:
         self._event_class.evolve(cast(CaseEvent, self), state)

@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aggregates.integrity import canonical_json, event_hash, iso_utc
+from projections.audit import rows
 from projections.audit.chain import fast_link, link
 from projections.audit.rows import UndecodableEvent, canonical_bytes, decode_state, digest
 
@@ -98,3 +99,94 @@ def test_chain_link_is_the_documented_bytes() -> None:
     assert link("", "520102", 17, "12345678-1234-5678-1234-567812345678", 3, "ab" * 32) == \
         hashlib.sha256(text.encode()).hexdigest()
     assert json.loads(text)["position"] == 17
+
+
+# --- the fast decoding (orjson) gives what the stdlib decoding gives -----------------------
+
+_REFERENCE = json.JSONDecoder(object_hook=rows._hook, parse_constant=rows._no_constants)
+
+_stored_states = st.dictionaries(
+    st.sampled_from(["a", "b", "_type_", "_data_", "hours", "at"]),
+    json_values
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.datetimes(timezones=st.just(UTC)).map(lambda d: {"_type_": "datetime_iso",
+                                                          "_data_": d.isoformat()})
+    | st.uuids().map(lambda u: {"_type_": "uuid_hex", "_data_": u.hex})
+    | st.uuids().map(lambda u: {"nested": [{"_type_": "uuid_hex", "_data_": u.hex}]}),
+    max_size=6,
+)
+
+
+@given(_stored_states)
+def test_fast_decode_state_equals_the_stdlib_way(state: dict[str, Any]) -> None:
+    stored = json.dumps(state, ensure_ascii=False).encode()
+    try:
+        expected = _REFERENCE.decode(stored.decode())
+    except (ValueError, TypeError, AttributeError):
+        with pytest.raises(UndecodableEvent):
+            decode_state(stored)
+        return
+    decoded = decode_state(stored)
+    assert decoded == expected
+    assert json.dumps(decoded) == json.dumps(expected)  # ints stay ints (no 1e+29 floats)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [b'{"n": 123456789012345678901234567890}', b'{"n": -9223372036854775809}',
+     b'{"s": "\\ud800"}', b'{"t": {"_type_": "datetime_iso", "_data_": 5}}',
+     b'{"t": {"_type_": "uuid_hex", "_data_": "0123456789abcdef0123456789abcdef", "x": 1}}'],
+)
+def test_what_orjson_reads_differently_goes_the_stdlib_way(stored: bytes) -> None:
+    try:
+        expected: Any = _REFERENCE.decode(stored.decode())
+    except (ValueError, TypeError, AttributeError):
+        expected = UndecodableEvent
+    if expected is UndecodableEvent:
+        with pytest.raises(UndecodableEvent):
+            decode_state(stored)
+    else:
+        assert json.dumps(decode_state(stored)) == json.dumps(expected)
+
+
+@given(json_values)
+def test_risky_numbers_are_found_as_before(value: Any) -> None:
+    out = json.dumps(value).encode()
+    assert rows._risky(out) == (rows._RISKY_NUMBER.search(out) is not None)
+    for text in (b"1e5", b"-0.00001", b'{"a":[1,2e-7]}', b'{"a":"x,1e5"}', b'{"a":1}'):
+        assert rows._risky(text) == (rows._RISKY_NUMBER.search(text) is not None)
+
+
+def test_history_decodes_a_stored_event_as_the_mapper_does() -> None:
+    from eventsourcing.persistence import StoredEvent
+
+    from aggregates.case import Case
+    from projections.audit import history
+    from tests.unit.casekit import replay, report, run
+
+    case = report(lat=26.58713789, lon=106.71347)
+    for when, (verb, role) in enumerate(
+        [("file", "dispatcher"), ("dispatch", "dispatcher"), ("accept", "handler"),
+         ("report_result", "handler"), ("verify_pass", "inspector"), ("close", "dispatcher")],
+        start=1,
+    ):
+        if verb == "report_result":
+            run(case, verb, role, when, note="已处置")
+        else:
+            run(case, verb, role, when)
+    events = list(case.collect_events())
+    mapper = history._MAPPER
+    for number, event in enumerate(events, 1):
+        stored = mapper.to_stored_event(event)
+        record = (number, str(stored.originator_id), stored.originator_version, stored.topic,
+                  stored.state)
+        fast = history._domain_event(record)
+        slow = mapper.to_domain_event(
+            StoredEvent(stored.originator_id, stored.originator_version, stored.topic,
+                        stored.state)
+        )
+        assert type(fast) is type(slow) and vars(fast) == vars(slow)
+        assert {k: type(v) for k, v in vars(fast).items()} == {
+            k: type(v) for k, v in vars(slow).items()
+        }
+    assert isinstance(replay(events), Case)
