@@ -173,21 +173,6 @@ INSERT_SEALS = (
 )
 
 
-async def write_seals(conn: Any, partition: str, seals: Sequence[Seal]) -> None:
-    """Insert ``seals`` (asyncpg connection; call inside the relay's transaction)."""
-    if not seals:
-        return
-    await conn.execute(
-        INSERT_SEALS,
-        partition,
-        [s.position for s in seals],
-        [s.case_id for s in seals],
-        [s.version for s in seals],
-        [s.hash for s in seals],
-        [s.chain for s in seals],
-    )
-
-
 async def load_heads(conn: Any) -> dict[str, Head]:
     """The sealed head of every partition (asyncpg)."""
     rows = await conn.fetch(
@@ -209,13 +194,14 @@ async def chain_before(conn: Any, partition: str, position: int) -> str:
 
 
 class ChainSealer:
-    """The relay's part: chain each batch before publishing it, and write the seals in the
-    transaction that advances the relay position.
+    """The relay's part: chain each batch before publishing it; the seals are written in
+    the statement that advances the relay position.
 
     The relay reads each batch from ``min(relay position, sealed head)``, calls
     :meth:`prepare` (seals for the events after the head; their chain values go into the
     ``Grid-Log-Chain`` header), publishes only the events after its position, then
-    :meth:`write` inside its position transaction and :meth:`advance` after the commit.
+    writes them with its new position in one statement (``INSERT_SEALS`` inside the relay's
+``SEAL_AND_ADVANCE``) and calls :meth:`advance` after it.
     Reading from the head means events published before the chain existed are sealed first
     (back-fill, without re-publishing), so the chain always starts at the first event.
     """
@@ -236,9 +222,6 @@ class ChainSealer:
         head = self.head(partition)
         fresh = [e for e in envelopes if e["position"] > head.position]
         return seal_envelopes(partition, head.chain, fresh)
-
-    async def write(self, conn: Any, partition: str, seals: Sequence[Seal]) -> None:
-        await write_seals(conn, partition, seals)
 
     def advance(self, partition: str, seals: Sequence[Seal]) -> None:
         if seals:
