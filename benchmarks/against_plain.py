@@ -374,6 +374,35 @@ def griddispatch_system(state: Path) -> Iterator[Side]:
 # ----------------------------------------------------------------------------- one round
 
 
+#: A run starts when every system under test together uses less than this share of one
+#: core (over :data:`SETTLE_WINDOW_S`), or after :data:`SETTLE_MAX_S` whatever the load.
+SETTLE_BELOW = 0.15
+SETTLE_WINDOW_S = 1.0
+SETTLE_MAX_S = 60.0
+
+
+async def settle(roots: list[int], max_s: float = SETTLE_MAX_S) -> float:
+    """Wait until the process trees of ``roots`` are nearly idle; returns the share of a core
+    they used in the last window. Why: a burst leaves work behind (the notifier, the metrics,
+    PostgreSQL's checkpoints and autovacuum, nats-server's flushes) — measured in a quiet
+    stop, the plain app's figures were 1.7 × its own quiet ones when it ran right after
+    griddispatch's intake, so its ratios flattered griddispatch."""
+    sampler = CpuSampler(roots, exclude=set())
+    deadline = time.monotonic() + max_s
+    share = 1.0
+    while time.monotonic() < deadline:
+        before = sampler.snapshot()
+        await asyncio.sleep(SETTLE_WINDOW_S)
+        after = sampler.snapshot()
+        share = sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items()) / SETTLE_WINDOW_S
+        if share < SETTLE_BELOW:
+            return share
+    _say(f"  not quiet after {max_s:g} s ({share:.0%} of a core); measuring anyway")
+    return share
+
+
+
+
 async def run_side(side: Side, args: argparse.Namespace) -> None:
     """One round of the chosen measures on one side; results appended to ``side.runs``."""
     conn = await loadgen.poller(side.db, side.schema)
@@ -383,15 +412,19 @@ async def run_side(side: Side, args: argparse.Namespace) -> None:
         if args.warmup and not side.runs:
             await loadgen.intake_async(side.url, side.db, side.schema, args.warmup, 2, 8, *WHO,
                                        table=side.table, conn=conn)
+        quiet = getattr(args, "settle_roots", None) or side.roots
         with sampler.running():
             if "intake" in args.measures:
+                await settle(quiet)
                 await _intake(side, args, conn, sampler, names, "intake", 1, 32, args.reports)
             if "batch" in args.measures:
+                await settle(quiet)
                 await _intake(side, args, conn, sampler, names, "batch", args.batch, 4,
                               args.reports * 2)
             if "latency" in args.measures:
                 for rate in args.rates:
                     for attempt in (1, 2):
+                        await settle(quiet)
                         result = await _fixed_rate(side, args, conn, sampler, rate)
                         names = process_names(side.roots, side.label) | names
                         if result["on_schedule"] or attempt == 2:
@@ -571,6 +604,7 @@ def load_average() -> str:
 
 
 async def _rounds(ours: Side, plain: Side, args: argparse.Namespace) -> None:
+    args.settle_roots = ours.roots + plain.roots  # each run waits for both to be quiet
     for n in range(args.rounds):
         order = (ours, plain) if n % 2 == 0 else (plain, ours)
         for side in order:

@@ -116,6 +116,7 @@ def render(sides: list[Side], args: argparse.Namespace) -> str:
 
 
 async def _rounds(sides: list[Side], codes: list[Path], args: argparse.Namespace) -> None:
+    args.settle_roots = [root for side in sides for root in side.roots]  # all quiet first
     for n in range(args.rounds):
         order = list(zip(sides, codes, strict=True))
         for side, code in order if n % 2 == 0 else reversed(order):

@@ -133,3 +133,27 @@ def test_versions_table_lines_up_every_version_and_process() -> None:
     assert "| single reports visible per s | 620 | 710 |" in table
     assert "| CPU µs per report, notifier | 160 | 0 |" in table
     assert "| **CPU µs per report, total** | 1,210 | 925 |" in table
+
+
+def test_settle_waits_for_quiet_processes() -> None:
+    """A run starts once the systems are idle; a busy one is waited for, then measured anyway
+    (with the share it used)."""
+    import asyncio
+    import subprocess
+    import sys
+    import time
+
+    from benchmarks.against_plain import SETTLE_BELOW, settle
+
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        started = time.monotonic()
+        assert asyncio.run(settle([idle.pid], max_s=10)) < SETTLE_BELOW
+        assert time.monotonic() - started < 5
+        assert asyncio.run(settle([busy.pid], max_s=2)) > 0.3
+    finally:
+        idle.kill()
+        busy.kill()
+        idle.wait()
+        busy.wait()
