@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -103,6 +104,12 @@ class Relay:
         self.database_url = database_url
         self._listener: asyncpg.Connection | None = None
         self.partitions = list(partitions)
+        #: The partitions to read at the next pump: those whose NOTIFY came (the channel is
+        #: the partition's table), or all of them (None) after a poll, a retry or a burst.
+        #: At a trickle one notified partition is one read, not one per partition.
+        self._due: set[str] | None = None
+        self._by_channel = {table_name(p): p for p in self.partitions}
+        self._full_pass_at = 0.0
         self.js = js
         self.topo = topo
         self.pool = pool
@@ -167,12 +174,19 @@ class Relay:
                     if not self.ready:
                         await self.setup()
                     self.wake.clear()  # before reading: an insert during the pump wakes again
+                    now = time.monotonic()
+                    if now - self._full_pass_at >= IDLE_POLL_S:
+                        self._due = None  # the safety net: every partition, whatever came
+                    due, self._due = self._due, set()
+                    if due is None:
+                        self._full_pass_at = now
                     moved = 0
-                    for partition in self.partitions:
+                    for partition in self.partitions if due is None else sorted(due):
                         moved += await self.pump(partition)
                     delays = backoff_delays()
                     self.linger.note(moved)
                     if moved >= max(1, self.batch // 10):
+                        self._due = None
                         continue  # more may be waiting
                     wait = self.linger.seconds() if moved else 0.0
                     if wait > 0:
@@ -184,6 +198,7 @@ class Relay:
                 except Exception as exc:
                     # The outcome of an interrupted publish is unknown: re-read the stream.
                     self.stream_heads.clear()
+                    self._due = None
                     delay = next(delays)
                     log.warning("relay.retry", error=repr(exc), delay_s=round(delay, 2))
                     await sleep_or_stop(stop, delay)
@@ -202,6 +217,7 @@ class Relay:
             for waiting in waits:
                 waiting.cancel()
 
+
     async def _listen(self) -> None:
         """LISTEN on the partitions' channels on a connection of its own (a failure only
         means polling every 50 ms meanwhile)."""
@@ -219,7 +235,12 @@ class Relay:
             if conn is not None:
                 conn.terminate()
 
-    def _notified(self, *_args: Any) -> None:
+    def _notified(self, _conn: Any, _pid: int, channel: str, _payload: str) -> None:
+        partition = self._by_channel.get(channel)
+        if partition is None:
+            self._due = None
+        elif self._due is not None:
+            self._due.add(partition)
         self.wake.set()
 
     async def _unlisten(self) -> None:

@@ -1,5 +1,6 @@
 """The relay publishes a new event when the store's NOTIFY arrives, not at its next poll:
-with the safety-net poll set to a minute, a report still becomes visible at once."""
+with the safety-net poll set to a minute, a report still becomes visible at once — and the
+relay reads only the partition that notified, not every partition."""
 
 from __future__ import annotations
 
@@ -24,6 +25,14 @@ async def test_relay_wakes_on_the_stores_notify(
     # NOTIFY can wake the relay in time (it clears ``wake`` before each pump).
     relay.wake.set()
     await eventually(lambda: _true(not relay.wake.is_set()), timeout=10)
+    pumped: list[str] = []
+    pump = relay.pump
+
+    async def counted(partition: str) -> int:
+        pumped.append(partition)
+        return await pump(partition)
+
+    monkeypatch.setattr(relay, "pump", counted)
     grid = await first_grid(system)
     category = runtime.ref.catalogue.all()[0].code
     response = await client.post(
@@ -35,6 +44,8 @@ async def test_relay_wakes_on_the_stores_notify(
     # Visible within 20 s (generous for a loaded machine), far sooner than the next poll.
     case = await eventually(lambda: get_case(client, response.json()["case_no"]), timeout=20)
     assert case["status"] == "reported"
+    assert len(relay.partitions) > 1
+    assert pumped and set(pumped) == {pumped[0]}, pumped  # the notified partition only
 
 
 async def _true(value: bool) -> bool:
