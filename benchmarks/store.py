@@ -23,9 +23,7 @@ import time
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from aggregates.commands import Command
 from benchmarks import bulk_load as copy_loader
@@ -33,8 +31,13 @@ from benchmarks.bulk_load import STEP_CHOICES, lifecycle
 from benchmarks.common import report_command, rss_mb, summary_ms
 from core.logging import configure_logging
 from core.settings import Settings
-from gateways.bootstrap import Runtime, all_projections
-from projections.rebuild import rebuild
+
+if TYPE_CHECKING:
+    # Imported where used: the loader's processes import this module again (spawn) and
+    # need none of the gateway (half a second of imports each, counted in the load's time).
+    import httpx
+
+    from gateways.bootstrap import Runtime
 
 
 def _load_partition(
@@ -105,6 +108,9 @@ async def fast_load(runtime: Runtime, n: int, jobs: int | None = None) -> dict[s
 
 async def rebuild_all(runtime: Runtime, fast: bool = True) -> dict[str, Any]:
     """Rebuild every read model from the store (scratch schema + swap), one after the other."""
+    from gateways.bootstrap import all_projections
+    from projections.rebuild import rebuild
+
     out = {}
     for projection in all_projections():
         t0 = time.perf_counter()
@@ -215,6 +221,9 @@ async def auditor_history(client: httpx.AsyncClient, case_no: str) -> dict[str, 
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    import httpx
+
+    from gateways.bootstrap import Runtime
     from gateways.http.app import create_app
 
     tag = uuid.uuid4().hex[:8]
