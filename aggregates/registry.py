@@ -242,14 +242,11 @@ def offers(state: CaseState, ref: Reference) -> dict[str, list[str]]:
     with the guard-free part of each role's list computed once per status: this runs for
     every recorded event)."""
     out: dict[str, list[str]] = {}
-    for role, specs, unguarded in _status_plan(state.status):
+    for role, named, unguarded in _status_plan(state.status):
         if unguarded is not None:
             out[role] = list(unguarded)
             continue
-        names = [
-            spec.name for spec in specs
-            if spec.guard is None or spec.guard(state, role, ref) is None
-        ]
+        names = [name for name, guard in named if guard is None or guard(state, role, ref) is None]
         if names:
             out[role] = names
     return out
@@ -258,15 +255,16 @@ def offers(state: CaseState, ref: Reference) -> dict[str, list[str]]:
 @cache
 def _status_plan(
     status: Status,
-) -> tuple[tuple[str, tuple[ActionSpec, ...], tuple[str, ...] | None], ...]:
-    """Per acting role with candidates in ``status``: the candidates, and their names when
-    none has a guard (then the answer does not depend on the case's data)."""
+) -> tuple[tuple[str, tuple[tuple[str, Guard | None], ...], tuple[str, ...] | None], ...]:
+    """Per acting role with candidates in ``status``: the candidates' names and guards, and
+    their names alone when none has a guard (then the answer does not depend on the case's
+    data)."""
     plan = []
     for role in ACTING_ROLES:
         specs = _candidates(status, role)
         if specs:
             unguarded = None if any(s.guard for s in specs) else tuple(s.name for s in specs)
-            plan.append((role, specs, unguarded))
+            plan.append((role, tuple((s.name, s.guard) for s in specs), unguarded))
     return tuple(plan)
 
 
