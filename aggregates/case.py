@@ -34,7 +34,7 @@ from eventsourcing.domain import Aggregate
 
 from aggregates.actions import REGISTRY, ActionSpec, offers
 from aggregates.errors import IllegalTransition, InvalidCommand, NotPermitted
-from aggregates.events import ALWAYS, Draft, advance, json_safe
+from aggregates.events import ALWAYS, CaseEvent, Draft, advance, json_safe
 from aggregates.integrity import GENESIS, event_hash, iso_utc
 from aggregates.registry import Context, Strict, offered
 from aggregates.state import CaseState, json_view
@@ -121,13 +121,19 @@ class Case(Aggregate):
         digest = _chain(
             state.last_hash, str(self.id), self.version + 1, spec.event.__name__, ctx.at, payload
         )
+        payload["timestamp"] = ctx.at
+        payload["prev_hash"] = state.last_hash
+        payload["hash"] = digest
+        payload["originator_id"] = self.id
+        payload["originator_version"] = self.version + 1
+        event = new_event(spec.event, payload)
         self.prepared = after
         try:
-            self.trigger_event(
-                spec.event, timestamp=ctx.at, prev_hash=state.last_hash, hash=digest, **payload
-            )
+            # What eventsourcing's ``trigger_event`` does with the event it constructs.
+            event.mutate(self)
         finally:
             self.prepared = None
+        self.pending_events.append(event)
         self.summarised = (self.state, summary)
         return True
 
@@ -152,6 +158,41 @@ class Case(Aggregate):
 def _creating() -> ActionSpec:
     """The registry's entry that creates a case (looked up once)."""
     return next(s for s in REGISTRY.values() if s.creates)
+
+
+def new_event(event_class: type[CaseEvent], fields: dict[str, Any]) -> CaseEvent:
+    """``event_class(**fields)`` — the same attributes in the same order (the stored JSON
+    keeps it), the same TypeError for a missing or unknown field, the same check of the
+    originator id — without the frozen dataclass's ``__init__``, which sets every field
+    through ``object.__setattr__`` (about 3 µs for an event of 25 fields, recorded for
+    every command). ``fields`` becomes the event's attributes: the caller's own dict."""
+    template, required = _event_template(event_class)
+    keys = fields.keys()
+    if not (required <= keys and keys <= template.keys()):
+        return event_class(**fields)  # raises the dataclass's TypeError
+    if not isinstance(fields["originator_id"], UUID):
+        return event_class(**fields)  # raises eventsourcing's TypeError
+    state = template.copy()
+    state.update(fields)  # keys already there: the template's (field) order stays
+    event = object.__new__(event_class)
+    object.__setattr__(event, "__dict__", state)
+    return event
+
+
+@cache
+def _event_template(
+    event_class: type[CaseEvent],
+) -> tuple[dict[str, Any], frozenset[str]]:
+    """Every field of ``event_class`` in order with its default (None where it has none),
+    and the names of the fields without a default."""
+    fields = dataclasses.fields(event_class)  # type: ignore[arg-type]
+    if any(f.default_factory is not dataclasses.MISSING or not f.init for f in fields):
+        raise TypeError(f"{event_class.__name__}: only plain fields are supported")
+    template = {
+        f.name: None if f.default is dataclasses.MISSING else f.default for f in fields
+    }
+    required = frozenset(f.name for f in fields if f.default is dataclasses.MISSING)
+    return template, required
 
 
 def _check_time(at: Any) -> None:

@@ -879,3 +879,57 @@ def test_zone_of_given_times_does_not_change_hash_input() -> None:
     b = report(case_id=UUID(int=7), case_no="N1", cid="r1", when=at(0).astimezone(CST))
     c = report(case_id=UUID(int=7), case_no="N1", cid="r1", when=at(0).astimezone(UTC))
     assert a.state.last_hash == b.state.last_hash == c.state.last_hash
+
+
+# --- recording without the dataclass __init__ (aggregates.case.new_event) -------------------
+
+
+def test_new_event_is_the_dataclass_constructor() -> None:
+    """The same attributes in the same order (the stored JSON keeps it), defaults filled, and
+    the constructor's TypeError for a missing or unknown field or a non-UUID id."""
+    import dataclasses
+
+    import pytest as _pytest
+
+    from aggregates.actions.closing import VerificationPassed
+    from aggregates.case import new_event
+    from aggregates.events import CaseEvent
+    from tests.unit.casekit import report, run
+
+    case = report(lat=26.58713789, lon=106.71347)
+    for when, (verb, role) in enumerate(
+        [("file", "dispatcher"), ("dispatch", "dispatcher"), ("accept", "handler"),
+         ("request_extension", "handler"), ("approve_extension", "shift_leader"),
+         ("report_result", "handler"), ("verify_pass", "inspector"), ("close", "dispatcher")],
+        start=1,
+    ):
+        if verb == "report_result":
+            run(case, verb, role, when, note="已处置")
+        elif verb == "request_extension":
+            run(case, verb, role, when, hours=4, reason="材料未到")
+        else:
+            run(case, verb, role, when)
+    events = list(case.collect_events())
+    assert len(events) == 9
+    for event in events[1:]:
+        assert isinstance(event, CaseEvent)
+        fields = dict(vars(event))
+        made = new_event(type(event), dict(fields))
+        built = type(event)(**fields)
+        assert type(made) is type(built)
+        assert list(vars(made).items()) == list(vars(built).items())
+    verified = dict(vars(events[-2]))
+    assert isinstance(events[-2], VerificationPassed)
+    for name in ("lat", "lon", "photo_taken_at", "distance_m", "radius_m"):
+        del verified[name]  # fields with defaults (added later)
+    assert list(vars(new_event(VerificationPassed, dict(verified))).items()) == list(
+        vars(VerificationPassed(**verified)).items()
+    )
+    names = [f.name for f in dataclasses.fields(VerificationPassed)]
+    assert list(vars(new_event(VerificationPassed, dict(verified)))) == names
+    with _pytest.raises(TypeError):
+        new_event(VerificationPassed, {k: v for k, v in verified.items() if k != "note"})
+    with _pytest.raises(TypeError):
+        new_event(VerificationPassed, {**verified, "unknown": 1})
+    with _pytest.raises(TypeError):
+        new_event(VerificationPassed, {**verified, "originator_id": str(case.id)})
