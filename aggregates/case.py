@@ -31,6 +31,7 @@ from typing import Any, cast
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
+from eventsourcing.utils import get_topic
 
 from aggregates.actions import REGISTRY, ActionSpec, offers
 from aggregates.errors import IllegalTransition, InvalidCommand, NotPermitted
@@ -79,14 +80,20 @@ class Case(Aggregate):
         fields["case_no"] = case_no
         payload, after, summary = _payload(spec, empty, fields, ctx, None)
         digest = _chain(GENESIS, str(case_id), 1, spec.event.__name__, ctx.at, payload)
+        # What eventsourcing's ``_create`` does, with the event made by ``new_event``.
+        payload["timestamp"] = ctx.at
+        payload["prev_hash"] = GENESIS
+        payload["hash"] = digest
+        payload["originator_topic"] = _topic(cls)
+        payload["originator_id"] = case_id
+        payload["originator_version"] = cls.INITIAL_VERSION
+        event = new_event(spec.event, payload)
         token = _CREATED.set(after)
         try:
-            case = cls._create(
-                cast(Any, spec.event),
-                id=case_id, timestamp=ctx.at, prev_hash=GENESIS, hash=digest, **payload,
-            )
+            case = cast(Case, event.mutate(None))
         finally:
             _CREATED.reset(token)
+        case.pending_events.append(event)
         assert case.state is after
         case.summarised = (after, summary)
         return case
@@ -152,6 +159,12 @@ class Case(Aggregate):
             **self.state.to_json(),
             "updated_at": iso_utc(self.modified_on),
         }
+
+
+@cache
+def _topic(cls: type[Case]) -> str:
+    """The aggregate class's topic, as its created events record it."""
+    return get_topic(cls)
 
 
 @cache
