@@ -4,8 +4,9 @@ The live projector (projections/runner.py) applies each batch with reads and ups
 is right for a trickle of events and far too slow for millions. A rebuild knows it starts
 from empty tables and owns them until the swap, so it can instead:
 
-* read a partition's events in large chunks straight from its events table
-  (``core.eventlog.read_envelopes``: the same envelopes the relay publishes);
+* read a partition's events in large chunks straight from its events table, as the
+  envelopes the live projector receives (:func:`envelope_of`: the relay's envelopes after
+  the NATS codec, decoded the cheap way);
 * fold them with the projection's own pure functions — ``queue.apply_event``,
   ``map.advance`` / ``contribution``, ``metrics.fold`` — keeping the rows in memory, with the
   same per-batch rules as ``apply`` (the map forgets a case that reached a terminal status,
@@ -27,7 +28,7 @@ import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -47,18 +48,17 @@ Rows = dict[str, tuple[Sequence[str], list[tuple[Any, ...]]]]  # table → (colu
 
 
 async def read_envelopes(
-    conn: asyncpg.Connection, partition: str, after: int, limit: int, upto: int,
-    text_times: bool = False,
+    conn: asyncpg.Connection, partition: str, after: int, limit: int, upto: int
 ) -> list[Envelope]:
-    """The rows ``core.eventlog.read_envelopes`` reads, as its envelopes (or, with
-    ``text_times``, as the live projector receives them: :func:`envelope_of`)."""
+    """The rows ``core.eventlog.read_envelopes`` reads, as the live projector receives them
+    (:func:`envelope_of`)."""
     rows = await conn.fetch(
         f"SELECT notification_id, originator_id::text, originator_version, topic, state "
         f"FROM {eventlog.qualified(partition)} "
         "WHERE notification_id > $1 AND notification_id <= $3 ORDER BY notification_id LIMIT $2",
         after, limit, upto,
     )
-    return [envelope_of(partition, r[0], r[1], r[2], r[3], r[4], text_times) for r in rows]
+    return [envelope_of(partition, r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
 
 _COMMON = envelope.COMMON
@@ -67,21 +67,21 @@ _TYPES: dict[str, str] = {}  # topic → event type
 
 
 def envelope_of(
-    partition: str, position: int, case_id: str, version: int, topic: str, state: bytes,
-    text_times: bool = False,
+    partition: str, position: int, case_id: str, version: int, topic: str, state: bytes
 ) -> Envelope:
-    """One stored row as ``core.envelope.envelope_from_stored`` makes it (times as UTC
-    datetimes), or with ``text_times`` as the live projector gets it from NATS — that
-    envelope after a trip through ``core.codec``: times as UTC text ending in ``Z``. The
-    folds take either; the map's and the metrics' keys are made of text (given text, they
-    need not format a datetime again), the queue and the timeline write datetimes.
+    """One stored row as the live projector gets it from NATS: the relay's envelope
+    (``core.envelope.envelope_from_stored``) after a trip through ``core.codec`` — times as
+    UTC text ending in ``Z``. The folds take text or datetimes alike (parse_time); text is
+    what the live path gives them, and the map's and the metrics' keys are made of it, so
+    they need not format a datetime again (measured: the map's and the metrics' folds a
+    tenth cheaper, the queue's and the timeline's the same).
 
     Made directly: the stored datetimes' keys are found in the bytes (no look at every
-    field), their text is rewritten or parsed without a time-zone conversion. A row this
-    cannot vouch for (a typed value below the top level, a key with an escape, another type,
-    text not in Python's ISO form for UTC) takes the long way (``envelope_from_stored``, and
-    the codec). Rebuilds read every event of the store: decoding was half of a rebuild's own
-    time once events carried summaries."""
+    field), their text is rewritten, not parsed. A row this cannot vouch for (a typed value
+    below the top level, a key with an escape, another type, text not in Python's ISO form
+    for UTC) takes the long way (``envelope_from_stored`` and the codec). Rebuilds read every
+    event of the store: decoding was half of a rebuild's own time once events carried
+    their summaries."""
     attrs = orjson.loads(state)
     at = state.find(b'"_type_"')
     while at >= 0:  # each typed value: '"<key>":{"_type_":"datetime_iso","_data_":"…"}'
@@ -94,8 +94,8 @@ def envelope_of(
         typed = type(value) is dict and len(value) == 2 and value.get("_type_") == "datetime_iso"
         text = value.get("_data_") if typed else None  # type: ignore[union-attr]
         if type(text) is not str or len(text) not in (25, 32) or not text.endswith("+00:00"):
-            return _long_way(partition, position, case_id, version, topic, state, text_times)
-        attrs[key] = text[:-6] + "Z" if text_times else datetime.fromisoformat(text)
+            return _long_way(partition, position, case_id, version, topic, state)
+        attrs[key] = text[:-6] + "Z"
         at = state.find(b'"_type_"', at + 8)
     kind = _TYPES.get(topic)
     if kind is None:
@@ -118,15 +118,12 @@ def envelope_of(
 
 
 def _long_way(
-    partition: str, position: int, case_id: str, version: int, topic: str, state: bytes,
-    text_times: bool,
+    partition: str, position: int, case_id: str, version: int, topic: str, state: bytes
 ) -> Envelope:
-    """:func:`envelope_of` by definition: the relay's envelope (through the NATS codec)."""
+    """:func:`envelope_of` by definition: the relay's envelope through the NATS codec."""
     relayed = envelope.envelope_from_stored(
         partition, position, UUID(case_id), version, topic, state
     )
-    if not text_times:
-        return relayed
     out: Envelope = codec.loads(codec.dumps(relayed))
     return out
 
@@ -283,10 +280,6 @@ FOLDERS: dict[str, Callable[[], Folder]] = {
 }
 
 
-#: Folds that are given times as text (:func:`envelope_of`).
-TEXT_TIMES = frozenset({"map", "metrics"})
-
-
 #: The tables each folder COPYs into (others, like ``metric_counts_daily``, keep their keys
 #: during the load and are filled from these by :data:`DERIVED` afterwards).
 COPIED: dict[str, tuple[str, ...]] = {
@@ -364,8 +357,7 @@ async def fold_partition(job: PartitionJob) -> int:
         folder = FOLDERS[job.projection]()
         after, done = 0, 0
         while after < job.upto:
-            envelopes = await read_envelopes(conn, job.partition, after, job.chunk, job.upto,
-                                             job.projection in TEXT_TIMES)
+            envelopes = await read_envelopes(conn, job.partition, after, job.chunk, job.upto)
             if not envelopes:
                 break
             folder.feed(envelopes)
