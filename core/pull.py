@@ -61,8 +61,11 @@ class _OpenRequest:
 
 #: Attribute of a pull subscription holding its :class:`_OpenRequest`.
 _OPEN = "_grid_open_request"
-#: An open request this close to its expiry is not waited on (its expiry may cross ours).
-_OPEN_MARGIN_S = 0.05
+#: How long past its expiry an open request is still waited on for its 408. Why wait for the
+#: status at all: a request left before it ended still sends its 408 when it expires, and a
+#: status cannot be told from the next request's — it ended that one too, whose own 408 then
+#: ended the one after (measured at 50 reports/s: 0.38 extra requests per message and stage).
+_EXPIRY_GRACE_S = 0.25
 
 
 class _Batch:
@@ -235,13 +238,15 @@ async def _fetch(psub: Any, batch: int, timeout: float) -> list[Msg]:
     deadline = loop.time() + timeout
     got = _Batch(psub, batch)
     open_ = got.open
-    if open_ is not None and open_.remaining > 0 and open_.until - loop.time() > _OPEN_MARGIN_S:
+    if open_ is not None and open_.remaining > 0 and loop.time() < open_.until + _EXPIRY_GRACE_S:
         # Step 0: our waiting request is still open; what it delivers comes by itself. At a
-        # trickle this is every fetch: no request, no status per message, at each stage.
+        # trickle this is every fetch: no request, no status per message, at each stage. It
+        # is waited on until its own 408 ends it (a new request before that would be ended
+        # by that 408), or for the grace after its expiry should the status not come.
         got.drain()
         if not got.msgs and not got.ended:
-            await got.collect(min(deadline, open_.until - _OPEN_MARGIN_S), until_status=False)
-        if got.ended or open_.remaining <= 0:
+            await got.collect(min(deadline, open_.until + _EXPIRY_GRACE_S), until_status=False)
+        if got.ended or open_.remaining <= 0 or loop.time() >= open_.until + _EXPIRY_GRACE_S:
             setattr(psub, _OPEN, None)
         if got.msgs:
             return got.msgs

@@ -204,6 +204,62 @@ async def test_a_trickle_reuses_one_waiting_request() -> None:
         await watcher.close()
 
 
+async def test_an_expiring_request_is_replaced_once() -> None:
+    """A trickle slower than the fetch timeout: each waiting request lives until its 408, then
+    ONE new one is sent. (Left just before its expiry, a request's late 408 ended the next
+    request too, and so on: a pair of requests per message instead of per expiry.)"""
+    nc = await nats.connect(nats_url())
+    watcher = await nats.connect(nats_url())
+    js = nc.jetstream()
+    name = f"FX{uuid.uuid4().hex[:8].upper()}"
+    subject = name.lower()
+    await js.add_stream(StreamConfig(name=name, subjects=[f"{subject}.>"]))
+    waiting: list[bytes] = []
+
+    async def count(msg: Msg) -> None:
+        if b"expires" in msg.data:
+            waiting.append(msg.data)
+
+    await watcher.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{name}.d", cb=count)
+    await watcher.flush()
+    try:
+        sub = await js.pull_subscribe(
+            f"{subject}.>", durable="d", stream=name,
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30),
+        )
+        sent = 24
+        timeout = 0.3
+
+        async def trickle() -> None:
+            for i in range(sent):
+                await js.publish(f"{subject}.x", str(i).encode())
+                await asyncio.sleep(0.07)
+
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        task = asyncio.create_task(trickle())
+        received: list[int] = []
+        while len(received) < sent:
+            try:
+                msgs = await fetch(sub, 100, timeout)
+            except NatsTimeout:
+                continue
+            for m in msgs:
+                await m.ack()
+            received += [int(m.data) for m in msgs]
+        await task
+        elapsed = loop.time() - started
+        await watcher.flush()
+        assert received == list(range(sent))
+        # One waiting request per expiry (each lives ``timeout``), and one to begin with; a
+        # loaded machine only makes fetches later, which cannot add requests.
+        assert len(waiting) <= elapsed / timeout + 2, (len(waiting), elapsed)
+    finally:
+        await js.delete_stream(name)
+        await nc.close()
+        await watcher.close()
+
+
 async def test_event_log_reader_matches_eventsourcing(stores: StoreRegistry) -> None:
     """``core.eventlog`` (asyncpg, every reader's path) gives the envelopes eventsourcing's own
     ``select_notifications`` gives, and bounds the range both ways."""
