@@ -263,7 +263,7 @@ def _domain_event(record: tuple[Any, ...]) -> Any:
         attrs = fast_loads(data)
         if type(attrs) is dict and "class_version" not in attrs:
             typed = data.count(b'"_type_"')
-            if not typed or _decode_typed(attrs) == typed:
+            if not typed or _decode_typed(attrs, typed) == typed:
                 attrs["originator_id"] = UUID(case_id)
                 attrs["originator_version"] = int(version)
                 event = object.__new__(cls)
@@ -288,10 +288,26 @@ _TYPED: dict[str, Callable[[str], Any]] = {
 }
 
 
-def _decode_typed(container: dict[str, Any] | list[Any]) -> int:
+def _decode_typed(container: dict[str, Any] | list[Any], expected: int = 0) -> int:
     """Replace ``{"_type_": …, "_data_": …}`` values in place, at any depth, as the mapper's
     transcoder would; how many were replaced (-1: one it does not know, so the caller asks
-    the mapper). Plain leaves are skipped without a call."""
+    the mapper). Plain leaves are skipped without a call; with ``expected`` (the markers in
+    the bytes) the top level is looked at first and the rest only if some are left (a case
+    event's typed values are its own fields: its summary and reporter need no walk)."""
+    if expected and type(container) is dict:
+        top = 0
+        for name, field in container.items():
+            if type(field) is dict and len(field) == 2 and "_type_" in field:
+                convert = _TYPED.get(field["_type_"])
+                text = field.get("_data_")
+                if convert is None or type(text) is not str:
+                    return -1
+                container[name] = convert(text)
+                top += 1
+        if top == expected:
+            return top
+        rest = _decode_typed(container)
+        return -1 if rest < 0 else top + rest
     found = 0
     items = container.items() if type(container) is dict else enumerate(container)
     for key, value in items:

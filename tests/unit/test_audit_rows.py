@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -190,3 +191,28 @@ def test_history_decodes_a_stored_event_as_the_mapper_does() -> None:
             k: type(v) for k, v in vars(slow).items()
         }
     assert isinstance(replay(events), Case)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"nested": {"when": datetime(2026, 11, 23, 8, tzinfo=UTC)}},
+     {"ref": UUID("12345678-1234-5678-1234-567812345678"), "amount": Decimal("1.50")},
+     {"odd": {"_type_": "datetime_iso", "x": 1}}, {"n": 10**30}],
+)
+def test_history_decodes_unusual_rows_as_the_mapper_does(extra: dict[str, Any]) -> None:
+    from eventsourcing.persistence import StoredEvent
+
+    from projections.audit import history
+
+    at = datetime(2026, 11, 23, 8, 0, 0, 5, tzinfo=UTC)
+    state = {"timestamp": at, "actor": "a", "due": at, **extra}
+    data = _transcoder().encode(state)
+    topic = "aggregates.actions.intake:Filed"
+    fast = history._domain_event((1, "12345678-1234-5678-1234-567812345678", 2, topic, data))
+    slow = history._MAPPER.to_domain_event(
+        StoredEvent(UUID("12345678-1234-5678-1234-567812345678"), 2, topic, data)
+    )
+    assert vars(fast) == vars(slow)
+    assert {k: type(v) for k, v in vars(fast).items()} == {
+        k: type(v) for k, v in vars(slow).items()
+    }
