@@ -1,0 +1,232 @@
+"""The floor of each hop at a trickle: the CPU of the smallest thing each stage of a report's
+way does, measured alone at a fixed rate on its own servers.
+
+    python -m benchmarks.floors --rate 50 --seconds 10
+
+Why: issue 19 asks for CPU per report at a steady 50/s and 100/s within 3 × a plain INSERT
+app's. At a trickle nothing is batched, so every message pays every hop's wake-ups; this
+measures what one hop costs at the least — the broker storing a message, delivering it to a
+pull consumer and taking its ack, a Python process woken for it, a PostgreSQL transaction —
+so docs/performance.md can say which part of griddispatch's per-report CPU is the stack's
+floor for the data flow of DESIGN.md, and which is our code.
+
+Each scenario starts a fresh *stage* process (``--stage``) next to an embedded nats-server
+and PostgreSQL; this process drives messages at the rate and counts, from ``/proc``, the CPU
+of the stage, of nats-server and of PostgreSQL (all its processes) over the middle of the run.
+The driver's own CPU is not counted.
+
+- ``idle``: no message at all, the stage of ``js-pull`` waiting — what the servers spend
+  anyway (per message interval; the other rows are printed with it and above it).
+- ``core``: a core NATS publish; the stage is subscribed and does nothing.
+- ``core+insert``: the same, the stage does one ``INSERT … ON CONFLICT`` (autocommit) —
+  the plain app's work for a report, without its HTTP.
+- ``js-store``: a JetStream publish to a file-backed stream, waiting for the ack; no stage.
+- ``js-pull``: the same, and the stage pulls each message (``core.pull.fetch``, one open
+  waiting request) and acks it.
+- ``js-pull+tx``: the same, and the stage runs one transaction (BEGIN, one INSERT, COMMIT)
+  per message before the ack — a worker's or a projector's least work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import nats
+import psutil
+from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+
+from benchmarks.against_plain import CpuSampler, live_threads_cpu
+from benchmarks.standard import machine
+from core.embedded import EmbeddedNats, EmbeddedPostgres
+
+SCENARIOS = ("idle", "core", "core+insert", "js-store", "js-pull", "js-pull+tx")
+STREAM = "FLOOR"
+SUBJECT = "floor.msg"
+PAYLOAD = b"x" * 900  # about a report command's size
+TABLE_DDL = (
+    "CREATE TABLE IF NOT EXISTS floor_rows (key text PRIMARY KEY, body bytea NOT NULL, "
+    "at timestamptz NOT NULL DEFAULT now())"
+)
+INSERT = "INSERT INTO floor_rows (key, body) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING"
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+async def stage(mode: str, nats_url: str, db_url: str) -> None:
+    """Receive each message and do the scenario's least work for it, until killed."""
+    nc = await nats.connect(nats_url)
+    conn = await asyncpg.connect(db_url) if "insert" in mode or "tx" in mode else None
+    if mode.startswith("core"):
+
+        async def on_message(msg: Any) -> None:
+            if conn is not None:
+                await conn.execute(INSERT, uuid.uuid4().hex, msg.data)
+
+        await nc.subscribe(SUBJECT, cb=on_message)
+        await nc.flush()
+        print("ready", flush=True)
+        await asyncio.Event().wait()
+    from core.pull import fetch  # the pull protocol griddispatch's stages use
+
+    js = nc.jetstream()
+    sub = await js.pull_subscribe(SUBJECT, durable="stage", stream=STREAM)
+    print("ready", flush=True)
+    while True:
+        try:
+            msgs = await fetch(sub, 100, 5.0)
+        except Exception:  # the fetch timed out: nothing came
+            continue
+        if conn is not None:
+            async with conn.transaction():
+                for msg in msgs:
+                    await conn.execute(INSERT, uuid.uuid4().hex, msg.data)
+        for msg in msgs:
+            await msg.ack()
+
+
+# ----------------------------------------------------------------------------- the driver
+
+
+async def drive(mode: str, nats_url: str, rate: float, seconds: float) -> None:
+    """Send ``rate`` messages a second for ``seconds`` (none for ``idle``)."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    start = time.time() + 0.1
+    n = int(rate * seconds)
+    for i in range(n):
+        delay = start + i / rate - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if mode == "idle":
+            continue
+        if mode.startswith("core"):
+            await nc.publish(SUBJECT, PAYLOAD)
+        else:
+            await js.publish(SUBJECT, PAYLOAD, headers={"Nats-Msg-Id": uuid.uuid4().hex})
+    await nc.flush()
+    await asyncio.sleep(1 / rate)  # the last one's way through the stage
+    await nc.close()
+
+
+async def prepare(nats_url: str, db_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    with contextlib.suppress(Exception):  # not there yet
+        await js.delete_stream(STREAM)
+    await js.add_stream(StreamConfig(name=STREAM, subjects=[SUBJECT]))
+    await js.add_consumer(STREAM, ConsumerConfig(
+        durable_name="stage", ack_policy=AckPolicy.EXPLICIT, ack_wait=30))
+    await nc.close()
+    conn = await asyncpg.connect(db_url)
+    await conn.execute(TABLE_DDL)
+    await conn.execute("TRUNCATE floor_rows")
+    await conn.close()
+
+
+def run_scenario(
+    mode: str, natsd: EmbeddedNats, pg: EmbeddedPostgres, rate: float, seconds: float
+) -> dict[str, float]:
+    """µs of CPU per message: nats-server, PostgreSQL, the stage, and their total."""
+    asyncio.run(prepare(natsd.url, pg.url))
+    proc = None
+    if mode not in ("js-store",):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.floors", "--stage", mode,
+             "--nats", natsd.url, "--db", pg.url],
+            stdout=subprocess.PIPE, text=True,
+        )
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"stage {mode} did not start")
+    assert natsd.pid is not None and pg.pid is not None
+    roles = {natsd.pid: "nats-server", pg.pid: "postgres"}
+    if proc is not None:
+        roles[proc.pid] = "stage"
+    sampler = CpuSampler(list(roles), exclude=set())
+    try:
+        time.sleep(1.0)  # the stage's start-up is over
+        before = sampler.snapshot(live_threads_cpu)  # ns precision, not 10 ms ticks
+        asyncio.run(drive(mode, natsd.url, rate, seconds))
+        after = sampler.snapshot(live_threads_cpu)
+        cpu = {pid: used - before.get(pid, 0.0) for pid, used in after.items()}
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+    messages = rate * seconds
+    out: dict[str, float] = {"nats-server": 0.0, "postgres": 0.0, "stage": 0.0}
+    for pid, used in cpu.items():
+        out[_role_of(pid, roles)] += used
+    per: dict[str, float] = {k: round(v / messages * 1e6) for k, v in out.items()}
+    per["total"] = sum(per.values())
+    return per
+
+
+def _role_of(pid: int, roles: dict[int, str]) -> str:
+    """The role of a process: its own, or its parent's (PostgreSQL's backends)."""
+    if pid in roles:
+        return roles[pid]
+    try:
+        parent = psutil.Process(pid).ppid()
+    except psutil.Error:
+        return "postgres"
+    return roles.get(parent, "postgres")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.floors",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--stage", choices=SCENARIOS, help=argparse.SUPPRESS)
+    parser.add_argument("--nats", help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.stage:
+        asyncio.run(stage(args.stage, args.nats, args.db))
+        return
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    results: dict[str, list[dict[str, float]]] = {s: [] for s in scenarios}
+    with tempfile.TemporaryDirectory(prefix="floors-") as tmp:
+        natsd, pg = EmbeddedNats(Path(tmp)), EmbeddedPostgres(Path(tmp) / "pg")
+        natsd.start()
+        pg.start()
+        try:
+            for n in range(args.rounds):
+                for mode in scenarios if n % 2 == 0 else list(reversed(scenarios)):
+                    results[mode].append(run_scenario(mode, natsd, pg, args.rate, args.seconds))
+        finally:
+            natsd.stop()
+            pg.stop()
+    print(f"Measured on {machine()}; load: {os.getloadavg()[0]:.2f} (1 min) at the end.")
+    print(f"Command: python -m benchmarks.floors {' '.join(argv or sys.argv[1:])}")
+    print(f"\nCPU µs per message at {args.rate:g}/s (rounds: " + ", ".join(
+        "·" for _ in range(args.rounds)) + ")\n")
+    idle = results.get("idle")
+    print("| scenario | nats-server | PostgreSQL | stage process | total | total above idle |")
+    print("|---|---|---|---|---|---|")
+    for mode, runs in results.items():
+        cells = [" · ".join(f"{r[k]:,.0f}" for r in runs)
+                 for k in ("nats-server", "postgres", "stage", "total")]
+        above = " · ".join(
+            f"{r['total'] - i['total']:,.0f}" for r, i in zip(runs, idle, strict=True)
+        ) if idle else "–"
+        print(f"| {mode} | " + " | ".join(cells) + f" | {above} |")
+
+
+if __name__ == "__main__":
+    main()
