@@ -10,9 +10,11 @@ stdlib mapper; and a fetch that returns what is there, in order, without losing 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import nats
@@ -163,14 +165,15 @@ async def test_fetch_returns_what_is_there_in_order() -> None:
         await nc.close()
 
 
-async def test_a_trickle_reuses_one_waiting_request() -> None:
-    """One message at a time, each fetched as it comes: the waiting pull request sent for the
-    first is reused for the rest (no request, no status per message). A status ending the
-    ``no_wait`` request once discarded every waiting request after its first delivery."""
+@contextlib.asynccontextmanager
+async def _watched_pull(prefix: str) -> AsyncIterator[tuple[Any, Any, str, list[bytes]]]:
+    """A fresh stream with a durable pull consumer on it, and the body of every pull request
+    sent for that consumer (seen by a second connection): (jetstream, subscription, subject
+    prefix, requests)."""
     nc = await nats.connect(nats_url())
     watcher = await nats.connect(nats_url())
     js = nc.jetstream()
-    name = f"FT{uuid.uuid4().hex[:8].upper()}"
+    name = f"{prefix}{uuid.uuid4().hex[:8].upper()}"
     subject = name.lower()
     await js.add_stream(StreamConfig(name=name, subjects=[f"{subject}.>"]))
     requests: list[bytes] = []
@@ -185,6 +188,19 @@ async def test_a_trickle_reuses_one_waiting_request() -> None:
             f"{subject}.>", durable="d", stream=name,
             config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30),
         )
+        yield js, sub, subject, requests
+        await watcher.flush()
+    finally:
+        await js.delete_stream(name)
+        await nc.close()
+        await watcher.close()
+
+
+async def test_a_trickle_reuses_one_waiting_request() -> None:
+    """One message at a time, each fetched as it comes: the waiting pull request sent for the
+    first is reused for the rest (no request, no status per message). A status ending the
+    ``no_wait`` request once discarded every waiting request after its first delivery."""
+    async with _watched_pull("FT") as (js, sub, subject, requests):
         received = []
         for i in range(12):
             pending = asyncio.create_task(fetch(sub, 100, 5.0))
@@ -194,41 +210,17 @@ async def test_a_trickle_reuses_one_waiting_request() -> None:
             for m in msgs:
                 await m.ack()
             received += [int(m.data) for m in msgs]
-        await watcher.flush()
-        assert received == list(range(12))
-        # The first fetch: one no_wait request and one waiting request; then none.
-        assert len(requests) <= 3, requests
-    finally:
-        await js.delete_stream(name)
-        await nc.close()
-        await watcher.close()
+    assert received == list(range(12))
+    # The first fetch: one no_wait request and one waiting request; then none.
+    assert len(requests) <= 3, requests
 
 
 async def test_an_expiring_request_is_replaced_once() -> None:
     """A trickle slower than the fetch timeout: each waiting request lives until its 408, then
     ONE new one is sent. (Left just before its expiry, a request's late 408 ended the next
     request too, and so on: a pair of requests per message instead of per expiry.)"""
-    nc = await nats.connect(nats_url())
-    watcher = await nats.connect(nats_url())
-    js = nc.jetstream()
-    name = f"FX{uuid.uuid4().hex[:8].upper()}"
-    subject = name.lower()
-    await js.add_stream(StreamConfig(name=name, subjects=[f"{subject}.>"]))
-    waiting: list[bytes] = []
-
-    async def count(msg: Msg) -> None:
-        if b"expires" in msg.data:
-            waiting.append(msg.data)
-
-    await watcher.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{name}.d", cb=count)
-    await watcher.flush()
-    try:
-        sub = await js.pull_subscribe(
-            f"{subject}.>", durable="d", stream=name,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30),
-        )
-        sent = 24
-        timeout = 0.3
+    sent, timeout = 24, 0.3
+    async with _watched_pull("FX") as (js, sub, subject, requests):
 
         async def trickle() -> None:
             for i in range(sent):
@@ -249,15 +241,11 @@ async def test_an_expiring_request_is_replaced_once() -> None:
             received += [int(m.data) for m in msgs]
         await task
         elapsed = loop.time() - started
-        await watcher.flush()
-        assert received == list(range(sent))
-        # One waiting request per expiry (each lives ``timeout``), and one to begin with; a
-        # loaded machine only makes fetches later, which cannot add requests.
-        assert len(waiting) <= elapsed / timeout + 2, (len(waiting), elapsed)
-    finally:
-        await js.delete_stream(name)
-        await nc.close()
-        await watcher.close()
+    assert received == list(range(sent))
+    waiting = [r for r in requests if b"expires" in r]
+    # One waiting request per expiry (each lives ``timeout``), and one to begin with; a
+    # loaded machine only makes fetches later, which cannot add requests.
+    assert len(waiting) <= elapsed / timeout + 2, (len(waiting), elapsed)
 
 
 async def test_event_log_reader_matches_eventsourcing(stores: StoreRegistry) -> None:
