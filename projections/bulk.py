@@ -83,20 +83,21 @@ def envelope_of(
     event of the store: decoding was half of a rebuild's own time once events carried
     their summaries."""
     attrs = orjson.loads(state)
-    at = state.find(b'"_type_"')
-    while at >= 0:  # each typed value: '"<key>":{"_type_":"datetime_iso","_data_":"…"}'
-        key = ""
-        if state[at - 2 : at] == b":{":
-            quote = state.rfind(b'"', 0, at - 3)
-            if quote >= 0:
-                key = state[quote + 1 : at - 3].decode()
-        value = attrs.get(key) if key else None
-        typed = type(value) is dict and len(value) == 2 and value.get("_type_") == "datetime_iso"
-        text = value.get("_data_") if typed else None  # type: ignore[union-attr]
-        if type(text) is not str or len(text) not in (25, 32) or not text.endswith("+00:00"):
+    typed = state.count(b'"_type_"')
+    if typed:
+        # The usual typed values are the event's time and its deadline: looked at first, by
+        # key; the byte scan below only when the markers say there are others.
+        done = []
+        for key in _USUAL_TYPED:
+            value = attrs.get(key)
+            if type(value) is dict:
+                text = _iso_z(value)
+                if text is None:
+                    return _long_way(partition, position, case_id, version, topic, state)
+                attrs[key] = text
+                done.append(key)
+        if len(done) != typed and not _untype_scan(attrs, state, done):
             return _long_way(partition, position, case_id, version, topic, state)
-        attrs[key] = text[:-6] + "Z"
-        at = state.find(b'"_type_"', at + 8)
     kind = _TYPES.get(topic)
     if kind is None:
         kind = _TYPES[topic] = topic.rsplit(".", 1)[-1].rsplit(":", 1)[-1]
@@ -108,13 +109,59 @@ def envelope_of(
         "version": int(version),
         "type": kind,
         "at": pop("timestamp", None),
+        "actor": pop("actor", None),
+        "role": pop("role", None),
+        "channel": pop("channel", None),
+        "reason": pop("reason", None),
+        "command_id": pop("command_id", None),
+        "prev_hash": pop("prev_hash", None),
+        "hash": pop("hash", None),
     }
-    for key in _COMMON:
-        out[key] = pop(key, None)
-    for key in _INTERNAL:
-        pop(key, None)
+    pop("originator_id", None)
+    pop("originator_version", None)
+    pop("originator_topic", None)
     out["data"] = attrs
     return out
+
+
+#: Top-level keys that hold a datetime in the usual events (``timestamp`` in every one).
+_USUAL_TYPED = ("timestamp", "due")
+assert _COMMON == ("actor", "role", "channel", "reason", "command_id", "prev_hash", "hash")
+
+
+def _iso_z(value: dict[str, Any]) -> str | None:
+    """A stored ``{"_type_": "datetime_iso", "_data_": "…+00:00"}`` as the codec's Z text;
+    None for anything else (another type, another zone, not Python's ISO form)."""
+    if len(value) != 2 or value.get("_type_") != "datetime_iso":
+        return None
+    text = value.get("_data_")
+    if type(text) is not str or len(text) not in (25, 32) or not text.endswith("+00:00"):
+        return None
+    return text[:-6] + "Z"
+
+
+def _untype_scan(attrs: dict[str, Any], state: bytes, done: list[str]) -> bool:
+    """Rewrite every typed value left among ``attrs`` found by its marker in the bytes
+    (``'"<key>":{"_type_":"datetime_iso","_data_":"…"}'``), those of the keys in ``done``
+    rewritten already (one marker each); False when a marker is not a top-level datetime
+    this can vouch for (the caller then takes the long way)."""
+    at = state.find(b'"_type_"')
+    while at >= 0:
+        key = ""
+        if state[at - 2 : at] == b":{":
+            quote = state.rfind(b'"', 0, at - 3)
+            if quote >= 0:
+                key = state[quote + 1 : at - 3].decode()
+        value = attrs.get(key) if key else None
+        if key in done:
+            done.remove(key)  # its one marker; a second one under that key fails below
+        else:
+            text = _iso_z(value) if type(value) is dict else None
+            if text is None:
+                return False
+            attrs[key] = text
+        at = state.find(b'"_type_"', at + 8)
+    return True
 
 
 def _long_way(

@@ -84,6 +84,12 @@ CST = timezone(timedelta(hours=8))
         {"timestamp": AT, "summary": {"due": AT}, "due": AT},  # a nested typed value
         {"timestamp": AT, "due": AT, "summary": {"due": AT}},
         {"timestamp": AT, "nested": {"when": AT}},
+        {"timestamp": AT, "summary": {"timestamp": AT}},  # a nested key of a usual one
+        {"summary": {"timestamp": AT}, "timestamp": AT, "due": "text"},
+        {"due": "text", "summary": {"due": AT}, "timestamp": AT},
+        {"timestamp": AT, "until": AT, "due": AT},  # a typed value of another key
+        {"timestamp": AT, "due": None, "until": AT.astimezone(CST)},
+        {"timestamp": AT, "x": "_type_"},
         {"_type_": "datetime_iso", "timestamp": AT, "x": {"_type_": 1}},
         {"timestamp": AT, "ref": UUID(CASE_ID), "amount": Decimal("1.50")},
         {"timestamp": AT, 'we"ird': AT, "x": 'text :{"_type_": in a string'},
