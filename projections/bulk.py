@@ -194,7 +194,8 @@ class Folder(Protocol):
 
 
 class QueueFolder:
-    """``case_queue``: one row per case, ``queue.apply_event`` per event."""
+    """``case_queue``: one row per case, ``queue.fold_event`` per event (``apply_event``
+    in place, its times parsed once, by ``_record``)."""
 
     def __init__(self) -> None:
         self.rows: dict[str, dict[str, Any] | None] = {}
@@ -203,7 +204,7 @@ class QueueFolder:
         rows = self.rows
         for env in envelopes:
             case_id = env["case_id"]
-            rows[case_id] = queue.apply_event(rows.get(case_id), env)
+            rows[case_id] = queue.fold_event(rows.get(case_id), env)
 
     def flush(self) -> Rows:
         return {}
