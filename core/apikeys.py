@@ -40,6 +40,14 @@ CREATE TABLE IF NOT EXISTS api_clients (
     revoked_by text,
     last_used_at timestamptz
 );
+-- The tokens an Open311 client gets for a request before its case number is known
+-- (GeoReport v2 "token"; gateways/http/open311.py issues and resolves them).
+CREATE TABLE IF NOT EXISTS open311_tokens (
+    token text PRIMARY KEY,
+    case_no text NOT NULL,
+    client_id text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
 """
 
 
@@ -90,7 +98,8 @@ def new_api_key() -> str:
 
 
 async def setup(conn: asyncpg.Connection, city_dir: Path | None = None) -> None:
-    """Create the table and load the city's shipped clients (idempotent)."""
+    """Create the tables (API clients, their Open311 tokens) and load the city's shipped
+    clients (idempotent)."""
     await conn.execute(DDL)
     if city_dir is None:
         return

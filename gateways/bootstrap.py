@@ -29,7 +29,6 @@ from core.pull import Linger
 from core.refdata import load_reference
 from core.settings import Settings
 from gateways import notify, outbound, runtime
-from gateways.http import open311
 from gateways.probes import serve_probes
 from gateways.relay import RELAY_DDL, Relay
 from gateways.watcher import SlaWatcher
@@ -50,10 +49,11 @@ __all__ = ["PROCESSES", "ROLES", "Runtime", "all_projections", "intake_setup"]
 
 
 async def intake_setup(conn: asyncpg.Connection, settings: Settings) -> None:
-    """Tables of the intake side (photos, API clients, Open311 tokens, notifications)."""
+    """Tables of the intake side (photos, API clients and their Open311 tokens,
+    notifications). Nothing here imports an HTTP router: the roles that are not gateways do
+    not load FastAPI (≈ 10 MB each)."""
     await photos.setup(conn)
     await apikeys.setup(conn, settings.city_dir)
-    await open311.setup(conn)
     await notify.setup(conn)
     await outbound.setup(conn)  # issue 16: text messages to reporters
     await households.setup(conn)  # issue 18: household events and read models

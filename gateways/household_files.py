@@ -27,7 +27,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import openpyxl
 from pydantic import ValidationError
 
 from aggregates.households.actions import RegisterArgs
@@ -127,6 +126,8 @@ def format_members(members: Iterable[Mapping[str, Any]]) -> str:
 def read_table(data: bytes, filename: str) -> list[list[Any]]:
     """Rows of the first sheet (xlsx) or of the csv (UTF-8, with or without BOM)."""
     if filename.lower().endswith(".xlsx"):
+        import openpyxl  # here, not at the top: every role process imports the CLI (≈ 12 MB)
+
         book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
         sheet = book.worksheets[0]
         return [list(r) for r in sheet.iter_rows(values_only=True)]
@@ -199,6 +200,8 @@ def export_cells(row: Mapping[str, Any]) -> list[Any]:
 
 def write_table(header: list[str], rows: Iterable[list[Any]], fmt: str) -> bytes:
     if fmt == "xlsx":
+        import openpyxl
+
         book = openpyxl.Workbook()
         sheet = book.active
         assert sheet is not None

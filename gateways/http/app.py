@@ -7,7 +7,6 @@ from fastapi import FastAPI
 from core.clock import Clock, SystemClock
 from core.logging import get_logger
 from core.users import IdentitySettings
-from gateways import notify
 from gateways.http import (
     access,
     audit,
@@ -24,6 +23,7 @@ from gateways.http import (
     intake_pages,
     middleware,
     nearby,
+    notifications,
     open311,
     pages,
     photos,
@@ -75,7 +75,7 @@ def create_app(
     app.include_router(reference.basemap_router)
     app.include_router(components.router)
     # Intake (issue 6): photos, Open311, notifications, the inspector / department / hotline pages.
-    for router in (photos.router, open311.router, open311.admin_router, notify.router):
+    for router in (photos.router, open311.router, open311.admin_router, notifications.router):
         app.include_router(router)
     app.include_router(intake_pages.router)
     app.include_router(centre.router)

@@ -120,16 +120,6 @@ _SINGULAR = {"capabilities": "capability", "attributes": "attribute", "values": 
 DEFAULT_WINDOW = timedelta(days=90)
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{8,100}$")
 
-TOKENS_DDL = """
-CREATE TABLE IF NOT EXISTS open311_tokens (
-    token text PRIMARY KEY,
-    case_no text NOT NULL,
-    client_id text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
-);
-"""
-
-
 class Open311Error(Exception):
     def __init__(self, code: int, description: str) -> None:
         super().__init__(description)
@@ -992,7 +982,3 @@ async def revoke_api_client(
     if client is None:
         raise ApiError(404, "not_found", f"no API client {client_id}")
     return client.public()
-
-
-async def setup(conn: Any) -> None:
-    await conn.execute(TOKENS_DDL)
