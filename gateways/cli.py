@@ -375,8 +375,6 @@ def run(
 
 async def _run(settings: Settings, role: str, partitions: list[str] | None) -> None:
     from gateways.bootstrap import ROLES, Runtime
-    from gateways.http.app import create_app
-    from gateways.http.server import make_server
 
     assert settings.nats_url and settings.database_url
     roles = [r.strip() for r in role.split(",") if r.strip()]
@@ -399,6 +397,10 @@ async def _run(settings: Settings, role: str, partitions: list[str] | None) -> N
         if stop.is_set():
             return
         if role == "gateway":
+            # Imported here: the other roles need neither FastAPI nor the routers (≈ 30 MB).
+            from gateways.http.app import create_app
+            from gateways.http.server import make_server
+
             for sig in signals:  # uvicorn installs its own (graceful shutdown of requests)
                 loop.remove_signal_handler(sig)
             server = make_server(create_app(runtime), settings.http_host, settings.http_port)
