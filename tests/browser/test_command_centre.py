@@ -102,11 +102,19 @@ async def test_report_by_api_appears_on_map_and_queue_without_reload(
     grid = sorted(j.grids)[5]
     district = j.partition_of(grid)
     page = await centre["new_page"]("dispatcher")
+    # A case already on screen: its row stays the same element through the live refreshes
+    # (rows are patched in place — a rebuilt table swallowed clicks between two refreshes).
+    elsewhere = next(g for g in sorted(j.grids) if j.partition_of(g) != district)
+    earlier = await _report(client, elsewhere, "browser-live-0000", "路灯不亮 (street light out)")
+    await page.wait_for_selector(f'#queue-body tr[data-case-no="{earlier}"]')
+    earlier_row = await page.query_selector(f'#queue-body tr[data-case-no="{earlier}"]')
+    assert earlier_row is not None
     polygon = page.locator(f'path[data-grid="{grid}"]')
     await polygon.wait_for()
     empty_fill = await polygon.get_attribute("fill")
     district_row = page.locator(f'#children tr[data-code="{district}"] td:nth-child(2)')
     before = int(await district_row.text_content() or "0")
+    open_before = int(await page.text_content("#kpi-open") or "0")
     navigations: list[str] = []
     page.on("framenavigated", lambda f: navigations.append(f.url))
     case_no = await _report(client, grid, "browser-live-0001", "垃圾桶满溢 (bins overflowing)")
@@ -116,8 +124,11 @@ async def test_report_by_api_appears_on_map_and_queue_without_reload(
         arg=[f'#children tr[data-code="{district}"] td:nth-child(2)', before + 1],
     )
     assert await polygon.get_attribute("fill") != empty_fill
-    assert await page.text_content("#kpi-open") == str(before + 1)
+    await page.wait_for_function(
+        "n => document.querySelector('#kpi-open').textContent === String(n)", arg=open_before + 1
+    )
     assert navigations == []  # no reload happened
+    assert await earlier_row.evaluate("tr => tr.isConnected && tr.dataset.caseNo") == earlier
     await shoot(page, "live-report")
 
 

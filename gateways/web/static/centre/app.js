@@ -388,11 +388,11 @@ async function loadQueue({ flash = new Set() } = {}) {
   const before = state.rows;
   state.rows = new Map(data.items.map((r) => [r.case_no, r]));
   const body = $("#queue-body");
-  body.innerHTML = data.items.map(rowHtml).join("");
+  syncRows(body, data.items);
   for (const r of data.items) {
     const old = before.get(r.case_no);
     if (flash.has(r.case_no) || (before.size && (!old || old.version !== r.version))) {
-      body.querySelector(`tr[data-case-no="${CSS.escape(r.case_no)}"]`)?.classList.add("flash");
+      flashRow(body.querySelector(`tr[data-case-no="${CSS.escape(r.case_no)}"]`));
     }
   }
   $("#queue-empty").hidden = data.items.length > 0;
@@ -423,7 +423,7 @@ async function loadDecisions(mine) {
   state.cursors[page + 1] = page + 1 < data.pages ? `page-${page + 2}` : null;
   state.cursors.length = page + 2;
   state.rows = new Map(data.items.map((r) => [r.case_no, r]));
-  $("#queue-body").innerHTML = data.items.map(rowHtml).join("");
+  syncRows($("#queue-body"), data.items);
   $("#queue-empty").hidden = data.items.length > 0;
   const first = page * PAGE + (data.items.length ? 1 : 0);
   $("#queue-count").textContent = `${t("count_of", { n: data.total })} · ${t("showing", { a: first, b: page * PAGE + data.items.length })}`;
@@ -469,6 +469,53 @@ function placeTitle(r) {
     .filter(Boolean).map((n) => nameOf(n)).join(" › ") + ` (${r.grid})` + (r.address ? ` · ${r.address}` : "");
 }
 
+// The queue's rows are kept, not rebuilt: a refresh (once a second in a storm) patches the
+// rows whose content changed, adds and removes the others and restores the order, so the row
+// a dispatcher is clicking stays the same element (a rebuilt table swallowed the clicks that
+// fell between two refreshes — and made a browser test's click retry for 20 s).
+const rowTemplate = document.createElement("tbody");
+
+function rowElement(html) {
+  rowTemplate.innerHTML = html;
+  const tr = rowTemplate.firstElementChild;
+  tr._html = html;
+  return tr;
+}
+
+function patchRow(tr, html) {
+  if (tr._html === html) return;
+  const fresh = rowElement(html);
+  for (const a of [...tr.attributes]) if (!fresh.hasAttribute(a.name)) tr.removeAttribute(a.name);
+  for (const a of [...fresh.attributes]) tr.setAttribute(a.name, a.value);
+  tr.replaceChildren(...fresh.childNodes);
+  tr._html = html;
+}
+
+function syncRows(body, items) {
+  const kept = new Map([...body.children].map((tr) => [tr.dataset.caseNo, tr]));
+  let at = body.firstElementChild;
+  for (const item of items) {
+    const html = rowHtml(item);
+    let tr = kept.get(item.case_no);
+    if (tr) {
+      kept.delete(item.case_no);
+      patchRow(tr, html);
+    } else {
+      tr = rowElement(html);
+    }
+    if (tr === at) at = at.nextElementSibling;
+    else body.insertBefore(tr, at);
+  }
+  for (const tr of kept.values()) tr.remove();
+}
+
+function flashRow(tr) {
+  if (!tr) return;
+  tr.classList.remove("flash");
+  void tr.offsetWidth; // restart the animation on a kept row
+  tr.classList.add("flash");
+}
+
 function markSelected() {
   for (const tr of document.querySelectorAll("#queue-body tr")) tr.classList.toggle("selected", tr.dataset.caseNo === state.selected);
 }
@@ -492,7 +539,7 @@ function renderAll() {
   renderBreadcrumb();
   renderChildren();
   map.update(view);
-  $("#queue-body").innerHTML = [...state.rows.values()].map(rowHtml).join("");
+  syncRows($("#queue-body"), [...state.rows.values()]);
   markSelected();
   applyStatic();
   renderOrder();
@@ -532,8 +579,9 @@ function onChanges(changes, lastId) {
       state.rows.set(ch.case_no, ch.case);
       const tr = document.querySelector(`#queue-body tr[data-case-no="${CSS.escape(ch.case_no)}"]`);
       if (tr) {
-        tr.outerHTML = rowHtml(ch.case);
-        document.querySelector(`#queue-body tr[data-case-no="${CSS.escape(ch.case_no)}"]`)?.classList.add("flash");
+        patchRow(tr, rowHtml(ch.case));
+        flashRow(tr);
+        markSelected();
       }
     }
   }
