@@ -38,7 +38,7 @@ from aggregates.case import Case, verify_chain
 from aggregates.registry import Context
 from core.envelope import envelope_from_stored, to_envelope
 from core.eventstore import FastRecorder, FastTranscoder, StoreRegistry
-from core.pull import fetch
+from core.pull import _OPEN, fetch
 from core.refdata import load_reference
 from core.settings import Settings
 from tests.conftest import database_url, nats_url
@@ -246,6 +246,25 @@ async def test_an_expiring_request_is_replaced_once() -> None:
     # One waiting request per expiry (each lives ``timeout``), and one to begin with; a
     # loaded machine only makes fetches later, which cannot add requests.
     assert len(waiting) <= elapsed / timeout + 2, (len(waiting), elapsed)
+
+
+async def test_a_linger_that_outlives_the_request_forgets_it() -> None:
+    """The waiting request expires while the stage lingers: its 408, queued meanwhile, ends
+    it, so the next fetch asks anew at once. (Taken as a stale status, it left the request
+    recorded as open, and the next fetch waited on a request the server had ended — a
+    stall of the grace period for whatever arrived meanwhile.)"""
+    async with _watched_pull("FL") as (js, sub, subject, _requests):
+        pending = asyncio.create_task(fetch(sub, 100, 0.3, linger=0.5))
+        await asyncio.sleep(0.05)
+        await js.publish(f"{subject}.x", b"0")
+        first = await pending  # the linger outlived the request (expires 0.3 s after it)
+        assert [m.data for m in first] == [b"0"]
+        assert getattr(sub, _OPEN) is None
+        await js.publish(f"{subject}.x", b"1")
+        second = await fetch(sub, 100, 2.0)
+        assert [m.data for m in second] == [b"1"]
+        for m in first + second:
+            await m.ack()
 
 
 async def test_event_log_reader_matches_eventsourcing(stores: StoreRegistry) -> None:
