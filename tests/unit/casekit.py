@@ -302,3 +302,18 @@ def valid_command(
 def _photo() -> dict[str, Any]:
     return {"digest": "sha256:" + "5a" * 32, "size": 4096, "content_type": "image/jpeg",
             "name": "现场.jpg"}
+
+
+def closed_case() -> Case:
+    """A case reported at a precise fix and walked to closed, one step a minute — every
+    kind of value an event stores (times, coordinates, a note, 核查 evidence) for the tests
+    that decode stored events."""
+    case = report(lat=26.58713789, lon=106.71347)
+    steps = [("file", "dispatcher"), ("dispatch", "dispatcher"), ("accept", "handler"),
+             ("report_result", "handler"), ("verify_pass", "inspector"), ("close", "dispatcher")]
+    for when, (verb, role) in enumerate(steps, start=1):
+        if verb == "report_result":
+            run(case, verb, role, when, note="已处置")
+        else:
+            run(case, verb, role, when)
+    return case

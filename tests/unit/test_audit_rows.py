@@ -163,18 +163,9 @@ def test_history_decodes_a_stored_event_as_the_mapper_does() -> None:
 
     from aggregates.case import Case
     from projections.audit import history
-    from tests.unit.casekit import replay, report, run
+    from tests.unit.casekit import closed_case, replay
 
-    case = report(lat=26.58713789, lon=106.71347)
-    for when, (verb, role) in enumerate(
-        [("file", "dispatcher"), ("dispatch", "dispatcher"), ("accept", "handler"),
-         ("report_result", "handler"), ("verify_pass", "inspector"), ("close", "dispatcher")],
-        start=1,
-    ):
-        if verb == "report_result":
-            run(case, verb, role, when, note="已处置")
-        else:
-            run(case, verb, role, when)
+    case = closed_case()
     events = list(case.collect_events())
     mapper = history._MAPPER
     for number, event in enumerate(events, 1):

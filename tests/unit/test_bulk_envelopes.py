@@ -19,7 +19,7 @@ from core.envelope import envelope_from_stored
 from core.eventstore import FastTranscoder
 from projections import queue
 from projections.bulk import envelope_of
-from tests.unit.casekit import report, run
+from tests.unit.casekit import closed_case, report, run
 
 CASE_ID = "12345678-1234-5678-1234-567812345678"
 TOPIC = "aggregates.actions.handling:Dispatched"
@@ -55,16 +55,7 @@ def _same(state: dict[str, Any], topic: str = TOPIC) -> None:
 
 
 def test_the_events_of_a_whole_case() -> None:
-    case = report(lat=26.58713789, lon=106.71347)
-    for when, (verb, role) in enumerate(
-        [("file", "dispatcher"), ("dispatch", "dispatcher"), ("accept", "handler"),
-         ("report_result", "handler"), ("verify_pass", "inspector"), ("close", "dispatcher")],
-        start=1,
-    ):
-        if verb == "report_result":
-            run(case, verb, role, when, note="已处置")
-        else:
-            run(case, verb, role, when)
+    case = closed_case()
     for event in case.collect_events():
         state = dict(vars(event))
         topic = f"{type(event).__module__}:{type(event).__qualname__}"
