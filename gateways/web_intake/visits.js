@@ -53,8 +53,10 @@
   }
   async function sendAll() {
     if (!navigator.onLine || !GD.auth.state) return;
+    let changed = false;
     for (const item of await Outbox.all()) {
       if (item.state !== "queued" || !navigator.onLine) continue;
+      changed = true;
       try {
         const args = Object.assign({}, item.args);
         if (item.photo && !item.photoRef) {
@@ -79,6 +81,8 @@
         } else break; // offline, server busy, signed out: later
       }
     }
+    // Only when something was sent or refused: this runs every 5 s while online.
+    if (!changed) return;
     await render();
     if (navigator.onLine) refresh();
   }
@@ -112,12 +116,22 @@
     const pending = await Outbox.all();
     const queuedFor = new Set(pending.filter((p) => p.state === "queued").map((p) => p.household_no));
     const list = (data && data.households) || [];
-    const rows = list.map((hh) => row(hh, queuedFor.has(hh.household_no)));
+    // A row whose visit form or details are open is kept as it is (the same element, what was
+    // typed, the focus): the list is re-drawn whenever the worklist or the outbox changes.
+    const old = slot.querySelector("#visit-worklist");
+    const open = new Map();
+    for (const r of old ? old.querySelectorAll(":scope > .visit-row") : []) {
+      if (r.querySelector(".visit-form-slot")?.childElementCount) open.set(r.dataset.household, r);
+    }
+    const rows = list.map((hh) =>
+      open.get(hh.household_no) && !queuedFor.has(hh.household_no) ? open.get(hh.household_no) : row(hh, queuedFor.has(hh.household_no))
+    );
     const rejected = pending.filter((p) => p.state === "rejected");
-    slot.replaceChildren(
-      h(
-        "div",
-        { class: "card", id: "visit-worklist" },
+    const card = old || h("div", { class: "card", id: "visit-worklist" });
+    if (!old) slot.replaceChildren(card);
+    syncChildren(
+      card,
+      [
         h("h2", {}, T("本周走访")),
         h(
           "p",
@@ -135,9 +149,21 @@
             `${p.household_no}: ${p.error} `,
             h("button", { type: "button", class: "ghost", onclick: async () => (await Outbox.del(p.key), render()) }, T("删除"))
           )
-        )
-      )
+        ),
+      ]
     );
+  }
+
+  /** Make ``parent``'s children ``nodes`` without moving a node that stays in place: the
+   * others are removed first, then the new ones inserted around the kept ones. */
+  function syncChildren(parent, nodes) {
+    const wanted = new Set(nodes);
+    for (const child of [...parent.childNodes]) if (!wanted.has(child)) child.remove();
+    let at = parent.firstChild;
+    for (const node of nodes) {
+      if (node === at) at = at.nextSibling;
+      else parent.insertBefore(node, at);
+    }
   }
 
   /** The household's details (flags with reasons, members, cases and their outcome). */

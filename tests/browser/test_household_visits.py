@@ -61,6 +61,11 @@ async def test_visit_offline_then_online(
     await first.locator("textarea").fill("老人精神尚可；楼道灯坏了，夜间行走不便")
     await first.locator("select").select_option("SJ0101")
     await first.locator("input[aria-label='诉求内容']").fill("楼道灯损坏，需维修")
+    # The list is re-drawn meanwhile (a refresh, a send): the open form stays, as typed.
+    typed = await first.locator("textarea").element_handle()
+    await page.evaluate("window.GDVisits.refresh()")
+    kept = await typed.evaluate("el => el.isConnected && el.value")
+    assert kept == "老人精神尚可；楼道灯坏了，夜间行走不便"
     await shot(page, "households-2-visit-form", top=False)
     await first.locator("button[type=submit]").click()
     await page.wait_for_selector(f".visit-row[data-household='{numbers[0]}'] .badge")
