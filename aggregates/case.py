@@ -79,15 +79,10 @@ class Case(Aggregate):
         assert fields is not None  # creation always records
         fields["case_no"] = case_no
         payload, after, summary = _payload(spec, empty, fields, ctx, None)
-        digest = _chain(GENESIS, str(case_id), 1, spec.event.__name__, ctx.at, payload)
         # What eventsourcing's ``_create`` does, with the event made by ``new_event``.
-        payload["timestamp"] = ctx.at
-        payload["prev_hash"] = GENESIS
-        payload["hash"] = digest
-        payload["originator_topic"] = _topic(cls)
-        payload["originator_id"] = case_id
-        payload["originator_version"] = cls.INITIAL_VERSION
-        event = new_event(spec.event, payload)
+        event = _chained_event(
+            spec, payload, ctx.at, case_id, cls.INITIAL_VERSION, GENESIS, topic=_topic(cls)
+        )
         token = _CREATED.set(after)
         try:
             case = cast(Case, event.mutate(None))
@@ -125,15 +120,7 @@ class Case(Aggregate):
         known = self.summarised
         previous = known[1] if known is not None and known[0] is state else _summary(state, ctx)
         payload, after, summary = _payload(spec, state, fields, ctx, previous)
-        digest = _chain(
-            state.last_hash, str(self.id), self.version + 1, spec.event.__name__, ctx.at, payload
-        )
-        payload["timestamp"] = ctx.at
-        payload["prev_hash"] = state.last_hash
-        payload["hash"] = digest
-        payload["originator_id"] = self.id
-        payload["originator_version"] = self.version + 1
-        event = new_event(spec.event, payload)
+        event = _chained_event(spec, payload, ctx.at, self.id, self.version + 1, state.last_hash)
         self.prepared = after
         try:
             # What eventsourcing's ``trigger_event`` does with the event it constructs.
@@ -159,6 +146,25 @@ class Case(Aggregate):
             **self.state.to_json(),
             "updated_at": iso_utc(self.modified_on),
         }
+
+
+def _chained_event(
+    spec: ActionSpec, payload: dict[str, Any], at: datetime, case_id: UUID, version: int,
+    prev_hash: str, topic: str | None = None,
+) -> CaseEvent:
+    """The event recording ``payload`` as version ``version`` of the case: its hash chained
+    to ``prev_hash``, and the time, originator (``topic``: a creating event's aggregate
+    class) and version eventsourcing's ``_create`` / ``trigger_event`` would give it, none
+    of them hashed. ``payload`` becomes the event's attributes."""
+    digest = _chain(prev_hash, str(case_id), version, spec.event.__name__, at, payload)
+    if topic is not None:
+        payload["originator_topic"] = topic
+    payload["timestamp"] = at
+    payload["prev_hash"] = prev_hash
+    payload["hash"] = digest
+    payload["originator_id"] = case_id
+    payload["originator_version"] = version
+    return new_event(spec.event, payload)
 
 
 @cache
@@ -258,13 +264,7 @@ def _payload(
     payload = json_safe(fields)
     payload.update(common)
     after = state.copy()
-    draft = Draft.__new__(Draft)
-    facts = draft.__dict__
-    facts.update(fields)
-    facts.update(common)
-    facts["timestamp"] = ctx.at
-    facts["_event_class"] = spec.event
-    advance(after, draft)
+    advance(after, Draft.with_facts(spec.event, {**fields, **common, "timestamp": ctx.at}))
     moved: set[str] = set()
     summary = _summary(after, ctx, state, previous, moved)
     if previous is None:

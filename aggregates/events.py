@@ -99,24 +99,28 @@ class Draft:
     """An event before it is recorded: the same attributes, so the same ``evolve`` computes
     the state after it (whose summary the event then records)."""
 
-    def __init__(self, event_class: type[CaseEvent], **fields: Any) -> None:
-        self.__dict__.update(fields)
-        self._event_class = event_class
+    _event_class: type[CaseEvent]
+
+    @classmethod
+    def with_facts(cls, event_class: type[CaseEvent], facts: dict[str, Any]) -> Draft:
+        """A draft of ``event_class`` whose attributes are ``facts`` itself (the caller's
+        own dict, not copied: this runs for every command and every replayed event)."""
+        draft = cls.__new__(cls)
+        draft.__dict__ = facts
+        draft._event_class = event_class
+        return draft
 
     @classmethod
     def of(cls, event: CaseEvent) -> Draft:
         """A replayed event's facts with their own containers, so the state built from it
         never shares a dict or list with the stored event (whose hash covers them)."""
         leaves = _LEAVES
-        draft = cls.__new__(cls)
         # Containers copied, leaves shared (no call per leaf: most fields are leaves); the
         # summary is not a fact the state is built from.
-        draft.__dict__ = {
+        return cls.with_facts(type(event), {
             k: v if type(v) in leaves else json_safe(v)
             for k, v in vars(event).items() if k != "summary"
-        }
-        draft._event_class = type(event)
-        return draft
+        })
 
     def evolve(self, state: CaseState) -> None:
         self._event_class.evolve(cast(CaseEvent, self), state)
