@@ -217,7 +217,6 @@ class Relay:
             for waiting in waits:
                 waiting.cancel()
 
-
     async def _listen(self) -> None:
         """LISTEN on the partitions' channels on a connection of its own (a failure only
         means polling every 50 ms meanwhile)."""

@@ -201,7 +201,7 @@ class ChainSealer:
     :meth:`prepare` (seals for the events after the head; their chain values go into the
     ``Grid-Log-Chain`` header), publishes only the events after its position, then
     writes them with its new position in one statement (``INSERT_SEALS`` inside the relay's
-``SEAL_AND_ADVANCE``) and calls :meth:`advance` after it.
+    ``SEAL_AND_ADVANCE``) and calls :meth:`advance` after it.
     Reading from the head means events published before the chain existed are sealed first
     (back-fill, without re-publishing), so the chain always starts at the first event.
     """
