@@ -70,6 +70,12 @@ _OPEN = "_grid_open_request"
 _EXPIRY_GRACE_S = 0.1
 
 
+def _waiting(open_: _OpenRequest | None, now: float) -> bool:
+    """Whether the recorded waiting request may still deliver, or send the 408 that ends
+    it: not exhausted, and not past its expiry plus the grace."""
+    return open_ is not None and open_.remaining > 0 and now < open_.until + _EXPIRY_GRACE_S
+
+
 class _Batch:
     def __init__(self, psub: Any, batch: int) -> None:
         self.sub = psub._sub
@@ -108,6 +114,11 @@ class _Batch:
             self.sub._pending_size -= len(msg.data)
             if not (msg.headers and _STATUS in msg.headers):
                 self._keep(msg)
+
+    def forget_if_ended(self, psub: Any, now: float) -> None:
+        """Forget the open request once a status ended it or it can no longer deliver."""
+        if self.ended or not _waiting(self.open, now):
+            setattr(psub, _OPEN, None)
 
     def drain(self) -> None:
         """What is queued for the open request (a status in it ends the request)."""
@@ -227,15 +238,13 @@ async def fetch(
         return msgs
     await asyncio.sleep(wait)
     more = _Batch(psub, batch - len(msgs))
-    open_ = more.open
     loop = asyncio.get_running_loop()
-    if open_ is not None and open_.remaining > 0 and loop.time() < open_.until:
+    if _waiting(more.open, loop.time()):
         # Our waiting request is still open: what came meanwhile is queued for it. A status
         # in the queue ends it (taken as stale by ``available``, an expired request's 408
         # left it recorded as open, and the next fetch waited on it for the grace).
         more.drain()
-        if more.ended or open_.remaining <= 0:
-            setattr(psub, _OPEN, None)
+        more.forget_if_ended(psub, loop.time())
     else:
         setattr(psub, _OPEN, None)
         await more.available(psub, loop.time() + max(timeout, 0.5))
@@ -250,7 +259,7 @@ async def _fetch(psub: Any, batch: int, timeout: float) -> list[Msg]:
     deadline = loop.time() + timeout
     got = _Batch(psub, batch)
     open_ = got.open
-    if open_ is not None and open_.remaining > 0 and loop.time() < open_.until + _EXPIRY_GRACE_S:
+    if open_ is not None and _waiting(open_, loop.time()):
         # Step 0: our waiting request is still open; what it delivers comes by itself. At a
         # trickle this is every fetch: no request, no status per message, at each stage. It
         # is waited on until its own 408 ends it (a new request before that would be ended
@@ -258,8 +267,7 @@ async def _fetch(psub: Any, batch: int, timeout: float) -> list[Msg]:
         got.drain()
         if not got.msgs and not got.ended:
             await got.collect(min(deadline, open_.until + _EXPIRY_GRACE_S), until_status=False)
-        if got.ended or open_.remaining <= 0 or loop.time() >= open_.until + _EXPIRY_GRACE_S:
-            setattr(psub, _OPEN, None)
+        got.forget_if_ended(psub, loop.time())
         if got.msgs:
             return got.msgs
         if got.error is not None:
