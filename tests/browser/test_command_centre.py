@@ -13,10 +13,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from playwright.async_api import Route
 
 from tests.browser.conftest import layout_problems, shoot
 from tests.conftest import auth_headers, demo_password, eventually
@@ -150,12 +153,27 @@ async def test_filters_drill_down_language_and_metrics(centre: dict[str, Any]) -
         ".every(r => codes.includes(r.dataset.grid))",
         arg=j.grids_under(district),
     )
+    # A dispatcher clicks a grid on the map before the community's counts have arrived (held
+    # here): the click still goes one level down from the community, and the late answer
+    # does not take the page back to the community.
     community = j.children(district)[0]
-    await page.click(f'#children tr[data-code="{community}"]')
-    await page.wait_for_selector(f'#breadcrumb button.current[data-code="{community}"]')
     grid = j.children(community)[0]
-    await page.click(f'path[data-grid="{grid}"]', force=True)
+    release = asyncio.Event()
+
+    async def hold_community(route: Route) -> None:
+        if parse_qs(urlsplit(route.request.url).query).get("node") == [community]:
+            await release.wait()
+        await route.continue_()
+
+    await page.route("**/v1/map?*", hold_community)
+    await page.click(f'#children tr[data-code="{community}"]')
+    await page.click(f'path[data-grid="{grid}"]')
     await page.wait_for_selector(f'#breadcrumb button.current[data-code="{grid}"]')
+    async with page.expect_response(lambda r: f"node={community}&" in r.url + "&"):
+        release.set()
+    await page.unroute("**/v1/map?*", hold_community)
+    await page.evaluate("() => new Promise(requestAnimationFrame)")
+    assert await page.get_attribute("#breadcrumb button.current", "data-code") == grid
     await page.wait_for_function(
         "g => [...document.querySelectorAll('#queue-body tr')].every(r => r.dataset.grid === g)",
         arg=grid,

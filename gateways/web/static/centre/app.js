@@ -293,12 +293,16 @@ async function drillTo(code) {
 }
 
 let view = null;
+let viewSeq = 0;
 async function refreshView() {
+  const mine = ++viewSeq;
   const [mapView, rootView, today] = await Promise.all([
     api("/v1/map", { query: { node: state.node } }),
     state.node === state.root ? null : api("/v1/map", { query: { node: state.root } }),
     api("/v1/metrics", { query: { node: state.root, group_by: "none", metrics: "reports,filed,closed,on_time_handling_rate", ...todayRange() } }),
   ]);
+  // A later drill or refresh has asked since: this answer is for a node no longer shown.
+  if (mine !== viewSeq) return;
   view = mapView;
   if (!state.serverToday) state.serverToday = today.to;
   const kpi = (rootView || mapView).totals;

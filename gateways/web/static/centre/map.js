@@ -126,7 +126,9 @@ export class JurisdictionMap {
 
   /** Show a /v1/map response: counts of every visible grid, the node, its children. */
   update(view) {
-    this.node = view.node;
+    // The node is the page's, set when it drills (focus); a live refresh's view may still be
+    // the previous node's, and must not take the map back there.
+    if (!this.node) this.node = view.node;
     this.counts = view.grids || {};
     const vals = Object.values(this.counts);
     this.max = {
@@ -161,7 +163,23 @@ export class JurisdictionMap {
     return bounds;
   }
 
+  /** The node a code names, read from the grids' own properties (null: the whole city). */
+  nodeAt(code) {
+    const keys = this.levels.map((l) => l.key);
+    if (!code) return { code, level: keys[0] };
+    if (this.props.has(code)) return { code, level: keys[keys.length - 1] };
+    for (const p of this.props.values()) {
+      const key = keys.find((k) => p[k] === code);
+      if (key) return { code, level: key };
+    }
+    return { code, level: keys[0] };
+  }
+
+  /** Show a node: the map takes it as its own at once, so a click on a grid right after a
+   * drill goes one level down from there — before, it went from the node of the last
+   * /v1/map answer, which may not have arrived yet, and re-chose the node already chosen. */
   focus(code, animate = true) {
+    this.node = this.nodeAt(code);
     const b = code ? this.boundsOf(code) : this.all?.getBounds();
     if (!b || !b.isValid()) return;
     if (animate) this.map.flyToBounds(b, { padding: [16, 16], duration: 0.45, maxZoom: 15 });
