@@ -38,7 +38,8 @@ from aggregates.case import Case
 from aggregates.commands import Command
 from aggregates.service import CaseService
 from benchmarks.common import ON_SITE, on_site_args, report_command
-from core.eventstore import CaseStore, eventsourcing_env, table_name
+from core.eventlog import table_name
+from core.eventstore import CaseStore, eventsourcing_env
 from core.refdata import Reference, load_reference
 from core.settings import Settings
 

@@ -18,14 +18,16 @@ it). Two drivers use the same SQL: asyncpg for the asynchronous roles (:func:`re
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
-import psycopg
 
 from core.db import check_schema
 from core.envelope import envelope_from_stored
-from core.eventstore import table_name
+
+if TYPE_CHECKING:  # the auditors' tools take a psycopg connection; a rebuild's fold
+    # processes import this module and need neither psycopg nor eventsourcing
+    import psycopg
 
 #: The columns of a stored event, in the order every reader unpacks them:
 #: ``(position, case_id, version, topic, state)``; ``case_id`` as text (psycopg readers).
@@ -36,6 +38,12 @@ _ENVELOPE_COLUMNS = "notification_id, originator_id, originator_version, topic, 
 TABLE_PATTERN = "^cases_[a-z0-9]+_events$"
 
 Envelope = dict[str, Any]
+
+
+def table_name(partition: str) -> str:
+    """The events table of a partition (what eventsourcing derives from the app name that
+    ``core.eventstore`` gives each partition's store)."""
+    return f"cases_{partition.lower()}_events"
 
 
 def qualified(partition: str, schema: str | None = None) -> str:

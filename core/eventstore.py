@@ -188,11 +188,6 @@ def eventsourcing_env(database_url: str, schema: str = "public") -> dict[str, st
     return env
 
 
-def table_name(partition: str) -> str:
-    """The events table of a partition (what eventsourcing derives from the app name)."""
-    return f"cases_{partition.lower()}_events"
-
-
 class StoreRegistry:
     """Opens one CaseStore per partition on demand and keeps it for the process lifetime."""
 

@@ -35,7 +35,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from core import codec, eventlog
-from core.eventstore import StoreRegistry, table_name
+from core.eventlog import table_name
+from core.eventstore import StoreRegistry
 from core.gctune import tune_gc
 from core.logging import get_logger
 from core.messaging import Topology

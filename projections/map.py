@@ -23,14 +23,17 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from core.envelope import parse_time
-from core.jurisdiction import Jurisdiction
 from projections.base import Envelope, rows_of_known_cases
 from projections.queue import TERMINAL
+
+if TYPE_CHECKING:  # the type only: a rebuild's fold processes import this module, and
+    # core.jurisdiction brings shapely and numpy (a third of their start)
+    from core.jurisdiction import Jurisdiction
 
 PRIORITY_RANK = {"urgent": 0, "important": 1, "ordinary": 2}
 

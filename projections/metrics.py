@@ -33,7 +33,6 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from aggregates.households.coverage import HOUSEHOLD_METRICS
 from core.envelope import parse_time
 from projections.base import Envelope, rows_of_known_cases
 from projections.map import advance, iso
@@ -389,6 +388,10 @@ def compute(metric: Metric, counters: dict[str, int]) -> float | int | None:
 
 def definitions() -> dict[str, Any]:
     """What ``GET /v1/metrics/definitions`` serves."""
+    # Here, not at the top: a rebuild's fold processes import this module, and the
+    # households' aggregate (through the registry, eventsourcing) was a quarter of their start.
+    from aggregates.households.coverage import HOUSEHOLD_METRICS
+
     return {
         "version": DEFINITIONS_VERSION,
         "timezone": str(METRIC_TZ),

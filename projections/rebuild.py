@@ -36,8 +36,9 @@ from projections.runner import apply_batch, projection_lock
 
 Progress = Callable[[int, int], None]  # (events done, events total)
 log = get_logger("rebuild")
-#: From this many events on, a fast rebuild folds partitions in parallel processes.
-PARALLEL_FROM = 200_000
+#: From this many events on, a fast rebuild folds partitions in parallel processes (one per
+#: core; measured on 2 cores: even at 20,000 events, 1.3-1.4 times the events/s at 67,000).
+PARALLEL_FROM = 30_000
 
 
 @dataclass

@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aggregates.commands import Command
 from aggregates.service import CaseService
 from benchmarks.common import ON_SITE, on_site_args
-from core.eventstore import StoreRegistry, table_name
+from core.eventlog import table_name
+from core.eventstore import StoreRegistry
 from core.ids import case_id_for_key, case_no_for_id
 from core.refdata import load_reference
 from core.settings import Settings

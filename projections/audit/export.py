@@ -39,7 +39,7 @@ import orjson
 import psycopg
 
 from aggregates.integrity import HASH_ALGORITHM, iso_utc
-from core.eventstore import table_name
+from core.eventlog import table_name
 from core.ids import case_no_for_id
 from projections.audit.chain import CHAIN_ALGORITHM, GENESIS
 from projections.audit.history import (

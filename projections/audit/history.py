@@ -44,7 +44,7 @@ from aggregates.case import Case, json_view
 from aggregates.integrity import iso_utc
 from aggregates.state import FIELDS as STATE_FIELDS
 from core.db import check_schema
-from core.eventstore import table_name
+from core.eventlog import table_name
 from core.ids import case_no_for_id
 from core.logging import get_logger
 from core.vocabulary import STATUS_LABELS

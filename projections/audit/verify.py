@@ -36,7 +36,7 @@ from typing import Any
 import psycopg
 
 from core.db import check_schema
-from core.eventstore import table_name
+from core.eventlog import table_name
 from projections.audit.chain import GENESIS, Head, fast_link
 from projections.audit.rows import (
     NOT_HASHED,

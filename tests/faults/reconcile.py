@@ -26,7 +26,8 @@ import asyncpg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from core import codec
-from core.eventstore import StoreRegistry, table_name
+from core.eventlog import table_name
+from core.eventstore import StoreRegistry
 from core.ids import case_id_for_key
 from projections.notifications import NotifyProjection
 from projections.read_models import all_projections

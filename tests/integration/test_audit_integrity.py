@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from core.eventstore import table_name
+from core.eventlog import table_name
 from projections.audit.chain import CHAIN_HEADER
 from projections.audit.verify import VerifyReport, verify_store
 from tests.conftest import auth_headers, database_url, eventually

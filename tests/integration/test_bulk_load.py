@@ -13,7 +13,8 @@ import asyncpg
 import pytest
 
 from benchmarks import bulk_load
-from core.eventstore import StoreRegistry, table_name
+from core.eventlog import table_name
+from core.eventstore import StoreRegistry
 from core.refdata import load_reference
 from projections.audit.verify import verify_store
 from tests.conftest import database_url, make_settings

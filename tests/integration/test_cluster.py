@@ -35,7 +35,7 @@ import pytest
 from nats.js import JetStreamContext
 
 from core.embedded import EmbeddedNats, free_port
-from core.eventstore import table_name
+from core.eventlog import table_name
 from core.ids import case_id_for_key, case_no_for_id
 from core.messaging import Topology, connect, ensure_streams
 from core.users import IdentitySettings

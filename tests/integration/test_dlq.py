@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from aggregates.commands import Command, ReportArgs, Reporter
 from core import codec
-from core.eventstore import table_name
+from core.eventlog import table_name
 from core.ids import case_id_for_key, case_no_for_id
 from gateways.cli_dlq import list_dead_letters, replay
 from gateways.runtime import Runtime

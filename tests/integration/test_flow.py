@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from core.eventstore import table_name
+from core.eventlog import table_name
 from core.ids import case_no_for_key
 from tests.conftest import auth_headers, database_url, eventually
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from core.eventstore import table_name
+from core.eventlog import table_name
 from gateways.bootstrap import Runtime, all_projections
 from projections.rebuild import rebuild
 from tests.conftest import (

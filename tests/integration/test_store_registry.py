@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncpg
 
 from core.db import ensure_schema
-from core.eventstore import StoreRegistry, table_name
+from core.eventlog import table_name
+from core.eventstore import StoreRegistry
 from tests.conftest import database_url, unique_name
 
 

@@ -13,7 +13,7 @@ from nats.js.api import ConsumerInfo
 
 from benchmarks.common import report_command
 from core import codec
-from core.eventstore import table_name
+from core.eventlog import table_name
 from gateways.bootstrap import Runtime
 from gateways.worker import FETCH_TIMEOUT_S
 from tests.conftest import (
