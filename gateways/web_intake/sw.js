@@ -1,7 +1,7 @@
 /* Inspector app service worker: caches the app shell so the app opens without a network.
  * API calls are never cached here — the report queue lives in IndexedDB (inspector.js),
  * which is what makes submissions safe offline. */
-const SHELL = "gd-inspector-shell-v5";
+const SHELL = "gd-inspector-shell-v6";
 const ASSETS = [
   "/inspector/",
   "/inspector/manifest.webmanifest",
@@ -20,6 +20,7 @@ const ASSETS = [
   "/static/vendor/leaflet/leaflet.css",
   "/static/vendor/gcoord/gcoord.global.prod.js",
   "/static/shared/basemap.js",
+  "/static/shared/dom.js",
 ];
 // The city's offline street layer (public, like tiles), so the map keeps its streets offline;
 // optional: a city without one answers 404, which must not break the shell's install.

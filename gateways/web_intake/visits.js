@@ -129,7 +129,7 @@
     const rejected = pending.filter((p) => p.state === "rejected");
     const card = old || h("div", { class: "card", id: "visit-worklist" });
     if (!old) slot.replaceChildren(card);
-    syncChildren(
+    GDDom.placeInOrder(
       card,
       [
         h("h2", {}, T("本周走访")),
@@ -156,16 +156,6 @@
 
   /** Make ``parent``'s children ``nodes`` without moving a node that stays in place: the
    * others are removed first, then the new ones inserted around the kept ones. */
-  function syncChildren(parent, nodes) {
-    const wanted = new Set(nodes);
-    for (const child of [...parent.childNodes]) if (!wanted.has(child)) child.remove();
-    let at = parent.firstChild;
-    for (const node of nodes) {
-      if (node === at) at = at.nextSibling;
-      else parent.insertBefore(node, at);
-    }
-  }
-
   /** The household's details (flags with reasons, members, cases and their outcome). */
   async function openDetail(hh, slot) {
     // The slot holds either the details or the form: the same button closes, the other swaps.

@@ -2,6 +2,7 @@
 // live stream together. State is small and explicit (`state`); every read is an API call
 // through api.js; the live stream triggers throttled re-reads so thousands of changes per
 // minute cost a few requests, not thousands.
+/* global GDDom */
 import { api, download, onAuthRequired, signIn, signOut, user } from "./api.js";
 import { CasePanel, esc } from "./casepanel.js";
 import {
@@ -497,20 +498,13 @@ function patchRow(tr, html) {
 
 function syncRows(body, items) {
   const kept = new Map([...body.children].map((tr) => [tr.dataset.caseNo, tr]));
-  let at = body.firstElementChild;
-  for (const item of items) {
+  GDDom.placeInOrder(body, items.map((item) => {
     const html = rowHtml(item);
-    let tr = kept.get(item.case_no);
-    if (tr) {
-      kept.delete(item.case_no);
-      patchRow(tr, html);
-    } else {
-      tr = rowElement(html);
-    }
-    if (tr === at) at = at.nextElementSibling;
-    else body.insertBefore(tr, at);
-  }
-  for (const tr of kept.values()) tr.remove();
+    const tr = kept.get(item.case_no);
+    if (!tr) return rowElement(html);
+    patchRow(tr, html);
+    return tr;
+  }));
 }
 
 function flashRow(tr) {
