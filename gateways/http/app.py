@@ -20,6 +20,7 @@ from gateways.http import (
     households,
     identity,
     inputs,
+    intake_fast,
     intake_pages,
     middleware,
     nearby,
@@ -65,6 +66,7 @@ def create_app(
     app.state.csp_images = security.image_sources(basemap.url) if basemap else b""
     errors.install(app)
     identity.install(app)
+    intake_fast.install(app)  # innermost: inside the request id and the body limit
     middleware.install(app)
     ratelimit.install(app)
     # nearby before cases: /v1/cases/nearby is not the case numbered "nearby".

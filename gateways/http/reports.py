@@ -379,6 +379,15 @@ async def post_report(
     idempotency_key: str | None = Header(default=None, min_length=8, max_length=200),
 ) -> Response:
     """Accept a report (上报). Answers 202 with the case number once the broker has it."""
+    return await accept_report(intake, clock, principal, body, idempotency_key)
+
+
+async def accept_report(
+    intake: Intake, clock: Clock, principal: Principal, body: ReportIn,
+    idempotency_key: str | None,
+) -> Response:
+    """What ``POST /v1/reports`` does once its inputs are checked — for the route and for
+    its fast path (``gateways/http/intake_fast.py``), which check them the same way."""
     if idempotency_key and body.idempotency_key and idempotency_key != body.idempotency_key:
         raise ApiError(
             422, "idempotency_key_conflict", "Idempotency-Key header and body field differ"

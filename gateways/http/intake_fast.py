@@ -1,0 +1,128 @@
+"""``POST /v1/reports`` without FastAPI's per-request dependency solving: the intake's hot path.
+
+Why: at saturation FastAPI 0.165 spent about an eighth of the gateway's CPU per report on
+classifying the route's dependencies again for every request (cache keys, scopes, callable
+kinds) and walking the router — before any of our code ran (py-spy, docs/performance.md).
+This ASGI layer sits inside the request-id, security-header and body-limit middleware and
+answers a JSON report itself, in the order FastAPI would:
+
+1. the body is read and parsed as JSON (invalid JSON: 422 before anything else, as FastAPI);
+2. the caller is authorised by the route's own rule (``reports.reporter``: roles, scopes, the
+   intake rate limits) — the same function the route's dependency calls;
+3. the ``Idempotency-Key`` header and the body are validated, their errors raised together as
+   FastAPI's ``RequestValidationError``;
+4. ``reports.accept_report`` — the route's own code — accepts it.
+
+Every exception goes to the app's own exception handlers (found as Starlette's
+``ExceptionMiddleware`` finds them), so a refusal reads exactly as the route's would
+(``tests/integration/test_intake_fast_path.py`` compares the two answer for answer). The
+route stays the API's definition (OpenAPI, ``/docs``) and takes what this layer does not:
+any other content type than ``application/json``, other methods, other paths.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from pydantic import StringConstraints, TypeAdapter, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateways.http import reports
+
+PATH = "/v1/reports"
+_KEY = TypeAdapter(Annotated[str, StringConstraints(min_length=8, max_length=200)])
+Handler = Callable[[Request, Exception], "Response | Awaitable[Response]"]
+
+
+def _is_json(scope: Scope) -> bool:
+    """``Content-Type: application/json`` (with parameters or not); other JSON types
+    (``application/*+json``) go the route's way."""
+    for key, value in scope.get("headers", ()):
+        if key == b"content-type":
+            return value.split(b";", 1)[0].strip().lower() == b"application/json"
+    return False
+
+
+class IntakeFastPath:
+    """Answers ``POST /v1/reports`` with a JSON body; passes everything else on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] == PATH
+            and _is_json(scope)
+        ):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response = await _accept(request)
+        except Exception as exc:
+            handler = _handler_for(request.app, exc)
+            if handler is None:
+                raise  # the server-error middleware answers 500, as for the route
+            answer = handler(request, exc)
+            response = await answer if inspect.isawaitable(answer) else answer
+        await response(scope, receive, send)
+
+
+async def _accept(request: Request) -> Response:
+    raw = await request.body()
+    data: Any = None
+    if raw:
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as e:  # FastAPI's answer, word for word
+            raise RequestValidationError(
+                [{"type": "json_invalid", "loc": ("body", e.pos), "msg": "JSON decode error",
+                  "input": {}, "ctx": {"error": e.msg}}],
+                body=e.doc,
+            ) from None
+    intake = await reports.intake_from(request)
+    clock = request.app.state.clock
+    principal = await reports.reporter(request)
+    errors: list[dict[str, Any]] = []
+    key = request.headers.get("idempotency-key")
+    if key is not None:
+        try:
+            _KEY.validate_python(key)
+        except ValidationError as exc:
+            errors += [{**e, "loc": ("header", "idempotency-key")} for e in exc.errors()]
+    body = None
+    if data is None:
+        errors.append({"type": "missing", "loc": ("body",), "msg": "Field required",
+                       "input": None})
+    else:
+        try:
+            body = reports.ReportIn.model_validate(data)
+        except ValidationError as exc:
+            errors += [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+    if errors or body is None:
+        raise RequestValidationError(errors, body=data)
+    return await reports.accept_report(intake, clock, principal, body, key)
+
+
+def _handler_for(app: FastAPI, exc: Exception) -> Handler | None:
+    """The app's handler for ``exc``: the most specific registered class in its MRO."""
+    handlers: dict[Any, Handler] = app.exception_handlers  # sync or async, as Starlette's
+    for cls in type(exc).__mro__:
+        if cls in handlers:
+            return handlers[cls]
+    return None
+
+
+def install(app: FastAPI) -> None:
+    """Install before the request-id and body-limit middleware: added first, it runs inside
+    them (each added middleware wraps the ones before)."""
+    app.add_middleware(IntakeFastPath)
