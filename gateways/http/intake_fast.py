@@ -6,7 +6,8 @@ kinds) and walking the router — before any of our code ran (py-spy, docs/perfo
 This ASGI layer sits inside the request-id, security-header and body-limit middleware and
 answers a JSON report itself, in the order FastAPI would:
 
-1. the body is read and parsed as JSON (invalid JSON: 422 before anything else, as FastAPI);
+1. the body is read and parsed as JSON (invalid JSON: 422, bytes that are not UTF-8: 400,
+   before anything else, as FastAPI);
 2. the caller is authorised by the route's own rule (``reports.reporter``: roles, scopes, the
    intake rate limits) — the same function the route's dependency calls;
 3. the ``Idempotency-Key`` header and the body are validated, their errors raised together as
@@ -27,17 +28,20 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from fastapi.exceptions import RequestValidationError
 from pydantic import StringConstraints, TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from core.ids import KEY_MAX_LENGTH, KEY_MIN_LENGTH
 from gateways.http import reports
 
 PATH = "/v1/reports"
-_KEY = TypeAdapter(Annotated[str, StringConstraints(min_length=8, max_length=200)])
+_KEY = TypeAdapter(
+    Annotated[str, StringConstraints(min_length=KEY_MIN_LENGTH, max_length=KEY_MAX_LENGTH)]
+)
 Handler = Callable[[Request, Exception], "Response | Awaitable[Response]"]
 
 
@@ -78,17 +82,19 @@ class IntakeFastPath:
 
 
 async def _accept(request: Request) -> Response:
-    raw = await request.body()
     data: Any = None
-    if raw:
-        try:
+    try:
+        raw = await request.body()
+        if raw:
             data = json.loads(raw)
-        except json.JSONDecodeError as e:  # FastAPI's answer, word for word
-            raise RequestValidationError(
-                [{"type": "json_invalid", "loc": ("body", e.pos), "msg": "JSON decode error",
-                  "input": {}, "ctx": {"error": e.msg}}],
-                body=e.doc,
-            ) from None
+    except json.JSONDecodeError as e:  # FastAPI's answers, word for word
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body", e.pos), "msg": "JSON decode error",
+              "input": {}, "ctx": {"error": e.msg}}],
+            body=e.doc,
+        ) from None
+    except Exception as e:  # bytes that are not UTF-8, a client gone mid-body
+        raise HTTPException(status_code=400, detail="There was an error parsing the body") from e
     intake = await reports.intake_from(request)
     clock = request.app.state.clock
     principal = await reports.reporter(request)

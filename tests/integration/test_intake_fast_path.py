@@ -53,6 +53,7 @@ async def test_the_fast_path_answers_as_the_route(
     caller = await auth_headers(client, "call_taker")
     refusals = [
         ("invalid JSON, no token", b'{"category": ', {}),
+        ("bytes that are not UTF-8", b"\xff,\r\x1d|", caller),
         ("no token", _json({**REPORT, "grid": grid}), {}),
         ("an auditor", _json({**REPORT, "grid": grid}), await auth_headers(client, "auditor")),
         ("empty body", b"", caller),
