@@ -13,6 +13,11 @@ from __future__ import annotations
 
 import uuid
 
+#: How long a client's Idempotency-Key may be (header or body field, every endpoint that
+#: takes one): long enough not to collide by accident, short enough to index and log.
+KEY_MIN_LENGTH = 8
+KEY_MAX_LENGTH = 200
+
 _NAMESPACE = uuid.UUID("5b0f2c1e-7a43-5d3c-9f11-12319a0c0de5")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 

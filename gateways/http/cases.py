@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from aggregates.actions import PUBLIC_ACTIONS
 from aggregates.commands import Command
 from core.clock import Clock
-from core.ids import new_key
+from core.ids import KEY_MAX_LENGTH, KEY_MIN_LENGTH, new_key
 from core.refdata import Reference
 from core.vocabulary import STATUS_LABELS, Priority, Status
 from gateways.commandbus import CommandBus, QueueUnavailable
@@ -218,7 +218,9 @@ async def act_on_case(
     bus: CommandBus = Depends(get_command_bus),
     clock: Clock = Depends(get_clock),
     principal: Principal = Depends(case_actor),
-    idempotency_key: str | None = Header(default=None, min_length=8, max_length=200),
+    idempotency_key: str | None = Header(
+        default=None, min_length=KEY_MIN_LENGTH, max_length=KEY_MAX_LENGTH
+    ),
 ) -> JSONResponse:
     """Run a lifecycle command (file 立案, dispatch 派遣, …) and return its outcome.
 

@@ -35,7 +35,7 @@ from aggregates.households.schedule import light
 from aggregates.registry import Strict
 from core.clock import Clock
 from core.eventlog import ExistingCases
-from core.ids import case_id_for_key, case_no_for_id, new_key
+from core.ids import KEY_MAX_LENGTH, KEY_MIN_LENGTH, case_id_for_key, case_no_for_id, new_key
 from core.messaging import Topology
 from core.refdata import Reference
 from core.settings import Settings
@@ -169,7 +169,9 @@ class RegisterIn(Strict):
     flags: list[dict[str, Any]] = Field(default_factory=list, max_length=6)
     inspector: str | None = Field(default=None, max_length=100)
     party_member: str | None = Field(default=None, max_length=100)
-    idempotency_key: str | None = Field(default=None, min_length=8, max_length=200)
+    idempotency_key: str | None = Field(
+        default=None, min_length=KEY_MIN_LENGTH, max_length=KEY_MAX_LENGTH
+    )
 
 
 def _refuse(exc: Exception) -> ApiError:
@@ -186,7 +188,9 @@ async def register_household(
     app: HouseholdApp = Depends(app_from),
     clock: Clock = Depends(get_clock),
     principal: Principal = Depends(editors),
-    idempotency_key: str | None = Header(default=None, min_length=8, max_length=200),
+    idempotency_key: str | None = Header(
+        default=None, min_length=KEY_MIN_LENGTH, max_length=KEY_MAX_LENGTH
+    ),
 ) -> JSONResponse:
     """Register a household (登记). The grid team of the grid or the community's leaders."""
     if body.grid not in app.ref.jurisdiction.grids:
@@ -493,7 +497,9 @@ async def history(
 
 class ActionIn(Strict):
     args: dict[str, Any] = Field(default_factory=dict)
-    idempotency_key: str | None = Field(default=None, min_length=8, max_length=200)
+    idempotency_key: str | None = Field(
+        default=None, min_length=KEY_MIN_LENGTH, max_length=KEY_MAX_LENGTH
+    )
 
 
 @router.post("/{ref}/actions/{action}")
@@ -506,7 +512,9 @@ async def run_action(
     principal: Principal = Depends(editors),
     js: JetStreamContext = Depends(get_jetstream),
     topo: Topology = Depends(get_topology),
-    idempotency_key: str | None = Header(default=None, min_length=8, max_length=200),
+    idempotency_key: str | None = Header(
+        default=None, min_length=KEY_MIN_LENGTH, max_length=KEY_MAX_LENGTH
+    ),
 ) -> dict[str, Any]:
     """Run a household action (``set_flag``, ``lift_flag``, ``assign``, ``update_details``,
     ``record_visit``, ``raise_need``, ``archive``). A visit's needs and a raised need become

@@ -31,7 +31,7 @@ from aggregates.commands import Command, Photo, ReportArgs, Reporter, Strict
 from core import codec, components, eventlog, places
 from core.catalogue import AnswerError
 from core.clock import Clock
-from core.ids import case_id_for_key, case_no_for_id, new_key
+from core.ids import KEY_MAX_LENGTH, KEY_MIN_LENGTH, case_id_for_key, case_no_for_id, new_key
 from core.jurisdiction import Jurisdiction
 from core.logging import get_logger
 from core.messaging import Topology
@@ -94,7 +94,9 @@ class ReportIn(Strict):
         description="a photo or video the reporter links to",
     )
     source: Literal["inspector_app", "hotline", "open311", "api"] = "api"
-    idempotency_key: str | None = Field(default=None, min_length=8, max_length=200)
+    idempotency_key: str | None = Field(
+        default=None, min_length=KEY_MIN_LENGTH, max_length=KEY_MAX_LENGTH
+    )
 
 
 class ReportAccepted(Strict):
@@ -376,7 +378,9 @@ async def post_report(
     intake: Intake = Depends(intake_from),
     clock: Clock = Depends(get_clock),
     principal: Principal = Depends(reporter),
-    idempotency_key: str | None = Header(default=None, min_length=8, max_length=200),
+    idempotency_key: str | None = Header(
+        default=None, min_length=KEY_MIN_LENGTH, max_length=KEY_MAX_LENGTH
+    ),
 ) -> Response:
     """Accept a report (上报). Answers 202 with the case number once the broker has it."""
     return await accept_report(intake, clock, principal, body, idempotency_key)
