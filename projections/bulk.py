@@ -446,10 +446,7 @@ async def fold_all(jobs: Sequence[PartitionJob], processes: int) -> int:
     """Run the partitions' folds: here, one after the other, or in ``processes`` child
     processes that share the partitions out (:func:`share_out`)."""
     if processes <= 1 or len(jobs) <= 1:
-        total = 0
-        for job in jobs:
-            total += await fold_partition(job)
-        return total
+        return await _fold_share(jobs)
     children = [asyncio.ensure_future(_fold_in_child(s)) for s in share_out(jobs, processes)]
     try:
         return sum(await asyncio.gather(*children))
@@ -505,6 +502,7 @@ async def _fold_in_child(share: Sequence[PartitionJob]) -> int:
 
 
 async def _fold_share(share: Sequence[PartitionJob]) -> int:
+    """Fold the partitions of ``share`` one after the other, in this process."""
     total = 0
     for job in share:
         total += await fold_partition(job)
