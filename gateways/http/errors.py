@@ -15,8 +15,9 @@ Invalid input that pydantic refuses — a request body FastAPI could not parse, 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import nats.errors
@@ -24,7 +25,7 @@ import nats.js.errors
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.logging import get_logger
@@ -196,6 +197,22 @@ def classify_database_error(exc: BaseException) -> str:
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         return "unavailable"  # no SQLSTATE: connection lost, pool timeout
     return "bug"
+
+
+async def handled(request: Request, exc: Exception) -> Response | None:
+    """The app's own answer to ``exc``, from the handler Starlette's ``ExceptionMiddleware``
+    would pick (the most specific class in its MRO); None when only the ``Exception``
+    handler fits — that one belongs to the server-error middleware, which answers 500 and
+    re-raises so the traceback is logged. For code that answers outside the routes' own
+    exception handling (the intake fast path, Open311's spec-shaped errors)."""
+    handlers = request.app.exception_handlers
+    for cls in type(exc).__mro__:
+        if cls is Exception:
+            return None
+        if cls in handlers:
+            answer = handlers[cls](request, exc)
+            return cast(Response, await answer if inspect.isawaitable(answer) else answer)
+    return None
 
 
 def install(app: FastAPI) -> None:

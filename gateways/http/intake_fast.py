@@ -14,18 +14,17 @@ answers a JSON report itself, in the order FastAPI would:
    FastAPI's ``RequestValidationError``;
 4. ``reports.accept_report`` — the route's own code — accepts it.
 
-Every exception goes to the app's own exception handlers (found as Starlette's
-``ExceptionMiddleware`` finds them), so a refusal reads exactly as the route's would
-(``tests/integration/test_intake_fast_path.py`` compares the two answer for answer). The
-route stays the API's definition (OpenAPI, ``/docs``) and takes what this layer does not:
-any other content type than ``application/json``, other methods, other paths.
+Every exception goes to the app's own exception handlers (``errors.handled``, as
+Starlette's ``ExceptionMiddleware`` finds them; anything else is re-raised to the
+server-error middleware, which answers 500 and logs it), so a refusal reads exactly as the
+route's would (``tests/integration/test_intake_fast_path.py`` compares the two answer for
+answer). The route stays the API's definition (OpenAPI, ``/docs``) and takes what this layer
+does not: any other content type than ``application/json``, other methods, other paths.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException
@@ -37,12 +36,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.ids import KEY_MAX_LENGTH, KEY_MIN_LENGTH
 from gateways.http import reports
+from gateways.http.errors import handled
 
 PATH = "/v1/reports"
 _KEY = TypeAdapter(
     Annotated[str, StringConstraints(min_length=KEY_MIN_LENGTH, max_length=KEY_MAX_LENGTH)]
 )
-Handler = Callable[[Request, Exception], "Response | Awaitable[Response]"]
 
 
 def _is_json(scope: Scope) -> bool:
@@ -73,11 +72,10 @@ class IntakeFastPath:
         try:
             response = await _accept(request)
         except Exception as exc:
-            handler = _handler_for(request.app, exc)
-            if handler is None:
-                raise  # the server-error middleware answers 500, as for the route
-            answer = handler(request, exc)
-            response = await answer if inspect.isawaitable(answer) else answer
+            answer = await handled(request, exc)
+            if answer is None:
+                raise  # the server-error middleware answers 500 and logs it, as for the route
+            response = answer
         await response(scope, receive, send)
 
 
@@ -117,15 +115,6 @@ async def _accept(request: Request) -> Response:
     if errors or body is None:
         raise RequestValidationError(errors, body=data)
     return await reports.accept_report(intake, clock, principal, body, key)
-
-
-def _handler_for(app: FastAPI, exc: Exception) -> Handler | None:
-    """The app's handler for ``exc``: the most specific registered class in its MRO."""
-    handlers: dict[Any, Handler] = app.exception_handlers  # sync or async, as Starlette's
-    for cls in type(exc).__mro__:
-        if cls in handlers:
-            return handlers[cls]
-    return None
 
 
 def install(app: FastAPI) -> None:

@@ -69,7 +69,7 @@ from core.ids import new_key
 from core.logging import get_logger
 from core.refdata import Reference
 from gateways.http.deps import get_clock, get_photos, get_pool, get_reference
-from gateways.http.errors import ApiError
+from gateways.http.errors import ApiError, handled
 from gateways.http.identity import Principal, public, require
 from gateways.http.reporter_status import open311_progress
 from gateways.http.reports import Intake, ReportIn, intake_from, post_report
@@ -220,15 +220,10 @@ class Open311Route(APIRoute):
 async def _outage(request: Request, fmt: str, exc: Exception) -> Response:
     """Anything else (a database or broker outage, a bug): the app's own handler decides the
     status (503 + Retry-After, or 500), answered in the spec's shape."""
-    handler = next(
-        (request.app.exception_handlers[c] for c in type(exc).__mro__
-         if c in request.app.exception_handlers and c is not Exception),
-        None,
-    )
-    if handler is None:
+    answer = await handled(request, exc)
+    if answer is None:
         log.error("open311.internal_error", path=request.url.path, exc_info=exc)
         return error_response(fmt, 500, "internal error; it has been logged")
-    answer = await handler(request, exc)
     try:
         message = str(orjson.loads(bytes(answer.body)).get("message") or "unavailable")
     except (orjson.JSONDecodeError, AttributeError):

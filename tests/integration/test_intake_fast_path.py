@@ -93,3 +93,26 @@ async def test_the_fast_path_answers_as_the_route(
     # The fast path took every application/json request, and none of the others.
     assert taken and set(taken) == {FAST}
     assert len(taken) == len(refusals) + 2
+
+
+async def test_a_bug_reaches_the_server_error_middleware_both_ways(
+    system: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected exception is not answered by the fast path itself: like the route's, it
+    goes on to the server-error middleware, which answers 500 and re-raises it so its
+    traceback is logged (the ASGI test client sees it raised)."""
+    from gateways.http import reports
+
+    async def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug in accepting a report")
+
+    monkeypatch.setattr(reports, "accept_report", broken)
+    client = system["client"]
+    grid = sorted(system["runtime"].ref.jurisdiction.grids)[0]
+    caller = await auth_headers(client, "call_taker")
+    for kind in (FAST, ROUTE):
+        with pytest.raises(RuntimeError, match="a bug in accepting a report"):
+            await client.post(
+                "/v1/reports", content=_json({**REPORT, "grid": grid}),
+                headers={**caller, "Content-Type": kind},
+            )
