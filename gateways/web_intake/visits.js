@@ -154,8 +154,6 @@
     );
   }
 
-  /** Make ``parent``'s children ``nodes`` without moving a node that stays in place: the
-   * others are removed first, then the new ones inserted around the kept ones. */
   /** The household's details (flags with reasons, members, cases and their outcome). */
   async function openDetail(hh, slot) {
     // The slot holds either the details or the form: the same button closes, the other swaps.
