@@ -453,6 +453,8 @@ class Jurisdiction:
         self._grid_codes = list(self.grids)
         self._grid_shapes = [self.grids[c].geometry for c in self._grid_codes]
         self._tree = shapely.STRtree(self._grid_shapes)
+        self._shape_of = dict(zip(self._grid_codes, self._grid_shapes, strict=True))
+        shapely.prepare(self._grid_shapes)  # in_grid's point tests: ≈ 0.1 ms per 100 grids
         min_lon, min_lat, max_lon, max_lat = (
             float(v) for v in shapely.total_bounds(self._grid_shapes)
         )
@@ -655,6 +657,20 @@ class Jurisdiction:
             (not self._grid_shapes[int(i)].contains(point), self._grid_codes[int(i)]) for i in hits
         )
         return self.grids[best[1]]
+
+    def in_grid(self, code: str, lat: float, lon: float) -> bool:
+        """True when the GPS point lies in grid ``code``, its edge included.
+
+        The on-site check of 核查 asks this of the case's own grid. :meth:`locate` answers
+        another question (which one grid owns the point: on a shared edge, only one of the
+        two), and walks the index to do it; here the grid is known, so its prepared polygon
+        answers alone (about half the cost)."""
+        if not (math.isfinite(lat) and math.isfinite(lon)):
+            return False
+        shape = self._shape_of.get(code)
+        if shape is None:
+            raise UnknownCode(code, "grid")
+        return bool(shapely.intersects_xy(shape, lon, lat))
 
     def in_city(self, lat: float, lon: float, margin_m: float = CITY_MARGIN_M) -> bool:
         """True inside the union of all grids or within ``margin_m`` metres of it. Used to

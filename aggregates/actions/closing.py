@@ -97,8 +97,7 @@ def on_site(case: CaseState, args: Evidence, ctx: Context) -> dict[str, Any]:
                 "lat",
             )
     else:
-        grid = ctx.ref.jurisdiction.locate(args.lat, args.lon)
-        if grid is None or grid.code != case.grid:
+        if not ctx.ref.jurisdiction.in_grid(case.grid, args.lat, args.lon):
             raise InvalidCommand(
                 f"核查 is done on site: your location is outside the case's grid {case.grid}",
                 "lat",

@@ -197,6 +197,28 @@ def test_locate_on_shared_edge_is_deterministic(guiyang: Jurisdiction) -> None:
     assert all(guiyang.locate(lat, lon) == found for _ in range(5))
 
 
+def test_in_grid_agrees_with_the_polygon_and_takes_a_shared_edge_for_both(
+    guiyang: Jurisdiction,
+) -> None:
+    """The on-site check's question: inside this grid, its edge included — so an inspector
+    standing on the line between two grids is in both (locate gives the point to one)."""
+    rng = random.Random(11)
+    min_lon, min_lat, max_lon, max_lat = guiyang.bounds()
+    codes = sorted(guiyang.grids)
+    for _ in range(2000):
+        code = rng.choice(codes)
+        lat, lon = rng.uniform(min_lat, max_lat), rng.uniform(min_lon, max_lon)
+        expected = guiyang.grid(code).geometry.intersects(shapely.Point(lon, lat))
+        assert guiyang.in_grid(code, lat, lon) is expected
+    a, b = "520102001001", "520102001002"
+    (lon1, lat1), (lon2, lat2) = guiyang.grid(a).polygon[1], guiyang.grid(a).polygon[2]
+    on_edge = ((lat1 + lat2) / 2, (lon1 + lon2) / 2)
+    assert guiyang.in_grid(a, *on_edge) and guiyang.in_grid(b, *on_edge)
+    assert not guiyang.in_grid(a, float("nan"), lon1)
+    with pytest.raises(UnknownCode):
+        guiyang.in_grid("no-such-grid", lat1, lon1)
+
+
 def test_points_outside_the_city(guiyang: Jurisdiction, changsha: Jurisdiction) -> None:
     beijing = (39.9042, 116.4074)
     assert guiyang.locate(*beijing) is None
