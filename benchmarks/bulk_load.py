@@ -19,18 +19,19 @@ store takes to keep the notification log gap-free for concurrent readers.
 
 from __future__ import annotations
 
+import asyncio
 import gc
-import multiprocessing
 import os
 import random
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import sql
 
@@ -38,6 +39,7 @@ from aggregates.case import Case
 from aggregates.commands import Command
 from aggregates.service import CaseService
 from benchmarks.common import ON_SITE, on_site_args, report_command
+from core import children
 from core.eventlog import table_name
 from core.eventstore import CaseStore, eventsourcing_env
 from core.refdata import Reference, load_reference
@@ -266,7 +268,12 @@ def load(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Load ``n`` cases into the events tables of ``schema`` (they must exist: open the
-    partitions' stores first). Returns counts, timings and sample (case_no, case_id) pairs."""
+    partitions' stores first). Returns counts, timings and sample (case_no, case_id) pairs.
+
+    With ``jobs`` > 1 the tasks are shared out to that many child processes
+    (``python -m benchmarks.bulk_load``, :mod:`core.children`): they import the domain and
+    the store's mapper only, not the caller's ``__main__`` (for ``gridctl bench``, the whole
+    CLI: about a second per worker of a multiprocessing pool, in a load of a few seconds)."""
     jobs = jobs or os.cpu_count() or 1
     ref = load_reference(settings)
     tasks = plan(ref, database_url, schema, n, chunk, tag)
@@ -276,22 +283,18 @@ def load(
         global _conn
         _init(settings, database_url, schema)
         try:
-            results = [run_task(t) for t in tasks]
+            for task in tasks:
+                results.append(run_task(task))
+                if progress and len(results) % 10 == 0:
+                    _progress(results, t0)
         finally:
             if _conn is not None:
                 _conn.close()
                 _conn = None
     else:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(
-            jobs, mp_context=ctx, initializer=_init, initargs=(settings, database_url, schema)
-        ) as pool:
-            for r in pool.map(run_task, tasks):
-                results.append(r)
-                if progress and len(results) % 10 == 0:
-                    done = sum(x.cases for x in results)
-                    rate = done / (time.perf_counter() - t0)
-                    print(f"  loaded {done:,} cases ({rate:,.0f}/s)", flush=True)
+        results = asyncio.run(_load_in_children(settings, database_url, schema, tasks, jobs))
+        if progress:
+            _progress(results, t0)
     seconds = time.perf_counter() - t0
     with psycopg.connect(database_url, autocommit=True) as conn:
         for partition in sorted({t.partition for t in tasks}):
@@ -310,3 +313,55 @@ def load(
         "jobs": jobs,
         "sample": [s for r in results for s in r.sample],
     }
+
+
+def _progress(results: Sequence[TaskResult], t0: float) -> None:
+    done = sum(x.cases for x in results)
+    print(f"  loaded {done:,} cases ({done / (time.perf_counter() - t0):,.0f}/s)", flush=True)
+
+
+async def _load_in_children(
+    settings: Settings, database_url: str, schema: str, tasks: Sequence[Task], jobs: int
+) -> list[TaskResult]:
+    """The tasks run by ``jobs`` children (about as many cases each); the results in the
+    tasks' order, as one process would give them."""
+    order = {task.seed: i for i, task in enumerate(tasks)}
+    shares = children.share_out(tasks, jobs, size=lambda task: len(task.indices))
+    job_of = [
+        orjson.dumps({
+            "settings": settings.model_dump(mode="json", by_alias=True),
+            "database_url": database_url,
+            "schema": schema,
+            "tasks": [asdict(task) for task in share],
+        })
+        for share in shares
+    ]
+    answers = await children.run_all("benchmarks.bulk_load", job_of, "bulk load process")
+    results = [
+        (order[seed], TaskResult(r["partition"], r["cases"], r["events"],
+                                 [(no, case_id) for no, case_id in r["sample"]]))
+        for out in answers
+        for seed, r in orjson.loads(out)
+    ]
+    return [result for _, result in sorted(results, key=lambda pair: pair[0])]
+
+
+def _child_main() -> None:
+    """``python -m benchmarks.bulk_load``: run the tasks read from stdin, print their
+    results (each with its task's seed) as JSON."""
+    job = orjson.loads(sys.stdin.buffer.read())
+    _init(Settings(**job["settings"]), job["database_url"], job["schema"])
+    out = []
+    try:
+        for raw in job["tasks"]:
+            task = Task(**{**raw, "start": datetime.fromisoformat(raw["start"]),
+                           "indices": tuple(raw["indices"])})
+            out.append((task.seed, asdict(run_task(task))))
+    finally:
+        if _conn is not None:
+            _conn.close()
+    sys.stdout.buffer.write(orjson.dumps(out))
+
+
+if __name__ == "__main__":
+    _child_main()

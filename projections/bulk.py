@@ -23,21 +23,18 @@ processes, each COPYing its own rows.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date
-from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
 
 import asyncpg
 import orjson
 
-from core import codec, envelope, eventlog
+from core import children, codec, envelope, eventlog
 from core.db import check_schema
 from projections import map as mapmodel
 from projections import metrics, queue, timeline
@@ -444,61 +441,18 @@ async def _connect(database_url: str, schema: str, attempts: int = 30) -> asyncp
 
 async def fold_all(jobs: Sequence[PartitionJob], processes: int) -> int:
     """Run the partitions' folds: here, one after the other, or in ``processes`` child
-    processes that share the partitions out (:func:`share_out`)."""
+    processes (``python -m projections.bulk``, :mod:`core.children`: they import the folds
+    only, 0.1 s, so two of them pay from tens of thousands of events on) that share the
+    partitions out, biggest first."""
     if processes <= 1 or len(jobs) <= 1:
         return await _fold_share(jobs)
-    children = [asyncio.ensure_future(_fold_in_child(s)) for s in share_out(jobs, processes)]
-    try:
-        return sum(await asyncio.gather(*children))
-    except BaseException:
-        # One failed (or the rebuild was cancelled): the others are stopped, not left behind.
-        for child in children:
-            child.cancel()
-        await asyncio.gather(*children, return_exceptions=True)
-        raise
-
-
-def share_out(jobs: Sequence[PartitionJob], processes: int) -> list[list[PartitionJob]]:
-    """The partitions dealt to at most ``processes`` children, biggest first to the least
-    loaded, so that they finish at about the same time."""
-    shares: list[list[PartitionJob]] = [[] for _ in range(min(processes, len(jobs)))]
-    loads = [0] * len(shares)
-    for job in sorted(jobs, key=lambda j: -j.upto):
-        least = loads.index(min(loads))
-        shares[least].append(job)
-        loads[least] += job.upto
-    return shares
-
-
-async def _fold_in_child(share: Sequence[PartitionJob]) -> int:
-    """Fold ``share`` in a child ``python -m projections.bulk``: the job goes in on stdin
-    (the database URL may hold a password: not on a command line), the count of events
-    comes back on stdout.
-
-    A plain child process, not multiprocessing's: a spawned pool worker imports the parent's
-    ``__main__`` first — for ``gridctl`` the whole CLI — which cost more than the fold it
-    was started for (measured: two workers folded 67,691 events slower than one process).
-    This child imports the folds only (0.1 s), so two of them pay from tens of thousands of
-    events on. The child reads the code of this checkout (PYTHONPATH), whatever is installed."""
-    root = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "projections.bulk",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=env, cwd=root,
+    shares = children.share_out(jobs, processes, size=lambda job: job.upto)
+    answers = await children.run_all(
+        "projections.bulk",
+        [orjson.dumps([asdict(job) for job in share]) for share in shares],
+        "rebuild fold process",
     )
-    try:
-        out, err = await child.communicate(orjson.dumps([asdict(job) for job in share]))
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            child.kill()
-        await child.wait()
-        raise
-    if child.returncode != 0:
-        tail = err.decode(errors="replace").strip().splitlines()[-3:]
-        raise RuntimeError(f"rebuild fold process failed ({child.returncode}): {' / '.join(tail)}")
-    return int(out)
+    return sum(int(out) for out in answers)
 
 
 async def _fold_share(share: Sequence[PartitionJob]) -> int:

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projections.bulk import PartitionJob, fold_all, share_out
+from core.children import share_out
+from projections.bulk import PartitionJob, fold_all
 
 
 def _job(partition: str, upto: int, schema: str = "s") -> PartitionJob:
@@ -27,7 +28,7 @@ def test_every_partition_goes_to_exactly_one_child_and_the_loads_are_even(
     sizes: list[int], processes: int
 ) -> None:
     jobs = [_job(f"p{i}", size) for i, size in enumerate(sizes)]
-    shares = share_out(jobs, processes)
+    shares = share_out(jobs, processes, size=lambda job: job.upto)
     assert len(shares) == min(processes, len(jobs))
     dealt = [job.partition for share in shares for job in share]
     assert sorted(dealt) == sorted(job.partition for job in jobs)
