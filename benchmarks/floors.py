@@ -24,7 +24,17 @@ The driver's own CPU is not counted.
 - ``js-pull``: the same, and the stage pulls each message (``core.pull.fetch``, one open
   waiting request) and acks it.
 - ``js-pull+tx``: the same, and the stage runs one transaction (BEGIN, one INSERT, COMMIT)
-  per message before the ack — a worker's or a projector's least work.
+  per message before the ack — a projector's least work.
+- ``js-pull+es``: the same, but the stage saves one new aggregate of one event per message
+  through the event store of this stack (eventsourcing's PostgreSQL recorder as
+  ``core.eventstore`` configures it: table lock, INSERT, NOTIFY; in a thread, as psycopg is
+  synchronous) — a worker's least work with the relay in place.
+- ``js-pull+es+pub``: the same, and the stage then publishes the saved event to a second
+  JetStream stream, waiting for its ack, before it acks the command — a worker's least work
+  if it published its events itself (the relay off the report's way).
+
+The trivial aggregate (:class:`FloorNote`) is eventsourcing's own ``Aggregate``, not the case:
+these rows are the stack's floor, whatever the domain costs on top.
 """
 
 from __future__ import annotations
@@ -44,13 +54,19 @@ from typing import Any
 import asyncpg
 import nats
 import psutil
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate, event
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
 from benchmarks.against_plain import CpuSampler, live_threads_cpu
 from benchmarks.standard import machine
 from core.embedded import EmbeddedNats, EmbeddedPostgres
+from core.eventstore import eventsourcing_env
 
-SCENARIOS = ("idle", "core", "core+insert", "js-store", "js-pull", "js-pull+tx")
+SCENARIOS = (
+    "idle", "core", "core+insert", "js-store", "js-pull", "js-pull+tx", "js-pull+es",
+    "js-pull+es+pub",
+)
 STREAM = "FLOOR"
 SUBJECT = "floor.msg"
 PAYLOAD = b"x" * 900  # about a report command's size
@@ -59,6 +75,28 @@ TABLE_DDL = (
     "at timestamptz NOT NULL DEFAULT now())"
 )
 INSERT = "INSERT INTO floor_rows (key, body) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING"
+#: Where ``js-pull+es+pub`` publishes the saved events (a stream of their own).
+OUT_STREAM = "FLOOR_OUT"
+OUT_SUBJECT = "floor.out"
+
+
+class FloorNote(Aggregate):
+    """The least an event-sourced write can be: one aggregate, one event, one text field."""
+
+    @event("Made")
+    def __init__(self, body: str) -> None:
+        self.body = body
+
+
+class FloorStore(Application[Any]):
+    """An event store configured as the cases' are (``core.eventstore.eventsourcing_env``):
+    its own table, ``floor_events``."""
+
+    name = "Floor"
+
+
+def _floor_store(db_url: str) -> FloorStore:
+    return FloorStore(env=eventsourcing_env(db_url))
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -82,13 +120,21 @@ async def stage(mode: str, nats_url: str, db_url: str) -> None:
 
     js = nc.jetstream()
     sub = await js.pull_subscribe(SUBJECT, durable="stage", stream=STREAM)
+    store = _floor_store(db_url) if "+es" in mode else None
     print("ready", flush=True)
     while True:
         try:
             msgs = await fetch(sub, 100, 5.0)
         except Exception:  # the fetch timed out: nothing came
             continue
-        if conn is not None:
+        if store is not None:
+            notes = [FloorNote(msg.data.decode()) for msg in msgs]
+            await asyncio.to_thread(store.save, *notes)
+            if mode.endswith("+pub"):
+                for note in notes:
+                    await js.publish(OUT_SUBJECT, note.body.encode(),
+                                     headers={"Nats-Msg-Id": str(note.id)})
+        elif conn is not None:
             async with conn.transaction():
                 for msg in msgs:
                     await conn.execute(INSERT, uuid.uuid4().hex, msg.data)
@@ -126,6 +172,9 @@ async def prepare(nats_url: str, db_url: str) -> None:
     with contextlib.suppress(Exception):  # not there yet
         await js.delete_stream(STREAM)
     await js.add_stream(StreamConfig(name=STREAM, subjects=[SUBJECT]))
+    with contextlib.suppress(Exception):
+        await js.delete_stream(OUT_STREAM)
+    await js.add_stream(StreamConfig(name=OUT_STREAM, subjects=[OUT_SUBJECT]))
     await js.add_consumer(STREAM, ConsumerConfig(
         durable_name="stage", ack_policy=AckPolicy.EXPLICIT, ack_wait=30))
     await nc.close()
