@@ -31,6 +31,19 @@ class Decision:
     key: str  # the command id: the same decision always has the same key
 
 
+def may_need_decision(row: Mapping[str, Any]) -> bool:
+    """False for a row :func:`decide` leaves alone at any time: its review reminder is given,
+    or it is warned and overdue and the system is not offered escalation (at the top level,
+    or at a step without one). The watcher's query takes only the other rows
+    (``gateways/watcher.OPEN_DEADLINES_SQL`` says this in SQL; a test holds the two to each
+    other and to :func:`decide`): otherwise a backlog of such cases, oldest deadlines
+    first, filled its batch every pass, and the cases behind it were never looked at."""
+    if (row["due_step"] or "handle") == "review":
+        return not row["overdue"]
+    offered = (row.get("offers") or {}).get("system") or []
+    return not (row["warning"] and row["overdue"]) or "escalate" in offered
+
+
 def decide(row: Mapping[str, Any], now: datetime, ref: Reference) -> list[Decision]:
     """Which commands a case row calls for at ``now``."""
     due: datetime = row["due_at"]

@@ -36,11 +36,15 @@ from projections.notifications import remind_visits
 log = get_logger("watcher")
 
 ACTOR = "sla-watcher"
+#: The open deadlines the policy may still act on (``aggregates.sla.may_need_decision``, in
+#: SQL), earliest first.
 OPEN_DEADLINES_SQL = """
 SELECT case_id, case_no, partition, status, category, level, due_at, due_step,
        due_started_at, warning, overdue, offers
 FROM case_queue
 WHERE due_at IS NOT NULL AND status <> ALL($1::text[]) AND due_at <= $2
+  AND CASE WHEN coalesce(due_step, 'handle') = 'review' THEN NOT overdue
+           ELSE NOT (warning AND overdue) OR (offers -> 'system') ? 'escalate' END
 ORDER BY due_at
 LIMIT $3
 """

@@ -1,0 +1,94 @@
+"""The watcher's query (``OPEN_DEADLINES_SQL``) takes exactly the open deadlines the SLA policy
+may still act on (``aggregates.sla.may_need_decision``), so a backlog of cases that need
+nothing no longer fills the batch and hides the cases behind it."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+
+from aggregates.sla import may_need_decision
+from gateways.watcher import OPEN_DEADLINES_SQL, SlaWatcher
+from projections.queue import DDL
+from tests.conftest import database_url, unique_name
+
+NOW = datetime(2026, 6, 3, 9, tzinfo=UTC)
+HORIZON = NOW + timedelta(days=30)
+
+
+@pytest.fixture
+async def conn() -> AsyncIterator[asyncpg.Connection]:
+    schema = unique_name("watchsel")
+    connection = await asyncpg.connect(database_url())
+    await connection.execute(f"CREATE SCHEMA {schema}; SET search_path = {schema}")
+    await connection.set_type_codec(
+        "jsonb", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+    await connection.execute(DDL)
+    try:
+        yield connection
+    finally:
+        await connection.execute(f"DROP SCHEMA {schema} CASCADE")
+        await connection.close()
+
+
+async def _insert(conn: asyncpg.Connection, n: int, row: dict[str, Any]) -> str:
+    case_no = f"GD-SEL-{n:05d}"
+    await conn.execute(
+        "INSERT INTO case_queue (case_id, case_no, partition, status, category, grid, "
+        "reported_at, updated_at, due_at, due_step, warning, overdue, offers, version, "
+        "last_event, last_position) VALUES ($1, $2, '520102', $3, 'BJ0101', '520102001001', "
+        "$4, $4, $5, $6, $7, $8, $9, 1, 'Filed', $10)",
+        uuid.uuid4(), case_no, row.get("status", "filed"), NOW - timedelta(days=60),
+        row["due_at"], row["due_step"], row["warning"], row["overdue"], row["offers"], n,
+    )
+    return case_no
+
+
+async def _selected(conn: asyncpg.Connection, batch: int = 1000) -> list[str]:
+    rows = await conn.fetch(OPEN_DEADLINES_SQL, SlaWatcher.TERMINAL, HORIZON, batch)
+    return [r["case_no"] for r in rows]
+
+
+async def test_the_query_takes_exactly_the_rows_the_policy_may_act_on(
+    conn: asyncpg.Connection,
+) -> None:
+    expected = set()
+    combos = itertools.product([None, "review", "handle"], [False, True], [False, True],
+                               [False, True])
+    for n, (step, warning, overdue, escalate) in enumerate(combos):
+        row = {"due_step": step, "warning": warning, "overdue": overdue,
+               "due_at": NOW - timedelta(hours=n + 1),
+               "offers": {"system": ["escalate"]} if escalate else {"dispatcher": ["dispatch"]}}
+        case_no = await _insert(conn, n, row)
+        if may_need_decision(row):
+            expected.add(case_no)
+    # Closed cases and deadlines beyond the horizon are never taken.
+    await _insert(conn, 100, {"due_step": "handle", "warning": False, "overdue": False,
+                              "due_at": NOW, "offers": {}, "status": "closed"})
+    await _insert(conn, 101, {"due_step": "handle", "warning": False, "overdue": False,
+                              "due_at": HORIZON + timedelta(hours=1), "offers": {}})
+    selected = await _selected(conn)
+    assert set(selected) == expected
+    assert 0 < len(expected) < 24
+
+
+async def test_a_backlog_that_needs_nothing_does_not_hide_a_case_that_does(
+    conn: asyncpg.Connection,
+) -> None:
+    # Three old cases at the top level: warned, overdue, no escalation offered. Before, they
+    # came first (earliest deadline) and a batch of three never reached the fourth.
+    for n in range(3):
+        await _insert(conn, n, {"due_step": "handle", "warning": True, "overdue": True,
+                                "due_at": NOW - timedelta(days=20 - n), "offers": {}})
+    fresh = await _insert(conn, 3, {"due_step": "handle", "warning": False, "overdue": False,
+                                    "due_at": NOW - timedelta(hours=1), "offers": {}})
+    assert await _selected(conn, batch=3) == [fresh]
