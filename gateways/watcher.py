@@ -16,8 +16,10 @@ visit deadline turned yellow or red gets one ``visit_due`` / ``visit_overdue`` n
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 from nats.js import JetStreamContext
@@ -36,8 +38,9 @@ from projections.notifications import remind_visits
 log = get_logger("watcher")
 
 ACTOR = "sla-watcher"
-#: The open deadlines the policy may still act on (``aggregates.sla.may_need_decision``, in
-#: SQL), earliest first.
+#: One page of the open deadlines the policy may still act on
+#: (``aggregates.sla.may_need_decision``, in SQL), in (deadline, case id) order after
+#: ``($4, $5)``.
 OPEN_DEADLINES_SQL = """
 SELECT case_id, case_no, partition, status, category, level, due_at, due_step,
        due_started_at, warning, overdue, offers
@@ -45,15 +48,34 @@ FROM case_queue
 WHERE due_at IS NOT NULL AND status <> ALL($1::text[]) AND due_at <= $2
   AND CASE WHEN coalesce(due_step, 'handle') = 'review' THEN NOT overdue
            ELSE NOT (warning AND overdue) OR (offers -> 'system') ? 'escalate' END
-ORDER BY due_at
+  AND (due_at, case_id) > ($4::timestamptz, $5::uuid)
+ORDER BY due_at, case_id
 LIMIT $3
 """
+_FIRST = (datetime(1, 1, 1, tzinfo=UTC), UUID(int=0))
+#: Statuses whose deadlines are over (``core/vocabulary.py``).
+TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)
+
+
+async def open_deadlines(
+    conn: asyncpg.Connection, horizon: datetime, page: int
+) -> AsyncIterator[list[asyncpg.Record]]:
+    """Every open deadline up to ``horizon`` that the policy may still act on, ``page`` rows
+    at a time. All of them, not the first page only: when the earliest deadlines alone
+    filled a batch, a case whose warning time had come but whose deadline was later (a long
+    limit) waited behind them for as long as they stayed open."""
+    after = _FIRST
+    while True:
+        rows = await conn.fetch(OPEN_DEADLINES_SQL, TERMINAL, horizon, page, *after)
+        if rows:
+            yield rows
+        if len(rows) < page:
+            return
+        after = (rows[-1]["due_at"], rows[-1]["case_id"])
 
 
 class SlaWatcher:
     """Periodic scan of open deadlines; publishes the commands ``decide`` returns."""
-
-    TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)  # core/vocabulary.py
 
     def __init__(
         self,
@@ -84,18 +106,18 @@ class SlaWatcher:
         now = self.clock.now()
         # Warnings come before the deadline: look ahead by the longest limit in the catalogue.
         horizon = now + _longest_limit(self.ref)
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(OPEN_DEADLINES_SQL, list(self.TERMINAL), horizon, self.batch)
         commands: list[Command] = []
-        for record in rows:
-            row = dict(record)
-            for decision in decide(row, now, self.ref):
-                commands.append(Command(
-                    command_id=decision.key, verb=decision.verb,  # type: ignore[arg-type]
-                    case_id=str(row["case_id"]), case_no=row["case_no"],
-                    partition=row["partition"], actor=ACTOR, role="system", channel="system",
-                    at=now, args=decision.args,
-                ))
+        async with self.pool.acquire() as conn:
+            async for rows in open_deadlines(conn, horizon, self.batch):
+                for record in rows:
+                    row = dict(record)
+                    for decision in decide(row, now, self.ref):
+                        commands.append(Command(
+                            command_id=decision.key, verb=decision.verb,  # type: ignore[arg-type]
+                            case_id=str(row["case_id"]), case_no=row["case_no"],
+                            partition=row["partition"], actor=ACTOR, role="system",
+                            channel="system", at=now, args=decision.args,
+                        ))
         for cmd in commands:
             await self.js.publish(
                 self.topo.command_subject(cmd.partition, cmd.verb),

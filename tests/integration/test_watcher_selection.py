@@ -1,6 +1,7 @@
-"""The watcher's query (``OPEN_DEADLINES_SQL``) takes exactly the open deadlines the SLA policy
-may still act on (``aggregates.sla.may_need_decision``), so a backlog of cases that need
-nothing no longer fills the batch and hides the cases behind it."""
+"""The watcher's query (``OPEN_DEADLINES_SQL``, paged by ``open_deadlines``) takes exactly the
+open deadlines the SLA policy may still act on (``aggregates.sla.may_need_decision``), all of
+them page by page: neither a backlog of cases that need nothing nor a page full of earlier
+deadlines hides a case behind them."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import orjson
 import pytest
 
 from aggregates.sla import may_need_decision
-from gateways.watcher import OPEN_DEADLINES_SQL, SlaWatcher
+from gateways.watcher import open_deadlines
 from projections.queue import DDL
 from tests.conftest import database_url, unique_name
 
@@ -54,8 +55,7 @@ async def _insert(conn: asyncpg.Connection, n: int, row: dict[str, Any]) -> str:
 
 
 async def _selected(conn: asyncpg.Connection, batch: int = 1000) -> list[str]:
-    rows = await conn.fetch(OPEN_DEADLINES_SQL, SlaWatcher.TERMINAL, HORIZON, batch)
-    return [r["case_no"] for r in rows]
+    return [r["case_no"] async for rows in open_deadlines(conn, HORIZON, batch) for r in rows]
 
 
 async def test_the_query_takes_exactly_the_rows_the_policy_may_act_on(
@@ -91,4 +91,21 @@ async def test_a_backlog_that_needs_nothing_does_not_hide_a_case_that_does(
                                 "due_at": NOW - timedelta(days=20 - n), "offers": {}})
     fresh = await _insert(conn, 3, {"due_step": "handle", "warning": False, "overdue": False,
                                     "due_at": NOW - timedelta(hours=1), "offers": {}})
-    assert await _selected(conn, batch=3) == [fresh]
+    assert await _selected(conn, batch=2) == [fresh]
+
+
+async def test_every_page_is_read_so_a_later_deadline_is_not_left_behind(
+    conn: asyncpg.Connection,
+) -> None:
+    # Seven cases that may need a decision (two with the same deadline, across a page
+    # boundary), read three at a time: all seven, each once, in deadline order.
+    same = NOW - timedelta(hours=3)
+    nos = []
+    for n in range(7):
+        due = same if n in (2, 3) else NOW - timedelta(hours=10 - n)
+        nos.append(await _insert(conn, n, {"due_step": "handle", "warning": False,
+                                           "overdue": False, "due_at": due, "offers": {}}))
+    selected = await _selected(conn, batch=3)
+    assert sorted(selected) == sorted(nos) and len(selected) == 7
+    rows = [r async for page in open_deadlines(conn, HORIZON, 3) for r in page]
+    assert [r["due_at"] for r in rows] == sorted(r["due_at"] for r in rows)
