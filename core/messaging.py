@@ -49,6 +49,11 @@ class Topology:
     def dlq_stream(self) -> str:
         return f"{self.prefix}_DLQ"
 
+    @property
+    def photos_bucket(self) -> str:
+        """The Object Store bucket of the photos (``core.photos``; made on the first upload)."""
+        return f"{self.prefix}_PHOTOS"
+
     def command_subject(self, partition: str, verb: str) -> str:
         return f"{self.subject_root}.cmd.{partition}.{verb}"
 
@@ -153,10 +158,14 @@ async def ensure_streams(
 
 
 async def delete_streams(js: JetStreamContext, topo: Topology) -> None:
-    """Remove the streams of a topology (tests clean up their own prefix)."""
+    """Remove the streams of a topology and its photo bucket (tests and benchmarks clean up
+    their own prefix; the buckets were left behind, a dozen per test run on a shared
+    server)."""
     for name in (topo.commands_stream, topo.events_stream, topo.dlq_stream):
         with contextlib.suppress(NotFoundError):
             await js.delete_stream(name)
+    with contextlib.suppress(NotFoundError):
+        await js.delete_object_store(topo.photos_bucket)
 
 
 async def drop_consumer(js: JetStreamContext, stream: str, name: str) -> None:

@@ -123,7 +123,7 @@ class PhotoStore:
 
     def __init__(self, js: JetStreamContext, topo: Topology, replicas: int = 1) -> None:
         self.js = js
-        self.bucket = f"{topo.prefix}_PHOTOS"
+        self.bucket = topo.photos_bucket
         self.replicas = replicas
         self._store: Any = None
 

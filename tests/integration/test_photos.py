@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import pytest
+
 from tests.conftest import eventually
 from tests.intake_support import jpeg_like, login, png
 
@@ -139,3 +141,29 @@ async def test_upload_limits_references_and_download(system: dict[str, Any]) -> 
         assert stored.data == image
     finally:
         await runtime.photos.delete_bucket()
+
+
+async def test_deleting_a_deployments_streams_removes_its_photo_bucket() -> None:
+    """``delete_streams`` (tests' and benchmarks' clean-up) takes the photo bucket too: left
+    behind, every test run added a dozen buckets to the shared server."""
+    from nats.js.errors import NotFoundError
+
+    from core.messaging import Topology, connect, delete_streams, ensure_streams
+    from core.photos import PhotoStore
+    from tests.conftest import nats_url, unique_name
+
+    nc = await connect(nats_url(), "test-photo-bucket")
+    js = nc.jetstream()
+    topo = Topology(unique_name("TP").upper())
+    try:
+        await ensure_streams(js, topo)
+        await PhotoStore(js, topo).put(png())
+        assert await js.object_store(topo.photos_bucket) is not None
+        await delete_streams(js, topo)
+        for stream in (topo.commands_stream, f"OBJ_{topo.photos_bucket}"):
+            with pytest.raises(NotFoundError):
+                await js.stream_info(stream)
+        await delete_streams(js, topo)  # nothing left: no error either
+    finally:
+        await delete_streams(js, topo)
+        await nc.close()
