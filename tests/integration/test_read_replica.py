@@ -40,6 +40,9 @@ async def replicated(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
             yield {"runtime": runtime, "client": client, "primary": primary, "replica": replica}
     finally:
         if runtime is not None:
+            from core.messaging import delete_streams
+
+            await delete_streams(runtime.js, runtime.topo)  # on the shared NATS
             await runtime.close()
         replica.stop()
         primary.stop()
