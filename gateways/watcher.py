@@ -25,7 +25,7 @@ import asyncpg
 from nats.js import JetStreamContext
 
 from aggregates.commands import Command
-from aggregates.sla import decide
+from aggregates.sla import WarningTimes, decide
 from core import codec
 from core.clock import Clock
 from core.logging import get_logger
@@ -100,6 +100,7 @@ class SlaWatcher:
         # wires gateways.notify's subjects): how reminders reach the pages live.
         self.push = push
         self.reminded = 0
+        self.warning_times = WarningTimes(ref.calendar)
 
     async def tick(self) -> list[Command]:
         """One scan: returns the commands published."""
@@ -111,13 +112,14 @@ class SlaWatcher:
             async for rows in open_deadlines(conn, horizon, self.batch):
                 for record in rows:
                     row = dict(record)
-                    for decision in decide(row, now, self.ref):
+                    for decision in decide(row, now, self.ref, self.warning_times):
                         commands.append(Command(
                             command_id=decision.key, verb=decision.verb,  # type: ignore[arg-type]
                             case_id=str(row["case_id"]), case_no=row["case_no"],
                             partition=row["partition"], actor=ACTOR, role="system",
                             channel="system", at=now, args=decision.args,
                         ))
+        self.warning_times.end_pass()
         for cmd in commands:
             await self.js.publish(
                 self.topo.command_subject(cmd.partition, cmd.verb),

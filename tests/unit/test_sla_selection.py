@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aggregates.deadlines import STEPS
-from aggregates.sla import decide, may_need_decision
+from aggregates.sla import WarningTimes, decide, may_need_decision
 from core.refdata import load_reference
 from core.settings import Settings
 
@@ -39,6 +39,11 @@ def test_a_row_left_out_is_one_decide_leaves_alone(
     }
     if not may_need_decision(row):
         assert decide(row, NOW, REF) == []
+    # The watcher's kept yellow moments give the same answer, on a first and a later pass.
+    times = WarningTimes(REF.calendar)
+    first = decide(row, NOW, REF, times)
+    times.end_pass()
+    assert first == decide(row, NOW, REF) == decide(row, NOW, REF, times)
 
 
 def test_only_a_given_reminder_or_a_warned_overdue_case_without_escalation_is_left_out() -> None:
@@ -53,3 +58,14 @@ def test_only_a_given_reminder_or_a_warned_overdue_case_without_escalation_is_le
     assert may_need_decision(row("handle", True, True, True))
     assert may_need_decision(row("handle", False, True, False))
     assert may_need_decision(row("dispatch", True, False, False))
+
+
+def test_warning_times_keep_only_the_last_pass() -> None:
+    times = WarningTimes(REF.calendar)
+    start = NOW - timedelta(hours=30)
+    one, two = NOW + timedelta(hours=5), NOW + timedelta(hours=9)
+    times(start, one, "working")
+    times.end_pass()
+    times(start, two, "working")
+    times.end_pass()  # the deadline ``one`` was not met by this pass: forgotten
+    assert set(times._last) == {(start, two, "working")}
