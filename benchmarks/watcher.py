@@ -1,0 +1,93 @@
+"""The SLA watcher's pass over the open deadlines: CPU per pass for N open cases.
+
+    python -m benchmarks.watcher --cases 5000,20000
+
+Builds a case queue of N open cases in a scratch schema (due in 3–22 days, none warned: the
+usual state of an open case) and times what one pass of ``gateways/watcher.py`` does before
+it publishes anything: ``open_deadlines`` (every page) and ``aggregates.sla.decide`` per
+row, with the yellow moments kept between passes (``WarningTimes``, as the watcher does) and
+without (``--no-keep``: each pass computes every one again). CPU of this process, best of
+``--passes`` passes. The schema is dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import orjson
+
+from aggregates.sla import WarningTimes, decide
+from core.refdata import load_reference
+from core.settings import Settings
+from gateways.watcher import _longest_limit, open_deadlines
+from projections.queue import DDL
+
+#: A Wednesday, 10:00 in Guiyang: working hours, so the working clock runs.
+NOW = datetime(2026, 6, 3, 2, tzinfo=UTC)
+OFFERS = {"dispatcher": ["dispatch", "return", "reject"], "system": ["escalate"]}
+
+
+async def measure(db: str, counts: list[int], passes: int, keep: bool) -> list[str]:
+    ref = load_reference(Settings())
+    conn = await asyncpg.connect(db)
+    schema = f"bench_watcher_{uuid.uuid4().hex[:8]}"
+    await conn.execute(f"CREATE SCHEMA {schema}; SET search_path = {schema}")
+    await conn.set_type_codec("jsonb", encoder=lambda v: orjson.dumps(v).decode(),
+                              decoder=orjson.loads, schema="pg_catalog")
+    await conn.execute(DDL)
+    lines = []
+    try:
+        for n in counts:
+            await conn.execute("TRUNCATE case_queue")
+            await conn.executemany(
+                "INSERT INTO case_queue (case_id, case_no, partition, status, category, grid, "
+                "reported_at, updated_at, due_at, due_step, due_started_at, offers, version, "
+                "last_event, last_position) VALUES ($1, $2, '520102', 'filed', 'BJ0101', "
+                "'520102001001', $3, $3, $4, 'dispatch', $3, $5, 1, 'Filed', $6)",
+                [(uuid.uuid4(), f"GD-BENCH-{i}", NOW - timedelta(minutes=5),
+                  NOW + timedelta(days=3 + i % 20), OFFERS, i) for i in range(n)],
+            )
+            await conn.execute("ANALYZE case_queue")
+            horizon = NOW + _longest_limit(ref)
+            times = WarningTimes(ref.calendar) if keep else None
+            best = float("inf")
+            for _ in range(passes):
+                started = time.process_time()
+                rows = decisions = 0
+                async for page in open_deadlines(conn, horizon, 5000):
+                    rows += len(page)
+                    decisions += sum(len(decide(dict(r), NOW, ref, times)) for r in page)
+                if times is not None:
+                    times.end_pass()
+                best = min(best, time.process_time() - started)
+            lines.append(
+                f"{n:,} open cases ({rows:,} read, {decisions} decisions): {best * 1e3:.0f} ms "
+                f"of CPU per pass, {best / rows * 1e6:.1f} µs per case"
+            )
+    finally:
+        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        await conn.close()
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.watcher",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--cases", default="5000,20000")
+    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--no-keep", action="store_true",
+                        help="compute every yellow moment on every pass")
+    parser.add_argument("--db", default="postgresql://postgres@127.0.0.1:5432/test")
+    args = parser.parse_args()
+    counts = [int(c) for c in args.cases.split(",") if c]
+    for line in asyncio.run(measure(args.db, counts, args.passes, not args.no_keep)):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
