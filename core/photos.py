@@ -17,7 +17,6 @@ Rules enforced here (the HTTP layer only translates them to status codes):
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 from dataclasses import dataclass
@@ -177,11 +176,6 @@ class PhotoStore:
         data: bytes = result.data or b""
         return data
 
-    async def delete_bucket(self) -> None:
-        """Remove the bucket (tests clean up their own prefix)."""
-        self._store = None
-        with contextlib.suppress(BucketNotFoundError, NotFoundError):
-            await self.js.delete_object_store(self.bucket)
 
 
 async def setup(conn: asyncpg.Connection) -> None:

@@ -260,7 +260,6 @@ async def app_url(system: dict[str, Any]) -> AsyncIterator[str]:
 
     async with live_server(create_app(system["runtime"], system["clock"])) as base:
         yield base
-    await system["runtime"].photos.delete_bucket()
 
 
 @pytest.fixture

@@ -66,80 +66,76 @@ async def test_result_and_verify_reference_only_uploaded_photos(system: dict[str
     call_taker = await login(client, "calltaker")
     dispatcher = await login(client, "dispatcher")
     inspector = await login(client, "inspector-520102001001")
-    try:
-        case_no = await _reported(client, call_taker, "垃圾堆放 garbage pile")
-        assert (await _act(client, case_no, "file", dispatcher, {})).status_code == 200
-        assert (await _act(client, case_no, "dispatch", dispatcher, {})).status_code == 200
-        dispatched = await _case(client, case_no, dispatcher, status="dispatched")
-        handler = await user_headers(system, role="handler", department=dispatched["department"])
-        assert (await _act(client, case_no, "accept", handler, {})).status_code == 200
-        before = await _case(client, case_no, dispatcher, status="in_progress")
-        result_photo = await _upload(client, handler, (10, 160, 40))
+    case_no = await _reported(client, call_taker, "垃圾堆放 garbage pile")
+    assert (await _act(client, case_no, "file", dispatcher, {})).status_code == 200
+    assert (await _act(client, case_no, "dispatch", dispatcher, {})).status_code == 200
+    dispatched = await _case(client, case_no, dispatcher, status="dispatched")
+    handler = await user_headers(system, role="handler", department=dispatched["department"])
+    assert (await _act(client, case_no, "accept", handler, {})).status_code == 200
+    before = await _case(client, case_no, dispatcher, status="in_progress")
+    result_photo = await _upload(client, handler, (10, 160, 40))
 
-        # 處置反饋 with a photo never uploaded, or with another size than the upload: 422,
-        # nothing queued, the case as it was.
-        unknown = await _act(
-            client, case_no, "report_result", handler, {"note": "已清理", "photos": [UNKNOWN]}
-        )
-        assert unknown.status_code == 422, unknown.text
-        assert unknown.json()["error"] == "unknown_photo"
-        assert unknown.json()["field"] == "photos"
-        wrong = await _act(
-            client,
-            case_no,
-            "report_result",
-            handler,
-            {"note": "已清理", "photos": [{**result_photo, "size": result_photo["size"] + 1}]},
-        )
-        assert wrong.status_code == 422 and wrong.json()["error"] == "photo_mismatch", wrong.text
-        assert wrong.json()["stored"] == result_photo
-        assert await _queued(rt, "report_result") == 0
-        now = await _case(client, case_no, dispatcher)
-        assert (now["status"], now["version"]) == (before["status"], before["version"])
+    # 處置反饋 with a photo never uploaded, or with another size than the upload: 422,
+    # nothing queued, the case as it was.
+    unknown = await _act(
+        client, case_no, "report_result", handler, {"note": "已清理", "photos": [UNKNOWN]}
+    )
+    assert unknown.status_code == 422, unknown.text
+    assert unknown.json()["error"] == "unknown_photo"
+    assert unknown.json()["field"] == "photos"
+    wrong = await _act(
+        client,
+        case_no,
+        "report_result",
+        handler,
+        {"note": "已清理", "photos": [{**result_photo, "size": result_photo["size"] + 1}]},
+    )
+    assert wrong.status_code == 422 and wrong.json()["error"] == "photo_mismatch", wrong.text
+    assert wrong.json()["stored"] == result_photo
+    assert await _queued(rt, "report_result") == 0
+    now = await _case(client, case_no, dispatcher)
+    assert (now["status"], now["version"]) == (before["status"], before["version"])
 
-        # The uploaded photo is accepted and is what the event records.
-        done = await _act(
-            client, case_no, "report_result", handler, {"note": "已清理", "photos": [result_photo]}
-        )
-        assert done.status_code == 200, done.text
-        waiting = await _case(client, case_no, dispatcher, status="awaiting_verification")
-        results = [e for e in waiting["timeline"] if e["type"] == "ResultReported"]
-        assert len(results) == 1
-        assert [{k: p[k] for k in result_photo} for p in results[0]["data"]["photos"]] == [
-            result_photo
-        ]
-        assert await _queued(rt, "report_result") == 1
+    # The uploaded photo is accepted and is what the event records.
+    done = await _act(
+        client, case_no, "report_result", handler, {"note": "已清理", "photos": [result_photo]}
+    )
+    assert done.status_code == 200, done.text
+    waiting = await _case(client, case_no, dispatcher, status="awaiting_verification")
+    results = [e for e in waiting["timeline"] if e["type"] == "ResultReported"]
+    assert len(results) == 1
+    assert [{k: p[k] for k in result_photo} for p in results[0]["data"]["photos"]] == [
+        result_photo
+    ]
+    assert await _queued(rt, "report_result") == 1
 
-        # 核查 pass or fail with an unknown photo: refused the same way, before the broker.
-        lat, lon = rt.ref.jurisdiction.grid(GRID).centroid  # on site: the grid's centre
-        for verb, args in (
-            ("verify_pass", {"note": "現場核查", "photos": [UNKNOWN], "lat": lat, "lon": lon}),
-            ("verify_fail", {"note": "仍有垃圾", "photos": [UNKNOWN], "lat": lat, "lon": lon}),
-        ):
-            refused = await _act(client, case_no, verb, inspector, args)
-            assert refused.status_code == 422, (verb, refused.text)
-            assert refused.json()["error"] == "unknown_photo"
-            assert await _queued(rt, verb) == 0
-        now = await _case(client, case_no, dispatcher)
-        assert (now["status"], now["version"]) == ("awaiting_verification", waiting["version"])
+    # 核查 pass or fail with an unknown photo: refused the same way, before the broker.
+    lat, lon = rt.ref.jurisdiction.grid(GRID).centroid  # on site: the grid's centre
+    for verb, args in (
+        ("verify_pass", {"note": "現場核查", "photos": [UNKNOWN], "lat": lat, "lon": lon}),
+        ("verify_fail", {"note": "仍有垃圾", "photos": [UNKNOWN], "lat": lat, "lon": lon}),
+    ):
+        refused = await _act(client, case_no, verb, inspector, args)
+        assert refused.status_code == 422, (verb, refused.text)
+        assert refused.json()["error"] == "unknown_photo"
+        assert await _queued(rt, verb) == 0
+    now = await _case(client, case_no, dispatcher)
+    assert (now["status"], now["version"]) == ("awaiting_verification", waiting["version"])
 
-        verify_photo = await _upload(client, inspector, (10, 40, 160))
-        passed = await _act(
-            client,
-            case_no,
-            "verify_pass",
-            inspector,
-            {"note": "現場核查通過", "photos": [verify_photo], "lat": lat, "lon": lon},
-        )
-        assert passed.status_code == 200, passed.text
-        verified = await _case(client, case_no, dispatcher, status="verified")
-        event = next(e for e in verified["timeline"] if e["type"] == "VerificationPassed")
-        assert [{k: p[k] for k in verify_photo} for p in event["data"]["photos"]] == [
-            verify_photo
-        ]
-    finally:
-        if rt.photos is not None:
-            await rt.photos.delete_bucket()
+    verify_photo = await _upload(client, inspector, (10, 40, 160))
+    passed = await _act(
+        client,
+        case_no,
+        "verify_pass",
+        inspector,
+        {"note": "現場核查通過", "photos": [verify_photo], "lat": lat, "lon": lon},
+    )
+    assert passed.status_code == 200, passed.text
+    verified = await _case(client, case_no, dispatcher, status="verified")
+    event = next(e for e in verified["timeline"] if e["type"] == "VerificationPassed")
+    assert [{k: p[k] for k in verify_photo} for p in event["data"]["photos"]] == [
+        verify_photo
+    ]
 
 
 async def test_bad_command_args_get_the_report_refusal_shape(system: dict[str, Any]) -> None:
