@@ -92,10 +92,11 @@ def decide(
 class WarningTimes:
     """The yellow moments of one pass over the open deadlines, kept for the next.
 
-    Why: working-time arithmetic for every open deadline on every pass was five sixths of the
-    watcher's CPU (≈ 25 of 30 µs per open case; 20,000 open cases cost 0.63 s of CPU per
-    5 s pass). A deadline's yellow moment depends only on its start, its due moment and its
-    clock, so a pass computes it for the deadlines new since the last one. Only the last
+    Why: working-time arithmetic for every open deadline on every pass was most of the
+    watcher's CPU (``python -m benchmarks.watcher`` against ``--no-keep``: 20,000 open cases
+    cost ≈ 1 s of CPU per 5 s pass, ≈ 0.25 s with the moments kept). A deadline's yellow
+    moment depends only on its start, its due moment and its clock, so a pass computes it
+    for the deadlines new since the last one. Only the last
     pass's deadlines are kept: memory follows the open cases. Pure: the same answers as
     ``deadlines.warning_at``."""
 
