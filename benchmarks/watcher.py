@@ -19,9 +19,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import orjson
 
 from aggregates.sla import WarningTimes, decide
+from core.db import _init_connection
 from core.refdata import load_reference
 from core.settings import Settings
 from gateways.watcher import _longest_limit, open_deadlines
@@ -37,8 +37,7 @@ async def measure(db: str, counts: list[int], passes: int, keep: bool) -> list[s
     conn = await asyncpg.connect(db)
     schema = f"bench_watcher_{uuid.uuid4().hex[:8]}"
     await conn.execute(f"CREATE SCHEMA {schema}; SET search_path = {schema}")
-    await conn.set_type_codec("jsonb", encoder=lambda v: orjson.dumps(v).decode(),
-                              decoder=orjson.loads, schema="pg_catalog")
+    await _init_connection(conn)  # JSON columns as the watcher's pool reads them
     await conn.execute(DDL)
     lines = []
     try:

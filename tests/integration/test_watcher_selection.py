@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-import orjson
 import pytest
 
 from aggregates.sla import may_need_decision
+from core.db import _init_connection
 from gateways.watcher import open_deadlines
 from projections.queue import DDL
 from tests.conftest import database_url, unique_name
@@ -29,10 +29,7 @@ async def conn() -> AsyncIterator[asyncpg.Connection]:
     schema = unique_name("watchsel")
     connection = await asyncpg.connect(database_url())
     await connection.execute(f"CREATE SCHEMA {schema}; SET search_path = {schema}")
-    await connection.set_type_codec(
-        "jsonb", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads,
-        schema="pg_catalog",
-    )
+    await _init_connection(connection)  # JSON columns as the app's pool reads them
     await connection.execute(DDL)
     try:
         yield connection
