@@ -64,7 +64,7 @@ from benchmarks.standard import _name, _say, _start_system, machine
 from core.embedded import EmbeddedPostgres, free_port
 
 WHO = ("calltaker", "calltaker-demo")
-MEASURES = ("intake", "batch", "latency")
+MEASURES = ("intake", "batch", "latency", "idle")
 RATES = (20.0, 50.0, 100.0)
 STEADY_RATES = (50.0, 100.0)
 
@@ -434,6 +434,9 @@ async def run_side(side: Side, args: argparse.Namespace) -> None:
                     result["cpu_us_per_report"] = per_report_us(
                         result.pop("cpu"), names, result.pop("counted"))
                     _keep(side, f"latency_{rate:g}", result)
+            if "idle" in args.measures:
+                await settle(quiet)
+                _keep(side, "idle", await _idle(sampler, names, args.seconds))
             side.checks.append(await _read_check(side, conn))
         ticks, exact = sampler.cross_check
         side.ticks.append(f"{ticks:.1f} s (stat) vs {exact:.1f} s (live threads' schedstat)")
@@ -462,6 +465,25 @@ async def _fixed_rate(
     return result | {"cpu": cpu, "counted": rate * span}
 
 
+async def _idle(
+    sampler: CpuSampler, names: dict[int, str], seconds: float
+) -> dict[str, Any]:
+    """``seconds`` with no load: the CPU each process spends anyway (polls, timers, pull
+    requests renewed at their expiry, the servers' housekeeping), in ms per second. Why: at
+    a steady rate R every report carries idle ÷ R of it — the part of the steady-rate cost
+    that is not the report's own way."""
+    start = time.time()
+    await asyncio.sleep(seconds)
+    span, cpu = sampler.window(start + 0.5, time.time())
+    by_name: dict[str, float] = {}
+    for pid, used in cpu.items():
+        name = names.get(pid, "pg:other")
+        by_name[name] = by_name.get(name, 0.0) + used
+    ms = {k: round(1e3 * v / span, 1) for k, v in sorted(by_name.items()) if span}
+    ms["total"] = round(sum(ms.values()), 1)
+    return {"seconds": round(span, 2), "cpu_ms_per_s": ms}
+
+
 async def _intake(
     side: Side, args: argparse.Namespace, conn: Any, sampler: CpuSampler,
     names: dict[int, str], key: str, batch: int, concurrency: int, reports: int,
@@ -478,10 +500,11 @@ async def _intake(
 
 def _keep(side: Side, key: str, result: dict[str, Any]) -> None:
     side.runs.setdefault(key, []).append(result)
+    cpu = ({"cpu_total_ms_per_s": result["cpu_ms_per_s"]["total"]} if "cpu_ms_per_s" in result
+           else {"cpu_total_us": result["cpu_us_per_report"]["total"]})
     _say(f"  {side.name} {key}: " + json.dumps(
         {k: v for k, v in result.items() if k in (
-            "visible_per_s", "report_to_visible", "refused", "not_visible")}
-        | {"cpu_total_us": result["cpu_us_per_report"]["total"]}))
+            "visible_per_s", "report_to_visible", "refused", "not_visible")} | cpu))
 
 
 async def _read_check(side: Side, conn: Any) -> str:
@@ -587,6 +610,18 @@ def render(ours: Side, plain: Side, header: list[str]) -> str:
                       if r.get("on_schedule", True)] for k in runs]
             lines.append(f"| {p} | " + " | ".join(
                 f"{statistics.median(c):,.0f}" if c else "—" for c in cells) + " |")
+    idle = [side for side in (ours, plain) if side.runs.get("idle")]
+    if idle:
+        lines += ["", "Idle, no load: CPU by process in ms per second (median over rounds); at "
+                  "a steady R reports/s each report carries idle ÷ R of it:", "",
+                  "| process | " + " | ".join(s.name for s in idle) + " |",
+                  "|---|" + "---|" * len(idle)]
+        procs = sorted({p for s in idle for r in s.runs["idle"] for p in r["cpu_ms_per_s"]},
+                       key=lambda p: (p == "total", p))
+        for p in procs:
+            cells = [[r["cpu_ms_per_s"].get(p, 0.0) for r in s.runs["idle"]] for s in idle]
+            lines.append(f"| {p} | " + " | ".join(
+                f"{statistics.median(c):,.1f}" for c in cells) + " |")
     lines += ["", "Read check: " + "; ".join(
         f"{s.name} {', '.join(s.checks)}" for s in (ours, plain))]
     lines += ["", "CPU of each round, all processes, two ways: " + "; ".join(

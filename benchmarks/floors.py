@@ -25,16 +25,25 @@ The driver's own CPU is not counted.
   waiting request) and acks it.
 - ``js-pull+tx``: the same, and the stage runs one transaction (BEGIN, one INSERT, COMMIT)
   per message before the ack — a projector's least work.
-- ``js-pull+es``: the same, but the stage saves one new aggregate of one event per message
-  through the event store of this stack (eventsourcing's PostgreSQL recorder as
-  ``core.eventstore`` configures it: table lock, INSERT, NOTIFY; in a thread, as psycopg is
-  synchronous) — a worker's least work with the relay in place.
+- ``js-pull+rm9``: the same, but the transaction has a projector's shape: the lock and the
+  positions read, one upsert into each of nine small tables, the positions written — 13
+  statements, each a round trip (asyncpg pipelines only many rows of ONE statement) — the
+  least the nine read models of a report cost through asyncpg, whatever their rows hold.
+- ``js-pull+es``: the same as ``js-pull+tx``, but the stage saves one new aggregate of one
+  event per message through the event store of this stack (eventsourcing's PostgreSQL
+  recorder as ``core.eventstore`` configures it: table lock, INSERT, NOTIFY; in a thread, as
+  psycopg is synchronous) — a worker's least work with the relay in place.
 - ``js-pull+es+pub``: the same, and the stage then publishes the saved event to a second
   JetStream stream, waiting for its ack, before it acks the command — a worker's least work
   if it published its events itself (the relay off the report's way).
 
 The trivial aggregate (:class:`FloorNote`) is eventsourcing's own ``Aggregate``, not the case:
 these rows are the stack's floor, whatever the domain costs on top.
+
+``--burst N`` sends the messages N at a time (``--rate`` still counts messages): the floor of
+each hop for a batched intake (50 reports per request), where the stage takes each burst as
+one batch — one transaction, one ``save`` of N aggregates, many rows by one statement
+(``executemany``) — as the worker and the projector do with a batch.
 """
 
 from __future__ import annotations
@@ -64,8 +73,8 @@ from core.embedded import EmbeddedNats, EmbeddedPostgres
 from core.eventstore import eventsourcing_env
 
 SCENARIOS = (
-    "idle", "core", "core+insert", "js-store", "js-pull", "js-pull+tx", "js-pull+es",
-    "js-pull+es+pub",
+    "idle", "core", "core+insert", "js-store", "js-pull", "js-pull+tx", "js-pull+rm9",
+    "js-pull+es", "js-pull+es+pub",
 )
 STREAM = "FLOOR"
 SUBJECT = "floor.msg"
@@ -75,6 +84,20 @@ TABLE_DDL = (
     "at timestamptz NOT NULL DEFAULT now())"
 )
 INSERT = "INSERT INTO floor_rows (key, body) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING"
+#: The nine read-model tables of ``js-pull+rm9`` and their positions.
+READ_MODELS = tuple(f"floor_rm{i}" for i in range(9))
+READ_MODEL_DDL = "".join(
+    f"CREATE TABLE IF NOT EXISTS {t} (key text PRIMARY KEY, body text NOT NULL, n int NOT NULL "
+    "DEFAULT 0, at timestamptz NOT NULL DEFAULT now());"
+    for t in READ_MODELS
+) + (
+    "CREATE TABLE IF NOT EXISTS floor_positions (name text PRIMARY KEY, position bigint NOT "
+    "NULL);"
+)
+UPSERT = (
+    "INSERT INTO {table} (key, body) VALUES ($1, $2) "
+    "ON CONFLICT (key) DO UPDATE SET body = EXCLUDED.body, n = {table}.n + 1"
+)
 #: Where ``js-pull+es+pub`` publishes the saved events (a stream of their own).
 OUT_STREAM = "FLOOR_OUT"
 OUT_SUBJECT = "floor.out"
@@ -102,8 +125,33 @@ def _floor_store(db_url: str) -> FloorStore:
 # ----------------------------------------------------------------------------- the stage
 
 
-async def stage(mode: str, nats_url: str, db_url: str) -> None:
-    """Receive each message and do the scenario's least work for it, until killed."""
+async def nine_read_models(
+    conn: asyncpg.Connection, rows: list[tuple[str, str]], last: int
+) -> None:
+    """A projector's least work for a batch, inside the caller's transaction: the lock (and
+    the asynchronous commit, as ``projections.runner.projection_lock``), the positions read,
+    one upsert into each read-model table (all the batch's rows by one statement), the
+    position written."""
+    await conn.execute(
+        "SELECT set_config('synchronous_commit', 'off', true), "
+        "pg_advisory_xact_lock(hashtext('floor'))"
+    )
+    await conn.fetch("SELECT name, position FROM floor_positions")
+    for table in READ_MODELS:
+        if len(rows) == 1:
+            await conn.execute(UPSERT.format(table=table), *rows[0])
+        else:
+            await conn.executemany(UPSERT.format(table=table), rows)
+    await conn.execute(
+        "INSERT INTO floor_positions (name, position) VALUES ('floor', $1) "
+        "ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position",
+        last,
+    )
+
+
+async def stage(mode: str, nats_url: str, db_url: str, burst: int = 1) -> None:
+    """Receive each message (each burst as one batch) and do the scenario's least work for
+    it, until killed."""
     nc = await nats.connect(nats_url)
     conn = await asyncpg.connect(db_url) if "insert" in mode or "tx" in mode else None
     if mode.startswith("core"):
@@ -118,13 +166,18 @@ async def stage(mode: str, nats_url: str, db_url: str) -> None:
         await asyncio.Event().wait()
     from core.pull import fetch  # the pull protocol griddispatch's stages use
 
+    # A burst is published in a few ms: wait that long for the rest of it, as the stages'
+    # adaptive linger does at a batched intake's rate.
+    linger = 0.005 if burst > 1 else 0.0
+    handled = 0
+
     js = nc.jetstream()
     sub = await js.pull_subscribe(SUBJECT, durable="stage", stream=STREAM)
     store = _floor_store(db_url) if "+es" in mode else None
     print("ready", flush=True)
     while True:
         try:
-            msgs = await fetch(sub, 100, 5.0)
+            msgs = await fetch(sub, max(100, 2 * burst), 5.0, linger)
         except Exception:  # the fetch timed out: nothing came
             continue
         if store is not None:
@@ -135,9 +188,17 @@ async def stage(mode: str, nats_url: str, db_url: str) -> None:
                     await js.publish(OUT_SUBJECT, note.body.encode(),
                                      headers={"Nats-Msg-Id": str(note.id)})
         elif conn is not None:
+            handled += len(msgs)
             async with conn.transaction():
-                for msg in msgs:
-                    await conn.execute(INSERT, uuid.uuid4().hex, msg.data)
+                if mode.endswith("+rm9"):
+                    texts = [(uuid.uuid4().hex, msg.data.decode()) for msg in msgs]
+                    await nine_read_models(conn, texts, handled)
+                elif len(msgs) == 1:
+                    await conn.execute(INSERT, uuid.uuid4().hex, msgs[0].data)
+                else:
+                    await conn.executemany(
+                        INSERT, [(uuid.uuid4().hex, msg.data) for msg in msgs]
+                    )
         for msg in msgs:
             await msg.ack()
 
@@ -145,22 +206,34 @@ async def stage(mode: str, nats_url: str, db_url: str) -> None:
 # ----------------------------------------------------------------------------- the driver
 
 
-async def drive(mode: str, nats_url: str, rate: float, seconds: float) -> None:
-    """Send ``rate`` messages a second for ``seconds`` (none for ``idle``)."""
+async def drive(
+    mode: str, nats_url: str, rate: float, seconds: float, burst: int = 1
+) -> None:
+    """Send ``rate`` messages a second for ``seconds`` (none for ``idle``), ``burst`` at a
+    time. A burst's JetStream messages go out pipelined (a reply inbox each, the acks
+    awaited together), as the gateway publishes a batch request's reports."""
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     start = time.time() + 0.1
-    n = int(rate * seconds)
-    for i in range(n):
-        delay = start + i / rate - time.time()
+    bursts = int(rate * seconds) // burst
+    for i in range(bursts):
+        delay = start + i * burst / rate - time.time()
         if delay > 0:
             await asyncio.sleep(delay)
         if mode == "idle":
             continue
         if mode.startswith("core"):
-            await nc.publish(SUBJECT, PAYLOAD)
-        else:
+            for _ in range(burst):
+                await nc.publish(SUBJECT, PAYLOAD)
+        elif burst == 1:
             await js.publish(SUBJECT, PAYLOAD, headers={"Nats-Msg-Id": uuid.uuid4().hex})
+        else:
+            acks = [
+                nc.request(SUBJECT, PAYLOAD, timeout=5,
+                           headers={"Nats-Msg-Id": uuid.uuid4().hex})
+                for _ in range(burst)
+            ]
+            await asyncio.gather(*acks)
     await nc.flush()
     await asyncio.sleep(1 / rate)  # the last one's way through the stage
     await nc.close()
@@ -180,12 +253,14 @@ async def prepare(nats_url: str, db_url: str) -> None:
     await nc.close()
     conn = await asyncpg.connect(db_url)
     await conn.execute(TABLE_DDL)
-    await conn.execute("TRUNCATE floor_rows")
+    await conn.execute(READ_MODEL_DDL)
+    await conn.execute("TRUNCATE floor_rows, floor_positions, " + ", ".join(READ_MODELS))
     await conn.close()
 
 
 def run_scenario(
-    mode: str, natsd: EmbeddedNats, pg: EmbeddedPostgres, rate: float, seconds: float
+    mode: str, natsd: EmbeddedNats, pg: EmbeddedPostgres, rate: float, seconds: float,
+    burst: int = 1,
 ) -> dict[str, float]:
     """µs of CPU per message: nats-server, PostgreSQL, the stage, and their total."""
     asyncio.run(prepare(natsd.url, pg.url))
@@ -193,7 +268,7 @@ def run_scenario(
     if mode != "js-store":
         proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.floors", "--stage", mode,
-             "--nats", natsd.url, "--db", pg.url],
+             "--nats", natsd.url, "--db", pg.url, "--burst", str(burst)],
             stdout=subprocess.PIPE, text=True,
         )
         assert proc.stdout is not None
@@ -207,14 +282,14 @@ def run_scenario(
     try:
         time.sleep(1.0)  # the stage's start-up is over
         before = sampler.snapshot(live_threads_cpu)  # ns precision, not 10 ms ticks
-        asyncio.run(drive(mode, natsd.url, rate, seconds))
+        asyncio.run(drive(mode, natsd.url, rate, seconds, burst))
         after = sampler.snapshot(live_threads_cpu)
         cpu = {pid: used - before.get(pid, 0.0) for pid, used in after.items()}
     finally:
         if proc is not None:
             proc.kill()
             proc.wait()
-    messages = rate * seconds
+    messages = int(rate * seconds) // burst * burst
     out: dict[str, float] = {"nats-server": 0.0, "postgres": 0.0, "stage": 0.0}
     for pid, used in cpu.items():
         out[_role_of(pid, roles)] += used
@@ -241,12 +316,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--burst", type=int, default=1,
+                        help="messages sent (and taken as one batch) at a time")
     parser.add_argument("--stage", choices=SCENARIOS, help=argparse.SUPPRESS)
     parser.add_argument("--nats", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.stage:
-        asyncio.run(stage(args.stage, args.nats, args.db))
+        asyncio.run(stage(args.stage, args.nats, args.db, args.burst))
         return
     scenarios = [s for s in args.scenarios.split(",") if s]
     results: dict[str, list[dict[str, float]]] = {s: [] for s in scenarios}
@@ -257,13 +334,16 @@ def main(argv: list[str] | None = None) -> None:
         try:
             for n in range(args.rounds):
                 for mode in scenarios if n % 2 == 0 else list(reversed(scenarios)):
-                    results[mode].append(run_scenario(mode, natsd, pg, args.rate, args.seconds))
+                    results[mode].append(
+                        run_scenario(mode, natsd, pg, args.rate, args.seconds, args.burst)
+                    )
         finally:
             natsd.stop()
             pg.stop()
     print(f"Measured on {machine()}; load: {os.getloadavg()[0]:.2f} (1 min) at the end.")
     print(f"Command: python -m benchmarks.floors {' '.join(argv or sys.argv[1:])}")
-    print(f"\nCPU µs per message at {args.rate:g}/s (rounds: " + ", ".join(
+    bursts = f", {args.burst} at a time" if args.burst > 1 else ""
+    print(f"\nCPU µs per message at {args.rate:g}/s{bursts} (rounds: " + ", ".join(
         "·" for _ in range(args.rounds)) + ")\n")
     idle = results.get("idle")
     print("| scenario | nats-server | PostgreSQL | stage process | total | total above idle |")

@@ -157,3 +157,31 @@ def test_settle_waits_for_quiet_processes() -> None:
         busy.kill()
         idle.wait()
         busy.wait()
+
+
+def test_idle_counts_each_process_in_ms_per_second() -> None:
+    """The idle measure: with no load, what each process spends per second — a spinning
+    process about a core (≈ 1,000 ms/s), a sleeping one about nothing — and their total."""
+    import asyncio
+    import subprocess
+    import sys
+
+    from benchmarks.against_plain import CpuSampler, _idle
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        sampler = CpuSampler([sleeper.pid, spinner.pid], exclude=set(), interval=0.1)
+        names = {sleeper.pid: "sleeper", spinner.pid: "spinner"}
+        with sampler.running():
+            result = asyncio.run(_idle(sampler, names, 2.0))
+    finally:
+        sleeper.kill()
+        spinner.kill()
+        sleeper.wait()
+        spinner.wait()
+    ms = result["cpu_ms_per_s"]
+    assert 1.0 <= result["seconds"] <= 3.0
+    assert ms["sleeper"] < 50
+    assert ms["spinner"] > 200  # a busy machine may give it well under a core
+    assert ms["total"] == pytest.approx(ms["sleeper"] + ms["spinner"], abs=0.2)
