@@ -33,6 +33,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
 
+from aggregates import deadlines
 from aggregates.actions import REGISTRY, ActionSpec, offers
 from aggregates.errors import IllegalTransition, InvalidCommand, NotPermitted
 from aggregates.events import ALWAYS, CaseEvent, Draft, advance, json_safe
@@ -260,6 +261,7 @@ def _payload(
         "to_status": (INITIAL_STATUS if spec.creates else spec.status_after(state.status)).value,
         "due": due,
         "due_step": due_step if due is not None else None,
+        "due_warn": _yellow_moment(state, fields, ctx, due, due_step),
     }
     payload = json_safe(fields)
     payload.update(common)
@@ -275,6 +277,28 @@ def _payload(
             moved.add("offers")
         payload["summary"] = {k: v for k, v in summary.items() if k in moved}
     return payload, after, summary
+
+
+def _yellow_moment(
+    state: CaseState,
+    fields: dict[str, Any],
+    ctx: Context,
+    due: datetime | None,
+    step: str | None,
+) -> datetime | None:
+    """When the deadline running after the event turns yellow (``deadlines.warning_at``
+    from the moment it started, on its category's clock; see ``events`` for why it is
+    recorded). A deadline that goes on keeps its moment; it is computed again when the
+    deadline or the category changes, and for a case whose running deadline was started
+    before the moment was recorded."""
+    if due is None or step == "review":
+        return None
+    started_now = due != state.due or step != state.due_step
+    category = fields.get("category") or state.category
+    if not started_now and category == state.category and state.due_warn is not None:
+        return state.due_warn
+    start = ctx.at if started_now else (state.due_since or due)
+    return deadlines.warning_at(start, due, ctx.category(category).clock, ctx.ref.calendar)
 
 
 def _summary(
@@ -316,11 +340,14 @@ def _chain(
 
 
 def event_payload(event: Any) -> dict[str, Any]:
-    """The hashed payload of a stored case event: its fields minus `NON_PAYLOAD_FIELDS`."""
+    """The hashed payload of a stored case event: its fields minus `NON_PAYLOAD_FIELDS`.
+    A field the event was recorded without (``due_warn`` before it existed) is not part of
+    its payload: it was not hashed either."""
+    recorded = vars(event)
     return {
-        f.name: getattr(event, f.name)
+        f.name: recorded[f.name]
         for f in dataclasses.fields(event)
-        if f.name not in NON_PAYLOAD_FIELDS
+        if f.name not in NON_PAYLOAD_FIELDS and f.name in recorded
     }
 
 

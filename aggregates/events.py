@@ -6,6 +6,11 @@ Every event records, besides its own facts:
   the idempotency key (幂等键) of the command;
 * ``from_status`` / ``to_status`` — so a history explains itself even if the rules change;
 * ``due`` / ``due_step`` — the deadline (时限) running *after* the event (None: no clock);
+* ``due_warn`` — when that deadline's light turns yellow (``deadlines.warning_at``, None for
+  no clock or a review date), decided when the deadline starts and recorded with it: the
+  SLA watcher selects the deadlines it must act on by it in SQL, instead of computing it for
+  every open case on every pass, and a replay never computes it again (events recorded
+  before it existed lack it: read with ``recorded_warning``);
 * ``summary`` — the read models' fields the event changed (:data:`CaseState` fields marked
   ``summary`` and the actions each role is offered next; all of them on a case's first event,
   the traffic lights on every event), so no read model has to know how an event changes a
@@ -48,6 +53,7 @@ class CaseEvent(Aggregate.Event):
     to_status: str
     due: datetime | None  # deadline running after this event
     due_step: str | None
+    due_warn: datetime | None  # yellow-light moment of that deadline
     summary: dict[str, Any]  # what changed (see the module docstring)
     prev_hash: str
     hash: str
@@ -90,9 +96,16 @@ def advance(state: CaseState, event: Any) -> None:
         state.due_since = event.timestamp if event.due is not None else None
     state.due = event.due
     state.due_step = event.due_step if event.due is not None else None
+    state.due_warn = recorded_warning(event)
     if state.status is not Status.in_progress:
         # An extension request only means something while the department is handling.
         state.pending_extension = None
+
+
+def recorded_warning(event: Any) -> datetime | None:
+    """The event's ``due_warn``; None for an event recorded before the field existed (the
+    stored JSON has no such key, and eventsourcing restores events without ``__init__``)."""
+    return event.__dict__.get("due_warn")
 
 
 class Draft:

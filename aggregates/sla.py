@@ -33,17 +33,28 @@ class Decision:
     key: str  # the command id: the same decision always has the same key
 
 
-def may_need_decision(row: Mapping[str, Any]) -> bool:
-    """False for a row :func:`decide` leaves alone at any time: its review reminder is given,
-    or it is warned and overdue and the system is not offered escalation (at the top level,
-    or at a step without one). The watcher's query takes only the other rows
-    (``gateways/watcher.OPEN_DEADLINES_SQL`` says this in SQL; a test holds the two to each
-    other and to :func:`decide`): otherwise a backlog of such cases, oldest deadlines
-    first, filled its batch every pass, and the cases behind it were never looked at."""
+def may_need_decision(row: Mapping[str, Any], now: datetime) -> bool:
+    """False for a row :func:`decide` leaves alone at ``now``: nothing is due yet (neither
+    its recorded yellow moment, ``warning_at``, nor its deadline has come), its review
+    reminder is given, or it is warned and overdue and the system is not offered escalation
+    (at the top level, or at a step without one). A row without a recorded yellow moment
+    (its deadline started before events recorded one) may need a warning at any time.
+
+    The watcher's query takes only the other rows (``gateways/watcher.OPEN_DEADLINES_SQL``
+    says this in SQL; a test holds the two to each other and to :func:`decide`). Why:
+    a pass then reads the few deadlines that need a decision, not every open case —
+    reading them all cost the watcher, at 20,000 open cases, a quarter of a second of CPU
+    every five seconds whatever happened; and earlier, a backlog of warned, overdue cases
+    that need nothing filled its batch and hid the cases behind it."""
+    due: datetime = row["due_at"]
     if (row["due_step"] or "handle") == "review":
-        return not row["overdue"]
+        return not row["overdue"] and now >= due
+    if not row["warning"]:
+        yellow = row.get("warning_at")
+        if yellow is None or now >= yellow:
+            return True
     offered = (row.get("offers") or {}).get("system") or []
-    return not (row["warning"] and row["overdue"]) or "escalate" in offered
+    return now >= due and (not row["overdue"] or "escalate" in offered)
 
 
 #: ``deadlines.warning_at`` with the calendar bound: (start, due, clock) → the yellow moment.
@@ -53,17 +64,22 @@ WarningAt = Callable[[datetime, datetime, Clock], datetime]
 def decide(
     row: Mapping[str, Any], now: datetime, ref: Reference, warning_at: WarningAt | None = None
 ) -> list[Decision]:
-    """Which commands a case row calls for at ``now``. ``warning_at`` may be given to reuse
-    the yellow moments of an earlier pass (the watcher's :class:`WarningTimes`); the same
-    answer either way."""
+    """Which commands a case row calls for at ``now``. The yellow moment is the one the
+    case recorded with its deadline (``warning_at``; ``aggregates.case._yellow_moment``);
+    for a deadline recorded without one it is computed here, by ``warning_at`` when given
+    (the watcher's :class:`WarningTimes`, which keeps the moments of an earlier pass) — the
+    same answer every way."""
     due: datetime = row["due_at"]
     step: str = row["due_step"] or "handle"
     start: datetime = row["due_started_at"] or due
     category = ref.catalogue.get(row["category"])
     clock = "natural" if step == "review" else category.clock
     if step != "review":
-        warn = warning_at or (lambda a, b, c: deadlines.warning_at(a, b, c, ref.calendar))
-        yellow = not row["warning"] and now >= warn(start, due, clock)
+        recorded: datetime | None = row.get("warning_at")
+        if recorded is None:
+            warn = warning_at or (lambda a, b, c: deadlines.warning_at(a, b, c, ref.calendar))
+            recorded = warn(start, due, clock)
+        yellow = not row["warning"] and now >= recorded
         if not yellow and now < due:
             return []  # most open cases on most passes: nothing to build
     stamp = due.isoformat()
@@ -90,15 +106,18 @@ def decide(
 
 
 class WarningTimes:
-    """The yellow moments of one pass over the open deadlines, kept for the next.
+    """The yellow moments of one pass over the open deadlines recorded without one, kept
+    for the next.
 
-    Why: working-time arithmetic for every open deadline on every pass was most of the
-    watcher's CPU (``python -m benchmarks.watcher`` against ``--no-keep``: 20,000 open cases
-    cost ≈ 1 s of CPU per 5 s pass, ≈ 0.25 s with the moments kept). A deadline's yellow
-    moment depends only on its start, its due moment and its clock, so a pass computes it
-    for the deadlines new since the last one. Only the last
-    pass's deadlines are kept: memory follows the open cases. Pure: the same answers as
-    ``deadlines.warning_at``."""
+    Why: a store written before events recorded the moment (``due_warn``) has open cases
+    whose running deadline lacks it until their next event; the watcher's query takes them
+    on every pass, and working-time arithmetic for each of them on every pass was most of
+    the watcher's CPU (``python -m benchmarks.watcher --unrecorded`` against
+    ``--unrecorded --no-keep``: 20,000 such cases cost ≈ 1 s of CPU per 5 s pass, ≈ 0.25 s
+    with the moments kept). A deadline's yellow moment depends only on its start, its due
+    moment and its clock, so a pass computes it for the deadlines new since the last one.
+    Only the last pass's deadlines are kept: memory follows those cases. Pure: the same
+    answers as ``deadlines.warning_at``."""
 
     def __init__(self, calendar: WorkCalendar) -> None:
         self._calendar = calendar

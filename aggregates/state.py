@@ -65,6 +65,9 @@ class CaseState:
     due: datetime | None = None
     due_step: str | None = None
     due_since: datetime | None = field(default=None, metadata=SUMMARY)
+    # When that deadline's light turns yellow (80 %), recorded by the event (``due_warn``):
+    # None without a clock, for a review date, or for events recorded before it existed.
+    due_warn: datetime | None = None
     warning_for: str | None = None  # "<step>@<due>" of the last yellow light (黄灯)
     overdue_for: str | None = None  # "<step>@<due>" of the last red light (红灯)
     # --- counters for the evaluation (综合评价) ------------------------------------------

@@ -1,12 +1,16 @@
 """The SLA watcher's pass over the open deadlines: CPU per pass for N open cases.
 
     python -m benchmarks.watcher --cases 5000,20000
+    python -m benchmarks.watcher --cases 5000,20000 --unrecorded [--no-keep]
 
 Builds a case queue of N open cases in a scratch schema (due in 3–22 days, none warned: the
-usual state of an open case) and times what one pass of ``gateways/watcher.py`` does before
-it publishes anything: ``open_deadlines`` (every page) and ``aggregates.sla.decide`` per
-row, with the yellow moments kept between passes (``WarningTimes``, as the watcher does) and
-without (``--no-keep``: each pass computes every one again). CPU of this process, best of
+usual state of an open case; one in a hundred past its yellow moment) and times what one
+pass of ``gateways/watcher.py`` does before it publishes anything: ``open_deadlines``
+(every page) and ``aggregates.sla.decide`` per row read. By default each row carries the
+yellow moment its case recorded (``warning_at``), so the pass reads only the deadlines that
+need a decision. ``--unrecorded``: the rows of a store written before events recorded it —
+every pass reads them all and computes their moments, kept between passes
+(``WarningTimes``, as the watcher does) or not (``--no-keep``). CPU of this process, best of
 ``--passes`` passes. The schema is dropped afterwards.
 """
 
@@ -20,11 +24,12 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from aggregates import deadlines
 from aggregates.sla import WarningTimes, decide
 from core.db import _init_connection
 from core.refdata import load_reference
 from core.settings import Settings
-from gateways.watcher import _longest_limit, open_deadlines
+from gateways.watcher import open_deadlines
 from projections.queue import DDL
 
 #: A Wednesday, 10:00 in Guiyang: working hours, so the working clock runs.
@@ -32,8 +37,12 @@ NOW = datetime(2026, 6, 3, 2, tzinfo=UTC)
 OFFERS = {"dispatcher": ["dispatch", "return", "reject"], "system": ["escalate"]}
 
 
-async def measure(db: str, counts: list[int], passes: int, keep: bool) -> list[str]:
+async def measure(
+    db: str, counts: list[int], passes: int, keep: bool, recorded: bool = True
+) -> list[str]:
     ref = load_reference(Settings())
+    clock = ref.catalogue.get("BJ0101").clock
+    since = NOW - timedelta(minutes=5)
     conn = await asyncpg.connect(db)
     schema = f"bench_watcher_{uuid.uuid4().hex[:8]}"
     await conn.execute(f"CREATE SCHEMA {schema}; SET search_path = {schema}")
@@ -43,22 +52,29 @@ async def measure(db: str, counts: list[int], passes: int, keep: bool) -> list[s
     try:
         for n in counts:
             await conn.execute("TRUNCATE case_queue")
+            rows_in = []
+            for i in range(n):
+                due = NOW + timedelta(days=3 + i % 20)
+                yellow = deadlines.warning_at(since, due, clock, ref.calendar)
+                if i % 100 == 0:  # one in a hundred: its yellow moment has come
+                    yellow = NOW - timedelta(minutes=1)
+                rows_in.append((uuid.uuid4(), f"GD-BENCH-{i}", since, due,
+                                yellow if recorded else None, OFFERS, i))
             await conn.executemany(
                 "INSERT INTO case_queue (case_id, case_no, partition, status, category, grid, "
-                "reported_at, updated_at, due_at, due_step, due_started_at, offers, version, "
-                "last_event, last_position) VALUES ($1, $2, '520102', 'filed', 'BJ0101', "
-                "'520102001001', $3, $3, $4, 'dispatch', $3, $5, 1, 'Filed', $6)",
-                [(uuid.uuid4(), f"GD-BENCH-{i}", NOW - timedelta(minutes=5),
-                  NOW + timedelta(days=3 + i % 20), OFFERS, i) for i in range(n)],
+                "reported_at, updated_at, due_at, due_step, due_started_at, warning_at, "
+                "offers, version, last_event, last_position) VALUES ($1, $2, '520102', "
+                "'filed', 'BJ0101', '520102001001', $3, $3, $4, 'dispatch', $3, $5, $6, 1, "
+                "'Filed', $7)",
+                rows_in,
             )
             await conn.execute("ANALYZE case_queue")
-            horizon = NOW + _longest_limit(ref)
             times = WarningTimes(ref.calendar) if keep else None
             best = float("inf")
             for _ in range(passes):
                 started = time.process_time()
                 rows = decisions = 0
-                async for page in open_deadlines(conn, horizon, 5000):
+                async for page in open_deadlines(conn, NOW, 5000):
                     rows += len(page)
                     decisions += sum(len(decide(dict(r), NOW, ref, times)) for r in page)
                 if times is not None:
@@ -79,12 +95,16 @@ def main() -> None:
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--cases", default="5000,20000")
     parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--unrecorded", action="store_true",
+                        help="rows without a recorded yellow moment (an older store)")
     parser.add_argument("--no-keep", action="store_true",
-                        help="compute every yellow moment on every pass")
+                        help="with --unrecorded: compute every yellow moment on every pass")
     parser.add_argument("--db", default="postgresql://postgres@127.0.0.1:5432/test")
     args = parser.parse_args()
     counts = [int(c) for c in args.cases.split(",") if c]
-    for line in asyncio.run(measure(args.db, counts, args.passes, not args.no_keep)):
+    for line in asyncio.run(
+        measure(args.db, counts, args.passes, not args.no_keep, not args.unrecorded)
+    ):
         print(line)
 
 

@@ -1,7 +1,9 @@
 """The SLA watcher: turns due deadlines into ordinary, idempotent commands.
 
-Every tick it reads the open deadlines from the case queue and publishes the commands the
-SLA policy (``aggregates.sla.decide``: warnings, overdue marks, automatic escalation, review
+Every tick it reads from the case queue the open deadlines that may need a decision now
+(``aggregates.sla.may_need_decision``: the yellow moment each case recorded with its
+deadline has come, or the deadline itself) and publishes the commands the SLA policy
+(``aggregates.sla.decide``: warnings, overdue marks, automatic escalation, review
 reminders) calls for. Command ids are derived from (case, rule, step, deadline), so a
 repeated tick, a second watcher or a restart publishes nothing new (NATS dedupe) and changes
 nothing (the aggregate ignores a command id it has applied). Time comes from an injected
@@ -38,16 +40,23 @@ from projections.notifications import remind_visits
 log = get_logger("watcher")
 
 ACTOR = "sla-watcher"
-#: One page of the open deadlines the policy may still act on
-#: (``aggregates.sla.may_need_decision``, in SQL), in (deadline, case id) order after
-#: ``($4, $5)``.
+#: One page of the open deadlines the policy may act on at $2 (``aggregates.sla.
+#: may_need_decision``, in SQL), in (deadline, case id) order after ``($4, $5)``. Three
+#: branches, each on an index of its own (``projections/queue.py``), so a pass reads the
+#: deadlines that need a decision, not every open case: due ones (the review reminder, the
+#: red light, an escalation), those whose recorded yellow moment has come, and those
+#: recorded without one (events older than ``due_warn``; ``decide`` computes theirs).
 OPEN_DEADLINES_SQL = """
 SELECT case_id, case_no, partition, status, category, level, due_at, due_step,
-       due_started_at, warning, overdue, offers
+       due_started_at, warning_at, warning, overdue, offers
 FROM case_queue
-WHERE due_at IS NOT NULL AND status <> ALL($1::text[]) AND due_at <= $2
-  AND CASE WHEN coalesce(due_step, 'handle') = 'review' THEN NOT overdue
-           ELSE NOT (warning AND overdue) OR (offers -> 'system') ? 'escalate' END
+WHERE due_at IS NOT NULL AND status <> ALL($1::text[])
+  AND ((due_at <= $2 AND CASE WHEN coalesce(due_step, 'handle') = 'review' THEN NOT overdue
+                              ELSE NOT overdue OR (offers -> 'system') ? 'escalate' END)
+       OR (NOT warning AND warning_at IS NOT NULL AND warning_at <= $2
+           AND coalesce(due_step, 'handle') <> 'review')
+       OR (NOT warning AND warning_at IS NULL AND due_at IS NOT NULL
+           AND coalesce(due_step, 'handle') <> 'review'))
   AND (due_at, case_id) > ($4::timestamptz, $5::uuid)
 ORDER BY due_at, case_id
 LIMIT $3
@@ -58,15 +67,15 @@ TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)
 
 
 async def open_deadlines(
-    conn: asyncpg.Connection, horizon: datetime, page: int
+    conn: asyncpg.Connection, now: datetime, page: int
 ) -> AsyncIterator[list[asyncpg.Record]]:
-    """Every open deadline up to ``horizon`` that the policy may still act on, ``page`` rows
-    at a time. All of them, not the first page only: when the earliest deadlines alone
-    filled a batch, a case whose warning time had come but whose deadline was later (a long
-    limit) waited behind them for as long as they stayed open."""
+    """Every open deadline the policy may act on at ``now``, ``page`` rows at a time. All of
+    them, not the first page only: when the earliest deadlines alone filled a batch, a case
+    whose warning time had come but whose deadline was later (a long limit) waited behind
+    them for as long as they stayed open."""
     after = _FIRST
     while True:
-        rows = await conn.fetch(OPEN_DEADLINES_SQL, TERMINAL, horizon, page, *after)
+        rows = await conn.fetch(OPEN_DEADLINES_SQL, TERMINAL, now, page, *after)
         if rows:
             yield rows
         if len(rows) < page:
@@ -105,11 +114,9 @@ class SlaWatcher:
     async def tick(self) -> list[Command]:
         """One scan: returns the commands published."""
         now = self.clock.now()
-        # Warnings come before the deadline: look ahead by the longest limit in the catalogue.
-        horizon = now + _longest_limit(self.ref)
         commands: list[Command] = []
         async with self.pool.acquire() as conn:
-            async for rows in open_deadlines(conn, horizon, self.batch):
+            async for rows in open_deadlines(conn, now, self.batch):
                 for record in rows:
                     row = dict(record)
                     for decision in decide(row, now, self.ref, self.warning_times):
@@ -164,15 +171,3 @@ class SlaWatcher:
                 delay = next(delays)
                 log.warning("watcher.retry", error=repr(exc), delay_s=round(delay, 2))
                 await sleep_or_stop(stop, delay)
-
-
-def _longest_limit(ref: Reference) -> Any:
-    from datetime import timedelta
-
-    hours = max(
-        max(lim.file, lim.dispatch, lim.handle, lim.verify)
-        for cat in ref.catalogue.all()
-        for lim in cat.limits.values()
-    )
-    # Working hours stretch over nights, weekends and holidays: allow a generous calendar span.
-    return timedelta(days=max(30.0, hours / 7 * 3))

@@ -56,6 +56,7 @@ COLUMNS: tuple[str, ...] = (
     "due_at",
     "due_step",
     "due_started_at",
+    "warning_at",
     "warning",
     "overdue",
     "supervised",
@@ -105,6 +106,7 @@ CREATE TABLE IF NOT EXISTS case_queue (
     due_at timestamptz,
     due_step text,
     due_started_at timestamptz,
+    warning_at timestamptz,
     warning boolean NOT NULL DEFAULT false,
     overdue boolean NOT NULL DEFAULT false,
     supervised boolean NOT NULL DEFAULT false,
@@ -125,6 +127,7 @@ CREATE TABLE IF NOT EXISTS case_queue (
 ALTER TABLE case_queue ADD COLUMN IF NOT EXISTS offers jsonb NOT NULL DEFAULT '{}';
 ALTER TABLE case_queue ADD COLUMN IF NOT EXISTS answers jsonb NOT NULL DEFAULT '{}';
 ALTER TABLE case_queue ADD COLUMN IF NOT EXISTS media_url text;
+ALTER TABLE case_queue ADD COLUMN IF NOT EXISTS warning_at timestamptz;
 -- No planner statistics for the offers: no query's estimate uses them (the lists filter on
 -- ``(offers -> role) ? action``, an expression the column's statistics do not describe),
 -- and sorting every row's offers for them was half of ANALYZE's time on this table (a
@@ -137,6 +140,13 @@ CREATE INDEX IF NOT EXISTS case_queue_district_idx
 CREATE INDEX IF NOT EXISTS case_queue_grid_idx ON case_queue (grid, status);
 CREATE INDEX IF NOT EXISTS case_queue_dept_idx ON case_queue (department, status, due_at);
 CREATE INDEX IF NOT EXISTS case_queue_due_idx ON case_queue (due_at) WHERE due_at IS NOT NULL;
+-- The SLA watcher's pass (gateways/watcher.py OPEN_DEADLINES_SQL): the deadlines whose yellow
+-- moment has come, and those whose moment was not recorded (events from before it was).
+CREATE INDEX IF NOT EXISTS case_queue_yellow_idx ON case_queue (warning_at)
+    WHERE NOT warning AND warning_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS case_queue_yellow_unknown_idx ON case_queue (due_at)
+    WHERE NOT warning AND warning_at IS NULL AND due_at IS NOT NULL
+      AND coalesce(due_step, 'handle') <> 'review';
 CREATE INDEX IF NOT EXISTS case_queue_reported_idx ON case_queue (reported_at DESC, case_no DESC);
 -- The command centre's other sort orders (gateways/http/centre.py SORTS), expression for
 -- expression, so a page is an index walk, not a sort of every match, at a million cases.
@@ -240,6 +250,7 @@ def _change(row: dict[str, Any], env: Envelope, time: Callable[[Any], Any]) -> N
     row["status"] = data["to_status"]
     row["due_at"] = time(data.get("due"))
     row["due_step"] = data.get("due_step")
+    row["warning_at"] = time(data.get("due_warn"))  # absent in events older than it: None
     row["updated_at"] = time(env["at"])
     row["version"] = env["version"]
     row["last_event"] = env["type"]
@@ -285,7 +296,8 @@ TYPES: dict[str, str] = {
     "photos": "jsonb", "answers": "jsonb", "media_url": "text", "proposal": "jsonb",
     "reported_at": "timestamptz",
     "updated_at": "timestamptz", "due_at": "timestamptz", "due_step": "text",
-    "due_started_at": "timestamptz", "warning": "boolean", "overdue": "boolean",
+    "due_started_at": "timestamptz", "warning_at": "timestamptz", "warning": "boolean",
+    "overdue": "boolean",
     "supervised": "boolean", "supervision_orders": "integer", "escalations": "integer",
     "rework_count": "integer", "return_count": "integer", "extension_count": "integer",
     "pending_extension": "jsonb", "offers": "jsonb", "satisfaction": "text", "duplicate_of": "text",
@@ -310,7 +322,9 @@ _UPSERT = (
 )
 
 
-_TIME_COLUMNS = ("reported_at", "updated_at", "due_at", "due_started_at", "closed_at")
+_TIME_COLUMNS = (
+    "reported_at", "updated_at", "due_at", "due_started_at", "warning_at", "closed_at"
+)
 
 
 _TIME_AT = tuple(COLUMNS.index(c) for c in _TIME_COLUMNS)

@@ -1,7 +1,7 @@
 """The watcher's query (``OPEN_DEADLINES_SQL``, paged by ``open_deadlines``) takes exactly the
-open deadlines the SLA policy may still act on (``aggregates.sla.may_need_decision``), all of
-them page by page: neither a backlog of cases that need nothing nor a page full of earlier
-deadlines hides a case behind them."""
+open deadlines the SLA policy may act on now (``aggregates.sla.may_need_decision``), all of
+them page by page: neither open cases with nothing due, nor a backlog of cases that need
+nothing, nor a page full of earlier deadlines hides a case behind them."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from projections.queue import DDL
 from tests.conftest import database_url, unique_name
 
 NOW = datetime(2026, 6, 3, 9, tzinfo=UTC)
-HORIZON = NOW + timedelta(days=30)
 
 
 @pytest.fixture
@@ -42,40 +41,55 @@ async def _insert(conn: asyncpg.Connection, n: int, row: dict[str, Any]) -> str:
     case_no = f"GD-SEL-{n:05d}"
     await conn.execute(
         "INSERT INTO case_queue (case_id, case_no, partition, status, category, grid, "
-        "reported_at, updated_at, due_at, due_step, warning, overdue, offers, version, "
-        "last_event, last_position) VALUES ($1, $2, '520102', $3, 'BJ0101', '520102001001', "
-        "$4, $4, $5, $6, $7, $8, $9, 1, 'Filed', $10)",
+        "reported_at, updated_at, due_at, due_step, warning_at, warning, overdue, offers, "
+        "version, last_event, last_position) VALUES ($1, $2, '520102', $3, 'BJ0101', "
+        "'520102001001', $4, $4, $5, $6, $7, $8, $9, $10, 1, 'Filed', $11)",
         uuid.uuid4(), case_no, row.get("status", "filed"), NOW - timedelta(days=60),
-        row["due_at"], row["due_step"], row["warning"], row["overdue"], row["offers"], n,
+        row["due_at"], row["due_step"], row.get("warning_at"), row["warning"], row["overdue"],
+        row["offers"], n,
     )
     return case_no
 
 
 async def _selected(conn: asyncpg.Connection, batch: int = 1000) -> list[str]:
-    return [r["case_no"] async for rows in open_deadlines(conn, HORIZON, batch) for r in rows]
+    return [r["case_no"] async for rows in open_deadlines(conn, NOW, batch) for r in rows]
 
 
 async def test_the_query_takes_exactly_the_rows_the_policy_may_act_on(
     conn: asyncpg.Connection,
 ) -> None:
     expected = set()
+    # step × warned × overdue × escalation offered × deadline passed or not × yellow moment
+    # passed, to come or not recorded — states the aggregate never records included.
     combos = itertools.product([None, "review", "handle"], [False, True], [False, True],
-                               [False, True])
-    for n, (step, warning, overdue, escalate) in enumerate(combos):
+                               [False, True], [-1.0, 5.0], [-2.0, 2.0, None])
+    for n, (step, warning, overdue, escalate, due_h, yellow_h) in enumerate(combos):
         row = {"due_step": step, "warning": warning, "overdue": overdue,
-               "due_at": NOW - timedelta(hours=n + 1),
+               "due_at": NOW + timedelta(hours=due_h, minutes=-n),
+               "warning_at": None if yellow_h is None else NOW + timedelta(hours=yellow_h),
                "offers": {"system": ["escalate"]} if escalate else {"dispatcher": ["dispatch"]}}
         case_no = await _insert(conn, n, row)
-        if may_need_decision(row):
+        if may_need_decision(row, NOW):
             expected.add(case_no)
-    # Closed cases and deadlines beyond the horizon are never taken.
-    await _insert(conn, 100, {"due_step": "handle", "warning": False, "overdue": False,
-                              "due_at": NOW, "offers": {}, "status": "closed"})
-    await _insert(conn, 101, {"due_step": "handle", "warning": False, "overdue": False,
-                              "due_at": HORIZON + timedelta(hours=1), "offers": {}})
+    # Closed cases are never taken.
+    await _insert(conn, 1000, {"due_step": "handle", "warning": False, "overdue": False,
+                               "due_at": NOW, "offers": {}, "status": "closed"})
     selected = await _selected(conn)
     assert set(selected) == expected
-    assert 0 < len(expected) < 24
+    assert 0 < len(expected) < 144
+
+
+async def test_open_cases_with_nothing_due_are_not_read(conn: asyncpg.Connection) -> None:
+    """Most open cases on most passes: deadline and yellow moment still to come. None of
+    them is read; the one whose recorded yellow moment has come is."""
+    for n in range(30):
+        await _insert(conn, n, {"due_step": "handle", "warning": False, "overdue": False,
+                                "due_at": NOW + timedelta(days=3, hours=n),
+                                "warning_at": NOW + timedelta(days=2, hours=n), "offers": {}})
+    yellow = await _insert(conn, 30, {"due_step": "handle", "warning": False, "overdue": False,
+                                      "due_at": NOW + timedelta(days=1),
+                                      "warning_at": NOW - timedelta(minutes=1), "offers": {}})
+    assert await _selected(conn) == [yellow]
 
 
 async def test_a_backlog_that_needs_nothing_does_not_hide_a_case_that_does(
@@ -104,5 +118,5 @@ async def test_every_page_is_read_so_a_later_deadline_is_not_left_behind(
                                            "overdue": False, "due_at": due, "offers": {}}))
     selected = await _selected(conn, batch=3)
     assert sorted(selected) == sorted(nos) and len(selected) == 7
-    rows = [r async for page in open_deadlines(conn, HORIZON, 3) for r in page]
+    rows = [r async for page in open_deadlines(conn, NOW, 3) for r in page]
     assert [r["due_at"] for r in rows] == sorted(r["due_at"] for r in rows)

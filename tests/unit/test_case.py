@@ -619,6 +619,47 @@ def test_warning_and_overdue_once_per_deadline() -> None:
     assert case.state.overdue_count == 2
 
 
+def test_each_deadline_records_when_it_turns_yellow() -> None:
+    """``due_warn``: the policy's yellow moment (80 % of the limit, working clock) recorded
+    with every deadline, kept while it runs, None once the clock stops."""
+    case = filed()
+    dispatch_due = due("dispatch", 1)
+    assert case.state.due == dispatch_due
+    clock = CATALOGUE.get(CATEGORY).clock
+    assert last(case).due_warn == deadlines.warning_at(at(1), dispatch_due, clock, CALENDAR)
+    run(case, "supervise", "supervisor", 2, reason="盯办")  # the deadline goes on
+    assert last(case).due_warn == deadlines.warning_at(at(1), dispatch_due, clock, CALENDAR)
+    run(case, "reject", "dispatcher", 3, reason="不属于受理范围")
+    rejected = last(case)
+    assert rejected.due is None and rejected.due_warn is None
+
+
+def test_events_recorded_before_the_yellow_moment_existed_replay_and_verify() -> None:
+    """An older store's events have no ``due_warn``: they replay (the moment unknown), their
+    chain verifies on the payload they were hashed with, and the next event on the case
+    records the running deadline's moment."""
+    case = filed()
+    events = case.collect_events()
+    prev = GENESIS
+    for event in events:  # as they were recorded before: no due_warn, hashed without it
+        del vars(event)["due_warn"]
+        payload = event_payload(event)
+        assert "due_warn" not in payload
+        digest = event_hash(prev, str(event.originator_id), event.originator_version,
+                            type(event).__name__, event.timestamp, payload)
+        object.__setattr__(event, "prev_hash", prev)
+        object.__setattr__(event, "hash", digest)
+        prev = digest
+    assert verify_chain(events) is None
+    old = replay(events)
+    assert old.state.due_warn is None and old.state.due == due("dispatch", 1)
+    run(old, "supervise", "supervisor", 2, reason="盯办")
+    (new,) = old.collect_events()
+    clock = CATALOGUE.get(CATEGORY).clock
+    assert new.due_warn == deadlines.warning_at(at(1), due("dispatch", 1), clock, CALENDAR)
+    assert verify_chain([*events, new]) is None
+
+
 def test_traffic_lights_not_on_terminal_cases() -> None:
     case = report()
     file_due = case.state.due

@@ -297,6 +297,16 @@ class OfferedIsWhatSucceeds(RuleBasedStateMachine):
             assert {"warned", "overdue"} <= set(last.summary)
             assert (last.due, last.to_status) == (case.state.due, case.state.status.value)
             assert last.due_step == case.state.due_step
+            # The yellow moment recorded with the running deadline is the policy's own
+            # (``deadlines.warning_at`` from when it started), whichever action kept it.
+            state = case.state
+            if state.due is None or state.due_step == "review":
+                assert last.due_warn is None
+            else:
+                assert state.due_since is not None
+                clock = REF.catalogue.get(state.category).clock
+                assert last.due_warn == deadlines.warning_at(
+                    state.due_since, state.due, clock, REF.calendar)
 
     @invariant()
     def replay_gives_the_same_snapshot(self) -> None:

@@ -1,5 +1,6 @@
-"""The watcher looks only at rows the SLA policy may still act on: ``may_need_decision`` is
-False only where ``decide`` calls for nothing, whatever the time."""
+"""The watcher looks only at rows the SLA policy may act on now: ``may_need_decision`` is
+False only where ``decide`` calls for nothing at that moment — with the yellow moment the
+case recorded, or without one (an older store's rows), where ``decide`` computes it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from aggregates import deadlines
 from aggregates.deadlines import STEPS
 from aggregates.sla import WarningTimes, decide, may_need_decision
 from core.refdata import load_reference
@@ -26,38 +28,56 @@ NOW = datetime(2026, 6, 3, 9, tzinfo=UTC)
     category=st.sampled_from(CATEGORIES),
     started_h=st.floats(min_value=-2000, max_value=0),
     due_h=st.floats(min_value=-2000, max_value=2000),
+    recorded=st.booleans(),
 )
 def test_a_row_left_out_is_one_decide_leaves_alone(
     warning: bool, overdue: bool, step: str | None, escalate: bool, category: str,
-    started_h: float, due_h: float,
+    started_h: float, due_h: float, recorded: bool,
 ) -> None:
+    due = NOW + timedelta(hours=due_h)
+    started = NOW + timedelta(hours=min(started_h, due_h))
+    clock = REF.catalogue.get(category).clock
+    yellow = deadlines.warning_at(started, due, clock, REF.calendar)
     row = {
         "case_no": "GD-TEST", "category": category, "warning": warning, "overdue": overdue,
-        "due_step": step, "due_at": NOW + timedelta(hours=due_h),
-        "due_started_at": NOW + timedelta(hours=min(started_h, due_h)),
+        "due_step": step, "due_at": due, "due_started_at": started,
+        "warning_at": yellow if recorded and step != "review" else None,
         "offers": {"system": ["escalate"]} if escalate else {"dispatcher": ["dispatch"]},
     }
-    if not may_need_decision(row):
+    if not may_need_decision(row, NOW):
         assert decide(row, NOW, REF) == []
-    # The watcher's kept yellow moments give the same answer, on a first and a later pass.
+    # The recorded moment, the one computed here and the watcher's kept ones give the same
+    # answer, on a first and a later pass.
+    unrecorded = {**row, "warning_at": None}
     times = WarningTimes(REF.calendar)
-    first = decide(row, NOW, REF, times)
+    first = decide(unrecorded, NOW, REF, times)
     times.end_pass()
-    assert first == decide(row, NOW, REF) == decide(row, NOW, REF, times)
+    assert first == decide(row, NOW, REF) == decide(unrecorded, NOW, REF, times)
 
 
-def test_only_a_given_reminder_or_a_warned_overdue_case_without_escalation_is_left_out() -> None:
-    def row(step: str | None, warning: bool, overdue: bool, escalate: bool) -> dict[str, object]:
+def test_only_what_is_due_or_unknown_is_taken() -> None:
+    def row(step: str | None, warning: bool, overdue: bool, escalate: bool,
+            due_h: float = -1, yellow_h: float | None = None) -> dict[str, object]:
         return {"due_step": step, "warning": warning, "overdue": overdue,
+                "due_at": NOW + timedelta(hours=due_h),
+                "warning_at": None if yellow_h is None else NOW + timedelta(hours=yellow_h),
                 "offers": {"system": ["escalate"]} if escalate else {}}
 
-    assert not may_need_decision(row("review", False, True, True))
-    assert may_need_decision(row("review", True, False, False))
-    assert not may_need_decision(row("handle", True, True, False))
-    assert not may_need_decision(row(None, True, True, False))
-    assert may_need_decision(row("handle", True, True, True))
-    assert may_need_decision(row("handle", False, True, False))
-    assert may_need_decision(row("dispatch", True, False, False))
+    # Due (its deadline has passed): as before — all but a given reminder and a warned,
+    # overdue case without escalation.
+    assert not may_need_decision(row("review", False, True, True), NOW)
+    assert may_need_decision(row("review", True, False, False), NOW)
+    assert not may_need_decision(row("handle", True, True, False, yellow_h=-5), NOW)
+    assert not may_need_decision(row(None, True, True, False), NOW)
+    assert may_need_decision(row("handle", True, True, True), NOW)
+    assert may_need_decision(row("handle", False, True, False, yellow_h=-5), NOW)
+    assert may_need_decision(row("dispatch", True, False, False, yellow_h=-5), NOW)
+    # Not due yet: only a yellow moment that has come, or one that was never recorded.
+    assert not may_need_decision(row("review", False, False, False, due_h=5), NOW)
+    assert not may_need_decision(row("handle", False, False, True, due_h=5, yellow_h=2), NOW)
+    assert may_need_decision(row("handle", False, False, False, due_h=5, yellow_h=-1), NOW)
+    assert may_need_decision(row("handle", False, False, False, due_h=5), NOW)
+    assert not may_need_decision(row("handle", True, False, True, due_h=5), NOW)
 
 
 def test_warning_times_keep_only_the_last_pass() -> None:
