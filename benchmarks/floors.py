@@ -27,7 +27,7 @@ The driver's own CPU is not counted.
   per message before the ack — a projector's least work.
 - ``js-pull+rm9``: the same, but the transaction has a projector's shape: the lock and the
   positions read, one upsert into each of nine small tables, the positions written — 13
-  statements, each a round trip (asyncpg pipelines only many rows of ONE statement) — the
+  statements, each a round trip (asyncpg has no pipeline for different statements) — the
   least the nine read models of a report cost through asyncpg, whatever their rows hold.
 - ``js-pull+es``: the same as ``js-pull+tx``, but the stage saves one new aggregate of one
   event per message through the event store of this stack (eventsourcing's PostgreSQL
@@ -42,8 +42,8 @@ these rows are the stack's floor, whatever the domain costs on top.
 
 ``--burst N`` sends the messages N at a time (``--rate`` still counts messages): the floor of
 each hop for a batched intake (50 reports per request), where the stage takes each burst as
-one batch — one transaction, one ``save`` of N aggregates, many rows by one statement
-(``executemany``) — as the worker and the projector do with a batch.
+one batch — one transaction, one ``save`` of N aggregates, all rows of a table by one
+statement (arrays through ``unnest``) — as the worker and the projector do with a batch.
 """
 
 from __future__ import annotations
@@ -94,9 +94,14 @@ READ_MODEL_DDL = "".join(
     "CREATE TABLE IF NOT EXISTS floor_positions (name text PRIMARY KEY, position bigint NOT "
     "NULL);"
 )
+#: Every row of a batch by one statement, as the read models write them (arrays, unnest).
 UPSERT = (
-    "INSERT INTO {table} (key, body) VALUES ($1, $2) "
+    "INSERT INTO {table} (key, body) SELECT * FROM unnest($1::text[], $2::text[]) "
     "ON CONFLICT (key) DO UPDATE SET body = EXCLUDED.body, n = {table}.n + 1"
+)
+INSERT_MANY = (
+    "INSERT INTO floor_rows (key, body) SELECT * FROM unnest($1::text[], $2::bytea[]) "
+    "ON CONFLICT (key) DO NOTHING"
 )
 #: Where ``js-pull+es+pub`` publishes the saved events (a stream of their own).
 OUT_STREAM = "FLOOR_OUT"
@@ -130,18 +135,16 @@ async def nine_read_models(
 ) -> None:
     """A projector's least work for a batch, inside the caller's transaction: the lock (and
     the asynchronous commit, as ``projections.runner.projection_lock``), the positions read,
-    one upsert into each read-model table (all the batch's rows by one statement), the
-    position written."""
+    one upsert into each read-model table (all the batch's rows by one statement, as
+    ``projections.queue`` writes them), the position written."""
     await conn.execute(
         "SELECT set_config('synchronous_commit', 'off', true), "
         "pg_advisory_xact_lock(hashtext('floor'))"
     )
     await conn.fetch("SELECT name, position FROM floor_positions")
+    keys, bodies = [k for k, _ in rows], [b for _, b in rows]
     for table in READ_MODELS:
-        if len(rows) == 1:
-            await conn.execute(UPSERT.format(table=table), *rows[0])
-        else:
-            await conn.executemany(UPSERT.format(table=table), rows)
+        await conn.execute(UPSERT.format(table=table), keys, bodies)
     await conn.execute(
         "INSERT INTO floor_positions (name, position) VALUES ('floor', $1) "
         "ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position",
@@ -153,7 +156,8 @@ async def stage(mode: str, nats_url: str, db_url: str, burst: int = 1) -> None:
     """Receive each message (each burst as one batch) and do the scenario's least work for
     it, until killed."""
     nc = await nats.connect(nats_url)
-    conn = await asyncpg.connect(db_url) if "insert" in mode or "tx" in mode else None
+    writes = any(part in mode for part in ("insert", "+tx", "+rm9"))
+    conn = await asyncpg.connect(db_url) if writes else None
     if mode.startswith("core"):
 
         async def on_message(msg: Any) -> None:
@@ -195,9 +199,9 @@ async def stage(mode: str, nats_url: str, db_url: str, burst: int = 1) -> None:
                     await nine_read_models(conn, texts, handled)
                 elif len(msgs) == 1:
                     await conn.execute(INSERT, uuid.uuid4().hex, msgs[0].data)
-                else:
-                    await conn.executemany(
-                        INSERT, [(uuid.uuid4().hex, msg.data) for msg in msgs]
+                else:  # the plain app's multi-row INSERT
+                    await conn.execute(
+                        INSERT_MANY, [uuid.uuid4().hex for _ in msgs], [m.data for m in msgs]
                     )
         for msg in msgs:
             await msg.ack()

@@ -12,8 +12,9 @@ Once and in order, whatever crashes (found by tests/faults): a relay that dies �
 PostgreSQL — after publishing but before recording its position publishes the same events again
 when it comes back, possibly long after the stream's dedupe window. So the relay does not rely
 on the window: each partition's batch is published as ONE atomic batch (JetStream
-``allow_atomic``, nats-server ≥ 2.12: all of it is stored or none), whose first message expects
-the partition's last stream sequence (``Nats-Expected-Last-Subject-Sequence`` over
+``allow_atomic``, nats-server ≥ 2.12: all of it is stored or none; a batch of one event is a
+plain publish, as atomic by itself), whose first message expects the partition's last stream
+sequence (``Nats-Expected-Last-Subject-Sequence`` over
 ``<p>.evt.<partition>.>``). After any failure, and at start, the relay re-reads the partition's
 last message in the stream (``relay.resync``) and skips what is already there. A stream without
 atomic publish (older servers) falls back to per-message publishing with ``Nats-Msg-Id``
@@ -310,20 +311,27 @@ class Relay:
         expected_seq: int,
     ) -> int:
         """Publish ``envelopes`` as one atomic batch after stream sequence ``expected_seq``
-        (the partition's last); returns the stream sequence of the last one."""
+        (the partition's last); returns the stream sequence of the last one.
+
+        One event goes out as a plain publish with the same expected last sequence: alone, it
+        is all or nothing anyway, and nats-server 2.15 spends 2.0–2.6 ms of CPU on an atomic
+        batch of one against 0.34–0.39 ms on that publish (measured at 50 a second), when at
+        a trickle every event is a batch of one."""
         nc = self.js._nc  # batch messages are plain publishes / requests with batch headers
         batch_id = uuid.uuid4().hex
         last = len(envelopes)
+        batched = last > 1
         for n, env in enumerate(envelopes, 1):
             headers = self._headers(partition, env, chains)
-            headers["Nats-Batch-Id"] = batch_id
-            headers["Nats-Batch-Sequence"] = str(n)
+            if batched:
+                headers["Nats-Batch-Id"] = batch_id
+                headers["Nats-Batch-Sequence"] = str(n)
             if n == 1:
                 headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_seq)
                 headers["Nats-Expected-Last-Subject-Sequence-Subject"] = self.topo.event_filter(
                     partition
                 )
-            if n == last:
+            if n == last and batched:
                 headers["Nats-Batch-Commit"] = "1"
             subject = self.topo.event_subject(partition, env["type"])
             data = codec.dumps(env)
@@ -336,7 +344,7 @@ class Relay:
                         raise StreamConflict(error.get("description"))
                     raise RuntimeError(f"atomic publish refused: {error}")
                 if n == last:
-                    if ack.get("count") != last:
+                    if batched and ack.get("count") != last:
                         raise RuntimeError(f"atomic publish: unexpected ack {ack}")
                     return int(ack["seq"])
             else:
