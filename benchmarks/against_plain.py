@@ -255,14 +255,20 @@ def process_names(roots: list[int], label: dict[int, str]) -> dict[int, str]:
     return names
 
 
-def per_report_us(
-    cpu: dict[int, float], names: dict[int, str], reports: float
-) -> dict[str, float]:
-    """µs of CPU per report by process name, and their ``total``."""
+def by_process_name(cpu: dict[int, float], names: dict[int, str]) -> dict[str, float]:
+    """CPU seconds summed by process name (a pid without one: ``pg:other``)."""
     out: dict[str, float] = {}
     for pid, seconds in cpu.items():
         name = names.get(pid, "pg:other")
         out[name] = out.get(name, 0.0) + seconds
+    return out
+
+
+def per_report_us(
+    cpu: dict[int, float], names: dict[int, str], reports: float
+) -> dict[str, float]:
+    """µs of CPU per report by process name, and their ``total``."""
+    out = by_process_name(cpu, names)
     scaled: dict[str, float] = {
         k: round(1e6 * v / reports) for k, v in sorted(out.items()) if reports
     }
@@ -475,10 +481,7 @@ async def _idle(
     start = time.time()
     await asyncio.sleep(seconds)
     span, cpu = sampler.window(start + 0.5, time.time())
-    by_name: dict[str, float] = {}
-    for pid, used in cpu.items():
-        name = names.get(pid, "pg:other")
-        by_name[name] = by_name.get(name, 0.0) + used
+    by_name = by_process_name(cpu, names)
     ms = {k: round(1e3 * v / span, 1) for k, v in sorted(by_name.items()) if span}
     ms["total"] = round(sum(ms.values()), 1)
     return {"seconds": round(span, 2), "cpu_ms_per_s": ms}
