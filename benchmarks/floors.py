@@ -26,9 +26,10 @@ The driver's own CPU is not counted.
 - ``js-pull+tx``: the same, and the stage runs one transaction (BEGIN, one INSERT, COMMIT)
   per message before the ack — a projector's least work.
 - ``js-pull+rm9``: the same, but the transaction has a projector's shape: the lock and the
-  positions read, one upsert into each of nine small tables, the positions written — 13
-  statements, each a round trip (asyncpg has no pipeline for different statements) — the
-  least the nine read models of a report cost through asyncpg, whatever their rows hold.
+  positions read, one upsert into each of nine small tables, the positions written — twelve
+  statements between BEGIN and COMMIT, each a round trip (asyncpg has no pipeline for
+  different statements) — the least the nine read models of a report cost through asyncpg,
+  whatever their rows hold.
 - ``js-pull+es``: the same as ``js-pull+tx``, but the stage saves one new aggregate of one
   event per message through the event store of this stack (eventsourcing's PostgreSQL
   recorder as ``core.eventstore`` configures it: table lock, INSERT, NOTIFY; in a thread, as
