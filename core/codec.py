@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 import orjson
 
@@ -20,6 +21,8 @@ def loads(data: bytes | str) -> Any:
 def _default(obj: Any) -> Any:
     if isinstance(obj, set | frozenset | tuple):
         return list(obj)
+    if isinstance(obj, UUID):  # asyncpg's own UUID type, which orjson does not know
+        return str(obj)
     if hasattr(obj, "model_dump"):
         return obj.model_dump(mode="json")
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from core.envelope import parse_time
-from projections.base import Envelope, rows_of_known_cases
+from projections.base import Envelope, json_rows, recordset, rows_of_known_cases
 from projections.queue import TERMINAL
 
 if TYPE_CHECKING:  # the type only: a rebuild's fold processes import this module, and
@@ -197,6 +197,30 @@ _CASE_TYPES = {
 }
 
 
+_CASE_NAMES = tuple(c.strip() for c in _CASE_COLUMNS.split(","))
+
+_UPSERT_CASES = (
+    f"INSERT INTO map_cases ({_CASE_COLUMNS}) SELECT {_CASE_COLUMNS} "
+    f"FROM {recordset({n: _CASE_TYPES[n] for n in _CASE_NAMES})} ON CONFLICT (case_id) "
+    "DO UPDATE SET " + ", ".join(f"{n} = EXCLUDED.{n}" for n in _CASE_NAMES[1:])
+)
+
+_GRID_DELTA = {"grid": "text", "community": "text", "district": "text"} | dict.fromkeys(
+    COUNT_FIELDS, "int"
+)
+
+#: Each grid's change of counts added to its row; the grids whose counts all came to zero.
+_ADD_COUNTS = (
+    "WITH up AS (INSERT INTO map_grid_counts (grid, community, district, "
+    f"{', '.join(COUNT_FIELDS)}) SELECT grid, community, district, {', '.join(COUNT_FIELDS)} "
+    f"FROM {recordset(_GRID_DELTA)} "
+    "ON CONFLICT (grid) DO UPDATE SET "
+    + ", ".join(f"{f} = map_grid_counts.{f} + EXCLUDED.{f}" for f in COUNT_FIELDS)
+    + f" RETURNING grid, {' + '.join(f'abs({f})' for f in COUNT_FIELDS)} AS total) "
+    "SELECT grid FROM up WHERE total = 0"
+)
+
+
 def _state_of(record: asyncpg.Record) -> dict[str, Any]:
     row = dict(record)
     return {
@@ -267,7 +291,7 @@ class MapProjection:
             after[env["case_id"]] = track(after.get(env["case_id"]), env)  # copies: keeps before
         deltas: dict[str, list[int]] = {}
         where: dict[str, tuple[str | None, str | None]] = {}
-        upserts: list[tuple[Any, ...]] = []
+        upserts: list[dict[str, Any]] = []
         deletes: list[str] = []
         for case_id in ids:
             old, new = before.get(case_id), after.get(case_id)
@@ -279,36 +303,22 @@ class MapProjection:
             for i, (a, b) in enumerate(zip(contribution(old), contribution(new), strict=True)):
                 delta[i] += b - a
             if not new["finished"]:
-                upserts.append(_case_record(case_id, new))
+                upserts.append(dict(zip(_CASE_NAMES, _case_record(case_id, new), strict=True)))
             elif old is not None:
                 deletes.append(case_id)
         if upserts:
-            names = [c.strip() for c in _CASE_COLUMNS.split(",")]
-            types = [_CASE_TYPES[n] for n in names]
-            await conn.execute(
-                f"INSERT INTO map_cases ({_CASE_COLUMNS}) SELECT * FROM unnest("
-                + ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
-                + ") ON CONFLICT (case_id) DO UPDATE SET "
-                + ", ".join(f"{n} = EXCLUDED.{n}" for n in names[1:]),
-                *[list(col) for col in zip(*upserts, strict=True)],
-            )
+            await conn.execute(_UPSERT_CASES, json_rows(upserts))
         if deletes:
             await conn.execute("DELETE FROM map_cases WHERE case_id = ANY($1::uuid[])", deletes)
         if deltas:
-            rows = [(g, *where[g], *d) for g, d in deltas.items()]
-            cols = [list(col) for col in zip(*rows, strict=True)]
+            rows = [
+                {"grid": g, "community": where[g][0], "district": where[g][1],
+                 **dict(zip(COUNT_FIELDS, d, strict=True))}
+                for g, d in deltas.items()
+            ]
             # A grid with nothing open has no row: the table's content then depends only on
             # the events, never on how they were batched (rebuild equals live).
-            zeros = await conn.fetch(
-                "WITH up AS (INSERT INTO map_grid_counts "
-                "(grid, community, district, open, warning, overdue, supervised, urgent) "
-                "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::int[], "
-                "$6::int[], $7::int[], $8::int[]) ON CONFLICT (grid) DO UPDATE SET "
-                + ", ".join(f"{f} = map_grid_counts.{f} + EXCLUDED.{f}" for f in COUNT_FIELDS)
-                + f" RETURNING grid, {' + '.join(f'abs({f})' for f in COUNT_FIELDS)} AS total) "
-                "SELECT grid FROM up WHERE total = 0",
-                *cols,
-            )
+            zeros = await conn.fetch(_ADD_COUNTS, json_rows(rows))
             if zeros:
                 await conn.execute(
                     "DELETE FROM map_grid_counts WHERE grid = ANY($1::text[]) AND open = 0 "

@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from core.envelope import parse_time
-from projections.base import Envelope, rows_of_known_cases
+from projections.base import Envelope, json_rows, recordset, rows_of_known_cases
 from projections.map import advance, iso
 from projections.queue import TERMINAL
 
@@ -711,11 +711,10 @@ class MetricsProjection:
                 keep.append((case_id, s))
         if keep:
             await conn.execute(
-                "INSERT INTO metric_case_state (case_id, state) "
-                "SELECT * FROM unnest($1::uuid[], $2::jsonb[]) "
+                "INSERT INTO metric_case_state (case_id, state) SELECT case_id, state "
+                f"FROM {recordset({'case_id': 'uuid', 'state': 'jsonb'})} "
                 "ON CONFLICT (case_id) DO UPDATE SET state = EXCLUDED.state",
-                [k for k, _ in keep],
-                [v for _, v in keep],
+                json_rows({"case_id": k, "state": v} for k, v in keep),
             )
         if drop:
             await conn.execute(
@@ -724,23 +723,23 @@ class MetricsProjection:
         # A net-zero delta (a count moved away and back within the batch) changes no row.
         deltas = {k: n for k, n in out.deltas.items() if n}
         if deltas:
-            columns: list[list[Any]] = [[] for _ in range(9)]
+            counted: list[dict[str, Any]] = []
             daily: dict[tuple[str, date, str], int] = {}
             for (c, d, g, lv, dep, insp), n in deltas.items():
                 community, district = out.places[g]
                 day = date.fromisoformat(d)
-                for i, v in enumerate((c, day, g, lv, dep, insp, community, district, n)):
-                    columns[i].append(v)
+                key = (c, day, g, lv, dep, insp, community, district, n)
+                counted.append(dict(zip(_COUNTED, key, strict=True)))
                 daily[(c, day, g)] = daily.get((c, day, g), 0) + n
             # The roll-up's change: the same deltas summed over level, department and
             # inspector (a grid has one community and district, the jurisdiction's); a sum
             # that does not move changes no row. Sorted: concurrent batches lock in one order.
-            rolled = [(*k, *out.places[k[2]], n) for k, n in sorted(daily.items()) if n]
-            columns.extend([list(col) for col in zip(*rolled, strict=True)] or [[]] * 6)
+            rolled = [dict(zip(_ROLLED, (*k, *out.places[k[2]], n), strict=True))
+                      for k, n in sorted(daily.items()) if n]
             # One statement for the whole batch and its roll-up; it returns the keys that
             # reached zero (a count moved on by a re-dispatch), which are removed so that the
             # tables depend only on the events, never on how they were batched.
-            zeros = await conn.fetch(_UPSERT_COUNTS, *columns)
+            zeros = await conn.fetch(_UPSERT_COUNTS, json_rows(counted), json_rows(rolled))
             if zeros:
                 counts = [tuple(r)[1:] for r in zeros if not r["rolled"]]
                 days = [tuple(r)[1:4] for r in zeros if r["rolled"]]
@@ -759,16 +758,25 @@ class MetricsProjection:
                     )
 
 
+#: A count's change (its key, the grid's community and district, and by how much) and the
+#: roll-up's (summed over level, department and inspector).
+_COUNTED = {
+    "counter": "text", "day": "date", "grid": "text", "level": "text", "department": "text",
+    "inspector": "text", "community": "text", "district": "text", "value": "bigint",
+}
+_ROLLED = {
+    "counter": "text", "day": "date", "grid": "text", "community": "text", "district": "text",
+    "value": "bigint",
+}
+
 _UPSERT_COUNTS = (
-    "WITH up AS (INSERT INTO metric_counts (counter, day, grid, level, department, "
-    "inspector, community, district, value) SELECT * FROM unnest($1::text[], "
-    "$2::date[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], "
-    "$8::text[], $9::bigint[]) ON CONFLICT (counter, day, grid, level, department, "
+    f"WITH up AS (INSERT INTO metric_counts ({', '.join(_COUNTED)}) "
+    f"SELECT {', '.join(_COUNTED)} FROM {recordset(_COUNTED, 1)} "
+    "ON CONFLICT (counter, day, grid, level, department, "
     "inspector) DO UPDATE SET value = metric_counts.value + EXCLUDED.value "
     "RETURNING counter, day, grid, level, department, inspector, value), "
-    "roll AS (INSERT INTO metric_counts_daily AS r (counter, day, grid, community, district, "
-    "value) SELECT * FROM unnest($10::text[], $11::date[], $12::text[], $13::text[], "
-    "$14::text[], $15::bigint[]) ON CONFLICT (counter, day, grid) "
+    f"roll AS (INSERT INTO metric_counts_daily AS r ({', '.join(_ROLLED)}) "
+    f"SELECT {', '.join(_ROLLED)} FROM {recordset(_ROLLED, 2)} ON CONFLICT (counter, day, grid) "
     "DO UPDATE SET value = r.value + EXCLUDED.value RETURNING r.counter, r.day, r.grid, "
     "r.value) "
     "SELECT false AS rolled, counter, day, grid, level, department, inspector "

@@ -21,7 +21,7 @@ from aggregates.notices import VISIT_REMINDER_KINDS, Notice, notices_for, visit_
 from aggregates.visits import VisitRule
 from core.clock import Clock, SystemClock
 from core.settings import get_settings
-from projections.base import Envelope, rows_of_known_cases
+from projections.base import Envelope, json_rows, recordset, rows_of_known_cases
 
 #: Notification kinds and their titles in zh-Hans (pages show other languages from their
 #: catalogue by ``kind``: gateways/web/static/shared/messages.js ``notice.<kind>``).
@@ -167,6 +167,18 @@ class _ActiveHooks:
         return self._rows
 
 
+#: What the notices need of each case, kept per case (the department follows the case).
+_CASE_COLUMNS = {
+    "case_id": "uuid", "case_no": "text", "category": "text", "grid": "text",
+    "department": "text", "source": "text", "description": "text", "reporter_phone": "text",
+}
+_UPSERT_CASES = (
+    f"INSERT INTO notify_cases ({', '.join(_CASE_COLUMNS)}) "
+    f"SELECT {', '.join(_CASE_COLUMNS)} FROM {recordset(_CASE_COLUMNS)} "
+    "ON CONFLICT (case_id) DO UPDATE SET department = EXCLUDED.department"
+)
+
+
 class NotifyProjection:
     """Turns events into notifications and webhook deliveries (run by ProjectionRunner).
 
@@ -240,21 +252,7 @@ class NotifyProjection:
                 changed.add(cid)
         if changed:
             # One statement for the batch's cases (a report batch changes every one of them).
-            rows_out = [cases[cid] for cid in changed]
-            await conn.execute(
-                "INSERT INTO notify_cases (case_id, case_no, category, grid, department, source, "
-                "description, reporter_phone) SELECT * FROM unnest($1::uuid[], $2::text[], "
-                "$3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) "
-                "ON CONFLICT (case_id) DO UPDATE SET department = EXCLUDED.department",
-                [str(c["case_id"]) for c in rows_out],
-                [c["case_no"] for c in rows_out],
-                [c["category"] for c in rows_out],
-                [c["grid"] for c in rows_out],
-                [c["department"] for c in rows_out],
-                [c["source"] for c in rows_out],
-                [c["description"] for c in rows_out],
-                [c.get("reporter_phone") for c in rows_out],
-            )
+            await conn.execute(_UPSERT_CASES, json_rows(cases[cid] for cid in changed))
 
     async def _insert(
         self,

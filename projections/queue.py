@@ -16,10 +16,9 @@ from typing import Any
 
 import asyncpg
 
-from core import codec
 from core.envelope import parse_time
 from core.vocabulary import TERMINAL as TERMINAL_STATUSES
-from projections.base import Envelope, rows_of_known_cases
+from projections.base import Envelope, json_rows, recordset, rows_of_known_cases
 from projections.nearby import INDEX_DDL as NEARBY_INDEX
 
 TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
@@ -271,18 +270,14 @@ class QueueProjection:
             conn, "SELECT * FROM case_queue WHERE case_id = ANY($1::uuid[])", envelopes
         )
         rows: dict[str, dict[str, Any] | None] = {str(r["case_id"]): dict(r) for r in existing}
-        for env in envelopes:
-            rows[env["case_id"]] = apply_event(rows.get(env["case_id"]), env)
+        for env in envelopes:  # the rows are this batch's own: folded in place
+            rows[env["case_id"]] = fold_event(rows.get(env["case_id"]), env)
         # One row per case (``rows`` is keyed by case): ON CONFLICT touches each row once.
-        records = [_record(r) for r in rows.values() if r is not None]
-        if not records:
-            return
         # One statement for the whole batch (an executor run per row was the pipeline's
-        # largest PostgreSQL cost): the rows as one array per column.
-        columns = [list(col) for col in zip(*records, strict=True)]
-        for i in _JSON_AT:
-            columns[i] = [None if v is None else codec.dumps(v).decode() for v in columns[i]]
-        await conn.execute(_UPSERT, *columns)
+        # largest PostgreSQL cost), its rows as one JSON parameter; times go as they came.
+        changed = [r for r in rows.values() if r is not None]
+        if changed:
+            await conn.execute(_UPSERT, json_rows(changed))
 
 
 #: The PostgreSQL type of each column of ``case_queue`` (the arrays' element types).
@@ -305,19 +300,12 @@ TYPES: dict[str, str] = {
     "last_position": "bigint",
 }
 
-#: JSON columns travel as text and are cast back: asyncpg would read a JSON list (``photos``)
-#: inside a ``jsonb[]`` array as one more array dimension. NULL stays NULL.
-_JSON = frozenset(c for c, t in TYPES.items() if t == "jsonb")
-_JSON_AT = [i for i, c in enumerate(COLUMNS) if c in _JSON]
+#: Every column of :data:`COLUMNS` with its type, in order (the batch's JSON rows are read so).
+_TYPED = {c: TYPES[c] for c in COLUMNS}
 
 _UPSERT = (
-    f"INSERT INTO case_queue ({', '.join(COLUMNS)}) SELECT "
-    + ", ".join(f"{c}::jsonb" if c in _JSON else c for c in COLUMNS)
-    + " FROM unnest("
-    + ", ".join(
-        f"${i + 1}::{'text' if c in _JSON else TYPES[c]}[]" for i, c in enumerate(COLUMNS)
-    )
-    + f") AS u ({', '.join(COLUMNS)}) ON CONFLICT (case_id) DO UPDATE SET "
+    f"INSERT INTO case_queue ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} "
+    f"FROM {recordset(_TYPED)} ON CONFLICT (case_id) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS if c != "case_id")
 )
 

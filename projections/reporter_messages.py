@@ -25,7 +25,7 @@ from aggregates.notices import reporter_notices
 from aggregates.visits import VisitRule
 from core.clock import Clock, SystemClock
 from core.settings import get_settings
-from projections.base import Envelope, rows_of_known_cases
+from projections.base import Envelope, json_rows, recordset, rows_of_known_cases
 from projections.notifications import as_time, is_news
 
 DDL = """
@@ -60,6 +60,24 @@ CREATE INDEX IF NOT EXISTS outbound_messages_due_idx
     ON outbound_messages (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS outbound_messages_case_idx ON outbound_messages (case_no);
 """
+
+_CONTACT = {
+    "case_id": "uuid", "case_no": "text", "source": "text", "reporter_type": "text",
+    "phone": "text", "linked": "text[]",
+}
+_UPSERT_CONTACTS = (
+    f"INSERT INTO reporter_contacts ({', '.join(_CONTACT)}) SELECT {', '.join(_CONTACT)} "
+    f"FROM {recordset(_CONTACT)} ON CONFLICT (case_id) DO UPDATE SET linked = EXCLUDED.linked"
+)
+#: A message to send, as :meth:`ReporterMessages.apply` lists it.
+_MESSAGE = {
+    "case_id": "uuid", "case_no": "text", "kind": "text", "to_phone": "text", "body": "text",
+    "at": "timestamptz", "partition": "text", "position": "bigint", "status": "text",
+}
+_QUEUE_MESSAGES = (
+    f"INSERT INTO outbound_messages ({', '.join(_MESSAGE)}) SELECT {', '.join(_MESSAGE)} "
+    f"FROM {recordset(_MESSAGE)} ON CONFLICT DO NOTHING"
+)
 
 
 class ReporterMessages:
@@ -118,17 +136,13 @@ class ReporterMessages:
                     messages.append((cid, case["case_no"], notice.kind, phone, notice.body, at,
                                      env["partition"], env["position"], status))
         if changed:
-            await conn.executemany(
-                "INSERT INTO reporter_contacts (case_id, case_no, source, reporter_type, phone, "
-                "linked) VALUES ($1, $2, $3, $4, $5, $6) "
-                "ON CONFLICT (case_id) DO UPDATE SET linked = EXCLUDED.linked",
-                [(str(c["case_id"]), c["case_no"], c["source"], c["reporter_type"], c["phone"],
-                  c["linked"]) for c in (cases[i] for i in changed)],
-            )
+            await conn.execute(_UPSERT_CONTACTS, json_rows(
+                {"case_id": c["case_id"], "case_no": c["case_no"], "source": c["source"],
+                 "reporter_type": c["reporter_type"], "phone": c["phone"], "linked": c["linked"]}
+                for c in (cases[i] for i in changed)
+            ))
         if messages:
-            await conn.executemany(
-                "INSERT INTO outbound_messages (case_id, case_no, kind, to_phone, body, at, "
-                "partition, position, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
-                "ON CONFLICT DO NOTHING", messages,
+            await conn.execute(
+                _QUEUE_MESSAGES, json_rows(dict(zip(_MESSAGE, m, strict=True)) for m in messages)
             )
             self.queued = sum(1 for m in messages if m[-1] == "pending")

@@ -31,7 +31,7 @@ from core.logging import get_logger
 from core.messaging import Topology
 from core.pull import DEFAULT_LINGER_S, Linger, fetch
 from core.retry import backoff_delays, sleep_or_stop
-from projections.base import POSITIONS_DDL, Envelope, Projection
+from projections.base import POSITIONS_DDL, Envelope, Projection, json_rows, recordset
 
 log = get_logger("projector")
 
@@ -144,6 +144,15 @@ async def _positions(conn: asyncpg.Connection, names: Sequence[str]) -> dict[str
     return known
 
 
+_POSITION = {"projection": "text", "partition": "text", "position": "bigint"}
+_WRITE_POSITIONS = (
+    "INSERT INTO projection_positions (projection, partition, position) "
+    f"SELECT projection, partition, position FROM {recordset(_POSITION)} "
+    "ON CONFLICT (projection, partition) "
+    "DO UPDATE SET position = EXCLUDED.position, updated_at = now()"
+)
+
+
 async def _apply_known(
     conn: asyncpg.Connection,
     projections: Sequence[Projection],
@@ -169,11 +178,8 @@ async def _apply_known(
             most = max(most, len(fresh))
     if written:
         await conn.execute(
-            "INSERT INTO projection_positions (projection, partition, position) "
-            "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) "
-            "ON CONFLICT (projection, partition) "
-            "DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
-            *[list(col) for col in zip(*written, strict=True)],
+            _WRITE_POSITIONS,
+            json_rows(dict(zip(_POSITION, row, strict=True)) for row in written),
         )
     return most
 

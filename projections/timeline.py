@@ -6,14 +6,13 @@ integrity); this table serves the command centre's timeline fast and filterable.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
 
-from core import codec
 from core.envelope import parse_time
-from projections.base import Envelope
+from projections.base import Envelope, json_rows, recordset
 
 DDL = """
 CREATE TABLE IF NOT EXISTS case_timeline (
@@ -48,20 +47,16 @@ class TimelineProjection:
         return DDL
 
     async def apply(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
-        # One statement for the whole batch, one array per column. A replayed event (same
-        # case and version) is ignored; within one batch the first copy is kept, as it was
-        # when the rows were inserted one by one.
-        records: dict[tuple[str, int], tuple[Any, ...]] = {}
+        # One statement for the whole batch, its rows as one JSON parameter. A replayed event
+        # (same case and version) is ignored; within one batch the first copy is kept, as it
+        # was when the rows were inserted one by one.
+        rows: dict[tuple[str, int], dict[str, Any]] = {}
         for e in envelopes:
             key = (str(e["case_id"]), e["version"])
-            if key not in records:
-                row = record(e)
-                records[key] = (*row[:_DATA], codec.dumps(row[_DATA]).decode(), *row[_DATA + 1:])
-        if not records:
-            return
-        await conn.execute(
-            _INSERT, *[list(col) for col in zip(*records.values(), strict=True)]
-        )
+            if key not in rows:
+                rows[key] = dict(zip(COLUMNS, record(e, time=_as_given), strict=True))
+        if rows:
+            await conn.execute(_INSERT, json_rows(rows.values()))
 
 
 COLUMNS = (
@@ -80,15 +75,16 @@ def _shown(data: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def record(e: Envelope) -> tuple[Any, ...]:
-    """The row of one event, in :data:`COLUMNS` order (live inserts and rebuild COPY)."""
+def record(e: Envelope, time: Callable[[Any], Any] = parse_time) -> tuple[Any, ...]:
+    """The row of one event, in :data:`COLUMNS` order (live inserts and rebuild COPY);
+    ``time`` makes the envelope's time the row's (JSON rows keep its text)."""
     return (
         e["case_id"],
         e["version"],
         e["partition"],
         e["position"],
         e["type"],
-        parse_time(e["at"]),
+        time(e["at"]),
         e.get("actor"),
         e.get("role"),
         e.get("channel"),
@@ -100,19 +96,17 @@ def record(e: Envelope) -> tuple[Any, ...]:
     )
 
 
-_DATA = COLUMNS.index("data")
-
 TYPES = (
     "uuid", "integer", "text", "bigint", "text", "timestamptz", "text", "text", "text",
     "text", "text", "jsonb", "text", "text",
 )
 
-#: ``data`` travels as text and is cast back (asyncpg would read a JSON list inside a
-#: ``jsonb[]`` array as one more array dimension).
 _INSERT = (
-    f"INSERT INTO case_timeline ({', '.join(COLUMNS)}) SELECT "
-    + ", ".join(f"{c}::jsonb" if t == "jsonb" else c for c, t in zip(COLUMNS, TYPES, strict=True))
-    + " FROM unnest("
-    + ", ".join(f"${i + 1}::{'text' if t == 'jsonb' else t}[]" for i, t in enumerate(TYPES))
-    + f") AS u ({', '.join(COLUMNS)}) ON CONFLICT (case_id, version) DO NOTHING"
+    f"INSERT INTO case_timeline ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} "
+    f"FROM {recordset(dict(zip(COLUMNS, TYPES, strict=True)))} "
+    "ON CONFLICT (case_id, version) DO NOTHING"
 )
+
+
+def _as_given(value: Any) -> Any:
+    return value
