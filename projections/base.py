@@ -51,15 +51,24 @@ def recordset(columns: Mapping[str, str], param: int = 1) -> str:
     as one parameter, made by :func:`json_rows`.
 
     Why not one array per column through ``unnest`` (how every read model wrote before):
-    asyncpg encodes an array element by element, checking each against ``collections.abc``,
-    and PostgreSQL unpacks as many arrays as there are columns. One JSON document per
-    statement cost the projector about a fifth of its CPU less at saturation and half less at a
-    trickle for the 50 columns of ``case_queue`` (docs/performance.md, seventh session).
+    asyncpg encodes an array element by element, checking each against ``collections.abc``
+    (a tenth of the projector's CPU at saturation, py-spy), and PostgreSQL unpacks as many
+    arrays as there are columns. With one JSON document per statement the six read models of
+    the projector process cost it 70–89 µs per report in batches of 50 instead of 101–138,
+    and 607–790 instead of 824–1,014 one report at a time; PostgreSQL parses the JSON for
+    about 10–20 µs more per report in batches and less one at a time
+    (``python -m benchmarks.read_models``, docs/performance.md, seventh session).
     The parameter is text, cast in SQL, so the connection's JSON codec (or its absence) does
     not matter. JSON keys are the column names; a missing key or ``null`` is NULL; a ``json``
     or ``jsonb`` column takes the value as it is (a list, an object, a string)."""
     typed = ", ".join(f"{name} {kind}" for name, kind in columns.items())
     return f"json_to_recordset(${param}::text::json) AS u ({typed})"
+
+
+def as_given(value: Any) -> Any:
+    """An envelope's time as the row's: its RFC 3339 text, for rows written as JSON (and for
+    the rebuild's rows, whose times are parsed once when they are copied)."""
+    return value
 
 
 def json_rows(rows: Iterable[Mapping[str, Any]]) -> str:

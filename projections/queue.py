@@ -18,7 +18,7 @@ import asyncpg
 
 from core.envelope import parse_time
 from core.vocabulary import TERMINAL as TERMINAL_STATUSES
-from projections.base import Envelope, json_rows, recordset, rows_of_known_cases
+from projections.base import Envelope, as_given, json_rows, recordset, rows_of_known_cases
 from projections.nearby import INDEX_DDL as NEARBY_INDEX
 
 TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
@@ -195,12 +195,9 @@ def fold_event(row: dict[str, Any] | None, env: Envelope) -> dict[str, Any] | No
         row = _reported(env, env["at"])
     elif row is None:
         return None
-    _change(row, env, _as_given)
+    _change(row, env, as_given)
     return row
 
-
-def _as_given(value: Any) -> Any:
-    return value
 
 
 def _reported(env: Envelope, at: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 
 from core.envelope import parse_time
-from projections.base import Envelope, json_rows, recordset
+from projections.base import Envelope, as_given, json_rows, recordset
 
 DDL = """
 CREATE TABLE IF NOT EXISTS case_timeline (
@@ -54,7 +54,7 @@ class TimelineProjection:
         for e in envelopes:
             key = (str(e["case_id"]), e["version"])
             if key not in rows:
-                rows[key] = dict(zip(COLUMNS, record(e, time=_as_given), strict=True))
+                rows[key] = dict(zip(COLUMNS, record(e, time=as_given), strict=True))
         if rows:
             await conn.execute(_INSERT, json_rows(rows.values()))
 
@@ -107,6 +107,3 @@ _INSERT = (
     "ON CONFLICT (case_id, version) DO NOTHING"
 )
 
-
-def _as_given(value: Any) -> Any:
-    return value
