@@ -420,6 +420,11 @@ CREATE INDEX IF NOT EXISTS audit_reads_case_idx ON audit_reads (case_no) WHERE c
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':users'))"
 
 
+#: A cached session: until when, the session + user row, the credentials made from it by the
+#: token's scope string (a user's row and the token's scopes decide the credential).
+_SessionEntry = tuple[float, Any, dict[str, "Credential"]]
+
+
 class UserStore:
     """All reads and writes of identity data, over an asyncpg pool (search_path = schema)."""
 
@@ -429,7 +434,7 @@ class UserStore:
         #: time). Every change made through this store forgets the cache at once; a change
         #: made elsewhere (another gateway, ``gridctl users``) reaches this one within it.
         self.session_cache_s = session_cache_s
-        self._sessions: dict[uuid.UUID, tuple[float, Any]] = {}
+        self._sessions: dict[uuid.UUID, _SessionEntry] = {}
 
     def forget_sessions(self) -> None:
         """Drop cached session rows (after anything that may revoke or change a grant)."""
@@ -788,8 +793,8 @@ class UserStore:
             sid = uuid.UUID(str(claims["sid"]))
         except ValueError as exc:
             raise TokenError("invalid_token", "malformed session id") from exc
-        row = self._cached_session(sid)
-        if row is None:
+        entry = self._cached_session(sid)
+        if entry is None:
             async with self.pool.acquire() as conn:
                 row = await conn.fetchrow(
                     "SELECT s.scopes AS s_scopes, s.channel AS s_channel, s.revoked_at, "
@@ -797,38 +802,47 @@ class UserStore:
                     "USING (user_id) WHERE s.sid = $1",
                     sid,
                 )
+            entry = (time.monotonic() + self.session_cache_s, row, {})
             if row is not None and self.session_cache_s > 0:
                 if len(self._sessions) > 10_000:
                     self._sessions.clear()
-                self._sessions[sid] = (time.monotonic() + self.session_cache_s, row)
+                self._sessions[sid] = entry
+        _, row, credentials = entry
         if row is None or row["user_id"] != claims["sub"]:
             raise TokenError("invalid_token", "unknown session")
         if row["revoked_at"] is not None:
             raise TokenError("session_revoked", "the session was signed out or revoked")
         if row["s_exp"] <= _utcnow():
             raise TokenError("session_expired", "the session has expired; sign in again")
-        user = _user(row)
-        if user.disabled:
-            raise TokenError("account_disabled", "the account is disabled")
-        token_scopes = set(str(claims.get("scope", "")).split()) & set(row["s_scopes"])
-        return Credential(
-            user=user,
-            kind="access",
-            token_id=str(sid),
-            scopes=sorted(token_scopes & set(user.effective_scopes)),
-            channel=row["s_channel"],
-        )
+        scope = str(claims.get("scope", ""))
+        credential = credentials.get(scope)
+        if credential is None:  # the first request of this token's scopes on this row
+            user = _user(row)
+            if user.disabled:
+                raise TokenError("account_disabled", "the account is disabled")
+            token_scopes = set(scope.split()) & set(row["s_scopes"])
+            credential = credentials[scope] = Credential(
+                user=user,
+                kind="access",
+                token_id=str(sid),
+                scopes=sorted(token_scopes & set(user.effective_scopes)),
+                channel=row["s_channel"],
+            )
+        return credential
 
-    def _cached_session(self, sid: uuid.UUID) -> Any:
-        """The session + user row read less than ``session_cache_s`` ago, else None. The
-        checks (revoked, expired, disabled, scopes) still run on it at every request."""
+    def _cached_session(self, sid: uuid.UUID) -> _SessionEntry | None:
+        """The session + user row read less than ``session_cache_s`` ago (with the
+        credentials already made from it, by the token's scopes), else None. The checks that
+        depend on the time or the token (expiry, the token's user) still run on it at every
+        request; the others (revoked, disabled, the scopes granted) depend on the row alone,
+        which the cache keeps unchanged until it expires or is forgotten."""
         hit = self._sessions.get(sid)
         if hit is None:
             return None
         if hit[0] < time.monotonic():
             del self._sessions[sid]
             return None
-        return hit[1]
+        return hit
 
     # ------------------------------------------------------------------ devices
 

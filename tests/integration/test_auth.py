@@ -15,7 +15,14 @@ import jwt
 import pytest
 from typer.testing import CliRunner
 
-from core.users import IdentitySettings, UserRecord, UserStore, issue_access_token
+from core.users import (
+    IdentitySettings,
+    TokenError,
+    UserRecord,
+    UserStore,
+    decode_access_token,
+    issue_access_token,
+)
 from gateways.http.app import create_app
 from tests.conftest import (
     ROLE_USERS,
@@ -24,6 +31,7 @@ from tests.conftest import (
     demo_password,
     eventually,
     sign_in,
+    unique_name,
     user_headers,
 )
 
@@ -617,3 +625,31 @@ async def test_session_checks_are_cached_briefly_and_forgotten_on_change(
 
     await eventually(refused, timeout=10, interval=0.1)
     assert asyncio.get_running_loop().time() - start <= 2.5
+
+
+async def test_a_cached_session_gives_each_token_its_own_scopes(system: dict[str, Any]) -> None:
+    """The session cache keeps the credential made from a session row by the token's scope
+    string: two tokens of one session with different scopes stay different, however often
+    they are used, and a disabled account is still refused once the row is read again."""
+    runtime = system["runtime"]
+    store = UserStore(runtime.pool, session_cache_s=60.0)
+    user = await store.create(unique_name("cached-"), "dispatcher", None, node="520102")
+    sid, _, _ = await store.create_session(user, user.effective_scopes, "api", IdentitySettings())
+    secret = runtime.settings.jwt_secret
+    full = issue_access_token(secret, user, sid, user.effective_scopes, 600)
+    narrow = issue_access_token(secret, user, sid, ["cases:read"], 600)
+    for _ in range(3):  # the first use of each reads and caches, the others reuse
+        for token, scopes in ((full, user.effective_scopes), (narrow, ["cases:read"])):
+            credential = await store.resolve_access(decode_access_token(secret, token))
+            assert credential.scopes == sorted(scopes) and credential.token_id == sid
+    assert "cases:read" in user.effective_scopes and len(user.effective_scopes) > 1
+    reused = [await store.resolve_access(decode_access_token(secret, full)) for _ in range(2)]
+    assert reused[0] is reused[1]  # made once per row and scope string, not per request
+    async with runtime.pool.acquire() as conn:
+        await conn.execute("UPDATE users SET disabled = true WHERE user_id = $1", user.user_id)
+    # Changed elsewhere: this store sees it when it reads the row again.
+    assert (await store.resolve_access(decode_access_token(secret, narrow))).scopes
+    store.forget_sessions()
+    with pytest.raises(TokenError) as refused:
+        await store.resolve_access(decode_access_token(secret, narrow))
+    assert refused.value.code == "account_disabled"
