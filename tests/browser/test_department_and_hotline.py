@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from tests.conftest import eventually
 from tests.intake_support import (
@@ -107,7 +108,11 @@ async def test_call_dispatch_handle_verify_close_and_return_visit(
     await dept.wait_for_selector(f"{card} [data-form=result] .thumb")
     await shot(dept, "department-2-report-result", top=False)
     await dept.click(f"{card} [data-form=result] button:has-text('提交反馈')")
-    await dept.wait_for_selector(f"{card}", state="detached", timeout=20_000)
+    try:
+        await dept.wait_for_selector(f"{card}", state="detached", timeout=20_000)
+    except PlaywrightTimeout:  # say what the page says (the form's error, if it showed one)
+        shown = await dept.inner_text(card)
+        raise AssertionError(f"the card stayed after 提交反馈: {shown!r}") from None
     handled = await case(status="awaiting_verification")
     result = next(e for e in handled["timeline"] if e["type"] == "ResultReported")
     assert result["data"]["photos"][0]["content_type"] == "image/jpeg"
