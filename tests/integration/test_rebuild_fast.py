@@ -45,22 +45,21 @@ async def test_fast_rebuild_equals_apply_batch(store: dict[str, Any], jobs: int)
     schema, stores, ref, conn = (store[k] for k in ("schema", "stores", "ref", "conn"))
     partitions = ref.partitions
     for projection in all_projections():
-        live = unique_name(f"{schema}_l")
-        await conn.execute(f"CREATE SCHEMA {live}")
-        await conn.execute(f"SET search_path TO {live}")
-        await conn.execute(POSITIONS_DDL)
-        await conn.execute(projection.ddl())
-        # Small odd batches: the live path's per-batch rules (forgetting finished cases)
-        # run often.
-        applied = await replay_into(conn, projection, stores, partitions, batch=333)
-        assert applied == store["events"]
-        fast = unique_name(f"{schema}_f")
-        fconn, events = await build_scratch(
-            database_url(), fast, projection, stores, partitions, store_schema=schema,
-            jobs=jobs,
-        )
-        await fconn.close()
-        try:
+        live, fast = unique_name(f"{schema}_l"), unique_name(f"{schema}_f")
+        try:  # both scratch schemas go, whatever fails (a failed apply leaked them)
+            await conn.execute(f"CREATE SCHEMA {live}")
+            await conn.execute(f"SET search_path TO {live}")
+            await conn.execute(POSITIONS_DDL)
+            await conn.execute(projection.ddl())
+            # Small odd batches: the live path's per-batch rules (forgetting finished cases)
+            # run often.
+            applied = await replay_into(conn, projection, stores, partitions, batch=333)
+            assert applied == store["events"]
+            fconn, events = await build_scratch(
+                database_url(), fast, projection, stores, partitions, store_schema=schema,
+                jobs=jobs,
+            )
+            await fconn.close()
             assert events == store["events"]
             for table in projection.tables:
                 assert await compare_tables(conn, live, fast, table, KEYS[table]) == [], table
