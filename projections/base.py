@@ -46,9 +46,10 @@ class Projection(Protocol):
         ...
 
 
-def recordset(columns: Mapping[str, str], param: int = 1) -> str:
-    """``json_to_recordset($<param>::text::json) AS u (<column> <type>, …)``: a batch's rows
-    as one parameter, made by :func:`json_rows`.
+def insert_rows(table: str, columns: Mapping[str, str], param: int = 1) -> str:
+    """``INSERT INTO <table> (<columns>) SELECT <columns> FROM json_to_recordset($<param>::
+    text::json) AS u (<column> <type>, …)``: how every read model writes a batch, its rows as
+    one parameter made by :func:`json_rows` (the caller adds its ``ON CONFLICT …``).
 
     Why not one array per column through ``unnest`` (how every read model wrote before):
     asyncpg encodes an array element by element, checking each against ``collections.abc``
@@ -61,8 +62,10 @@ def recordset(columns: Mapping[str, str], param: int = 1) -> str:
     The parameter is text, cast in SQL, so the connection's JSON codec (or its absence) does
     not matter. JSON keys are the column names; a missing key or ``null`` is NULL; a ``json``
     or ``jsonb`` column takes the value as it is (a list, an object, a string)."""
+    names = ", ".join(columns)
     typed = ", ".join(f"{name} {kind}" for name, kind in columns.items())
-    return f"json_to_recordset(${param}::text::json) AS u ({typed})"
+    return (f"INSERT INTO {table} ({names}) SELECT {names} "
+            f"FROM json_to_recordset(${param}::text::json) AS u ({typed})")
 
 
 def as_given(value: Any) -> Any:
@@ -72,7 +75,7 @@ def as_given(value: Any) -> Any:
 
 
 def json_rows(rows: Iterable[Mapping[str, Any]]) -> str:
-    """The rows of a :func:`recordset` parameter (datetimes as RFC 3339, UUIDs as text)."""
+    """The rows of an :func:`insert_rows` parameter (datetimes as RFC 3339, UUIDs as text)."""
     return codec.dumps(list(rows)).decode()
 
 

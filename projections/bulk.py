@@ -7,7 +7,7 @@ from empty tables and owns them until the swap, so it can instead:
 * read a partition's events in large chunks straight from its events table, as the
   envelopes the live projector receives (:func:`envelope_of`: the relay's envelopes after
   the NATS codec, decoded the cheap way);
-* fold them with the projection's own pure functions — ``queue.apply_event``,
+* fold them with the projection's own functions — ``queue.fold_event``,
   ``map.advance`` / ``contribution``, ``metrics.fold`` — keeping the rows in memory, with the
   same per-batch rules as ``apply`` (the map forgets a case that reached a terminal status,
   the metrics forget a finished case, at the end of each chunk, as ``apply`` does at the end

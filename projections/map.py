@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from core.envelope import parse_time
-from projections.base import Envelope, json_rows, recordset, rows_of_known_cases
+from projections.base import Envelope, insert_rows, json_rows, rows_of_known_cases
 from projections.queue import TERMINAL
 
 if TYPE_CHECKING:  # the type only: a rebuild's fold processes import this module, and
@@ -200,9 +200,9 @@ _CASE_TYPES = {
 _CASE_NAMES = tuple(c.strip() for c in _CASE_COLUMNS.split(","))
 
 _UPSERT_CASES = (
-    f"INSERT INTO map_cases ({_CASE_COLUMNS}) SELECT {_CASE_COLUMNS} "
-    f"FROM {recordset({n: _CASE_TYPES[n] for n in _CASE_NAMES})} ON CONFLICT (case_id) "
-    "DO UPDATE SET " + ", ".join(f"{n} = EXCLUDED.{n}" for n in _CASE_NAMES[1:])
+    insert_rows("map_cases", {n: _CASE_TYPES[n] for n in _CASE_NAMES})
+    + " ON CONFLICT (case_id) DO UPDATE SET "
+    + ", ".join(f"{n} = EXCLUDED.{n}" for n in _CASE_NAMES[1:])
 )
 
 _GRID_DELTA = {"grid": "text", "community": "text", "district": "text"} | dict.fromkeys(
@@ -211,9 +211,7 @@ _GRID_DELTA = {"grid": "text", "community": "text", "district": "text"} | dict.f
 
 #: Each grid's change of counts added to its row; the grids whose counts all came to zero.
 _ADD_COUNTS = (
-    "WITH up AS (INSERT INTO map_grid_counts (grid, community, district, "
-    f"{', '.join(COUNT_FIELDS)}) SELECT grid, community, district, {', '.join(COUNT_FIELDS)} "
-    f"FROM {recordset(_GRID_DELTA)} "
+    f"WITH up AS ({insert_rows('map_grid_counts', _GRID_DELTA)} "
     "ON CONFLICT (grid) DO UPDATE SET "
     + ", ".join(f"{f} = map_grid_counts.{f} + EXCLUDED.{f}" for f in COUNT_FIELDS)
     + f" RETURNING grid, {' + '.join(f'abs({f})' for f in COUNT_FIELDS)} AS total) "

@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from core.envelope import parse_time
-from projections.base import Envelope, json_rows, recordset, rows_of_known_cases
+from projections.base import Envelope, insert_rows, json_rows, rows_of_known_cases
 from projections.map import advance, iso
 from projections.queue import TERMINAL
 
@@ -711,9 +711,8 @@ class MetricsProjection:
                 keep.append((case_id, s))
         if keep:
             await conn.execute(
-                "INSERT INTO metric_case_state (case_id, state) SELECT case_id, state "
-                f"FROM {recordset({'case_id': 'uuid', 'state': 'jsonb'})} "
-                "ON CONFLICT (case_id) DO UPDATE SET state = EXCLUDED.state",
+                insert_rows("metric_case_state", {"case_id": "uuid", "state": "jsonb"})
+                + " ON CONFLICT (case_id) DO UPDATE SET state = EXCLUDED.state",
                 json_rows({"case_id": k, "state": v} for k, v in keep),
             )
         if drop:
@@ -770,13 +769,12 @@ _ROLLED = {
 }
 
 _UPSERT_COUNTS = (
-    f"WITH up AS (INSERT INTO metric_counts ({', '.join(_COUNTED)}) "
-    f"SELECT {', '.join(_COUNTED)} FROM {recordset(_COUNTED, 1)} "
+    f"WITH up AS ({insert_rows('metric_counts', _COUNTED, 1)} "
     "ON CONFLICT (counter, day, grid, level, department, "
     "inspector) DO UPDATE SET value = metric_counts.value + EXCLUDED.value "
     "RETURNING counter, day, grid, level, department, inspector, value), "
-    f"roll AS (INSERT INTO metric_counts_daily AS r ({', '.join(_ROLLED)}) "
-    f"SELECT {', '.join(_ROLLED)} FROM {recordset(_ROLLED, 2)} ON CONFLICT (counter, day, grid) "
+    f"roll AS ({insert_rows('metric_counts_daily AS r', _ROLLED, 2)} "
+    "ON CONFLICT (counter, day, grid) "
     "DO UPDATE SET value = r.value + EXCLUDED.value RETURNING r.counter, r.day, r.grid, "
     "r.value) "
     "SELECT false AS rolled, counter, day, grid, level, department, inspector "

@@ -21,7 +21,7 @@ from aggregates.notices import VISIT_REMINDER_KINDS, Notice, notices_for, visit_
 from aggregates.visits import VisitRule
 from core.clock import Clock, SystemClock
 from core.settings import get_settings
-from projections.base import Envelope, json_rows, recordset, rows_of_known_cases
+from projections.base import Envelope, insert_rows, json_rows, rows_of_known_cases
 
 #: Notification kinds and their titles in zh-Hans (pages show other languages from their
 #: catalogue by ``kind``: gateways/web/static/shared/messages.js ``notice.<kind>``).
@@ -173,9 +173,8 @@ _CASE_COLUMNS = {
     "department": "text", "source": "text", "description": "text", "reporter_phone": "text",
 }
 _UPSERT_CASES = (
-    f"INSERT INTO notify_cases ({', '.join(_CASE_COLUMNS)}) "
-    f"SELECT {', '.join(_CASE_COLUMNS)} FROM {recordset(_CASE_COLUMNS)} "
-    "ON CONFLICT (case_id) DO UPDATE SET department = EXCLUDED.department"
+    insert_rows("notify_cases", _CASE_COLUMNS)
+    + " ON CONFLICT (case_id) DO UPDATE SET department = EXCLUDED.department"
 )
 
 

@@ -18,7 +18,7 @@ import asyncpg
 
 from core.envelope import parse_time
 from core.vocabulary import TERMINAL as TERMINAL_STATUSES
-from projections.base import Envelope, as_given, json_rows, recordset, rows_of_known_cases
+from projections.base import Envelope, as_given, insert_rows, json_rows, rows_of_known_cases
 from projections.nearby import INDEX_DDL as NEARBY_INDEX
 
 TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
@@ -176,7 +176,9 @@ _SUMMARY_SET = frozenset(SUMMARY_COLUMNS)
 
 
 def apply_event(row: dict[str, Any] | None, env: Envelope) -> dict[str, Any] | None:
-    """Pure: the row after one event (None stays None for events of unknown cases)."""
+    """Pure: the row after one event (None stays None for events of unknown cases), a copy
+    with its times parsed — the reference :func:`fold_event` is held to
+    (``tests/unit/test_bulk_envelopes.py``)."""
     if env["type"] == "Reported":
         row = _reported(env, parse_time(env["at"]))
     elif row is None:
@@ -188,16 +190,17 @@ def apply_event(row: dict[str, Any] | None, env: Envelope) -> dict[str, Any] | N
 
 
 def fold_event(row: dict[str, Any] | None, env: Envelope) -> dict[str, Any] | None:
-    """:func:`apply_event` for the rebuild, which owns its rows: ``row`` is changed in place
-    (no copy of its ~50 fields per event) and the times stay as the envelope gives them
-    (the codec's text): :func:`_record` parses them once, so the record is the same."""
+    """:func:`apply_event` for callers that own their rows — the live apply (rows read for
+    this batch) and the rebuild: ``row`` is changed in place (no copy of its ~50 fields per
+    event) and the times stay as the envelope gives them (the codec's text; the live apply
+    writes them as JSON, the rebuild's :func:`_record` parses them once), so the row is the
+    same."""
     if env["type"] == "Reported":
         row = _reported(env, env["at"])
     elif row is None:
         return None
     _change(row, env, as_given)
     return row
-
 
 
 def _reported(env: Envelope, at: Any) -> dict[str, Any]:
@@ -301,8 +304,8 @@ TYPES: dict[str, str] = {
 _TYPED = {c: TYPES[c] for c in COLUMNS}
 
 _UPSERT = (
-    f"INSERT INTO case_queue ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} "
-    f"FROM {recordset(_TYPED)} ON CONFLICT (case_id) DO UPDATE SET "
+    insert_rows("case_queue", _TYPED)
+    + " ON CONFLICT (case_id) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS if c != "case_id")
 )
 

@@ -25,7 +25,7 @@ from aggregates.notices import reporter_notices
 from aggregates.visits import VisitRule
 from core.clock import Clock, SystemClock
 from core.settings import get_settings
-from projections.base import Envelope, json_rows, recordset, rows_of_known_cases
+from projections.base import Envelope, insert_rows, json_rows, rows_of_known_cases
 from projections.notifications import as_time, is_news
 
 DDL = """
@@ -66,18 +66,15 @@ _CONTACT = {
     "phone": "text", "linked": "text[]",
 }
 _UPSERT_CONTACTS = (
-    f"INSERT INTO reporter_contacts ({', '.join(_CONTACT)}) SELECT {', '.join(_CONTACT)} "
-    f"FROM {recordset(_CONTACT)} ON CONFLICT (case_id) DO UPDATE SET linked = EXCLUDED.linked"
+    insert_rows("reporter_contacts", _CONTACT)
+    + " ON CONFLICT (case_id) DO UPDATE SET linked = EXCLUDED.linked"
 )
 #: A message to send, as :meth:`ReporterMessages.apply` lists it.
 _MESSAGE = {
     "case_id": "uuid", "case_no": "text", "kind": "text", "to_phone": "text", "body": "text",
     "at": "timestamptz", "partition": "text", "position": "bigint", "status": "text",
 }
-_QUEUE_MESSAGES = (
-    f"INSERT INTO outbound_messages ({', '.join(_MESSAGE)}) SELECT {', '.join(_MESSAGE)} "
-    f"FROM {recordset(_MESSAGE)} ON CONFLICT DO NOTHING"
-)
+_QUEUE_MESSAGES = insert_rows("outbound_messages", _MESSAGE) + " ON CONFLICT DO NOTHING"
 
 
 class ReporterMessages:

@@ -31,7 +31,7 @@ from core.logging import get_logger
 from core.messaging import Topology
 from core.pull import DEFAULT_LINGER_S, Linger, fetch
 from core.retry import backoff_delays, sleep_or_stop
-from projections.base import POSITIONS_DDL, Envelope, Projection, json_rows, recordset
+from projections.base import POSITIONS_DDL, Envelope, Projection, insert_rows, json_rows
 
 log = get_logger("projector")
 
@@ -146,9 +146,8 @@ async def _positions(conn: asyncpg.Connection, names: Sequence[str]) -> dict[str
 
 _POSITION = {"projection": "text", "partition": "text", "position": "bigint"}
 _WRITE_POSITIONS = (
-    "INSERT INTO projection_positions (projection, partition, position) "
-    f"SELECT projection, partition, position FROM {recordset(_POSITION)} "
-    "ON CONFLICT (projection, partition) "
+    insert_rows("projection_positions", _POSITION)
+    + " ON CONFLICT (projection, partition) "
     "DO UPDATE SET position = EXCLUDED.position, updated_at = now()"
 )
 

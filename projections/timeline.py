@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 
 from core.envelope import parse_time
-from projections.base import Envelope, as_given, json_rows, recordset
+from projections.base import Envelope, as_given, insert_rows, json_rows
 
 DDL = """
 CREATE TABLE IF NOT EXISTS case_timeline (
@@ -102,8 +102,7 @@ TYPES = (
 )
 
 _INSERT = (
-    f"INSERT INTO case_timeline ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} "
-    f"FROM {recordset(dict(zip(COLUMNS, TYPES, strict=True)))} "
-    "ON CONFLICT (case_id, version) DO NOTHING"
+    insert_rows("case_timeline", dict(zip(COLUMNS, TYPES, strict=True)))
+    + " ON CONFLICT (case_id, version) DO NOTHING"
 )
 
