@@ -10,9 +10,9 @@ partitions' event stores in a scratch schema and read back as the relay publishe
 (``core.eventlog.read_envelopes``). Every read model the ``projector,notifier`` process keeps
 then applies them alone, in batches of B (one transaction each, as the runner does), into its
 own fresh tables: this process's CPU (``time.process_time``) and the database backend's
-(``/proc/<pid>/schedstat``, so the database must run on this machine), per report. Each
-round takes the next share of the reports (new cases, as at intake). The schema is dropped
-afterwards.
+(``against_plain.live_threads_cpu``: ``schedstat``, so the database must run on this
+machine), per report. Each round takes the next share of the reports (new cases, as at
+intake). The schema is dropped afterwards.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any
 import asyncpg
 
 from aggregates.service import CaseService
+from benchmarks.against_plain import live_threads_cpu
 from benchmarks.common import report_command
 from core import eventlog
 from core.clock import SystemClock
@@ -40,12 +41,6 @@ from projections.base import Envelope, Projection
 from projections.notifications import NotifyProjection
 from projections.read_models import all_projections
 from projections.reporter_messages import ReporterMessages
-
-
-def backend_cpu_s(pid: int) -> float:
-    """CPU seconds of a local process so far (``schedstat``: nanoseconds, all of its time)."""
-    with open(f"/proc/{pid}/schedstat") as f:
-        return int(f.read().split()[0]) / 1e9
 
 
 def projector_models() -> list[Projection]:
@@ -103,12 +98,12 @@ async def measure(
                 start = (r * len(batches) + b) * share
                 part = envelopes[start: start + share]
                 for model in models:
-                    client, server = time.process_time(), backend_cpu_s(backend)
+                    client, server = time.process_time(), live_threads_cpu(backend)
                     for i in range(0, len(part), size):
                         async with conn.transaction():
                             await model.apply(conn, part[i: i + size])
                     spent = (1e6 * (time.process_time() - client) / len(part),
-                             1e6 * (backend_cpu_s(backend) - server) / len(part))
+                             1e6 * (live_threads_cpu(backend) - server) / len(part))
                     out.setdefault(size, {}).setdefault(type(model).__name__, []).append(spent)
         return out
     finally:
