@@ -44,7 +44,9 @@ these rows are the stack's floor, whatever the domain costs on top.
 ``--burst N`` sends the messages N at a time (``--rate`` still counts messages): the floor of
 each hop for a batched intake (50 reports per request), where the stage takes each burst as
 one batch — one transaction, one ``save`` of N aggregates, all rows of a table by one
-statement (arrays through ``unnest``) — as the worker and the projector do with a batch.
+statement, as the worker and the projector do with a batch (here two narrow columns through
+``unnest``; the read models' rows, wider, go as one JSON parameter:
+``projections.base.insert_rows``).
 """
 
 from __future__ import annotations
@@ -95,7 +97,8 @@ READ_MODEL_DDL = "".join(
     "CREATE TABLE IF NOT EXISTS floor_positions (name text PRIMARY KEY, position bigint NOT "
     "NULL);"
 )
-#: Every row of a batch by one statement, as the read models write them (arrays, unnest).
+#: Every row of a batch by one statement, as the read models write theirs (two narrow columns
+#: here, as arrays through unnest).
 UPSERT = (
     "INSERT INTO {table} (key, body) SELECT * FROM unnest($1::text[], $2::text[]) "
     "ON CONFLICT (key) DO UPDATE SET body = EXCLUDED.body, n = {table}.n + 1"
@@ -137,7 +140,7 @@ async def nine_read_models(
     """A projector's least work for a batch, inside the caller's transaction: the lock (and
     the asynchronous commit, as ``projections.runner.projection_lock``), the positions read,
     one upsert into each read-model table (all the batch's rows by one statement, as
-    ``projections.queue`` writes them), the position written."""
+    ``projections.queue`` writes its own), the position written."""
     await conn.execute(
         "SELECT set_config('synchronous_commit', 'off', true), "
         "pg_advisory_xact_lock(hashtext('floor'))"
